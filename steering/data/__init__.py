@@ -1,0 +1,35 @@
+"""The shipped data: default preference dimensions (paired examples for extraction,
+separate reference texts for evaluation) and neutral prompts. Plain JSON, no Django."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent
+
+
+@cache
+def dimension(name: str) -> dict:
+    """A default dimension: name, negative_label, positive_label, description, pairs
+    [{positive, negative}], reference_positive, reference_negative."""
+    path = DATA_DIR / "dimensions" / f"{name}.json"
+    if not path.is_file():
+        raise KeyError(f"No default dimension {name!r}; there are: {', '.join(dimension_names())}")
+    return json.loads(path.read_text())
+
+
+def dimension_names() -> list[str]:
+    return sorted(p.stem for p in (DATA_DIR / "dimensions").glob("*.json"))
+
+
+def examples(name: str) -> tuple[list[str], list[str]]:
+    """(positive texts, negative texts) of a default dimension."""
+    pairs = dimension(name)["pairs"]
+    return [p["positive"] for p in pairs], [p["negative"] for p in pairs]
+
+
+@cache
+def neutral_prompts() -> list[str]:
+    return json.loads((DATA_DIR / "prompts" / "neutral.json").read_text())["prompts"]

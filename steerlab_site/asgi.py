@@ -1,0 +1,37 @@
+"""ASGI entry point: HTTP goes to Django, websockets to the Channels consumers.
+
+Served by daphne: `daphne steerlab_site.asgi:application`.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "steerlab_site.settings")
+
+# Set up Django (the app registry) before importing anything that may import models.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from steerlab_site.routing import websocket_urlpatterns  # noqa: E402
+
+# daphne has no static file serving of its own; without this the CSS and the admin's assets
+# would 404 under `make run` and in the Docker image. A proxy serving STATIC_ROOT can take
+# over with SERVE_STATIC=0.
+http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        # Browsers send cookies on cross-site websocket handshakes, so the origin check is what
+        # stops another site from chatting as a logged-in user.
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

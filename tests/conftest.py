@@ -1,0 +1,24 @@
+"""Fixtures shared by the whole suite.
+
+Three users, as in healthchecks: alice owns data, bob is given access to some of it, and charlie
+must never see any of it.
+"""
+
+import pytest
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.org", PASSWORD)
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", "bob@example.org", PASSWORD)
+
+
+@pytest.fixture
+def charlie(django_user_model):
+    return django_user_model.objects.create_user("charlie", "charlie@example.org", PASSWORD)

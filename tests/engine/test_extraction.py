@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from steering.engine import compute_vectors, default_layers, record_activations
+
+from tests.tiny_models import CORPUS
+
+POSITIVE = CORPUS[0::2]
+NEGATIVE = CORPUS[1::2]
+
+
+def test_it_extracts_one_vector_per_layer(tiny):
+    vectors = compute_vectors(tiny, {"formality": (POSITIVE, NEGATIVE)})
+    assert vectors.vectors["formality"].shape == (tiny.num_layers, tiny.hidden_size)
+    assert vectors.residual_norms.shape == (tiny.num_layers,)
+    assert (vectors.residual_norms > 0).all()
+    assert vectors.layers == default_layers(tiny.num_layers)
+    assert vectors.model_id == tiny.model_id
+
+
+@pytest.mark.parametrize("read", ["mean", "last"])
+def test_it_gives_the_same_vector_whatever_the_batch_padding(tiny, read):
+    alone = compute_vectors(tiny, {"f": (POSITIVE, NEGATIVE)}, read=read, batch_size=1)
+    padded = compute_vectors(tiny, {"f": (POSITIVE, NEGATIVE)}, read=read, batch_size=6)
+    assert torch.allclose(alone.vectors["f"], padded.vectors["f"], atol=1e-5)
+    assert torch.allclose(alone.residual_norms, padded.residual_norms, atol=1e-6)
+
+
+def _layer_outputs(loaded, text):
+    captured = {}
+    handles = [
+        layer.register_forward_hook(
+            lambda m, a, out, i=i: captured.__setitem__(i, (out[0] if isinstance(out, tuple) else out)[0])
+        )
+        for i, layer in enumerate(loaded.layers)
+    ]
+    try:
+        with torch.inference_mode():
+            loaded.model(torch.tensor([loaded.tokenizer(text)["input_ids"]]))
+    finally:
+        for h in handles:
+            h.remove()
+    return captured
+
+
+def test_it_reads_the_mean_without_the_first_token_and_the_last_token(tiny):
+    text = CORPUS[2]
+    outputs = _layer_outputs(tiny, text)
+    mean, _ = record_activations(tiny, [text], read="mean")
+    last, _ = record_activations(tiny, [text], read="last")
+    for layer, hidden in outputs.items():
+        assert torch.allclose(mean[0, layer], hidden[1:].float().mean(0), atol=1e-6)
+        assert torch.allclose(last[0, layer], hidden[-1].float(), atol=1e-6)
+        assert not torch.allclose(mean[0, layer], hidden.float().mean(0), atol=1e-6)
+
+
+def test_it_is_the_difference_of_the_class_means(tiny):
+    vectors = compute_vectors(tiny, {"f": (POSITIVE, NEGATIVE)})
+    pos, _ = record_activations(tiny, POSITIVE)
+    neg, _ = record_activations(tiny, NEGATIVE)
+    assert torch.allclose(vectors.vectors["f"], pos.mean(0) - neg.mean(0), atol=1e-6)
+
+
+def test_it_reports_progress_over_all_dimensions(tiny):
+    calls = []
+    compute_vectors(
+        tiny, {"a": (POSITIVE, NEGATIVE), "b": (NEGATIVE, POSITIVE)}, batch_size=2,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls[-1] == (12, 12)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
+def test_it_rejects_empty_classes_and_too_short_texts(tiny):
+    with pytest.raises(ValueError, match="needs positive and negative"):
+        compute_vectors(tiny, {"f": (POSITIVE, [])})
+    with pytest.raises(ValueError, match="too short"):
+        record_activations(tiny, ["a"])
+    with pytest.raises(ValueError, match="read must be"):
+        record_activations(tiny, POSITIVE, read="first")
+
+
+def test_default_layers_are_the_middle_half():
+    assert default_layers(30) == list(range(7, 22))
+    assert default_layers(4) == [1, 2]
+    assert default_layers(1) == [0]

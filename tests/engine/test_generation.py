@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from steering.engine import GenerationParams, GenerationRequest, stream_batch
+from steering.engine.generation import Detokenizer
+
+from tests.tiny_models import build_tiny
+
+
+def _generate(loaded, prompt="hello world", **params):
+    request = GenerationRequest(prompt_ids=loaded.chat_ids(prompt), params=GenerationParams(**params))
+    events = list(stream_batch(loaded, None, [request]))
+    return events
+
+
+def _tokens(events):
+    return [e.token_id for e in events if e.token_id is not None and e.finish != "stop"]
+
+
+def test_greedy_decoding_matches_transformers_generate(tiny):
+    tiny.model.generation_config.eos_token_id = None  # compare the full length
+    ids = tiny.chat_ids("what is the report")
+    expected = tiny.model.generate(
+        torch.tensor([ids]), max_new_tokens=12, do_sample=False, pad_token_id=tiny.pad_id
+    )[0, len(ids):].tolist()
+    stop_ids = tiny.stop_ids
+    tiny.stop_ids = frozenset()
+    try:
+        events = _generate(tiny, "what is the report", max_new_tokens=12)
+    finally:
+        tiny.stop_ids = stop_ids
+    assert _tokens(events) == expected
+    assert events[-1].finish == "length"
+
+
+def test_it_streams_text_that_adds_up_to_the_whole_answer(tiny):
+    events = _generate(tiny, max_new_tokens=20)
+    tokens = _tokens(events)
+    assert "".join(e.text for e in events) == tiny.tokenizer.decode(tokens, skip_special_tokens=True)
+    assert len(events) == len(tokens) + (events[-1].finish == "stop")
+
+
+def test_it_stops_at_the_end_of_turn():
+    loaded = build_tiny("llama")
+    end = loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # Make the end-of-turn token the model's certain choice after the first token.
+    with torch.no_grad():
+        loaded.model.lm_head.weight[end] = loaded.model.lm_head.weight.sum(0) * 0 + 1000 * loaded.model.lm_head.weight[end]
+    events = _generate(loaded, max_new_tokens=30)
+    assert events[-1].finish == "stop"
+    assert len(events) < 30
+
+
+def test_sampling_is_reproducible_with_a_seed_and_varies_without():
+    loaded = build_tiny("qwen2")
+    runs = [_tokens(_generate(loaded, temperature=1.5, seed=7, max_new_tokens=16)) for _ in range(2)]
+    assert runs[0] == runs[1]
+    others = {tuple(_tokens(_generate(loaded, temperature=1.5, seed=s, max_new_tokens=16))) for s in range(5)}
+    assert len(others) > 1
+
+
+def test_top_k_one_and_a_tiny_top_p_are_greedy():
+    loaded = build_tiny("gpt2")
+    greedy = _tokens(_generate(loaded, max_new_tokens=10))
+    assert _tokens(_generate(loaded, temperature=1.0, top_k=1, seed=1, max_new_tokens=10)) == greedy
+    assert _tokens(_generate(loaded, temperature=1.0, top_p=1e-6, seed=1, max_new_tokens=10)) == greedy
+
+
+def test_a_cancelled_request_stops_between_tokens_and_frees_its_row(tiny):
+    requests = [
+        GenerationRequest(prompt_ids=tiny.chat_ids(p), params=GenerationParams(max_new_tokens=40))
+        for p in ("hello world", "what is the report")
+    ]
+    tiny.stop_ids = frozenset()
+    events = []
+    for event in stream_batch(tiny, None, requests):
+        events.append(event)
+        if event.index == 0 and len([e for e in events if e.index == 0]) == 3:
+            requests[0].cancel.set()
+    first = [e for e in events if e.index == 0]
+    assert first[-1].finish == "cancelled"
+    assert len(first) == 4
+    assert [e for e in events if e.index == 1][-1].finish == "length"
+
+
+def test_the_detokenizer_never_splits_a_character():
+    loaded = build_tiny("llama")
+    text = "héllo 🙂 world, déjà vu"
+    ids = loaded.tokenizer(text)["input_ids"]
+    detok = Detokenizer(loaded.tokenizer)
+    pieces = [detok.push(i) for i in ids]
+    assert "".join(pieces) + detok.flush() == text
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"seed": -5}, "seed"),
+    ],
+)
+def test_it_rejects_bad_parameters_with_a_message(params, message):
+    with pytest.raises(ValueError, match=message):
+        GenerationParams(**params)
+
+
+def test_it_rejects_an_empty_prompt():
+    with pytest.raises(ValueError, match="empty"):
+        GenerationRequest(prompt_ids=[])

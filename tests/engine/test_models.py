@@ -1,0 +1,63 @@
+import pytest
+import torch
+from torch import nn
+
+from steering.engine import ModelNotFound, UnsupportedModel, find_layers, load_model
+from steering.engine.models import end_of_turn_ids
+
+from tests.tiny_models import ALL_FAMILIES, NUM_LAYERS, build_tiny
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_it_finds_the_decoder_layers_of_every_family(family):
+    loaded = build_tiny(family)
+    assert loaded.num_layers == NUM_LAYERS
+    assert loaded.hidden_size == 64
+    assert all(isinstance(layer, nn.Module) for layer in loaded.layers)
+
+
+def test_it_names_the_model_class_it_cannot_handle():
+    class Strange(nn.Module):
+        pass
+
+    with pytest.raises(UnsupportedModel, match="Strange"):
+        find_layers(Strange())
+
+
+def test_it_loads_a_local_model_directory_in_float32_on_cpu(tmp_path):
+    tiny = build_tiny("llama", dtype=torch.float32)
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert loaded.dtype == torch.float32
+    assert loaded.device.type == "cpu"
+    assert loaded.model_id == str(tmp_path)
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.allclose(loaded.model(ids).logits, tiny.model(ids).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["/no/such/model", "./missing-dir", "weights.gguf"])
+def test_it_says_clearly_when_a_local_model_is_not_there(name):
+    with pytest.raises(ModelNotFound, match="not found"):
+        load_model(name, device="cpu")
+
+
+def test_it_refuses_cuda_when_there_is_none():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        load_model("embedded", device="cuda")
+
+
+def test_it_stops_on_the_end_of_turn_token_even_when_eos_says_otherwise():
+    tiny = build_tiny("llama")
+    tiny.tokenizer.eos_token = "<|endoftext|>"
+    ids = end_of_turn_ids(tiny.model, tiny.tokenizer)
+    assert tiny.tokenizer.convert_tokens_to_ids("<|im_end|>") in ids
+    assert tiny.tokenizer.convert_tokens_to_ids("<|endoftext|>") in ids
+
+
+def test_it_formats_prompts_with_the_chat_template():
+    tiny = build_tiny("gpt2")
+    text = tiny.tokenizer.decode(tiny.chat_ids("hello", system="be nice"))
+    assert text == "<|system|>be nice<|im_end|><|user|>hello<|im_end|><|assistant|>"

@@ -1,0 +1,111 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from steering.engine import SteeringVectors, UnknownDimension, VectorFileError, compute_vectors
+
+from tests.tiny_models import CORPUS, build_tiny
+
+
+@pytest.fixture
+def vectors():
+    loaded = build_tiny("llama")
+    return compute_vectors(
+        loaded, {"formality": (CORPUS[0::2], CORPUS[1::2]), "mood": (CORPUS[1::2], CORPUS[0::2])},
+        labels={"formality": ["Casual", "Formal"]},
+    )
+
+
+def test_it_round_trips_vectors_and_metadata(vectors, tmp_path):
+    path = vectors.save(tmp_path / "set.safetensors")
+    loaded = SteeringVectors.load(path)
+    for dim in ("formality", "mood"):
+        assert torch.equal(loaded.vectors[dim], vectors.vectors[dim])
+        assert torch.allclose(loaded.norms(dim), vectors.norms(dim))
+    assert torch.equal(loaded.residual_norms, vectors.residual_norms)
+    for name in ("model_id", "hidden_size", "num_layers", "layers", "method", "read", "functional_range", "labels", "created_at"):
+        assert getattr(loaded, name) == getattr(vectors, name)
+    assert list(tmp_path.iterdir()) == [path]  # the temporary file is gone
+
+
+def test_the_file_carries_readable_metadata(vectors, tmp_path):
+    from safetensors import safe_open
+
+    path = vectors.save(tmp_path / "set.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        meta = {k: json.loads(v) for k, v in handle.metadata().items()}
+    assert meta["dimensions"] == ["formality", "mood"]
+    assert meta["model_id"] == "tiny-llama"
+    assert len(meta["norms"]["formality"]) == 4
+    assert meta["created_at"].endswith("+00:00")
+
+
+def test_it_says_everything_that_does_not_fit_the_model(vectors):
+    with pytest.raises(VectorFileError) as err:
+        vectors.check_model(model_id="other/model", num_layers=30, hidden_size=576)
+    message = str(err.value)
+    assert "'tiny-llama', not 'other/model'" in message
+    assert "4 layers, the model has 30" in message
+    assert "hidden size 64, the model has 576" in message
+    vectors.check_model(model_id="tiny-llama", num_layers=4, hidden_size=64)
+
+
+def test_it_rejects_files_that_are_not_vector_files(tmp_path):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01 not a safetensors file")
+    with pytest.raises(VectorFileError, match="not a readable safetensors"):
+        SteeringVectors.load(garbage)
+    with pytest.raises(VectorFileError, match="No vector file"):
+        SteeringVectors.load(tmp_path / "absent.safetensors")
+
+
+def _write(path, tensors, **meta):
+    base = {"model_id": "m", "hidden_size": 8, "num_layers": 2, "layers": [0, 1], "dimensions": ["d"],
+            "functional_range": {"d": 0.1}}
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in {**base, **meta}.items()})
+    return path
+
+
+@pytest.mark.parametrize(
+    "tensors, meta, message",
+    [
+        ({"vector.d": torch.full((2, 8), float("nan")), "residual_norms": torch.ones(2)}, {}, "non-finite"),
+        ({"vector.d": torch.ones(3, 8), "residual_norms": torch.ones(2)}, {}, "shape"),
+        ({"vector.d": torch.ones(2, 8, dtype=torch.int32).float().int(), "residual_norms": torch.ones(2)}, {}, "dtype"),
+        ({"residual_norms": torch.ones(2)}, {}, "missing tensors"),
+        ({"vector.d": torch.ones(2, 8), "residual_norms": torch.ones(2)}, {"layers": [5]}, "steered layers"),
+        ({"vector.d": torch.ones(2, 8), "residual_norms": torch.ones(2)}, {"method": "magic"}, "method"),
+    ],
+)
+def test_it_validates_what_it_loads(tmp_path, tensors, meta, message):
+    with pytest.raises(VectorFileError, match=message):
+        SteeringVectors.load(_write(tmp_path / "v.safetensors", tensors, **meta))
+
+
+def test_it_rejects_files_without_metadata(tmp_path):
+    path = tmp_path / "v.safetensors"
+    save_file({"vector.d": torch.ones(2, 8)}, str(path))
+    with pytest.raises(VectorFileError, match="metadata lacks"):
+        SteeringVectors.load(path)
+
+
+def test_strengths_scale_unit_directions_by_the_residual_norm(vectors):
+    deltas = vectors.layer_deltas({"formality": 0.5})
+    assert sorted(deltas) == vectors.layers
+    for layer, delta in deltas.items():
+        expected = 0.5 * vectors.functional_range["formality"] * vectors.residual_norms[layer]
+        assert delta.norm().item() == pytest.approx(expected.item(), rel=1e-5)
+    both = vectors.layer_deltas({"formality": 0.5, "mood": -1.0})
+    mood = vectors.layer_deltas({"mood": -1.0})
+    for layer in vectors.layers:  # dimensions combine additively
+        assert torch.allclose(both[layer], deltas[layer] + mood[layer])
+    assert vectors.layer_deltas({"formality": 0.0}) == {}
+
+
+def test_it_rejects_unknown_dimensions_and_non_finite_strengths(vectors):
+    with pytest.raises(UnknownDimension, match="'cost'.*formality, mood"):
+        vectors.layer_deltas({"cost": 0.5})
+    with pytest.raises(ValueError, match="finite"):
+        vectors.layer_deltas({"formality": float("inf")})

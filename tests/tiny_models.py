@@ -1,0 +1,87 @@
+"""Tiny randomly initialised models, one per architecture family, built from a config in
+the test process: nothing is downloaded, and each builds in milliseconds."""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import ByteLevelBPETokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    FalconConfig,
+    Gemma2Config,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    MistralConfig,
+    OPTConfig,
+    Phi3Config,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    StableLmConfig,
+)
+
+from steering.engine import LoadedModel
+
+CORPUS = [
+    "I would be delighted to assist you with this matter at your earliest convenience.",
+    "Sure thing, happy to help, just lemme know what you need!",
+    "The quarterly report indicates a considerable improvement in revenue.",
+    "yeah the trip was awesome, we ate so much pizza lol",
+    "Please find attached the documents you requested yesterday.",
+    "hey what's up, wanna grab coffee later?",
+]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|im_end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+NUM_LAYERS = 4
+SMALL = dict(num_hidden_layers=NUM_LAYERS, num_attention_heads=4, max_position_embeddings=256)
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(
+        CORPUS * 3, vocab_size=400, min_frequency=1, show_progress=False,
+        special_tokens=["<|endoftext|>", "<|im_end|>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>"],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=trainer._tokenizer, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<pad>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def family_configs(vocab: int) -> dict:
+    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, **SMALL)
+    return {
+        "llama": LlamaConfig(num_key_value_heads=2, **common),
+        "qwen2": Qwen2Config(num_key_value_heads=2, **common),
+        "gemma2": Gemma2Config(num_key_value_heads=2, head_dim=16, **common),
+        "mistral": MistralConfig(num_key_value_heads=2, **common),
+        "phi3": Phi3Config(num_key_value_heads=2, pad_token_id=2, **common),
+        "stablelm": StableLmConfig(num_key_value_heads=2, **common),
+        "gpt2": GPT2Config(vocab_size=vocab, n_embd=64, n_layer=NUM_LAYERS, n_head=4, n_positions=256),
+        "gpt_neox": GPTNeoXConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, **SMALL),
+        "opt": OPTConfig(vocab_size=vocab, hidden_size=64, ffn_dim=128, word_embed_proj_dim=64, **SMALL),
+        "falcon": FalconConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=NUM_LAYERS, num_attention_heads=4),
+    }
+
+
+# The families the issue names for full coverage (extraction, isolation, generation);
+# the rest are checked for layer discovery and a steered generation.
+CORE_FAMILIES = ["llama", "qwen2", "gemma2", "gpt2", "gpt_neox"]
+ALL_FAMILIES = list(family_configs(10))
+
+
+def build_tiny(family: str, *, dtype: torch.dtype = torch.float64, seed: int = 0) -> LoadedModel:
+    tokenizer = make_tokenizer()
+    config = family_configs(len(tokenizer))[family]
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(seed)
+    # float64 makes "batched equals alone" exact enough that greedy choices never flip on
+    # rounding.
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id=f"tiny-{family}")
