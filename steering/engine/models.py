@@ -92,6 +92,11 @@ class LoadedModel:
         return self.tokenizer(text)["input_ids"]
 
 
+def model_id_for(name: str) -> str:
+    """The id recorded in vector files for a model loaded by `name`."""
+    return EMBEDDED_MODEL_ID if name == EMBEDDED else name
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -130,10 +135,9 @@ def load_model(name: str = EMBEDDED, *, device: str = "auto", dtype: torch.dtype
 
     target = resolve_device(device)
     dtype = dtype or default_dtype(target)
+    model_id = model_id_for(name)
     if name == EMBEDDED:
-        name, model_id = str(embedded_gguf_path()), EMBEDDED_MODEL_ID
-    else:
-        model_id = name
+        name = str(embedded_gguf_path())
     path = Path(name).expanduser()
     kwargs: dict = {"trust_remote_code": False}
     if path.is_file() and path.suffix == ".gguf":

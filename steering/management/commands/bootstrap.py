@@ -1,0 +1,53 @@
+"""First-run setup for `make setup`: the demo account and the default vector set.
+Idempotent: what exists is left alone, so running it again costs a second."""
+
+from __future__ import annotations
+
+import sys
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from steering import services
+from steering.models import VectorSet
+from steering.runtime import site_model, site_model_id
+
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "steerlab-demo"
+DEFAULT_SET_NAME = "Default (formality)"
+
+
+class Command(BaseCommand):
+    help = "Create the demo account and the default formality vector set for the configured model."
+
+    def handle(self, *args, **options) -> None:
+        User = get_user_model()
+        if not User.objects.filter(username=DEMO_USERNAME).exists():
+            User.objects.create_user(DEMO_USERNAME, password=DEMO_PASSWORD)
+            self.stdout.write(f"Created the demo account: {DEMO_USERNAME} / {DEMO_PASSWORD}")
+        else:
+            self.stdout.write(f"Demo account: {DEMO_USERNAME} / {DEMO_PASSWORD} (unless its password was changed)")
+
+        formality = services.dimension_import_default(name="formality")
+        model_id = site_model_id()
+        existing = VectorSet.objects.filter(
+            owner=None, model_id=model_id, dimensions=formality, status=VectorSet.Status.READY
+        ).first()
+        if existing:
+            self.stdout.write(f"Default vector set ready: {existing}")
+            return
+        VectorSet.objects.filter(owner=None, model_id=model_id, name=DEFAULT_SET_NAME).exclude(
+            status=VectorSet.Status.READY
+        ).delete()  # a failed or interrupted earlier attempt
+        vector_set = services.vector_set_create(name=DEFAULT_SET_NAME, model_id=model_id, dimensions=[formality])
+        self.stdout.write(f"Computing the default formality vector set for {model_id} (once, about a minute)…")
+        vector_set = services.vector_set_compute(
+            vector_set=vector_set,
+            loaded=site_model(),
+            report=lambda percent: self.stdout.write(f"\r  extracting activations: {percent:3d} %", ending=""),
+        )
+        self.stdout.write("")
+        if vector_set.status != VectorSet.Status.READY:
+            self.stderr.write(f"Computing the default vector set failed: {vector_set.error}")
+            sys.exit(1)
+        self.stdout.write(self.style.SUCCESS(f"Default vector set ready: {vector_set} ({vector_set.file.name})"))

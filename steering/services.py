@@ -1,0 +1,107 @@
+"""Writes: importing dimensions, creating and computing vector sets."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Callable, Sequence
+
+from django.conf import settings
+from django.db import transaction
+
+from steering import data
+from steering.engine import LoadedModel, compute_vectors
+from steering.models import PreferenceDimension, VectorSet
+
+log = logging.getLogger(__name__)
+
+
+def dimension_import_default(*, name: str) -> PreferenceDimension:
+    """The shipped dimension `name`, created from steering/data on first use."""
+    spec = data.dimension(name)
+    positive, negative = data.examples(name)
+    dimension, _ = PreferenceDimension.objects.get_or_create(
+        name=name,
+        defaults={
+            "negative_label": spec["negative_label"],
+            "positive_label": spec["positive_label"],
+            "description": spec.get("description", ""),
+            "positive_examples": positive,
+            "negative_examples": negative,
+            "reference_positive": spec.get("reference_positive", []),
+            "reference_negative": spec.get("reference_negative", []),
+        },
+    )
+    return dimension
+
+
+def vector_set_create(
+    *,
+    name: str,
+    model_id: str,
+    dimensions: Sequence[PreferenceDimension],
+    method: str = VectorSet.Method.CAA,
+    owner=None,
+) -> VectorSet:
+    with transaction.atomic():
+        vector_set = VectorSet.objects.create(name=name, model_id=model_id, method=method, owner=owner)
+        vector_set.dimensions.set(dimensions)
+    return vector_set
+
+
+def _save_progress(vector_set: VectorSet, done: int, total: int, report: Callable[[int], None] | None) -> None:
+    percent = min(99, int(100 * done / max(total, 1)))  # 100 only once the file is written
+    if percent != vector_set.progress:
+        vector_set.progress = percent
+        VectorSet.objects.filter(pk=vector_set.pk).update(progress=percent)
+        if report:
+            report(percent)
+
+
+def vector_set_compute(
+    *, vector_set: VectorSet, loaded: LoadedModel, report: Callable[[int], None] | None = None
+) -> VectorSet:
+    """Extract the vectors of `vector_set` on `loaded`, write its file, and mark it ready.
+    Any failure marks it failed with a readable error and leaves no file behind."""
+    VectorSet.objects.filter(pk=vector_set.pk).update(status=VectorSet.Status.RUNNING, progress=0, error="")
+    vector_set.refresh_from_db()
+    path: Path | None = None
+    try:
+        examples, labels = {}, {}
+        for dim in vector_set.dimensions.all():
+            if not dim.positive_examples or not dim.negative_examples:
+                raise ValueError(f"Dimension {dim.name!r} has no training examples for one of its ends")
+            examples[dim.name] = (dim.positive_examples, dim.negative_examples)
+            labels[dim.name] = [dim.negative_label, dim.positive_label]
+        if not examples:
+            raise ValueError("The vector set has no dimensions")
+        if loaded.model_id != vector_set.model_id:
+            raise ValueError(f"The vector set is for {vector_set.model_id!r}, but the model loaded is {loaded.model_id!r}")
+        vectors = compute_vectors(
+            loaded,
+            examples,
+            method=vector_set.method,
+            labels=labels,
+            progress=lambda done, total: _save_progress(vector_set, done, total, report),
+        )
+        relative = f"vectors/{vector_set.pk}-{uuid.uuid4().hex[:8]}.safetensors"
+        path = vectors.save(Path(settings.MEDIA_ROOT) / relative)
+        with transaction.atomic():
+            vector_set.file.name = relative
+            vector_set.layers = vectors.layers
+            vector_set.num_layers = vectors.num_layers
+            vector_set.hidden_size = vectors.hidden_size
+            vector_set.functional_range = vectors.functional_range
+            vector_set.status = VectorSet.Status.READY
+            vector_set.progress = 100
+            vector_set.save()
+    except Exception as exc:
+        log.exception("Computing vector set %s failed", vector_set.pk)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        VectorSet.objects.filter(pk=vector_set.pk).update(
+            status=VectorSet.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000], file=""
+        )
+        vector_set.refresh_from_db()
+    return vector_set

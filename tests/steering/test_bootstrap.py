@@ -1,0 +1,31 @@
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from steering.engine import SteeringVectors
+from steering.engine.models import EMBEDDED_MODEL_ID
+from steering.models import VectorSet
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+def test_it_creates_the_demo_account_and_the_default_vector_set_once(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    out = io.StringIO()
+    call_command("bootstrap", stdout=out)
+    assert "demo / steerlab-demo" in out.getvalue()
+    demo = get_user_model().objects.get(username="demo")
+    assert demo.check_password("steerlab-demo")
+    vector_set = VectorSet.objects.get(owner=None)
+    assert vector_set.status == VectorSet.Status.READY and vector_set.model_id == EMBEDDED_MODEL_ID
+    vectors = SteeringVectors.load(tmp_path / vector_set.file.name)
+    vectors.check_model(model_id=EMBEDDED_MODEL_ID, num_layers=30, hidden_size=576)
+    assert vectors.dimensions == ["formality"]
+
+    again = io.StringIO()
+    call_command("bootstrap", stdout=again)
+    assert "Default vector set ready" in again.getvalue()
+    assert VectorSet.objects.count() == 1
+    assert get_user_model().objects.filter(username="demo").count() == 1

@@ -1,0 +1,81 @@
+import pytest
+
+from steering import services
+from steering.engine import SteeringVectors
+from steering.models import PreferenceDimension, VectorSet
+
+from tests.tiny_models import CORPUS, build_tiny
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
+def tiny():
+    return build_tiny("llama")
+
+
+@pytest.fixture
+def formality():
+    return PreferenceDimension.objects.create(
+        name="formality", negative_label="Casual", positive_label="Formal",
+        positive_examples=CORPUS[0::2], negative_examples=CORPUS[1::2],
+    )
+
+
+def test_it_computes_writes_and_marks_ready(tiny, formality, media):
+    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    assert vector_set.status == VectorSet.Status.PENDING
+    reported = []
+    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny, report=reported.append)
+    assert vector_set.status == VectorSet.Status.READY
+    assert vector_set.progress == 100
+    assert reported == sorted(reported) and reported
+    assert vector_set.layers == [1, 2] and vector_set.num_layers == 4 and vector_set.hidden_size == 64
+    vectors = SteeringVectors.load(media / vector_set.file.name)
+    assert vectors.dimensions == ["formality"]
+    assert vectors.labels == {"formality": ["Casual", "Formal"]}
+    assert vectors.model_id == "tiny-llama"
+
+
+def test_a_failure_leaves_a_readable_error_and_no_file(tiny, media):
+    empty = PreferenceDimension.objects.create(name="empty", negative_label="A", positive_label="B")
+    vector_set = services.vector_set_create(name="e", model_id="tiny-llama", dimensions=[empty])
+    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    assert vector_set.status == VectorSet.Status.FAILED
+    assert "'empty' has no training examples" in vector_set.error
+    assert not vector_set.file
+    assert not any(media.rglob("*.safetensors*"))
+
+
+def test_it_refuses_to_compute_on_another_model(tiny, formality, media):
+    vector_set = services.vector_set_create(name="f", model_id="other/model", dimensions=[formality])
+    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    assert vector_set.status == VectorSet.Status.FAILED
+    assert "'other/model'" in vector_set.error and "'tiny-llama'" in vector_set.error
+    assert not any(media.rglob("*.safetensors*"))
+
+
+def test_deleting_a_vector_set_deletes_its_file(tiny, formality, media, django_capture_on_commit_callbacks):
+    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    path = media / vector_set.file.name
+    assert path.is_file()
+    with django_capture_on_commit_callbacks(execute=True):
+        vector_set.delete()
+    assert not path.exists()
+
+
+def test_it_imports_the_shipped_dimension_once():
+    first = services.dimension_import_default(name="formality")
+    again = services.dimension_import_default(name="formality")
+    assert first.pk == again.pk
+    assert (first.negative_label, first.positive_label) == ("Casual", "Formal")
+    assert len(first.positive_examples) >= 50 and len(first.negative_examples) >= 50
+    with pytest.raises(KeyError, match="No default dimension 'nope'"):
+        services.dimension_import_default(name="nope")
