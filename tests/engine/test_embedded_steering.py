@@ -4,8 +4,10 @@ import re
 import statistics
 
 import pytest
+import torch
 
 from steering import data
+from steering.engine.models import EMBEDDED_MODEL_ID
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +57,14 @@ def test_the_formality_vector_makes_answers_more_formal_or_more_casual(smollm):
     assert statistics.mean(scores[1.0]) > statistics.mean(scores[0.0]) > statistics.mean(scores[-1.0]), report
     assert sum(f > c for f, c in zip(scores[1.0], scores[-1.0])) >= 3, report
     assert all(text.strip() for text in texts)
+
+
+def test_the_embedded_model_loads_from_its_gguf_file_in_float32(smollm):
+    loaded = smollm.loaded
+    assert loaded.model_id == EMBEDDED_MODEL_ID
+    assert (loaded.num_layers, loaded.hidden_size) == (30, 576)
+    assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+    assert loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in loaded.stop_ids
 
 
 def test_the_embedded_model_ends_its_turn(smollm):
