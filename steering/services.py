@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 
 from steering import data
-from steering.engine import LoadedModel, compute_vectors
+from steering.engine import LoadedModel, SteeringVectors, compute_vectors
 from steering.models import PreferenceDimension, VectorSet
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,72 @@ def vector_set_create(
         vector_set = VectorSet.objects.create(name=name, model_id=model_id, method=method, owner=owner)
         vector_set.dimensions.set(dimensions)
     return vector_set
+
+
+def dimension_update_or_create(
+    *, name: str, positive: Sequence[str], negative: Sequence[str], negative_label: str, positive_label: str
+) -> PreferenceDimension:
+    dimension, _ = PreferenceDimension.objects.update_or_create(
+        name=name,
+        defaults={
+            "positive_examples": list(positive),
+            "negative_examples": list(negative),
+            "negative_label": negative_label,
+            "positive_label": positive_label,
+        },
+    )
+    return dimension
+
+
+def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> VectorSet:
+    """Register vectors computed elsewhere as a ready vector set: dimensions it names that do
+    not exist yet are created (labels from the file, no examples), and the file is rewritten
+    into media storage from the validated tensors, never copied byte for byte."""
+    relative = f"vectors/upload-{uuid.uuid4().hex}.safetensors"
+    path = vectors.save(Path(settings.MEDIA_ROOT) / relative)
+    try:
+        with transaction.atomic():
+            dimensions = []
+            for dim in vectors.dimensions:
+                negative_label, positive_label = (vectors.labels.get(dim) or [f"less {dim}", f"more {dim}"])[:2]
+                dimension, _ = PreferenceDimension.objects.get_or_create(
+                    name=dim, defaults={"negative_label": negative_label, "positive_label": positive_label}
+                )
+                dimensions.append(dimension)
+            vector_set = VectorSet.objects.create(
+                name=name,
+                model_id=vectors.model_id,
+                method=vectors.method,
+                layers=vectors.layers,
+                num_layers=vectors.num_layers,
+                hidden_size=vectors.hidden_size,
+                functional_range=vectors.functional_range,
+                file=relative,
+                status=VectorSet.Status.READY,
+                progress=100,
+                owner=owner,
+            )
+            vector_set.dimensions.set(dimensions)
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    return vector_set
+
+
+def vector_set_enqueue(*, vector_set: VectorSet, sync: bool = False) -> None:
+    """Compute `vector_set` in the django-q2 cluster, once the transaction that created it
+    commits (a worker must find the row)."""
+    from django_q.tasks import async_task
+
+    def enqueue() -> None:
+        async_task(
+            "steering.tasks.compute_vector_set",
+            vector_set.pk,
+            task_name=f"vector-set-{vector_set.pk}",
+            sync=sync or settings.Q_CLUSTER.get("sync", False),
+        )
+
+    transaction.on_commit(enqueue)
 
 
 def _save_progress(vector_set: VectorSet, done: int, total: int, report: Callable[[int], None] | None) -> None:

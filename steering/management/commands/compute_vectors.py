@@ -1,0 +1,93 @@
+"""`compute_vectors`: the seed CLI's verb. Computes a vector set from two example files and
+registers it, with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from steering import services
+from steering.engine import ModelNotFound, load_model
+from steering.engine.models import model_id_for
+from steering.models import VectorSet
+
+MIN_EXAMPLES = 2
+
+
+def read_examples(path: str, end: str) -> list[str]:
+    """A JSON list of texts, or an object with an "examples" list."""
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"The {end} data file {path} does not exist")
+    try:
+        content = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CommandError(f"The {end} data file {path} is not valid JSON: {exc}") from exc
+    if isinstance(content, dict):
+        content = content.get("examples")
+    if not isinstance(content, list) or not all(isinstance(t, str) and t.strip() for t in content):
+        raise CommandError(f"The {end} data file {path} must hold a JSON list of non-empty texts")
+    if len(content) < MIN_EXAMPLES:
+        raise CommandError(f"The {end} data file {path} has {len(content)} texts; at least {MIN_EXAMPLES} are needed")
+    return [t.strip() for t in content]
+
+
+class Command(BaseCommand):
+    help = "Compute steering vectors for one preference from positive and negative example files."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--model", default=None, help="hub name, local path or 'embedded' (default: STEERLAB_MODEL)")
+        parser.add_argument("--preference", required=True, help="dimension name, e.g. formality")
+        parser.add_argument("--positive-data", required=True, help="JSON list of texts for the positive end")
+        parser.add_argument("--negative-data", required=True, help="JSON list of texts for the negative end")
+        parser.add_argument("--method", default="caa", choices=["caa"], help="extraction method")
+        parser.add_argument("--positive-label", default=None, help="name of the positive end (default: more <preference>)")
+        parser.add_argument("--negative-label", default=None, help="name of the negative end (default: less <preference>)")
+        parser.add_argument("--name", default=None, help="name of the vector set")
+        parser.add_argument("--output", default=None, help="also write the vector file here")
+        parser.add_argument("--device", default=None, help="auto, cpu, cuda… (default: STEERLAB_DEVICE)")
+
+    def handle(self, *args, **opts) -> None:
+        positive = read_examples(opts["positive_data"], "positive")
+        negative = read_examples(opts["negative_data"], "negative")
+        name = opts["preference"]
+        model = opts["model"] or settings.STEERLAB_MODEL
+        self.stdout.write(f"Loading {model}…")
+        try:
+            loaded = load_model(model, device=opts["device"] or settings.STEERLAB_DEVICE)
+        except (ModelNotFound, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        dimension = services.dimension_update_or_create(
+            name=name,
+            positive=positive,
+            negative=negative,
+            negative_label=opts["negative_label"] or f"less {name}",
+            positive_label=opts["positive_label"] or f"more {name}",
+        )
+        vector_set = services.vector_set_create(
+            name=opts["name"] or f"{name} ({opts['method']})",
+            model_id=model_id_for(model),
+            dimensions=[dimension],
+            method=opts["method"],
+        )
+        with tqdm(total=100, desc="extracting", unit="%", file=self.stdout) as bar:
+            vector_set = services.vector_set_compute(
+                vector_set=vector_set, loaded=loaded, report=lambda percent: bar.update(percent - bar.n)
+            )
+            if vector_set.status == VectorSet.Status.READY:
+                bar.update(100 - bar.n)
+        if vector_set.status != VectorSet.Status.READY:
+            raise CommandError(f"Computing the vectors failed: {vector_set.error}")
+        stored = Path(settings.MEDIA_ROOT) / vector_set.file.name
+        if opts["output"]:
+            Path(opts["output"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(stored, opts["output"])
+            self.stdout.write(f"Wrote {opts['output']}")
+        self.stdout.write(
+            self.style.SUCCESS(f"Vector set #{vector_set.pk} '{vector_set.name}' is ready: layers {vector_set.layers}")
+        )
