@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -162,7 +163,7 @@ class DecodeBatch:
         return not self.rows
 
     def _forward(self) -> torch.Tensor:
-        context = self.hooks.active(self.steering) if self.hooks is not None else _null()
+        context = self.hooks.active(self.steering) if self.hooks is not None else nullcontext()
         with context:
             out = self.loaded.model(
                 input_ids=self.input_ids,
@@ -223,14 +224,6 @@ class DecodeBatch:
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(keep), 1)], dim=1)
         self._positions = self.next_position[:, None]
         self.next_position = self.next_position + 1
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None
 
 
 def stream_batch(
