@@ -1,8 +1,12 @@
-"""Preference dimensions and the vector sets computed from them."""
+"""Preference dimensions, the vector sets computed from them, and what users do with them:
+profiles, conversations, interaction logs, feedback and the history of profile changes."""
 
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models, transaction
 from django.db.models.signals import post_delete
@@ -73,6 +77,9 @@ class VectorSet(models.Model):
     def is_ready(self) -> bool:
         return self.status == self.Status.READY
 
+    def dimension_names(self) -> list[str]:
+        return [d.name for d in self.dimensions.all()]
+
 
 @receiver(post_delete, sender=VectorSet)
 def _delete_vector_file(sender, instance: VectorSet, **kwargs) -> None:
@@ -80,3 +87,186 @@ def _delete_vector_file(sender, instance: VectorSet, **kwargs) -> None:
     if instance.file:
         storage, name = instance.file.storage, instance.file.name
         transaction.on_commit(lambda: storage.delete(name))
+
+
+def _clean_strength(value) -> float:
+    """A strength as stored: a finite float in −1…1 (the engine maps it onto the functional range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, not {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise ValueError(f"must be between -1 and 1, not {value!r}")
+    return value
+
+
+def clean_preferences(vector_set: VectorSet, preferences) -> dict[str, float]:
+    """`preferences` checked against `vector_set`: a mapping of its own dimensions to finite
+    strengths in −1…1. Raises ValueError naming every problem at once."""
+    if not isinstance(preferences, dict):
+        raise ValueError("preferences must be an object mapping dimension names to strengths in -1…1")
+    known = set(vector_set.dimension_names())
+    problems, cleaned = [], {}
+    for name, value in preferences.items():
+        if name not in known:
+            problems.append(f"unknown dimension {name!r} (this vector set has: {', '.join(sorted(known)) or 'none'})")
+            continue
+        try:
+            cleaned[name] = _clean_strength(value)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return cleaned
+
+
+class PreferenceProfile(models.Model):
+    """A user's strengths for the dimensions of one vector set, and how they were set."""
+
+    class Mode(models.TextChoices):
+        SELECT = "select", "Select (sliders)"
+        CALIBRATE = "calibrate", "Calibrate (compare answers)"
+        LEARN = "learn", "Learn (from feedback)"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profiles")
+    vector_set = models.ForeignKey(VectorSet, on_delete=models.CASCADE, related_name="profiles")
+    strengths = models.JSONField(default=dict, blank=True)
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.SELECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "vector_set"], name="one_profile_per_vector_set")]
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.vector_set.name}"
+
+    def clean(self) -> None:
+        try:
+            self.strengths = clean_preferences(self.vector_set, self.strengths)
+        except ValueError as exc:
+            raise ValidationError({"strengths": str(exc)}) from exc
+
+    def save(self, *args, **kwargs) -> None:
+        # The invariant holds whichever path writes a profile (service, admin, shell).
+        self.strengths = clean_preferences(self.vector_set, self.strengths)
+        super().save(*args, **kwargs)
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    vector_set = models.ForeignKey(VectorSet, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class InteractionLog(models.Model):
+    """One generation: what was asked, what came back, with which steering, how fast."""
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    class Source(models.TextChoices):
+        API = "api", "REST API"
+        WEBSOCKET = "ws", "WebSocket chat"
+        CALIBRATE = "calibrate", "Calibration"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="interactions")
+    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL)
+    vector_set = models.ForeignKey(VectorSet, null=True, blank=True, on_delete=models.SET_NULL)
+    session_id = models.CharField(max_length=100, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.API)
+    prompt = models.TextField()
+    response = models.TextField(blank=True)
+    strengths = models.JSONField(default=dict, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.user} {self.status}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField()
+    interaction = models.ForeignKey(InteractionLog, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+
+class Feedback(models.Model):
+    """A user's judgement of one answer: thumbs and an optional text (LEARN), or the choice
+    between two answers in a CALIBRATE round."""
+
+    class Choice(models.TextChoices):
+        A = "a", "A"
+        SLIGHTLY_A = "slightly_a", "Slightly A"
+        NONE = "none", "No preference"
+        SLIGHTLY_B = "slightly_b", "Slightly B"
+        B = "b", "B"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="feedback")
+    interaction = models.ForeignKey(InteractionLog, on_delete=models.CASCADE, related_name="feedback")
+    thumbs = models.SmallIntegerField(null=True, blank=True, choices=[(1, "👍"), (-1, "👎")])
+    text = models.TextField(blank=True)
+    choice = models.CharField(max_length=12, choices=Choice.choices, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"feedback #{self.pk} on #{self.interaction_id}"
+
+
+class ProfileUpdate(models.Model):
+    """One change of one strength, with where it came from, so changes can be shown and undone."""
+
+    class Source(models.TextChoices):
+        SELECT = "select", "Slider"
+        CALIBRATE = "calibrate", "Calibration"
+        LEARN = "learn", "Learned from feedback"
+        API = "api", "REST API"
+        UNDO = "undo", "Undo"
+        RESET = "reset", "Reset"
+
+    profile = models.ForeignKey(PreferenceProfile, on_delete=models.CASCADE, related_name="updates")
+    dimension = models.CharField(max_length=50)
+    old_strength = models.FloatField()
+    new_strength = models.FloatField()
+    source = models.CharField(max_length=10, choices=Source.choices)
+    reason = models.TextField(blank=True)
+    feedback = models.ForeignKey(Feedback, null=True, blank=True, on_delete=models.SET_NULL)
+    undone = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.dimension}: {self.old_strength:+.2f} → {self.new_strength:+.2f} ({self.source})"

@@ -1,4 +1,5 @@
-"""Writes: importing dimensions, creating and computing vector sets."""
+"""Writes: dimensions, vector sets and their computation, profiles and their history,
+interaction logs, conversations and feedback."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ from django.db import transaction
 
 from steering import data
 from steering.engine import LoadedModel, SteeringVectors, compute_vectors
-from steering.models import PreferenceDimension, VectorSet
+from steering.models import (
+    Conversation,
+    Feedback,
+    InteractionLog,
+    Message,
+    PreferenceDimension,
+    PreferenceProfile,
+    ProfileUpdate,
+    VectorSet,
+    clean_preferences,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +182,131 @@ def vector_set_compute(
         )
         vector_set.refresh_from_db()
     return vector_set
+
+
+# -- profiles -----------------------------------------------------------------------------
+
+
+def profile_get_or_create(*, user, vector_set: VectorSet) -> PreferenceProfile:
+    profile, _ = PreferenceProfile.objects.get_or_create(user=user, vector_set=vector_set)
+    return profile
+
+
+def profile_update(
+    *,
+    profile: PreferenceProfile,
+    strengths: dict,
+    source: str,
+    reason: str = "",
+    replace: bool = False,
+    mode: str | None = None,
+    feedback: Feedback | None = None,
+) -> list[ProfileUpdate]:
+    """Set some strengths of `profile` (all of them, missing ones to 0, with `replace`),
+    recording one ProfileUpdate per strength that changes. Raises ValueError naming every
+    bad dimension or value, and then changes nothing."""
+    cleaned = clean_preferences(profile.vector_set, strengths)
+    with transaction.atomic():
+        # Lock the row: two tabs moving sliders at once must not lose an update.
+        profile = PreferenceProfile.objects.select_for_update().get(pk=profile.pk)
+        current = dict(profile.strengths)
+        target = {name: 0.0 for name in current} if replace else dict(current)
+        target.update(cleaned)
+        updates = [
+            ProfileUpdate(
+                profile=profile,
+                dimension=name,
+                old_strength=current.get(name, 0.0),
+                new_strength=value,
+                source=source,
+                reason=reason,
+                feedback=feedback,
+            )
+            for name, value in sorted(target.items())
+            if value != current.get(name, 0.0)
+        ]
+        profile.strengths = {name: value for name, value in target.items() if value != 0.0}
+        if mode is not None:
+            profile.mode = mode
+        profile.save()
+        ProfileUpdate.objects.bulk_create(updates)
+    return updates
+
+
+def profile_update_undo(*, update: ProfileUpdate) -> ProfileUpdate:
+    """Put one dimension back where `update` found it, as a new, recorded change."""
+    if update.undone:
+        raise ValueError("This change was already undone")
+    with transaction.atomic():
+        (undo,) = profile_update(
+            profile=update.profile,
+            strengths={update.dimension: update.old_strength},
+            source=ProfileUpdate.Source.UNDO,
+            reason=f"Undid: {update}",
+        ) or (None,)
+        ProfileUpdate.objects.filter(pk=update.pk).update(undone=True)
+    update.undone = True
+    return undo
+
+
+# -- conversations, interactions, feedback --------------------------------------------------
+
+
+def conversation_start(*, user, first_prompt: str, vector_set: VectorSet | None) -> Conversation:
+    title = " ".join(first_prompt.split())[:80]
+    return Conversation.objects.create(user=user, title=title, vector_set=vector_set)
+
+
+def interaction_record(
+    *,
+    user,
+    prompt: str,
+    response: str,
+    status: str,
+    vector_set: VectorSet | None,
+    strengths: dict[str, float],
+    params: dict,
+    tokens: int,
+    latency_ms: int,
+    first_token_ms: int | None = None,
+    error: str = "",
+    source: str = InteractionLog.Source.API,
+    session_id: str = "",
+    conversation: Conversation | None = None,
+) -> InteractionLog:
+    """Log one generation and, inside a conversation, append its two messages, together."""
+    with transaction.atomic():
+        log_entry = InteractionLog.objects.create(
+            user=user,
+            prompt=prompt,
+            response=response,
+            status=status,
+            vector_set=vector_set,
+            strengths=strengths,
+            params=params,
+            tokens=tokens,
+            latency_ms=latency_ms,
+            first_token_ms=first_token_ms,
+            error=error[:2000],
+            source=source,
+            session_id=session_id,
+            conversation=conversation,
+        )
+        if conversation is not None:
+            Message.objects.create(conversation=conversation, role=Message.Role.USER, content=prompt)
+            if response or status == InteractionLog.Status.OK:
+                Message.objects.create(
+                    conversation=conversation, role=Message.Role.ASSISTANT, content=response, interaction=log_entry
+                )
+            conversation.save(update_fields=["updated_at"])
+    return log_entry
+
+
+def feedback_create(
+    *, user, interaction: InteractionLog, thumbs: int | None = None, text: str = "", choice: str = ""
+) -> Feedback:
+    if interaction.user_id != user.pk:
+        raise PermissionError("Feedback only on your own interactions")
+    if thumbs is None and not text.strip() and not choice:
+        raise ValueError("Give thumbs up or down, a text, or a choice")
+    return Feedback.objects.create(user=user, interaction=interaction, thumbs=thumbs, text=text.strip(), choice=choice)

@@ -1,0 +1,62 @@
+"""Reads: which vector sets, profiles and logs a user may see. Views call these so that the
+ownership rule lives in one place: shared sets (no owner) are everyone's, the rest only their
+owner's, and another user's object is simply not found."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+
+from steering.models import Conversation, InteractionLog, PreferenceDimension, PreferenceProfile, VectorSet
+from steering.runtime import site_model_id
+
+
+def vector_sets_visible(*, user) -> QuerySet[VectorSet]:
+    return VectorSet.objects.filter(Q(owner__isnull=True) | Q(owner=user)).prefetch_related("dimensions")
+
+
+def vector_set_default() -> VectorSet | None:
+    """The shared, ready vector set for the site's model with the most dimensions (newest
+    first among equals): what a user chats with until they choose another."""
+    return (
+        VectorSet.objects.filter(owner__isnull=True, status=VectorSet.Status.READY, model_id=site_model_id())
+        .annotate(n=Count("dimensions"))
+        .order_by("-n", "-created_at")
+        .first()
+    )
+
+
+def vector_set_for_chat(*, user, vector_set_id: int | None) -> VectorSet:
+    """The vector set a chat request steers with. Raises LookupError (not found / not visible)
+    or ValueError (not usable) with a message for the user."""
+    if vector_set_id is None:
+        vector_set = vector_set_default()
+        if vector_set is None:
+            raise ValueError("No default vector set is ready yet; an administrator must compute one")
+        return vector_set
+    vector_set = vector_sets_visible(user=user).filter(pk=vector_set_id).first()
+    if vector_set is None:
+        raise LookupError(f"Vector set {vector_set_id} not found")
+    if not vector_set.is_ready:
+        raise ValueError(f"Vector set {vector_set_id} is {vector_set.status}, not ready")
+    if vector_set.model_id != site_model_id():
+        raise ValueError(
+            f"Vector set {vector_set_id} is for model {vector_set.model_id!r}; this server runs {site_model_id()!r}"
+        )
+    return vector_set
+
+
+def dimensions_all() -> QuerySet[PreferenceDimension]:
+    return PreferenceDimension.objects.all()
+
+
+def profile_strengths(*, user, vector_set: VectorSet) -> dict[str, float]:
+    profile = PreferenceProfile.objects.filter(user=user, vector_set=vector_set).first()
+    return dict(profile.strengths) if profile else {}
+
+
+def interactions_for(*, user) -> QuerySet[InteractionLog]:
+    return InteractionLog.objects.filter(user=user).select_related("vector_set")
+
+
+def conversations_for(*, user) -> QuerySet[Conversation]:
+    return Conversation.objects.filter(user=user)
