@@ -22,6 +22,8 @@ _loaded: LoadedModel | None = None
 _loaded_key: tuple[str, str] | None = None
 _hooks: SteeringHooks | None = None
 _vectors: dict[tuple[int, str], SteeringVectors] = {}
+_load_error: str | None = None
+_warming: threading.Thread | None = None
 
 
 def site_model_id() -> str:
@@ -34,11 +36,47 @@ def site_model() -> LoadedModel:
     key = (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE)
     with _lock:
         if _loaded is None or _loaded_key != key:
-            loaded = load_model(settings.STEERLAB_MODEL, device=settings.STEERLAB_DEVICE)
+            try:
+                loaded = load_model(settings.STEERLAB_MODEL, device=settings.STEERLAB_DEVICE)
+            except Exception as exc:
+                global _load_error
+                _load_error = f"{exc.__class__.__name__}: {exc}"
+                raise
+            _load_error = None
             _hooks = SteeringHooks(loaded.layers, range(loaded.num_layers))
             _vectors.clear()
             _loaded, _loaded_key = loaded, key
         return _loaded
+
+
+def warm_up() -> None:
+    """Start loading the model in a background thread (once), so a health probe or the first
+    page view does not wait ~20 s for it."""
+    global _warming
+    with _lock:
+        if site_model_loaded() or (_warming is not None and _warming.is_alive()):
+            return
+        _warming = threading.Thread(target=_warm, name="steerlab-model-load", daemon=True)
+        _warming.start()
+
+
+def _warm() -> None:
+    try:
+        site_model()
+    except Exception:  # recorded in _load_error, reported by model_status()
+        pass
+
+
+def model_status() -> dict:
+    loaded = _loaded if site_model_loaded() else None
+    if loaded is None and _load_error is None:
+        warm_up()
+    return {
+        "model_id": site_model_id(),
+        "loaded": loaded is not None,
+        "device": str(loaded.device) if loaded is not None else None,
+        "error": _load_error,
+    }
 
 
 def site_hooks() -> SteeringHooks:
@@ -81,3 +119,8 @@ def site_generate(requests: Sequence[GenerationRequest]) -> list[str]:
     for event in stream_batch(site_model(), site_hooks(), requests):
         texts[event.index] += event.text
     return texts
+
+
+def inference_queue_depth() -> dict[str, int]:
+    """Waiting and running generations in this process's inference service (none before it starts)."""
+    return {}

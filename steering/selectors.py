@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
 
-from steering.models import Conversation, InteractionLog, PreferenceDimension, PreferenceProfile, VectorSet
+from steering.models import (
+    Conversation,
+    InteractionLog,
+    PreferenceDimension,
+    PreferenceProfile,
+    ProfileUpdate,
+    VectorSet,
+)
 from steering.runtime import site_model_id
 
 
@@ -60,3 +67,38 @@ def interactions_for(*, user) -> QuerySet[InteractionLog]:
 
 def conversations_for(*, user) -> QuerySet[Conversation]:
     return Conversation.objects.filter(user=user)
+
+
+def strength_summary(strength: float, negative_label: str, positive_label: str) -> str:
+    """How a strength reads to a user: -0.35 on Budget ↔ Luxury is "35 % Budget"."""
+    percent = round(abs(strength) * 100)
+    if percent == 0:
+        return "Neutral"
+    return f"{percent} % {positive_label if strength > 0 else negative_label}"
+
+
+def profile_summary(*, user, vector_set: VectorSet) -> dict:
+    """A user's profile on `vector_set` as the API and pages show it; a user with no profile
+    yet reads as neutral on every dimension."""
+    profile = PreferenceProfile.objects.filter(user=user, vector_set=vector_set).first()
+    strengths = dict(profile.strengths) if profile else {}
+    return {
+        "vector_set": vector_set.pk,
+        "mode": profile.mode if profile else PreferenceProfile.Mode.SELECT,
+        "strengths": strengths,
+        "dimensions": [
+            {
+                "name": d.name,
+                "negative_label": d.negative_label,
+                "positive_label": d.positive_label,
+                "strength": strengths.get(d.name, 0.0),
+                "summary": strength_summary(strengths.get(d.name, 0.0), d.negative_label, d.positive_label),
+            }
+            for d in vector_set.dimensions.all()
+        ],
+        "updated_at": profile.updated_at if profile else None,
+    }
+
+
+def profile_history(*, user, vector_set: VectorSet) -> QuerySet[ProfileUpdate]:
+    return ProfileUpdate.objects.filter(profile__user=user, profile__vector_set=vector_set)

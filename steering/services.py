@@ -4,7 +4,9 @@ interaction logs, conversations and feedback."""
 from __future__ import annotations
 
 import logging
+import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 
 from steering import data
-from steering.engine import LoadedModel, SteeringVectors, compute_vectors
+from steering.engine import GenerationParams, GenerationRequest, LoadedModel, SteeringVectors, compute_vectors
 from steering.models import (
     Conversation,
     Feedback,
@@ -310,3 +312,161 @@ def feedback_create(
     if thumbs is None and not text.strip() and not choice:
         raise ValueError("Give thumbs up or down, a text, or a choice")
     return Feedback.objects.create(user=user, interaction=interaction, thumbs=thumbs, text=text.strip(), choice=choice)
+
+
+# -- vector sets, as the API and admin start them ----------------------------------------------
+
+
+def vector_set_start(*, name: str, dimensions, method: str, owner=None) -> VectorSet:
+    """Create a vector set for the site's model and queue its computation (after commit)."""
+    from steering.runtime import site_model_id
+
+    with transaction.atomic():
+        vector_set = vector_set_create(
+            name=name, model_id=site_model_id(), dimensions=dimensions, method=method, owner=owner
+        )
+        vector_set_enqueue(vector_set=vector_set)
+    return vector_set
+
+
+def vector_set_restart(*, vector_set: VectorSet) -> VectorSet:
+    """Queue a vector set's computation again; refused while one is pending or running."""
+    with transaction.atomic():
+        claimed = VectorSet.objects.filter(
+            pk=vector_set.pk, status__in=[VectorSet.Status.READY, VectorSet.Status.FAILED]
+        ).update(status=VectorSet.Status.PENDING, progress=0, error="")
+        if not claimed:
+            raise ValueError(f"Vector set {vector_set.pk} is already being computed")
+        vector_set_enqueue(vector_set=vector_set)
+    vector_set.refresh_from_db()
+    return vector_set
+
+
+def vector_set_upload(*, upload, name: str, owner=None) -> VectorSet:
+    """Validate an uploaded vector file against the site's model and register it. Raises
+    VectorFileError with every problem; nothing is stored unless it is valid."""
+    from steering.runtime import site_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload.safetensors"
+        with path.open("wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+        vectors = SteeringVectors.load(path)
+    loaded = site_model()
+    vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
+    return vector_set_register(vectors=vectors, name=name, owner=owner)
+
+
+# -- health ---------------------------------------------------------------------------------------
+
+
+def health_report() -> dict:
+    """Database and model status for /api/health/. A first call starts loading the model in
+    the background, so a fresh server reports "loading" (503) until it can answer."""
+    from django.db import connection
+    from django_q.brokers import get_broker
+
+    from steering import runtime
+
+    report = {"status": "ok", "database": "ok", "queue_depth": {}}
+    try:
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        report["queue_depth"]["tasks"] = get_broker().queue_size() or 0
+    except Exception as exc:  # any driver error means "not usable"; say which
+        log.warning("Health check: database unusable: %s", exc)
+        report.update(status="error", database=f"unavailable: {exc.__class__.__name__}")
+    model = runtime.model_status()
+    report.update(
+        model=model["model_id"], model_loaded=model["loaded"], device=model["device"],
+        vector_sets_loaded=runtime.loaded_vector_sets(),
+    )
+    report["queue_depth"].update(runtime.inference_queue_depth())
+    if model["error"]:
+        report.update(status="error", model_error=model["error"])
+    elif not model["loaded"] and report["status"] == "ok":
+        report["status"] = "loading"
+    return report
+
+
+# -- chat -------------------------------------------------------------------------------------------
+
+HISTORY_MESSAGES = 6  # earlier turns of a conversation given to the model as context
+
+
+@dataclass
+class ChatPlan:
+    """Everything a chat generation needs, resolved before it is queued: the steering the
+    user's profile and overrides amount to, and the tokenised prompt."""
+
+    vector_set: VectorSet
+    strengths: dict[str, float]
+    params: dict
+    request: GenerationRequest
+    conversation: Conversation | None
+
+
+def chat_prepare(
+    *,
+    user,
+    prompt: str,
+    preferences: dict | None,
+    vector_set_id: int | None,
+    params: dict,
+    conversation_id: int | None = None,
+) -> ChatPlan:
+    """Resolve a chat request. The user's profile on the vector set, overridden dimension by
+    dimension by `preferences`, gives the strengths. Raises LookupError for a vector set or
+    conversation the user cannot see, ValueError for anything else wrong, with a message."""
+    from steering import runtime, selectors
+
+    prompt = prompt.strip()
+    if not prompt:
+        raise ValueError("The prompt is empty")
+    conversation = None
+    if conversation_id is not None:
+        conversation = selectors.conversations_for(user=user).filter(pk=conversation_id).first()
+        if conversation is None:
+            raise LookupError(f"Conversation {conversation_id} not found")
+        if vector_set_id is None and conversation.vector_set_id is not None:
+            vector_set_id = conversation.vector_set_id
+    vector_set = selectors.vector_set_for_chat(user=user, vector_set_id=vector_set_id)
+    strengths = selectors.profile_strengths(user=user, vector_set=vector_set)
+    strengths.update(clean_preferences(vector_set, preferences or {}))
+    strengths = {name: value for name, value in strengths.items() if value != 0.0}
+    generation = GenerationParams(**params)
+    loaded = runtime.site_model()
+    messages = []
+    if conversation is not None:
+        earlier = list(conversation.messages.order_by("-created_at", "-pk")[:HISTORY_MESSAGES])[::-1]
+        messages = [{"role": m.role, "content": m.content} for m in earlier if m.content]
+    messages.append({"role": "user", "content": prompt})
+    request = GenerationRequest(
+        prompt_ids=loaded.chat_ids(messages),
+        params=generation,
+        steering=runtime.site_vectors(vector_set).layer_deltas(strengths) if strengths else {},
+    )
+    return ChatPlan(vector_set, strengths, params, request, conversation)
+
+
+# -- admin preview ----------------------------------------------------------------------------
+
+
+def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, max_new_tokens: int) -> dict[float, str]:
+    """The same prompt answered greedily at strengths −1, 0 and +1 of one `dimension` of a
+    ready `vector_set`, generated together in one batch: {strength: text}. Raises ValueError
+    when the vector set's file is missing or does not fit the site's model."""
+    from steering import runtime
+    from steering.engine import GenerationParams, GenerationRequest
+
+    vectors = runtime.site_vectors(vector_set)
+    prompt_ids = runtime.site_model().chat_ids(prompt)
+    params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    strengths = (-1.0, 0.0, 1.0)
+    requests = [
+        GenerationRequest(prompt_ids=prompt_ids, params=params, steering=vectors.layer_deltas({dimension: strength}))
+        for strength in strengths
+    ]
+    return dict(zip(strengths, runtime.site_generate(requests)))

@@ -160,6 +160,16 @@ STEERLAB_MODEL = env_str("STEERLAB_MODEL", "embedded")
 STEERLAB_DEVICE = env_matching(
     "STEERLAB_DEVICE", "auto", r"auto|cpu|cuda|cuda:\d+|mps", "auto, cpu, cuda, cuda:N or mps"
 )
+# Bounds on what one request may ask: they keep one user from holding the model for minutes.
+STEERLAB_MAX_PROMPT_CHARS = env_int("STEERLAB_MAX_PROMPT_CHARS", 4000, minimum=1)
+STEERLAB_MAX_NEW_TOKENS = env_int("STEERLAB_MAX_NEW_TOKENS", 512, minimum=1, maximum=4096)
+STEERLAB_DEFAULT_NEW_TOKENS = env_int("STEERLAB_DEFAULT_NEW_TOKENS", 128, minimum=1, maximum=4096)
+STEERLAB_MAX_UPLOAD_BYTES = env_int("STEERLAB_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1024)
+# The inference service: rows decoded together, requests waiting or running before new ones
+# are answered "busy", and generations one user may run at once.
+STEERLAB_MAX_BATCH = env_int("STEERLAB_MAX_BATCH", 16, minimum=1)
+STEERLAB_MAX_QUEUE = env_int("STEERLAB_MAX_QUEUE", 64, minimum=1)
+STEERLAB_MAX_PER_USER = env_int("STEERLAB_MAX_PER_USER", 2, minimum=1)
 
 # django-q2 runs the long jobs (vector computation, evaluation, LEARN updates). Each worker loads
 # its own copy of the model, so one worker is the default on a small machine.
@@ -196,6 +206,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Per user, in the cache (Redis in production, so the limit holds across processes).
+    "DEFAULT_THROTTLE_RATES": {
+        "chat": env_str("THROTTLE_CHAT", "120/min"),
+        "compute": env_str("THROTTLE_COMPUTE", "20/hour"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "SteerLab API",

@@ -7,5 +7,6 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
-    # ---- steering pages and the REST API (/api/, /api/schema/) mount here ----
+    path("api/", include("steering.api.urls")),
+    # ---- steering pages mount here ----
 ]

@@ -1,7 +1,7 @@
 """Fixtures shared by the whole suite.
 
-Three users, as in healthchecks: alice owns data, bob is given access to some of it, and charlie
-must never see any of it.
+Three users, as in healthchecks: alice owns data, bob is another user who must never see or
+change it, and charlie is staff (shared vector sets, the admin).
 """
 
 import pytest
@@ -21,4 +21,4 @@ def bob(django_user_model):
 
 @pytest.fixture
 def charlie(django_user_model):
-    return django_user_model.objects.create_user("charlie", "charlie@example.org", PASSWORD)
+    return django_user_model.objects.create_user("charlie", "charlie@example.org", PASSWORD, is_staff=True)

@@ -1,0 +1,213 @@
+"""Request and response shapes of the REST API. Validation of shape and bounds lives here;
+whether a dimension belongs to a vector set is the model layer's rule (clean_preferences)."""
+
+from __future__ import annotations
+
+import math
+
+from django.conf import settings
+from rest_framework import serializers
+
+from steering.models import Feedback, InteractionLog, PreferenceDimension, PreferenceProfile, ProfileUpdate, VectorSet
+
+
+class StrengthField(serializers.FloatField):
+    """A strength in −1…1. FloatField alone lets "nan" through (NaN fails no comparison)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=-1.0, max_value=1.0, **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            raise serializers.ValidationError("Must be a finite number between -1 and 1.")
+        return value
+
+
+class PreferencesField(serializers.DictField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", "Dimension name → strength in -1…1 (-1 = the negative end, +1 = the positive end).")
+        super().__init__(child=StrengthField(), **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if len(value) > 64:
+            raise serializers.ValidationError("At most 64 dimensions.")
+        return value
+
+
+class ChatRequestSerializer(serializers.Serializer):
+    prompt = serializers.CharField(max_length=settings.STEERLAB_MAX_PROMPT_CHARS)
+    preferences = PreferencesField(required=False, default=dict)
+    max_new_tokens = serializers.IntegerField(min_value=1, max_value=settings.STEERLAB_MAX_NEW_TOKENS, required=False)
+    max_length = serializers.IntegerField(
+        min_value=1,
+        max_value=settings.STEERLAB_MAX_NEW_TOKENS,
+        required=False,
+        help_text="The seed API's name for max_new_tokens; max_new_tokens wins when both are given.",
+    )
+    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, default=0.0, help_text="0 = greedy.")
+    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, default=1.0)
+    top_k = serializers.IntegerField(min_value=0, max_value=1000, default=0)
+    seed = serializers.IntegerField(min_value=0, max_value=2**63 - 1, required=False, allow_null=True)
+    session_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    vector_set = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Vector set id; the site's default set when omitted."
+    )
+
+    def validate_top_p(self, value):
+        if value <= 0:
+            raise serializers.ValidationError("Must be greater than 0.")
+        return value
+
+    def validate(self, attrs):
+        for name in ("temperature", "top_p"):
+            if not math.isfinite(attrs[name]):
+                raise serializers.ValidationError({name: "Must be a finite number."})
+        attrs["max_new_tokens"] = attrs.get("max_new_tokens") or attrs.pop("max_length", None) or settings.STEERLAB_DEFAULT_NEW_TOKENS
+        attrs.pop("max_length", None)
+        return attrs
+
+
+class ChatResponseSerializer(serializers.Serializer):
+    generated_text = serializers.CharField()
+    preferences_applied = serializers.DictField(child=serializers.FloatField())
+    tokens = serializers.IntegerField()
+    latency_ms = serializers.IntegerField()
+    interaction_id = serializers.IntegerField()
+    finish_reason = serializers.CharField()
+    vector_set = serializers.IntegerField()
+
+
+class DimensionSerializer(serializers.ModelSerializer):
+    examples = serializers.SerializerMethodField()
+    references = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PreferenceDimension
+        fields = ["name", "negative_label", "positive_label", "description", "examples", "references"]
+
+    def get_examples(self, obj) -> dict[str, int]:
+        return {"positive": len(obj.positive_examples), "negative": len(obj.negative_examples)}
+
+    def get_references(self, obj) -> dict[str, int]:
+        return {"positive": len(obj.reference_positive), "negative": len(obj.reference_negative)}
+
+
+class VectorSetSerializer(serializers.ModelSerializer):
+    dimensions = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    shared = serializers.SerializerMethodField()
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = VectorSet
+        fields = [
+            "id", "name", "model_id", "method", "dimensions", "status", "progress", "error", "layers",
+            "num_layers", "hidden_size", "functional_range", "shared", "owner", "created_at", "updated_at",
+            "download_url",
+        ]
+        read_only_fields = fields
+
+    def get_shared(self, obj) -> bool:
+        return obj.owner_id is None
+
+    def get_download_url(self, obj) -> str | None:
+        if not obj.is_ready:
+            return None
+        request = self.context.get("request")
+        path = f"/api/vector-sets/{obj.pk}/download/"
+        return request.build_absolute_uri(path) if request else path
+
+
+class VectorSetCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    dimensions = serializers.ListField(
+        child=serializers.SlugField(max_length=50), min_length=1, max_length=32, help_text="Dimension names."
+    )
+    method = serializers.ChoiceField(choices=VectorSet.Method.choices, default=VectorSet.Method.CAA)
+    shared = serializers.BooleanField(default=False, help_text="Shared with every user (staff only).")
+
+    def validate_dimensions(self, names):
+        found = {d.name: d for d in PreferenceDimension.objects.filter(name__in=names)}
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise serializers.ValidationError(f"Unknown dimensions: {', '.join(missing)}")
+        return [found[n] for n in dict.fromkeys(names)]
+
+
+class VectorSetUploadSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    file = serializers.FileField(help_text="A .safetensors file written by SteerLab (compute_vectors or the engine).")
+    shared = serializers.BooleanField(default=False, help_text="Shared with every user (staff only).")
+
+    def validate_file(self, upload):
+        if upload.size > settings.STEERLAB_MAX_UPLOAD_BYTES:
+            raise serializers.ValidationError(
+                f"The file is {upload.size} bytes; the limit is {settings.STEERLAB_MAX_UPLOAD_BYTES}."
+            )
+        return upload
+
+
+class ProfileDimensionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    negative_label = serializers.CharField()
+    positive_label = serializers.CharField()
+    strength = serializers.FloatField()
+    summary = serializers.CharField(help_text='As shown to users, e.g. "35 % Budget".')
+
+
+class ProfileSerializer(serializers.Serializer):
+    vector_set = serializers.IntegerField(read_only=True)
+    mode = serializers.ChoiceField(choices=PreferenceProfile.Mode.choices, required=False)
+    strengths = PreferencesField(required=False)
+    dimensions = ProfileDimensionSerializer(many=True, read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class ProfileUpdateSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ProfileUpdate
+        fields = ["id", "dimension", "old_strength", "new_strength", "source", "reason", "undone", "created_at"]
+        read_only_fields = fields
+
+
+class InteractionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InteractionLog
+        fields = [
+            "id", "prompt", "response", "strengths", "params", "tokens", "latency_ms", "first_token_ms",
+            "status", "error", "source", "session_id", "vector_set", "conversation", "created_at",
+        ]
+        read_only_fields = fields
+
+
+class FeedbackSerializer(serializers.ModelSerializer):
+    thumbs = serializers.ChoiceField(choices=[1, -1], required=False, allow_null=True, help_text="1 = up, -1 = down.")
+    text = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+    class Meta:
+        model = Feedback
+        fields = ["id", "interaction", "thumbs", "text", "choice", "created_at"]
+        read_only_fields = ["id", "interaction", "created_at"]
+
+    def validate(self, attrs):
+        if attrs.get("thumbs") is None and not attrs.get("text", "").strip() and not attrs.get("choice"):
+            raise serializers.ValidationError("Give thumbs (1 or -1), a text, or a choice.")
+        return attrs
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    database = serializers.CharField()
+    model = serializers.CharField()
+    model_loaded = serializers.BooleanField()
+    device = serializers.CharField(allow_null=True)
+    vector_sets_loaded = serializers.ListField(child=serializers.IntegerField())
+    queue_depth = serializers.DictField(child=serializers.IntegerField())
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()

@@ -1,0 +1,31 @@
+"""/api/ routes. The seed's endpoints map onto them: /chat → chat/, /health → health/,
+/preferences → profile/, /compute-vectors → POST vector-sets/, /load-vectors → POST
+vector-sets/upload/, /vectors → GET vector-sets/."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+
+from steering.api import chat, views
+
+urlpatterns = [
+    path("", views.ApiRoot.as_view(), name="api-root"),
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("health/", views.HealthView.as_view(), name="api-health"),
+    path("chat/", chat.ChatView.as_view(), name="api-chat"),
+    path("dimensions/", views.DimensionList.as_view(), name="api-dimensions"),
+    path("dimensions/<slug:name>/", views.DimensionDetail.as_view(), name="api-dimension"),
+    path("vector-sets/", views.VectorSetList.as_view(), name="api-vector-sets"),
+    path("vector-sets/upload/", views.VectorSetUpload.as_view(), name="api-vector-set-upload"),
+    path("vector-sets/<int:pk>/", views.VectorSetDetail.as_view(), name="api-vector-set"),
+    path("vector-sets/<int:pk>/compute/", views.VectorSetCompute.as_view(), name="api-vector-set-compute"),
+    path("vector-sets/<int:pk>/download/", views.VectorSetDownload.as_view(), name="api-vector-set-download"),
+    path("profile/", views.ProfileView.as_view(), name="api-profile"),
+    path("profile/history/", views.ProfileHistory.as_view(), name="api-profile-history"),
+    path("profile/history/<int:pk>/undo/", views.ProfileUndo.as_view(), name="api-profile-undo"),
+    path("interactions/", views.InteractionList.as_view(), name="api-interactions"),
+    path("interactions/<int:pk>/", views.InteractionDetail.as_view(), name="api-interaction"),
+    path("interactions/<int:pk>/feedback/", views.InteractionFeedback.as_view(), name="api-feedback"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,282 @@
+"""REST views: parse, call a selector or service, answer. Ownership is enforced by the
+selectors' querysets, so another user's object is a 404, never a 403 that confirms it exists."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, permissions, status
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from steering import runtime, selectors, services
+from steering.api import serializers as s
+from steering.engine import SteeringVectors, VectorFileError
+from steering.models import InteractionLog, ProfileUpdate, VectorSet
+
+VECTOR_SET_PARAM = OpenApiParameter(
+    "vector_set", int, description="Vector set id; the site's default set when omitted.", required=False
+)
+
+
+def _vector_set_from_query(request) -> VectorSet:
+    """The vector set named by ?vector_set= (visible to the caller), else the site default."""
+    raw = request.query_params.get("vector_set")
+    if raw in (None, ""):
+        vector_set = selectors.vector_set_default()
+        if vector_set is None:
+            raise NotFound("No default vector set is ready yet; pass ?vector_set=<id>.")
+        return vector_set
+    if not raw.isdigit():
+        raise ValidationError({"vector_set": ["Must be an integer id."]})
+    vector_set = selectors.vector_sets_visible(user=request.user).filter(pk=int(raw)).first()
+    if vector_set is None:
+        raise NotFound(f"Vector set {raw} not found.")
+    return vector_set
+
+
+def _may_change(user, vector_set: VectorSet) -> bool:
+    return vector_set.owner_id == user.pk or (vector_set.owner_id is None and user.is_staff)
+
+
+# -- health -----------------------------------------------------------------------------------
+
+
+class HealthView(APIView):
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+
+    @extend_schema(responses={200: s.HealthSerializer, 503: s.HealthSerializer})
+    def get(self, request):
+        """Whether the database and the model are usable; 503 when either is not."""
+        report = services.health_report()
+        code = status.HTTP_200_OK if report["status"] == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
+        return Response(report, status=code)
+
+
+# -- dimensions and vector sets -----------------------------------------------------------------
+
+
+class DimensionList(generics.ListAPIView):
+    serializer_class = s.DimensionSerializer
+    queryset = selectors.dimensions_all()
+
+
+class DimensionDetail(generics.RetrieveAPIView):
+    serializer_class = s.DimensionSerializer
+    queryset = selectors.dimensions_all()
+    lookup_field = "name"
+
+
+class VectorSetList(generics.ListAPIView):
+    """Vector sets you can use: the shared ones and your own. POST computes a new one (the
+    seed's /compute-vectors) in the background; poll its detail for status and progress."""
+
+    serializer_class = s.VectorSetSerializer
+    throttle_scope = "compute"
+
+    def get_throttles(self):
+        return [ScopedRateThrottle()] if self.request.method == "POST" else []
+
+    def get_queryset(self):
+        return selectors.vector_sets_visible(user=self.request.user)
+
+    @extend_schema(request=s.VectorSetCreateSerializer, responses={202: s.VectorSetSerializer})
+    def post(self, request):
+        form = s.VectorSetCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        if data["shared"] and not request.user.is_staff:
+            raise PermissionDenied("Only staff can create shared vector sets.")
+        vector_set = services.vector_set_start(
+            name=data["name"],
+            dimensions=data["dimensions"],
+            method=data["method"],
+            owner=None if data["shared"] else request.user,
+        )
+        return Response(self.get_serializer(vector_set).data, status=status.HTTP_202_ACCEPTED)
+
+
+class VectorSetDetail(generics.RetrieveDestroyAPIView):
+    serializer_class = s.VectorSetSerializer
+
+    def get_queryset(self):
+        return selectors.vector_sets_visible(user=self.request.user)
+
+    def perform_destroy(self, instance):
+        if not _may_change(self.request.user, instance):
+            raise PermissionDenied("Only staff can delete shared vector sets.")
+        instance.delete()
+
+
+class VectorSetCompute(APIView):
+    """Compute a vector set again (after a failure, or after its dimensions' examples changed)."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "compute"
+
+    @extend_schema(request=None, responses={202: s.VectorSetSerializer})
+    def post(self, request, pk: int):
+        vector_set = get_object_or_404(selectors.vector_sets_visible(user=request.user), pk=pk)
+        if not _may_change(request.user, vector_set):
+            raise PermissionDenied("Only staff can recompute shared vector sets.")
+        try:
+            vector_set = services.vector_set_restart(vector_set=vector_set)
+        except ValueError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=202)
+
+
+class VectorSetUpload(APIView):
+    """Register a vector file computed elsewhere (the seed's /load-vectors). The file is
+    validated (shapes, dtype, finite values, this server's model) before anything is saved."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "compute"
+
+    @extend_schema(request={"multipart/form-data": s.VectorSetUploadSerializer}, responses={201: s.VectorSetSerializer})
+    def post(self, request):
+        form = s.VectorSetUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        if data["shared"] and not request.user.is_staff:
+            raise PermissionDenied("Only staff can upload shared vector sets.")
+        try:
+            vector_set = services.vector_set_upload(
+                upload=data["file"], name=data["name"], owner=None if data["shared"] else request.user
+            )
+        except VectorFileError as exc:
+            raise ValidationError({"file": [str(exc)]}) from exc
+        return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=201)
+
+
+class VectorSetDownload(APIView):
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, pk: int):
+        vector_set = get_object_or_404(selectors.vector_sets_visible(user=request.user), pk=pk)
+        if not vector_set.is_ready or not vector_set.file:
+            raise NotFound("This vector set has no file yet.")
+        return FileResponse(
+            vector_set.file.open("rb"), as_attachment=True, filename=f"vector-set-{vector_set.pk}.safetensors"
+        )
+
+
+# -- profile --------------------------------------------------------------------------------------
+
+
+class ProfileView(APIView):
+    """Your preference profile on a vector set (the seed's /preferences). PUT replaces every
+    strength (dimensions left out go to 0); PATCH changes only those given."""
+
+    @extend_schema(parameters=[VECTOR_SET_PARAM], responses=s.ProfileSerializer)
+    def get(self, request):
+        vector_set = _vector_set_from_query(request)
+        return Response(s.ProfileSerializer(selectors.profile_summary(user=request.user, vector_set=vector_set)).data)
+
+    @extend_schema(parameters=[VECTOR_SET_PARAM], request=s.ProfileSerializer, responses=s.ProfileSerializer)
+    def put(self, request):
+        return self._write(request, replace=True)
+
+    @extend_schema(parameters=[VECTOR_SET_PARAM], request=s.ProfileSerializer, responses=s.ProfileSerializer)
+    def patch(self, request):
+        return self._write(request, replace=False)
+
+    def _write(self, request, *, replace: bool):
+        vector_set = _vector_set_from_query(request)
+        form = s.ProfileSerializer(data=request.data, partial=not replace)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        if replace and "strengths" not in data:
+            raise ValidationError({"strengths": ["PUT needs strengths; use PATCH to change only the mode."]})
+        profile = services.profile_get_or_create(user=request.user, vector_set=vector_set)
+        try:
+            services.profile_update(
+                profile=profile,
+                strengths=data.get("strengths", {}),
+                source=ProfileUpdate.Source.API,
+                replace=replace,
+                mode=data.get("mode"),
+            )
+        except ValueError as exc:
+            raise ValidationError({"strengths": [str(exc)]}) from exc
+        return Response(s.ProfileSerializer(selectors.profile_summary(user=request.user, vector_set=vector_set)).data)
+
+
+class ProfileHistory(generics.ListAPIView):
+    """Changes to your profile on a vector set, newest first, with where each came from."""
+
+    serializer_class = s.ProfileUpdateSerializer
+
+    @extend_schema(parameters=[VECTOR_SET_PARAM])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return selectors.profile_history(user=self.request.user, vector_set=_vector_set_from_query(self.request))
+
+
+class ProfileUndo(APIView):
+    @extend_schema(request=None, responses={200: s.ProfileUpdateSerializer})
+    def post(self, request, pk: int):
+        update = get_object_or_404(ProfileUpdate.objects.filter(profile__user=request.user), pk=pk)
+        try:
+            services.profile_update_undo(update=update)
+        except ValueError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(s.ProfileUpdateSerializer(update).data)
+
+
+# -- interactions and feedback --------------------------------------------------------------------
+
+
+class InteractionList(generics.ListAPIView):
+    serializer_class = s.InteractionSerializer
+
+    def get_queryset(self):
+        return selectors.interactions_for(user=self.request.user)
+
+
+class InteractionDetail(generics.RetrieveAPIView):
+    serializer_class = s.InteractionSerializer
+
+    def get_queryset(self):
+        return selectors.interactions_for(user=self.request.user)
+
+
+class InteractionFeedback(APIView):
+    @extend_schema(request=s.FeedbackSerializer, responses={201: s.FeedbackSerializer})
+    def post(self, request, pk: int):
+        interaction: InteractionLog = get_object_or_404(selectors.interactions_for(user=request.user), pk=pk)
+        form = s.FeedbackSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        feedback = services.feedback_create(user=request.user, interaction=interaction, **form.validated_data)
+        return Response(s.FeedbackSerializer(feedback).data, status=status.HTTP_201_CREATED)
+
+
+class ApiRoot(APIView):
+    """What the API offers (the seed's GET /)."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        from django.urls import reverse
+
+        names = [
+            "api-health", "api-chat", "api-dimensions", "api-vector-sets", "api-vector-set-upload", "api-profile",
+            "api-profile-history", "api-interactions", "api-token", "api-schema", "api-docs",
+        ]
+        return Response({
+            "name": "SteerLab API",
+            "model": runtime.site_model_id(),
+            "websocket": request.build_absolute_uri("/ws/chat/").replace("http", "ws", 1),
+            "endpoints": {name.removeprefix("api-"): request.build_absolute_uri(reverse(name)) for name in names},
+        })

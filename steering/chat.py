@@ -1,0 +1,2 @@
+"""Chat turns, shared by the REST view and the websocket consumer (placeholder until the
+inference service lands)."""
