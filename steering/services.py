@@ -123,6 +123,7 @@ def vector_set_enqueue(*, vector_set: VectorSet, sync: bool = False) -> None:
             "steering.tasks.compute_vector_set",
             vector_set.pk,
             task_name=f"vector-set-{vector_set.pk}",
+            hook="steering.tasks.compute_vector_set_finished",
             sync=sync or settings.Q_CLUSTER.get("sync", False),
         )
 
@@ -175,7 +176,9 @@ def vector_set_compute(
             vector_set.status = VectorSet.Status.READY
             vector_set.progress = 100
             vector_set.save()
-    except Exception as exc:
+    except BaseException as exc:
+        # BaseException too: django-q2 ends a task that runs past its timeout by raising
+        # TimeoutException, a SystemExit, inside it; that must also leave "failed" and no file.
         log.exception("Computing vector set %s failed", vector_set.pk)
         if path is not None:
             path.unlink(missing_ok=True)
@@ -183,7 +186,19 @@ def vector_set_compute(
             status=VectorSet.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000], file=""
         )
         vector_set.refresh_from_db()
+        if not isinstance(exc, Exception):
+            raise
     return vector_set
+
+
+def vector_set_task_finished(*, vector_set_id: int, success: bool, result: str) -> None:
+    """After the cluster gives up on a computation (the worker died, the last attempt failed),
+    a set still marked pending or running is marked failed, so nobody waits on it forever."""
+    if success:
+        return
+    VectorSet.objects.filter(
+        pk=vector_set_id, status__in=[VectorSet.Status.PENDING, VectorSet.Status.RUNNING]
+    ).update(status=VectorSet.Status.FAILED, error=f"The background task failed: {str(result)[:500]}")
 
 
 # -- profiles -----------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""The vector computation task end to end, through django-q2, on a tiny model that the site
+loads from a local directory as it would any model named by STEERLAB_MODEL."""
+
+import pytest
+from django_q.models import Task
+from django_q.tasks import async_task
+from django_q.timeout import TimeoutHandler
+from django_q.exceptions import TimeoutException
+
+from steering import services
+from steering.models import PreferenceDimension, VectorSet
+from tests.tiny_models import CORPUS, build_tiny
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def tiny_site(settings, tmp_path):
+    loaded = build_tiny("llama")
+    directory = tmp_path / "tiny-llama"
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    settings.STEERLAB_MODEL = str(directory)
+    settings.STEERLAB_DEVICE = "cpu"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return directory
+
+
+@pytest.fixture
+def dimension():
+    return PreferenceDimension.objects.create(
+        name="formality", negative_label="Casual", positive_label="Formal",
+        positive_examples=CORPUS[0::2], negative_examples=CORPUS[1::2],
+    )
+
+
+def _files(settings):
+    return [p for p in settings.MEDIA_ROOT.rglob("*") if p.is_file()] if settings.MEDIA_ROOT.exists() else []
+
+
+def test_the_task_computes_a_ready_set_through_the_queue(tiny_site, dimension, settings):
+    vector_set = services.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[dimension])
+    task_id = async_task("steering.tasks.compute_vector_set", vector_set.pk,
+                         hook="steering.tasks.compute_vector_set_finished", sync=True)
+    vector_set.refresh_from_db()
+    assert vector_set.status == "ready" and vector_set.progress == 100, vector_set.error
+    assert Task.objects.get(id=task_id).success
+    assert [p.name for p in _files(settings)] == [vector_set.file.name.split("/")[-1]]
+
+
+def test_a_failing_task_leaves_failed_with_the_reason_and_no_file(tiny_site, settings):
+    empty = PreferenceDimension.objects.create(name="empty", negative_label="A", positive_label="B")
+    vector_set = services.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[empty])
+    async_task("steering.tasks.compute_vector_set", vector_set.pk, sync=True)
+    vector_set.refresh_from_db()
+    assert vector_set.status == "failed" and "no training examples" in vector_set.error
+    assert _files(settings) == []
+
+
+def test_a_timeout_leaves_failed_and_no_file(tiny_site, settings):
+    # Enough text that extraction on the tiny model outlasts a one-second timeout.
+    big = PreferenceDimension.objects.create(
+        name="big", negative_label="A", positive_label="B",
+        positive_examples=[" ".join(CORPUS)] * 3000, negative_examples=[" ".join(CORPUS[::-1])] * 3000,
+    )
+    vector_set = services.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[big])
+    from steering.runtime import site_model
+
+    loaded = site_model()
+    with pytest.raises(TimeoutException), TimeoutHandler(1):  # what a django-q2 worker wraps a task in
+        services.vector_set_compute(vector_set=vector_set, loaded=loaded)
+    vector_set.refresh_from_db()
+    assert vector_set.status == "failed" and "timeout" in vector_set.error
+    assert not vector_set.file and _files(settings) == []
+
+
+def test_the_hook_marks_a_set_abandoned_by_the_cluster_as_failed(tiny_site, dimension):
+    vector_set = services.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[dimension])
+    VectorSet.objects.filter(pk=vector_set.pk).update(status="running")
+    services.vector_set_task_finished(vector_set_id=vector_set.pk, success=False, result="worker killed")
+    vector_set.refresh_from_db()
+    assert vector_set.status == "failed" and "worker killed" in vector_set.error
+    ready = services.vector_set_create(name="r", model_id=str(tiny_site), dimensions=[dimension])
+    VectorSet.objects.filter(pk=ready.pk).update(status="ready")
+    services.vector_set_task_finished(vector_set_id=ready.pk, success=False, result="late")
+    ready.refresh_from_db()
+    assert ready.status == "ready"  # a finished set is never overwritten
