@@ -2,13 +2,17 @@
 
 Lazily, because django-q2 forks its workers from the cluster process: a model (and CUDA)
 initialised before the fork would be shared badly, so each process loads on first use.
-Steering vectors are read from a vector set's file once per process and kept; hooks sit on
-every decoder layer from the start, so any vector set can be used without touching the model
-while another thread runs it."""
+Hooks sit on every decoder layer from the start, so any vector set can be used without
+touching the model while the scheduler's thread runs it; steering vectors are read from a
+vector set's file once per process and kept.
+
+Everything is keyed by (STEERLAB_MODEL, STEERLAB_DEVICE), so a test that points the setting
+at another model gets that model, and the first one is still there when it points back."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -17,36 +21,55 @@ from django.conf import settings
 from steering.engine import GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, load_model, stream_batch
 from steering.engine.models import model_id_for
 
-_lock = threading.Lock()
-_loaded: LoadedModel | None = None
-_loaded_key: tuple[str, str] | None = None
-_hooks: SteeringHooks | None = None
-_vectors: dict[tuple[int, str], SteeringVectors] = {}
-_load_error: str | None = None
+_lock = threading.RLock()
+
+
+@dataclass
+class _Site:
+    loaded: LoadedModel
+    hooks: SteeringHooks
+    vectors: dict[tuple[int, str], SteeringVectors] = field(default_factory=dict)
+    scheduler: object | None = None
+
+
+_sites: dict[tuple[str, str], _Site] = {}
+_load_errors: dict[tuple[str, str], str] = {}
 _warming: threading.Thread | None = None
+
+
+def _key() -> tuple[str, str]:
+    return (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE)
 
 
 def site_model_id() -> str:
     return model_id_for(settings.STEERLAB_MODEL)
 
 
-def site_model() -> LoadedModel:
-    """The model STEERLAB_MODEL names (reloaded only if the setting changes, as tests do)."""
-    global _loaded, _loaded_key, _hooks
-    key = (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE)
+def _site() -> _Site:
+    key = _key()
     with _lock:
-        if _loaded is None or _loaded_key != key:
+        site = _sites.get(key)
+        if site is None:
             try:
                 loaded = load_model(settings.STEERLAB_MODEL, device=settings.STEERLAB_DEVICE)
             except Exception as exc:
-                global _load_error
-                _load_error = f"{exc.__class__.__name__}: {exc}"
+                _load_errors[key] = f"{exc.__class__.__name__}: {exc}"
                 raise
-            _load_error = None
-            _hooks = SteeringHooks(loaded.layers, range(loaded.num_layers))
-            _vectors.clear()
-            _loaded, _loaded_key = loaded, key
-        return _loaded
+            _load_errors.pop(key, None)
+            site = _sites[key] = _Site(loaded, SteeringHooks(loaded.layers, range(loaded.num_layers)))
+        return site
+
+
+def site_model() -> LoadedModel:
+    return _site().loaded
+
+
+def site_hooks() -> SteeringHooks:
+    return _site().hooks
+
+
+def site_model_loaded() -> bool:
+    return _key() in _sites
 
 
 def warm_up() -> None:
@@ -62,31 +85,22 @@ def warm_up() -> None:
 
 def _warm() -> None:
     try:
-        site_model()
-    except Exception:  # recorded in _load_error, reported by model_status()
+        _site()
+    except Exception:  # recorded in _load_errors, reported by model_status()
         pass
 
 
 def model_status() -> dict:
-    loaded = _loaded if site_model_loaded() else None
-    if loaded is None and _load_error is None:
+    site = _sites.get(_key())
+    error = _load_errors.get(_key())
+    if site is None and error is None:
         warm_up()
     return {
         "model_id": site_model_id(),
-        "loaded": loaded is not None,
-        "device": str(loaded.device) if loaded is not None else None,
-        "error": _load_error,
+        "loaded": site is not None,
+        "device": str(site.loaded.device) if site is not None else None,
+        "error": error,
     }
-
-
-def site_hooks() -> SteeringHooks:
-    site_model()
-    assert _hooks is not None
-    return _hooks
-
-
-def site_model_loaded() -> bool:
-    return _loaded is not None and _loaded_key == (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE)
 
 
 def site_vectors(vector_set) -> SteeringVectors:
@@ -94,33 +108,58 @@ def site_vectors(vector_set) -> SteeringVectors:
     with a message when the file is missing or does not fit the model."""
     if not vector_set.file:
         raise ValueError(f"Vector set {vector_set.pk} has no vector file")
+    site = _site()
     key = (vector_set.pk, vector_set.file.name)
     with _lock:
-        cached = _vectors.get(key)
+        cached = site.vectors.get(key)
     if cached is not None:
         return cached
-    loaded = site_model()
     vectors = SteeringVectors.load(Path(vector_set.file.path))
+    loaded = site.loaded
     vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
     with _lock:
-        _vectors[key] = vectors
+        site.vectors[key] = vectors
     return vectors
 
 
 def loaded_vector_sets() -> list[int]:
+    site = _sites.get(_key())
+    if site is None:
+        return []
     with _lock:
-        return sorted({pk for pk, _ in _vectors})
+        return sorted({pk for pk, _ in site.vectors})
+
+
+def site_scheduler():
+    """This process's inference scheduler for the site model, started on first use."""
+    from steering.inference.scheduler import Scheduler
+
+    site = _site()
+    with _lock:
+        if site.scheduler is None:
+            site.scheduler = Scheduler(
+                site.loaded,
+                site.hooks,
+                max_batch=settings.STEERLAB_MAX_BATCH,
+                max_queue=settings.STEERLAB_MAX_QUEUE,
+                max_per_user=settings.STEERLAB_MAX_PER_USER,
+            )
+        return site.scheduler
+
+
+def inference_queue_depth() -> dict[str, int]:
+    """Waiting and running generations in this process's scheduler (nothing before it starts)."""
+    site = _sites.get(_key())
+    if site is None or site.scheduler is None:
+        return {}
+    stats = site.scheduler.stats()
+    return {"waiting": stats.waiting, "active": stats.active_rows}
 
 
 def site_generate(requests: Sequence[GenerationRequest]) -> list[str]:
-    """Generate `requests` to completion together and return their texts (admin previews,
-    calibration pairs). Chat goes through the inference service instead."""
+    """Generate `requests` to completion together and return their texts (admin previews).
+    Chat goes through the inference scheduler instead."""
     texts = [""] * len(requests)
     for event in stream_batch(site_model(), site_hooks(), requests):
         texts[event.index] += event.text
     return texts
-
-
-def inference_queue_depth() -> dict[str, int]:
-    """Waiting and running generations in this process's inference service (none before it starts)."""
-    return {}

@@ -1,6 +1,9 @@
-"""Websocket URL patterns, mounted by asgi.py under the origin and auth checks.
+"""Websocket URL patterns, mounted by asgi.py under the origin and auth checks."""
 
-The steering app adds its chat consumer here (/ws/chat/).
-"""
+from django.urls import path
 
-websocket_urlpatterns = []
+from steering.consumers import ChatConsumer
+
+websocket_urlpatterns = [
+    path("ws/chat/", ChatConsumer.as_asgi()),
+]

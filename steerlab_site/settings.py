@@ -170,6 +170,11 @@ STEERLAB_MAX_UPLOAD_BYTES = env_int("STEERLAB_MAX_UPLOAD_BYTES", 50 * 1024 * 102
 STEERLAB_MAX_BATCH = env_int("STEERLAB_MAX_BATCH", 16, minimum=1)
 STEERLAB_MAX_QUEUE = env_int("STEERLAB_MAX_QUEUE", 64, minimum=1)
 STEERLAB_MAX_PER_USER = env_int("STEERLAB_MAX_PER_USER", 2, minimum=1)
+# Where generation runs: "local" (a scheduler thread inside each daphne process) or "worker"
+# (`manage.py inference_worker` processes fed through the Redis channel layer, so several
+# daphne processes share one model). A worker silent this long is taken for dead.
+STEERLAB_INFERENCE = env_choice("STEERLAB_INFERENCE", "local", ["local", "worker"])
+STEERLAB_WORKER_SILENCE_S = env_float("STEERLAB_WORKER_SILENCE_S", 5.0, minimum=0.5)
 
 # django-q2 runs the long jobs (vector computation, evaluation, LEARN updates). Each worker loads
 # its own copy of the model, so one worker is the default on a small machine.

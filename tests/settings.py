@@ -14,3 +14,21 @@ from steerlab_site.settings import *  # noqa: E402, F403
 
 # Password hashing is deliberately slow; the suite creates many users.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The Redis the websocket tests use for the inference worker mode (running in CI and here).
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+# asgi.py's origin check reads ALLOWED_HOSTS once, at import, before pytest-django adds
+# "testserver"; the websocket tests present that origin.
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A test database on disk, not in memory: in-memory SQLite shares one cache between
+    # threads with table locks that ignore the busy timeout, so the websocket tests' threads
+    # (the consumer's, the scheduler's) would fail with "database table is locked". On disk
+    # it behaves as production's file does (WAL, IMMEDIATE transactions).
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"steerlab-test-{os.getpid()}.sqlite3")
+    }

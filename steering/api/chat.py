@@ -42,6 +42,7 @@ class ChatView(APIView):
                 vector_set_id=data.get("vector_set"),
                 params=params,
                 session_id=data["session_id"],
+                source="api",
             )
         except chat.ChatError as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None

@@ -211,3 +211,25 @@ class HealthSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+class GenerateFrameSerializer(ChatRequestSerializer):
+    """A websocket {"type": "generate"} frame: the REST chat fields, plus the conversation."""
+
+    type = serializers.ChoiceField(choices=["generate"])
+    conversation_id = serializers.IntegerField(required=False, allow_null=True)
+    new_conversation = serializers.BooleanField(
+        default=False, help_text="Start a conversation with this prompt (when no conversation_id is given)."
+    )
+    tag = serializers.CharField(max_length=40, required=False, allow_blank=True, default="",
+                                help_text="Echoed back in every frame of this generation.")
+
+
+def error_message(errors) -> str:
+    """DRF's nested error dict as one readable line: 'prompt: This field is required.; …'."""
+    if isinstance(errors, dict):
+        return "; ".join(f"{key}: {error_message(value)}" if key != "non_field_errors" else error_message(value)
+                         for key, value in errors.items())
+    if isinstance(errors, list):
+        return " ".join(error_message(e) for e in errors)
+    return str(errors)

@@ -4,7 +4,8 @@
 row samples with its own parameters and seed, carries its own steering, and streams its own
 text; a row that finishes (end of turn, length, cancellation) leaves the batch at once, its
 cache rows dropped, so it costs nothing from the next step on. `stream_batch` runs one to
-completion; the inference service drives `DecodeBatch.step` itself.
+completion; the inference service drives `DecodeBatch.step` itself, and lets newcomers join a
+running batch with `DecodeBatch.merge` once they have had their own prefill step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
 from .extraction import pad_left
 from .hooks import RowSteering, SteeringHooks
@@ -64,12 +66,15 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class TokenEvent:
     """`text` is the new text of row `index` (may be empty); `finish` is None until the row
-    ends, then "stop" (end of turn), "length" (max_new_tokens) or "cancelled"."""
+    ends, then "stop" (end of turn), "length" (max_new_tokens) or "cancelled"; the inference
+    service adds "error", with `error` saying what went wrong. `index` is the row's key: its
+    position among the requests, unless the caller gave the batch its own keys."""
 
     index: int
     text: str
     token_id: int | None
     finish: str | None = None
+    error: str | None = None
 
 
 class Detokenizer:
@@ -138,15 +143,26 @@ def _accepts_logits_to_keep(model) -> bool:
 class DecodeBatch:
     """A batch of requests decoded together. `step()` runs one forward pass (the prefill on
     the first call) and returns the token events it produced; `done` is true when no row is
-    left."""
+    left. `keys` name the rows in the events (default: 0, 1, …); they must be unique, also
+    across batches that will be merged."""
 
-    def __init__(self, loaded: LoadedModel, hooks: SteeringHooks | None, requests: Sequence[GenerationRequest]):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        hooks: SteeringHooks | None,
+        requests: Sequence[GenerationRequest],
+        *,
+        keys: Sequence[int] | None = None,
+    ):
         if not requests:
             raise ValueError("No requests to generate")
+        keys = list(range(len(requests))) if keys is None else list(keys)
+        if len(keys) != len(requests) or len(set(keys)) != len(keys):
+            raise ValueError("Each request needs its own key")
         self.loaded = loaded
         self.hooks = hooks
         device = loaded.device
-        self.rows = [_Row(i, r, loaded.tokenizer, device) for i, r in enumerate(requests)]
+        self.rows = [_Row(key, r, loaded.tokenizer, device) for key, r in zip(keys, requests)]
         steered = [r.steering for r in requests]
         if any(steered) and hooks is None:
             raise ValueError("Steered requests need SteeringHooks")
@@ -161,6 +177,16 @@ class DecodeBatch:
     @property
     def done(self) -> bool:
         return not self.rows
+
+    @property
+    def keys(self) -> list[int]:
+        return [row.index for row in self.rows]
+
+    @property
+    def joinable(self) -> bool:
+        """Whether this batch can take part in a `merge` now: past its prefill, with rows
+        left, on a cache whose layout `merge` knows."""
+        return not self.done and _cache_is_joinable(self.cache)
 
     def _forward(self) -> torch.Tensor:
         context = self.hooks.active(self.steering) if self.hooks is not None else nullcontext()
@@ -220,10 +246,129 @@ class DecodeBatch:
             self.next_position = self.next_position[index]
             if self.steering is not None:
                 self.steering = self.steering.select(keep)
+            self._drop_shared_padding()
         self.input_ids = torch.tensor(next_tokens, device=device)[:, None]
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(keep), 1)], dim=1)
         self._positions = self.next_position[:, None]
         self.next_position = self.next_position + 1
+
+    def _drop_shared_padding(self) -> None:
+        # Once the longest row has left, the leading cache columns may be padding for every
+        # row still here; without this, a batch that newcomers keep joining would only grow.
+        if not _cache_is_joinable(self.cache):
+            return
+        unused = int(self.mask.any(0).long().argmax())  # the first column some row attends to
+        if unused == 0:
+            return
+        for layer in self.cache.layers:
+            _trim_layer(layer, unused)
+        self.mask = self.mask[:, unused:]
+
+    def merge(self, other: DecodeBatch) -> None:
+        """Take the rows of `other` into this batch: from the next `step` on they decode
+        together. Both batches must have taken their prefill step and have rows left
+        (`joinable`), with the same model; `other` is left empty. The shorter cache is
+        left-padded with masked zeros; positions are explicit per row, so every row computes
+        what it would alone (the same greedy tokens). On an error nothing has changed.
+
+        Caches other than transformers' `DynamicCache` of full or sliding-window layers (static,
+        quantised, offloaded, recurrent or hybrid caches) cannot merge: `joinable` is false and
+        the caller waits for this batch to end before it starts the next."""
+        if not (self.joinable and other.joinable):
+            raise ValueError("Only two batches past their prefill, with rows left and a dynamic cache, can merge")
+        if other.loaded is not self.loaded:
+            raise ValueError("Batches of different models cannot merge")
+        if self.hooks is not None and other.hooks is not None and self.hooks is not other.hooks:
+            raise ValueError("Batches steered through different hooks cannot merge")
+        shared = set(self.keys) & set(other.keys)
+        if shared:
+            raise ValueError(f"Row keys {sorted(shared)} are in both batches")
+        if len(self.cache.layers) != len(other.cache.layers):
+            raise ValueError("The two caches have different numbers of layers")
+        layers = [_joined_layer(mine, theirs) for mine, theirs in zip(self.cache.layers, other.cache.layers)]
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        mask = torch.cat([_pad_columns(self.mask, width), _pad_columns(other.mask, width)])
+        steering = _joined_steering(self.steering, len(self.rows), other.steering, len(other.rows))
+        # Everything that can fail is done; now change state.
+        for layer, (keys, values, seen) in zip(self.cache.layers, layers):
+            layer.keys, layer.values = keys, values
+            if seen is not None:
+                layer.cumulative_length = seen
+        self.mask = mask
+        self.steering = steering
+        self.hooks = self.hooks or other.hooks
+        self.rows = self.rows + other.rows
+        self.input_ids = torch.cat([self.input_ids, other.input_ids])
+        self._positions = torch.cat([self._positions, other._positions])
+        self.next_position = torch.cat([self.next_position, other.next_position])
+        other.rows, other.cache = [], None
+
+
+_JOINABLE_LAYERS = (DynamicLayer, DynamicSlidingWindowLayer)
+
+
+def _cache_is_joinable(cache) -> bool:
+    return (
+        type(cache) is DynamicCache
+        and not cache.offloading
+        and bool(cache.layers)
+        and all(type(layer) in _JOINABLE_LAYERS and layer.is_initialized for layer in cache.layers)
+    )
+
+
+def _pad_columns(tensor: torch.Tensor, width: int, dim: int = 1) -> torch.Tensor:
+    """`tensor` left-padded with zeros along `dim` to `width`."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _joined_layer(mine, theirs) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """Keys, values (and for a sliding-window layer the number of tokens seen) of two cache
+    layers stacked along the batch. A sliding layer keeps the most recent tokens only, so its
+    stored length can be shorter than what it has seen; both sides are right-aligned either
+    way, which keeps each row's distances between tokens as they were."""
+    if type(mine) is not type(theirs):
+        raise ValueError(f"Cannot merge a {type(mine).__name__} with a {type(theirs).__name__}")
+    length = max(mine.keys.shape[-2], theirs.keys.shape[-2])
+    keys = torch.cat([_pad_columns(mine.keys, length, -2), _pad_columns(theirs.keys, length, -2)])
+    values = torch.cat([_pad_columns(mine.values, length, -2), _pad_columns(theirs.values, length, -2)])
+    seen = max(mine.cumulative_length, theirs.cumulative_length) if isinstance(mine, DynamicSlidingWindowLayer) else None
+    return keys, values, seen
+
+
+def _trim_layer(layer, columns: int) -> None:
+    """Drop the oldest `columns` tokens of a cache layer; a sliding-window layer may hold
+    fewer than it has seen, and drops only those of the `columns` it still holds."""
+    if isinstance(layer, DynamicSlidingWindowLayer):
+        already_gone = layer.cumulative_length - layer.keys.shape[-2]
+        drop = max(0, columns - already_gone)
+        layer.cumulative_length -= columns
+    else:
+        drop = columns
+    layer.keys = layer.keys[:, :, drop:, :]
+    layer.values = layer.values[:, :, drop:, :]
+
+
+def _joined_steering(
+    mine: RowSteering | None, my_rows: int, theirs: RowSteering | None, their_rows: int
+) -> RowSteering | None:
+    """The steering of two batches stacked: a row gets zeros on the layers its side does not
+    steer (adding zeros changes nothing), and None stays None when neither side is steered."""
+    if mine is None and theirs is None:
+        return None
+    sample = next(iter((mine or theirs).deltas.values()))
+    layers = sorted({*(mine.deltas if mine else ()), *(theirs.deltas if theirs else ())})
+
+    def part(steering: RowSteering | None, rows: int, layer: int) -> torch.Tensor:
+        if steering is not None and layer in steering.deltas:
+            return steering.deltas[layer]
+        return sample.new_zeros(rows, sample.shape[-1])
+
+    return RowSteering({layer: torch.cat([part(mine, my_rows, layer), part(theirs, their_rows, layer)]) for layer in layers})
 
 
 def stream_batch(

@@ -1,0 +1,103 @@
+"""Scheduler benchmark on the embedded model: prints one JSON line of figures.
+
+    .venv/bin/python bench/scheduler.py [--tokens 48] [--clients 8] [--stagger 0.25]
+
+- one request alone through the scheduler: tokens/s and time to first token
+- `--clients` requests, each with its own formality strength (−1…+1), arriving one every
+  `--stagger` seconds, so that most join a batch that is already decoding: aggregate tokens/s
+  (all tokens over the time from the first arrival to the last finish), its speed-up over one
+  alone, and p50 / p95 of time to first token
+
+End-of-turn stops are switched off so every request generates exactly `--tokens` tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from steering import data  # noqa: E402
+from steering.engine import GenerationParams, GenerationRequest, SteeringHooks, compute_vectors, load_model  # noqa: E402
+from steering.inference import Scheduler  # noqa: E402
+
+PROMPTS = data.neutral_prompts()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run(scheduler: Scheduler, requests: list[GenerationRequest], stagger: float) -> dict:
+    """Submit `requests` `stagger` seconds apart and wait for all of them."""
+    start = time.perf_counter()
+    tickets = []
+    for i, request in enumerate(requests):
+        time.sleep(max(0.0, start + i * stagger - time.perf_counter()))
+        tickets.append(scheduler.submit(request))
+    for ticket in tickets:
+        ticket.wait()
+    elapsed = time.perf_counter() - start
+    assert all(t.finish == "length" for t in tickets), [t.error or t.finish for t in tickets]
+    first_tokens = [t.time_to_first_token for t in tickets]
+    return {
+        "tokens_per_s": sum(t.tokens for t in tickets) / elapsed,
+        "ttft_p50_s": statistics.median(first_tokens),
+        "ttft_p95_s": percentile(first_tokens, 0.95),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--stagger", type=float, default=0.25, help="seconds between two arrivals")
+    args = parser.parse_args()
+
+    loaded = load_model("embedded")
+    loaded.stop_ids = frozenset()  # fixed-length runs
+    positive, negative = data.examples("formality")
+    vectors = compute_vectors(loaded, {"formality": (positive[:16], negative[:16])})
+    hooks = SteeringHooks(loaded.layers, vectors.layers)
+
+    def request(i: int, strength: float) -> GenerationRequest:
+        return GenerationRequest(
+            prompt_ids=loaded.chat_ids(PROMPTS[i % len(PROMPTS)]),
+            params=GenerationParams(max_new_tokens=args.tokens),
+            steering=vectors.layer_deltas({"formality": strength}),
+        )
+
+    strengths = [round(-1 + 2 * i / max(args.clients - 1, 1), 3) for i in range(args.clients)]
+    with Scheduler(loaded, hooks, max_batch=args.clients, max_queue=4 * args.clients, max_per_user=None) as scheduler:
+        run(scheduler, [request(0, 0.5)], 0)  # warm-up
+        alone = run(scheduler, [request(0, 0.8)], 0)
+        together = run(scheduler, [request(i, s) for i, s in enumerate(strengths)], args.stagger)
+        stats = scheduler.stats()
+    print(json.dumps({
+        "model": loaded.model_id,
+        "device": str(loaded.device),
+        "threads": torch.get_num_threads(),
+        "tokens_per_request": args.tokens,
+        "single_tokens_per_s": round(alone["tokens_per_s"], 2),
+        "single_ttft_s": round(alone["ttft_p50_s"], 3),
+        "clients": args.clients,
+        "stagger_s": args.stagger,
+        "aggregate_tokens_per_s": round(together["tokens_per_s"], 2),
+        "aggregate_over_single": round(together["tokens_per_s"] / alone["tokens_per_s"], 2),
+        "ttft_p50_s": round(together["ttft_p50_s"], 3),
+        "ttft_p95_s": round(together["ttft_p95_s"], 3),
+        "joins": stats.joins,
+        "prefills": stats.prefills,
+    }))
+
+
+if __name__ == "__main__":
+    main()

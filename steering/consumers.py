@@ -1,0 +1,128 @@
+"""The chat websocket, /ws/chat/ (protocol in DESIGN.md). Thin: it validates frames and
+relays a ChatTurn's tokens. A bad frame gets an error frame and the socket stays open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from steering.api.serializers import GenerateFrameSerializer, error_message
+from steering.chat import REFUSED, ChatError, ChatTurn
+from steering.models import InteractionLog
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_CHARS = 64 * 1024
+GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "top_k", "seed")
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)  # the browser sees "unauthorised", not a generic drop
+            return
+        self.user = user
+        self.turns: dict[str, tuple[ChatTurn, asyncio.Task]] = {}
+        self.open = True
+        await self.accept()
+
+    async def disconnect(self, code):
+        self.open = False
+        turns = getattr(self, "turns", {})
+        for turn, _ in turns.values():
+            turn.cancel()
+        if turns:
+            # Let each turn log itself as cancelled; a row is freed within one decode step.
+            await asyncio.wait([task for _, task in turns.values()], timeout=10)
+
+    async def send_json(self, frame: dict) -> None:
+        if self.open:
+            await self.send(text_data=json.dumps(frame))
+
+    async def error(self, code: str, message: str, **extra) -> None:
+        await self.send_json({"type": "error", "code": code, "message": message, **extra})
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data is None:
+            return await self.error("bad_frame", "Send JSON text frames, not binary ones.")
+        if len(text_data) > MAX_FRAME_CHARS:
+            return await self.error("bad_frame", f"Frames are limited to {MAX_FRAME_CHARS} characters.")
+        try:
+            message = json.loads(text_data)
+        except (ValueError, RecursionError):
+            return await self.error("bad_json", "The frame is not valid JSON.")
+        if not isinstance(message, dict):
+            return await self.error("bad_frame", 'A frame is a JSON object with a "type".')
+        kind = message.get("type")
+        if kind == "generate":
+            await self.generate(message)
+        elif kind == "cancel":
+            await self.cancel(message.get("request_id"))
+        elif kind == "ping":
+            await self.send_json({"type": "pong"})
+        else:
+            await self.error("unknown_type", f"Unknown frame type {str(kind)[:40]!r}; use generate, cancel or ping.")
+
+    async def generate(self, message: dict) -> None:
+        form = GenerateFrameSerializer(data=message)
+        if not form.is_valid():
+            return await self.error("invalid", error_message(form.errors), tag=str(message.get("tag", ""))[:40])
+        data = form.validated_data
+        if len(self.turns) >= settings.STEERLAB_MAX_PER_USER:
+            return await self.error(
+                "too_many", "Generations are already running on this socket; wait or cancel one.", tag=data["tag"]
+            )
+        turn = ChatTurn(
+            user=self.user,
+            prompt=data["prompt"],
+            preferences=data["preferences"],
+            vector_set_id=data.get("vector_set"),
+            params={k: data[k] for k in GENERATION_FIELDS if data.get(k) is not None},
+            session_id=data["session_id"],
+            conversation_id=data.get("conversation_id"),
+            new_conversation=data["new_conversation"],
+            source=InteractionLog.Source.WEBSOCKET,
+        )
+        request_id = uuid.uuid4().hex[:12]
+        task = asyncio.ensure_future(self.run(request_id, data["tag"], turn))
+        self.turns[request_id] = (turn, task)
+        task.add_done_callback(lambda _: self.turns.pop(request_id, None))
+
+    async def run(self, request_id: str, tag: str, turn: ChatTurn) -> None:
+        ids = {"request_id": request_id, "tag": tag}
+        try:
+            await turn.prepare()
+            await self.send_json({
+                "type": "start", **ids,
+                "preferences_applied": turn.strengths,
+                "vector_set": turn.plan.vector_set.pk,
+                "conversation_id": turn.plan.conversation.pk if turn.plan.conversation else None,
+            })
+            async for text in turn.stream():
+                await self.send_json({"type": "token", **ids, "text": text})
+            result = await turn.finish()
+        except ChatError as exc:
+            if turn.plan is not None and exc.code not in REFUSED:
+                await turn.finish()
+            await self.error(exc.code, exc.message, retry_after=exc.retry_after, **ids)
+        except Exception:
+            # Whatever went wrong, the client hears of it: a turn never ends in silence.
+            log.exception("Chat turn %s failed", request_id)
+            await self.error("internal", "Something went wrong on the server; it has been logged.", **ids)
+        else:
+            stats = {k: result[k] for k in ("tokens", "latency_ms", "first_token_ms", "finish_reason", "interaction_id")}
+            await self.send_json({"type": "done", **ids, "text": result["generated_text"], "stats": stats,
+                                  "preferences_applied": result["preferences_applied"]})
+
+    async def cancel(self, request_id) -> None:
+        if request_id is not None and request_id not in self.turns:
+            return await self.error("not_found", f"No running generation {str(request_id)[:40]!r}.")
+        for key, (turn, _) in self.turns.items():
+            if request_id is None or key == request_id:
+                turn.cancel()

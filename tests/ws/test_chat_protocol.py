@@ -1,0 +1,109 @@
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from steering.models import Conversation, InteractionLog, Message
+from tests.ws.conftest import connect, frames_until_end
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+async def test_it_refuses_anonymous_users(steerable):
+    _, connected, code = await connect(None)
+    assert connected is False and code == 4401
+
+
+async def test_it_refuses_another_origin(steerable, alice):
+    _, connected, _ = await connect(alice, origin=b"https://evil.example")
+    assert connected is False
+
+
+async def test_it_streams_start_tokens_done_and_logs_the_turn(steerable, alice):
+    ws, connected, _ = await connect(alice)
+    assert connected
+    await ws.send_json_to({"type": "generate", "prompt": "Say hello to a colleague.", "max_new_tokens": 16,
+                           "preferences": {"formality": 0.8}, "new_conversation": True})
+    frames = await frames_until_end(ws)
+    start, *tokens, done = frames
+    assert start["type"] == "start" and start["preferences_applied"] == {"formality": 0.8}
+    assert tokens and all(f["type"] == "token" and f["request_id"] == start["request_id"] for f in tokens)
+    assert done["type"] == "done" and done["text"] == "".join(f["text"] for f in tokens)
+    assert done["stats"]["tokens"] >= len(tokens) and done["stats"]["finish_reason"] in ("stop", "length")
+    log = await sync_to_async(InteractionLog.objects.get)(pk=done["stats"]["interaction_id"])
+    assert (log.user_id, log.response, log.status, log.source) == (alice.pk, done["text"], "ok", "ws")
+    assert log.strengths == {"formality": 0.8}
+    conversation = await sync_to_async(Conversation.objects.get)(pk=start["conversation_id"])
+    roles = await sync_to_async(lambda: list(conversation.messages.values_list("role", flat=True)))()
+    assert roles == ["user", "assistant"]
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    "frame, code, words",
+    [
+        ("not json", "bad_json", "json"),
+        ("[1, 2]", "bad_frame", "object"),
+        (json.dumps({"type": "dance"}), "unknown_type", "dance"),
+        (json.dumps({"type": "generate"}), "invalid", "prompt"),
+        (json.dumps({"type": "generate", "prompt": "x" * 5000}), "invalid", "prompt"),
+        (json.dumps({"type": "generate", "prompt": "hi", "max_new_tokens": 0}), "invalid", "max_new_tokens"),
+        (json.dumps({"type": "generate", "prompt": "hi", "preferences": {"formality": 2}}), "invalid", "formality"),
+        (json.dumps({"type": "generate", "prompt": "hi", "preferences": {"sarcasm": 1}}), "bad_request", "sarcasm"),
+        (json.dumps({"type": "generate", "prompt": "hi", "temperature": "hot"}), "invalid", "temperature"),
+        (json.dumps({"type": "cancel", "request_id": "nope"}), "not_found", "nope"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_socket_stays_usable(steerable, alice, frame, code, words):
+    ws, _, _ = await connect(alice)
+    await ws.send_to(text_data=frame)
+    error = await ws.receive_json_from(timeout=30)
+    assert error["type"] == "error" and error["code"] == code, error
+    assert words in error["message"].lower()
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from(timeout=5) == {"type": "pong"}
+    await ws.disconnect()
+
+
+async def test_cancel_stops_the_answer_and_logs_it_cancelled(steerable, alice):
+    ws, _, _ = await connect(alice)
+    await ws.send_json_to({"type": "generate", "prompt": "Tell me a long story about a lighthouse.",
+                           "max_new_tokens": 400})
+    start = await ws.receive_json_from(timeout=60)
+    await ws.receive_json_from(timeout=60)  # a first token
+    await ws.send_json_to({"type": "cancel", "request_id": start["request_id"]})
+    frames = await frames_until_end(ws)
+    done = frames[-1]
+    assert done["type"] == "done" and done["stats"]["finish_reason"] == "cancelled"
+    assert done["stats"]["tokens"] < 400
+    log = await sync_to_async(InteractionLog.objects.get)(pk=done["stats"]["interaction_id"])
+    assert log.status == "cancelled"
+    await ws.disconnect()
+
+
+async def test_a_closed_socket_frees_its_generation(steerable, alice):
+    from steering import runtime
+
+    ws, _, _ = await connect(alice)
+    await ws.send_json_to({"type": "generate", "prompt": "Write a long essay on rivers.", "max_new_tokens": 400})
+    await ws.receive_json_from(timeout=60)
+    await ws.receive_json_from(timeout=60)
+    await ws.disconnect()
+    for _ in range(100):
+        if runtime.inference_queue_depth().get("active", 0) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert runtime.inference_queue_depth().get("active", 0) == 0
+    log = await sync_to_async(InteractionLog.objects.get)(user=alice)
+    assert log.status == "cancelled" and log.tokens < 400
+
+
+async def test_a_conversation_of_another_user_is_not_found(steerable, alice, bob):
+    conversation = await sync_to_async(Conversation.objects.create)(user=alice, title="mine")
+    ws, _, _ = await connect(bob)
+    await ws.send_json_to({"type": "generate", "prompt": "hi", "conversation_id": conversation.pk})
+    error = await ws.receive_json_from(timeout=30)
+    assert error["code"] == "not_found"
+    assert await sync_to_async(Message.objects.count)() == 0
+    await ws.disconnect()
