@@ -5,7 +5,8 @@ preferences, against a server this script starts (or one given with --url and --
 
 For each N it prints one JSON line: aggregate tokens/s (all tokens of the round over its wall
 time, from the first send to the last done), p50/p95 time to first token, and errors. The last
-line compares 8 clients with 1. Greedy decoding on prompts that give long answers, so rows
+line compares 8 clients with 1. `--stagger S` spreads the clients' arrivals S seconds apart, as
+real users arrive, instead of all in the same instant. Greedy decoding on prompts that give long answers, so rows
 run close to --tokens each.
 """
 
@@ -43,7 +44,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def one_client(url: str, cookie: str, origin: str, index: int, tokens: int) -> dict:
+async def one_client(url: str, cookie: str, origin: str, index: int, tokens: int, delay: float = 0.0) -> dict:
+    await asyncio.sleep(delay)
     strength = round(-1 + 2 * (index % 9) / 8, 2)  # distinct preferences per client
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin},
                                   max_size=2**22, open_timeout=60) as ws:
@@ -65,11 +67,14 @@ async def one_client(url: str, cookie: str, origin: str, index: int, tokens: int
                         "error": frame["code"]}
 
 
-async def level(url: str, cookies: list[str], origin: str, clients: int, tokens: int, rounds: int) -> dict:
+async def level(url: str, cookies: list[str], origin: str, clients: int, tokens: int, rounds: int,
+                stagger: float = 0.0) -> dict:
     rates, ttfts, errors, total_tokens = [], [], 0, 0
     for _ in range(rounds):
-        results = await asyncio.gather(*[one_client(url, cookies[i], origin, i, tokens) for i in range(clients)],
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *[one_client(url, cookies[i], origin, i, tokens, i * stagger) for i in range(clients)],
+            return_exceptions=True,
+        )
         good = [r for r in results if isinstance(r, dict) and r["error"] is None]
         errors += len(results) - len(good)
         if good:
@@ -80,6 +85,7 @@ async def level(url: str, cookies: list[str], origin: str, clients: int, tokens:
             ttfts += [r["ttft"] for r in good]
     return {
         "clients": clients,
+        "stagger_s": stagger,
         "tokens_per_s": round(statistics.median(rates), 1) if rates else 0.0,
         "ttft_p50_s": round(percentile(ttfts, 0.5), 3) if ttfts else None,
         "ttft_p95_s": round(percentile(ttfts, 0.95), 3) if ttfts else None,
@@ -100,7 +106,7 @@ async def main(args) -> None:
         await level(url, cookies, origin, 1, 8, 1)  # warm-up: first-use costs stay out of the figures
         figures = {}
         for n in levels:
-            figures[n] = await level(url, cookies, origin, n, args.tokens, args.rounds)
+            figures[n] = await level(url, cookies, origin, n, args.tokens, args.rounds, args.stagger)
             print(json.dumps(figures[n]), flush=True)
         if 1 in figures and 8 in figures and figures[1]["tokens_per_s"]:
             print(json.dumps({
@@ -117,6 +123,8 @@ if __name__ == "__main__":
     parser.add_argument("--clients", default="1,4,8,16")
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--stagger", type=float, default=0.0,
+                        help="seconds between two clients' first messages (0: all at once)")
     parser.add_argument("--url", help="a running server's ws://…/ws/chat/ (default: start one)")
     parser.add_argument("--cookie", help="with --url: a logged-in session cookie, sessionid=…")
     parser.add_argument("--origin", default="http://127.0.0.1:8000", help="with --url: the Origin header")

@@ -11,6 +11,7 @@ at another model gets that model, and the first one is still there when it point
 
 from __future__ import annotations
 
+import atexit
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Sequence
 
 from django.conf import settings
 
-from steering.engine import GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, load_model, stream_batch
+from steering.engine import GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, load_model
 from steering.engine.models import model_id_for
 
 _lock = threading.RLock()
@@ -147,6 +148,16 @@ def site_scheduler():
         return site.scheduler
 
 
+@atexit.register
+def _close_schedulers() -> None:
+    # Stop the decode threads before the interpreter tears down: a daemon thread killed in
+    # the middle of a torch call aborts the process ("terminate called without an active
+    # exception") and turns a clean exit into a crash.
+    for site in list(_sites.values()):
+        if site.scheduler is not None:
+            site.scheduler.close(timeout=10)
+
+
 def inference_queue_depth() -> dict[str, int]:
     """Waiting and running generations in this process's scheduler (nothing before it starts)."""
     site = _sites.get(_key())
@@ -157,9 +168,13 @@ def inference_queue_depth() -> dict[str, int]:
 
 
 def site_generate(requests: Sequence[GenerationRequest]) -> list[str]:
-    """Generate `requests` to completion together and return their texts (admin previews).
-    Chat goes through the inference scheduler instead."""
-    texts = [""] * len(requests)
-    for event in stream_batch(site_model(), site_hooks(), requests):
-        texts[event.index] += event.text
-    return texts
+    """Generate `requests` to completion on the scheduler and return their texts (admin
+    previews): they share batches with chat instead of running the model beside it."""
+    scheduler = site_scheduler()
+    tickets = [scheduler.submit(request) for request in requests]
+    for ticket in tickets:
+        ticket.wait()
+    failed = [t.error for t in tickets if t.finish == "error"]
+    if failed:
+        raise RuntimeError(f"Generation failed: {failed[0]}")
+    return [ticket.text for ticket in tickets]

@@ -167,6 +167,7 @@ def vector_set_compute(
         )
         relative = f"vectors/{vector_set.pk}-{uuid.uuid4().hex[:8]}.safetensors"
         path = vectors.save(Path(settings.MEDIA_ROOT) / relative)
+        previous = vector_set.file.name if vector_set.file else None
         with transaction.atomic():
             vector_set.file.name = relative
             vector_set.layers = vectors.layers
@@ -176,6 +177,9 @@ def vector_set_compute(
             vector_set.status = VectorSet.Status.READY
             vector_set.progress = 100
             vector_set.save()
+            if previous and previous != relative:  # a recomputation replaces the old file
+                storage = vector_set.file.storage
+                transaction.on_commit(lambda: storage.delete(previous))
     except BaseException as exc:
         # BaseException too: django-q2 ends a task that runs past its timeout by raising
         # TimeoutException, a SystemExit, inside it; that must also leave "failed" and no file.

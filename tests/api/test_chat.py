@@ -83,3 +83,46 @@ def test_unknown_dimensions_and_foreign_vector_sets_are_refused(as_alice, as_bob
 
 def test_anonymous_chat_is_refused(client, shared_set):
     assert client.post("/api/chat/", {"prompt": "hi"}, content_type="application/json").status_code == 401
+
+
+def _hold(user_key, count):
+    """`count` long generations queued on the site's scheduler under `user_key`."""
+    from steering import runtime
+    from steering.engine import GenerationParams, GenerationRequest
+
+    loaded = runtime.site_model()
+    scheduler = runtime.site_scheduler()
+    return [
+        scheduler.submit(GenerationRequest(prompt_ids=loaded.chat_ids("Tell a long story."),
+                                           params=GenerationParams(max_new_tokens=2000)), user=user_key)
+        for _ in range(count)
+    ]
+
+
+def test_a_full_queue_answers_503_with_retry_after(as_alice, shared_set):
+    from steering import runtime
+
+    scheduler = runtime.site_scheduler()
+    held = _hold(None, scheduler.max_queue - scheduler.stats().waiting - scheduler.stats().active_rows)
+    try:
+        response = _chat(as_alice)
+        assert response.status_code == 503
+        assert int(response["Retry-After"]) >= 1 and "busy" in response.json()["detail"]
+        assert not InteractionLog.objects.exists()  # refused before it started: nothing to log
+    finally:
+        for ticket in held:
+            ticket.cancel()
+    for ticket in held:
+        assert ticket.wait(30)
+    assert _chat(as_alice).status_code == 200
+
+
+def test_one_user_may_run_only_so_many_generations_at_once(as_alice, as_bob, alice, shared_set, settings):
+    held = _hold(str(alice.pk), settings.STEERLAB_MAX_PER_USER)
+    try:
+        response = _chat(as_alice)
+        assert response.status_code == 429 and "at most" in response.json()["detail"]
+        assert _chat(as_bob).status_code == 200  # others are not held up by alice's limit
+    finally:
+        for ticket in held:
+            ticket.cancel()
