@@ -22,7 +22,8 @@ def test_it_creates_the_demo_account_and_the_default_vector_set_once(settings, t
     assert vector_set.status == VectorSet.Status.READY and vector_set.model_id == EMBEDDED_MODEL_ID
     vectors = SteeringVectors.load(tmp_path / vector_set.file.name)
     vectors.check_model(model_id=EMBEDDED_MODEL_ID, num_layers=30, hidden_size=576)
-    assert vectors.dimensions == ["formality"]
+    assert sorted(vectors.dimensions) == ["age", "ambiance", "cost", "culture", "formality", "time"]
+    assert vectors.labels["cost"] == ["Budget", "Luxury"]
 
     again = io.StringIO()
     call_command("bootstrap", stdout=again)

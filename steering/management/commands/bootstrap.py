@@ -1,5 +1,6 @@
-"""First-run setup for `make setup`: the demo account and the default vector set.
-Idempotent: what exists is left alone, so running it again costs a second."""
+"""First-run setup for `make setup`: the demo account and the default vector set, with every
+shipped dimension (formality and the paper's five). Idempotent: what exists is left alone, so
+running it again costs a second."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ import sys
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from steering import services
+from steering import data, services
 from steering.models import VectorSet
 from steering.runtime import site_model, site_model_id
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "steerlab-demo"
-DEFAULT_SET_NAME = "Default (formality)"
+DEFAULT_SET_NAME = "Default (six dimensions)"
 
 
 class Command(BaseCommand):
-    help = "Create the demo account and the default formality vector set for the configured model."
+    help = "Create the demo account and the default vector set (every shipped dimension) for the configured model."
 
     def handle(self, *args, **options) -> None:
         User = get_user_model()
@@ -28,19 +29,19 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Demo account: {DEMO_USERNAME} / {DEMO_PASSWORD} (unless its password was changed)")
 
-        formality = services.dimension_import_default(name="formality")
+        dimensions = [services.dimension_import_default(name=name) for name in data.dimension_names()]
         model_id = site_model_id()
-        existing = VectorSet.objects.filter(
-            owner=None, model_id=model_id, dimensions=formality, status=VectorSet.Status.READY
-        ).first()
-        if existing:
-            self.stdout.write(f"Default vector set ready: {existing}")
-            return
+        ready = VectorSet.objects.filter(owner=None, model_id=model_id, status=VectorSet.Status.READY)
+        for candidate in ready:
+            if set(candidate.dimension_names()) >= {d.name for d in dimensions}:
+                self.stdout.write(f"Default vector set ready: {candidate}")
+                return
         VectorSet.objects.filter(owner=None, model_id=model_id, name=DEFAULT_SET_NAME).exclude(
             status=VectorSet.Status.READY
         ).delete()  # a failed or interrupted earlier attempt
-        vector_set = services.vector_set_create(name=DEFAULT_SET_NAME, model_id=model_id, dimensions=[formality])
-        self.stdout.write(f"Computing the default formality vector set for {model_id} (once, about a minute)…")
+        vector_set = services.vector_set_create(name=DEFAULT_SET_NAME, model_id=model_id, dimensions=dimensions)
+        names = ", ".join(d.name for d in dimensions)
+        self.stdout.write(f"Computing the default vector set ({names}) for {model_id} (once, a minute or two)…")
         vector_set = services.vector_set_compute(
             vector_set=vector_set,
             loaded=site_model(),
