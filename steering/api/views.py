@@ -43,6 +43,13 @@ def _vector_set_from_query(request) -> VectorSet:
     return vector_set
 
 
+def _new_set_owner(request, *, shared: bool, verb: str):
+    """Who owns a vector set being created: nobody when shared (staff only), else the caller."""
+    if shared and not request.user.is_staff:
+        raise PermissionDenied(f"Only staff can {verb} shared vector sets.")
+    return None if shared else request.user
+
+
 def _may_change(user, vector_set: VectorSet) -> bool:
     return vector_set.owner_id == user.pk or (vector_set.owner_id is None and user.is_staff)
 
@@ -94,13 +101,11 @@ class VectorSetList(generics.ListAPIView):
         form = s.VectorSetCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        if data["shared"] and not request.user.is_staff:
-            raise PermissionDenied("Only staff can create shared vector sets.")
         vector_set = services.vector_set_start(
             name=data["name"],
             dimensions=data["dimensions"],
             method=data["method"],
-            owner=None if data["shared"] else request.user,
+            owner=_new_set_owner(request, shared=data["shared"], verb="create"),
         )
         return Response(self.get_serializer(vector_set).data, status=status.HTTP_202_ACCEPTED)
 
@@ -147,12 +152,9 @@ class VectorSetUpload(APIView):
         form = s.VectorSetUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        if data["shared"] and not request.user.is_staff:
-            raise PermissionDenied("Only staff can upload shared vector sets.")
+        owner = _new_set_owner(request, shared=data["shared"], verb="upload")
         try:
-            vector_set = services.vector_set_upload(
-                upload=data["file"], name=data["name"], owner=None if data["shared"] else request.user
-            )
+            vector_set = services.vector_set_upload(upload=data["file"], name=data["name"], owner=owner)
         except VectorFileError as exc:
             raise ValidationError({"file": [str(exc)]}) from exc
         return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=201)
