@@ -181,3 +181,13 @@ def test_dimensions_are_listed_with_example_counts(as_bob, dimensions):
 def test_anonymous_calls_are_refused(client, shared_set):
     for url in ["/api/vector-sets/", "/api/dimensions/", "/api/profile/", "/api/interactions/"]:
         assert client.get(url).status_code == 401, url
+
+
+def test_computations_are_throttled_per_user(as_alice, as_bob, dimensions, monkeypatch):
+    from rest_framework.throttling import ScopedRateThrottle
+
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"compute": "2/hour", "chat": "100/min"})
+    payload = {"name": "x", "dimensions": ["cost"]}
+    assert [as_alice.post("/api/vector-sets/", payload, format="json").status_code for _ in range(3)] == [202, 202, 429]
+    assert VectorSet.objects.filter(owner__username="alice").count() == 2
+    assert as_bob.post("/api/vector-sets/", payload, format="json").status_code == 202  # bob has his own budget
