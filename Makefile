@@ -14,7 +14,7 @@ PORT ?= 8000
 PIP_INSTALL_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test clean distclean
+.PHONY: setup run test browser-deps clean distclean
 
 # The stamp records that requirements.txt is installed; editing requirements.txt reinstalls.
 # An existing venv is kept: recreating it with another python3 would break its installs.
@@ -44,8 +44,17 @@ run: setup
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) steerlab_site.asgi:application
 
 # pytest's exit code passes through unchanged, so "no tests collected" (5) fails too.
-test: setup
+test: setup browser-deps
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's chromium through playwright (from requirements.txt; never
+# `playwright install`, which downloads a browser). Installed when missing and apt is there;
+# without it the browser tests skip, saying why.
+browser-deps:
+	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
+	  { apt-get install -y chromium >/dev/null 2>&1 || \
+	    { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; } || \
+	    echo "chromium could not be installed: the browser tests will be skipped"; }
 
 clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

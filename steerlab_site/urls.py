@@ -9,4 +9,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("steering.api.urls")),
     # ---- steering pages mount here ----
+    path("", include("steering.urls")),
 ]

@@ -165,6 +165,10 @@ class ProfileSerializer(serializers.Serializer):
     strengths = PreferencesField(required=False)
     dimensions = ProfileDimensionSerializer(many=True, read_only=True)
     updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    source = serializers.ChoiceField(
+        choices=["api", "select"], default="api", write_only=True,
+        help_text='Recorded in the history: "select" for the chat page\'s sliders.',
+    )
 
 
 class ProfileUpdateSerializer(serializers.ModelSerializer):

@@ -203,7 +203,7 @@ class ProfileView(APIView):
             services.profile_update(
                 profile=profile,
                 strengths=data.get("strengths", {}),
-                source=ProfileUpdate.Source.API,
+                source=data.get("source", ProfileUpdate.Source.API),
                 replace=replace,
                 mode=data.get("mode"),
             )

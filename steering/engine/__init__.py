@@ -1,13 +1,17 @@
 """The steering engine: plain PyTorch + transformers, no Django.
 
-models (loading, layer discovery) · extraction (activations, CAA vectors) · hooks (per-row
+models (loading, layer discovery) · extraction (activations; CAA, probe and PCA vectors) ·
+layers (default layers, held-out layer scores, top-k choice) · hooks (per-row
 steering) · generation (batched streaming decode) · vectorfile (SteeringVectors and their
 safetensors file) · steerable (SteerableModel, the few-lines API).
 """
 
-from .extraction import compute_vectors, default_layers, record_activations
+from .extraction import (
+    compute_vectors, fit_probe, layer_score, mean_difference, pca_direction, probe_direction, record_activations,
+)
 from .generation import DecodeBatch, GenerationParams, GenerationRequest, TokenEvent, stream_batch
 from .hooks import RowSteering, SteeringHooks
+from .layers import default_layers, held_out_accuracy, top_layers
 from .models import EMBEDDED, LoadedModel, ModelNotFound, UnsupportedModel, find_layers, load_model
 from .steerable import SteerableModel
 from .vectorfile import SteeringVectors, UnknownDimension, VectorFileError
@@ -15,6 +19,7 @@ from .vectorfile import SteeringVectors, UnknownDimension, VectorFileError
 __all__ = [
     "EMBEDDED", "DecodeBatch", "GenerationParams", "GenerationRequest", "LoadedModel", "ModelNotFound",
     "RowSteering", "SteerableModel", "SteeringHooks", "SteeringVectors", "TokenEvent", "UnknownDimension",
-    "UnsupportedModel", "VectorFileError", "compute_vectors", "default_layers", "find_layers", "load_model",
-    "record_activations", "stream_batch",
+    "UnsupportedModel", "VectorFileError", "compute_vectors", "default_layers", "find_layers", "fit_probe",
+    "held_out_accuracy", "layer_score", "load_model", "mean_difference", "pca_direction", "probe_direction",
+    "record_activations", "stream_batch", "top_layers",
 ]

@@ -3,8 +3,13 @@
 `record_activations` runs texts through the model in padded batches and returns, for every
 decoder layer at once, one activation per text: the mean over the text's tokens or its last
 token. Padding never counts, and neither does the first token, whose activations are huge
-outliers (the attention sink) that would swamp a mean. `compute_vectors` turns positive and
-negative examples per dimension into `SteeringVectors` by difference of means (CAA).
+outliers (the attention sink) that would swamp a mean.
+
+Three ways to turn one layer's positive and negative activations ([n, hidden] each) into a
+direction, all pure functions on tensors: `mean_difference` (CAA, the seed's method),
+`probe_direction` (a logistic-regression probe, the paper's method) and `pca_direction`
+(first principal component of paired differences). `compute_vectors` applies one of them to
+every layer and dimension, scores every layer by held-out accuracy, and can steer the top k.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
+from .layers import Classifier, default_layers, held_out_accuracy, top_layers
 from .models import LoadedModel
 from .vectorfile import READS, SteeringVectors
 
@@ -23,12 +30,100 @@ Progress = Callable[[int, int], None]
 # the register while the text stays fluent; from 0.04 it starts to repeat and derail.
 DEFAULT_FUNCTIONAL_RANGE = 0.02
 
+# Examples are few (tens) and activations wide (hundreds of features), so the classes are
+# almost always linearly separable: without a penalty the probe's weights grow without
+# bound and its direction is whatever the optimiser last moved.
+PROBE_L2 = 1e-2
+PROBE_STEPS = 200
 
-def default_layers(num_layers: int) -> list[int]:
-    """The middle of the network, where behaviour-level features live: layers from a quarter
-    to three quarters of the depth (for SmolLM2's 30 layers, 7…22)."""
-    start, stop = num_layers // 4, max(num_layers // 4 + 1, (3 * num_layers) // 4)
-    return list(range(start, stop))
+
+def mean_difference(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """CAA: mean(positive) − mean(negative) over examples ([n, hidden] each → [hidden]).
+    Not normalised: its norm says how far apart the classes are."""
+    return positive.mean(0) - negative.mean(0)
+
+
+def fit_probe(positive: torch.Tensor, negative: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A logistic-regression probe, positive = 1, on activations ([n, hidden] each).
+
+    Fitted with L-BFGS from zero on standardised features (otherwise the few huge
+    residual-stream features dominate the penalty and the fit), then mapped back: returns
+    (weight [hidden], bias []) in raw activation space, with x · weight + bias the logit.
+    Starting from zero with a deterministic optimiser makes it the same on every run."""
+    # Callers often hold no_grad or inference mode (activations are recorded in it); the fit
+    # needs autograd, and every tensor it touches must be made outside inference mode.
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.cat([positive, negative]).double()
+        y = torch.cat([torch.ones(len(positive)), torch.zeros(len(negative))]).double()
+        mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
+        z = (x - mean) / std
+        weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        optimiser = torch.optim.LBFGS([weight, bias], max_iter=PROBE_STEPS, line_search_fn="strong_wolfe")
+
+        def loss() -> torch.Tensor:
+            optimiser.zero_grad()
+            logits = z @ weight + bias
+            # The logistic loss written out: F.binary_cross_entropy_with_logits costs ~7 ms a
+            # call on a CPU even for 100 values, 50× this.
+            value = (F.softplus(logits) - y * logits).mean() + PROBE_L2 / 2 * weight.square().sum()
+            value.backward()
+            return value
+
+        optimiser.step(loss)
+    raw = weight.detach() / std  # w·(x − mean)/std + b  =  (w/std)·x + (b − (w/std)·mean)
+    return raw.float(), (bias.detach() - raw @ mean).float()
+
+
+def probe_direction(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """The probe's weight as a unit vector ([hidden]) pointing to the positive end."""
+    weight, _ = fit_probe(positive, negative)
+    return _toward_positive(weight, positive, negative)
+
+
+def pca_direction(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """First principal component of the paired differences positive_i − negative_i (the
+    first min(n_pos, n_neg) of each), as a unit vector ([hidden]) pointing to the positive end.
+
+    Uncentred on purpose: every pair is positive minus negative, so the shared direction is
+    the differences' mean, and centring would remove exactly that."""
+    pairs = min(len(positive), len(negative))
+    differences = (positive[:pairs] - negative[:pairs]).double()
+    _, _, right = torch.linalg.svd(differences, full_matrices=False)
+    return _toward_positive(right[0].float(), positive, negative)
+
+
+def _toward_positive(direction: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Unit-normalised, signed so that positive examples project above negative ones on average
+    (an SVD's sign is arbitrary, and the steering rule needs + to mean the positive end)."""
+    if direction @ mean_difference(positive, negative) < 0:
+        direction = -direction
+    return direction / direction.norm().clamp_min(1e-12)
+
+
+DIRECTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "caa": mean_difference,
+    "probe": probe_direction,
+    "pca": pca_direction,
+}
+
+
+def _midway(direction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Classifier:
+    """A classifier along a direction, with its threshold halfway between the class means
+    (for CAA, exactly the nearest-centroid classifier)."""
+
+    def fit(positive: torch.Tensor, negative: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = direction(positive, negative)
+        return weight, -(weight @ (positive.mean(0) + negative.mean(0))) / 2
+
+    return fit
+
+
+def layer_score(method: str, positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """How well one layer separates the classes ([n, hidden] each): held-out accuracy in 0…1.
+    The probe is scored as its own classifier (the paper's criterion); CAA and PCA by a
+    threshold halfway between the class means along their direction."""
+    return held_out_accuracy(positive, negative, fit_probe if method == "probe" else _midway(DIRECTIONS[method]))
 
 
 def _batches(ids: list[list[int]], batch_size: int):
@@ -118,6 +213,7 @@ def compute_vectors(
     method: str = "caa",
     read: str = "mean",
     layers: Sequence[int] | None = None,
+    top_k: int | None = None,
     functional_range: float | dict[str, float] = DEFAULT_FUNCTIONAL_RANGE,
     labels: dict[str, list[str]] | None = None,
     batch_size: int = 16,
@@ -125,10 +221,17 @@ def compute_vectors(
 ) -> SteeringVectors:
     """Steering vectors for each dimension from (positive, negative) example texts.
 
-    Difference of means: v_l = mean(a_l | positive) − mean(a_l | negative), for every layer l.
-    `progress(done, total)` is called after each batch, counted over all dimensions."""
-    if method != "caa":
-        raise ValueError(f"Unknown extraction method {method!r}")
+    `method` picks the direction at every layer l: "caa" mean(a_l | positive) − mean(a_l |
+    negative); "probe" a logistic-regression probe's weight; "pca" the first principal
+    component of paired differences (both unit vectors). Every layer is also scored by
+    held-out accuracy (`layer_score`), kept as `layer_scores`. The steered layers are `layers`
+    if given, else the `top_k` best-scoring layers (mean score over dimensions) if given,
+    else the middle half. `progress(done, total)` is called after each batch, counted over
+    all dimensions."""
+    if method not in DIRECTIONS:
+        raise ValueError(f"Unknown extraction method {method!r}; use one of {', '.join(DIRECTIONS)}")
+    if layers is not None and top_k is not None:
+        raise ValueError("Give either layers or top_k, not both")
     for dim, (positive, negative) in examples.items():
         if not positive or not negative:
             raise ValueError(f"Dimension {dim!r} needs positive and negative examples")
@@ -139,24 +242,34 @@ def compute_vectors(
         if progress:
             progress(offset + done, total)
 
-    vectors, norm_parts = {}, []
+    vectors, scores, norm_parts = {}, {}, []
     for dim, (positive, negative) in examples.items():
         acts, norms = record_activations(
             loaded, [*positive, *negative], read=read, batch_size=batch_size, progress=step
         )
         offset += len(positive) + len(negative)
-        vectors[dim] = acts[: len(positive)].mean(0) - acts[len(positive) :].mean(0)
+        pos, neg = acts[: len(positive)], acts[len(positive) :]
+        per_layer = range(loaded.num_layers)
+        vectors[dim] = torch.stack([DIRECTIONS[method](pos[:, l], neg[:, l]) for l in per_layer])
+        scores[dim] = [layer_score(method, pos[:, l], neg[:, l]) for l in per_layer]
         norm_parts.append(norms)
+    if layers is not None:
+        steered = list(layers)
+    elif top_k is not None:
+        steered = top_layers([sum(column) / len(column) for column in zip(*scores.values())], top_k)
+    else:
+        steered = default_layers(loaded.num_layers)
     ranges = functional_range if isinstance(functional_range, dict) else dict.fromkeys(vectors, functional_range)
     return SteeringVectors(
         model_id=loaded.model_id,
         hidden_size=loaded.hidden_size,
         num_layers=loaded.num_layers,
-        layers=list(layers) if layers is not None else default_layers(loaded.num_layers),
+        layers=steered,
         vectors=vectors,
         residual_norms=torch.stack(norm_parts).mean(0),
         functional_range=ranges,
         method=method,
         read=read,
         labels=labels or {},
+        layer_scores=scores,
     )

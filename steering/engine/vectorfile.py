@@ -53,6 +53,9 @@ class SteeringVectors:
     read: str = "mean"
     labels: dict[str, list[str]] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    # How well each layer separates the two ends, per dimension (held-out accuracy): the
+    # evidence behind the steered layers, kept so a later choice of layers can use it.
+    layer_scores: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -89,6 +92,9 @@ class SteeringVectors:
                 problems.append(f"vector {dim!r} has non-finite values")
             if dim not in self.functional_range:
                 problems.append(f"dimension {dim!r} has no functional range")
+        for dim, scores in self.layer_scores.items():
+            if len(scores) != self.num_layers:
+                problems.append(f"layer scores of {dim!r} must be {self.num_layers} values, not {len(scores)}")
         if tuple(self.residual_norms.shape) != (self.num_layers,) or not torch.isfinite(self.residual_norms).all():
             problems.append(f"residual_norms must be {self.num_layers} finite values")
         for dim, value in self.functional_range.items():
@@ -159,6 +165,7 @@ class SteeringVectors:
             "labels": self.labels,
             "norms": {dim: [round(x, 6) for x in self.norms(dim).tolist()] for dim in self.vectors},
             "created_at": self.created_at,
+            "layer_scores": self.layer_scores,
         }
         tmp = path.with_name(f".{path.name}.tmp")
         try:
@@ -213,8 +220,9 @@ class SteeringVectors:
                 read=meta.get("read", "mean"),
                 labels=meta.get("labels", {}),
                 created_at=meta.get("created_at", ""),
+                layer_scores={dim: [float(x) for x in scores] for dim, scores in meta.get("layer_scores", {}).items()},
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, VectorFileError):
                 raise
             raise VectorFileError(f"{source}: malformed metadata ({exc})") from exc

@@ -86,3 +86,10 @@ def test_without_a_default_set_it_says_so(as_alice, db):
     response = as_alice.get("/api/profile/")
     assert response.status_code == 404 and "default vector set" in response.json()["detail"]
     assert as_alice.get("/api/profile/?vector_set=abc").status_code == 400
+
+
+def test_slider_changes_are_recorded_as_such(as_alice, shared_set):
+    as_alice.patch("/api/profile/", {"strengths": {"cost": 0.2}, "source": "select"}, format="json")
+    assert as_alice.get("/api/profile/history/").json()["results"][0]["source"] == "select"
+    response = as_alice.patch("/api/profile/", {"strengths": {"cost": 0.1}, "source": "learn"}, format="json")
+    assert response.status_code == 400  # learned and calibrated changes come from the platform only

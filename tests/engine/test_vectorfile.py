@@ -25,7 +25,8 @@ def test_it_round_trips_vectors_and_metadata(vectors, tmp_path):
         assert torch.equal(loaded.vectors[dim], vectors.vectors[dim])
         assert torch.allclose(loaded.norms(dim), vectors.norms(dim))
     assert torch.equal(loaded.residual_norms, vectors.residual_norms)
-    for name in ("model_id", "hidden_size", "num_layers", "layers", "method", "read", "functional_range", "labels", "created_at"):
+    for name in ("model_id", "hidden_size", "num_layers", "layers", "method", "read", "functional_range", "labels", "created_at",
+                 "layer_scores"):
         assert getattr(loaded, name) == getattr(vectors, name)
     assert list(tmp_path.iterdir()) == [path]  # the temporary file is gone
 

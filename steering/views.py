@@ -1,0 +1,78 @@
+"""The chat and profile pages. Thin: they read through selectors and render; every write goes
+through the REST API (sliders) or the websocket (chat), which the page's JavaScript calls."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.csrf import ensure_csrf_cookie
+
+from steering import selectors
+from steering.models import InteractionLog, PreferenceProfile
+
+HISTORY_LIMIT = 50
+INTERACTIONS_LIMIT = 50
+
+
+def steering_label(strengths: dict, labels: dict[str, tuple[str, str]]) -> str:
+    """How the steering of one answer reads under it: "80 % Formal · 35 % Budget", or
+    "unsteered" when every strength was 0."""
+    parts = [
+        selectors.strength_summary(value, *labels.get(name, (f"−{name}", f"+{name}")))
+        for name, value in sorted(strengths.items())
+        if value
+    ]
+    return " · ".join(parts) or "unsteered"
+
+
+def _profile(user):
+    """The user's profile on the site default vector set, or None when no set is ready."""
+    vector_set = selectors.vector_set_default()
+    if vector_set is None:
+        return None, None
+    return vector_set, selectors.profile_summary(user=user, vector_set=vector_set)
+
+
+@login_required
+@ensure_csrf_cookie  # the sliders' PATCH reads the csrftoken cookie
+def chat(request, conversation_id: int | None = None):
+    conversations = selectors.conversations_for(user=request.user)
+    conversation = None
+    if conversation_id is not None:
+        # Another user's conversation is simply not found.
+        conversation = get_object_or_404(conversations, pk=conversation_id)
+    vector_set, profile = _profile(request.user)
+    labels = {d.name: (d.negative_label, d.positive_label) for d in selectors.dimensions_all()}
+    messages = []
+    if conversation is not None:
+        for message in conversation.messages.select_related("interaction"):
+            message.steering = ""
+            if message.interaction is not None:
+                message.steering = steering_label(message.interaction.strengths, labels)
+                if message.interaction.status == InteractionLog.Status.CANCELLED:
+                    message.steering += " · stopped"
+            messages.append(message)
+    return render(request, "steering/chat.html", {
+        "conversations": conversations[:100],
+        "conversation": conversation,
+        "chat_messages": messages,
+        "dimension_labels": labels,
+        "vector_set": vector_set,
+        "profile": profile,
+        "modes": PreferenceProfile.Mode,
+    })
+
+
+@login_required
+def profile(request):
+    vector_set, summary = _profile(request.user)
+    history = (
+        selectors.profile_history(user=request.user, vector_set=vector_set)[:HISTORY_LIMIT] if vector_set else []
+    )
+    return render(request, "steering/profile.html", {
+        "vector_set": vector_set,
+        "profile": summary,
+        "history": history,
+        "interactions": selectors.interactions_for(user=request.user)[:INTERACTIONS_LIMIT],
+        "interactions_limit": INTERACTIONS_LIMIT,
+    })
