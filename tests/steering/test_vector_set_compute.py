@@ -79,3 +79,13 @@ def test_it_imports_the_shipped_dimension_once():
     assert len(first.positive_examples) >= 50 and len(first.negative_examples) >= 50
     with pytest.raises(KeyError, match="No default dimension 'nope'"):
         services.dimension_import_default(name="nope")
+
+
+@pytest.mark.parametrize("method", ["probe", "pca"])
+def test_it_computes_with_the_chosen_method(tiny, formality, media, method):
+    vector_set = services.vector_set_create(name=method, model_id="tiny-llama", dimensions=[formality], method=method)
+    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    assert vector_set.status == VectorSet.Status.READY, vector_set.error
+    vectors = SteeringVectors.load(media / vector_set.file.name)
+    assert vectors.method == method
+    assert vectors.layer_scores["formality"] and len(vectors.layer_scores["formality"]) == 4
