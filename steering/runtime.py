@@ -12,6 +12,7 @@ at another model gets that model, and the first one is still there when it point
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,18 @@ def site_scheduler():
                 max_per_user=settings.STEERLAB_MAX_PER_USER,
             )
         return site.scheduler
+
+
+def _forget_in_child() -> None:
+    # A forked child (a live test server, a task worker) inherits the parent's sites, but not
+    # the scheduler's thread: it must load and schedule for itself.
+    global _warming
+    _sites.clear()
+    _load_errors.clear()
+    _warming = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @atexit.register

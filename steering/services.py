@@ -14,6 +14,9 @@ from django.conf import settings
 from django.db import transaction
 
 from steering import data
+from steering.calibrate import CalibrationState
+from steering.calibrate import done as calibration_done
+from steering.calibrate import result as calibration_result
 from steering.engine import GenerationParams, GenerationRequest, LoadedModel, SteeringVectors, compute_vectors
 from steering.models import (
     Conversation,
@@ -489,3 +492,30 @@ def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, ma
         for strength in strengths
     ]
     return dict(zip(strengths, runtime.site_generate(requests)))
+
+
+# -- calibration ----------------------------------------------------------------------------
+
+def calibration_apply(
+    *,
+    user,
+    vector_set: VectorSet,
+    dimension: str,
+    state: CalibrationState,
+    feedback: Feedback | None = None,
+) -> list[ProfileUpdate]:
+    """Write a finished calibration's result to `user`'s profile on `vector_set` (and switch
+    the profile to CALIBRATE mode). Raises ValueError for an unfinished calibration or a
+    dimension the set lacks, and then changes nothing."""
+    if state.dimension != dimension:
+        raise ValueError(f"the calibration is of {state.dimension!r}, not {dimension!r}")
+    if not calibration_done(state):
+        raise ValueError(f"calibration of {dimension!r} is not done ({state.round} of {state.rounds} rounds)")
+    return profile_update(
+        profile=profile_get_or_create(user=user, vector_set=vector_set),
+        strengths={dimension: calibration_result(state)},
+        source=ProfileUpdate.Source.CALIBRATE,
+        reason=f"Calibrated over {state.rounds} rounds",
+        mode=PreferenceProfile.Mode.CALIBRATE,
+        feedback=feedback,
+    )

@@ -31,3 +31,11 @@ def _fresh_cache():
 
     cache.clear()
     yield
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Browser tests first: their live server is a forked child of this process, and a fork
+    taken after this process has run the model (torch's thread pools, the scheduler's thread)
+    would inherit them half-alive."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("browser") else 1)

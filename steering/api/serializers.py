@@ -237,3 +237,43 @@ def error_message(errors) -> str:
     if isinstance(errors, list):
         return " ".join(error_message(e) for e in errors)
     return str(errors)
+
+
+class CalibrationStartSerializer(serializers.Serializer):
+    """GET /api/calibrate/start/ query: which dimension, over how many rounds."""
+
+    dimension = serializers.CharField(max_length=50)
+    rounds = serializers.IntegerField(min_value=1, max_value=5, default=3)
+
+
+class CalibrationChooseSerializer(serializers.Serializer):
+    """POST /api/calibrate/choose/: the state the client holds, and the user's choice between
+    answer A (steered at low) and answer B (at high)."""
+
+    dimension = serializers.CharField(max_length=50)
+    low = StrengthField()
+    high = StrengthField()
+    round = serializers.IntegerField(min_value=0, max_value=5)
+    rounds = serializers.IntegerField(min_value=1, max_value=5, default=3)
+    choice = serializers.ChoiceField(choices=Feedback.Choice.choices)
+    vector_set = serializers.IntegerField(required=False, allow_null=True, help_text="The site default when omitted.")
+
+    def validate(self, attrs):
+        if not attrs["low"] < attrs["high"]:
+            raise serializers.ValidationError({"low": ["Must be less than high."]})
+        if attrs["round"] >= attrs["rounds"]:
+            raise serializers.ValidationError({"round": ["This calibration is already done (round must be less than rounds)."]})
+        return attrs
+
+
+class CalibrationStateSerializer(serializers.Serializer):
+    dimension = serializers.CharField()
+    low = serializers.FloatField(help_text="Answer A is generated at this strength.")
+    high = serializers.FloatField(help_text="Answer B is generated at this strength.")
+    round = serializers.IntegerField(help_text="Choices made so far.")
+    rounds = serializers.IntegerField()
+    done = serializers.BooleanField()
+    result = serializers.FloatField(help_text="The calibrated strength: the centre of low…high.")
+    question = serializers.CharField()
+    vector_set = serializers.IntegerField()
+    profile = ProfileSerializer(required=False, allow_null=True, help_text="The updated profile, once done.")

@@ -282,3 +282,94 @@ class ApiRoot(APIView):
             "websocket": request.build_absolute_uri("/ws/chat/").replace("http", "ws", 1),
             "endpoints": {name.removeprefix("api-"): request.build_absolute_uri(reverse(name)) for name in names},
         })
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+from dataclasses import asdict  # noqa: E402
+
+from steering import calibrate  # noqa: E402
+
+
+def _vector_set_from_body(request, raw) -> VectorSet:
+    """The vector set named by a request body's id (visible to the caller), else the site default."""
+    if raw is None:
+        vector_set = selectors.vector_set_default()
+        if vector_set is None:
+            raise NotFound("No default vector set is ready yet; pass vector_set=<id>.")
+        return vector_set
+    vector_set = selectors.vector_sets_visible(user=request.user).filter(pk=raw).first()
+    if vector_set is None:
+        raise NotFound(f"Vector set {raw} not found.")
+    return vector_set
+
+
+def _check_dimension(vector_set: VectorSet, dimension: str) -> None:
+    known = vector_set.dimension_names()
+    if dimension not in known:
+        raise ValidationError(
+            {"dimension": [f"Unknown dimension {dimension!r} (this vector set has: {', '.join(sorted(known)) or 'none'})."]}
+        )
+
+
+def _calibration_body(state: calibrate.CalibrationState, vector_set: VectorSet, profile=None) -> dict:
+    return {
+        **asdict(state),
+        "done": calibrate.done(state),
+        "result": calibrate.result(state),
+        "question": calibrate.question_for(state.dimension),
+        "vector_set": vector_set.pk,
+        "profile": profile,
+    }
+
+
+class CalibrationStart(APIView):
+    """The first round of calibrating one dimension: answer A is to be generated at `low`, B at
+    `high`, both for `question` (the browser asks the websocket for them). Changes nothing."""
+
+    @extend_schema(
+        parameters=[
+            VECTOR_SET_PARAM,
+            OpenApiParameter("dimension", str, required=True),
+            OpenApiParameter("rounds", int, required=False, description="1…5, default 3."),
+        ],
+        responses=s.CalibrationStateSerializer,
+    )
+    def get(self, request):
+        form = s.CalibrationStartSerializer(data=request.query_params)
+        form.is_valid(raise_exception=True)
+        vector_set = _vector_set_from_query(request)
+        _check_dimension(vector_set, form.validated_data["dimension"])
+        state = calibrate.CalibrationState(form.validated_data["dimension"], rounds=form.validated_data["rounds"])
+        return Response(s.CalibrationStateSerializer(_calibration_body(state, vector_set)).data)
+
+
+class CalibrationChoose(APIView):
+    """One choice between answers A and B. Stateless: the client sends back the state it was
+    given. Returns the next state; after the last round the result is written to the profile
+    (source and mode "calibrate") and the updated profile comes back too."""
+
+    @extend_schema(request=s.CalibrationChooseSerializer, responses=s.CalibrationStateSerializer)
+    def post(self, request):
+        form = s.CalibrationChooseSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        vector_set = _vector_set_from_body(request, data.get("vector_set"))
+        _check_dimension(vector_set, data["dimension"])
+        try:
+            state = calibrate.CalibrationState(
+                data["dimension"], low=data["low"], high=data["high"], round=data["round"], rounds=data["rounds"]
+            )
+            state = calibrate.choose(state, data["choice"])
+        except ValueError as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
+        profile = None
+        if calibrate.done(state):
+            try:
+                services.calibration_apply(
+                    user=request.user, vector_set=vector_set, dimension=state.dimension, state=state
+                )
+            except ValueError as exc:
+                raise ValidationError({"dimension": [str(exc)]}) from exc
+            profile = selectors.profile_summary(user=request.user, vector_set=vector_set)
+        return Response(s.CalibrationStateSerializer(_calibration_body(state, vector_set, profile)).data)

@@ -1,0 +1,232 @@
+// CALIBRATE mode: pick a dimension, compare answer A (steered at `low`) with answer B (at
+// `high`) for a calibration question, choose, repeat for a few rounds. The server is stateless
+// (/api/calibrate/start/ and /choose/ take and return the interval); the two answers come from
+// a websocket of our own, so a calibration never mixes with the chat's frames. The two generate
+// frames carry tags "a" and "b" and no conversation, so nothing lands in the chat history.
+(function () {
+  "use strict";
+
+  const section = document.getElementById("calibrate");
+  const box = document.getElementById("calibrate-box");
+  if (!section || !box) return; // no vector set is ready: nothing to calibrate
+
+  const vectorSet = Number(section.dataset.vectorSet) || null;
+  const picker = document.getElementById("calibrate-dimension");
+  const startButton = document.getElementById("calibrate-start");
+  const resultLine = document.getElementById("calibrate-result");
+  const questionLine = document.getElementById("calibrate-question");
+  const roundLine = document.getElementById("calibrate-round");
+  const roundsLine = document.getElementById("calibrate-rounds");
+  const progress = document.getElementById("calibrate-progress");
+  const dimensionName = document.getElementById("calibrate-box-dimension");
+  const answers = { a: document.getElementById("calibrate-answer-a"), b: document.getElementById("calibrate-answer-b") };
+  const choiceButtons = Array.from(document.querySelectorAll("#calibrate-choices [data-choice]"));
+  const status = document.getElementById("calibrate-status");
+  const MODES = { select: "Select (sliders)", calibrate: "Calibrate (compare answers)", learn: "Learn (from feedback)" };
+  const MAX_NEW_TOKENS = 60;
+
+  let state = null; // what the server last returned
+  let socket = null;
+  let finished = { a: false, b: false };
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function setChoicesEnabled(enabled) {
+    for (const button of choiceButtons) button.disabled = !enabled;
+  }
+
+  function errorText(body, fallback) {
+    if (!body || typeof body !== "object") return fallback;
+    if (body.detail) return String(body.detail);
+    return Object.values(body).flat().join(" ") || fallback;
+  }
+
+  async function api(method, url, payload) {
+    const options = { method: method, credentials: "same-origin", headers: { "X-CSRFToken": csrfToken() } };
+    if (payload) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(payload);
+    }
+    const response = await fetch(url, options);
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(errorText(body, "The server answered " + response.status + "."));
+    return body;
+  }
+
+  // The sliders and summaries show the server's profile after a calibration.
+  function renderProfile(profile) {
+    for (const d of profile.dimensions) {
+      const slider = document.getElementById("pref-" + d.name);
+      const summary = document.getElementById("summary-" + d.name);
+      if (slider) {
+        slider.value = Math.round(d.strength * 100);
+        slider.setAttribute("aria-valuetext", d.summary);
+      }
+      if (summary) summary.textContent = d.summary;
+    }
+    const mode = document.getElementById("pref-mode");
+    if (mode && profile.mode) {
+      mode.dataset.mode = profile.mode;
+      mode.textContent = MODES[profile.mode] || profile.mode;
+    }
+  }
+
+  function closeSocket() {
+    if (socket) {
+      const old = socket;
+      socket = null;
+      old.close(); // the server cancels whatever is still generating
+    }
+  }
+
+  function close() {
+    closeSocket();
+    state = null;
+    box.hidden = true;
+    startButton.disabled = false;
+    startButton.focus();
+  }
+
+  function onFrame(frame) {
+    const tag = frame.tag;
+    if (tag !== "a" && tag !== "b") {
+      if (frame.type === "error") status.textContent = frame.message;
+      return;
+    }
+    const target = answers[tag];
+    if (frame.type === "start") {
+      target.textContent = "";
+    } else if (frame.type === "token") {
+      target.textContent += frame.text;
+    } else if (frame.type === "done") {
+      target.textContent = frame.text;
+      target.classList.remove("streaming");
+      finished[tag] = true;
+    } else if (frame.type === "error") {
+      target.classList.remove("streaming");
+      target.textContent = "";
+      status.textContent = "Answer " + tag.toUpperCase() + " failed (" + frame.code + "): " + frame.message;
+      return;
+    }
+    if (finished.a && finished.b) {
+      status.textContent = "Which answer suits you better?";
+      setChoicesEnabled(true);
+    }
+  }
+
+  function openSocket() {
+    return new Promise(function (resolve, reject) {
+      const url = (location.protocol === "https:" ? "wss" : "ws") + "://" + location.host + "/ws/chat/";
+      const opened = new WebSocket(url);
+      opened.addEventListener("open", function () { resolve(opened); });
+      opened.addEventListener("message", function (event) {
+        if (socket === opened) onFrame(JSON.parse(event.data));
+      });
+      opened.addEventListener("close", function (event) {
+        if (socket !== opened && socket !== null) return;
+        if (socket === opened) {
+          socket = null;
+          setChoicesEnabled(false);
+          status.textContent = event.code === 4401
+            ? "You are logged out; log in again to calibrate."
+            : "The connection was lost; abandon and start again.";
+        }
+        reject(new Error("The chat server could not be reached."));
+      });
+    });
+  }
+
+  async function generateRound() {
+    finished = { a: false, b: false };
+    setChoicesEnabled(false);
+    roundLine.textContent = String(state.round + 1);
+    roundsLine.textContent = String(state.rounds);
+    progress.max = state.rounds;
+    progress.value = state.round;
+    questionLine.textContent = state.question;
+    status.textContent = "Writing both answers…";
+    if (!socket || socket.readyState !== WebSocket.OPEN) socket = await openSocket();
+    const ends = { a: state.low, b: state.high };
+    for (const tag of ["a", "b"]) {
+      answers[tag].textContent = "";
+      answers[tag].classList.add("streaming");
+      const frame = {
+        type: "generate",
+        tag: tag,
+        prompt: state.question,
+        preferences: { [state.dimension]: ends[tag] },
+        max_new_tokens: MAX_NEW_TOKENS,
+      };
+      if (vectorSet) frame.vector_set = vectorSet;
+      socket.send(JSON.stringify(frame));
+    }
+  }
+
+  async function start() {
+    const dimension = picker.value;
+    startButton.disabled = true;
+    resultLine.hidden = true;
+    dimensionName.textContent = picker.options[picker.selectedIndex].textContent;
+    answers.a.textContent = "";
+    answers.b.textContent = "";
+    box.hidden = false;
+    try {
+      const query = new URLSearchParams({ dimension: dimension });
+      if (vectorSet) query.set("vector_set", vectorSet);
+      state = await api("GET", "/api/calibrate/start/?" + query.toString());
+      await generateRound();
+    } catch (err) {
+      status.textContent = "Could not start: " + err.message;
+    }
+  }
+
+  async function choose(choice) {
+    if (!state) return;
+    setChoicesEnabled(false);
+    status.textContent = "Saving your choice…";
+    try {
+      const next = await api("POST", "/api/calibrate/choose/", {
+        dimension: state.dimension,
+        low: state.low,
+        high: state.high,
+        round: state.round,
+        rounds: state.rounds,
+        choice: choice,
+        vector_set: state.vector_set,
+      });
+      state = next;
+      if (!next.done) {
+        await generateRound();
+        return;
+      }
+      progress.value = next.rounds;
+      let profile = next.profile;
+      try {
+        const query = new URLSearchParams({ vector_set: next.vector_set });
+        profile = await api("GET", "/api/profile/?" + query.toString());
+      } catch (err) {
+        // The choose answer already carries the updated profile; use it.
+      }
+      if (profile) renderProfile(profile);
+      const dim = profile && profile.dimensions.find((d) => d.name === next.dimension);
+      resultLine.textContent = "Calibrated: " + (dim ? dim.summary : Math.round(next.result * 100) + " %");
+      resultLine.hidden = false;
+      close();
+    } catch (err) {
+      status.textContent = "Not saved: " + err.message;
+      setChoicesEnabled(finished.a && finished.b);
+    }
+  }
+
+  startButton.addEventListener("click", start);
+  document.getElementById("calibrate-abandon").addEventListener("click", close);
+  for (const button of choiceButtons) {
+    button.addEventListener("click", function () { choose(button.dataset.choice); });
+  }
+  box.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") close();
+  });
+})();
