@@ -110,7 +110,7 @@ class ChatTurn:
         a cancelled turn ends quietly with finish_reason "cancelled"."""
         assert self.plan is not None, "prepare() first"
         spec = GenerationSpec(
-            prompt_ids=self.plan.request.prompt_ids,
+            prompt_ids=self.plan.prompt_ids,
             params=self.params,
             vector_set_id=self.plan.vector_set.pk,
             strengths=self.plan.strengths,

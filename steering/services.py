@@ -420,13 +420,14 @@ HISTORY_MESSAGES = 6  # earlier turns of a conversation given to the model as co
 
 @dataclass
 class ChatPlan:
-    """Everything a chat generation needs, resolved before it is queued: the steering the
-    user's profile and overrides amount to, and the tokenised prompt."""
+    """Everything a chat generation needs, resolved before it is queued: the strengths the
+    user's profile and overrides amount to, and the tokenised prompt. The steering tensors are
+    made by whichever process runs the model (GenerationSpec.to_request), not here."""
 
     vector_set: VectorSet
     strengths: dict[str, float]
     params: dict
-    request: GenerationRequest
+    prompt_ids: list[int]
     conversation: Conversation | None
 
 
@@ -458,19 +459,14 @@ def chat_prepare(
     strengths = selectors.profile_strengths(user=user, vector_set=vector_set)
     strengths.update(clean_preferences(vector_set, preferences or {}))
     strengths = {name: value for name, value in strengths.items() if value != 0.0}
-    generation = GenerationParams(**params)
-    loaded = runtime.site_model()
+    GenerationParams(**params)  # bad parameters fail here, with a message, before queueing
     messages = []
     if conversation is not None:
         earlier = list(conversation.messages.order_by("-created_at", "-pk")[:HISTORY_MESSAGES])[::-1]
         messages = [{"role": m.role, "content": m.content} for m in earlier if m.content]
     messages.append({"role": "user", "content": prompt})
-    request = GenerationRequest(
-        prompt_ids=loaded.chat_ids(messages),
-        params=generation,
-        steering=runtime.site_vectors(vector_set).layer_deltas(strengths) if strengths else {},
-    )
-    return ChatPlan(vector_set, strengths, params, request, conversation)
+    prompt_ids = runtime.site_model().chat_ids(messages)
+    return ChatPlan(vector_set, strengths, params, prompt_ids, conversation)
 
 
 # -- admin preview ----------------------------------------------------------------------------
@@ -481,7 +477,6 @@ def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, ma
     ready `vector_set`, generated together in one batch: {strength: text}. Raises ValueError
     when the vector set's file is missing or does not fit the site's model."""
     from steering import runtime
-    from steering.engine import GenerationParams, GenerationRequest
 
     vectors = runtime.site_vectors(vector_set)
     prompt_ids = runtime.site_model().chat_ids(prompt)
