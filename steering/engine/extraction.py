@@ -9,7 +9,7 @@ Three ways to turn one layer's positive and negative activations ([n, hidden] ea
 direction, all pure functions on tensors: `mean_difference` (CAA, the seed's method),
 `probe_direction` (a logistic-regression probe, the paper's method) and `pca_direction`
 (first principal component of paired differences). `compute_vectors` applies one of them to
-every layer and dimension, scores every layer by held-out accuracy, and can steer the top k.
+every layer and dimension, scores every layer on held-out data, and can steer the top k.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .layers import Classifier, default_layers, held_out_accuracy, top_layers
+from .layers import Classifier, default_layers, held_out_likelihood, held_out_separation, top_layers
 from .models import LoadedModel
 from .vectorfile import READS, SteeringVectors
 
@@ -120,10 +120,15 @@ def _midway(direction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> 
 
 
 def layer_score(method: str, positive: torch.Tensor, negative: torch.Tensor) -> float:
-    """How well one layer separates the classes ([n, hidden] each): held-out accuracy in 0…1.
-    The probe is scored as its own classifier (the paper's criterion); CAA and PCA by a
-    threshold halfway between the class means along their direction."""
-    return held_out_accuracy(positive, negative, fit_probe if method == "probe" else _midway(DIRECTIONS[method]))
+    """How well one layer separates the classes ([n, hidden] each), on held-out data; higher
+    is better. The probe is scored as its own classifier (the paper's criterion), by its
+    held-out likelihood (exp −log-loss, 0.5 at chance, 1 at best) rather than its accuracy,
+    which is 95–100 % on every layer of SmolLM2 and so ranks nothing. CAA and PCA are scored by
+    held-out class separation (d′) along their direction, thresholded halfway between the
+    class means."""
+    if method == "probe":
+        return held_out_likelihood(positive, negative, fit_probe)
+    return held_out_separation(positive, negative, _midway(DIRECTIONS[method]))
 
 
 def _batches(ids: list[list[int]], batch_size: int):
@@ -223,8 +228,8 @@ def compute_vectors(
 
     `method` picks the direction at every layer l: "caa" mean(a_l | positive) − mean(a_l |
     negative); "probe" a logistic-regression probe's weight; "pca" the first principal
-    component of paired differences (both unit vectors). Every layer is also scored by
-    held-out accuracy (`layer_score`), kept as `layer_scores`. The steered layers are `layers`
+    component of paired differences (both unit vectors). Every layer is also scored on
+    held-out data (`layer_score`), kept as `layer_scores`. The steered layers are `layers`
     if given, else the `top_k` best-scoring layers (mean score over dimensions) if given,
     else the middle half. `progress(done, total)` is called after each batch, counted over
     all dimensions."""

@@ -53,7 +53,7 @@ class SteeringVectors:
     read: str = "mean"
     labels: dict[str, list[str]] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    # How well each layer separates the two ends, per dimension (held-out accuracy): the
+    # How well each layer separates the two ends, per dimension (held-out, see layer_score): the
     # evidence behind the steered layers, kept so a later choice of layers can use it.
     layer_scores: dict[str, list[float]] = field(default_factory=dict)
 
