@@ -18,6 +18,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from ops.metrics import count_websockets  # noqa: E402
 from steerlab_site.routing import websocket_urlpatterns  # noqa: E402
 
 # daphne has no static file serving of its own; without this the CSS and the admin's assets
@@ -30,8 +31,8 @@ application = ProtocolTypeRouter(
         "http": http_app,
         # Browsers send cookies on cross-site websocket handshakes, so the origin check is what
         # stops another site from chatting as a logged-in user.
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        "websocket": count_websockets(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

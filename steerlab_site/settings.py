@@ -38,8 +38,29 @@ else:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-# Off by default because the plain image serves HTTP on :8000; turn on behind HTTPS.
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+
+# HTTPS. Off by default because `make run` and the plain image serve HTTP on :8000. HTTPS=1 says
+# the site is reached over TLS only (usually through a proxy that terminates it) and turns on
+# each setting below; each can still be set on its own.
+HTTPS = env_bool("HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", HTTPS)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+# Opt-in only: with the preload directive anyone may submit the domain to the browsers'
+# built-in HTTPS-only lists, which is slow to undo.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# The header a TLS-terminating proxy sets to "https" (e.g. X-Forwarded-Proto). Trusted only when
+# named, since a client reaching daphne directly could send it; without it, SSL redirects
+# behind a proxy would loop.
+_PROXY_SSL_HEADER = env_matching("SECURE_PROXY_SSL_HEADER", "", r"[A-Za-z0-9-]*", "a header name such as X-Forwarded-Proto")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https") if _PROXY_SSL_HEADER else None
+)
+# Probes from inside the deployment (container health checks, Prometheus) speak plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/$", r"^metrics$"]
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
 
 INSTALLED_APPS = [
     # First, so that `manage.py runserver` serves ASGI (websockets) like production's daphne.
@@ -54,13 +75,18 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
+    "ops",
     "accounts",
     "steering",
 ]
 
 MIDDLEWARE = [
+    # First, so that its request id and timing cover everything below, redirects included.
+    "ops.middleware.observe_requests",
     "django.middleware.security.SecurityMiddleware",
+    "ops.middleware.content_security_policy",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -176,6 +202,12 @@ STEERLAB_MAX_PER_USER = env_int("STEERLAB_MAX_PER_USER", 2, minimum=1)
 STEERLAB_INFERENCE = env_choice("STEERLAB_INFERENCE", "local", ["local", "worker"])
 STEERLAB_WORKER_SILENCE_S = env_float("STEERLAB_WORKER_SILENCE_S", 5.0, minimum=0.5)
 
+# LEARN: p in the paper's step d ← d + p · dissatisfaction · direction (one clear thumbs down
+# moves a strength by this much), and the sentence-embedding model that reads feedback texts
+# ("minilm": the packaged all-MiniLM-L6-v2; or a local directory or hub name).
+STEERLAB_LEARN_RATE = env_float("STEERLAB_LEARN_RATE", 0.35, minimum=0.01, maximum=1.0)
+STEERLAB_EMBEDDER = env_str("STEERLAB_EMBEDDER", "minilm")
+
 # django-q2 runs the long jobs (vector computation, evaluation, LEARN updates). Each worker loads
 # its own copy of the model, so one worker is the default on a small machine.
 Q_TIMEOUT = env_int("Q_TIMEOUT", 1800, minimum=1)
@@ -222,17 +254,31 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Personalised chat with one shared language model, steered per user.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from this server (drf-spectacular-sidecar), not a CDN: the
+    # Content-Security-Policy allows scripts and styles from this origin only.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
+# /metrics (Prometheus): staff sessions, or `Authorization: Bearer $METRICS_TOKEN` for a
+# scraper, or anyone when METRICS_PUBLIC=1 (only where the port is reachable from inside).
+METRICS_TOKEN = env_matching("METRICS_TOKEN", "", r"|\S{16,}", "at least 16 characters without spaces")
+METRICS_PUBLIC = env_bool("METRICS_PUBLIC", False)
+
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+# plain: one line of text per record; json: one JSON object per line, for a log collector.
+# Both tag records with their request id and scrub secrets (ops.logs).
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ["plain", "json"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "plain": {"()": "ops.logs.PlainFormatter"},
+        "json": {"()": "ops.logs.JsonFormatter"},
     },
+    "filters": {"request": {"()": "ops.logs.RequestContext"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

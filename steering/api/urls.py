@@ -3,7 +3,7 @@
 vector-sets/upload/, /vectors → GET vector-sets/."""
 
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.authtoken.views import obtain_auth_token
 
 from steering.api import chat, views
@@ -28,6 +28,13 @@ urlpatterns = [
     path("interactions/", views.InteractionList.as_view(), name="api-interactions"),
     path("interactions/<int:pk>/", views.InteractionDetail.as_view(), name="api-interaction"),
     path("interactions/<int:pk>/feedback/", views.InteractionFeedback.as_view(), name="api-feedback"),
+    path("feedback/<int:pk>/", views.FeedbackDetail.as_view(), name="api-feedback-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves its script as a file of its own and the template has no inline
+    # style, as the Content-Security-Policy requires.
+    path(
+        "docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="api-schema", template_name="api/swagger_ui.html"),
+        name="api-docs",
+    ),
 ]
