@@ -53,7 +53,10 @@ def _site() -> _Site:
         site = _sites.get(key)
         if site is None:
             try:
-                loaded = load_model(settings.STEERLAB_MODEL, device=settings.STEERLAB_DEVICE)
+                # The key's own name and device, not the settings read again: a thread that
+                # waited on the lock would otherwise load whatever the settings say by now
+                # (tests change them) and file it under the old key.
+                loaded = load_model(key[0], device=key[1])
             except Exception as exc:
                 _load_errors[key] = f"{exc.__class__.__name__}: {exc}"
                 raise

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -140,6 +140,10 @@ class VectorSetCompute(APIView):
         return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=202)
 
 
+# Room for the multipart boundaries and the other form fields around the file itself.
+UPLOAD_FORM_OVERHEAD = 64 * 1024
+
+
 class VectorSetUpload(APIView):
     """Register a vector file computed elsewhere (the seed's /load-vectors). The file is
     validated (shapes, dtype, finite values, this server's model) before anything is saved."""
@@ -149,6 +153,14 @@ class VectorSetUpload(APIView):
 
     @extend_schema(request={"multipart/form-data": s.VectorSetUploadSerializer}, responses={201: s.VectorSetSerializer})
     def post(self, request):
+        # Refused on the declared length, before request.data streams the whole body to disk.
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        limit = settings.STEERLAB_MAX_UPLOAD_BYTES
+        if declared.isdigit() and int(declared) > limit + UPLOAD_FORM_OVERHEAD:
+            return Response(
+                {"detail": f"The request is {declared} bytes; vector files are limited to {limit} bytes."},
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
         form = s.VectorSetUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
@@ -259,8 +271,23 @@ class InteractionFeedback(APIView):
         interaction: InteractionLog = get_object_or_404(selectors.interactions_for(user=request.user), pk=pk)
         form = s.FeedbackSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        feedback = services.feedback_create(user=request.user, interaction=interaction, **form.validated_data)
+        data = form.validated_data
+        if data.get("choice"):
+            feedback = services.feedback_create(user=request.user, interaction=interaction, **data)
+        else:
+            feedback = services.feedback_submit(
+                user=request.user, interaction=interaction, thumbs=data.get("thumbs"), text=data.get("text", "")
+            )
         return Response(s.FeedbackSerializer(feedback).data, status=status.HTTP_201_CREATED)
+
+
+class FeedbackDetail(generics.RetrieveAPIView):
+    """One of your feedbacks, with what LEARN made of it (poll it while learn_status is pending)."""
+
+    serializer_class = s.FeedbackSerializer
+
+    def get_queryset(self):
+        return selectors.feedback_for(user=self.request.user)
 
 
 class ApiRoot(APIView):
@@ -364,12 +391,22 @@ class CalibrationChoose(APIView):
         except ValueError as exc:
             raise ValidationError({"non_field_errors": [str(exc)]}) from exc
         profile = None
-        if calibrate.done(state):
+        # The choice's feedback row and the profile change land together or not at all.
+        with transaction.atomic():
             try:
-                services.calibration_apply(
-                    user=request.user, vector_set=vector_set, dimension=state.dimension, state=state
+                feedback = services.calibration_choice_record(
+                    user=request.user, choice=data["choice"],
+                    answer_ids=(data.get("interaction_a"), data.get("interaction_b")),
                 )
             except ValueError as exc:
-                raise ValidationError({"dimension": [str(exc)]}) from exc
-            profile = selectors.profile_summary(user=request.user, vector_set=vector_set)
+                raise ValidationError({"interaction_a": [str(exc)]}) from exc
+            if calibrate.done(state):
+                try:
+                    services.calibration_apply(
+                        user=request.user, vector_set=vector_set, dimension=state.dimension, state=state,
+                        feedback=feedback,
+                    )
+                except ValueError as exc:
+                    raise ValidationError({"dimension": [str(exc)]}) from exc
+                profile = selectors.profile_summary(user=request.user, vector_set=vector_set)
         return Response(s.CalibrationStateSerializer(_calibration_body(state, vector_set, profile)).data)
