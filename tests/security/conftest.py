@@ -1,0 +1,80 @@
+"""Security fixtures: the three users (alice owns data, bob must never reach it, charlie is
+staff), a `world` of alice's private data marked with a secret string that must never show up
+in bob's answers, and a tiny model the site loads by path, so that every endpoint, chat
+included, answers in milliseconds instead of waiting on SmolLM2."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from steering import runtime, services
+from steering.models import Conversation, Feedback, InteractionLog, Message, ProfileUpdate
+from tests.api.conftest import _client, as_alice, as_bob, as_charlie, dimensions, make_vectors  # noqa: F401
+from tests.tiny_models import NUM_LAYERS, build_tiny
+
+SECRET = "alice-private-7f3a"
+TINY_HIDDEN = 64
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    loaded = build_tiny("llama")
+    directory = tmp_path_factory.mktemp("models") / "tiny-llama"
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def tiny_site(settings, tmp_path, tiny_model_dir):
+    """The site runs the tiny model (loaded once per process, keyed by its path)."""
+    settings.STEERLAB_MODEL = str(tiny_model_dir)
+    settings.STEERLAB_DEVICE = "cpu"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return tiny_model_dir
+
+
+def tiny_vectors(dims, *, seed=0):
+    return make_vectors(dims, model_id=runtime.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, seed=seed)
+
+
+def tiny_vector_file(tmp_path, dims=("formality",)) -> bytes:
+    path = tiny_vectors(list(dims), seed=5).save(tmp_path / "upload.safetensors")
+    return path.read_bytes()
+
+
+@pytest.fixture
+def world(tiny_site, alice, bob, charlie, dimensions):  # noqa: F811
+    """Alice's private data on the tiny site: her own vector set, a profile with history on
+    the shared set, a conversation with one turn, its interaction log and her feedback. Every
+    text of hers carries SECRET."""
+    shared = services.vector_set_register(vectors=tiny_vectors(["formality", "cost"]), name="shared")
+    private = services.vector_set_register(vectors=tiny_vectors(["formality"], seed=1), name=f"set {SECRET}", owner=alice)
+    profile = services.profile_get_or_create(user=alice, vector_set=shared)
+    services.profile_update(profile=profile, strengths={"formality": 0.9}, source=ProfileUpdate.Source.API)
+    conversation = Conversation.objects.create(user=alice, title=f"chat {SECRET}", vector_set=shared)
+    interaction = services.interaction_record(
+        user=alice, prompt=f"prompt {SECRET}", response=f"answer {SECRET}", status=InteractionLog.Status.OK,
+        vector_set=shared, strengths={"formality": 0.9}, params={}, tokens=3, latency_ms=5, conversation=conversation,
+    )
+    feedback = Feedback.objects.create(user=alice, interaction=interaction, thumbs=-1, text=f"feedback {SECRET}")
+    return SimpleNamespace(
+        alice=alice, bob=bob, charlie=charlie, shared=shared, private=private, profile=profile,
+        update=ProfileUpdate.objects.get(profile=profile), conversation=conversation, interaction=interaction,
+        feedback=feedback,
+    )
+
+
+def alices_data_snapshot(world) -> dict:
+    """Everything of alice's that a foreign request might change, to compare before and after."""
+    world.profile.refresh_from_db()
+    return {
+        "sets": sorted(world.alice.vector_sets.values_list("pk", "name", "status", "file")),
+        "strengths": dict(world.profile.strengths),
+        "updates": sorted(ProfileUpdate.objects.filter(profile__user=world.alice).values_list("pk", "undone")),
+        "interactions": sorted(InteractionLog.objects.filter(user=world.alice).values_list("pk", "status")),
+        "feedback": sorted(Feedback.objects.filter(interaction__user=world.alice).values_list("pk", "user_id")),
+        "messages": sorted(Message.objects.filter(conversation__user=world.alice).values_list("pk", "content")),
+    }
