@@ -78,3 +78,16 @@ def alices_data_snapshot(world) -> dict:
         "feedback": sorted(Feedback.objects.filter(interaction__user=world.alice).values_list("pk", "user_id")),
         "messages": sorted(Message.objects.filter(conversation__user=world.alice).values_list("pk", "content")),
     }
+
+
+# Fields a client might send to pick the model, a file or code: every write must ignore them.
+def hostile_fields(tmp_path) -> dict:
+    target = tmp_path / "hostile"
+    return {
+        "model": str(target / "model"), "model_id": "evil/model", "model_path": str(target / "model"),
+        "STEERLAB_MODEL": str(target / "model"), "device": "cuda:7", "gguf_file": str(target / "x.gguf"),
+        "file": "/etc/passwd", "path": str(target / "written"), "file_path": str(target / "written"),
+        "filename": "../../escape.safetensors", "code": f"open({str(target / 'ran')!r}, 'w')",
+        "exec": f"open({str(target / 'ran')!r}, 'w')", "eval": "1/0", "template": "{{ settings.SECRET_KEY }}",
+        "owner": 999, "user": 999, "user_id": 999, "is_staff": True,
+    }

@@ -15,7 +15,7 @@ from rest_framework.authtoken.models import Token
 from steering import runtime
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate, VectorSet
 from tests.conftest import PASSWORD
-from tests.security.conftest import SECRET, alices_data_snapshot, tiny_vector_file
+from tests.security.conftest import SECRET, alices_data_snapshot, hostile_fields, tiny_vector_file
 from tests.security.routes import (
     ROUTES,
     WEBSOCKET_ROUTES,
@@ -175,18 +175,6 @@ def test_session_writes_without_the_csrf_token_are_refused(world, tmp_path, rout
 
 
 # -- fields that would choose a model, a file or code -------------------------------------------------
-
-
-def hostile_fields(tmp_path) -> dict:
-    target = tmp_path / "hostile"
-    return {
-        "model": str(target / "model"), "model_id": "evil/model", "model_path": str(target / "model"),
-        "STEERLAB_MODEL": str(target / "model"), "device": "cuda:7", "gguf_file": str(target / "x.gguf"),
-        "file": "/etc/passwd", "path": str(target / "written"), "file_path": str(target / "written"),
-        "filename": "../../escape.safetensors", "code": f"open({str(target / 'ran')!r}, 'w')",
-        "exec": f"open({str(target / 'ran')!r}, 'w')", "eval": "1/0", "template": "{{ settings.SECRET_KEY }}",
-        "owner": 999, "user": 999, "user_id": 999, "is_staff": True,
-    }
 
 
 @pytest.mark.parametrize("route, method", requests_of({"user"}, WRITES - {"DELETE"}))
