@@ -78,6 +78,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.error(
                 "too_many", "Generations are already running on this socket; wait or cancel one.", tag=data["tag"]
             )
+        calibrating = data["purpose"] == "calibrate"
         turn = ChatTurn(
             user=self.user,
             prompt=data["prompt"],
@@ -85,9 +86,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             vector_set_id=data.get("vector_set"),
             params={k: data[k] for k in GENERATION_FIELDS if data.get(k) is not None},
             session_id=data["session_id"],
-            conversation_id=data.get("conversation_id"),
-            new_conversation=data["new_conversation"],
-            source=InteractionLog.Source.WEBSOCKET,
+            conversation_id=None if calibrating else data.get("conversation_id"),
+            new_conversation=data["new_conversation"] and not calibrating,
+            source=InteractionLog.Source.CALIBRATE if calibrating else InteractionLog.Source.WEBSOCKET,
         )
         request_id = uuid.uuid4().hex[:12]
         task = asyncio.ensure_future(self.run(request_id, data["tag"], turn))

@@ -8,6 +8,7 @@ from django.db.models import Count, Q, QuerySet
 
 from steering.models import (
     Conversation,
+    Feedback,
     InteractionLog,
     PreferenceDimension,
     PreferenceProfile,
@@ -63,6 +64,10 @@ def profile_strengths(*, user, vector_set: VectorSet) -> dict[str, float]:
 
 def interactions_for(*, user) -> QuerySet[InteractionLog]:
     return InteractionLog.objects.filter(user=user).select_related("vector_set")
+
+
+def feedback_for(*, user) -> QuerySet[Feedback]:
+    return Feedback.objects.filter(user=user).select_related("interaction").prefetch_related("profileupdate_set")
 
 
 def conversations_for(*, user) -> QuerySet[Conversation]:

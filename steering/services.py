@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from django.conf import settings
 from django.db import transaction
 
-from steering import data
+from steering import data, learn
 from steering.calibrate import CalibrationState
 from steering.calibrate import done as calibration_done
 from steering.calibrate import result as calibration_result
@@ -29,6 +29,7 @@ from steering.models import (
     VectorSet,
     clean_preferences,
 )
+from steering.selectors import strength_summary
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def dimension_import_default(*, name: str) -> PreferenceDimension:
     """The shipped dimension `name`, created from steering/data on first use."""
     spec = data.dimension(name)
     positive, negative = data.examples(name)
-    dimension, _ = PreferenceDimension.objects.get_or_create(
+    feedback = {"feedback_positive": spec.get("feedback_positive", []), "feedback_negative": spec.get("feedback_negative", [])}
+    dimension, created = PreferenceDimension.objects.get_or_create(
         name=name,
         defaults={
             "negative_label": spec["negative_label"],
@@ -47,8 +49,13 @@ def dimension_import_default(*, name: str) -> PreferenceDimension:
             "negative_examples": negative,
             "reference_positive": spec.get("reference_positive", []),
             "reference_negative": spec.get("reference_negative", []),
+            **feedback,
         },
     )
+    if not created and not (dimension.feedback_positive or dimension.feedback_negative):
+        # A database from before LEARN had phrases: give it the shipped ones, once.
+        PreferenceDimension.objects.filter(pk=dimension.pk).update(**feedback)
+        dimension.refresh_from_db()
     return dimension
 
 
@@ -491,6 +498,20 @@ def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, ma
 
 # -- calibration ----------------------------------------------------------------------------
 
+def calibration_choice_record(*, user, choice: str, answer_ids: tuple[int | None, int | None]) -> Feedback | None:
+    """Log one CALIBRATE choice as feedback on the two answers compared (A, with B beside it).
+    Without both answers' ids there is nothing to attach it to, and nothing is logged."""
+    a_id, b_id = answer_ids
+    if a_id is None or b_id is None:
+        if a_id is not None or b_id is not None:
+            raise ValueError("Give both interaction_a and interaction_b, or neither.")
+        return None
+    answers = {i.pk: i for i in InteractionLog.objects.filter(user=user, pk__in=[a_id, b_id])}
+    if a_id not in answers or b_id not in answers or a_id == b_id:
+        raise ValueError("interaction_a and interaction_b must be two of your own answers.")
+    return Feedback.objects.create(user=user, interaction=answers[a_id], other_interaction=answers[b_id], choice=choice)
+
+
 def calibration_apply(
     *,
     user,
@@ -513,4 +534,130 @@ def calibration_apply(
         reason=f"Calibrated over {state.rounds} rounds",
         mode=PreferenceProfile.Mode.CALIBRATE,
         feedback=feedback,
+    )
+
+
+# -- LEARN ------------------------------------------------------------------------------------
+
+
+def feedback_submit(*, user, interaction: InteractionLog, thumbs: int | None = None, text: str = "") -> Feedback:
+    """Log a thumbs up/down and/or a text on one of `user`'s answers. When the profile the
+    answer was steered with is in LEARN mode, the feedback is queued for `learn_apply` (after
+    commit, in the django-q2 cluster); otherwise it is only logged, and its note says why."""
+    with transaction.atomic():
+        feedback = feedback_create(user=user, interaction=interaction, thumbs=thumbs, text=text)
+        vector_set = interaction.vector_set
+        profile = PreferenceProfile.objects.filter(user=user, vector_set=vector_set).first() if vector_set else None
+        if profile is None or profile.mode != PreferenceProfile.Mode.LEARN:
+            status, note = Feedback.Learn.OFF, "Saved. In Learn mode, feedback like this adjusts your preferences."
+        elif learn.dissatisfaction(thumbs=thumbs, text=feedback.text) == 0.0 and thumbs == 1:
+            status, note = Feedback.Learn.UNCHANGED, "Glad it suits you: your preferences stay as they are."
+        else:
+            status, note = Feedback.Learn.PENDING, "Learning from your feedback…"
+            transaction.on_commit(lambda: _learn_enqueue(feedback.pk))
+        Feedback.objects.filter(pk=feedback.pk).update(learn_status=status, learn_note=note)
+    feedback.learn_status, feedback.learn_note = status, note
+    return feedback
+
+
+def _learn_enqueue(feedback_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task(
+        "steering.tasks.learn_from_feedback",
+        feedback_id,
+        task_name=f"learn-{feedback_id}",
+        hook="steering.tasks.learn_from_feedback_finished",
+        sync=settings.Q_CLUSTER.get("sync", False),
+    )
+
+
+_readers: dict[tuple, learn.FeedbackReader] = {}
+
+
+def feedback_reader(vector_set: VectorSet) -> learn.FeedbackReader:
+    """A reader for the dimensions of `vector_set`, kept per process while their phrases are
+    unchanged (embedding the phrases is the costly part)."""
+    from steering.engine.embedding import shared_embedder
+
+    phrases = []
+    for d in vector_set.dimensions.all():
+        positive, negative = d.feedback_positive, d.feedback_negative
+        if not (positive and negative):
+            positive, negative = learn.fallback_phrases(d.negative_label, d.positive_label)
+        phrases.append(learn.DimensionPhrases(d.name, tuple(positive), tuple(negative)))
+    key = (settings.STEERLAB_EMBEDDER, tuple(phrases))
+    if key not in _readers:
+        if len(_readers) >= 16:
+            _readers.clear()
+        _readers[key] = learn.FeedbackReader(shared_embedder(settings.STEERLAB_EMBEDDER), phrases)
+    return _readers[key]
+
+
+def learn_apply(*, feedback: Feedback) -> list[ProfileUpdate]:
+    """The paper's LEARN step for one logged feedback: read which ends its text asks for, move
+    the profile by rate × dissatisfaction × direction, record why, and mark the feedback
+    applied or unchanged, all in one transaction."""
+    interaction = feedback.interaction
+    vector_set = interaction.vector_set
+    if vector_set is None:
+        Feedback.objects.filter(pk=feedback.pk).update(
+            learn_status=Feedback.Learn.UNCHANGED, learn_note="The answer's vector set no longer exists."
+        )
+        return []
+    reader = feedback_reader(vector_set)
+    readings = reader.read(feedback.text) if feedback.text else []
+    sentiment = reader.sentiment(feedback.text) if feedback.thumbs is None and feedback.text else 0.0
+    amount = learn.dissatisfaction(thumbs=feedback.thumbs, text=feedback.text, sentiment=sentiment)
+    labels = {d.name: (d.negative_label, d.positive_label) for d in vector_set.dimensions.all()}
+    profile = profile_get_or_create(user=feedback.user, vector_set=vector_set)
+    with transaction.atomic():
+        # The step starts from the locked row, so two feedbacks learned at once both count.
+        locked = PreferenceProfile.objects.select_for_update().get(pk=profile.pk)
+        changed = learn.updated_strengths(
+            locked.strengths, readings, dissatisfaction=amount, rate=settings.STEERLAB_LEARN_RATE
+        )
+        if changed:
+            reason = _learn_reason(feedback, readings, labels)
+            updates = profile_update(
+                profile=locked, strengths=changed, source=ProfileUpdate.Source.LEARN, reason=reason, feedback=feedback
+            )
+            note = "Learned: " + "; ".join(
+                f"{u.dimension} {strength_summary(u.old_strength, *labels[u.dimension])} → "
+                f"{strength_summary(u.new_strength, *labels[u.dimension])}"
+                for u in updates
+            )
+            status = Feedback.Learn.APPLIED
+        else:
+            updates = []
+            status, note = Feedback.Learn.UNCHANGED, _unchanged_note(feedback, readings, amount)
+        Feedback.objects.filter(pk=feedback.pk).update(learn_status=status, learn_note=note)
+    return updates
+
+
+def _learn_reason(feedback: Feedback, readings, labels) -> str:
+    said = f"“{feedback.text[:80]}”" if feedback.text else ""
+    thumbs = {1: "👍", -1: "👎"}.get(feedback.thumbs, "")
+    asked = ", ".join(
+        f"{labels[r.dimension][1] if r.direction > 0 else labels[r.dimension][0]} ({r.dimension})" for r in readings
+    )
+    return " ".join(part for part in (thumbs, said, f"asked for {asked}") if part)
+
+
+def _unchanged_note(feedback: Feedback, readings, amount: float) -> str:
+    if amount == 0.0:
+        return "Nothing to change: the feedback sounds satisfied."
+    if not readings:
+        return (
+            "Saved, but it did not say what to change. Add a few words, e.g. “too expensive” or “more formal”."
+            if feedback.text else "Saved. Add a few words (“too formal”, “cheaper”) so the answer can change."
+        )
+    return "Your preferences are already at the end of that scale."
+
+
+def learn_failed(*, feedback_id: int, result: str) -> None:
+    """django-q2 gave up on a LEARN task: say so on the feedback rather than leave it queued."""
+    log.error("LEARN for feedback %s failed: %s", feedback_id, result)
+    Feedback.objects.filter(pk=feedback_id, learn_status=Feedback.Learn.PENDING).update(
+        learn_status=Feedback.Learn.FAILED, learn_note="Learning from this feedback failed; it is still logged."
     )

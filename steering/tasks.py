@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from steering import services
-from steering.models import VectorSet
+from steering.engine import ModelNotFound
+from steering.models import Feedback, VectorSet
 from steering.runtime import site_model
 
 
@@ -17,3 +18,20 @@ def compute_vector_set(vector_set_id: int) -> str:
 def compute_vector_set_finished(task) -> None:
     """django-q2 hook, run by the cluster's monitor whatever became of the task."""
     services.vector_set_task_finished(vector_set_id=task.args[0], success=task.success, result=task.result)
+
+
+def learn_from_feedback(feedback_id: int) -> str:
+    feedback = Feedback.objects.select_related("interaction__vector_set", "user").get(pk=feedback_id)
+    try:
+        # The sentence-embedding model loads here, in the worker, once per process.
+        services.learn_apply(feedback=feedback)
+    except ModelNotFound as exc:
+        # Retrying cannot help a missing model: say so on the feedback now.
+        services.learn_failed(feedback_id=feedback_id, result=str(exc))
+    feedback.refresh_from_db(fields=["learn_status"])
+    return feedback.learn_status
+
+
+def learn_from_feedback_finished(task) -> None:
+    if not task.success:
+        services.learn_failed(feedback_id=task.args[0], result=str(task.result))

@@ -191,11 +191,22 @@ class InteractionSerializer(serializers.ModelSerializer):
 class FeedbackSerializer(serializers.ModelSerializer):
     thumbs = serializers.ChoiceField(choices=[1, -1], required=False, allow_null=True, help_text="1 = up, -1 = down.")
     text = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    learn_status = serializers.ChoiceField(
+        choices=Feedback.Learn.choices, read_only=True,
+        help_text="What LEARN made of it: off (profile not in LEARN mode), pending, applied, unchanged or failed.",
+    )
+    learn_note = serializers.CharField(read_only=True, help_text="The same, in words for the user.")
+    updates = ProfileUpdateSerializer(
+        source="profileupdate_set", many=True, read_only=True, help_text="The profile changes it caused (undoable)."
+    )
 
     class Meta:
         model = Feedback
-        fields = ["id", "interaction", "thumbs", "text", "choice", "created_at"]
-        read_only_fields = ["id", "interaction", "created_at"]
+        fields = [
+            "id", "interaction", "other_interaction", "thumbs", "text", "choice", "learn_status", "learn_note",
+            "updates", "created_at",
+        ]
+        read_only_fields = ["id", "interaction", "other_interaction", "created_at"]
 
     def validate(self, attrs):
         if attrs.get("thumbs") is None and not attrs.get("text", "").strip() and not attrs.get("choice"):
@@ -227,6 +238,10 @@ class GenerateFrameSerializer(ChatRequestSerializer):
     )
     tag = serializers.CharField(max_length=40, required=False, allow_blank=True, default="",
                                 help_text="Echoed back in every frame of this generation.")
+    purpose = serializers.ChoiceField(
+        choices=["chat", "calibrate"], default="chat",
+        help_text="calibrate: an answer of a CALIBRATE round, logged as such (never part of a conversation).",
+    )
 
 
 def error_message(errors) -> str:
@@ -257,6 +272,11 @@ class CalibrationChooseSerializer(serializers.Serializer):
     rounds = serializers.IntegerField(min_value=1, max_value=5, default=3)
     choice = serializers.ChoiceField(choices=Feedback.Choice.choices)
     vector_set = serializers.IntegerField(required=False, allow_null=True, help_text="The site default when omitted.")
+    interaction_a = serializers.IntegerField(
+        required=False, allow_null=True, help_text="The logged answer A (its interaction_id); with interaction_b, "
+        "the choice is logged as feedback on the pair.",
+    )
+    interaction_b = serializers.IntegerField(required=False, allow_null=True, help_text="The logged answer B.")
 
     def validate(self, attrs):
         if not attrs["low"] < attrs["high"]:

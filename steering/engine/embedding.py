@@ -48,7 +48,7 @@ class SentenceEmbedder:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model: nn.Module = AutoModel.from_pretrained(source).to(device).eval()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # missing files; a malformed hub name
             raise ModelNotFound(f"Cannot load the embedding model {name!r}: {exc}") from exc
         self.name = name
         self.device = torch.device(device)
