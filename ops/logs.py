@@ -57,7 +57,10 @@ class RequestContext(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", ""):
-            record.request_id = request_id.get()
+            # Django logs 4xx/5xx responses after the middleware has returned, with the
+            # request attached: its id is on the request.
+            attached = getattr(getattr(record, "request", None), "request_id", "")
+            record.request_id = request_id.get() or attached
         return True
 
 
