@@ -57,6 +57,9 @@ class VectorSet(models.Model):
     model_id = models.CharField(max_length=200)
     method = models.CharField(max_length=10, choices=Method.choices, default=Method.CAA)
     dimensions = models.ManyToManyField(PreferenceDimension, related_name="vector_sets")
+    # Steer the k layers that separate the dimensions' ends best on held-out data (the
+    # paper's choice); blank steers the middle half of the network.
+    top_k = models.PositiveSmallIntegerField(null=True, blank=True)
     layers = models.JSONField(default=list, blank=True)
     num_layers = models.PositiveIntegerField(null=True, blank=True)
     hidden_size = models.PositiveIntegerField(null=True, blank=True)
@@ -90,6 +93,45 @@ def _delete_vector_file(sender, instance: VectorSet, **kwargs) -> None:
     # After commit: a rolled-back delete must not lose the file.
     if instance.file:
         storage, name = instance.file.storage, instance.file.name
+        transaction.on_commit(lambda: storage.delete(name))
+
+
+class Evaluation(models.Model):
+    """One run of the paper's evaluation of a vector set's dimension: answers to neutral
+    prompts at several strengths, scored for Effect, perplexity and PNE, computed in the
+    background. The report is the engine's Evaluation as JSON; the plot a PNG beside it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        READY = "ready"
+        FAILED = "failed"
+
+    vector_set = models.ForeignKey(VectorSet, on_delete=models.CASCADE, related_name="evaluations")
+    dimension = models.SlugField(max_length=50)
+    strengths = models.JSONField(default=list)
+    prompts = models.JSONField(default=list)
+    max_new_tokens = models.PositiveSmallIntegerField(default=48)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    error = models.TextField(blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    plot = models.FileField(upload_to="evaluations/", blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.vector_set.name} · {self.dimension} [{self.status}]"
+
+
+@receiver(post_delete, sender=Evaluation)
+def _delete_evaluation_plot(sender, instance: Evaluation, **kwargs) -> None:
+    if instance.plot:
+        storage, name = instance.plot.storage, instance.plot.name
         transaction.on_commit(lambda: storage.delete(name))
 
 
