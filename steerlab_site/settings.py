@@ -208,6 +208,12 @@ STEERLAB_WORKER_SILENCE_S = env_float("STEERLAB_WORKER_SILENCE_S", 5.0, minimum=
 STEERLAB_LEARN_RATE = env_float("STEERLAB_LEARN_RATE", 0.35, minimum=0.01, maximum=1.0)
 STEERLAB_EMBEDDER = env_str("STEERLAB_EMBEDDER", "minilm")
 
+# Functional range: computing a vector set measures, per dimension, the largest strength whose
+# answers stay within this factor of the unsteered answers' perplexity (off: keep the fixed
+# default of 0.02 of the residual norm, as before the search existed).
+STEERLAB_RANGE_SEARCH = env_bool("STEERLAB_RANGE_SEARCH", True)
+STEERLAB_RANGE_PPL_FACTOR = env_float("STEERLAB_RANGE_PPL_FACTOR", 2.0, minimum=1.05, maximum=100.0)
+
 # django-q2 runs the long jobs (vector computation, evaluation, LEARN updates). Each worker loads
 # its own copy of the model, so one worker is the default on a small machine.
 Q_TIMEOUT = env_int("Q_TIMEOUT", 1800, minimum=1)
