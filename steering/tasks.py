@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from steering import services
+from steering import evaluation, services
 from steering.engine import ModelNotFound
-from steering.models import Feedback, VectorSet
+from steering.models import Evaluation, Feedback, VectorSet
 from steering.runtime import site_model
 
 
@@ -35,3 +35,12 @@ def learn_from_feedback(feedback_id: int) -> str:
 def learn_from_feedback_finished(task) -> None:
     if not task.success:
         services.learn_failed(feedback_id=task.args[0], result=str(task.result))
+
+
+def run_evaluation(evaluation_id: int) -> str:
+    run = Evaluation.objects.select_related("vector_set").get(pk=evaluation_id)
+    return evaluation.evaluation_run(evaluation=run).status
+
+
+def run_evaluation_finished(task) -> None:
+    evaluation.evaluation_task_finished(evaluation_id=task.args[0], success=task.success, result=task.result)
