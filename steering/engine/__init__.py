@@ -3,7 +3,9 @@
 models (loading, layer discovery) · extraction (activations; CAA, probe and PCA vectors) ·
 layers (default layers, held-out layer scores, top-k choice) · hooks (per-row
 steering) · generation (batched streaming decode) · vectorfile (SteeringVectors and their
-safetensors file) · steerable (SteerableModel, the few-lines API).
+safetensors file) · steerable (SteerableModel, the few-lines API) · embedding (sentence
+embeddings) · metrics (Effect, perplexity, PNE, Spearman, repetition) · sweep (strengths ×
+prompts in one batch: evaluation and the functional-range search).
 """
 
 from .extraction import (
@@ -11,7 +13,7 @@ from .extraction import (
 )
 from .generation import DecodeBatch, GenerationParams, GenerationRequest, TokenEvent, stream_batch
 from .hooks import RowSteering, SteeringHooks
-from .layers import default_layers, held_out_accuracy, top_layers
+from .layers import default_layers, held_out_accuracy, held_out_likelihood, held_out_separation, top_layers
 from .models import EMBEDDED, LoadedModel, ModelNotFound, UnsupportedModel, find_layers, load_model
 from .steerable import SteerableModel
 from .vectorfile import SteeringVectors, UnknownDimension, VectorFileError
@@ -20,6 +22,6 @@ __all__ = [
     "EMBEDDED", "DecodeBatch", "GenerationParams", "GenerationRequest", "LoadedModel", "ModelNotFound",
     "RowSteering", "SteerableModel", "SteeringHooks", "SteeringVectors", "TokenEvent", "UnknownDimension",
     "UnsupportedModel", "VectorFileError", "compute_vectors", "default_layers", "find_layers", "fit_probe",
-    "held_out_accuracy", "layer_score", "load_model", "mean_difference", "pca_direction", "probe_direction",
+    "held_out_accuracy", "held_out_likelihood", "held_out_separation", "layer_score", "load_model", "mean_difference", "pca_direction", "probe_direction",
     "record_activations", "stream_batch", "top_layers",
 ]

@@ -136,7 +136,7 @@ class _Row:
         return int(torch.multinomial(logits.softmax(-1), 1, generator=self.generator))
 
 
-def _accepts_logits_to_keep(model) -> bool:
+def accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
@@ -170,7 +170,7 @@ class DecodeBatch:
         self.input_ids, self.mask, positions = pad_left([r.prompt_ids for r in requests], loaded.pad_id, device)
         self.next_position = positions[:, -1] + 1
         self.cache = None
-        self._extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(loaded.model) else {}
+        self._extra = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}
         self._positions = positions
         self.steps = 0
 

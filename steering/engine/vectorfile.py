@@ -139,7 +139,11 @@ class SteeringVectors:
         return SteeringVectors(**{**self._fields(), "layers": sorted(layers)})
 
     def with_range(self, dimension: str, value: float) -> SteeringVectors:
-        return SteeringVectors(**{**self._fields(), "functional_range": {**self.functional_range, dimension: value}})
+        return self.with_ranges({dimension: value})
+
+    def with_ranges(self, ranges: dict[str, float]) -> SteeringVectors:
+        """A copy with these dimensions' functional ranges replaced (e.g. by measured ones)."""
+        return SteeringVectors(**{**self._fields(), "functional_range": {**self.functional_range, **ranges}})
 
     def _fields(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -1,0 +1,262 @@
+"""Strength sweeps: prompts × strengths decoded as the rows of one batch, then measured.
+
+- `evaluate_dimension`: the paper's evaluation of one dimension. Answers at each strength
+  are scored for Effect (against the dimension's reference texts), perplexity under the
+  unsteered model, PNE against strength 0 and repetition; Spearman's ρ says whether Effect
+  rises with strength.
+- `search_functional_range`: per dimension, the largest range (in residual-norm units, see
+  vectorfile) at which answers steered by ±range stay within `max_ppl_ratio` × the unsteered
+  answers' perplexity. Every candidate of every dimension is one batch, so it costs about one
+  generation of a few hundred short rows.
+
+Rows are independent (per-row steering), so batching them changes nothing but the speed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .embedding import SentenceEmbedder, shared_embedder
+from .generation import GenerationParams, GenerationRequest, stream_batch
+from .hooks import SteeringHooks
+from .metrics import answer_nll, effect_scores, perplexity, pne, repetition_rate, spearman
+from .models import LoadedModel
+from .vectorfile import SteeringVectors
+
+Progress = Callable[[int, int], None]
+
+DEFAULT_STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+EVALUATION_PARAMS = GenerationParams(max_new_tokens=48)
+
+# The search is part of computing every vector set (and of `make setup`), so it is kept small:
+# a few prompts, short answers, one batch. Candidates bracket the hand-measured 0.02 (fluent,
+# clearly steered on SmolLM2) up to 0.08 (derailed).
+RANGE_CANDIDATES = (0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08)
+RANGE_PARAMS = GenerationParams(max_new_tokens=24)
+RANGE_PROMPTS = 3
+MAX_PPL_RATIO = 2.0
+
+
+@contextmanager
+def _hooks_on(loaded: LoadedModel, hooks: SteeringHooks | None, layers: Sequence[int]) -> Iterator[SteeringHooks]:
+    """The caller's hooks, hooked on `layers` too; or hooks made for this sweep and removed after."""
+    if hooks is not None:
+        hooks.attach(layers)
+        yield hooks
+        return
+    with SteeringHooks(loaded.layers, layers) as own:
+        yield own
+
+
+def generate_rows(
+    loaded: LoadedModel,
+    hooks: SteeringHooks,
+    rows: Sequence[tuple[list[int], dict[int, torch.Tensor]]],
+    params: GenerationParams,
+    *,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Each (prompt ids, layer deltas) row answered, all in one batch: the rows' texts in order.
+    `progress(done, total)` counts tokens, a row that ends early counting as complete."""
+    requests = [GenerationRequest(prompt_ids=ids, params=params, steering=steering) for ids, steering in rows]
+    texts = [""] * len(requests)
+    total, done = len(requests) * params.max_new_tokens, 0
+    produced = [0] * len(requests)
+    for event in stream_batch(loaded, hooks, requests):
+        texts[event.index] += event.text
+        before = produced[event.index]
+        produced[event.index] = params.max_new_tokens if event.finish else before + (event.token_id is not None)
+        done += produced[event.index] - before
+        if progress:
+            progress(done, total)
+    return texts
+
+
+@dataclass
+class StrengthPoint:
+    strength: float
+    effect: float  # mean over prompts
+    perplexity: float  # of all answers together, under the unsteered model
+    ppl_ratio: float  # perplexity / the perplexity at strength 0
+    pne: float
+    repetition: float  # mean over prompts
+    effects: list[float]
+    answers: list[str]
+
+
+@dataclass
+class Evaluation:
+    dimension: str
+    method: str
+    functional_range: float
+    layers: list[int]
+    prompts: list[str]
+    params: dict
+    points: list[StrengthPoint]
+    spearman: float  # of Effect with strength, over every answer
+    seconds: float = 0.0
+    labels: list[str] = field(default_factory=list)
+
+    def at(self, strength: float) -> StrengthPoint:
+        for point in self.points:
+            if math.isclose(point.strength, strength):
+                return point
+        raise KeyError(f"No strength {strength} in this evaluation")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _unit_range(vectors: SteeringVectors) -> SteeringVectors:
+    """A copy whose strength s adds s × residual norm: strengths in residual-norm units."""
+    return vectors.with_ranges(dict.fromkeys(vectors.dimensions, 1.0))
+
+
+def evaluate_dimension(
+    loaded: LoadedModel,
+    vectors: SteeringVectors,
+    dimension: str,
+    prompts: Sequence[str],
+    references: tuple[Sequence[str], Sequence[str]],
+    *,
+    strengths: Sequence[float] = DEFAULT_STRENGTHS,
+    hooks: SteeringHooks | None = None,
+    embedder: SentenceEmbedder | None = None,
+    params: GenerationParams = EVALUATION_PARAMS,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Answer every prompt at every strength (user units, −1…1 of the functional range) in one
+    batch and measure the answers. `references` are the (positive, negative) reference texts.
+    Strength 0 is always measured, since PNE compares with it."""
+    if dimension not in vectors.vectors:
+        raise KeyError(f"Unknown dimension {dimension!r}; these vectors have: {', '.join(vectors.dimensions)}")
+    if not prompts:
+        raise ValueError("No prompts to evaluate on")
+    started = time.monotonic()
+    strengths = sorted({float(s) for s in strengths} | {0.0})
+    prompt_ids = [loaded.chat_ids(prompt) for prompt in prompts]
+    rows = [(ids, vectors.layer_deltas({dimension: s})) for s in strengths for ids in prompt_ids]
+    generation_total = len(rows) * params.max_new_tokens
+    total = generation_total + len(rows)  # the scoring counts one step a row
+
+    def report(done: int, _: int) -> None:
+        if progress:
+            progress(done, total)
+
+    with _hooks_on(loaded, hooks, vectors.layers) as active:
+        answers = generate_rows(loaded, active, rows, params, progress=report)
+    # Measured with no steering active: perplexity under the unsteered model.
+    nlls = answer_nll(loaded, [ids for ids, _ in rows], answers)
+    effects = effect_scores(embedder or shared_embedder(), answers, *references)
+    report(total, total)
+
+    n = len(prompt_ids)
+    per_strength = {
+        s: (answers[i * n : (i + 1) * n], effects[i * n : (i + 1) * n], nlls[i * n : (i + 1) * n])
+        for i, s in enumerate(strengths)
+    }
+    _, base_effects, base_nlls = per_strength[0.0]
+    base_effect, base_ppl = sum(base_effects) / n, perplexity(base_nlls)
+    points = []
+    for s, (texts, scores, nll) in per_strength.items():
+        effect, ppl = sum(scores) / n, perplexity(nll)
+        points.append(
+            StrengthPoint(
+                strength=s,
+                effect=effect,
+                perplexity=ppl,
+                ppl_ratio=ppl / base_ppl,
+                pne=pne(effect, base_effect, ppl, base_ppl),
+                repetition=sum(repetition_rate(t) for t in texts) / n,
+                effects=scores,
+                answers=texts,
+            )
+        )
+    return Evaluation(
+        dimension=dimension,
+        method=vectors.method,
+        functional_range=vectors.functional_range[dimension],
+        layers=list(vectors.layers),
+        prompts=list(prompts),
+        params=asdict(params),
+        points=points,
+        spearman=spearman([s for s in strengths for _ in range(n)], effects),
+        seconds=round(time.monotonic() - started, 2),
+        labels=list(vectors.labels.get(dimension, [])),
+    )
+
+
+@dataclass
+class RangeSearch:
+    dimension: str
+    functional_range: float
+    baseline_perplexity: float
+    # candidate → PPL of the worse of ±candidate over the unsteered PPL
+    ratios: dict[float, float]
+    # False when even the smallest candidate went past the limit (and was kept anyway)
+    within_limit: bool = True
+
+
+def functional_range_from(ratios: dict[float, float], max_ppl_ratio: float) -> tuple[float, bool]:
+    """The largest candidate such that it and every smaller one stay within `max_ppl_ratio`.
+    When even the smallest does not, the smallest, flagged: steering then stays usable at its
+    gentlest measured setting rather than silently switching off."""
+    candidates = sorted(ratios)
+    best = None
+    for candidate in candidates:
+        if not ratios[candidate] <= max_ppl_ratio:  # NaN (no tokens) fails too
+            break
+        best = candidate
+    return (candidates[0], False) if best is None else (best, True)
+
+
+def search_functional_range(
+    loaded: LoadedModel,
+    vectors: SteeringVectors,
+    prompts: Sequence[str],
+    *,
+    dimensions: Sequence[str] | None = None,
+    candidates: Sequence[float] = RANGE_CANDIDATES,
+    max_ppl_ratio: float = MAX_PPL_RATIO,
+    hooks: SteeringHooks | None = None,
+    params: GenerationParams = RANGE_PARAMS,
+    progress: Progress | None = None,
+) -> dict[str, RangeSearch]:
+    """For each dimension, the functional range: see `functional_range_from`. Answers are
+    greedy, at +candidate and −candidate (residual-norm units) for every candidate, and their
+    perplexity is measured under the unsteered model, as is the unsteered answers'."""
+    if not prompts or not candidates:
+        raise ValueError("The search needs prompts and candidate ranges")
+    if not max_ppl_ratio > 1:
+        raise ValueError("max_ppl_ratio must be above 1")
+    dimensions = list(dimensions or vectors.dimensions)
+    unit = _unit_range(vectors)
+    prompt_ids = [loaded.chat_ids(prompt) for prompt in prompts]
+    keys: list[tuple[str | None, float]] = [(None, 0.0)]
+    keys += [(dim, sign * c) for dim in dimensions for c in sorted(candidates) for sign in (1.0, -1.0)]
+    rows = [(ids, unit.layer_deltas({dim: s}) if dim else {}) for dim, s in keys for ids in prompt_ids]
+    generation_total = len(rows) * params.max_new_tokens
+
+    def report(done: int, _: int) -> None:
+        if progress:
+            progress(done, generation_total + len(rows))
+
+    with _hooks_on(loaded, hooks, vectors.layers) as active:
+        answers = generate_rows(loaded, active, rows, params, progress=report)
+    nlls = answer_nll(loaded, [ids for ids, _ in rows], answers)
+    report(generation_total + len(rows), 0)
+    n = len(prompt_ids)
+    ppl = {key: perplexity(nlls[i * n : (i + 1) * n]) for i, key in enumerate(keys)}
+    baseline = ppl[(None, 0.0)]
+    results = {}
+    for dim in dimensions:
+        ratios = {c: max(ppl[(dim, c)], ppl[(dim, -c)]) / baseline for c in sorted(candidates)}
+        chosen, within = functional_range_from(ratios, max_ppl_ratio)
+        results[dim] = RangeSearch(dim, chosen, baseline, ratios, within)
+    return results

@@ -1,0 +1,245 @@
+"""The paper's evaluation and the functional-range search, for the platform: the engine's
+sweeps (steering/engine/sweep.py) fed from the database, their results stored.
+
+- `functional_range_measure`: the measured range per dimension, run as the last part of
+  computing a vector set, so the user's −1…+1 maps onto it everywhere (the vectors' file
+  carries it, and every generation turns strengths into steering through that file).
+- `evaluation_start` / `evaluation_run`: an Evaluation row computed in the background (the
+  admin) or in the foreground (`manage.py evaluate_steering`): a JSON report and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from pathlib import Path
+from typing import Callable, Sequence
+
+from django.conf import settings
+from django.db import transaction
+
+from steering import data
+from steering.engine import GenerationParams, LoadedModel, SteeringHooks, SteeringVectors
+from steering.engine.embedding import shared_embedder
+from steering.engine.sweep import RANGE_PROMPTS, Evaluation as EvaluationResult
+from steering.engine.sweep import evaluate_dimension, search_functional_range
+from steering.models import Evaluation, PreferenceDimension, VectorSet
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+DEFAULT_EVALUATION_PROMPTS = 10
+DEFAULT_EVALUATION_TOKENS = 48
+
+
+def save_progress(obj, done: float, total: float, report: Callable[[int], None] | None = None) -> None:
+    """Write a row's `progress` (0–99: 100 only once its result is stored) when it changes."""
+    percent = min(99, int(100 * done / max(total, 1)))
+    if percent != obj.progress:
+        obj.progress = percent
+        type(obj).objects.filter(pk=obj.pk).update(progress=percent)
+        if report:
+            report(percent)
+
+
+# -- functional range -------------------------------------------------------------------------
+
+
+def functional_range_measure(
+    *, vectors: SteeringVectors, loaded: LoadedModel, hooks: SteeringHooks | None = None, progress: Progress | None = None
+) -> SteeringVectors:
+    """`vectors` with each dimension's functional range measured on the model (a few neutral
+    prompts, short greedy answers, one batch): the largest strength whose answers stay within
+    STEERLAB_RANGE_PPL_FACTOR × the unsteered perplexity. Unchanged with STEERLAB_RANGE_SEARCH off."""
+    if not settings.STEERLAB_RANGE_SEARCH:
+        return vectors
+    # The last prompts of the shipped set: the evaluation uses the first ones.
+    prompts = data.neutral_prompts()[-RANGE_PROMPTS:]
+    results = search_functional_range(
+        loaded, vectors, prompts, max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR, hooks=hooks, progress=progress
+    )
+    for dim, result in results.items():
+        log.info(
+            "Functional range of %s: %s (PPL ratios %s)%s", dim, result.functional_range,
+            {c: round(r, 2) for c, r in result.ratios.items()}, "" if result.within_limit else ", none within the limit",
+        )
+    return vectors.with_ranges({dim: result.functional_range for dim, result in results.items()})
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+
+def evaluation_start(
+    *,
+    vector_set: VectorSet,
+    dimension: str,
+    strengths: Sequence[float],
+    prompts: Sequence[str] | None = None,
+    max_new_tokens: int = DEFAULT_EVALUATION_TOKENS,
+    created_by=None,
+    enqueue: bool = True,
+) -> Evaluation:
+    """Create an evaluation of one dimension of a ready vector set and, with `enqueue`, queue it
+    in the django-q2 cluster after commit. Raises ValueError for anything that cannot run."""
+    if not vector_set.is_ready:
+        raise ValueError(f"Vector set {vector_set.pk} is not ready ({vector_set.status})")
+    if dimension not in vector_set.dimension_names():
+        raise ValueError(f"Vector set {vector_set.pk} has no dimension {dimension!r}")
+    strengths = sorted({float(s) for s in strengths})
+    if not strengths or not all(math.isfinite(s) and -1 <= s <= 1 for s in strengths):
+        raise ValueError("Strengths must be numbers between -1 and 1")
+    prompts = list(prompts) if prompts else data.neutral_prompts()[:DEFAULT_EVALUATION_PROMPTS]
+    if not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ValueError("Prompts must be non-empty texts")
+    GenerationParams(max_new_tokens=max_new_tokens)  # bounds checked here, with a message
+    with transaction.atomic():
+        evaluation = Evaluation.objects.create(
+            vector_set=vector_set,
+            dimension=dimension,
+            strengths=strengths,
+            prompts=prompts,
+            max_new_tokens=max_new_tokens,
+            created_by=created_by,
+        )
+        if enqueue:
+            _enqueue(evaluation)
+    return evaluation
+
+
+def _enqueue(evaluation: Evaluation) -> None:
+    from django_q.tasks import async_task
+
+    transaction.on_commit(
+        lambda: async_task(
+            "steering.tasks.run_evaluation",
+            evaluation.pk,
+            task_name=f"evaluation-{evaluation.pk}",
+            hook="steering.tasks.run_evaluation_finished",
+            sync=settings.Q_CLUSTER.get("sync", False),
+        )
+    )
+
+
+def evaluation_run(*, evaluation: Evaluation, report: Callable[[int], None] | None = None) -> Evaluation:
+    """Run `evaluation` on the site's model with its vector set's vectors; store the report and
+    the plot and mark it ready. Any failure marks it failed with the error and stores nothing."""
+    from steering import runtime
+
+    Evaluation.objects.filter(pk=evaluation.pk).update(status=Evaluation.Status.RUNNING, progress=0, error="")
+    evaluation.refresh_from_db()
+    path: Path | None = None
+    try:
+        result = evaluate_dimension(
+            runtime.site_model(),
+            runtime.site_vectors(evaluation.vector_set),
+            evaluation.dimension,
+            evaluation.prompts,
+            _references(evaluation.dimension),
+            strengths=evaluation.strengths,
+            hooks=runtime.site_hooks(),
+            embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
+            params=GenerationParams(max_new_tokens=evaluation.max_new_tokens),
+            progress=lambda done, total: save_progress(evaluation, done, total, report),
+        )
+        relative = f"evaluations/{evaluation.pk}-{uuid.uuid4().hex[:8]}.png"
+        path = Path(settings.MEDIA_ROOT) / relative
+        plot_evaluation(result, path)
+        evaluation.report = report_of(result, vector_set=evaluation.vector_set)
+        evaluation.plot.name = relative
+        evaluation.status = Evaluation.Status.READY
+        evaluation.progress = 100
+        evaluation.save()
+    except BaseException as exc:  # a django-q2 timeout is a SystemExit: still "failed"
+        log.exception("Evaluation %s failed", evaluation.pk)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        Evaluation.objects.filter(pk=evaluation.pk).update(
+            status=Evaluation.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000], plot=""
+        )
+        evaluation.refresh_from_db()
+        if not isinstance(exc, Exception):
+            raise
+    return evaluation
+
+
+def evaluation_task_finished(*, evaluation_id: int, success: bool, result: str) -> None:
+    """After the cluster gives up on an evaluation, one still pending or running is failed."""
+    if success:
+        return
+    Evaluation.objects.filter(
+        pk=evaluation_id, status__in=[Evaluation.Status.PENDING, Evaluation.Status.RUNNING]
+    ).update(status=Evaluation.Status.FAILED, error=f"The background task failed: {str(result)[:500]}")
+
+
+def _references(name: str) -> tuple[list[str], list[str]]:
+    """A dimension's reference texts as the database holds them (edited in the admin)."""
+    dimension = PreferenceDimension.objects.get(name=name)
+    if not dimension.reference_positive or not dimension.reference_negative:
+        raise ValueError(f"Dimension {name!r} needs reference texts for both ends to measure Effect")
+    return dimension.reference_positive, dimension.reference_negative
+
+
+def _rounded(value: float, digits: int = 4) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+def summary_of(result: EvaluationResult) -> dict:
+    """The figures of the README's table: Effect at −1, 0, +1, Spearman's ρ, PNE at ±1 (None
+    where that strength was not measured)."""
+
+    def at(strength: float, field: str):
+        try:
+            return _rounded(getattr(result.at(strength), field))
+        except KeyError:
+            return None
+
+    return {
+        "effect_minus_1": at(-1.0, "effect"),
+        "effect_0": at(0.0, "effect"),
+        "effect_plus_1": at(1.0, "effect"),
+        "spearman": _rounded(result.spearman, 3),
+        "pne_plus_1": at(1.0, "pne"),
+        "pne_minus_1": at(-1.0, "pne"),
+        "ppl_ratio_plus_1": at(1.0, "ppl_ratio"),
+        "ppl_ratio_minus_1": at(-1.0, "ppl_ratio"),
+    }
+
+
+def report_of(result: EvaluationResult, *, vector_set: VectorSet | None = None) -> dict:
+    """The JSON report: what was measured, the summary, and every point with its answers."""
+    report = {
+        "vector_set": {"id": vector_set.pk, "name": vector_set.name} if vector_set else None,
+        "summary": summary_of(result),
+        **result.to_dict(),
+    }
+    # JSON has no NaN: a strength whose answers were all empty has no perplexity.
+    for point in report["points"]:
+        for key in ("effect", "perplexity", "ppl_ratio", "pne", "repetition"):
+            point[key] = _rounded(point[key], 6)
+    report["spearman"] = _rounded(report["spearman"], 6)
+    return report
+
+
+def plot_evaluation(result: EvaluationResult, path: Path) -> Path:
+    """A PNG of Effect (mean, and each answer) and perplexity against strength."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: servers, workers and CI
+    from matplotlib import pyplot as plt
+
+    strengths = [p.strength for p in result.points]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    for point in result.points:
+        left.scatter([point.strength] * len(point.effects), point.effects, s=8, alpha=0.35, color="tab:blue")
+    left.plot(strengths, [p.effect for p in result.points], marker="o", color="tab:blue")
+    left.axhline(0, color="grey", linewidth=0.6)
+    low, high = (result.labels + ["−", "+"])[:2] if len(result.labels) >= 2 else ("−", "+")
+    left.set(xlabel=f"strength ({low} ← → {high})", ylabel="Effect", title=f"{result.dimension}: Effect, ρ = {result.spearman:.2f}")
+    right.plot(strengths, [p.perplexity for p in result.points], marker="o", color="tab:red")
+    right.set(xlabel="strength", ylabel="perplexity (unsteered model)", title=f"{result.method}, range {result.functional_range:g}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,85 @@
+import math
+
+import pytest
+import torch
+
+from steering import data
+from steering.engine.embedding import shared_embedder
+from steering.engine.metrics import (
+    AnswerNLL, answer_nll, effect_scores, perplexity, pne, repetition_rate, spearman,
+)
+
+from tests.tiny_models import build_tiny
+
+
+def test_spearman_is_one_for_any_increasing_relation_and_minus_one_for_a_decreasing_one():
+    strengths = [-1, -0.5, 0, 0.5, 1]
+    assert spearman(strengths, [x**3 for x in strengths]) == pytest.approx(1.0)
+    assert spearman(strengths, [-math.exp(x) for x in strengths]) == pytest.approx(-1.0)
+
+
+def test_spearman_averages_ties_and_is_nan_for_a_constant_side():
+    # Ranks of y with a tie: [1, 2.5, 2.5, 4]; Pearson of [1, 2, 3, 4] with them.
+    assert spearman([1, 2, 3, 4], [10, 20, 20, 30]) == pytest.approx(0.9486833, abs=1e-6)
+    assert math.isnan(spearman([1, 2, 3], [5, 5, 5]))
+    assert math.isnan(spearman([1], [2]))
+    with pytest.raises(ValueError):
+        spearman([1, 2], [1])
+
+
+def test_repetition_rate_counts_repeated_word_trigrams():
+    assert repetition_rate("The cat sat on the mat and looked around.") == 0.0
+    # 6 words → 4 trigrams, all the same: 3 of 4 repeat an earlier one.
+    assert repetition_rate("very very very very very very") == 0.75
+    assert repetition_rate("Luxury, luxury! LUXURY luxury") == 0.5  # case and punctuation do not matter
+    assert repetition_rate("too short") == 0.0
+    assert repetition_rate("a b a b", n=2) == pytest.approx(1 / 3)
+
+
+def test_pne_divides_the_effect_gain_by_the_perplexity_ratio():
+    assert pne(0.3, 0.1, 20.0, 10.0) == pytest.approx(0.1)
+    assert pne(-0.1, 0.1, 10.0, 10.0) == pytest.approx(-0.2)  # signed: the negative end
+
+
+def test_corpus_perplexity_weights_by_tokens_and_is_nan_without_tokens():
+    nlls = [AnswerNLL(2.0, 2), AnswerNLL(4.0, 2), AnswerNLL(0.0, 0)]
+    assert perplexity(nlls) == pytest.approx(math.exp(6.0 / 4))
+    assert nlls[0].perplexity == pytest.approx(math.e)
+    assert math.isnan(perplexity([AnswerNLL(0.0, 0)]))
+    assert math.isnan(AnswerNLL(0.0, 0).perplexity)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_answer_nll_is_the_answers_own_log_loss_whatever_the_batch(family):
+    tiny = build_tiny(family)
+    prompts = [tiny.chat_ids("Hello there"), tiny.chat_ids("A much longer question about many things, please")]
+    answers = ["Fine, thanks.", "It depends on what you mean by things", ""]
+    prompts.append(prompts[0])
+    batched = answer_nll(tiny, prompts, answers, batch_size=8)
+    for prompt, answer, got in zip(prompts, answers, batched):
+        ids = tiny.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        assert got.tokens == len(ids)
+        if not ids:
+            assert got.total == 0.0
+            continue
+        # Straight from one unpadded forward pass: the log-probability of each answer token.
+        with torch.no_grad():
+            logits = tiny.model(input_ids=torch.tensor([prompt + ids])).logits
+        logprobs = torch.log_softmax(logits[0, :-1].double(), -1)
+        expected = -sum(float(logprobs[len(prompt) - 1 + j, token]) for j, token in enumerate(ids))
+        assert got.total == pytest.approx(expected, rel=1e-6)
+    one_at_a_time = [answer_nll(tiny, [p], [a])[0] for p, a in zip(prompts, answers)]
+    assert [x.total for x in one_at_a_time] == pytest.approx([x.total for x in batched], rel=1e-6)
+
+
+def test_effect_is_positive_near_the_positive_references_and_negative_near_the_negative_ones():
+    spec = data.dimension("cost")
+    texts = [
+        "Book a suite at a five-star hotel and dine at a Michelin-starred restaurant with a sommelier.",
+        "Grab a cheap sandwich from the corner shop and stay at a hostel to save money.",
+        "",
+    ]
+    luxury, budget, empty = effect_scores(shared_embedder(), texts, spec["reference_positive"], spec["reference_negative"])
+    assert luxury > 0.05 and budget < -0.05
+    assert empty == 0.0
+    assert effect_scores(shared_embedder(), [], ["a"], ["b"]) == []
