@@ -122,6 +122,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                   "preferences_applied": result["preferences_applied"]})
 
     async def cancel(self, request_id) -> None:
+        if request_id is not None and not isinstance(request_id, str):
+            # Checked first: an unhashable id (a list, an object) would crash the lookup below.
+            return await self.error("invalid", "request_id must be a string.")
         if request_id is not None and request_id not in self.turns:
             return await self.error("not_found", f"No running generation {str(request_id)[:40]!r}.")
         for key, (turn, _) in self.turns.items():
