@@ -99,7 +99,7 @@ class DimensionSerializer(serializers.ModelSerializer):
 class VectorSetSerializer(serializers.ModelSerializer):
     dimensions = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     shared = serializers.SerializerMethodField()
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)  # null: shared
     download_url = serializers.SerializerMethodField()
 
     class Meta:
