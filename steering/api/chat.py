@@ -10,7 +10,8 @@ import asyncio
 
 from adrf.views import APIView
 from asgiref.sync import sync_to_async
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -25,7 +26,11 @@ class ChatView(APIView):
 
     @extend_schema(
         request=s.ChatRequestSerializer,
-        responses={200: s.ChatResponseSerializer, 400: s.ErrorSerializer, 404: s.ErrorSerializer,
+        # 400 is either a message per field (the request's shape) or {detail, code} (its
+        # content, e.g. an unknown dimension): an object either way.
+        responses={200: s.ChatResponseSerializer,
+                   400: OpenApiResponse(OpenApiTypes.OBJECT, description="A message per field, or detail and code."),
+                   404: s.ErrorSerializer,
                    429: s.ErrorSerializer, 503: s.ErrorSerializer},
     )
     async def post(self, request):
