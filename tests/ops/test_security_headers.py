@@ -92,23 +92,18 @@ SCRIPT_HAZARDS = {
 }
 
 
-def test_no_template_needs_inline_script_or_style():
-    templates = sorted((REPO / "templates").rglob("*.html")) + sorted(REPO.glob("*/templates/**/*.html"))
-    found = [
-        f"{path.relative_to(REPO)}: {what}"
-        for path in templates
-        for what, pattern in INLINE.items()
+def hazards(paths, patterns) -> list[str]:
+    return [
+        f"{path.relative_to(REPO)}: {what}" for path in paths for what, pattern in patterns.items()
         if pattern.search(path.read_text())
     ]
-    assert templates and found == []
+
+
+def test_no_template_needs_inline_script_or_style():
+    templates = sorted((REPO / "templates").rglob("*.html")) + sorted(REPO.glob("*/templates/**/*.html"))
+    assert templates and hazards(templates, INLINE) == []
 
 
 def test_no_script_needs_eval_or_inline_handlers():
     scripts = sorted((REPO / "static" / "js").rglob("*.js"))
-    found = [
-        f"{path.relative_to(REPO)}: {what}"
-        for path in scripts
-        for what, pattern in SCRIPT_HAZARDS.items()
-        if pattern.search(path.read_text())
-    ]
-    assert scripts and found == []
+    assert scripts and hazards(scripts, SCRIPT_HAZARDS) == []
