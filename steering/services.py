@@ -153,10 +153,13 @@ def vector_set_compute(
     *, vector_set: VectorSet, loaded: LoadedModel, report: Callable[[int], None] | None = None
 ) -> VectorSet:
     """Extract the vectors of `vector_set` on `loaded`, write its file, and mark it ready.
-    Any failure marks it failed with a readable error and leaves no file behind."""
+    Any failure marks it failed with a readable error and leaves no new file behind."""
     VectorSet.objects.filter(pk=vector_set.pk).update(status=VectorSet.Status.RUNNING, progress=0, error="")
     vector_set.refresh_from_db()
     path: Path | None = None
+    # A recomputation that fails keeps the file of the last one that succeeded: the set is
+    # marked failed, but vectors once committed are not thrown away, nor left orphaned on disk.
+    kept = vector_set.file.name if vector_set.file else ""
     try:
         examples, labels = {}, {}
         for dim in vector_set.dimensions.all():
@@ -197,7 +200,7 @@ def vector_set_compute(
         if path is not None:
             path.unlink(missing_ok=True)
         VectorSet.objects.filter(pk=vector_set.pk).update(
-            status=VectorSet.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000], file=""
+            status=VectorSet.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000], file=kept
         )
         vector_set.refresh_from_db()
         if not isinstance(exc, Exception):
