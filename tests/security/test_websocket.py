@@ -102,3 +102,15 @@ async def test_a_generate_frame_cannot_choose_the_model_a_path_or_code(world, tm
     assert not (tmp_path / "hostile").exists() and settings.STEERLAB_MODEL == model
     log = await sync_to_async(InteractionLog.objects.get)(pk=frames[-1]["stats"]["interaction_id"])
     assert set(log.params) <= {"max_new_tokens", "temperature", "top_p", "top_k", "seed"}
+
+
+@pytest.mark.parametrize("request_id", [{"a": 1}, [1, 2], 5])
+async def test_a_cancel_naming_no_string_is_refused_and_the_socket_stays(world, request_id):
+    # An unhashable id once crashed the consumer on its dictionary lookup.
+    ws, _, _ = await connect(world.alice)
+    await ws.send_json_to({"type": "cancel", "request_id": request_id})
+    reply = await ws.receive_json_from(timeout=10)
+    assert reply["type"] == "error" and reply["code"] == "invalid" and "request_id" in reply["message"]
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from(timeout=10) == {"type": "pong"}
+    await ws.disconnect()
