@@ -181,7 +181,7 @@ class VectorSetAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress_bar(self, obj: VectorSet) -> str:
         return format_html(
-            '<progress value="{}" max="100" style="width:6em"></progress> {} %', obj.progress, obj.progress
+            '<progress class="vs-progress" value="{}" max="100"></progress> {} %', obj.progress, obj.progress
         )
 
     @admin.display(description="model", ordering="model_id")

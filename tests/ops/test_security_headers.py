@@ -104,6 +104,12 @@ def test_no_template_needs_inline_script_or_style():
     assert templates and hazards(templates, INLINE) == []
 
 
+def test_no_markup_built_in_python_needs_inline_script_or_style():
+    # format_html() in the admin and views: the same rules as templates.
+    sources = [p for app in ("accounts", "ops", "steering", "steerlab_site") for p in sorted((REPO / app).rglob("*.py"))]
+    assert sources and hazards(sources, {k: v for k, v in INLINE.items() if k != "javascript: URL"}) == []
+
+
 def test_no_script_needs_eval_or_inline_handlers():
     scripts = sorted((REPO / "static" / "js").rglob("*.js"))
     assert scripts and hazards(scripts, SCRIPT_HAZARDS) == []
