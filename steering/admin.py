@@ -14,13 +14,14 @@ from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from steering import services
+from steering import data, evaluation, services
 from steering.engine import VectorFileError
 from steering.forms import (
+    EvaluationStartForm,
     PreferenceDimensionForm,
     VectorSetChangeForm,
     VectorSetCreateForm,
@@ -29,6 +30,7 @@ from steering.forms import (
 )
 from steering.models import (
     Conversation,
+    Evaluation,
     Feedback,
     InteractionLog,
     Message,
@@ -128,15 +130,15 @@ class VectorSetAdmin(admin.ModelAdmin):
     filter_horizontal = ["dimensions"]
     autocomplete_fields = ["owner"]
     actions = ["recompute"]
-    add_fieldsets = [(None, {"fields": ["name", "dimensions", "method", "model_id", "owner"]})]
+    add_fieldsets = [(None, {"fields": ["name", "dimensions", "method", "top_k", "model_id", "owner"]})]
     change_fieldsets = [
         (None, {"fields": ["name", "owner"]}),
-        ("Computation", {"fields": ["model_id", "method", "dimensions", "status", "progress_bar", "error"]}),
+        ("Computation", {"fields": ["model_id", "method", "top_k", "dimensions", "status", "progress_bar", "error"]}),
         ("Vectors", {"fields": ["layers", "num_layers", "hidden_size", "functional_range", "file_link"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
     computed_fields = [
-        "model_id", "method", "dimensions", "status", "progress_bar", "error", "layers", "num_layers", "hidden_size",
+        "model_id", "method", "top_k", "dimensions", "status", "progress_bar", "error", "layers", "num_layers", "hidden_size",
         "functional_range", "file_link", "created_at", "updated_at",
     ]
 
@@ -161,6 +163,7 @@ class VectorSetAdmin(admin.ModelAdmin):
             name=form.cleaned_data["name"],
             dimensions=form.cleaned_data["dimensions"],
             method=form.cleaned_data["method"],
+            top_k=form.cleaned_data["top_k"],
             owner=form.cleaned_data["owner"],
         )
         # The admin goes on with `obj` (history entry, redirect): make it the row just created.
@@ -207,9 +210,10 @@ class VectorSetAdmin(admin.ModelAdmin):
         if not obj.is_ready:
             return ""
         return format_html(
-            '<a href="{}">Download</a> · <a href="{}">Preview</a>',
+            '<a href="{}">Download</a> · <a href="{}">Preview</a> · <a href="{}">Evaluate</a>',
             self._url("download", obj),
             self._url("preview", obj),
+            self._url("evaluate", obj),
         )
 
     def _url(self, view: str, obj: VectorSet) -> str:
@@ -245,6 +249,7 @@ class VectorSetAdmin(admin.ModelAdmin):
             path("upload/", wrap(self.upload_view), name=f"{prefix}_upload"),
             path("<int:object_id>/download/", wrap(self.download_view), name=f"{prefix}_download"),
             path("<int:object_id>/preview/", wrap(self.preview_view), name=f"{prefix}_preview"),
+            path("<int:object_id>/evaluate/", wrap(self.evaluate_view), name=f"{prefix}_evaluate"),
             path("<int:object_id>/recompute/", wrap(require_POST(self.recompute_view)), name=f"{prefix}_recompute"),
             *super().get_urls(),
         ]
@@ -324,6 +329,38 @@ class VectorSetAdmin(admin.ModelAdmin):
             ),
         )
 
+    def evaluate_view(self, request, object_id: int):
+        vector_set = self._get_or_404(request, object_id)
+        if not self.has_view_permission(request, vector_set):
+            raise PermissionDenied
+        if not vector_set.is_ready:
+            self.message_user(request, f"“{vector_set.name}” is {vector_set.status}, not ready: nothing to evaluate.",
+                              messages.WARNING)
+            return HttpResponseRedirect(self._url("change", vector_set))
+        form = EvaluationStartForm(request.POST or None, vector_set=vector_set)
+        if request.method == "POST" and form.is_valid():
+            try:
+                run = evaluation.evaluation_start(
+                    vector_set=vector_set,
+                    dimension=form.cleaned_data["dimension"].name,
+                    strengths=form.cleaned_data["strengths"],
+                    prompts=data.neutral_prompts()[: form.cleaned_data["prompts"]],
+                    max_new_tokens=form.cleaned_data["max_new_tokens"],
+                    created_by=request.user,
+                )
+            except ValueError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(
+                    request, "The evaluation is queued; its progress, report and plot show here.", messages.INFO
+                )
+                return HttpResponseRedirect(reverse("admin:steering_evaluation_change", args=[run.pk]))
+        return TemplateResponse(
+            request,
+            "admin/steering/vectorset/evaluate.html",
+            self._context(request, title=f"Evaluate “{vector_set.name}”", original=vector_set, form=form),
+        )
+
     def recompute_view(self, request, object_id: int):
         vector_set = self._get_or_404(request, object_id)
         if not self.has_change_permission(request, vector_set):
@@ -339,6 +376,88 @@ class VectorSetAdmin(admin.ModelAdmin):
             self.log_change(request, vector_set, [{"changed": {"fields": ["status"]}}])
             self.message_user(request, f"The computation of “{vector_set.name}” is queued again.", messages.SUCCESS)
         return HttpResponseRedirect(self._url("change", vector_set))
+
+
+# -- evaluations ---------------------------------------------------------------------------------
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(admin.ModelAdmin):
+    """Runs of the paper's evaluation, started from a vector set's "Evaluate" link (or by
+    `manage.py evaluate_steering`): read-only, with the report's figures and the plot."""
+
+    changelist_help = (
+        "Each evaluation answers neutral questions at several strengths of one dimension and measures Effect "
+        "(closeness to the dimension's reference texts), perplexity under the unsteered model, and PNE. Start "
+        "one from a ready vector set's “Evaluate” link."
+    )
+    list_display = ["__str__", "status", "progress_bar", "spearman", "created_by", "created_at"]
+    list_filter = ["status", "dimension"]
+    list_select_related = ["vector_set", "created_by"]
+    fields = [
+        "vector_set", "dimension", "strengths", "max_new_tokens", "status", "progress_bar", "error",
+        "summary_table", "plot_image", "created_by", "created_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False  # started from a vector set, which knows its dimensions
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    progress_bar = VectorSetAdmin.progress_bar
+
+    @admin.display(description="Spearman ρ")
+    def spearman(self, obj: Evaluation):
+        return obj.report.get("spearman") if obj.report else None
+
+    @admin.display(description="results")
+    def summary_table(self, obj: Evaluation) -> str:
+        points = obj.report.get("points") if obj.report else None
+        if not points:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (p["strength"], _fmt(p["effect"]), _fmt(p["perplexity"], 2), _fmt(p["ppl_ratio"], 2), _fmt(p["pne"]),
+                 _fmt(p["repetition"], 2), (p["answers"] or [""])[0][:200])
+                for p in points
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>strength</th><th>Effect</th><th>PPL</th><th>PPL / PPL₀</th><th>PNE</th>"
+            "<th>repetition</th><th>first answer</th></tr></thead><tbody>{}</tbody></table>"
+            "<p>Spearman ρ of Effect with strength: {} · functional range {} · layers {}</p>",
+            rows, _fmt(obj.report.get("spearman"), 3), obj.report.get("functional_range"), obj.report.get("layers"),
+        )
+
+    @admin.display(description="plot")
+    def plot_image(self, obj: Evaluation) -> str:
+        if not obj.plot:
+            return "—"
+        return format_html('<img src="{}" alt="Effect and perplexity against strength" class="vs-plot">',
+                           reverse("admin:steering_evaluation_plot", args=[obj.pk]))
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:object_id>/plot/", wrap(self.plot_view), name="steering_evaluation_plot"),
+            *super().get_urls(),
+        ]
+
+    def plot_view(self, request, object_id: int):
+        run = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not self.has_view_permission(request, run):
+            raise PermissionDenied
+        if not (run.plot and run.plot.storage.exists(run.plot.name)):
+            raise Http404("This evaluation has no plot yet.")
+        return FileResponse(run.plot.open("rb"), content_type="image/png")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
 
 
 # -- what users did: readable, never edited ---------------------------------------------------

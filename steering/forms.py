@@ -74,6 +74,12 @@ class PreferenceDimensionForm(forms.ModelForm):
         }
 
 
+TOP_K_HELP = (
+    "Steer the k layers that separate the two ends best on held-out examples (the paper uses 16 for "
+    "1.6–2B models, 24 for 7B). Blank: the middle half of the network."
+)
+
+
 class VectorSetCreateForm(forms.ModelForm):
     """A new vector set, computed in the background once saved."""
 
@@ -88,13 +94,15 @@ class VectorSetCreateForm(forms.ModelForm):
 
     class Meta:
         model = VectorSet
-        fields = ["name", "dimensions", "method", "model_id", "owner"]
+        fields = ["name", "dimensions", "method", "top_k", "model_id", "owner"]
+        labels = {"top_k": "Top k layers"}
         help_texts = {
             "name": "A name users see when they choose a vector set.",
             "dimensions": "The preference dimensions to compute a vector for, from their training examples.",
             "method": "How each vector is extracted from the examples' hidden states. Difference of means "
             "(CAA) is fast and robust; the probe and PCA are the paper's alternatives.",
             "owner": "Leave blank to share the vector set with every user; otherwise only this user sees it.",
+            "top_k": TOP_K_HELP,
         }
 
     def __init__(self, *args, **kwargs) -> None:
@@ -121,10 +129,12 @@ class VectorSetChangeForm(forms.ModelForm):
             "progress_bar": "Share of the training examples run through the model so far.",
             "error": "Why the last computation failed, if it did.",
             "layers": "The decoder layers the vectors are added to (counted from 0).",
+            "top_k": "The k best-separating layers were chosen to steer; blank: the middle half of the network.",
             "num_layers": "Decoder layers of the model the vectors were computed on.",
             "hidden_size": "Width of that model's residual stream.",
             "functional_range": "Per dimension, the strength that ±100 % maps to, as a fraction of the "
-            "residual stream's norm.",
+            "residual stream's norm: the largest at which answers stay within STEERLAB_RANGE_PPL_FACTOR × "
+            "the unsteered perplexity, measured when the set was computed.",
             "file_link": "The safetensors file with the vectors; deleting the vector set deletes it.",
         }
 
@@ -151,6 +161,40 @@ class VectorSetUploadForm(forms.Form):
                 "(setting STEERLAB_MAX_UPLOAD_BYTES)."
             )
         return upload
+
+
+class EvaluationStartForm(forms.Form):
+    dimension = forms.ModelChoiceField(
+        queryset=PreferenceDimension.objects.none(),
+        empty_label=None,
+        help_text="Answers are scored against this dimension's reference texts (Effect) and under the "
+        "unsteered model (perplexity).",
+    )
+    strengths = forms.CharField(
+        initial="-1, -0.5, 0, 0.5, 1",
+        help_text="Comma-separated strengths in −1…1 (−100 %…+100 %); 0 is always measured, PNE compares with it.",
+    )
+    prompts = forms.IntegerField(
+        label="Prompts",
+        initial=10,
+        min_value=1,
+        max_value=40,
+        help_text="How many of the shipped neutral questions to answer at every strength.",
+    )
+    max_new_tokens = forms.IntegerField(label="Max new tokens", initial=48, min_value=4, max_value=256)
+
+    def __init__(self, *args, vector_set: VectorSet, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["dimension"].queryset = vector_set.dimensions.all()
+
+    def clean_strengths(self) -> list[float]:
+        try:
+            values = [float(part) for part in self.cleaned_data["strengths"].split(",") if part.strip()]
+        except ValueError:
+            raise forms.ValidationError("Give numbers separated by commas, e.g. -1, 0, 1.") from None
+        if not values or not all(-1 <= v <= 1 for v in values):
+            raise forms.ValidationError("Give one or more strengths between -1 and 1.")
+        return values
 
 
 DEFAULT_PREVIEW_PROMPT = "What should I cook for dinner tonight?"

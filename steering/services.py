@@ -15,6 +15,7 @@ from django.db import transaction
 
 from steering import data, learn
 from steering.calibrate import CalibrationState
+from steering.evaluation import functional_range_measure, save_progress
 from steering.calibrate import done as calibration_done
 from steering.calibrate import result as calibration_result
 from steering.engine import GenerationParams, GenerationRequest, LoadedModel, SteeringVectors, compute_vectors
@@ -65,10 +66,11 @@ def vector_set_create(
     model_id: str,
     dimensions: Sequence[PreferenceDimension],
     method: str = VectorSet.Method.CAA,
+    top_k: int | None = None,
     owner=None,
 ) -> VectorSet:
     with transaction.atomic():
-        vector_set = VectorSet.objects.create(name=name, model_id=model_id, method=method, owner=owner)
+        vector_set = VectorSet.objects.create(name=name, model_id=model_id, method=method, top_k=top_k, owner=owner)
         vector_set.dimensions.set(dimensions)
     return vector_set
 
@@ -140,13 +142,7 @@ def vector_set_enqueue(*, vector_set: VectorSet, sync: bool = False) -> None:
     transaction.on_commit(enqueue)
 
 
-def _save_progress(vector_set: VectorSet, done: int, total: int, report: Callable[[int], None] | None) -> None:
-    percent = min(99, int(100 * done / max(total, 1)))  # 100 only once the file is written
-    if percent != vector_set.progress:
-        vector_set.progress = percent
-        VectorSet.objects.filter(pk=vector_set.pk).update(progress=percent)
-        if report:
-            report(percent)
+EXTRACTION_SHARE = 0.8
 
 
 def vector_set_compute(
@@ -171,12 +167,20 @@ def vector_set_compute(
             raise ValueError("The vector set has no dimensions")
         if loaded.model_id != vector_set.model_id:
             raise ValueError(f"The vector set is for {vector_set.model_id!r}, but the model loaded is {loaded.model_id!r}")
+        # Extraction takes most of the time, the functional-range search the rest.
+        share = EXTRACTION_SHARE if settings.STEERLAB_RANGE_SEARCH else 1.0
         vectors = compute_vectors(
             loaded,
             examples,
             method=vector_set.method,
+            top_k=vector_set.top_k or None,
             labels=labels,
-            progress=lambda done, total: _save_progress(vector_set, done, total, report),
+            progress=lambda done, total: save_progress(vector_set, share * done, total, report),
+        )
+        vectors = functional_range_measure(
+            vectors=vectors,
+            loaded=loaded,
+            progress=lambda done, total: save_progress(vector_set, total * share + (1 - share) * done, total, report),
         )
         relative = f"vectors/{vector_set.pk}-{uuid.uuid4().hex[:8]}.safetensors"
         path = vectors.save(Path(settings.MEDIA_ROOT) / relative)
@@ -349,13 +353,13 @@ def feedback_create(
 # -- vector sets, as the API and admin start them ----------------------------------------------
 
 
-def vector_set_start(*, name: str, dimensions, method: str, owner=None) -> VectorSet:
+def vector_set_start(*, name: str, dimensions, method: str, top_k: int | None = None, owner=None) -> VectorSet:
     """Create a vector set for the site's model and queue its computation (after commit)."""
     from steering.runtime import site_model_id
 
     with transaction.atomic():
         vector_set = vector_set_create(
-            name=name, model_id=site_model_id(), dimensions=dimensions, method=method, owner=owner
+            name=name, model_id=site_model_id(), dimensions=dimensions, method=method, top_k=top_k, owner=owner
         )
         vector_set_enqueue(vector_set=vector_set)
     return vector_set

@@ -99,13 +99,13 @@ class DimensionSerializer(serializers.ModelSerializer):
 class VectorSetSerializer(serializers.ModelSerializer):
     dimensions = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     shared = serializers.SerializerMethodField()
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)  # null: shared
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
     download_url = serializers.SerializerMethodField()
 
     class Meta:
         model = VectorSet
         fields = [
-            "id", "name", "model_id", "method", "dimensions", "status", "progress", "error", "layers",
+            "id", "name", "model_id", "method", "top_k", "dimensions", "status", "progress", "error", "layers",
             "num_layers", "hidden_size", "functional_range", "shared", "owner", "created_at", "updated_at",
             "download_url",
         ]
@@ -128,6 +128,14 @@ class VectorSetCreateSerializer(serializers.Serializer):
         child=serializers.SlugField(max_length=50), min_length=1, max_length=32, help_text="Dimension names."
     )
     method = serializers.ChoiceField(choices=VectorSet.Method.choices, default=VectorSet.Method.CAA)
+    top_k = serializers.IntegerField(
+        min_value=1,
+        max_value=1000,
+        required=False,
+        allow_null=True,
+        help_text="Steer the k layers that separate the two ends best on held-out examples; "
+        "omitted: the middle half of the network.",
+    )
     shared = serializers.BooleanField(default=False, help_text="Shared with every user (staff only).")
 
     def validate_dimensions(self, names):

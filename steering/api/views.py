@@ -105,6 +105,7 @@ class VectorSetList(generics.ListAPIView):
             name=data["name"],
             dimensions=data["dimensions"],
             method=data["method"],
+            top_k=data.get("top_k"),
             owner=_new_set_owner(request, shared=data["shared"], verb="create"),
         )
         return Response(self.get_serializer(vector_set).data, status=status.HTTP_202_ACCEPTED)

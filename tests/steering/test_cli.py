@@ -122,3 +122,35 @@ def test_load_vectors_refuses_a_broken_file_and_leaves_nothing(tmp_path, media):
         call_command("load_vectors", str(tmp_path / "absent.safetensors"))
     assert not VectorSet.objects.exists()
     assert not media.exists() or not any(media.rglob("*"))
+
+
+def test_compute_vectors_takes_shipped_dimensions_a_method_and_top_k(model_dir, media):
+    call_command("compute_vectors", model=str(model_dir), preference="formality,cost", method="probe", top_k=2)
+    vector_set = VectorSet.objects.get()
+    assert vector_set.status == VectorSet.Status.READY
+    assert (vector_set.method, vector_set.top_k, len(vector_set.layers)) == ("probe", 2, 2)
+    assert sorted(vector_set.dimension_names()) == ["cost", "formality"]
+    # The range was measured per dimension, and the file carries the same values.
+    vectors = SteeringVectors.load(media / vector_set.file.name)
+    assert vectors.functional_range == vector_set.functional_range
+    assert set(vector_set.functional_range) == {"cost", "formality"}
+    assert len(PreferenceDimension.objects.get(name="cost").reference_positive) >= 30
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"preference": "nonsense"}, "No shipped dimension nonsense"),
+        ({"preference": "formality", "top_k": 0}, "at least 1"),
+        ({"preference": "formality", "top_k": 4}, "below the model's 4 layers"),
+    ],
+)
+def test_compute_vectors_refuses_what_it_cannot_compute(model_dir, options, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("compute_vectors", model=str(model_dir), **options)
+    assert not VectorSet.objects.exists()
+
+
+def test_compute_vectors_needs_both_data_files_or_neither(model_dir, example_files):
+    with pytest.raises(CommandError, match="both"):
+        call_command("compute_vectors", model=str(model_dir), preference="f", positive_data=example_files[0])

@@ -1,7 +1,8 @@
 import pytest
 
-from steering import services
-from steering.engine import SteeringVectors
+from steering import evaluation, services
+from steering.engine import SteeringVectors, top_layers
+from steering.engine.sweep import RangeSearch
 from steering.models import PreferenceDimension, VectorSet
 
 from tests.tiny_models import CORPUS, build_tiny
@@ -89,3 +90,38 @@ def test_it_computes_with_the_chosen_method(tiny, formality, media, method):
     vectors = SteeringVectors.load(media / vector_set.file.name)
     assert vectors.method == method
     assert vectors.layer_scores["formality"] and len(vectors.layer_scores["formality"]) == 4
+
+
+def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, formality, media, monkeypatch):
+    searched = {}
+
+    def fake_search(loaded, vectors, prompts, *, max_ppl_ratio, hooks, progress):
+        searched.update(prompts=prompts, factor=max_ppl_ratio)
+        progress(1, 2)
+        return {dim: RangeSearch(dim, 0.045, 10.0, {0.045: 1.2}) for dim in vectors.dimensions}
+
+    monkeypatch.setattr(evaluation, "search_functional_range", fake_search)
+    vector_set = services.vector_set_create(name="k", model_id="tiny-llama", dimensions=[formality], top_k=2)
+    reported = []
+    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny, report=reported.append)
+    assert vector_set.status == VectorSet.Status.READY, vector_set.error
+    vectors = SteeringVectors.load(media / vector_set.file.name)
+    mean_scores = vectors.layer_scores["formality"]
+    assert vector_set.layers == vectors.layers == top_layers(mean_scores, 2)
+    # The measured range is stored on the row and in the file, which every generation reads.
+    assert vector_set.functional_range == vectors.functional_range == {"formality": 0.045}
+    assert searched["factor"] == 2.0 and len(searched["prompts"]) == 3
+    assert 80 <= max(reported[:-1]) < 100  # extraction fills 0–80 %, the search the rest
+
+
+def test_without_the_search_the_default_range_stays(tiny, formality, media, settings):
+    settings.STEERLAB_RANGE_SEARCH = False
+    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    assert vector_set.functional_range == {"formality": 0.02}
+
+
+def test_a_top_k_the_model_cannot_take_fails_with_a_readable_error(tiny, formality, media):
+    vector_set = services.vector_set_create(name="k", model_id="tiny-llama", dimensions=[formality], top_k=9)
+    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    assert vector_set.status == VectorSet.Status.FAILED and "top_k must be between 1 and 3" in vector_set.error

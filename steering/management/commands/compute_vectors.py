@@ -1,5 +1,5 @@
-"""`compute_vectors`: the seed CLI's verb. Computes a vector set from two example files and
-registers it, with a progress bar."""
+"""`compute_vectors`: the seed CLI's verb. Computes a vector set from two example files (or
+from shipped dimensions) and registers it, with a progress bar."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from steering import services
+from steering import data, services
 from steering.engine import ModelNotFound, load_model
 from steering.engine.models import model_id_for
 from steering.models import VectorSet
@@ -42,10 +42,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--model", default=None, help="hub name, local path or 'embedded' (default: STEERLAB_MODEL)")
-        parser.add_argument("--preference", required=True, help="dimension name, e.g. formality")
-        parser.add_argument("--positive-data", required=True, help="JSON list of texts for the positive end")
-        parser.add_argument("--negative-data", required=True, help="JSON list of texts for the negative end")
-        parser.add_argument("--method", default="caa", choices=["caa"], help="extraction method")
+        parser.add_argument(
+            "--preference", required=True,
+            help="dimension name, e.g. formality; without data files, shipped dimensions, comma-separated "
+            f"(or 'all': {', '.join(data.dimension_names())})",
+        )
+        parser.add_argument("--positive-data", default=None, help="JSON list of texts for the positive end")
+        parser.add_argument("--negative-data", default=None, help="JSON list of texts for the negative end")
+        parser.add_argument("--method", default="caa", choices=VectorSet.Method.values, help="extraction method")
+        parser.add_argument(
+            "--top-k", type=int, default=None,
+            help="steer the k layers that separate the ends best on held-out data (default: the middle half)",
+        )
         parser.add_argument("--positive-label", default=None, help="name of the positive end (default: more <preference>)")
         parser.add_argument("--negative-label", default=None, help="name of the negative end (default: less <preference>)")
         parser.add_argument("--name", default=None, help="name of the vector set")
@@ -53,29 +61,51 @@ class Command(BaseCommand):
         parser.add_argument("--device", default=None, help="auto, cpu, cuda… (default: STEERLAB_DEVICE)")
 
     def handle(self, *args, **opts) -> None:
-        positive = read_examples(opts["positive_data"], "positive")
-        negative = read_examples(opts["negative_data"], "negative")
-        name = opts["preference"]
+        if (opts["positive_data"] is None) != (opts["negative_data"] is None):
+            raise CommandError("Give both --positive-data and --negative-data, or neither (shipped dimensions)")
+        shipped = opts["positive_data"] is None
+        if shipped:
+            names = data.dimension_names() if opts["preference"] == "all" else opts["preference"].split(",")
+            unknown = [n for n in names if n not in data.dimension_names()]
+            if unknown:
+                raise CommandError(
+                    f"No shipped dimension {', '.join(unknown)} (there are: {', '.join(data.dimension_names())}); "
+                    "give --positive-data and --negative-data for a new one"
+                )
+        else:
+            positive = read_examples(opts["positive_data"], "positive")
+            negative = read_examples(opts["negative_data"], "negative")
+        if opts["top_k"] is not None and opts["top_k"] < 1:
+            raise CommandError("--top-k must be at least 1")
         model = opts["model"] or settings.STEERLAB_MODEL
         self.stdout.write(f"Loading {model}…")
         try:
             loaded = load_model(model, device=opts["device"] or settings.STEERLAB_DEVICE)
         except (ModelNotFound, ValueError) as exc:
             raise CommandError(str(exc)) from exc
-        dimension = services.dimension_update_or_create(
-            name=name,
-            positive=positive,
-            negative=negative,
-            negative_label=opts["negative_label"] or f"less {name}",
-            positive_label=opts["positive_label"] or f"more {name}",
-        )
+        if opts["top_k"] is not None and opts["top_k"] >= loaded.num_layers:
+            raise CommandError(f"--top-k must be below the model's {loaded.num_layers} layers")
+        if shipped:
+            dimensions = [services.dimension_import_default(name=name) for name in names]
+        else:
+            name = opts["preference"]
+            dimensions = [
+                services.dimension_update_or_create(
+                    name=name,
+                    positive=positive,
+                    negative=negative,
+                    negative_label=opts["negative_label"] or f"less {name}",
+                    positive_label=opts["positive_label"] or f"more {name}",
+                )
+            ]
         vector_set = services.vector_set_create(
-            name=opts["name"] or f"{name} ({opts['method']})",
+            name=opts["name"] or f"{opts['preference']} ({opts['method']})",
             model_id=model_id_for(model),
-            dimensions=[dimension],
+            dimensions=dimensions,
             method=opts["method"],
+            top_k=opts["top_k"],
         )
-        with tqdm(total=100, desc="extracting", unit="%", file=self.stdout) as bar:
+        with tqdm(total=100, desc="computing", unit="%", file=self.stdout) as bar:
             vector_set = services.vector_set_compute(
                 vector_set=vector_set, loaded=loaded, report=lambda percent: bar.update(percent - bar.n)
             )
@@ -89,5 +119,8 @@ class Command(BaseCommand):
             shutil.copyfile(stored, opts["output"])
             self.stdout.write(f"Wrote {opts['output']}")
         self.stdout.write(
-            self.style.SUCCESS(f"Vector set #{vector_set.pk} '{vector_set.name}' is ready: layers {vector_set.layers}")
+            self.style.SUCCESS(
+                f"Vector set #{vector_set.pk} '{vector_set.name}' is ready: layers {vector_set.layers}, "
+                f"functional range {vector_set.functional_range}"
+            )
         )

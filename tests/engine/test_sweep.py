@@ -1,0 +1,84 @@
+import math
+
+import pytest
+
+from steering.engine import SteeringHooks, compute_vectors
+from steering.engine.sweep import evaluate_dimension, functional_range_from, generate_rows, search_functional_range
+from steering.engine import GenerationParams
+
+from tests.tiny_models import CORPUS, build_tiny
+
+PROMPTS = ["Tell me about your day", "What is a good book?"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny("llama")
+
+
+@pytest.fixture(scope="module")
+def vectors(tiny):
+    return compute_vectors(tiny, {"f": (CORPUS[0::2], CORPUS[1::2]), "g": (CORPUS[1::2], CORPUS[0::2])})
+
+
+def test_the_range_is_the_largest_candidate_below_which_every_one_passes():
+    assert functional_range_from({0.01: 1.1, 0.02: 1.5, 0.04: 1.9, 0.08: 3.0}, 2.0) == (0.04, True)
+    # A candidate past the limit ends the search even if a larger one dips back below it.
+    assert functional_range_from({0.01: 1.1, 0.02: 2.5, 0.04: 1.2}, 2.0) == (0.01, True)
+    assert functional_range_from({0.01: math.nan, 0.02: 1.0}, 2.0) == (0.01, False)
+    assert functional_range_from({0.02: 2.5, 0.01: 3.0}, 2.0) == (0.01, False)  # none passes: the gentlest
+
+
+def test_the_search_keeps_gentle_steering_and_rejects_steering_that_wrecks_the_text(tiny, vectors):
+    # Strengths in residual-norm units: 1e-4 changes almost nothing, 50× the residual norm
+    # turns the answers into text the unsteered model finds less likely. A random model is
+    # nearly uniform over its small vocabulary, so perplexity cannot grow much: a tight limit.
+    results = search_functional_range(
+        tiny, vectors, PROMPTS, candidates=(1e-4, 1e-3, 50.0, 500.0), max_ppl_ratio=1.1,
+        params=GenerationParams(max_new_tokens=8),
+    )
+    assert set(results) == {"f", "g"}
+    for result in results.values():
+        assert result.functional_range == 1e-3 and result.within_limit
+        assert result.ratios[1e-4] == pytest.approx(1.0, abs=0.05)
+        assert result.ratios[50.0] > 1.1 and result.ratios[500.0] > 1.1
+        assert result.baseline_perplexity > 1.0
+
+
+def test_the_search_reports_progress_up_to_its_total(tiny, vectors):
+    seen = []
+    search_functional_range(
+        tiny, vectors, PROMPTS[:1], dimensions=["f"], candidates=(1e-3,), params=GenerationParams(max_new_tokens=4),
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_rows_of_one_batch_answer_as_they_would_alone(tiny, vectors):
+    params = GenerationParams(max_new_tokens=6)
+    ids = tiny.chat_ids(PROMPTS[0])
+    rows = [(ids, vectors.layer_deltas({"f": s})) for s in (-1.0, 0.0, 1.0)]
+    with SteeringHooks(tiny.layers, vectors.layers) as hooks:
+        together = generate_rows(tiny, hooks, rows, params)
+        alone = [generate_rows(tiny, hooks, [row], params)[0] for row in rows]
+    assert together == alone
+
+
+def test_the_evaluation_measures_every_strength_against_strength_zero(tiny, vectors):
+    result = evaluate_dimension(
+        tiny, vectors.with_range("f", 5.0), "f", PROMPTS, (["formal text"], ["casual text"]),
+        strengths=(-1.0, 1.0), params=GenerationParams(max_new_tokens=6),
+    )
+    assert [p.strength for p in result.points] == [-1.0, 0.0, 1.0]  # 0 is always measured
+    zero = result.at(0.0)
+    assert zero.ppl_ratio == pytest.approx(1.0) and zero.pne == pytest.approx(0.0)
+    for point in result.points:
+        assert len(point.answers) == len(point.effects) == len(PROMPTS)
+        assert point.effect == pytest.approx(sum(point.effects) / len(PROMPTS))
+        assert point.pne == pytest.approx((point.effect - zero.effect) / point.ppl_ratio)
+    assert result.at(1.0).answers != zero.answers  # strong steering changes the text
+    assert -1.0 <= result.spearman <= 1.0 or math.isnan(result.spearman)
+    assert result.functional_range == 5.0 and result.method == "caa"
+    assert result.to_dict()["points"][0]["strength"] == -1.0
+    with pytest.raises(KeyError):
+        result.at(0.5)
