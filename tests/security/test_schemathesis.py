@@ -31,7 +31,7 @@ from steering import runtime
 # About a minute on a shared two-core machine: a thousand requests.
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "8"))
 CHAT_EXAMPLES = int(os.environ.get("SCHEMATHESIS_CHAT_EXAMPLES", "6"))
 # Not negative_data_rejection: DRF ignores fields it does not know and reads an empty query
 # parameter as an omitted one, both on purpose (tests/security/test_routes.py relies on the
