@@ -11,6 +11,11 @@ from steering import selectors
 from steering.models import InteractionLog, PreferenceProfile
 
 HISTORY_LIMIT = 50
+MODE_HELP = {
+    PreferenceProfile.Mode.SELECT: "you set the sliders",
+    PreferenceProfile.Mode.CALIBRATE: "set by comparing answers",
+    PreferenceProfile.Mode.LEARN: "your feedback on answers moves them",
+}
 INTERACTIONS_LIMIT = 50
 
 
@@ -47,10 +52,13 @@ def chat(request, conversation_id: int | None = None):
     if conversation is not None:
         for message in conversation.messages.select_related("interaction"):
             message.steering = ""
+            message.feedback_ready = False
             if message.interaction is not None:
                 message.steering = steering_label(message.interaction.strengths, labels)
                 if message.interaction.status == InteractionLog.Status.CANCELLED:
                     message.steering += " · stopped"
+                # Finished answers can be rated (LEARN), as they are right after streaming.
+                message.feedback_ready = message.interaction.status == InteractionLog.Status.OK
             messages.append(message)
     return render(request, "steering/chat.html", {
         "conversations": conversations[:100],
@@ -75,4 +83,5 @@ def profile(request):
         "history": history,
         "interactions": selectors.interactions_for(user=request.user)[:INTERACTIONS_LIMIT],
         "interactions_limit": INTERACTIONS_LIMIT,
+        "mode_help": MODE_HELP.get(summary["mode"], "") if summary else "",
     })

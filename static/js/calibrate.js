@@ -22,56 +22,16 @@
   const answers = { a: document.getElementById("calibrate-answer-a"), b: document.getElementById("calibrate-answer-b") };
   const choiceButtons = Array.from(document.querySelectorAll("#calibrate-choices [data-choice]"));
   const status = document.getElementById("calibrate-status");
-  const MODES = { select: "Select (sliders)", calibrate: "Calibrate (compare answers)", learn: "Learn (from feedback)" };
+  const { api, renderProfile, refreshHistory } = window.SteerLab;
   const MAX_NEW_TOKENS = 60;
 
   let state = null; // what the server last returned
   let socket = null;
   let finished = { a: false, b: false };
-
-  function csrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
-  }
+  let logged = { a: null, b: null }; // the interaction ids of answers A and B, for the choice's feedback
 
   function setChoicesEnabled(enabled) {
     for (const button of choiceButtons) button.disabled = !enabled;
-  }
-
-  function errorText(body, fallback) {
-    if (!body || typeof body !== "object") return fallback;
-    if (body.detail) return String(body.detail);
-    return Object.values(body).flat().join(" ") || fallback;
-  }
-
-  async function api(method, url, payload) {
-    const options = { method: method, credentials: "same-origin", headers: { "X-CSRFToken": csrfToken() } };
-    if (payload) {
-      options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(payload);
-    }
-    const response = await fetch(url, options);
-    const body = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(errorText(body, "The server answered " + response.status + "."));
-    return body;
-  }
-
-  // The sliders and summaries show the server's profile after a calibration.
-  function renderProfile(profile) {
-    for (const d of profile.dimensions) {
-      const slider = document.getElementById("pref-" + d.name);
-      const summary = document.getElementById("summary-" + d.name);
-      if (slider) {
-        slider.value = Math.round(d.strength * 100);
-        slider.setAttribute("aria-valuetext", d.summary);
-      }
-      if (summary) summary.textContent = d.summary;
-    }
-    const mode = document.getElementById("pref-mode");
-    if (mode && profile.mode) {
-      mode.dataset.mode = profile.mode;
-      mode.textContent = MODES[profile.mode] || profile.mode;
-    }
   }
 
   function closeSocket() {
@@ -105,6 +65,7 @@
       target.textContent = frame.text;
       target.classList.remove("streaming");
       finished[tag] = true;
+      logged[tag] = frame.stats ? frame.stats.interaction_id : null;
     } else if (frame.type === "error") {
       target.classList.remove("streaming");
       target.textContent = "";
@@ -141,6 +102,7 @@
 
   async function generateRound() {
     finished = { a: false, b: false };
+    logged = { a: null, b: null };
     setChoicesEnabled(false);
     roundLine.textContent = String(state.round + 1);
     roundsLine.textContent = String(state.rounds);
@@ -155,6 +117,7 @@
       answers[tag].classList.add("streaming");
       const frame = {
         type: "generate",
+        purpose: "calibrate",
         tag: tag,
         prompt: state.question,
         preferences: { [state.dimension]: ends[tag] },
@@ -196,6 +159,9 @@
         rounds: state.rounds,
         choice: choice,
         vector_set: state.vector_set,
+        // The server logs the choice only with both answers' ids.
+        interaction_a: logged.a && logged.b ? logged.a : null,
+        interaction_b: logged.a && logged.b ? logged.b : null,
       });
       state = next;
       if (!next.done) {
@@ -211,6 +177,7 @@
         // The choose answer already carries the updated profile; use it.
       }
       if (profile) renderProfile(profile);
+      refreshHistory();
       const dim = profile && profile.dimensions.find((d) => d.name === next.dimension);
       resultLine.textContent = "Calibrated: " + (dim ? dim.summary : Math.round(next.result * 100) + " %");
       resultLine.hidden = false;

@@ -88,6 +88,9 @@
       if (frame.stats && frame.stats.finish_reason === "cancelled") {
         current.item.classList.add("chat-stopped");
         current.steering.textContent += " · stopped";
+      } else if (frame.stats && frame.stats.interaction_id) {
+        current.item.dataset.interaction = frame.stats.interaction_id;
+        window.SteerLab.attachFeedback(current.item, frame.stats.interaction_id);
       }
       finish();
     } else if (frame.type === "error") {

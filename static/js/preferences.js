@@ -1,70 +1,61 @@
-// SELECT mode: one slider per dimension. A slider's `change` (released, not every `input`
-// step) PATCHes /api/profile/ with the session cookie and the CSRF token, and the summary
-// under it is replaced by the server's ("35 % Budget"), so the page shows what was saved.
+// The preference panel. SELECT: a slider's `change` (released, not every `input` step) PATCHes
+// /api/profile/ and the summary under it is replaced by the server's ("35 % Budget"), so the
+// page shows what was saved. The mode switch sets how the profile is meant to change from now
+// on (LEARN lets feedback on answers move it). Recent changes are listed with Undo buttons.
 (function () {
   "use strict";
 
   const form = document.getElementById("pref-form");
   if (!form) return; // no vector set is ready: the page explains why
 
+  const { api, renderProfile, refreshHistory } = window.SteerLab;
   const errorBox = document.getElementById("pref-error");
-
-  function csrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
-  }
+  const modeHelp = document.getElementById("pref-mode-help");
+  const HELP = {
+    select: "Move the sliders; the next answer follows them.",
+    calibrate: "Compare two answers a few times below; your choices set a dimension.",
+    learn: "Rate answers (👍 Good / 👎 Not quite) and say what to change (“too formal”); your sliders move for you.",
+  };
 
   function showError(message) {
     errorBox.textContent = message;
     errorBox.hidden = !message;
   }
 
-  // Put the server's view of the profile on the page (sliders and summaries).
-  function render(profile) {
-    for (const d of profile.dimensions) {
-      const slider = document.getElementById("pref-" + d.name);
-      const summary = document.getElementById("summary-" + d.name);
-      if (!slider || !summary) continue;
-      slider.value = Math.round(d.strength * 100);
-      slider.setAttribute("aria-valuetext", d.summary);
-      summary.textContent = d.summary;
-    }
-    const mode = document.getElementById("pref-mode");
-    if (mode && profile.mode) mode.dataset.mode = profile.mode;
-  }
-
-  async function save(method, strengths) {
+  async function save(method, body) {
     form.classList.add("pref-saving");
     try {
-      const response = await fetch("/api/profile/", {
-        method: method,
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-        body: JSON.stringify({ strengths: strengths, source: "select" }),
-      });
-      const body = await response.json().catch(() => ({}));
-      if (!response.ok) {
-        showError("Not saved: " + (JSON.stringify(body.strengths || body.detail || body) || response.status));
-        return;
-      }
+      renderProfile(await api(method, "/api/profile/", body));
       showError("");
-      render(body);
+      await refreshHistory();
     } catch (err) {
-      showError("Not saved: the server could not be reached.");
+      showError("Not saved: " + err.message);
     } finally {
       form.classList.remove("pref-saving");
     }
   }
 
   form.addEventListener("change", function (event) {
-    const slider = event.target;
-    if (!slider.classList.contains("pref-slider")) return;
-    save("PATCH", { [slider.name]: Number(slider.value) / 100 });
+    const target = event.target;
+    if (target.classList.contains("pref-slider")) {
+      save("PATCH", { strengths: { [target.name]: Number(target.value) / 100 }, source: "select" });
+    } else if (target.name === "pref-mode") {
+      save("PATCH", { mode: target.value });
+    }
   });
 
   document.getElementById("pref-reset").addEventListener("click", function () {
     const strengths = {};
     for (const slider of form.querySelectorAll(".pref-slider")) strengths[slider.name] = 0;
-    save("PUT", strengths);
+    save("PUT", { strengths: strengths, source: "reset" });
   });
+
+  document.addEventListener("steerlab:mode", function (event) {
+    if (modeHelp) modeHelp.textContent = HELP[event.detail] || "";
+    document.body.dataset.steeringMode = event.detail;
+  });
+  const current = document.getElementById("pref-mode");
+  if (current && modeHelp) modeHelp.textContent = HELP[current.dataset.mode] || "";
+
+  refreshHistory();
 })();

@@ -99,7 +99,7 @@ class DimensionSerializer(serializers.ModelSerializer):
 class VectorSetSerializer(serializers.ModelSerializer):
     dimensions = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
     shared = serializers.SerializerMethodField()
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)  # null: shared
     download_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -174,8 +174,8 @@ class ProfileSerializer(serializers.Serializer):
     dimensions = ProfileDimensionSerializer(many=True, read_only=True)
     updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
     source = serializers.ChoiceField(
-        choices=["api", "select"], default="api", write_only=True,
-        help_text='Recorded in the history: "select" for the chat page\'s sliders.',
+        choices=["api", "select", "reset"], default="api", write_only=True,
+        help_text='Recorded in the history: "select" for the chat page\'s sliders, "reset" for its Reset button.',
     )
 
 

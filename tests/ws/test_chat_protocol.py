@@ -107,3 +107,25 @@ async def test_a_conversation_of_another_user_is_not_found(steerable, alice, bob
     assert error["code"] == "not_found"
     assert await sync_to_async(Message.objects.count)() == 0
     await ws.disconnect()
+
+
+async def test_calibration_answers_are_logged_as_such_and_never_join_a_conversation(steerable, alice):
+    ws, connected, _ = await connect(alice)
+    assert connected
+    for tag, strength in (("a", -1.0), ("b", 1.0)):
+        await ws.send_json_to({"type": "generate", "purpose": "calibrate", "tag": tag, "prompt": "Greet a guest.",
+                               "max_new_tokens": 8, "preferences": {"formality": strength},
+                               "new_conversation": True})
+    done = {}
+    while len(done) < 2:
+        frame = await ws.receive_json_from(timeout=120)
+        assert frame["type"] != "error", frame
+        if frame["type"] == "start":
+            assert frame["conversation_id"] is None
+        if frame["type"] == "done":
+            done[frame["tag"]] = frame
+    logs = await sync_to_async(lambda: list(InteractionLog.objects.filter(
+        pk__in=[f["stats"]["interaction_id"] for f in done.values()]).values_list("source", "conversation_id")))()
+    assert logs == [("calibrate", None), ("calibrate", None)]
+    assert not await sync_to_async(Conversation.objects.exists)()
+    await ws.disconnect()

@@ -1,0 +1,148 @@
+// What the chat and profile pages share: calling the REST API with the session cookie and the
+// CSRF token, showing the server's profile on the page (sliders, summaries, mode), and the
+// list of recent profile changes with their Undo buttons. Loaded first; the other scripts use
+// window.SteerLab. Server text is only ever written with textContent, never as HTML.
+(function () {
+  "use strict";
+
+  const MODES = {
+    select: "Select (sliders)",
+    calibrate: "Calibrate (compare answers)",
+    learn: "Learn (from feedback)",
+  };
+  const SOURCES = {
+    select: "slider", calibrate: "calibration", learn: "learned from feedback", api: "API", undo: "undo", reset: "reset",
+  };
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function errorText(body, fallback) {
+    if (!body || typeof body !== "object") return fallback;
+    if (body.detail) return String(body.detail);
+    return Object.values(body).flat().join(" ") || fallback;
+  }
+
+  // fetch() as JSON; a non-2xx answer throws an Error whose message is the server's.
+  async function api(method, url, payload) {
+    const options = { method: method, credentials: "same-origin", headers: { "X-CSRFToken": csrfToken() } };
+    if (payload !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(payload);
+    }
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (err) {
+      throw new Error("The server could not be reached.");
+    }
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(errorText(body, "The server answered " + response.status + "."));
+    return body;
+  }
+
+  function labelsOnPage() {
+    const node = document.getElementById("dimension-labels");
+    return node ? JSON.parse(node.textContent) : {};
+  }
+
+  // -0.35 on Budget ↔ Luxury reads "35 % Budget", as the server writes it.
+  function strengthSummary(name, value) {
+    const ends = labelsOnPage()[name] || ["−" + name, "+" + name];
+    const percent = Math.round(Math.abs(value) * 100);
+    return percent === 0 ? "Neutral" : percent + " % " + (value > 0 ? ends[1] : ends[0]);
+  }
+
+  // Put the server's view of the profile on the page (sliders, summaries, mode switch).
+  function renderProfile(profile) {
+    for (const d of profile.dimensions || []) {
+      const slider = document.getElementById("pref-" + d.name);
+      const summary = document.getElementById("summary-" + d.name);
+      if (slider) {
+        slider.value = Math.round(d.strength * 100);
+        slider.setAttribute("aria-valuetext", d.summary);
+      }
+      if (summary) summary.textContent = d.summary;
+      const row = document.querySelector('#profile-strengths tr[data-dimension="' + d.name + '"] .profile-summary');
+      if (row) row.textContent = d.summary;
+    }
+    if (profile.mode) {
+      const mode = document.getElementById("pref-mode");
+      if (mode) {
+        mode.dataset.mode = profile.mode;
+        mode.textContent = MODES[profile.mode] || profile.mode;
+      }
+      const radio = document.querySelector('input[name="pref-mode"][value="' + profile.mode + '"]');
+      if (radio) radio.checked = true;
+      document.dispatchEvent(new CustomEvent("steerlab:mode", { detail: profile.mode }));
+    }
+  }
+
+  async function refreshProfile() {
+    renderProfile(await api("GET", "/api/profile/"));
+    await refreshHistory();
+  }
+
+  // The recent changes list (#pref-history), newest first, each undoable once.
+  async function refreshHistory() {
+    const list = document.getElementById("pref-history");
+    if (!list) return;
+    const limit = Number(list.dataset.limit || 6);
+    let page;
+    try {
+      page = await api("GET", "/api/profile/history/");
+    } catch (err) {
+      return; // the list keeps what it showed; the next change refreshes it
+    }
+    list.replaceChildren();
+    const entries = page.results.slice(0, limit);
+    if (!entries.length) {
+      const empty = document.createElement("li");
+      empty.className = "muted";
+      empty.textContent = "No changes yet.";
+      list.appendChild(empty);
+    }
+    for (const u of entries) list.appendChild(historyEntry(u));
+  }
+
+  function historyEntry(u) {
+    const item = document.createElement("li");
+    item.className = "history-entry" + (u.undone ? " history-undone" : "");
+    item.dataset.source = u.source;
+    const text = document.createElement("span");
+    text.textContent = u.dimension + ": " + strengthSummary(u.dimension, u.old_strength) + " → " +
+      strengthSummary(u.dimension, u.new_strength) + " (" + (SOURCES[u.source] || u.source) + ")" +
+      (u.undone ? " · undone" : "");
+    if (u.reason) text.title = u.reason;
+    item.appendChild(text);
+    if (!u.undone && u.source !== "undo") {
+      const undo = document.createElement("button");
+      undo.type = "button";
+      undo.className = "button button-quiet button-small history-undo";
+      undo.textContent = "Undo";
+      undo.setAttribute("aria-label", "Undo the change of " + u.dimension);
+      undo.addEventListener("click", () => undoChange(u.id, undo));
+      item.appendChild(undo);
+    }
+    return item;
+  }
+
+  async function undoChange(id, button) {
+    if (button) button.disabled = true;
+    try {
+      await api("POST", "/api/profile/history/" + id + "/undo/");
+    } catch (err) {
+      if (button) {
+        button.disabled = false;
+        button.title = err.message;
+      }
+    }
+    await refreshProfile().catch(() => {});
+  }
+
+  window.SteerLab = {
+    MODES, api, csrfToken, renderProfile, refreshProfile, refreshHistory, strengthSummary, undoChange,
+  };
+})();
