@@ -61,12 +61,23 @@ def test_it_starts_a_private_computation(as_alice, alice, dimensions, django_cap
     assert len(callbacks) == 1  # the task is queued once the row is committed
 
 
+def test_it_records_the_method_and_top_k_asked_for(as_alice, dimensions, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        response = as_alice.post(
+            "/api/vector-sets/", {"name": "k", "dimensions": ["cost"], "method": "probe", "top_k": 8}, format="json"
+        )
+    assert response.status_code == 202, response.json()
+    assert (response.json()["method"], response.json()["top_k"]) == ("probe", 8)
+    assert VectorSet.objects.get().top_k == 8
+
+
 @pytest.mark.parametrize(
     "payload, field",
     [
         ({"name": "x", "dimensions": ["nope"]}, "dimensions"),
         ({"name": "x", "dimensions": []}, "dimensions"),
         ({"name": "x", "dimensions": ["cost"], "method": "magic"}, "method"),
+        ({"name": "x", "dimensions": ["cost"], "top_k": 0}, "top_k"),
         ({"dimensions": ["cost"]}, "name"),
     ],
 )
