@@ -45,7 +45,8 @@ class Command(BaseCommand):
         vector_set = services.vector_set_compute(
             vector_set=vector_set,
             loaded=site_model(),
-            report=lambda percent: self.stdout.write(f"\r  extracting activations: {percent:3d} %", ending=""),
+            # Extraction, then the functional-range search (the last fifth).
+            report=lambda percent: self.stdout.write(f"\r  computing: {percent:3d} %", ending=""),
         )
         self.stdout.write("")
         if vector_set.status != VectorSet.Status.READY:
