@@ -101,11 +101,7 @@ class Evaluation(models.Model):
     prompts at several strengths, scored for Effect, perplexity and PNE, computed in the
     background. The report is the engine's Evaluation as JSON; the plot a PNG beside it."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        READY = "ready"
-        FAILED = "failed"
+    Status = VectorSet.Status  # the same life: pending, running, then ready or failed
 
     vector_set = models.ForeignKey(VectorSet, on_delete=models.CASCADE, related_name="evaluations")
     dimension = models.SlugField(max_length=50)

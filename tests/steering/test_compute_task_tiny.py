@@ -9,21 +9,9 @@ from django_q.exceptions import TimeoutException
 
 from steering import services
 from steering.models import PreferenceDimension, VectorSet
-from tests.tiny_models import CORPUS, build_tiny
+from tests.tiny_models import CORPUS
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def tiny_site(settings, tmp_path):
-    loaded = build_tiny("llama")
-    directory = tmp_path / "tiny-llama"
-    loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    settings.STEERLAB_MODEL = str(directory)
-    settings.STEERLAB_DEVICE = "cpu"
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return directory
 
 
 @pytest.fixture

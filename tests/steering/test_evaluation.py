@@ -11,24 +11,16 @@ from django_q.tasks import async_task
 from steering import evaluation, services
 from steering.models import Evaluation, PreferenceDimension, VectorSet
 from steering.runtime import site_model
-from tests.tiny_models import CORPUS, build_tiny
+from tests.tiny_models import CORPUS
 
 pytestmark = pytest.mark.django_db
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def tiny_site(settings, tmp_path):
-    loaded = build_tiny("llama")
-    directory = tmp_path / "tiny-llama"
-    loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    settings.STEERLAB_MODEL = str(directory)
-    settings.STEERLAB_DEVICE = "cpu"
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.STEERLAB_RANGE_SEARCH = False  # tested in tests/engine/test_sweep.py
-    return directory
+@pytest.fixture(autouse=True)
+def _no_range_search(settings):
+    settings.STEERLAB_RANGE_SEARCH = False  # the search is tested in tests/engine/test_sweep.py
 
 
 @pytest.fixture
