@@ -227,7 +227,7 @@ def test_the_vector_set_list_shows_progress_dimensions_and_owner(staff_client, t
     VectorSet.objects.filter(pk=shared.pk).update(status=VectorSet.Status.RUNNING, progress=42)
     services.vector_set_create(name="Alice's", model_id="x/y", dimensions=[tone], owner=alice)
     content = staff_client.get(url("steering_vectorset_changelist")).content.decode()
-    assert '<progress value="42" max="100"' in content and "42 %" in content
+    assert '<progress class="vs-progress" value="42" max="100"' in content and "42 %" in content
     assert "Shared tone" in content and "running" in content
     assert "<td class=\"field-dimension_list\">tone</td>" in content
     assert '<td class="field-owner_or_shared">shared</td>' in content
