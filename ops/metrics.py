@@ -115,11 +115,13 @@ class TaskCollector(_ScrapeTime):
 
     def collect(self):
         from django.db import DatabaseError
+        from django.db.models import Count
         from django_q.models import Failure, OrmQ
 
         try:
             waiting = OrmQ.objects.count()
-            failed = dict(_count_by(Failure.objects.all(), "func"))
+            # order_by(): no default ordering may split the groups.
+            failed = dict(Failure.objects.values_list("func").annotate(n=Count("pk")).order_by())
         except DatabaseError as exc:  # the scrape still answers; health reports the database
             log.warning("Task metrics unavailable: %s", exc)
             return
@@ -130,12 +132,6 @@ class TaskCollector(_ScrapeTime):
         for func, count in sorted(failed.items()):
             family.add_metric([func], count)
         yield family
-
-
-def _count_by(queryset, field: str):
-    from django.db.models import Count
-
-    return queryset.values_list(field).annotate(n=Count("pk")).order_by()
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
