@@ -37,6 +37,7 @@ class _Site:
 _sites: dict[tuple[str, str], _Site] = {}
 _load_errors: dict[tuple[str, str], str] = {}
 _warming: threading.Thread | None = None
+_warming_lock = threading.Lock()
 
 
 def _key() -> tuple[str, str]:
@@ -81,7 +82,10 @@ def warm_up() -> None:
     """Start loading the model in a background thread (once), so a health probe or the first
     page view does not wait ~20 s for it."""
     global _warming
-    with _lock:
+    # Not _lock: the loading thread holds that for the whole load, and a health probe that
+    # waited on it would hang (holding Django's one thread for sync views) instead of
+    # answering "loading".
+    with _warming_lock:
         if site_model_loaded() or (_warming is not None and _warming.is_alive()):
             return
         _warming = threading.Thread(target=_warm, name="steerlab-model-load", daemon=True)

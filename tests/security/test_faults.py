@@ -89,6 +89,31 @@ def test_health_answers_503_while_the_database_is_down_and_200_once_it_is_back(t
     assert type(alice).objects.filter(pk=alice.pk).exists()  # what was committed is still there
 
 
+def test_health_answers_loading_at_once_while_the_model_loads(tiny_site, settings, client):
+    import threading
+    import time
+
+    settings.STEERLAB_MODEL = str(tiny_site) + "/"  # the same model under a key not loaded yet
+    loading, release = threading.Event(), threading.Event()
+
+    def slow_load():  # what the loading thread does: hold the runtime lock for the whole load
+        with runtime._lock:
+            loading.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=slow_load)
+    holder.start()
+    try:
+        assert loading.wait(5)
+        started = time.monotonic()
+        response = client.get("/api/health/")
+        assert time.monotonic() - started < 3  # answered, not queued behind the load
+        assert response.status_code == 503 and response.json()["status"] == "loading"
+    finally:
+        release.set()
+        holder.join()
+
+
 # -- clients that leave -----------------------------------------------------------------------------
 
 
