@@ -77,6 +77,13 @@ class PreferenceDimensionAdmin(admin.ModelAdmin):
             },
         ),
         ("Reference texts, for evaluation only", {"fields": ["reference_positive", "reference_negative"]}),
+        (
+            "LEARN: how users ask for each end",
+            {
+                "fields": ["feedback_positive", "feedback_negative"],
+                "description": "Feedback texts on answers are compared with these to find which end a user wants.",
+            },
+        ),
     ]
 
     def get_readonly_fields(self, request, obj=None):

