@@ -96,6 +96,7 @@ def main() -> None:
     from steering import services
 
     call_command("migrate", verbosity=0)
+    services.dimension_import_default(name=args.dimension)  # with its reference texts, for step 5
     vector_set = services.vector_set_register(vectors=vectors, name=f"example {args.dimension}")
     user, _ = get_user_model().objects.get_or_create(username="example")
     user.set_password("example-password")
