@@ -6,6 +6,7 @@ from django.core.management import call_command
 
 from steering.engine import SteeringVectors
 from steering.engine.models import EMBEDDED_MODEL_ID
+from steering.engine.sweep import RANGE_CANDIDATES
 from steering.models import VectorSet
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -24,6 +25,11 @@ def test_it_creates_the_demo_account_and_the_default_vector_set_once(settings, t
     vectors.check_model(model_id=EMBEDDED_MODEL_ID, num_layers=30, hidden_size=576)
     assert sorted(vectors.dimensions) == ["age", "ambiance", "cost", "culture", "formality", "time"]
     assert vectors.labels["cost"] == ["Budget", "Luxury"]
+    # Each dimension's functional range was measured (one of the search's candidates), and the
+    # row and the file agree: generation reads it from the file.
+    assert vectors.functional_range == vector_set.functional_range
+    assert set(vectors.functional_range) == set(vectors.dimensions)
+    assert all(value in RANGE_CANDIDATES for value in vectors.functional_range.values())
 
     again = io.StringIO()
     call_command("bootstrap", stdout=again)
