@@ -46,7 +46,9 @@ run: setup
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) steerlab_site.asgi:application
 
 # pytest's exit code passes through unchanged, so "no tests collected" (5) fails too.
-test: setup browser-deps
+# The suite builds its own test database (and runs bootstrap there itself), so it needs the
+# virtualenv but not the development database that `setup` migrates and bootstraps.
+test: $(VENV)/.installed browser-deps
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 # The browser tests drive Debian's chromium through playwright (from requirements.txt; never
