@@ -17,6 +17,7 @@ from steering import runtime, services
 from steering.engine import SteeringVectors
 from steering.models import (
     Conversation,
+    Evaluation,
     Feedback,
     InteractionLog,
     Message,
@@ -36,6 +37,7 @@ ADMIN_MODELS = {
     "accounts.user",
     "steering.preferencedimension",
     "steering.vectorset",
+    "steering.evaluation",
     "steering.preferenceprofile",
     "steering.conversation",
     "steering.interactionlog",
@@ -44,7 +46,7 @@ ADMIN_MODELS = {
 }
 READ_ONLY_MODELS = {
     "steering.preferenceprofile", "steering.conversation", "steering.interactionlog", "steering.feedback",
-    "steering.profileupdate",
+    "steering.profileupdate", "steering.evaluation",
 }
 
 
@@ -150,6 +152,7 @@ def records(alice, tone):
     update = ProfileUpdate.objects.create(
         profile=profile, dimension="tone", old_strength=0.0, new_strength=0.5, source=ProfileUpdate.Source.SELECT
     )
+    evaluation = Evaluation.objects.create(vector_set=vector_set, dimension="tone", strengths=[-1, 1], prompts=["Hi"])
     return {
         "accounts.user": alice,
         "steering.preferencedimension": tone,
@@ -159,6 +162,7 @@ def records(alice, tone):
         "steering.interactionlog": log,
         "steering.feedback": feedback,
         "steering.profileupdate": update,
+        "steering.evaluation": evaluation,
     }
 
 
