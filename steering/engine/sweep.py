@@ -36,12 +36,14 @@ EVALUATION_PARAMS = GenerationParams(max_new_tokens=48)
 
 # The search is part of computing every vector set (and of `make setup`), so it is kept small:
 # a few prompts, short greedy answers, one batch. On SmolLM2-135M the unsteered greedy answers
-# have a perplexity of about 1.8 and steering raises it fast (formality: ×1.4 at 0.01, ×3.1 at
-# 0.02, ×4.6 at 0.03; cost: ×1.2, ×2.1, ×11), so the grid is dense below 0.03.
-RANGE_CANDIDATES = (0.005, 0.01, 0.015, 0.02, 0.03)
+# have a perplexity of only about 1.8, and steering raises it fast and noisily (formality, two
+# runs: ×1.4 or ×3.1 at 0.01, ×3.1 or ×8.6 at 0.02; cost: ×1.2 at 0.01, ×2.1 at 0.02, ×11 at
+# 0.03). Below 0.01 the answers barely change (the admin preview's −1 answer equals the
+# unsteered one at 0.005), so the grid starts there.
+RANGE_CANDIDATES = (0.01, 0.015, 0.02, 0.03)
 RANGE_PARAMS = GenerationParams(max_new_tokens=24)
 RANGE_PROMPTS = 3
-MAX_PPL_RATIO = 2.0
+MAX_PPL_RATIO = 3.0
 
 
 @contextmanager
