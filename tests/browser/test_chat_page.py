@@ -9,8 +9,6 @@ embedded model loads in that process on the first message (~20-30 s).
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 import shutil
 import tempfile
@@ -24,19 +22,12 @@ from django.test import override_settings
 from steering import services
 from steering.models import Feedback, PreferenceProfile, ProfileUpdate
 from tests.api.conftest import make_vectors
+from tests.browser import BROWSER_MARKS, CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output"
 MODEL_TIMEOUT_MS = 180_000  # the first answer waits for the model to load in the server process
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install -y chromium"),
-    pytest.mark.skipif(
-        importlib.util.find_spec("playwright") is None, reason="playwright is missing: pip install playwright"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 class ChatPageTest(ChannelsLiveServerTestCase):

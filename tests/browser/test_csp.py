@@ -4,8 +4,6 @@ browser logs. Nothing here generates, so the model is never loaded."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 
 import pytest
 from channels.testing import ChannelsLiveServerTestCase
@@ -13,18 +11,11 @@ from django.contrib.auth import get_user_model
 
 from steering import services
 from tests.api.conftest import make_vectors
+from tests.browser import BROWSER_MARKS, CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "a long enough passphrase 42"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install -y chromium"),
-    pytest.mark.skipif(
-        importlib.util.find_spec("playwright") is None, reason="playwright is missing: pip install playwright"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 # Each page, and an element that only shows once its scripts have run.
 PAGES = [
