@@ -32,3 +32,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": os.path.join(tempfile.gettempdir(), f"steerlab-test-{os.getpid()}.sqlite3")
     }
+else:
+    # Name the test database explicitly. channels' live server (the browser tests) takes TEST.NAME
+    # in its forked server process, or else prefixes "test_" to NAME, which pytest-django has by
+    # then already replaced with the test database's name ("test_test_…" does not exist).
+    DATABASES["default"].setdefault("TEST", {})  # noqa: F405
+    DATABASES["default"]["TEST"].setdefault("NAME", "test_" + DATABASES["default"]["NAME"])  # noqa: F405
