@@ -246,7 +246,7 @@ REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header turns an anonymous API call into a 401, where
     # session auth alone would answer 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "steering.api.authentication.StrictTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -26,21 +26,10 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from django.conf import settings
-
 from steering import runtime
 
 # About a minute on a shared two-core machine: a thousand requests.
-pytestmark = [
-    pytest.mark.slow,
-    # KNOWN DEFECT, open: on PostgreSQL (CI's second pass) this run found a 5xx that SQLite does
-    # not give (suspected: NUL characters, which PostgreSQL text refuses). It runs on SQLite until
-    # that is fixed; the closing note of 2026-11-27 records it.
-    pytest.mark.skipif(
-        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3",
-        reason="known 5xx on PostgreSQL under investigation (see the comment above)",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "8"))
 CHAT_EXAMPLES = int(os.environ.get("SCHEMATHESIS_CHAT_EXAMPLES", "6"))
