@@ -175,12 +175,22 @@ class VectorSetUploadForm(forms.Form):
         return upload
 
 
-class EvaluationStartForm(forms.Form):
-    dimension = forms.ModelChoiceField(
-        queryset=PreferenceDimension.objects.none(),
-        empty_label=None,
-        help_text="Answers are scored against this dimension's reference texts (Effect) and under the "
-        "unsteered model (perplexity).",
+class _OneDimensionForm(forms.Form):
+    """A form about one dimension of a given vector set, chosen from that set's dimensions."""
+
+    dimension_help = ""
+    dimension = forms.ModelChoiceField(queryset=PreferenceDimension.objects.none(), empty_label=None)
+
+    def __init__(self, *args, vector_set: VectorSet, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["dimension"].queryset = vector_set.dimensions.all()
+        self.fields["dimension"].help_text = self.dimension_help
+
+
+class EvaluationStartForm(_OneDimensionForm):
+    dimension_help = (
+        "Answers are scored against this dimension's reference texts (Effect) and under the "
+        "unsteered model (perplexity)."
     )
     strengths = forms.CharField(
         initial="-1, -0.5, 0, 0.5, 1",
@@ -195,10 +205,6 @@ class EvaluationStartForm(forms.Form):
     )
     max_new_tokens = forms.IntegerField(label="Max new tokens", initial=48, min_value=4, max_value=256)
 
-    def __init__(self, *args, vector_set: VectorSet, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["dimension"].queryset = vector_set.dimensions.all()
-
     def clean_strengths(self) -> list[float]:
         try:
             values = [float(part) for part in self.cleaned_data["strengths"].split(",") if part.strip()]
@@ -212,12 +218,8 @@ class EvaluationStartForm(forms.Form):
 DEFAULT_PREVIEW_PROMPT = "What should I cook for dinner tonight?"
 
 
-class VectorSetPreviewForm(forms.Form):
-    dimension = forms.ModelChoiceField(
-        queryset=PreferenceDimension.objects.none(),
-        empty_label=None,
-        help_text="The answer is generated at −100 %, 0 and +100 % of this dimension, all else equal.",
-    )
+class VectorSetPreviewForm(_OneDimensionForm):
+    dimension_help = "The answer is generated at −100 %, 0 and +100 % of this dimension, all else equal."
     prompt = forms.CharField(
         initial=DEFAULT_PREVIEW_PROMPT,
         max_length=2000,
@@ -232,7 +234,3 @@ class VectorSetPreviewForm(forms.Form):
         help_text="Length of each answer, in tokens. Generation is greedy, so the three answers differ "
         "only by their steering.",
     )
-
-    def __init__(self, *args, vector_set: VectorSet, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["dimension"].queryset = vector_set.dimensions.all()

@@ -82,8 +82,7 @@
 
   function openSocket() {
     return new Promise(function (resolve, reject) {
-      const url = (location.protocol === "https:" ? "wss" : "ws") + "://" + location.host + "/ws/chat/";
-      const opened = new WebSocket(url);
+      const opened = new WebSocket(window.SteerLab.chatSocketUrl());
       opened.addEventListener("open", function () { resolve(opened); });
       opened.addEventListener("message", function (event) {
         if (socket === opened) onFrame(JSON.parse(event.data));

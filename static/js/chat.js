@@ -103,8 +103,7 @@
   }
 
   function connect() {
-    const url = (location.protocol === "https:" ? "wss" : "ws") + "://" + location.host + "/ws/chat/";
-    socket = new WebSocket(url);
+    socket = new WebSocket(window.SteerLab.chatSocketUrl());
     socket.addEventListener("open", function () {
       retryDelay = 1000;
       status.textContent = "";

@@ -19,6 +19,11 @@
     return match ? decodeURIComponent(match[1]) : "";
   }
 
+  // The chat websocket on this host, encrypted when the page is.
+  function chatSocketUrl() {
+    return (location.protocol === "https:" ? "wss" : "ws") + "://" + location.host + "/ws/chat/";
+  }
+
   function errorText(body, fallback) {
     if (!body || typeof body !== "object") return fallback;
     if (body.detail) return String(body.detail);
@@ -143,6 +148,6 @@
   }
 
   window.SteerLab = {
-    MODES, api, csrfToken, renderProfile, refreshProfile, refreshHistory, strengthSummary, undoChange,
+    MODES, api, chatSocketUrl, csrfToken, renderProfile, refreshProfile, refreshHistory, strengthSummary, undoChange,
   };
 })();
