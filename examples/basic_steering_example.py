@@ -50,7 +50,7 @@ def main() -> None:
 
     from steering import data
     from steering.engine import SteerableModel
-    from steering.engine.sweep import search_functional_range
+    from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
 
     step("1. Data")
     positive, negative = data.examples(args.dimension)
@@ -68,7 +68,7 @@ def main() -> None:
     model = SteerableModel.load()
     vectors = model.compute_vectors({args.dimension: (positive, negative)}, labels={
         args.dimension: [spec["negative_label"], spec["positive_label"]]})
-    search = search_functional_range(model.loaded, vectors, data.neutral_prompts()[-3:])[args.dimension]
+    search = search_functional_range(model.loaded, vectors, data.range_prompts(RANGE_PROMPTS))[args.dimension]
     vectors = vectors.with_ranges({args.dimension: search.functional_range})
     path = vectors.save(out / f"{args.dimension}.safetensors")
     print(f"method {vectors.method}, layers {vectors.layers[0]}–{vectors.layers[-1]}, "

@@ -30,18 +30,9 @@ sys.path.insert(0, str(ROOT))
 STRENGTHS = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
 
 
-def linear_r2(xs: list[float], ys: list[float]) -> float:
-    """R² of the least-squares line through (xs, ys)."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    syy = sum((y - my) ** 2 for y in ys)
-    return (sxy * sxy) / (sxx * syy) if sxx and syy else float("nan")
-
-
 def experiment_1(loaded, vectors, dimensions, prompts, params, embedder) -> dict:
     from steering import data
+    from steering.engine.metrics import pearson
     from steering.engine.sweep import evaluate_dimension
 
     results = {}
@@ -54,7 +45,7 @@ def experiment_1(loaded, vectors, dimensions, prompts, params, embedder) -> dict
             strengths=STRENGTHS, params=params, embedder=embedder,
         )
         inside = [p for p in result.points if abs(p.strength) <= 1.0]
-        r2 = linear_r2([p.strength for p in inside], [p.effect for p in inside])
+        r2 = pearson([p.strength for p in inside], [p.effect for p in inside]) ** 2  # R² of a straight line
         beyond = max(result.at(1.5).ppl_ratio, result.at(-1.5).ppl_ratio)
         results[dim] = {"result": result, "r2": r2}
         effects = " ".join(f"{p.effect:>+7.3f}" for p in result.points)
@@ -156,13 +147,13 @@ def main() -> None:
     from steering import data
     from steering.engine import GenerationParams, SteerableModel
     from steering.engine.embedding import shared_embedder
-    from steering.engine.sweep import search_functional_range
+    from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
 
     started = time.monotonic()
     model = SteerableModel.load()
     needed = list(dict.fromkeys([*dimensions, *pair]))
     vectors = model.compute_vectors({d: data.examples(d) for d in needed}, method=args.method)
-    ranges = search_functional_range(model.loaded, vectors, data.neutral_prompts()[-3:])
+    ranges = search_functional_range(model.loaded, vectors, data.range_prompts(RANGE_PROMPTS))
     vectors = vectors.with_ranges({d: r.functional_range for d, r in ranges.items()})
     print(f"{args.method} vectors for {', '.join(needed)}; functional ranges "
           f"{ {d: r.functional_range for d, r in ranges.items()} } ({time.monotonic() - started:.0f} s)")

@@ -55,8 +55,7 @@ def functional_range_measure(
     STEERLAB_RANGE_PPL_FACTOR × the unsteered perplexity. Unchanged with STEERLAB_RANGE_SEARCH off."""
     if not settings.STEERLAB_RANGE_SEARCH:
         return vectors
-    # The last prompts of the shipped set: the evaluation uses the first ones.
-    prompts = data.neutral_prompts()[-RANGE_PROMPTS:]
+    prompts = data.range_prompts(RANGE_PROMPTS)
     results = search_functional_range(
         loaded, vectors, prompts, max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR, hooks=hooks, progress=progress
     )

@@ -33,3 +33,9 @@ def examples(name: str) -> tuple[list[str], list[str]]:
 @cache
 def neutral_prompts() -> list[str]:
     return json.loads((DATA_DIR / "prompts" / "neutral.json").read_text())["prompts"]
+
+
+def range_prompts(count: int) -> list[str]:
+    """The neutral prompts the functional-range search answers: the last `count` of the
+    shipped set, since evaluations take theirs from the start."""
+    return neutral_prompts()[-count:]

@@ -118,16 +118,23 @@ def _ranks(values: Sequence[float]) -> list[float]:
     return ranks
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's ρ (Pearson's r of the ranks, ties averaged); NaN if either side is constant."""
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's r; NaN if either side is constant or has fewer than two values."""
     if len(x) != len(y):
         raise ValueError("x and y must have the same length")
     if len(x) < 2:
         return math.nan
-    rx, ry = torch.tensor(_ranks(x), dtype=torch.float64), torch.tensor(_ranks(y), dtype=torch.float64)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = float(rx.norm() * ry.norm())
-    return float(rx @ ry) / denominator if denominator else math.nan
+    tx, ty = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    tx, ty = tx - tx.mean(), ty - ty.mean()
+    denominator = float(tx.norm() * ty.norm())
+    return float(tx @ ty) / denominator if denominator else math.nan
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's ρ (Pearson's r of the ranks, ties averaged); NaN if either side is constant."""
+    if len(x) != len(y):
+        raise ValueError("x and y must have the same length")
+    return pearson(_ranks(x), _ranks(y))
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)

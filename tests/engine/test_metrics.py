@@ -6,7 +6,7 @@ import torch
 from steering import data
 from steering.engine.embedding import shared_embedder
 from steering.engine.metrics import (
-    AnswerNLL, answer_nll, effect_scores, perplexity, pne, repetition_rate, spearman,
+    AnswerNLL, answer_nll, effect_scores, pearson, perplexity, pne, repetition_rate, spearman,
 )
 
 from tests.tiny_models import build_tiny
@@ -16,6 +16,14 @@ def test_spearman_is_one_for_any_increasing_relation_and_minus_one_for_a_decreas
     strengths = [-1, -0.5, 0, 0.5, 1]
     assert spearman(strengths, [x**3 for x in strengths]) == pytest.approx(1.0)
     assert spearman(strengths, [-math.exp(x) for x in strengths]) == pytest.approx(-1.0)
+
+
+def test_pearson_is_the_linear_correlation_and_nan_when_undefined():
+    # r = Sxy / sqrt(Sxx Syy) = 5 / sqrt(2 × 114/9)
+    assert pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(5 / math.sqrt(2 * 114 / 9))
+    assert pearson([0, 1, 2], [3, 5, 7]) == pytest.approx(1.0)
+    assert math.isnan(pearson([1, 2, 3], [4, 4, 4]))
+    assert math.isnan(pearson([1], [1]))
 
 
 def test_spearman_averages_ties_and_is_nan_for_a_constant_side():
