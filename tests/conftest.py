@@ -24,6 +24,28 @@ def charlie(django_user_model):
     return django_user_model.objects.create_user("charlie", "charlie@example.org", PASSWORD, is_staff=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from tests.tiny_models import build_tiny
+
+    loaded = build_tiny("llama")
+    directory = tmp_path_factory.mktemp("models") / "tiny-llama"
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def tiny_site(settings, tmp_path, tiny_model_dir):
+    """A tiny Llama saved to a directory and made the site's model (STEERLAB_MODEL), so that
+    tasks and commands load it by path as they would any model (once per process, keyed by
+    its path); media go to a temporary folder."""
+    settings.STEERLAB_MODEL = str(tiny_model_dir)
+    settings.STEERLAB_DEVICE = "cpu"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return tiny_model_dir
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """Throttle counters live in the cache: each test starts with none."""

@@ -138,7 +138,7 @@
     answers.b.textContent = "";
     box.hidden = false;
     try {
-      const query = new URLSearchParams({ dimension: dimension, rounds: roundsChoice ? roundsChoice.value : "3" });
+      const query = new URLSearchParams({ dimension: dimension, rounds: roundsChoice.value });
       if (vectorSet) query.set("vector_set", vectorSet);
       state = await api("GET", "/api/calibrate/start/?" + query.toString());
       await generateRound();

@@ -12,28 +12,10 @@ import pytest
 from steering import runtime, services
 from steering.models import Conversation, Feedback, InteractionLog, Message, ProfileUpdate
 from tests.api.conftest import _client, as_alice, as_bob, as_charlie, dimensions, make_vectors  # noqa: F401
-from tests.tiny_models import NUM_LAYERS, build_tiny
+from tests.tiny_models import NUM_LAYERS
 
 SECRET = "alice-private-7f3a"
 TINY_HIDDEN = 64
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    loaded = build_tiny("llama")
-    directory = tmp_path_factory.mktemp("models") / "tiny-llama"
-    loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture
-def tiny_site(settings, tmp_path, tiny_model_dir):
-    """The site runs the tiny model (loaded once per process, keyed by its path)."""
-    settings.STEERLAB_MODEL = str(tiny_model_dir)
-    settings.STEERLAB_DEVICE = "cpu"
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return tiny_model_dir
 
 
 def tiny_vectors(dims, *, seed=0):
