@@ -26,9 +26,11 @@ from steering.models import InteractionLog
 HTTP_STATUS = {
     "bad_request": 400,
     "not_found": 404,
+    "unprocessable": 422,  # the request's own steering or parameters broke its generation
     "too_many": 429,
     "busy": 503,
     "worker_unavailable": 503,
+    "vector_set_unavailable": 503,
     "generation_failed": 500,
     "internal": 500,
 }

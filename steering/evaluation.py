@@ -24,7 +24,7 @@ from steering.engine import GenerationParams, LoadedModel, SteeringHooks, Steeri
 from steering.engine.embedding import shared_embedder
 from steering.engine.sweep import RANGE_PROMPTS, Evaluation as EvaluationResult
 from steering.engine.sweep import evaluate_dimension, search_functional_range
-from steering.models import Evaluation, PreferenceDimension, VectorSet
+from steering.models import Evaluation, VectorSet
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def evaluation_run(*, evaluation: Evaluation, report: Callable[[int], None] | No
             runtime.site_vectors(evaluation.vector_set),
             evaluation.dimension,
             evaluation.prompts,
-            _references(evaluation.dimension),
+            _references(evaluation.vector_set, evaluation.dimension),
             strengths=evaluation.strengths,
             hooks=runtime.site_hooks(),
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
@@ -172,9 +172,9 @@ def evaluation_task_finished(*, evaluation_id: int, success: bool, result: str) 
     ).update(status=Evaluation.Status.FAILED, error=f"The background task failed: {str(result)[:500]}")
 
 
-def _references(name: str) -> tuple[list[str], list[str]]:
+def _references(vector_set, name: str) -> tuple[list[str], list[str]]:
     """A dimension's reference texts as the database holds them (edited in the admin)."""
-    dimension = PreferenceDimension.objects.get(name=name)
+    dimension = vector_set.dimensions.get(name=name)
     if not dimension.reference_positive or not dimension.reference_negative:
         raise ValueError(f"Dimension {name!r} needs reference texts for both ends to measure Effect")
     return dimension.reference_positive, dimension.reference_negative

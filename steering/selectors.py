@@ -54,7 +54,8 @@ def vector_set_for_chat(*, user, vector_set_id: int | None) -> VectorSet:
 
 
 def dimensions_all() -> QuerySet[PreferenceDimension]:
-    return PreferenceDimension.objects.all()
+    """The shared catalogue; an uploaded set's own dimensions are seen only through that set."""
+    return PreferenceDimension.objects.filter(private_to__isnull=True)
 
 
 def profile_strengths(*, user, vector_set: VectorSet) -> dict[str, float]:

@@ -42,6 +42,7 @@ def dimension_import_default(*, name: str) -> PreferenceDimension:
     feedback = {"feedback_positive": spec.get("feedback_positive", []), "feedback_negative": spec.get("feedback_negative", [])}
     dimension, created = PreferenceDimension.objects.get_or_create(
         name=name,
+        private_to=None,
         defaults={
             "negative_label": spec["negative_label"],
             "positive_label": spec["positive_label"],
@@ -80,6 +81,7 @@ def dimension_update_or_create(
 ) -> PreferenceDimension:
     dimension, _ = PreferenceDimension.objects.update_or_create(
         name=name,
+        private_to=None,
         defaults={
             "positive_examples": list(positive),
             "negative_examples": list(negative),
@@ -123,6 +125,16 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> V
         path.unlink(missing_ok=True)
         raise
     return vector_set
+
+
+def vector_set_mark_unavailable(*, vector_set: VectorSet, reason: str) -> None:
+    """A ready set whose file turned out missing or unusable: take it out of use, saying why
+    (for staff; no path), instead of leaving it "ready" for every request to fail on."""
+    log.error("Vector set %s is unavailable: %s", vector_set.pk, reason)
+    VectorSet.objects.filter(pk=vector_set.pk, status=VectorSet.Status.READY).update(
+        status=VectorSet.Status.UNAVAILABLE, error=reason[:2000]
+    )
+    vector_set.status, vector_set.error = VectorSet.Status.UNAVAILABLE, reason[:2000]
 
 
 def vector_set_enqueue(*, vector_set: VectorSet, sync: bool = False) -> None:
