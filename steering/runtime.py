@@ -37,6 +37,7 @@ class _Site:
     # (vector set id, file name) → vectors, least recently used first
     vectors: OrderedDict[tuple[int, str], SteeringVectors] = field(default_factory=OrderedDict)
     scheduler: object | None = None
+    residual_norms: object | None = None  # torch.Tensor [layers], measured on first use
 
 
 class VectorSetUnavailable(Exception):
@@ -152,6 +153,23 @@ def site_vectors(vector_set) -> SteeringVectors:
         ) from exc
     _cache_put(site, key, vectors)
     return vectors
+
+
+RESIDUAL_NORM_PROMPTS = 8
+
+
+def site_residual_norms():
+    """The mean residual-stream norm of each layer of the site model, measured once per
+    process on shipped neutral prompts: what uploaded vectors are scaled to, so that their
+    own claims about the model cannot make an addition larger."""
+    from steering import data
+    from steering.engine import record_activations
+
+    site = _site()
+    with _lock:
+        if site.residual_norms is None:
+            _, site.residual_norms = record_activations(site.loaded, data.neutral_prompts()[:RESIDUAL_NORM_PROMPTS])
+        return site.residual_norms
 
 
 def vectors_nbytes(vectors: SteeringVectors) -> int:

@@ -164,6 +164,10 @@ class SteeringVectors:
         """A copy with these dimensions' functional ranges replaced (e.g. by measured ones)."""
         return SteeringVectors(**{**self._fields(), "functional_range": {**self.functional_range, **ranges}})
 
+    def with_residual_norms(self, norms: torch.Tensor) -> SteeringVectors:
+        """A copy scaled to other residual norms (e.g. measured on the model that serves it)."""
+        return SteeringVectors(**{**self._fields(), "residual_norms": norms.float()})
+
     def _fields(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
