@@ -170,6 +170,8 @@ class VectorSetUpload(APIView):
             vector_set = services.vector_set_upload(upload=data["file"], name=data["name"], owner=owner)
         except VectorFileError as exc:
             raise ValidationError({"file": [str(exc)]}) from exc
+        except services.UploadQuotaExceeded as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
         return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=201)
 
 
