@@ -230,6 +230,7 @@ class HealthSerializer(serializers.Serializer):
     device = serializers.CharField(allow_null=True)
     vector_sets_loaded = serializers.ListField(child=serializers.IntegerField())
     queue_depth = serializers.DictField(child=serializers.IntegerField())
+    vector_sets_unavailable = serializers.ListField(child=serializers.DictField(), required=False)
 
 
 class ErrorSerializer(serializers.Serializer):
