@@ -31,7 +31,7 @@ FORMAT_VERSION = "1"
 METHODS = ("caa", "probe", "pca")
 READS = ("mean", "last")
 # Dimension names and labels end up in URLs, pages and the database: short slugs, short labels.
-DIMENSION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}\Z")
+DIMENSION_NAME = re.compile(r"[-a-zA-Z0-9_]{1,50}\Z")  # a Django slug, as PreferenceDimension.name
 MAX_LABEL_CHARS = 60
 
 
@@ -88,7 +88,7 @@ class SteeringVectors:
         for dim in self.vectors:
             if not (isinstance(dim, str) and DIMENSION_NAME.match(dim)):
                 problems.append(
-                    f"dimension name {str(dim)[:60]!r} must be 1–50 lower-case letters, digits, '-' or '_'"
+                    f"dimension name {str(dim)[:60]!r} must be 1–50 letters, digits, '-' or '_'"
                 )
         for dim, pair in self.labels.items():
             if dim not in self.vectors:
