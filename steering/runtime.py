@@ -40,7 +40,7 @@ class _Site:
     residual_norms: object | None = None  # torch.Tensor [layers], measured on first use
 
 
-class VectorSetUnavailable(Exception):
+class VectorSetUnavailable(ValueError):
     """A ready vector set whose file is missing or unusable; it has been marked unavailable.
     The message names the set, never a path."""
 

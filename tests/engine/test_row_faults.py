@@ -116,3 +116,28 @@ def test_a_row_that_turns_non_finite_mid_decode_ends_alone(loaded, hooks, params
     assert [texts[0], texts[2]] == solo
     assert finishes[1] == "error" and "not finite" in errors[1]
     assert finishes[0] == finishes[2] == "length"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad", [float("inf"), 1e30])
+def test_on_the_embedded_model_an_absurdly_steered_row_leaves_the_others_their_solo_text(smollm, bad):
+    loaded = smollm.loaded
+    layers = list(range(8, 16))
+    hooks = SteeringHooks(loaded.layers, layers)
+    try:
+        def normal():
+            return [
+                _request(loaded, "Name a fruit.", max_new_tokens=8, temperature=1.0, seed=4),
+                _request(loaded, "Say hello.", max_new_tokens=8),
+            ]
+
+        solo = [_run(loaded, hooks, [request])[0].get(0, "") for request in normal()]
+        poison = _request(loaded, "Name a colour.", {layer: torch.full((loaded.hidden_size,), bad) for layer in layers},
+                          max_new_tokens=8, temperature=1.0, seed=1)
+        first, second = normal()
+        texts, finishes, errors = _run(loaded, hooks, [first, poison, second])
+    finally:
+        hooks.remove()
+    assert [texts.get(0, ""), texts.get(2, "")] == solo
+    if finishes[1] == "error":
+        assert "not finite" in errors[1]
