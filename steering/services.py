@@ -483,6 +483,9 @@ def vector_set_upload(*, upload, name: str, owner=None) -> VectorSet:
         vectors = SteeringVectors.load(path)
     loaded = site_model()
     vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
+    most = settings.STEERLAB_UPLOAD_MAX_DIMENSIONS
+    if len(vectors.dimensions) > most:
+        raise VectorFileError(f"The file has {len(vectors.dimensions)} dimensions; an upload may have at most {most}")
     ceiling = settings.STEERLAB_MAX_FUNCTIONAL_RANGE
     too_wide = {dim: value for dim, value in vectors.functional_range.items() if value > ceiling}
     if too_wide:

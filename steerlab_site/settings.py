@@ -226,6 +226,8 @@ STEERLAB_MAX_FUNCTIONAL_RANGE = env_float("STEERLAB_MAX_FUNCTIONAL_RANGE", 1.0, 
 STEERLAB_VECTOR_CACHE_BYTES = env_int("STEERLAB_VECTOR_CACHE_BYTES", 256 * 1024 * 1024, minimum=1)
 STEERLAB_UPLOAD_MAX_SETS = env_int("STEERLAB_UPLOAD_MAX_SETS", 20, minimum=1)
 STEERLAB_UPLOAD_QUOTA_BYTES = env_int("STEERLAB_UPLOAD_QUOTA_BYTES", 200 * 1024 * 1024, minimum=1024)
+# Dimensions one uploaded file may bring (each becomes a row private to its set).
+STEERLAB_UPLOAD_MAX_DIMENSIONS = env_int("STEERLAB_UPLOAD_MAX_DIMENSIONS", 32, minimum=1)
 
 # django-q2 runs the long jobs (vector computation, evaluation, LEARN updates). Each worker loads
 # its own copy of the model, so one worker is the default on a small machine.

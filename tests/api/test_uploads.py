@@ -111,6 +111,14 @@ def test_functional_ranges_above_the_ceiling_are_refused(tiny_site, as_alice, se
     assert _upload(as_alice, _bytes(_vectors(range_=0.5), tmp_path)).status_code == 201
 
 
+def test_an_upload_may_bring_only_so_many_dimensions(tiny_site, as_alice, settings, tmp_path):
+    settings.STEERLAB_UPLOAD_MAX_DIMENSIONS = 2
+    response = _upload(as_alice, _bytes(_vectors(["a", "b", "c"]), tmp_path))
+    assert response.status_code == 400 and "at most 2" in response.json()["file"][0]
+    _nothing_kept(settings)
+    assert _upload(as_alice, _bytes(_vectors(["a", "b"]), tmp_path)).status_code == 201
+
+
 def test_an_uploads_dimensions_are_private_to_its_set(tiny_site, as_alice, as_bob, alice, dimensions, tmp_path):
     shared_formality = PreferenceDimension.objects.get(name="formality")
     vectors = _vectors(["formality", "sarcasm"])
