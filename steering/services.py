@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -154,7 +155,7 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> V
 
 def _upload_quota_check(*, owner, new_bytes: int) -> None:
     # The owner's row is locked, so two uploads at once cannot both slip under the quota.
-    type(owner).objects.select_for_update().filter(pk=owner.pk).first()
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
     owned = list(VectorSet.objects.filter(owner=owner).exclude(file=""))
     count_limit, bytes_limit = settings.STEERLAB_UPLOAD_MAX_SETS, settings.STEERLAB_UPLOAD_QUOTA_BYTES
     if VectorSet.objects.filter(owner=owner).count() >= count_limit:
