@@ -166,16 +166,13 @@ def site_residual_norms():
     from steering.engine import record_activations
 
     site = _site()
-    with _lock:
-        if site.residual_norms is None:
-            _, site.residual_norms = record_activations(site.loaded, data.neutral_prompts()[:RESIDUAL_NORM_PROMPTS])
-        return site.residual_norms
-
-
-def vectors_nbytes(vectors: SteeringVectors) -> int:
-    """What a set holds in memory: its vectors, their scaled copies and the norms."""
-    tensors = [*vectors.vectors.values(), *vectors._scaled.values(), vectors.residual_norms]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    if site.residual_norms is None:
+        # Outside the lock: chat requests resolving their vectors meanwhile must not wait.
+        _, norms = record_activations(site.loaded, data.neutral_prompts()[:RESIDUAL_NORM_PROMPTS])
+        with _lock:
+            if site.residual_norms is None:
+                site.residual_norms = norms
+    return site.residual_norms
 
 
 def _cache_put(site: _Site, key: tuple[int, str], vectors: SteeringVectors) -> None:
@@ -184,11 +181,11 @@ def _cache_put(site: _Site, key: tuple[int, str], vectors: SteeringVectors) -> N
         for old in [k for k in site.vectors if k[0] == key[0] and k != key]:
             del site.vectors[old]  # the set was recomputed: its old file's vectors are stale
         site.vectors[key] = vectors
-        total = sum(vectors_nbytes(v) for v in site.vectors.values())
+        total = sum(v.nbytes for v in site.vectors.values())
         # The newest entry stays even alone over the limit: the request at hand needs it.
         while total > limit and len(site.vectors) > 1:
             _, evicted = site.vectors.popitem(last=False)
-            total -= vectors_nbytes(evicted)
+            total -= evicted.nbytes
 
 
 def forget_vector_set(pk: int) -> None:

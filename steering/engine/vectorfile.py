@@ -74,6 +74,12 @@ class SteeringVectors:
     def dimensions(self) -> list[str]:
         return list(self.vectors)
 
+    @property
+    def nbytes(self) -> int:
+        """The memory these vectors hold: the vectors, their scaled copies and the norms."""
+        tensors = [*self.vectors.values(), *self._scaled.values(), self.residual_norms]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def norms(self, dimension: str) -> torch.Tensor:
         return self.vectors[dimension].norm(dim=-1)
 

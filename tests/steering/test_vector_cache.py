@@ -19,7 +19,7 @@ def _set(name, seed):
 @pytest.fixture
 def sets(tiny_site, settings):
     made = [_set(f"set {i}", i) for i in range(3)]
-    one = runtime.vectors_nbytes(runtime.site_vectors(made[0]))
+    one = runtime.site_vectors(made[0]).nbytes
     runtime.forget_vector_set(made[0].pk)
     settings.STEERLAB_VECTOR_CACHE_BYTES = 2 * one  # room for two sets
     yield made
