@@ -121,12 +121,12 @@ def test_an_upload_may_bring_only_so_many_dimensions(tiny_site, as_alice, settin
 
 def test_an_uploads_dimensions_are_private_to_its_set(tiny_site, as_alice, as_bob, alice, dimensions, tmp_path):
     shared_formality = PreferenceDimension.objects.get(name="formality")
-    vectors = _vectors(["formality", "sarcasm"])
-    vectors.labels = {"formality": ["yo", "sir"], "sarcasm": ["sincere", "snarky"]}
+    vectors = _vectors(["formality", "sarcasm", "time"])
+    vectors.labels = {"formality": ["yo", "sir"], "sarcasm": ["sincere", "snarky"], "time": ["never", "always"]}
     response = _upload(as_alice, _bytes(vectors, tmp_path))
     assert response.status_code == 201, response.json()
     vector_set = VectorSet.objects.get(pk=response.json()["id"])
-    assert sorted(response.json()["dimensions"]) == ["formality", "sarcasm"]
+    assert sorted(response.json()["dimensions"]) == ["formality", "sarcasm", "time"]
 
     for client in (as_alice, as_bob):
         listed = _dimension_names(client)
@@ -135,12 +135,14 @@ def test_an_uploads_dimensions_are_private_to_its_set(tiny_site, as_alice, as_bo
         assert client.get("/api/dimensions/formality/").json()["positive_label"] == shared_formality.positive_label
     shared_formality.refresh_from_db()
     assert shared_formality.negative_label != "yo" and not shared_formality.vector_sets.filter(pk=vector_set.pk).exists()
-    # The catalogue's names stay free: the default dimensions still import as shared ones.
+    # The catalogue's names stay free: a shipped dimension the upload named first (time) still
+    # imports as a shared one, with its own labels.
     assert services.dimension_import_default(name="formality").pk == shared_formality.pk
-    assert services.dimension_import_default(name="cost").private_to is None
+    time = services.dimension_import_default(name="time")
+    assert time.private_to is None and time.negative_label != "never" and time.positive_examples
 
     labels = {d.name: (d.negative_label, d.positive_label) for d in vector_set.dimensions.all()}
-    assert labels == {"formality": ("yo", "sir"), "sarcasm": ("sincere", "snarky")}
+    assert labels == {"formality": ("yo", "sir"), "sarcasm": ("sincere", "snarky"), "time": ("never", "always")}
     vector_set.delete()
     assert not PreferenceDimension.objects.filter(name="sarcasm").exists()
     assert PreferenceDimension.objects.filter(pk=shared_formality.pk).exists()
