@@ -123,7 +123,9 @@ class SteeringVectors:
         if tuple(self.residual_norms.shape) != (self.num_layers,) or not torch.isfinite(self.residual_norms).all():
             problems.append(f"residual_norms must be {self.num_layers} finite values")
         for dim, value in self.functional_range.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            if dim not in self.vectors:
+                problems.append(f"functional range names unknown dimension {str(dim)[:60]!r}")
+            elif not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 problems.append(f"functional range of {dim!r} must be a finite number ≥ 0, not {value!r}")
         if problems:
             raise VectorFileError("Invalid steering vectors: " + "; ".join(problems))

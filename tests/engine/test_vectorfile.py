@@ -102,6 +102,7 @@ ONES = {"vector.d": torch.ones(2, 8), "residual_norms": torch.ones(2)}
         ({"labels": {"zzz": ["a", "b"]}}, "labels name unknown"),
         ({"functional_range": [0.1]}, "functional_range must be an object"),
         ({"functional_range": {"d": "big"}}, "functional range"),
+        ({"functional_range": {"d": 0.1, "junk": 1}}, "functional range names unknown dimension 'junk'"),
         ({"layers": 3}, "layers must be a list"),
         ({"layers": [True]}, "layers must be a list"),
         ({"hidden_size": "8"}, "hidden_size"),
