@@ -35,11 +35,13 @@ DEFAULT_EVALUATION_TOKENS = 48
 
 
 def save_progress(obj, done: float, total: float, report: Callable[[int], None] | None = None) -> None:
-    """Write a row's `progress` (0–99: 100 only once its result is stored) when it changes."""
+    """Write a row's `progress` (0–99: 100 only once its result is stored) when it changes.
+    Raises the model's DoesNotExist when the row has been deleted meanwhile: the work is moot."""
     percent = min(99, int(100 * done / max(total, 1)))
     if percent != obj.progress:
         obj.progress = percent
-        type(obj).objects.filter(pk=obj.pk).update(progress=percent)
+        if not type(obj).objects.filter(pk=obj.pk).update(progress=percent):
+            raise type(obj).DoesNotExist(f"{type(obj).__name__} {obj.pk} was deleted while it ran")
         if report:
             report(percent)
 

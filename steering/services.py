@@ -271,9 +271,10 @@ def vector_set_compute(
         vector_set.layers, vector_set.num_layers = vectors.layers, vectors.num_layers
         vector_set.hidden_size, vector_set.functional_range = vectors.hidden_size, vectors.functional_range
         vector_set.status, vector_set.progress = VectorSet.Status.READY, 100
-    except _Deleted:
-        log.info("Vector set %s was deleted while it computed; its new file is dropped", vector_set.pk)
-        path.unlink(missing_ok=True)
+    except (_Deleted, VectorSet.DoesNotExist):
+        log.info("Vector set %s was deleted while it computed; its work is dropped", vector_set.pk)
+        if path is not None:
+            path.unlink(missing_ok=True)
     except BaseException as exc:
         # BaseException too: django-q2 ends a task that runs past its timeout by raising
         # TimeoutException, a SystemExit, inside it; that must also leave "failed" and no file.

@@ -129,15 +129,27 @@ def test_a_top_k_the_model_cannot_take_fails_with_a_readable_error(tiny, formali
 
 def test_a_set_deleted_while_it_computes_stays_deleted_and_leaves_no_file(tiny, formality, media):
     vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
-    deleted = []
+    reported = []
 
     def delete_midway(percent):
-        if not deleted:
+        if not reported:
             VectorSet.objects.filter(pk=vector_set.pk).delete()
-            deleted.append(percent)
+        reported.append(percent)
 
     services.vector_set_compute(vector_set=vector_set, loaded=tiny, report=delete_midway)
-    assert deleted
+    assert len(reported) == 1  # it stopped at its next progress report, not at the end
+    assert not VectorSet.objects.filter(pk=vector_set.pk).exists()
+    assert not any(media.rglob("*.safetensors*"))
+
+
+def test_a_set_deleted_after_its_last_progress_report_is_not_brought_back(tiny, formality, media):
+    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+
+    def delete_at_the_end(percent):
+        if percent == 99:  # the last report: only the file and the final update are left
+            VectorSet.objects.filter(pk=vector_set.pk).delete()
+
+    services.vector_set_compute(vector_set=vector_set, loaded=tiny, report=delete_at_the_end)
     assert not VectorSet.objects.filter(pk=vector_set.pk).exists()
     assert not any(media.rglob("*.safetensors*"))
 
