@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from steering import services
 from steering.inference.service import GenerationSpec, backend
 from steering.models import InteractionLog
+from steering.runtime import VectorSetUnavailable
 
 # Error codes → HTTP status for the REST API (the websocket sends the code itself).
 HTTP_STATUS = {
@@ -82,6 +83,8 @@ class ChatTurn:
             self.plan = await sync_to_async(self._prepare, thread_sensitive=False)()
         except LookupError as exc:
             raise ChatError("not_found", str(exc).strip("'\"")) from exc
+        except VectorSetUnavailable as exc:
+            raise ChatError("vector_set_unavailable", str(exc), 60) from exc
         except ValueError as exc:
             raise ChatError("bad_request", str(exc)) from exc
 

@@ -129,9 +129,11 @@ def test_a_steered_request_on_a_set_with_a_broken_file_answers_503_without_paths
     assert shared.status == VectorSet.Status.UNAVAILABLE
     assert ("missing" if how == "missing" else "corrupt") in shared.error
     assert str(settings.MEDIA_ROOT) not in shared.error
-    # Out of use: it is no longer anyone's default, and naming it says why.
+    # Out of use: it is no longer anyone's default, and naming it says why, still without paths.
     named = _chat(api, vector_set=shared.pk)
-    assert named.status_code == 400 and "unavailable" in named.json()["detail"]
+    assert named.status_code == 503 and named.json()["code"] == "vector_set_unavailable"
+    assert str(settings.MEDIA_ROOT) not in named.content.decode()
+    assert _chat(api).status_code == 400  # no default set is ready any more
 
 
 def test_health_says_degraded_naming_a_set_whose_file_is_missing(shared, charlie, settings):
