@@ -21,14 +21,17 @@ from asgiref.sync import sync_to_async
 from steering import services
 from steering.inference.service import GenerationSpec, backend
 from steering.models import InteractionLog
+from steering.runtime import VectorSetUnavailable
 
 # Error codes → HTTP status for the REST API (the websocket sends the code itself).
 HTTP_STATUS = {
     "bad_request": 400,
     "not_found": 404,
+    "unprocessable": 422,  # the request's own steering or parameters broke its generation
     "too_many": 429,
     "busy": 503,
     "worker_unavailable": 503,
+    "vector_set_unavailable": 503,
     "generation_failed": 500,
     "internal": 500,
 }
@@ -80,6 +83,8 @@ class ChatTurn:
             self.plan = await sync_to_async(self._prepare, thread_sensitive=False)()
         except LookupError as exc:
             raise ChatError("not_found", str(exc).strip("'\"")) from exc
+        except VectorSetUnavailable as exc:
+            raise ChatError("vector_set_unavailable", str(exc), 60) from exc
         except ValueError as exc:
             raise ChatError("bad_request", str(exc)) from exc
 

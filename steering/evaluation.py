@@ -24,7 +24,7 @@ from steering.engine import GenerationParams, LoadedModel, SteeringHooks, Steeri
 from steering.engine.embedding import shared_embedder
 from steering.engine.sweep import RANGE_PROMPTS, Evaluation as EvaluationResult
 from steering.engine.sweep import evaluate_dimension, search_functional_range
-from steering.models import Evaluation, PreferenceDimension, VectorSet
+from steering.models import Evaluation, VectorSet
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,13 @@ DEFAULT_EVALUATION_TOKENS = 48
 
 
 def save_progress(obj, done: float, total: float, report: Callable[[int], None] | None = None) -> None:
-    """Write a row's `progress` (0–99: 100 only once its result is stored) when it changes."""
+    """Write a row's `progress` (0–99: 100 only once its result is stored) when it changes.
+    Raises the model's DoesNotExist when the row has been deleted meanwhile: the work is moot."""
     percent = min(99, int(100 * done / max(total, 1)))
     if percent != obj.progress:
         obj.progress = percent
-        type(obj).objects.filter(pk=obj.pk).update(progress=percent)
+        if not type(obj).objects.filter(pk=obj.pk).update(progress=percent):
+            raise type(obj).DoesNotExist(f"{type(obj).__name__} {obj.pk} was deleted while it ran")
         if report:
             report(percent)
 
@@ -135,7 +137,7 @@ def evaluation_run(*, evaluation: Evaluation, report: Callable[[int], None] | No
             runtime.site_vectors(evaluation.vector_set),
             evaluation.dimension,
             evaluation.prompts,
-            _references(evaluation.dimension),
+            _references(evaluation.vector_set, evaluation.dimension),
             strengths=evaluation.strengths,
             hooks=runtime.site_hooks(),
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
@@ -172,9 +174,9 @@ def evaluation_task_finished(*, evaluation_id: int, success: bool, result: str) 
     ).update(status=Evaluation.Status.FAILED, error=f"The background task failed: {str(result)[:500]}")
 
 
-def _references(name: str) -> tuple[list[str], list[str]]:
+def _references(vector_set, name: str) -> tuple[list[str], list[str]]:
     """A dimension's reference texts as the database holds them (edited in the admin)."""
-    dimension = PreferenceDimension.objects.get(name=name)
+    dimension = vector_set.dimensions.get(name=name)
     if not dimension.reference_positive or not dimension.reference_negative:
         raise ValueError(f"Dimension {name!r} needs reference texts for both ends to measure Effect")
     return dimension.reference_positive, dimension.reference_negative

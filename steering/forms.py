@@ -120,6 +120,8 @@ class VectorSetCreateForm(forms.ModelForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["model_id"].initial = site_model_id()
+        # An uploaded set's own dimensions have no examples to compute from, and are its alone.
+        self.fields["dimensions"].queryset = PreferenceDimension.objects.filter(private_to__isnull=True)
 
 
 class VectorSetChangeForm(forms.ModelForm):

@@ -17,7 +17,7 @@ class PreferenceDimension(models.Model):
     """One axis of preference, negative end ↔ positive end (Casual ↔ Formal). The examples
     train the steering vector; the reference texts, kept apart, judge its effect."""
 
-    name = models.SlugField(max_length=50, unique=True)
+    name = models.SlugField(max_length=50)
     negative_label = models.CharField(max_length=60)
     positive_label = models.CharField(max_length=60)
     description = models.TextField(blank=True)
@@ -29,10 +29,20 @@ class PreferenceDimension(models.Model):
     # Feedback is compared with these; empty lists fall back to phrases made from the labels.
     feedback_positive = models.JSONField(default=list, blank=True)
     feedback_negative = models.JSONField(default=list, blank=True)
+    # An uploaded set's own dimension, seen only through that set (and deleted with it); the
+    # shared catalogue, with unique names, is the dimensions private to no set.
+    private_to = models.ForeignKey(
+        "VectorSet", null=True, blank=True, on_delete=models.CASCADE, related_name="private_dimensions"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(private_to__isnull=True), name="shared_dimension_name_unique"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.negative_label} ↔ {self.positive_label})"
@@ -47,6 +57,8 @@ class VectorSet(models.Model):
         RUNNING = "running"
         READY = "ready"
         FAILED = "failed"
+        # Was ready, but its file is missing or unusable; `error` says why (for staff).
+        UNAVAILABLE = "unavailable"
 
     class Method(models.TextChoices):
         CAA = "caa", "Difference of means (CAA)"
@@ -65,7 +77,7 @@ class VectorSet(models.Model):
     hidden_size = models.PositiveIntegerField(null=True, blank=True)
     functional_range = models.JSONField(default=dict, blank=True)
     file = models.FileField(upload_to="vectors/", blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
     error = models.TextField(blank=True)
     owner = models.ForeignKey(
@@ -90,7 +102,11 @@ class VectorSet(models.Model):
 
 @receiver(post_delete, sender=VectorSet)
 def _delete_vector_file(sender, instance: VectorSet, **kwargs) -> None:
+    from steering import runtime
+
     # After commit: a rolled-back delete must not lose the file.
+    pk = instance.pk
+    transaction.on_commit(lambda: runtime.forget_vector_set(pk))
     if instance.file:
         storage, name = instance.file.storage, instance.file.name
         transaction.on_commit(lambda: storage.delete(name))
@@ -108,7 +124,7 @@ class Evaluation(models.Model):
     strengths = models.JSONField(default=list)
     prompts = models.JSONField(default=list)
     max_new_tokens = models.PositiveSmallIntegerField(default=48)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
     error = models.TextField(blank=True)
     report = models.JSONField(default=dict, blank=True)

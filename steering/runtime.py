@@ -4,7 +4,10 @@ Lazily, because django-q2 forks its workers from the cluster process: a model (a
 initialised before the fork would be shared badly, so each process loads on first use.
 Hooks sit on every decoder layer from the start, so any vector set can be used without
 touching the model while the scheduler's thread runs it; steering vectors are read from a
-vector set's file once per process and kept.
+vector set's file once per process and kept in a cache bounded by bytes
+(STEERLAB_VECTOR_CACHE_BYTES) that evicts the least recently used set. A set's entry is
+keyed by its file, so a recomputed set (a new file) replaces its old entry; deleting a set
+drops it from this process's cache (other processes let it age out).
 
 Everything is keyed by (STEERLAB_MODEL, STEERLAB_DEVICE), so a test that points the setting
 at another model gets that model, and the first one is still there when it points back."""
@@ -14,6 +17,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -30,8 +34,15 @@ _lock = threading.RLock()
 class _Site:
     loaded: LoadedModel
     hooks: SteeringHooks
-    vectors: dict[tuple[int, str], SteeringVectors] = field(default_factory=dict)
+    # (vector set id, file name) → vectors, least recently used first
+    vectors: OrderedDict[tuple[int, str], SteeringVectors] = field(default_factory=OrderedDict)
     scheduler: object | None = None
+    residual_norms: object | None = None  # torch.Tensor [layers], measured on first use
+
+
+class VectorSetUnavailable(ValueError):
+    """A ready vector set whose file is missing or unusable; it has been marked unavailable.
+    The message names the set, never a path."""
 
 
 _sites: dict[tuple[str, str], _Site] = {}
@@ -113,22 +124,76 @@ def model_status() -> dict:
 
 
 def site_vectors(vector_set) -> SteeringVectors:
-    """The vectors of a ready `vector_set`, checked against the site model. Raises ValueError
-    with a message when the file is missing or does not fit the model."""
-    if not vector_set.file:
-        raise ValueError(f"Vector set {vector_set.pk} has no vector file")
+    """The vectors of a ready `vector_set`, checked against the site model. A file that is
+    missing, unreadable or does not fit the model marks the set unavailable (with the reason,
+    for staff) and raises VectorSetUnavailable."""
+    from steering.engine import VectorFileError
+    from steering.services import vector_set_mark_unavailable
+
     site = _site()
-    key = (vector_set.pk, vector_set.file.name)
+    key = (vector_set.pk, vector_set.file.name if vector_set.file else "")
     with _lock:
         cached = site.vectors.get(key)
-    if cached is not None:
-        return cached
-    vectors = SteeringVectors.load(Path(vector_set.file.path))
+        if cached is not None:
+            site.vectors.move_to_end(key)
+            return cached
     loaded = site.loaded
-    vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
-    with _lock:
-        site.vectors[key] = vectors
+    try:
+        if not vector_set.file or not vector_set.file.storage.exists(vector_set.file.name):
+            reason = "its vector file is missing"
+            raise VectorFileError(reason)
+        reason = "its vector file is unreadable, corrupt or does not fit the model"
+        vectors = SteeringVectors.load(Path(vector_set.file.path))
+        vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
+    except VectorFileError as exc:
+        detail = str(exc).replace(str(Path(settings.MEDIA_ROOT)), "<media>")
+        vector_set_mark_unavailable(vector_set=vector_set, reason=f"{reason} ({detail})")
+        raise VectorSetUnavailable(
+            f"Vector set {vector_set.pk} is unavailable: {reason}. An administrator must recompute or replace it."
+        ) from exc
+    _cache_put(site, key, vectors)
     return vectors
+
+
+RESIDUAL_NORM_PROMPTS = 8
+
+
+def site_residual_norms():
+    """The mean residual-stream norm of each layer of the site model, measured once per
+    process on shipped neutral prompts: what uploaded vectors are scaled to, so that their
+    own claims about the model cannot make an addition larger."""
+    from steering import data
+    from steering.engine import record_activations
+
+    site = _site()
+    if site.residual_norms is None:
+        # Outside the lock: chat requests resolving their vectors meanwhile must not wait.
+        _, norms = record_activations(site.loaded, data.neutral_prompts()[:RESIDUAL_NORM_PROMPTS])
+        with _lock:
+            if site.residual_norms is None:
+                site.residual_norms = norms
+    return site.residual_norms
+
+
+def _cache_put(site: _Site, key: tuple[int, str], vectors: SteeringVectors) -> None:
+    limit = settings.STEERLAB_VECTOR_CACHE_BYTES
+    with _lock:
+        for old in [k for k in site.vectors if k[0] == key[0] and k != key]:
+            del site.vectors[old]  # the set was recomputed: its old file's vectors are stale
+        site.vectors[key] = vectors
+        total = sum(v.nbytes for v in site.vectors.values())
+        # The newest entry stays even alone over the limit: the request at hand needs it.
+        while total > limit and len(site.vectors) > 1:
+            _, evicted = site.vectors.popitem(last=False)
+            total -= evicted.nbytes
+
+
+def forget_vector_set(pk: int) -> None:
+    """Drop a vector set's vectors from this process's cache (it was deleted or recomputed)."""
+    with _lock:
+        for site in _sites.values():
+            for key in [k for k in site.vectors if k[0] == pk]:
+                del site.vectors[key]
 
 
 def loaded_vector_sets() -> list[int]:

@@ -15,7 +15,7 @@ from steering.models import (
     ProfileUpdate,
     VectorSet,
 )
-from steering.runtime import site_model_id
+from steering.runtime import VectorSetUnavailable, site_model_id
 
 
 def vector_sets_visible(*, user) -> QuerySet[VectorSet]:
@@ -34,8 +34,9 @@ def vector_set_default() -> VectorSet | None:
 
 
 def vector_set_for_chat(*, user, vector_set_id: int | None) -> VectorSet:
-    """The vector set a chat request steers with. Raises LookupError (not found / not visible)
-    or ValueError (not usable) with a message for the user."""
+    """The vector set a chat request steers with. Raises LookupError (not found / not visible),
+    VectorSetUnavailable (its file is gone: the server's fault) or ValueError (not usable) with
+    a message for the user."""
     if vector_set_id is None:
         vector_set = vector_set_default()
         if vector_set is None:
@@ -44,6 +45,11 @@ def vector_set_for_chat(*, user, vector_set_id: int | None) -> VectorSet:
     vector_set = vector_sets_visible(user=user).filter(pk=vector_set_id).first()
     if vector_set is None:
         raise LookupError(f"Vector set {vector_set_id} not found")
+    if vector_set.status == VectorSet.Status.UNAVAILABLE:
+        raise VectorSetUnavailable(
+            f"Vector set {vector_set_id} is unavailable: its vector file is missing or unusable. "
+            "An administrator must recompute or replace it."
+        )
     if not vector_set.is_ready:
         raise ValueError(f"Vector set {vector_set_id} is {vector_set.status}, not ready")
     if vector_set.model_id != site_model_id():
@@ -54,7 +60,8 @@ def vector_set_for_chat(*, user, vector_set_id: int | None) -> VectorSet:
 
 
 def dimensions_all() -> QuerySet[PreferenceDimension]:
-    return PreferenceDimension.objects.all()
+    """The shared catalogue; an uploaded set's own dimensions are seen only through that set."""
+    return PreferenceDimension.objects.filter(private_to__isnull=True)
 
 
 def profile_strengths(*, user, vector_set: VectorSet) -> dict[str, float]:

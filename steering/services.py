@@ -11,14 +11,23 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 
 from steering import data, learn
 from steering.calibrate import CalibrationState
 from steering.evaluation import functional_range_measure, save_progress
 from steering.calibrate import done as calibration_done
 from steering.calibrate import result as calibration_result
-from steering.engine import GenerationParams, GenerationRequest, LoadedModel, SteeringVectors, compute_vectors
+from steering.engine import (
+    GenerationParams,
+    GenerationRequest,
+    LoadedModel,
+    SteeringVectors,
+    VectorFileError,
+    compute_vectors,
+)
 from steering.models import (
     Conversation,
     Feedback,
@@ -42,6 +51,7 @@ def dimension_import_default(*, name: str) -> PreferenceDimension:
     feedback = {"feedback_positive": spec.get("feedback_positive", []), "feedback_negative": spec.get("feedback_negative", [])}
     dimension, created = PreferenceDimension.objects.get_or_create(
         name=name,
+        private_to=None,
         defaults={
             "negative_label": spec["negative_label"],
             "positive_label": spec["positive_label"],
@@ -80,6 +90,7 @@ def dimension_update_or_create(
 ) -> PreferenceDimension:
     dimension, _ = PreferenceDimension.objects.update_or_create(
         name=name,
+        private_to=None,
         defaults={
             "positive_examples": list(positive),
             "negative_examples": list(negative),
@@ -90,21 +101,25 @@ def dimension_update_or_create(
     return dimension
 
 
+class UploadQuotaExceeded(ValueError):
+    """The owner already has as many vector sets, or bytes of vector files, as one user may."""
+
+
 def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> VectorSet:
-    """Register vectors computed elsewhere as a ready vector set: dimensions it names that do
-    not exist yet are created (labels from the file, no examples), and the file is rewritten
-    into media storage from the validated tensors, never copied byte for byte."""
+    """Register vectors computed elsewhere as a ready vector set, and rewrite the file into
+    media storage from the validated tensors, never copied byte for byte.
+
+    A user's set gets dimensions of its own, private to it, labelled from the file: an upload
+    never adds to (or claims a name in) the shared catalogue. A shared set (no owner, staff)
+    uses the shared dimensions it names, and gets private ones for names the catalogue lacks.
+    An owner is held to STEERLAB_UPLOAD_MAX_SETS sets and STEERLAB_UPLOAD_QUOTA_BYTES bytes of
+    vector files (UploadQuotaExceeded)."""
     relative = f"vectors/upload-{uuid.uuid4().hex}.safetensors"
     path = vectors.save(Path(settings.MEDIA_ROOT) / relative)
     try:
         with transaction.atomic():
-            dimensions = []
-            for dim in vectors.dimensions:
-                negative_label, positive_label = (vectors.labels.get(dim) or [f"less {dim}", f"more {dim}"])[:2]
-                dimension, _ = PreferenceDimension.objects.get_or_create(
-                    name=dim, defaults={"negative_label": negative_label, "positive_label": positive_label}
-                )
-                dimensions.append(dimension)
+            if owner is not None:
+                _upload_quota_check(owner=owner, new_bytes=path.stat().st_size)
             vector_set = VectorSet.objects.create(
                 name=name,
                 model_id=vectors.model_id,
@@ -118,11 +133,56 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> V
                 progress=100,
                 owner=owner,
             )
+            shared = {}
+            if owner is None:
+                shared = {d.name: d for d in PreferenceDimension.objects.filter(
+                    name__in=vectors.dimensions, private_to__isnull=True)}
+            dimensions = []
+            for dim in vectors.dimensions:
+                if dim in shared:
+                    dimensions.append(shared[dim])
+                    continue
+                negative_label, positive_label = vectors.labels.get(dim) or [f"less {dim}", f"more {dim}"]
+                dimensions.append(PreferenceDimension.objects.create(
+                    name=dim, negative_label=negative_label, positive_label=positive_label, private_to=vector_set
+                ))
             vector_set.dimensions.set(dimensions)
-    except Exception:
+    except BaseException:
         path.unlink(missing_ok=True)
         raise
     return vector_set
+
+
+def _upload_quota_check(*, owner, new_bytes: int) -> None:
+    # The owner's row is locked, so two uploads at once cannot both slip under the quota.
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+    owned = list(VectorSet.objects.filter(owner=owner).exclude(file=""))
+    count_limit, bytes_limit = settings.STEERLAB_UPLOAD_MAX_SETS, settings.STEERLAB_UPLOAD_QUOTA_BYTES
+    if VectorSet.objects.filter(owner=owner).count() >= count_limit:
+        raise UploadQuotaExceeded(
+            f"You already have {count_limit} vector sets (the most one user may have); delete one first."
+        )
+    used = 0
+    for vector_set in owned:
+        try:
+            used += vector_set.file.size
+        except OSError:
+            pass  # a missing file takes no room
+    if used + new_bytes > bytes_limit:
+        raise UploadQuotaExceeded(
+            f"Your vector files would take {used + new_bytes} bytes; one user may have {bytes_limit}. "
+            "Delete a vector set first."
+        )
+
+
+def vector_set_mark_unavailable(*, vector_set: VectorSet, reason: str) -> None:
+    """A ready set whose file turned out missing or unusable: take it out of use, saying why
+    (for staff; no path), instead of leaving it "ready" for every request to fail on."""
+    log.error("Vector set %s is unavailable: %s", vector_set.pk, reason)
+    VectorSet.objects.filter(pk=vector_set.pk, status=VectorSet.Status.READY).update(
+        status=VectorSet.Status.UNAVAILABLE, error=reason[:2000]
+    )
+    vector_set.status, vector_set.error = VectorSet.Status.UNAVAILABLE, reason[:2000]
 
 
 def vector_set_enqueue(*, vector_set: VectorSet, sync: bool = False) -> None:
@@ -149,8 +209,11 @@ def vector_set_compute(
     *, vector_set: VectorSet, loaded: LoadedModel, report: Callable[[int], None] | None = None
 ) -> VectorSet:
     """Extract the vectors of `vector_set` on `loaded`, write its file, and mark it ready.
-    Any failure marks it failed with a readable error and leaves no new file behind."""
-    VectorSet.objects.filter(pk=vector_set.pk).update(status=VectorSet.Status.RUNNING, progress=0, error="")
+    Any failure marks it failed with a readable error and leaves no new file behind. A set
+    deleted before or while it computes stays deleted: the work ends quietly, its file gone."""
+    if not VectorSet.objects.filter(pk=vector_set.pk).update(status=VectorSet.Status.RUNNING, progress=0, error=""):
+        log.info("Vector set %s was deleted before its computation started", vector_set.pk)
+        return vector_set
     vector_set.refresh_from_db()
     path: Path | None = None
     # A recomputation that fails keeps the file of the last one that succeeded: the set is
@@ -186,30 +249,56 @@ def vector_set_compute(
         path = vectors.save(Path(settings.MEDIA_ROOT) / relative)
         previous = vector_set.file.name if vector_set.file else None
         with transaction.atomic():
-            vector_set.file.name = relative
-            vector_set.layers = vectors.layers
-            vector_set.num_layers = vectors.num_layers
-            vector_set.hidden_size = vectors.hidden_size
-            vector_set.functional_range = vectors.functional_range
-            vector_set.status = VectorSet.Status.READY
-            vector_set.progress = 100
-            vector_set.save()
+            # An update, not save(): save() would insert the row again if the set was deleted
+            # meanwhile, bringing it back as "ready".
+            saved = VectorSet.objects.filter(pk=vector_set.pk).update(
+                file=relative,
+                layers=vectors.layers,
+                num_layers=vectors.num_layers,
+                hidden_size=vectors.hidden_size,
+                functional_range=vectors.functional_range,
+                status=VectorSet.Status.READY,
+                progress=100,
+                updated_at=timezone.now(),
+            )
+            if not saved:
+                raise _Deleted()
+            storage = vector_set.file.storage
             if previous and previous != relative:  # a recomputation replaces the old file
-                storage = vector_set.file.storage
                 transaction.on_commit(lambda: storage.delete(previous))
+            transaction.on_commit(lambda: _forget_vectors(vector_set.pk))
+        vector_set.file.name = relative
+        vector_set.layers, vector_set.num_layers = vectors.layers, vectors.num_layers
+        vector_set.hidden_size, vector_set.functional_range = vectors.hidden_size, vectors.functional_range
+        vector_set.status, vector_set.progress = VectorSet.Status.READY, 100
+    except (_Deleted, VectorSet.DoesNotExist):
+        log.info("Vector set %s was deleted while it computed; its work is dropped", vector_set.pk)
+        if path is not None:
+            path.unlink(missing_ok=True)
     except BaseException as exc:
         # BaseException too: django-q2 ends a task that runs past its timeout by raising
         # TimeoutException, a SystemExit, inside it; that must also leave "failed" and no file.
         log.exception("Computing vector set %s failed", vector_set.pk)
         if path is not None:
             path.unlink(missing_ok=True)
-        VectorSet.objects.filter(pk=vector_set.pk).update(
+        failed = VectorSet.objects.filter(pk=vector_set.pk).update(
             status=VectorSet.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000], file=kept
         )
-        vector_set.refresh_from_db()
+        if failed:
+            vector_set.refresh_from_db()
         if not isinstance(exc, Exception):
             raise
     return vector_set
+
+
+class _Deleted(Exception):
+    """The vector set being computed was deleted meanwhile."""
+
+
+def _forget_vectors(pk: int) -> None:
+    from steering import runtime
+
+    runtime.forget_vector_set(pk)
 
 
 def vector_set_task_finished(*, vector_set_id: int, success: bool, result: str) -> None:
@@ -369,7 +458,8 @@ def vector_set_restart(*, vector_set: VectorSet) -> VectorSet:
     """Queue a vector set's computation again; refused while one is pending or running."""
     with transaction.atomic():
         claimed = VectorSet.objects.filter(
-            pk=vector_set.pk, status__in=[VectorSet.Status.READY, VectorSet.Status.FAILED]
+            pk=vector_set.pk,
+            status__in=[VectorSet.Status.READY, VectorSet.Status.FAILED, VectorSet.Status.UNAVAILABLE],
         ).update(status=VectorSet.Status.PENDING, progress=0, error="")
         if not claimed:
             raise ValueError(f"Vector set {vector_set.pk} is already being computed")
@@ -380,8 +470,12 @@ def vector_set_restart(*, vector_set: VectorSet) -> VectorSet:
 
 def vector_set_upload(*, upload, name: str, owner=None) -> VectorSet:
     """Validate an uploaded vector file against the site's model and register it. Raises
-    VectorFileError with every problem; nothing is stored unless it is valid."""
-    from steering.runtime import site_model
+    VectorFileError with every problem, UploadQuotaExceeded; nothing is stored unless valid.
+
+    The file's residual norms are replaced by the ones this server measured on its own model,
+    and its functional ranges must stay under STEERLAB_MAX_FUNCTIONAL_RANGE: together they
+    bound what a strength of ±1 adds to the residual stream, whatever the file says."""
+    from steering.runtime import site_model, site_residual_norms
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.safetensors"
@@ -391,15 +485,42 @@ def vector_set_upload(*, upload, name: str, owner=None) -> VectorSet:
         vectors = SteeringVectors.load(path)
     loaded = site_model()
     vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
+    most = settings.STEERLAB_UPLOAD_MAX_DIMENSIONS
+    if len(vectors.dimensions) > most:
+        raise VectorFileError(f"The file has {len(vectors.dimensions)} dimensions; an upload may have at most {most}")
+    ceiling = settings.STEERLAB_MAX_FUNCTIONAL_RANGE
+    too_wide = {dim: value for dim, value in vectors.functional_range.items() if value > ceiling}
+    if too_wide:
+        raise VectorFileError(
+            f"Functional ranges above this server's ceiling of {ceiling:g} (residual-norm units): "
+            + ", ".join(f"{dim} {value:g}" for dim, value in sorted(too_wide.items()))
+        )
+    vectors = vectors.with_residual_norms(site_residual_norms())
     return vector_set_register(vectors=vectors, name=name, owner=owner)
 
 
 # -- health ---------------------------------------------------------------------------------------
 
 
+def vector_sets_unavailable() -> list[dict]:
+    """Sets out of use because of their file, for health: those already marked, and ready ones
+    whose file has gone missing (marked now). A corrupt file is found when it is first loaded."""
+    for vector_set in VectorSet.objects.filter(status=VectorSet.Status.READY):
+        if not vector_set.file or not vector_set.file.storage.exists(vector_set.file.name):
+            vector_set_mark_unavailable(vector_set=vector_set, reason="its vector file is missing")
+    return [
+        {"id": pk, "name": name, "reason": error}
+        for pk, name, error in VectorSet.objects.filter(status=VectorSet.Status.UNAVAILABLE)
+        .order_by("pk").values_list("pk", "name", "error")
+    ]
+
+
+
 def health_report() -> dict:
     """Database and model status for /api/health/. A first call starts loading the model in
-    the background, so a fresh server reports "loading" (503) until it can answer."""
+    the background, so a fresh server reports "loading" (503) until it can answer. Vector sets
+    whose file is missing or corrupt make it "degraded" (still 200: the others work), named
+    in `vector_sets_unavailable`."""
     from django.db import connection
     from django_q.brokers import get_broker
 
@@ -420,6 +541,11 @@ def health_report() -> dict:
         vector_sets_loaded=runtime.loaded_vector_sets(),
     )
     report["queue_depth"].update(runtime.inference_queue_depth())
+    if report["database"] == "ok":
+        unavailable = vector_sets_unavailable()
+        report["vector_sets_unavailable"] = unavailable
+        if unavailable:
+            report["status"] = "degraded"
     if model["error"]:
         report.update(status="error", model_error=model["error"])
     elif not model["loaded"] and report["status"] == "ok":

@@ -9,7 +9,9 @@ from steering.runtime import site_model
 
 
 def compute_vector_set(vector_set_id: int) -> str:
-    vector_set = VectorSet.objects.get(pk=vector_set_id)
+    vector_set = VectorSet.objects.filter(pk=vector_set_id).first()
+    if vector_set is None:
+        return "deleted"  # deleted while it waited in the queue: nothing to do, nothing to fail
     # The model loads here, in the worker, never in the cluster's parent before it forks.
     vector_set = services.vector_set_compute(vector_set=vector_set, loaded=site_model())
     return vector_set.status

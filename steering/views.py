@@ -48,7 +48,8 @@ def chat(request, conversation_id: int | None = None):
         # Another user's conversation is simply not found.
         conversation = get_object_or_404(conversations, pk=conversation_id)
     vector_set, profile = _profile(request.user)
-    labels = {d.name: (d.negative_label, d.positive_label) for d in selectors.dimensions_all()}
+    dimensions = [*selectors.dimensions_all(), *(vector_set.dimensions.all() if vector_set else ())]
+    labels = {d.name: (d.negative_label, d.positive_label) for d in dimensions}
     messages = []
     if conversation is not None:
         for message in conversation.messages.select_related("interaction"):

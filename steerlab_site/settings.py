@@ -218,6 +218,17 @@ STEERLAB_RANGE_SEARCH = env_bool("STEERLAB_RANGE_SEARCH", True)
 # perplexity of only about 1.8 on SmolLM2, and 2× that is reached before steering shows.
 STEERLAB_RANGE_PPL_FACTOR = env_float("STEERLAB_RANGE_PPL_FACTOR", 3.0, minimum=1.05, maximum=100.0)
 
+# Vector sets, against abuse (docs/security.md): the largest functional range a set may
+# declare, in residual-norm units (measured ranges are 0.01–0.03); the bytes of vectors each
+# process keeps in memory (least recently used sets are dropped first); and how many vector
+# sets, and how many bytes of vector files, one user may own before uploads are refused.
+STEERLAB_MAX_FUNCTIONAL_RANGE = env_float("STEERLAB_MAX_FUNCTIONAL_RANGE", 1.0, minimum=0.001, maximum=100.0)
+STEERLAB_VECTOR_CACHE_BYTES = env_int("STEERLAB_VECTOR_CACHE_BYTES", 256 * 1024 * 1024, minimum=1)
+STEERLAB_UPLOAD_MAX_SETS = env_int("STEERLAB_UPLOAD_MAX_SETS", 20, minimum=1)
+STEERLAB_UPLOAD_QUOTA_BYTES = env_int("STEERLAB_UPLOAD_QUOTA_BYTES", 200 * 1024 * 1024, minimum=1024)
+# Dimensions one uploaded file may bring (each becomes a row private to its set).
+STEERLAB_UPLOAD_MAX_DIMENSIONS = env_int("STEERLAB_UPLOAD_MAX_DIMENSIONS", 32, minimum=1)
+
 # django-q2 runs the long jobs (vector computation, evaluation, LEARN updates). Each worker loads
 # its own copy of the model, so one worker is the default on a small machine.
 Q_TIMEOUT = env_int("Q_TIMEOUT", 1800, minimum=1)

@@ -31,6 +31,8 @@ class ChatView(APIView):
         responses={200: s.ChatResponseSerializer,
                    400: OpenApiResponse(OpenApiTypes.OBJECT, description="A message per field, or detail and code."),
                    404: s.ErrorSerializer,
+                   # 422: the request's own steering broke its generation (logits not finite).
+                   422: s.ErrorSerializer,
                    429: s.ErrorSerializer, 503: s.ErrorSerializer},
     )
     async def post(self, request):

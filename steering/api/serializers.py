@@ -139,7 +139,7 @@ class VectorSetCreateSerializer(serializers.Serializer):
     shared = serializers.BooleanField(default=False, help_text="Shared with every user (staff only).")
 
     def validate_dimensions(self, names):
-        found = {d.name: d for d in PreferenceDimension.objects.filter(name__in=names)}
+        found = {d.name: d for d in PreferenceDimension.objects.filter(name__in=names, private_to__isnull=True)}
         missing = [n for n in names if n not in found]
         if missing:
             raise serializers.ValidationError(f"Unknown dimensions: {', '.join(missing)}")
@@ -230,6 +230,7 @@ class HealthSerializer(serializers.Serializer):
     device = serializers.CharField(allow_null=True)
     vector_sets_loaded = serializers.ListField(child=serializers.IntegerField())
     queue_depth = serializers.DictField(child=serializers.IntegerField())
+    vector_sets_unavailable = serializers.ListField(child=serializers.DictField(), required=False)
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -65,7 +65,8 @@ class HealthView(APIView):
     def get(self, request):
         """Whether the database and the model are usable; 503 when either is not."""
         report = services.health_report()
-        code = status.HTTP_200_OK if report["status"] == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
+        # "degraded": some vector sets are out of use, but the server answers everyone else.
+        code = status.HTTP_200_OK if report["status"] in ("ok", "degraded") else status.HTTP_503_SERVICE_UNAVAILABLE
         return Response(report, status=code)
 
 
@@ -170,6 +171,8 @@ class VectorSetUpload(APIView):
             vector_set = services.vector_set_upload(upload=data["file"], name=data["name"], owner=owner)
         except VectorFileError as exc:
             raise ValidationError({"file": [str(exc)]}) from exc
+        except services.UploadQuotaExceeded as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
         return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=201)
 
 

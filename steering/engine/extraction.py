@@ -14,6 +14,7 @@ every layer and dimension, scores every layer on held-out data, and can steer th
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Sequence
 
 import torch
@@ -173,11 +174,13 @@ def record_activations(
     norm_sum = torch.zeros(loaded.num_layers, dtype=torch.float64)
     token_count = 0
     captured: dict[int, torch.Tensor] = {}
+    # Only this thread's passes: the site's scheduler may be running the same model meanwhile.
+    me = threading.get_ident()
     handles = [
         layer.register_forward_hook(
             lambda module, args, output, index=index: captured.__setitem__(
                 index, output[0] if isinstance(output, tuple) else output
-            )
+            ) if threading.get_ident() == me else None
         )
         for index, layer in enumerate(loaded.layers)
     ]

@@ -66,8 +66,9 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class TokenEvent:
     """`text` is the new text of row `index` (may be empty); `finish` is None until the row
-    ends, then "stop" (end of turn), "length" (max_new_tokens) or "cancelled"; the inference
-    service adds "error", with `error` saying what went wrong. `index` is the row's key: its
+    ends, then "stop" (end of turn), "length" (max_new_tokens), "cancelled" or "error" (this
+    row's logits stopped being finite; the inference service adds its own), with `error`
+    saying what went wrong. `index` is the row's key: its
     position among the requests, unless the caller gave the batch its own keys."""
 
     index: int
@@ -75,6 +76,19 @@ class TokenEvent:
     token_id: int | None
     finish: str | None = None
     error: str | None = None
+    # With finish "error": "request" when the row's own input caused it (its steering or
+    # parameters), "server" otherwise; callers answer the first 4xx, the second 5xx.
+    fault: str | None = None
+
+
+NON_FINITE = (
+    "The model's output for this request is not finite (inf or NaN): its steering or its "
+    "temperature is too extreme for the model"
+)
+
+
+class RowFault(ValueError):
+    """This row cannot go on because of its own input; the other rows of the batch can."""
 
 
 class Detokenizer:
@@ -133,7 +147,12 @@ class _Row:
             # Keep the smallest set whose mass reaches top_p (always at least the best token).
             drop = probs.cumsum(-1) - probs >= params.top_p
             logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-        return int(torch.multinomial(logits.softmax(-1), 1, generator=self.generator))
+        probs = logits.softmax(-1)
+        # A tiny temperature can overflow finite logits; multinomial would raise and take
+        # every row of the batch down with it.
+        if not bool(torch.isfinite(probs).all()):
+            raise RowFault(NON_FINITE)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
 
 
 def accepts_logits_to_keep(model) -> bool:
@@ -209,13 +228,22 @@ class DecodeBatch:
         logits = self._forward()
         self.steps += 1
         greedy = logits.argmax(-1).tolist()
+        # Rows never mix inside a forward pass, so a row's non-finite logits (absurd steering)
+        # are its own: it ends here, alone, and the others decode on unchanged.
+        finite = torch.isfinite(logits).all(-1).tolist()
         stop_ids = self.loaded.stop_ids
         events, keep, next_tokens = [], [], []
         for position, row in enumerate(self.rows):
             if row.request.cancel.is_set():
                 events.append(TokenEvent(row.index, row.detok.flush(), None, "cancelled"))
                 continue
-            token = greedy[position] if row.generator is None else row.sample(logits[position])
+            try:
+                if not finite[position]:
+                    raise RowFault(NON_FINITE)
+                token = greedy[position] if row.generator is None else row.sample(logits[position])
+            except RowFault as fault:
+                events.append(TokenEvent(row.index, row.detok.flush(), None, "error", error=str(fault), fault="request"))
+                continue
             if token in stop_ids:
                 events.append(TokenEvent(row.index, row.detok.flush(), token, "stop"))
                 continue

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,9 @@ from safetensors.torch import load_file, save_file
 FORMAT_VERSION = "1"
 METHODS = ("caa", "probe", "pca")
 READS = ("mean", "last")
+# Dimension names and labels end up in URLs, pages and the database: short slugs, short labels.
+DIMENSION_NAME = re.compile(r"[-a-zA-Z0-9_]{1,50}\Z")  # a Django slug, as PreferenceDimension.name
+MAX_LABEL_CHARS = 60
 
 
 class VectorFileError(ValueError):
@@ -70,6 +74,12 @@ class SteeringVectors:
     def dimensions(self) -> list[str]:
         return list(self.vectors)
 
+    @property
+    def nbytes(self) -> int:
+        """The memory these vectors hold: the vectors, their scaled copies and the norms."""
+        tensors = [*self.vectors.values(), *self._scaled.values(), self.residual_norms]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def norms(self, dimension: str) -> torch.Tensor:
         return self.vectors[dimension].norm(dim=-1)
 
@@ -81,6 +91,21 @@ class SteeringVectors:
             problems.append(f"read {self.read!r} is not one of {', '.join(READS)}")
         if not self.vectors:
             problems.append("no dimensions")
+        for dim in self.vectors:
+            if not (isinstance(dim, str) and DIMENSION_NAME.match(dim)):
+                problems.append(
+                    f"dimension name {str(dim)[:60]!r} must be 1–50 letters, digits, '-' or '_'"
+                )
+        for dim, pair in self.labels.items():
+            if dim not in self.vectors:
+                problems.append(f"labels name unknown dimension {str(dim)[:60]!r}")
+            elif not (
+                isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(label, str) and 0 < len(label) <= MAX_LABEL_CHARS for label in pair)
+            ):
+                problems.append(
+                    f"labels of {dim!r} must be two texts of 1–{MAX_LABEL_CHARS} characters (negative, positive)"
+                )
         bad_layers = [layer for layer in self.layers if not 0 <= layer < self.num_layers]
         if bad_layers or not self.layers:
             problems.append(f"steered layers {self.layers} must be a non-empty subset of 0…{self.num_layers - 1}")
@@ -98,7 +123,9 @@ class SteeringVectors:
         if tuple(self.residual_norms.shape) != (self.num_layers,) or not torch.isfinite(self.residual_norms).all():
             problems.append(f"residual_norms must be {self.num_layers} finite values")
         for dim, value in self.functional_range.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            if dim not in self.vectors:
+                problems.append(f"functional range names unknown dimension {str(dim)[:60]!r}")
+            elif not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 problems.append(f"functional range of {dim!r} must be a finite number ≥ 0, not {value!r}")
         if problems:
             raise VectorFileError("Invalid steering vectors: " + "; ".join(problems))
@@ -144,6 +171,10 @@ class SteeringVectors:
     def with_ranges(self, ranges: dict[str, float]) -> SteeringVectors:
         """A copy with these dimensions' functional ranges replaced (e.g. by measured ones)."""
         return SteeringVectors(**{**self._fields(), "functional_range": {**self.functional_range, **ranges}})
+
+    def with_residual_norms(self, norms: torch.Tensor) -> SteeringVectors:
+        """A copy scaled to other residual norms (e.g. measured on the model that serves it)."""
+        return SteeringVectors(**{**self._fields(), "residual_norms": norms.float()})
 
     def _fields(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -204,6 +235,9 @@ class SteeringVectors:
         missing = [key for key in required if key not in meta]
         if missing:
             raise VectorFileError(f"{source}: metadata lacks {', '.join(missing)}")
+        problems = _metadata_problems(meta)
+        if problems:
+            raise VectorFileError(f"{source}: malformed metadata: " + "; ".join(problems))
         dims = meta["dimensions"]
         absent = [dim for dim in dims if f"vector.{dim}" not in tensors]
         if absent or "residual_norms" not in tensors:
@@ -230,3 +264,41 @@ class SteeringVectors:
             if isinstance(exc, VectorFileError):
                 raise
             raise VectorFileError(f"{source}: malformed metadata ({exc})") from exc
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metadata_problems(meta: dict) -> list[str]:
+    """The JSON shapes of a file's metadata, checked before any of it is used: a file is
+    anyone's upload, and a wrong shape must be a message, not a TypeError."""
+    problems = []
+    if not isinstance(meta["model_id"], str):
+        problems.append("model_id must be a text")
+    for key in ("hidden_size", "num_layers"):
+        if not _is_int(meta[key]):
+            problems.append(f"{key} must be an integer")
+    if not (isinstance(meta["layers"], list) and all(_is_int(layer) for layer in meta["layers"])):
+        problems.append("layers must be a list of integers")
+    if not (isinstance(meta["dimensions"], list) and all(isinstance(dim, str) for dim in meta["dimensions"])):
+        problems.append("dimensions must be a list of names")
+    if not isinstance(meta["functional_range"], dict):
+        problems.append("functional_range must be an object mapping dimensions to numbers")
+    elif not all(_is_number(value) for value in meta["functional_range"].values()):
+        problems.append("each functional range must be a number")
+    for key in ("method", "read", "created_at"):
+        if key in meta and not isinstance(meta[key], str):
+            problems.append(f"{key} must be a text")
+    if "labels" in meta and not isinstance(meta["labels"], dict):
+        problems.append("labels must be an object mapping dimensions to [negative, positive]")
+    scores = meta.get("layer_scores", {})
+    if not isinstance(scores, dict):
+        problems.append("layer_scores must be an object mapping dimensions to lists of numbers")
+    elif not all(isinstance(v, list) and all(_is_number(x) for x in v) for v in scores.values()):
+        problems.append("layer_scores must map dimensions to lists of numbers")
+    return problems

@@ -12,7 +12,8 @@ When the model's cache cannot merge (`DecodeBatch.joinable` is false: static, qu
 hybrid caches) newcomers wait until the running batch has ended, then start the next one.
 
 An exception in a forward pass ends the requests of that pass with finish "error" and its
-message; the thread carries on with the next requests. `close()` stops the thread and ends
+message (fault "server"); the thread carries on with the next requests. A row whose own
+logits stop being finite ends alone (fault "request"), the rest of its pass goes on. `close()` stops the thread and ends
 every request still there the same way.
 """
 
@@ -292,7 +293,7 @@ class Scheduler:
             for ticket in tickets:
                 self._running.pop(ticket.key, None)
         for ticket in tickets:
-            ticket.push(TokenEvent(ticket.key, "", None, "error", error=message))
+            ticket.push(TokenEvent(ticket.key, "", None, "error", error=message, fault="server"))
 
     def _shut_down(self) -> None:
         with self._lock:

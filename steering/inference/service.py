@@ -15,6 +15,7 @@ Events are dicts: {"type": "token", "text"}, then one of {"type": "done", "finis
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import AsyncIterator
@@ -26,6 +27,8 @@ from steering.engine import GenerationParams, GenerationRequest
 from steering.inference.scheduler import Busy, Scheduler, SchedulerClosed, TooManyForUser
 
 REQUEST_CHANNEL = "steerlab-inference"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,10 +61,23 @@ def error_event(code: str, message: str, retry_after: int | None = None) -> dict
 async def run_on_scheduler(scheduler: Scheduler, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
     """Generate `spec` on a scheduler in this process, yielding events; setting `cancelled`
     frees the row at the next decode step. Used by the local backend and by the worker."""
+    from steering import runtime
+    from steering.models import VectorSet
+
     try:
         request = await sync_to_async(spec.to_request, thread_sensitive=False)()
-    except Exception as exc:  # a vector set deleted meanwhile, a corrupt file: the user's error frame
-        yield error_event("bad_request", f"Could not prepare the generation: {exc}")
+    except VectorSet.DoesNotExist:
+        yield error_event("not_found", f"Vector set {spec.vector_set_id} no longer exists")
+        return
+    except runtime.VectorSetUnavailable as exc:  # the server's fault: its message names no path
+        yield error_event("vector_set_unavailable", str(exc), 60)
+        return
+    except (LookupError, ValueError) as exc:  # an unknown dimension, a bad strength or parameter
+        yield error_event("bad_request", f"Could not prepare the generation: {str(exc).strip(chr(39))}")
+        return
+    except Exception:
+        log.exception("Preparing a generation failed")
+        yield error_event("internal", "Something went wrong on the server; it has been logged.")
         return
     try:
         ticket = scheduler.submit(request, user=spec.user or None)
@@ -82,8 +98,11 @@ async def run_on_scheduler(scheduler: Scheduler, spec: GenerationSpec, cancelled
         async for event in ticket:
             if event.text:
                 yield {"type": "token", "text": event.text}
-        if ticket.finish == "error":
-            yield error_event("generation_failed", ticket.error or "The generation failed")
+        if ticket.finish == "error" and ticket.fault == "request":
+            yield error_event("unprocessable", ticket.error or "The generation failed")
+        elif ticket.finish == "error":
+            # The scheduler's message carries the exception; it is logged there, not shown.
+            yield error_event("generation_failed", "The generation failed on the server; it has been logged.")
         else:
             yield {
                 "type": "done",

@@ -22,6 +22,7 @@ class Ticket:
     """Handed out by `Scheduler.submit`. Besides the events it offers the outcome, filled in
     as the generation goes: `text` (so far, then final), `finish` (None until the end, then
     "stop", "length", "cancelled" or "error"), `error` (the message when finish is "error"),
+    `fault` (then "request" or "server": whose fault it was),
     `tokens` (tokens of the answer), `time_to_first_token` and `latency` (seconds)."""
 
     def __init__(
@@ -38,6 +39,7 @@ class Ticket:
         self.text = ""
         self.finish: str | None = None
         self.error: str | None = None
+        self.fault: str | None = None
         self.tokens = 0
         self.submitted_at = time.monotonic()
         self.first_token_at: float | None = None
@@ -136,6 +138,8 @@ class Ticket:
                     self.tokens += 1
             if event.finish is not None:
                 self.finish, self.error, self.finished_at = event.finish, event.error, now
+                if event.finish == "error":
+                    self.fault = event.fault or "server"
             self._changed.notify_all()
             wakers, self._wakers = self._wakers, []
         for loop, waker in wakers:

@@ -85,6 +85,49 @@ def test_it_validates_what_it_loads(tmp_path, tensors, meta, message):
         SteeringVectors.load(_write(tmp_path / "v.safetensors", tensors, **meta))
 
 
+ONES = {"vector.d": torch.ones(2, 8), "residual_norms": torch.ones(2)}
+
+
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ({"dimensions": 5}, "dimensions must be a list"),
+        ({"dimensions": "d"}, "dimensions must be a list"),
+        ({"dimensions": [["d"]]}, "dimensions must be a list"),
+        ({"dimensions": []}, "no dimensions"),
+        ({"labels": []}, "labels must be an object"),
+        ({"labels": {"d": []}}, "labels of 'd'"),
+        ({"labels": {"d": ["low", 5]}}, "labels of 'd'"),
+        ({"labels": {"d": ["low", "x" * 61]}}, "labels of 'd'"),
+        ({"labels": {"zzz": ["a", "b"]}}, "labels name unknown"),
+        ({"functional_range": [0.1]}, "functional_range must be an object"),
+        ({"functional_range": {"d": "big"}}, "functional range"),
+        ({"functional_range": {"d": 0.1, "junk": 1}}, "functional range names unknown dimension 'junk'"),
+        ({"layers": 3}, "layers must be a list"),
+        ({"layers": [True]}, "layers must be a list"),
+        ({"hidden_size": "8"}, "hidden_size"),
+        ({"num_layers": 2.5}, "num_layers"),
+        ({"model_id": ["m"]}, "model_id"),
+        ({"method": 5}, "method"),
+        ({"layer_scores": []}, "layer_scores must be an object"),
+        ({"layer_scores": {"d": [1, "x"]}}, "layer_scores"),
+        ({"created_at": {}}, "created_at"),
+    ],
+)
+def test_it_rejects_malformed_metadata_with_a_message(tmp_path, meta, message):
+    with pytest.raises(VectorFileError, match=message):
+        SteeringVectors.load(_write(tmp_path / "v.safetensors", ONES, **meta))
+
+
+@pytest.mark.parametrize(
+    "name", ["Not A Slug", "x" * 51, "../etc", "", "ümlaut"],
+)
+def test_dimension_names_are_short_slugs(tmp_path, name):
+    tensors = {f"vector.{name}": torch.ones(2, 8), "residual_norms": torch.ones(2)}
+    with pytest.raises(VectorFileError, match="dimension name"):
+        SteeringVectors.load(_write(tmp_path / "v.safetensors", tensors, dimensions=[name], functional_range={name: 0.1}))
+
+
 def test_it_rejects_files_without_metadata(tmp_path):
     path = tmp_path / "v.safetensors"
     save_file({"vector.d": torch.ones(2, 8)}, str(path))

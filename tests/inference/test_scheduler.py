@@ -299,7 +299,7 @@ def test_an_error_in_a_step_ends_the_requests_of_that_step_and_the_scheduler_goe
         gate.allow(1)
         for ticket in victims:
             assert ticket.wait(TIMEOUT)
-            assert ticket.finish == "error" and "boom in the model" in ticket.error
+            assert ticket.finish == "error" and "boom in the model" in ticket.error and ticket.fault == "server"
             assert _drain(ticket)[-1].error == ticket.error
         boom.armed = None
         gate.open()
@@ -310,6 +310,26 @@ def test_an_error_in_a_step_ends_the_requests_of_that_step_and_the_scheduler_goe
     finally:
         boom.remove()
     assert later.text == _alone(loaded, hooks, _request(loaded, "hey", 6, _delta(loaded, 1)))
+
+
+def test_a_row_with_absurd_steering_ends_alone_whether_it_starts_or_joins_a_batch(loaded, hooks, gate, make_scheduler):
+    inf = {layer: torch.full((loaded.hidden_size,), float("inf")) for layer in (1, 2)}
+    scheduler = make_scheduler()
+    gate.hold()
+    running = scheduler.submit(_request(loaded, "hello world", 12, _delta(loaded, 4)))
+    first_poison = scheduler.submit(_request(loaded, "me first", 6, inf))
+    gate.allow(3)
+    _take(running, 2)
+    joining = [scheduler.submit(_request(loaded, p, 6, s)) for p, s in (("yeah", None), ("no way", inf))]
+    gate.open()
+    for ticket in (first_poison, joining[1]):
+        assert ticket.wait(TIMEOUT) and ticket.finish == "error"
+        assert ticket.fault == "request" and "not finite" in ticket.error
+    assert running.wait(TIMEOUT) and running.finish == "length" and running.fault is None
+    assert joining[0].wait(TIMEOUT) and joining[0].finish == "length"
+    assert running.text == _alone(loaded, hooks, _request(loaded, "hello world", 12, _delta(loaded, 4)))
+    assert joining[0].text == _alone(loaded, hooks, _request(loaded, "yeah", 6))
+    assert scheduler.stats().alive
 
 
 def test_a_failed_prefill_ends_only_the_newcomers(loaded, hooks, gate, make_scheduler):

@@ -268,6 +268,17 @@ def test_the_add_form_needs_a_dimension(staff_client):
     assert not VectorSet.objects.exists()
 
 
+def test_the_add_form_offers_only_shared_dimensions(staff_client, tone, alice):
+    uploaded = VectorSet.objects.create(name="alice's upload", model_id="m", owner=alice)
+    private = PreferenceDimension.objects.create(name="sarcasm", negative_label="a", positive_label="b",
+                                                 private_to=uploaded)
+    form = staff_client.get(url("steering_vectorset_add")).context["adminform"].form
+    assert list(form.fields["dimensions"].queryset) == [tone]
+    response = staff_client.post(url("steering_vectorset_add"), {"name": "X", "dimensions": [private.pk], "method": "caa"})
+    assert "dimensions" in response.context["adminform"].form.errors
+    assert VectorSet.objects.count() == 1
+
+
 @pytest.mark.slow
 def test_the_add_form_computes_the_set_for_real(
     staff_client, tone, settings, media, django_capture_on_commit_callbacks

@@ -125,3 +125,40 @@ def test_a_top_k_the_model_cannot_take_fails_with_a_readable_error(tiny, formali
     vector_set = services.vector_set_create(name="k", model_id="tiny-llama", dimensions=[formality], top_k=9)
     vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
     assert vector_set.status == VectorSet.Status.FAILED and "top_k must be between 1 and 3" in vector_set.error
+
+
+def test_a_set_deleted_while_it_computes_stays_deleted_and_leaves_no_file(tiny, formality, media):
+    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    reported = []
+
+    def delete_midway(percent):
+        if not reported:
+            VectorSet.objects.filter(pk=vector_set.pk).delete()
+        reported.append(percent)
+
+    services.vector_set_compute(vector_set=vector_set, loaded=tiny, report=delete_midway)
+    assert len(reported) == 1  # it stopped at its next progress report, not at the end
+    assert not VectorSet.objects.filter(pk=vector_set.pk).exists()
+    assert not any(media.rglob("*.safetensors*"))
+
+
+def test_a_set_deleted_after_its_last_progress_report_is_not_brought_back(tiny, formality, media):
+    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+
+    def delete_at_the_end(percent):
+        if percent == 99:  # the last report: only the file and the final update are left
+            VectorSet.objects.filter(pk=vector_set.pk).delete()
+
+    services.vector_set_compute(vector_set=vector_set, loaded=tiny, report=delete_at_the_end)
+    assert not VectorSet.objects.filter(pk=vector_set.pk).exists()
+    assert not any(media.rglob("*.safetensors*"))
+
+
+def test_a_set_deleted_before_its_task_runs_ends_the_task_quietly(formality, media):
+    from steering import tasks
+
+    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    VectorSet.objects.filter(pk=vector_set.pk).delete()
+    assert tasks.compute_vector_set(vector_set.pk) == "deleted"
+    assert services.vector_set_compute(vector_set=vector_set, loaded=None) is vector_set
+    assert not VectorSet.objects.exists()
