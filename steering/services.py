@@ -311,6 +311,7 @@ def interaction_record(
     source: str = InteractionLog.Source.API,
     session_id: str = "",
     conversation: Conversation | None = None,
+    served_by: list[dict] | None = None,
 ) -> InteractionLog:
     """Log one generation and, inside a conversation, append its two messages, together."""
     with transaction.atomic():
@@ -326,6 +327,7 @@ def interaction_record(
             latency_ms=latency_ms,
             first_token_ms=first_token_ms,
             error=error[:2000],
+            served_by=served_by or [],
             source=source,
             session_id=session_id,
             conversation=conversation,
