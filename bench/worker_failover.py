@@ -79,6 +79,7 @@ class Deployment(BenchServer):
             ))
         for worker in self.worker_processes:
             self.wait_ready(worker)
+        print("bench: 2 workers ready", file=sys.stderr, flush=True)
         return self
 
     def start_worker(self) -> subprocess.Popen:
@@ -179,6 +180,7 @@ async def main(args) -> None:
         solo = []
         for i in range(8):
             answer = await ask(urls[i % 2], deployment.cookies[i], i, args.tokens)
+            print(f"bench: solo {i}: {answer['error'] or 'ok'}, {answer['tokens']} tokens", file=sys.stderr, flush=True)
             solo.append(answer["text"])
         print(json.dumps({"solo_errors": sum(1 for t in solo if not t)}), flush=True)
         totals = {"rounds": 0, "answers": 0, "duplicates": 0, "mismatches": 0, "errors": 0}

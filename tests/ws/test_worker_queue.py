@@ -91,7 +91,10 @@ def worker_site(settings, tiny_site, transactional_db):
                               labels={"formality": ["Casual", "Formal"]})
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
     services.vector_set_register(vectors=vectors, name="default")
-    return settings
+    yield settings
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter(match=f"{settings.STEERLAB_QUEUE_PREFIX}:*"):
+        client.delete(key)
 
 
 @pytest.fixture
