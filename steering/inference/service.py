@@ -149,7 +149,7 @@ class WorkerBackend:
             )
         ).decode()
         holder: str | None = None
-        finished = False
+        settled = False  # the holder wrote the last event (and so settled the request)
         heard = loop.time()
         last = "0-0"
         read: asyncio.Future | None = None
@@ -194,14 +194,13 @@ class WorkerBackend:
                             if event["text"]:
                                 yield {"type": "token", "text": event["text"]}
                             continue
-                        finished = event["type"] in ("done", "error")
+                        settled = event["type"] in ("done", "error")
                         yield event
-                        if finished:
+                        if settled:
                             return
                 quiet = loop.time() - heard
                 if quiet >= silence and not (quiet < 2 * silence + 2 and await _survivors(r, holder, silence)):
                     # Nobody left to take it over (or nobody did in time): the error frame.
-                    finished = True
                     yield error_event(
                         "worker_unavailable", f"The inference worker did not answer for {silence:g} s; try again shortly.", 5
                     )
@@ -211,8 +210,8 @@ class WorkerBackend:
             if read is not None:
                 read.cancel()
             with contextlib.suppress(Exception):
-                await asyncio.shield(_withdraw(r, entry, reply, finished=finished))
-            if not finished:
+                await asyncio.shield(_withdraw(r, entry, reply, settled=settled))
+            if not settled:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(tell_to_cancel(holder or "*"))
 
@@ -229,13 +228,13 @@ async def _survivors(r, holder: str | None, silence: float) -> bool:
     return any(name.decode() != holder for name in alive)
 
 
-async def _withdraw(r, entry: str, reply: str, *, finished: bool) -> None:
+async def _withdraw(r, entry: str, reply: str, *, settled: bool) -> None:
     """Drop the request from the queue (a no-op once its worker settled it) and its reply
     stream. Acknowledging it revokes the lease: a worker still serving an abandoned request
     is refused its next write and stops."""
     from steering.inference import queue
 
-    if not finished:
+    if not settled:
         await r.xack(queue.requests_key(), queue.GROUP, entry)
         await r.xdel(queue.requests_key(), entry)
     await r.delete(reply)
