@@ -3,8 +3,9 @@ request served once, and a dead worker's streams resumed by a survivor.
 
 The web side is this process's ASGI application (its websocket consumer, in worker mode);
 the model is the tiny random Llama (tiny_site): these tests are about delivery, not text.
-Each user asks with a different formality strength, so a stream continued with the wrong
-steering, or mixed with another's, would not equal its solo text.
+Each user asks with a different formality strength, half of them sampling with a seed, so a
+stream continued with the wrong steering or sampler state, or mixed with another's, would not
+equal its solo text.
 """
 
 import asyncio
@@ -138,8 +139,10 @@ async def ask(user, index: int, tokens: int = TOKENS, on_token=None) -> dict:
     ws, connected, _ = await connect(user)
     assert connected
     try:
+        # Odd users sample with a seed: a resumed stream must continue the seeded sequence.
+        sampling = {"temperature": 0.9, "seed": 100 + index} if index % 2 else {}
         await ws.send_json_to({"type": "generate", "prompt": PROMPTS[index], "max_new_tokens": tokens,
-                               "preferences": {"formality": round(-1 + 2 * index / 7, 2)}})
+                               "preferences": {"formality": round(-1 + 2 * index / 7, 2)}, **sampling})
         streamed, frames = "", 0
         while True:
             frame = await ws.receive_json_from(timeout=120)
