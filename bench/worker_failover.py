@@ -2,14 +2,16 @@
 processes (STEERLAB_INFERENCE=worker, Redis), and 8 websocket users with 8 different formality
 strengths, each asking for greedy tokens at the same time.
 
-    .venv/bin/python bench/worker_failover.py [--rounds 3] [--tokens 32] [--kill]
+    .venv/bin/python bench/worker_failover.py [--rounds 3] [--tokens 32] [--kill] [--model tiny]
 
 First each prompt is asked alone, one at a time (its solo text). Then each round sends the 8
 at once, half through each daphne, and checks every answer: a **duplicate** is an answer
 with more token frames than tokens (two workers streamed into it), a **mismatch** a text
 unlike its solo text, an **error** an error frame. With `--kill` the worker holding the most
-requests is SIGKILLed once the streams are under way, in every round (a fresh one is started
-for the next round), and the answers must still complete, equal to their solo texts.
+requests is SIGKILLed once every stream has sent a few tokens, in every round (a fresh one is
+started for the next round), and the answers must still complete, equal to their solo texts.
+`--model tiny` serves the suite's tiny random Llama instead of SmolLM2 (delivery does not
+need real text, and a busy 2-core machine runs SmolLM2 in 4 processes very slowly).
 
 Prints one JSON line per round and a summary. Uses Redis at REDIS_URL (default
 redis://127.0.0.1:6379/13), which it flushes.
@@ -51,9 +53,19 @@ class Deployment(BenchServer):
     """BenchServer's database and users, served by `webs` daphne processes in worker mode and
     `workers` inference workers."""
 
-    def __init__(self, *, users: int, redis_url: str, webs: int = 2, workers: int = 2) -> None:
+    def __init__(self, *, users: int, redis_url: str, model: str, webs: int = 2, workers: int = 2) -> None:
         super().__init__(users=users, env={"STEERLAB_INFERENCE": "worker", "REDIS_URL": redis_url,
-                                           "STEERLAB_WORKER_SILENCE_S": "3"})
+                                           "STEERLAB_WORKER_SILENCE_S": "3", "OMP_NUM_THREADS": "1"})
+        if model == "tiny":
+            sys.path.insert(0, str(ROOT))
+            from tests.tiny_models import build_tiny
+
+            loaded = build_tiny("llama")
+            directory = f"{self.tmp.name}/tiny-llama"
+            loaded.model.save_pretrained(directory)
+            loaded.tokenizer.save_pretrained(directory)
+            self.env["STEERLAB_MODEL"] = directory
+            self.env["STEERLAB_DEVICE"] = "cpu"
         self.webs, self.workers = webs, workers
         self.daphnes: list[subprocess.Popen] = []
         self.ports: list[int] = []
@@ -117,7 +129,7 @@ class Deployment(BenchServer):
         self.tmp.cleanup()
 
 
-async def ask(url: str, cookie: str, index: int, tokens: int, connect_timeout: float = 120) -> dict:
+async def ask(url: str, cookie: str, index: int, tokens: int, connect_timeout: float = 120, on_token=None) -> dict:
     strength = round(-1 + 2 * index / 7, 2)
     deadline = time.time() + connect_timeout
     while True:  # daphne may still be starting
@@ -138,6 +150,8 @@ async def ask(url: str, cookie: str, index: int, tokens: int, connect_timeout: f
             if frame["type"] == "token":
                 token_frames += 1
                 text += frame["text"]
+                if on_token is not None:
+                    on_token(index, token_frames)
             elif frame["type"] == "done":
                 return {"text": frame["text"], "streamed": text, "tokens": frame["stats"]["tokens"],
                         "token_frames": token_frames, "error": None}
@@ -161,8 +175,8 @@ def pending_by_pid(redis_url: str) -> dict[int, int]:
     return counts
 
 
-async def kill_busiest(deployment: Deployment, redis_url: str, after: float) -> dict:
-    await asyncio.sleep(after)
+async def kill_busiest(deployment: Deployment, redis_url: str, under_way: asyncio.Event) -> dict:
+    await under_way.wait()
     counts = pending_by_pid(redis_url)
     pid = max(counts, key=counts.get) if counts else deployment.worker_processes[0].pid
     os.kill(pid, signal.SIGKILL)
@@ -175,7 +189,7 @@ async def main(args) -> None:
     import redis
 
     redis.Redis.from_url(args.redis_url).flushdb()
-    with Deployment(users=8, redis_url=args.redis_url) as deployment:
+    with Deployment(users=8, redis_url=args.redis_url, model=args.model) as deployment:
         urls = deployment.ws_urls()
         solo = []
         for i in range(8):
@@ -185,10 +199,17 @@ async def main(args) -> None:
         print(json.dumps({"solo_errors": sum(1 for t in solo if not t)}), flush=True)
         totals = {"rounds": 0, "answers": 0, "duplicates": 0, "mismatches": 0, "errors": 0}
         for round_ in range(args.rounds):
-            jobs = [ask(urls[i % 2], deployment.cookies[i], i, args.tokens) for i in range(8)]
+            seen, under_way = [0] * 8, asyncio.Event()
+
+            def on_token(index, frames, seen=seen, under_way=under_way):
+                seen[index] = frames
+                if min(seen) >= args.kill_after_tokens:
+                    under_way.set()
+
+            jobs = [ask(urls[i % 2], deployment.cookies[i], i, args.tokens, on_token=on_token) for i in range(8)]
             killing = None
             if args.kill:
-                killing = asyncio.ensure_future(kill_busiest(deployment, args.redis_url, args.kill_after))
+                killing = asyncio.ensure_future(kill_busiest(deployment, args.redis_url, under_way))
             started = time.perf_counter()
             answers = await asyncio.gather(*jobs)
             outcome = {
@@ -219,7 +240,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--kill", action="store_true", help="SIGKILL the busiest worker mid-stream each round")
-    parser.add_argument("--kill-after", type=float, default=4.0, help="seconds into the round to kill it")
+    parser.add_argument("--kill-after-tokens", type=int, default=3,
+                        help="kill once every stream has sent this many token frames")
+    parser.add_argument("--model", default="embedded", help="embedded (SmolLM2) or tiny")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13"))
     parser.add_argument("--verbose", action="store_true")
     asyncio.run(main(parser.parse_args()))
