@@ -232,6 +232,8 @@ async def main(args) -> None:
             for i, a in enumerate(answers):
                 if a["text"] != solo[i] and args.verbose:
                     print(f"  user {i}: {a['text']!r}\n  solo:   {solo[i]!r}", file=sys.stderr)
+        stats = redis.Redis.from_url(args.redis_url).hgetall("steerlab:inference:stats")
+        totals["claims_and_resumptions"] = {k.decode(): int(v) for k, v in stats.items()}  # absent before the stream queue
         print(json.dumps({"summary": totals}), flush=True)
 
 
