@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SILENCE_S = 2.0
-TOKENS = 60
+TOKENS = 120  # long enough that a worker frozen after the first tokens is mid-stream
 PROMPTS = [
     "Describe a relaxing weekend.", "Plan a dinner for friends.", "Pack for a trip.", "Buy a used car.",
     "Start a vegetable garden.", "Prepare a job interview.", "A good morning routine.", "Choose a gift.",
