@@ -167,7 +167,7 @@ def pending_by_pid(redis_url: str) -> dict[int, int]:
 
     client = redis.Redis.from_url(redis_url)
     counts: dict[int, int] = {}
-    for key in client.scan_iter(match="*:inference:requests"):
+    for key in client.scan_iter(match="steerlab:inference:requests"):  # this deployment's queue only
         for group in client.xinfo_groups(key):
             for consumer in client.xinfo_consumers(key, group["name"]):
                 pid = int(consumer["name"].decode().split("-")[-2])
