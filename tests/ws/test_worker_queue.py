@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -183,7 +182,7 @@ def assert_whole(answer: dict, solo: str) -> None:
     assert answer["frames"] <= end["stats"]["tokens"]
 
 
-async def logs_by_user():
+async def all_logs():
     entries = await sync_to_async(list)(InteractionLog.objects.select_related("user").order_by("created_at"))
     return entries
 
@@ -196,7 +195,7 @@ async def test_it_serves_each_of_8_concurrent_requests_once_over_2_workers(start
         answers = await asyncio.gather(*[ask(user, i) for i, user in enumerate(users)])
         for i, answer in enumerate(answers):
             assert_whole(answer, solo[i])
-    logs = await logs_by_user()
+    logs = await all_logs()
     assert len(logs) == 8 * 4
     assert all(len(log.served_by) == 1 and log.status == "ok" for log in logs)
     assert len({log.served_by[0]["worker"] for log in logs}) == 2  # both workers took a share
@@ -225,7 +224,7 @@ async def test_it_resumes_the_streams_of_a_killed_worker_on_the_survivor(start_w
     answers = await asyncio.wait_for(asking, 120)
     for i, answer in enumerate(answers):
         assert_whole(answer, solo[i])
-    logs = [log for log in await logs_by_user()][8:]
+    logs = (await all_logs())[8:]
     moved = [log for log in logs if len(log.served_by) == 2]
     assert moved, "no stream was taken over"
     for log in moved:
@@ -265,7 +264,7 @@ async def test_a_worker_paused_past_the_silence_window_does_not_answer_twice(sta
     answers = await asyncio.wait_for(asking, 120)
     for i, answer in enumerate(answers):
         assert_whole(answer, solo[i])
-    logs = (await logs_by_user())[4:]
+    logs = (await all_logs())[4:]
     assert any(len(log.served_by) == 2 for log in logs)
     # The paused worker is alive and serves new requests again.
     await asyncio.sleep(1.5)
@@ -286,5 +285,5 @@ async def test_with_no_survivor_the_client_gets_the_error_frame(start_workers, u
     answer = await ask(users[0], 0, on_token=on_token)
     assert answer["end"]["type"] == "error" and answer["end"]["code"] == "worker_unavailable"
     assert loop.time() - started < SILENCE_S + 8
-    (log,) = await logs_by_user()
+    (log,) = await all_logs()
     assert log.status == "failed" and "did not answer" in log.error
