@@ -314,6 +314,9 @@ def interaction_record(
     served_by: list[dict] | None = None,
 ) -> InteractionLog:
     """Log one generation and, inside a conversation, append its two messages, together."""
+    # A model can emit a NUL character (any byte is a token), which PostgreSQL's text columns
+    # refuse: the log would fail and take the answer's record with it.
+    response = response.replace("\x00", "\ufffd")
     with transaction.atomic():
         log_entry = InteractionLog.objects.create(
             user=user,
