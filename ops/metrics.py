@@ -12,6 +12,8 @@ What is counted where:
   this process's scheduler at scrape time (`steering.runtime`), never loading the model. In
   worker mode the scheduler lives in `manage.py inference_worker`, which serves them itself
   (`--metrics-port`, `worker_registry`).
+- Worker mode's claims and resumptions (a dead worker's requests taken over and resumed):
+  counted in Redis by the workers, read at scrape time, so they hold for the whole deployment.
 - django-q2 tasks waiting and failed: counted in the database at scrape time, so they hold for
   the whole cluster, whichever process ran the task.
 
@@ -25,7 +27,7 @@ import time
 import uuid
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 from ops.logs import request_id
@@ -134,6 +136,37 @@ class TaskCollector(_ScrapeTime):
         yield family
 
 
+class WorkerQueueCollector(_ScrapeTime):
+    """Worker mode's failovers, counted in Redis by the workers, so any process's scrape shows
+    the whole deployment's: requests taken over from a silent worker (claims) and streams
+    resumed from where they stopped (resumptions). Nothing in the other modes."""
+
+    def collect(self):
+        from django.conf import settings
+
+        if settings.STEERLAB_INFERENCE != "worker" or not settings.REDIS_URL:
+            return
+        import redis
+
+        from steering.inference import queue
+
+        try:
+            with redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2) as client:
+                raw = client.hgetall(queue.stats_key())
+        except redis.RedisError as exc:  # the scrape still answers; health reports Redis
+            log.warning("Worker queue metrics unavailable: %s", exc)
+            return
+        counts = {k.decode(): int(v) for k, v in raw.items()}
+        yield CounterMetricFamily(
+            "steerlab_inference_claims", "Requests a worker took over from a worker silent past the window.",
+            value=counts.get("claims", 0),
+        )
+        yield CounterMetricFamily(
+            "steerlab_inference_resumptions", "Streams a worker resumed where a dead worker's stopped.",
+            value=counts.get("resumptions", 0),
+        )
+
+
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
@@ -176,6 +209,7 @@ def worker_registry() -> CollectorRegistry:
     (no database queries from the exporter's threads)."""
     registry = CollectorRegistry()
     registry.register(SchedulerCollector())
+    registry.register(WorkerQueueCollector())
     ProcessCollector(registry=registry)
     return registry
 
@@ -194,5 +228,6 @@ def install() -> None:
 
     REGISTRY.register(SchedulerCollector())
     REGISTRY.register(TaskCollector())
+    REGISTRY.register(WorkerQueueCollector())
     post_save.connect(_interaction_recorded, sender=InteractionLog, dispatch_uid="ops.metrics.generations")
     _installed = True

@@ -75,6 +75,7 @@ class ChatTurn:
         self.tokens = 0
         self.first_token_ms: int | None = None
         self.error = ""
+        self.served_by: list[dict] = []  # worker mode: each worker that streamed part of the answer
         self._cancelled = asyncio.Event()
         self._started = 0.0
 
@@ -130,6 +131,8 @@ class ChatTurn:
                 elif event["type"] == "done":
                     self.finish_reason, self.tokens = event["finish"], event["tokens"]
                     self.first_token_ms = event.get("first_token_ms")
+                elif event["type"] == "worker":
+                    self.served_by.append({"worker": event["worker"], "from_token": event["resumed_at"]})
                 elif event["type"] == "error":
                     self.error = event["message"]
                     raise ChatError(event["code"], event["message"], event.get("retry_after"))
@@ -158,6 +161,7 @@ class ChatTurn:
             source=self.source,
             session_id=self.session_id,
             conversation=self.plan.conversation if self.plan else None,
+            served_by=self.served_by,
         )
         return {
             "generated_text": self.text,

@@ -252,6 +252,9 @@ class InteractionLog(models.Model):
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK)
     error = models.TextField(blank=True)
+    # Worker mode: [{"worker", "from_token"}, …], one item per inference worker that streamed
+    # part of the answer; a second item records a move after the first worker died.
+    served_by = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -400,8 +400,12 @@ def interaction_record(
     source: str = InteractionLog.Source.API,
     session_id: str = "",
     conversation: Conversation | None = None,
+    served_by: list[dict] | None = None,
 ) -> InteractionLog:
     """Log one generation and, inside a conversation, append its two messages, together."""
+    # A model can emit a NUL character (any byte is a token), which PostgreSQL's text columns
+    # refuse: the log would fail and take the answer's record with it.
+    response = response.replace("\x00", "\ufffd")
     with transaction.atomic():
         log_entry = InteractionLog.objects.create(
             user=user,
@@ -415,6 +419,7 @@ def interaction_record(
             latency_ms=latency_ms,
             first_token_ms=first_token_ms,
             error=error[:2000],
+            served_by=served_by or [],
             source=source,
             session_id=session_id,
             conversation=conversation,

@@ -197,10 +197,14 @@ STEERLAB_MAX_BATCH = env_int("STEERLAB_MAX_BATCH", 16, minimum=1)
 STEERLAB_MAX_QUEUE = env_int("STEERLAB_MAX_QUEUE", 64, minimum=1)
 STEERLAB_MAX_PER_USER = env_int("STEERLAB_MAX_PER_USER", 2, minimum=1)
 # Where generation runs: "local" (a scheduler thread inside each daphne process) or "worker"
-# (`manage.py inference_worker` processes fed through the Redis channel layer, so several
-# daphne processes share one model). A worker silent this long is taken for dead.
+# (`manage.py inference_worker` processes fed through a Redis stream, so several daphne
+# processes share one model). A worker silent this long is taken for dead: a surviving worker
+# takes its requests over and resumes them (docs/deployment.md).
 STEERLAB_INFERENCE = env_choice("STEERLAB_INFERENCE", "local", ["local", "worker"])
 STEERLAB_WORKER_SILENCE_S = env_float("STEERLAB_WORKER_SILENCE_S", 5.0, minimum=0.5)
+# The Redis keys of worker mode's request queue and reply streams start with this (several
+# sites may share one Redis); see docs/deployment.md.
+STEERLAB_QUEUE_PREFIX = env_str("STEERLAB_QUEUE_PREFIX", "steerlab")
 
 # LEARN: p in the paper's step d ← d + p · dissatisfaction · direction (one clear thumbs down
 # moves a strength by this much), and the sentence-embedding model that reads feedback texts

@@ -57,6 +57,10 @@ class GenerationRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     steering: dict[int, torch.Tensor] = field(default_factory=dict)  # SteeringVectors.layer_deltas
     cancel: threading.Event = field(default_factory=threading.Event)
+    # Tokens of the answer generated elsewhere already (a stream resumed after its worker
+    # died): prefilled after the prompt, counted against max_new_tokens, never streamed again,
+    # and a seeded sampler draws past them, so the answer goes on as if never interrupted.
+    generated_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -134,9 +138,18 @@ class _Row:
                 self.generator.seed()
             else:
                 self.generator.manual_seed(self.params.seed)
+        for token in request.generated_ids:
+            self.detok.push(token)  # its text was sent already: only the decoder's state matters
+        self._draws_to_skip = len(request.generated_ids) if self.generator is not None else 0
 
     def sample(self, logits: torch.Tensor) -> int:
         params = self.params
+        while self._draws_to_skip:
+            # The draws the first generation made for the resumed tokens. How many random
+            # numbers a draw takes depends on the logits' shape only, never their values, so
+            # drawing on zeros puts the generator where an uninterrupted run would have it.
+            self._draws_to_skip -= 1
+            torch.multinomial(torch.zeros_like(logits, dtype=torch.float).softmax(-1), 1, generator=self.generator)
         logits = logits.float() / params.temperature
         if params.top_k:
             kth = torch.topk(logits, min(params.top_k, logits.shape[-1])).values[-1]
@@ -186,7 +199,9 @@ class DecodeBatch:
         if any(steered) and hooks is None:
             raise ValueError("Steered requests need SteeringHooks")
         self.steering = RowSteering.from_rows(steered, dtype=loaded.dtype, device=device)
-        self.input_ids, self.mask, positions = pad_left([r.prompt_ids for r in requests], loaded.pad_id, device)
+        self.input_ids, self.mask, positions = pad_left(
+            [r.prompt_ids + r.generated_ids for r in requests], loaded.pad_id, device
+        )
         self.next_position = positions[:, -1] + 1
         self.cache = None
         self._extra = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}

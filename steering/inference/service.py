@@ -3,19 +3,24 @@ backends that generate one and yield the same events.
 
 - `LocalBackend` (STEERLAB_INFERENCE=local, the default): the scheduler runs in this process,
   on a background thread that owns the model; this event loop only awaits its events.
-- `ChannelBackend` (STEERLAB_INFERENCE=worker): the spec travels over the channel layer (Redis)
-  to `manage.py inference_worker`, which runs the same scheduler, so several daphne processes
-  share one model. A worker that stops answering is noticed by silence: it sends a heartbeat
-  every second while it holds a request.
+- `WorkerBackend` (STEERLAB_INFERENCE=worker): the spec travels through a Redis stream to
+  `manage.py inference_worker`, which runs the same scheduler, so several daphne processes
+  share one model. Each request is served by one worker at a time; when a worker dies, a
+  survivor resumes its streams (`steering.inference.queue`, `steering.inference.worker`).
+  With no survivor, the silence of the worker ends the request with an error.
 
-Events are dicts: {"type": "token", "text"}, then one of {"type": "done", "finish", "tokens",
+Events are dicts: {"type": "token", "text"} (worker mode also says which worker serves the
+request: {"type": "worker", "worker", "resumed_at"}, again after each move), then one of {"type": "done", "finish", "tokens",
 "first_token_ms"} or {"type": "error", "code", "message", "retry_after"}.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import AsyncIterator
@@ -25,8 +30,6 @@ from django.conf import settings
 
 from steering.engine import GenerationParams, GenerationRequest
 from steering.inference.scheduler import Busy, Scheduler, SchedulerClosed, TooManyForUser
-
-REQUEST_CHANNEL = "steerlab-inference"
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class GenerationSpec:
     vector_set_id: int | None = None
     strengths: dict[str, float] = field(default_factory=dict)
     user: str = ""
+    generated_ids: list[int] = field(default_factory=list)  # a resumed stream's tokens so far
 
     def to_request(self) -> GenerationRequest:
         """Resolve steering against this process's model (loads the vector file once)."""
@@ -51,16 +55,24 @@ class GenerationSpec:
         if self.strengths:
             vector_set = VectorSet.objects.get(pk=self.vector_set_id)
             steering = runtime.site_vectors(vector_set).layer_deltas(self.strengths)
-        return GenerationRequest(prompt_ids=self.prompt_ids, params=GenerationParams(**self.params), steering=steering)
+        return GenerationRequest(
+            prompt_ids=self.prompt_ids, params=GenerationParams(**self.params), steering=steering,
+            generated_ids=list(self.generated_ids),
+        )
 
 
 def error_event(code: str, message: str, retry_after: int | None = None) -> dict:
     return {"type": "error", "code": code, "message": message, "retry_after": retry_after}
 
 
-async def run_on_scheduler(scheduler: Scheduler, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
+async def run_on_scheduler(
+    scheduler: Scheduler, spec: GenerationSpec, cancelled: asyncio.Event, *, every_token: bool = False
+) -> AsyncIterator[dict]:
     """Generate `spec` on a scheduler in this process, yielding events; setting `cancelled`
-    frees the row at the next decode step. Used by the local backend and by the worker."""
+    frees the row at the next decode step. Used by the local backend and by the worker.
+    `every_token` (the worker) yields a token event with its `token_id` for every token of the
+    answer, also those whose text is held back (part of a character): a survivor resumes a
+    dead worker's stream from these ids."""
     from steering import runtime
     from steering.models import VectorSet
 
@@ -96,7 +108,9 @@ async def run_on_scheduler(scheduler: Scheduler, spec: GenerationSpec, cancelled
     watcher = asyncio.ensure_future(_cancel_when(cancelled, ticket))
     try:
         async for event in ticket:
-            if event.text:
+            if every_token and event.token_id is not None and event.finish != "stop":
+                yield {"type": "token", "text": event.text, "token_id": event.token_id}
+            elif event.text:
                 yield {"type": "token", "text": event.text}
         if ticket.finish == "error" and ticket.fault == "request":
             yield error_event("unprocessable", ticket.error or "The generation failed")
@@ -129,62 +143,118 @@ class LocalBackend:
         return run_on_scheduler(runtime.site_scheduler(), spec, cancelled)
 
 
-class ChannelBackend:
-    """The scheduler lives in `manage.py inference_worker`, reached over the channel layer."""
+class WorkerBackend:
+    """The scheduler lives in `manage.py inference_worker`, reached through Redis streams
+    (`steering.inference.queue`). Follows the request's reply stream in order, accepting
+    events only from the worker that holds the request now; a move to another worker (the
+    first one died) shows as a "worker" event in the stream of events, and the previous one
+    is told to cancel, in case it was only paused."""
 
     async def generate(self, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
-        from channels.layers import get_channel_layer
+        from steering.inference import queue
 
-        layer = get_channel_layer()
+        r = queue.client()
+        loop = asyncio.get_running_loop()
         request_id = uuid.uuid4().hex
-        # A plain channel of its own, not a process-local "!" one: channels_redis multiplexes
-        # those through one shared poll, which a consumer closing elsewhere in this process can
-        # cancel mid-pop, losing a message; a plain channel is popped by this receive alone.
-        reply = f"steerlab-reply-{request_id}"
+        reply = queue.reply_key(request_id)
         silence = settings.STEERLAB_WORKER_SILENCE_S
-        worker: str | None = None
-        finished = False
-        await layer.send(
-            REQUEST_CHANNEL, {"type": "inference.generate", "id": request_id, "reply": reply, "spec": asdict(spec)}
-        )
-        receive = asyncio.ensure_future(layer.receive(reply))
+        entry = (
+            await r.xadd(
+                queue.requests_key(), {"id": request_id, "spec": json.dumps(asdict(spec))},
+                maxlen=MAX_QUEUE_ENTRIES, approximate=True,
+            )
+        ).decode()
+        holder: str | None = None
+        settled = False  # the holder wrote the last event (and so settled the request)
+        heard = loop.time()
+        last = "0-0"
+        read: asyncio.Future | None = None
         cancel_wait = asyncio.ensure_future(cancelled.wait())
+
+        async def tell_to_cancel(worker: str) -> None:
+            await r.publish(queue.cancel_channel(), json.dumps({"id": request_id, "worker": worker}))
+
         try:
             while True:
-                done, _ = await asyncio.wait({receive, cancel_wait}, timeout=silence, return_when=asyncio.FIRST_COMPLETED)
-                if cancel_wait in done and worker is not None:
-                    await layer.send(worker, {"type": "inference.cancel", "id": request_id})
+                if read is None:
+                    read = asyncio.ensure_future(r.xread({reply: last}, count=64, block=1000))
+                done, _ = await asyncio.wait({read, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if cancel_wait in done:
+                    await tell_to_cancel(holder or "*")  # it answers with a "cancelled" done event
                     cancel_wait = asyncio.ensure_future(asyncio.Event().wait())  # tell it once
-                if receive not in done:
-                    if not done:
-                        finished = True
-                        yield error_event(
-                            "worker_unavailable",
-                            f"The inference worker did not answer for {silence:g} s; try again shortly.",
-                            5,
-                        )
-                        return
+                if read not in done:
                     continue
-                message = receive.result()
-                receive = asyncio.ensure_future(layer.receive(reply))
-                kind = message.get("type")
-                if kind == "inference.accepted":
-                    worker = message["worker"]
-                    if cancelled.is_set():
-                        await layer.send(worker, {"type": "inference.cancel", "id": request_id})
-                elif kind == "inference.event":
-                    event = message["event"]
-                    finished = event["type"] in ("done", "error")
-                    yield event
-                    if finished:
-                        return
-                # inference.heartbeat: only proves the worker is alive
+                response, read = read.result(), None
+                for _, entries in response or []:
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        worker, event = queue.decode_reply(fields)
+                        if event["type"] == "accepted":
+                            if holder is not None and worker != holder:
+                                await tell_to_cancel(holder)  # taken over: the old one may be paused only
+                            holder, heard = worker, loop.time()
+                            if cancelled.is_set():
+                                await tell_to_cancel(holder)
+                            yield {"type": "worker", "worker": worker, "resumed_at": event.get("resumed_at", 0)}
+                            continue
+                        if worker != holder:
+                            # The leases make this impossible; were it to happen, one worker's
+                            # tokens must still never be mixed into another's answer.
+                            log.error("Request %s: ignored an event from %s, which does not hold it", request_id, worker)
+                            await tell_to_cancel(worker)
+                            continue
+                        heard = loop.time()
+                        if event["type"] == "heartbeat":
+                            continue
+                        if event["type"] == "token":
+                            if event["text"]:
+                                yield {"type": "token", "text": event["text"]}
+                            continue
+                        settled = event["type"] in ("done", "error")
+                        yield event
+                        if settled:
+                            return
+                quiet = loop.time() - heard
+                if quiet >= silence and not (quiet < 2 * silence + 2 and await _survivors(r, holder, silence)):
+                    # Nobody left to take it over (or nobody did in time): the error frame.
+                    yield error_event(
+                        "worker_unavailable", f"The inference worker did not answer for {silence:g} s; try again shortly.", 5
+                    )
+                    return
         finally:
-            receive.cancel()
             cancel_wait.cancel()
-            if not finished and worker is not None:
-                await layer.send(worker, {"type": "inference.cancel", "id": request_id})
+            if read is not None:
+                read.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_withdraw(r, entry, reply, settled=settled))
+            if not settled:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(tell_to_cancel(holder or "*"))
 
 
-def backend() -> LocalBackend | ChannelBackend:
-    return ChannelBackend() if settings.STEERLAB_INFERENCE == "worker" else LocalBackend()
+MAX_QUEUE_ENTRIES = 100_000  # a bound on the stream, far above any real backlog (settled entries are deleted)
+
+
+async def _survivors(r, holder: str | None, silence: float) -> bool:
+    """Whether a worker other than the silent `holder` has shown life within the window: one
+    that will take the request over once its lease has run out."""
+    from steering.inference import queue
+
+    alive = await r.zrangebyscore(queue.workers_key(), time.time() - silence, "+inf")
+    return any(name.decode() != holder for name in alive)
+
+
+async def _withdraw(r, entry: str, reply: str, *, settled: bool) -> None:
+    """Drop the request from the queue (a no-op once its worker settled it) and its reply
+    stream. Acknowledging it revokes the lease: a worker still serving an abandoned request
+    is refused its next write and stops."""
+    from steering.inference import queue
+
+    if not settled:
+        await r.xack(queue.requests_key(), queue.GROUP, entry)
+        await r.xdel(queue.requests_key(), entry)
+    await r.delete(reply)
+
+
+def backend() -> LocalBackend | WorkerBackend:
+    return WorkerBackend() if settings.STEERLAB_INFERENCE == "worker" else LocalBackend()

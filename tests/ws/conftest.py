@@ -54,21 +54,16 @@ async def frames_until_end(communicator, timeout=120):
 
 class WorkerThread:
     """`manage.py inference_worker`'s loop on a thread of this process: it shares the test
-    database, while every request and token really travels through Redis."""
+    database, while every request and token really travels through Redis. (The failover
+    tests, tests/ws/test_worker_queue.py, run real worker processes.)"""
 
     def __init__(self):
         import asyncio
         import threading
 
-        from channels import DEFAULT_CHANNEL_LAYER
-        from channels.layers import channel_layers
-
         from steering.inference.worker import InferenceWorker
 
-        # A layer instance of its own, as a separate process would have: one instance cannot
-        # receive on two event loops.
-        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-        self.worker = InferenceWorker(self.layer, runtime.site_scheduler())
+        self.worker = InferenceWorker(runtime.site_scheduler())
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -84,9 +79,12 @@ class WorkerThread:
             self.loop.run_until_complete(self.task)
         except BaseException:
             pass
-        # Drop the Redis connections, as a dead process's are: otherwise Redis would still
-        # count the cancelled blocking pop as a listener and hand it the next request.
-        self.loop.run_until_complete(self.layer.close_pools())
+        # Drop the Redis connections, as a dead process's are.
+        from steering.inference import queue
+
+        client = queue._clients.pop(self.loop, None)
+        if client is not None:
+            self.loop.run_until_complete(client.aclose())
 
     async def _signal(self, ready):
         await ready.wait()
@@ -122,6 +120,8 @@ def inference_mode(request, settings):
         }
         settings.STEERLAB_INFERENCE = "worker"
         settings.STEERLAB_WORKER_SILENCE_S = 3.0
+        settings.REDIS_URL = settings.TEST_REDIS_URL
+        settings.STEERLAB_QUEUE_PREFIX = f"steerlab-test-{uuid.uuid4().hex[:8]}"
         worker = WorkerThread().start()
         yield request.param
         worker.kill()

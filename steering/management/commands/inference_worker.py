@@ -2,7 +2,6 @@
 
 import asyncio
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -11,7 +10,7 @@ from steering.inference.worker import InferenceWorker
 
 
 class Command(BaseCommand):
-    help = "Serve generation requests from the channel layer with the site's model (one per GPU)."
+    help = "Serve generation requests from the Redis request stream with the site's model (one per GPU)."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -22,11 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--metrics-host", default="127.0.0.1", help="Address the metrics port binds (default 127.0.0.1).")
 
     def handle(self, *args, **options):
-        layer = get_channel_layer()
-        if layer is None or "InMemory" in type(layer).__name__:
-            raise CommandError(
-                "The inference worker needs a channel layer shared between processes: set REDIS_URL."
-            )
+        if not settings.REDIS_URL:
+            raise CommandError("The inference worker takes its requests from Redis: set REDIS_URL.")
         self.stdout.write(f"Loading {settings.STEERLAB_MODEL} …")
         scheduler = runtime.site_scheduler()
         if options["metrics_port"]:
@@ -40,6 +36,6 @@ class Command(BaseCommand):
             self.stdout.write(f"Metrics on http://{options['metrics_host']}:{options['metrics_port']}/metrics")
         self.stdout.write(self.style.SUCCESS(f"Inference worker ready: {runtime.site_model_id()}"))
         try:
-            asyncio.run(InferenceWorker(layer, scheduler).run())
+            asyncio.run(InferenceWorker(scheduler).run())
         except KeyboardInterrupt:
             pass
