@@ -244,3 +244,29 @@ async def test_two_users_concurrent_streams_never_mix(tiny_set, alice_key, bob_k
     alone = [await run(alice_key, -1.0), await run(bob_key, 1.0)]
     together = await asyncio.gather(run(alice_key, -1.0), run(bob_key, 1.0))
     assert list(together) == alone and alone[0] != alone[1]
+
+
+def test_without_steering_the_saved_profile_applies(tiny_set, alice, alice_key, client_for):
+    from steering import services
+
+    profile = services.profile_get_or_create(user=alice, vector_set=tiny_set)
+    services.profile_update(profile=profile, strengths={"cost": -0.5}, source="select")
+    client = client_for(alice_key)
+    plain = client.chat.completions.create(model=served_model(), messages=MESSAGES, max_tokens=2)
+    assert plain.model_extra["steering"]["preferences_applied"] == {"cost": -0.5}
+    # The request's preferences override the profile dimension by dimension.
+    both = client.chat.completions.create(model=served_model(), messages=MESSAGES, max_tokens=2,
+                                          extra_body={"steering": {"preferences": {"formality": 0.25}}})
+    assert both.model_extra["steering"]["preferences_applied"] == {"cost": -0.5, "formality": 0.25}
+
+
+def test_earlier_turns_reach_the_model(tiny_set, alice_key, client_for):
+    """The messages before the last user turn are part of the prompt: usage counts them."""
+    client = client_for(alice_key)
+    short = client.chat.completions.create(model=served_model(), messages=MESSAGES, max_tokens=1)
+    longer = client.chat.completions.create(
+        model=served_model(), max_tokens=1,
+        messages=[{"role": "user", "content": "Hello there."}, {"role": "assistant", "content": "Hi! How can I help?"},
+                  *MESSAGES],
+    )
+    assert longer.usage.prompt_tokens > short.usage.prompt_tokens + 5
