@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-import io
 import math
 import tempfile
 from pathlib import Path
 
 from django.conf import settings
-from django.http import FileResponse
+from django.http import HttpResponse
+from django.utils.http import content_disposition_header
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -70,9 +70,11 @@ class VectorSetExportGguf(APIView):
                 controlvectors.vector_set_export_gguf(vector_set=vector_set, dimension=dimension, strength=strength, path=path)
             except (ControlVectorError, ValueError) as exc:
                 raise ValidationError({"detail": str(exc)}) from exc
-            content = io.BytesIO(path.read_bytes())
-        return FileResponse(content, as_attachment=True, content_type="application/octet-stream",
-                            filename=controlvectors.export_filename(vector_set, dimension, strength))
+            content = path.read_bytes()
+        response = HttpResponse(content, content_type="application/octet-stream")
+        filename = controlvectors.export_filename(vector_set, dimension, strength)
+        response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+        return response
 
 
 class VectorSetImportGguf(APIView):

@@ -50,8 +50,11 @@ def _drf_error(exc: Exception, context) -> JsonResponse | None:
         code = exc.default_code
     detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     wait = getattr(exc, "wait", None)
-    return openai_error_response(p.OpenAIError(str(detail), status=status, code=code,
-                                               retry_after=int(wait + 0.999) if wait else None))
+    response = openai_error_response(p.OpenAIError(str(detail), status=status, code=code,
+                                                   retry_after=int(wait + 0.999) if wait else None))
+    if getattr(exc, "auth_header", None):  # set by DRF from the first authentication class
+        response["WWW-Authenticate"] = exc.auth_header
+    return response
 
 
 class OpenAIView(APIView):

@@ -62,7 +62,8 @@ def model_resolve(*, user, model: str, vector_set_id: int | None) -> int | None:
                         param="steering.vector_set", code="invalid_value",
                     )
                 return vs.pk
-    raise p.OpenAIError(f"The model {model!r} does not exist or you do not have access to it; see GET /v1/models",
+    # The name is not echoed: a guessed name of another user's set must read like any other.
+    raise p.OpenAIError("The model does not exist or you do not have access to it; see GET /v1/models",
                         status=404, param="model", code="model_not_found")
 
 

@@ -109,10 +109,29 @@ def _content(message: dict, index: int) -> str:
                       code="invalid_type")
 
 
+def _has_nul(value) -> str | None:
+    """The key under which `value` holds a NUL character, if any ("" for the value itself)."""
+    if isinstance(value, str):
+        return "" if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return str(key)
+        found = _has_nul(item)
+        if found is not None:
+            return f"{key}.{found}".rstrip(".") if isinstance(key, str) else f"[{key}]{found}"
+    return None
+
+
 def parse_request(body, *, max_prompt_chars: int, max_new_tokens: int, default_new_tokens: int) -> CompletionRequest:
     """Validate a decoded JSON body. Raises OpenAIError (400) naming the first bad parameter."""
     if not isinstance(body, dict):
         raise OpenAIError("The request body must be a JSON object", code="invalid_body")
+    # PostgreSQL refuses NUL in text: refused here, rather than failing when the turn is logged.
+    for name, value in body.items():
+        found = _has_nul({name: value})
+        if found is not None:
+            raise OpenAIError("Text may not contain NUL characters", param=found or name, code="invalid_value")
     for name in UNSUPPORTED:
         if body.get(name):
             raise OpenAIError(f"{name} is not supported by this server", param=name, code="unsupported_parameter")

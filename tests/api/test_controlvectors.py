@@ -62,7 +62,7 @@ def test_it_exports_a_dimension_at_a_strength(tiny_sets, as_alice, tmp_path):
     response = as_alice.get(f"/api/vector-sets/{shared.pk}/export.gguf?dimension=cost&strength=-0.5")
     assert response.status_code == 200
     assert response["Content-Disposition"].endswith(f'filename="vector-set-{shared.pk}-cost-0.5.gguf"')
-    (tmp_path / "got.gguf").write_bytes(b"".join(response.streaming_content))
+    (tmp_path / "got.gguf").write_bytes(response.content)
     control = read_control_vector(tmp_path / "got.gguf")
     deltas = runtime.site_vectors(shared).layer_deltas({"cost": -0.5})
     assert control.layers == sorted(layer for layer in deltas if layer >= 1)
@@ -135,7 +135,7 @@ def test_only_staff_import_shared_sets(tiny_sets, as_bob, tmp_path):
 def test_a_round_trip_keeps_the_greedy_text(tiny_sets, as_alice, tmp_path):
     shared, _ = tiny_sets
     exported = as_alice.get(f"/api/vector-sets/{shared.pk}/export.gguf?dimension=formality&strength=1")
-    content = b"".join(exported.streaming_content)
+    content = exported.content
     response = as_alice.post("/api/vector-sets/import-gguf/", {"name": "back", "file": upload(content),
                                                                "dimension": "formality-back"}, format="multipart")
     assert response.status_code == 201, response.content

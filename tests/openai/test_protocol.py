@@ -75,3 +75,11 @@ def test_the_scanner_releases_a_held_tail_at_the_end():
 def test_the_first_of_several_stop_sequences_wins():
     scanner = StopScanner(["b", "zz"])
     assert scanner.push("azzb") == "a" and scanner.text == "a"
+
+
+def test_nul_characters_are_refused_wherever_they_are():
+    with pytest.raises(OpenAIError) as caught:
+        parse(messages=[{"role": "user", "content": "a\x00b"}])
+    assert caught.value.param.startswith("messages")
+    with pytest.raises(OpenAIError):
+        parse(steering={"preferences": {"co\x00st": 1}})

@@ -32,7 +32,7 @@ def test_export_then_import_keeps_the_greedy_text(db, alice, settings, tmp_path,
     client.force_authenticate(alice)
     exported = client.get(f"/api/vector-sets/{source.pk}/export.gguf?dimension=formality&strength=1")
     assert exported.status_code == 200
-    file = io.BytesIO(b"".join(exported.streaming_content))
+    file = io.BytesIO(exported.content)
     file.name = "formality.gguf"
     response = client.post("/api/vector-sets/import-gguf/", {"name": "round trip", "file": file,
                                                              "dimension": "formality-gguf"}, format="multipart")
