@@ -18,6 +18,7 @@ from typing import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.db.models import Count
+from django.utils.text import slugify
 
 from steering import chat, selectors
 from steering.models import InteractionLog, VectorSet
@@ -30,8 +31,8 @@ STATUS_CODES = {"bad_request": "invalid_value", "not_found": "not_found", "too_m
 
 
 def model_ids(*, user) -> list[tuple[str, VectorSet | None]]:
-    """What /v1/models lists for `user`: the served model, then one `steerlab/<set name>`
-    per ready vector set for it that the user may chat with (its id when names repeat)."""
+    """What /v1/models lists for `user`: the served model, then one `steerlab/<set name
+    slug>` per ready vector set for it that the user may chat with (its id when slugs repeat)."""
     served = site_model_id()
     sets = list(
         selectors.vector_sets_visible(user=user)
@@ -39,10 +40,12 @@ def model_ids(*, user) -> list[tuple[str, VectorSet | None]]:
         .annotate(n=Count("dimensions"))
         .order_by("-created_at", "-pk")
     )
-    names = [vs.name for vs in sets]
+    # Slugs, since clients put model ids in URLs, configs and command lines: "Default (six
+    # dimensions)" is steerlab/default-six-dimensions.
+    slugs = [slugify(vs.name) for vs in sets]
     entries: list[tuple[str, VectorSet | None]] = [(served, None)]
-    for vs in sets:
-        label = vs.name if names.count(vs.name) == 1 and not vs.name.isdigit() else str(vs.pk)
+    for vs, slug in zip(sets, slugs):
+        label = slug if slug and slugs.count(slug) == 1 and not slug.isdigit() else str(vs.pk)
         entries.append((p.MODEL_PREFIX + label, vs))
     return entries
 
