@@ -153,21 +153,34 @@ def test_it_requires_a_valid_bearer_token(tiny_set, live, client_for):
     assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
 
 
-def test_it_shares_the_chat_throttle(tiny_set, alice, alice_key, client_for, settings):
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
-                               "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "chat": "1/min"}}
+def test_it_shares_the_chat_throttle(tiny_set, alice_key, client_for, monkeypatch):
     from rest_framework.throttling import ScopedRateThrottle
 
-    rates = ScopedRateThrottle.THROTTLE_RATES
-    ScopedRateThrottle.THROTTLE_RATES = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
-    try:
+    # The throttle the REST chat view uses, by its scope: one budget for both doors.
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"chat": "1/min", "compute": "20/hour"})
+    client_for(alice_key).chat.completions.create(model=served_model(), messages=MESSAGES, max_tokens=1)
+    with pytest.raises(openai.RateLimitError) as caught:
         client_for(alice_key).chat.completions.create(model=served_model(), messages=MESSAGES, max_tokens=1)
+    assert int(caught.value.response.headers["Retry-After"]) > 0
+    assert caught.value.body["type"] == "rate_limit_error"
+
+
+def test_a_user_over_the_concurrent_limit_gets_429(tiny_set, alice_key, client_for, live, settings):
+    body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 300, "temperature": 0, "stream": True}
+    headers = {"Authorization": f"Bearer {alice_key}"}
+    limit = runtime.site_scheduler().max_per_user
+    held = [httpx.stream("POST", f"{live}/v1/chat/completions", json=body, timeout=60, headers=headers)
+            for _ in range(limit)]
+    try:
+        for stream in held:
+            assert stream.__enter__().status_code == 200
         with pytest.raises(openai.RateLimitError) as caught:
-            client_for(alice_key).chat.completions.create(model=served_model(), messages=MESSAGES, max_tokens=1)
-        assert int(caught.value.response.headers["Retry-After"]) > 0
-        assert caught.value.body["type"] == "rate_limit_error"
+            client_for(alice_key).chat.completions.create(model=served_model(), messages=MESSAGES, max_tokens=2)
+        assert caught.value.response.headers.get("Retry-After") and caught.value.body["code"] == "rate_limit_exceeded"
     finally:
-        ScopedRateThrottle.THROTTLE_RATES = rates
+        for stream in held:
+            stream.__exit__(None, None, None)
+    assert not InteractionLog.objects.filter(status="failed").exists()  # a refusal is not a failure
 
 
 def test_it_answers_503_when_the_queue_is_full(tiny_set, alice_key, bob_key, client_for, live):
