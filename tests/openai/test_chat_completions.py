@@ -283,3 +283,21 @@ def test_earlier_turns_reach_the_model(tiny_set, alice_key, client_for):
                   *MESSAGES],
     )
     assert longer.usage.prompt_tokens > short.usage.prompt_tokens + 5
+
+
+def test_a_v1_stream_and_a_rest_chat_share_decode_batches(tiny_set, alice, alice_key, bob, live):
+    """The REST chat of another user joins the batch a /v1 stream is decoding in."""
+    from rest_framework.test import APIClient
+
+    scheduler = runtime.site_scheduler()
+    joins = scheduler.stats().joins
+    body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 300, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{live}/v1/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {alice_key}"}) as stream:
+        lines = stream.iter_lines()
+        next(lines)  # decoding has begun
+        rest = APIClient()
+        rest.force_authenticate(bob)
+        response = rest.post("/api/chat/", {"prompt": "hello", "max_new_tokens": 3}, format="json")
+        assert response.status_code == 200
+    assert scheduler.stats().joins > joins
