@@ -19,6 +19,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from steering import data, evaluation, services
+from steering.admin_controlvectors import ControlVectorAdminMixin
 from steering.engine import VectorFileError
 from steering.forms import (
     EvaluationStartForm,
@@ -122,7 +123,7 @@ class SharedFilter(admin.SimpleListFilter):
 
 
 @admin.register(VectorSet)
-class VectorSetAdmin(admin.ModelAdmin):
+class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
     changelist_help = (
         "A vector set holds one steering vector per dimension for one model. Add one to compute it in the "
         "background from its dimensions' examples, or upload a file computed elsewhere. Shared sets (no "
@@ -217,8 +218,9 @@ class VectorSetAdmin(admin.ModelAdmin):
         if not obj.is_ready:
             return ""
         return format_html(
-            '<a href="{}">Download</a> · <a href="{}">Preview</a> · <a href="{}">Evaluate</a>',
+            '<a href="{}">Download</a> · <a href="{}">GGUF</a> · <a href="{}">Preview</a> · <a href="{}">Evaluate</a>',
             self._url("download", obj),
+            self._url("export_gguf", obj),
             self._url("preview", obj),
             self._url("evaluate", obj),
         )
@@ -258,6 +260,7 @@ class VectorSetAdmin(admin.ModelAdmin):
             path("<int:object_id>/preview/", wrap(self.preview_view), name=f"{prefix}_preview"),
             path("<int:object_id>/evaluate/", wrap(self.evaluate_view), name=f"{prefix}_evaluate"),
             path("<int:object_id>/recompute/", wrap(require_POST(self.recompute_view)), name=f"{prefix}_recompute"),
+            *self.gguf_urls(prefix),
             *super().get_urls(),
         ]
 

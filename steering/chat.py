@@ -60,6 +60,7 @@ class ChatTurn:
         preferences: dict | None = None,
         vector_set_id: int | None = None,
         params: dict | None = None,
+        history: list[dict] | None = None,
         session_id: str = "",
         conversation_id: int | None = None,
         new_conversation: bool = False,
@@ -67,6 +68,7 @@ class ChatTurn:
     ) -> None:
         self.user, self.prompt, self.preferences = user, prompt, preferences or {}
         self.vector_set_id, self.params = vector_set_id, params or {}
+        self.history = history or []  # earlier messages sent by the client (/v1), oldest first
         self.session_id, self.conversation_id = session_id, conversation_id
         self.new_conversation, self.source = new_conversation, source
         self.plan: services.ChatPlan | None = None
@@ -97,6 +99,7 @@ class ChatTurn:
             vector_set_id=self.vector_set_id,
             params=self.params,
             conversation_id=self.conversation_id,
+            history=self.history,
         )
         if plan.conversation is None and self.new_conversation:
             plan.conversation = services.conversation_start(

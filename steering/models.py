@@ -237,6 +237,7 @@ class InteractionLog(models.Model):
         API = "api", "REST API"
         WEBSOCKET = "ws", "WebSocket chat"
         CALIBRATE = "calibrate", "Calibration"
+        OPENAI = "openai", "OpenAI-compatible API"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="interactions")
     conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL)

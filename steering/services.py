@@ -584,6 +584,7 @@ def chat_prepare(
     vector_set_id: int | None,
     params: dict,
     conversation_id: int | None = None,
+    history: list[dict] | None = None,
 ) -> ChatPlan:
     """Resolve a chat request. The user's profile on the vector set, overridden dimension by
     dimension by `preferences`, gives the strengths. Raises LookupError for a vector set or
@@ -605,7 +606,8 @@ def chat_prepare(
     strengths.update(clean_preferences(vector_set, preferences or {}))
     strengths = {name: value for name, value in strengths.items() if value != 0.0}
     GenerationParams(**params)  # bad parameters fail here, with a message, before queueing
-    messages = []
+    # Earlier turns: the stored conversation's, or those the client sent itself (/v1).
+    messages = [{"role": m["role"], "content": m["content"]} for m in history or []]
     if conversation is not None:
         earlier = list(conversation.messages.order_by("-created_at", "-pk")[:HISTORY_MESSAGES])[::-1]
         messages = [{"role": m.role, "content": m.content} for m in earlier if m.content]

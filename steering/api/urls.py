@@ -6,7 +6,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.authtoken.views import obtain_auth_token
 
-from steering.api import chat, views
+from steering.api import chat, controlvector_views, views
 
 urlpatterns = [
     path("", views.ApiRoot.as_view(), name="api-root"),
@@ -20,6 +20,8 @@ urlpatterns = [
     path("vector-sets/<int:pk>/", views.VectorSetDetail.as_view(), name="api-vector-set"),
     path("vector-sets/<int:pk>/compute/", views.VectorSetCompute.as_view(), name="api-vector-set-compute"),
     path("vector-sets/<int:pk>/download/", views.VectorSetDownload.as_view(), name="api-vector-set-download"),
+    path("vector-sets/<int:pk>/export.gguf", controlvector_views.VectorSetExportGguf.as_view(), name="api-vector-set-export-gguf"),
+    path("vector-sets/import-gguf/", controlvector_views.VectorSetImportGguf.as_view(), name="api-vector-set-import-gguf"),
     path("profile/", views.ProfileView.as_view(), name="api-profile"),
     path("profile/history/", views.ProfileHistory.as_view(), name="api-profile-history"),
     path("profile/history/<int:pk>/undo/", views.ProfileUndo.as_view(), name="api-profile-undo"),

@@ -27,6 +27,14 @@ def tiny_vector_file(tmp_path, dims=("formality",)) -> bytes:
     return path.read_bytes()
 
 
+def tiny_gguf_file(tmp_path) -> bytes:
+    """A GGUF control vector for the tiny model: one of the shared set's dimensions, exported."""
+    from steering.engine.controlvector import control_vector_from, write_control_vector
+
+    control = control_vector_from(tiny_vectors(["mood"], seed=6), "mood", 1.0, model_hint="llama")
+    return write_control_vector(control, tmp_path / "upload.gguf").read_bytes()
+
+
 @pytest.fixture
 def world(tiny_site, alice, bob, charlie, dimensions):  # noqa: F811
     """Alice's private data on the tiny site: her own vector set, a profile with history on

@@ -65,6 +65,7 @@ class Route:
 
 
 CHOICE = {"dimension": "formality", "low": -1.0, "high": 1.0, "round": 0, "rounds": 3, "choice": "a"}
+V1_CHAT = {"model": "{model}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "user": "end-user"}
 SIGNUP = {"username": "dora", "password1": "a long passphrase 42!", "password2": "a long passphrase 42!"}
 
 ROUTES: dict[str, Route] = {
@@ -153,6 +154,21 @@ ROUTES: dict[str, Route] = {
         "page", {"GET": ("/chat/{conversation}/", None)}, foreign=[("GET", "/chat/{conversation}/", None)]
     ),
     "profile/": Route("page", {"GET": ("/profile/", None)}),
+    "api/vector-sets/<int:pk>/export.gguf": Route(
+        "user", {"GET": ("/api/vector-sets/{shared}/export.gguf?dimension=formality", None)},
+        foreign=[("GET", "/api/vector-sets/{set}/export.gguf", None)],
+    ),
+    "api/vector-sets/import-gguf/": Route(
+        "user", {"POST": ("/api/vector-sets/import-gguf/", {"name": "imported", "file": "{gguf_file}", "dimension": "mood"})},
+        multipart=True,
+    ),
+    # /v1 speaks OpenAI's protocol: JSON bodies, Bearer tokens, and `model` chooses among the
+    # entries of /v1/models only (the served model, the caller's vector sets), never a path.
+    "v1/chat/completions": Route(
+        "user", {"POST": ("/v1/chat/completions", V1_CHAT)},
+        foreign=[("POST", "/v1/chat/completions", {**V1_CHAT, "steering": {"vector_set": "{set}"}})],
+    ),
+    "v1/models": Route("user", {"GET": ("/v1/models", None)}),
 }
 
 # The websocket's own table lives in test_websocket.py; this names what it covers.
@@ -175,7 +191,8 @@ def fill(template, values: dict):
 
 def _param(route: str, *values):
     # A chat runs its database work on other threads, which see only committed rows.
-    marks = [pytest.mark.django_db(transaction=True)] if route == "api/chat/" else []
+    threaded = ("api/chat/", "v1/chat/completions", "v1/models")
+    marks = [pytest.mark.django_db(transaction=True)] if route in threaded else []
     return pytest.param(route, *values, marks=marks, id="-".join([route, *[str(v) for v in values[:1]]]))
 
 

@@ -15,7 +15,7 @@ from rest_framework.authtoken.models import Token
 from steering import runtime
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate, VectorSet
 from tests.conftest import PASSWORD
-from tests.security.conftest import SECRET, alices_data_snapshot, hostile_fields, tiny_vector_file
+from tests.security.conftest import SECRET, alices_data_snapshot, hostile_fields, tiny_gguf_file, tiny_vector_file
 from tests.security.routes import (
     ROUTES,
     WEBSOCKET_ROUTES,
@@ -40,6 +40,8 @@ def values(world, tmp_path) -> dict:
         "set": world.private.pk, "shared": world.shared.pk, "update": world.update.pk,
         "interaction": world.interaction.pk, "feedback": world.feedback.pk, "conversation": world.conversation.pk, "password": PASSWORD,
         "vector_file": SimpleUploadedFile("v.safetensors", tiny_vector_file(tmp_path)),
+        "gguf_file": SimpleUploadedFile("v.gguf", tiny_gguf_file(tmp_path)),
+        "model": runtime.site_model_id(),
     }
 
 
@@ -49,7 +51,7 @@ def send(client, route: str, method: str, url: str, payload):
     call = getattr(client, method.lower())
     if payload is None:
         return call(url)
-    if ROUTES[route].multipart or not route.startswith("api/"):
+    if ROUTES[route].multipart or not route.startswith(("api/", "v1/")):
         return call(url, payload)
     return call(url, json.dumps(payload), content_type="application/json")
 
@@ -103,7 +105,8 @@ def test_anonymous_users_are_refused(world, tmp_path, route, method):
     if ROUTES[route].access == "page":
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
     else:
-        assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Token")
+        scheme = "Bearer" if route.startswith("v1/") else "Token"  # what OpenAI clients send
+        assert response.status_code == 401 and response["WWW-Authenticate"].startswith(scheme)
     assert SECRET not in response.content.decode(errors="replace")
     assert row_counts() == before
 

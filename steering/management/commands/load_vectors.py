@@ -1,4 +1,5 @@
-"""`load_vectors <file>`: register an existing safetensors vector file as a vector set."""
+"""`load_vectors <file>`: register an existing vector file as a vector set: SteerLab's
+safetensors file, or a GGUF control vector (repeng, llama.cpp, EasySteer) as one dimension."""
 
 from __future__ import annotations
 
@@ -6,18 +7,27 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from steering import services
+from steering import controlvectors, services
 from steering.engine import SteeringVectors, VectorFileError
+from steering.engine.controlvector import ControlVectorError
 
 
 class Command(BaseCommand):
-    help = "Register a safetensors steering-vector file (as written by compute_vectors) as a vector set."
+    help = (
+        "Register a steering-vector file as a vector set: a .safetensors file written by compute_vectors, "
+        "or a .gguf control vector (give --dimension and the two end labels)."
+    )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("file", help="path of the .safetensors file")
+        parser.add_argument("file", help="path of the .safetensors or .gguf file")
         parser.add_argument("--name", default=None, help="name of the vector set (default: the file's name)")
+        parser.add_argument("--dimension", default=None, help="GGUF: the name of the set's one dimension")
+        parser.add_argument("--negative-label", default="", help="GGUF: the label of strength -1")
+        parser.add_argument("--positive-label", default="", help="GGUF: the label of strength +1 (the file's direction)")
 
     def handle(self, *args, file: str, name: str | None, **options) -> None:
+        if Path(file).suffix.lower() == ".gguf":
+            return self._gguf(file, name, options)
         try:
             vectors = SteeringVectors.load(file)
         except VectorFileError as exc:
@@ -29,3 +39,21 @@ class Command(BaseCommand):
                 f"{', '.join(vectors.dimensions)} on layers {vectors.layers}"
             )
         )
+
+    def _gguf(self, file: str, name: str | None, options: dict) -> None:
+        if not options["dimension"]:
+            raise CommandError("A GGUF control vector needs --dimension (the name of its one dimension)")
+        if not Path(file).is_file():
+            raise CommandError(f"No file at {file}")
+        try:
+            with open(file, "rb") as upload:
+                vector_set = controlvectors.vector_set_import_gguf(
+                    upload=upload, name=name or Path(file).stem, dimension=options["dimension"],
+                    negative_label=options["negative_label"], positive_label=options["positive_label"],
+                )
+        except ControlVectorError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(self.style.SUCCESS(
+            f"Registered vector set #{vector_set.pk} '{vector_set.name}': {options['dimension']} on layers "
+            f"{vector_set.layers}, functional range {vector_set.functional_range[options['dimension']]:.4g}"
+        ))

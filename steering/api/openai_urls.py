@@ -1,0 +1,10 @@
+"""/v1/ routes: the OpenAI-compatible API (see steering.api.openai_views)."""
+
+from django.urls import path
+
+from steering.api import openai_views
+
+urlpatterns = [
+    path("chat/completions", openai_views.ChatCompletions.as_view(), name="v1-chat-completions"),
+    path("models", openai_views.Models.as_view(), name="v1-models"),
+]

@@ -1,0 +1,168 @@
+"""GGUF control vectors through the API and the management commands, on the tiny site model:
+export (who may, which parameters), import (validated, range measured, nothing stored when
+bad), and a round trip that keeps the steering."""
+
+from __future__ import annotations
+
+import io
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from steering import runtime, services
+from steering.engine import GenerationParams, GenerationRequest
+from steering.engine.controlvector import read_control_vector
+from steering.models import VectorSet
+from tests.api.conftest import make_vectors
+
+
+@pytest.fixture
+def tiny_sets(tiny_site, alice, dimensions):
+    loaded = runtime.site_model()
+    shape = dict(hidden=loaded.hidden_size, layers=loaded.num_layers)
+    shared = services.vector_set_register(vectors=make_vectors(["formality", "cost"], range_=0.5, **shape), name="shared")
+    private = services.vector_set_register(vectors=make_vectors(["formality"], seed=1, range_=0.5, **shape),
+                                           name="alice's", owner=alice)
+    return shared, private
+
+
+def gguf_bytes(directions: dict[int, np.ndarray], tmp_path, hint="llama") -> bytes:
+    path = tmp_path / "x.gguf"
+    writer = gguf.GGUFWriter(str(path), "controlvector")
+    writer.add_string("controlvector.model_hint", hint)
+    for layer, v in directions.items():
+        writer.add_tensor(f"direction.{layer}", v.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def upload(content: bytes, name="x.gguf"):
+    file = io.BytesIO(content)
+    file.name = name
+    return file
+
+
+def greedy(vector_set, dimension, strength, prompt="Tell me about tea."):
+    vectors = runtime.site_vectors(vector_set)
+    request = GenerationRequest(prompt_ids=runtime.site_model().chat_ids(prompt),
+                                params=GenerationParams(max_new_tokens=12, temperature=0.0),
+                                steering=vectors.layer_deltas({dimension: strength}))
+    return runtime.site_generate([request])[0]
+
+
+def test_it_exports_a_dimension_at_a_strength(tiny_sets, as_alice, tmp_path):
+    shared, _ = tiny_sets
+    response = as_alice.get(f"/api/vector-sets/{shared.pk}/export.gguf?dimension=cost&strength=-0.5")
+    assert response.status_code == 200
+    assert response["Content-Disposition"].endswith(f'filename="vector-set-{shared.pk}-cost-0.5.gguf"')
+    (tmp_path / "got.gguf").write_bytes(response.content)
+    control = read_control_vector(tmp_path / "got.gguf")
+    deltas = runtime.site_vectors(shared).layer_deltas({"cost": -0.5})
+    assert control.layers == sorted(layer for layer in deltas if layer >= 1)
+    assert all(torch.allclose(control.directions[k], deltas[k]) for k in control.layers)
+    assert control.model_hint == "llama" and control.metadata["steerlab.dimension"] == "cost"
+
+
+def test_export_rules_who_and_what(tiny_sets, as_alice, as_bob):
+    shared, private = tiny_sets
+    assert as_bob.get(f"/api/vector-sets/{private.pk}/export.gguf").status_code == 404
+    assert as_alice.get(f"/api/vector-sets/{private.pk}/export.gguf").status_code == 200  # one dimension: implied
+    assert as_bob.get(f"/api/vector-sets/{shared.pk}/export.gguf?dimension=cost").status_code == 200
+    for query in ("", "?dimension=nope", "?dimension=cost&strength=0", "?dimension=cost&strength=2",
+                  "?dimension=cost&strength=nan", "?dimension=cost&strength=x"):
+        response = as_bob.get(f"/api/vector-sets/{shared.pk}/export.gguf{query}")
+        assert response.status_code == 400, query
+
+
+def test_it_imports_a_foreign_file_and_measures_its_range(tiny_sets, as_alice, alice, tmp_path, settings):
+    settings.STEERLAB_RANGE_SEARCH = True
+    hidden = runtime.site_model().hidden_size
+    rng = np.random.default_rng(0)
+    content = gguf_bytes({1: rng.standard_normal(hidden), 2: rng.standard_normal(hidden)}, tmp_path)
+    response = as_alice.post("/api/vector-sets/import-gguf/", {
+        "name": "from repeng", "file": upload(content), "dimension": "mood",
+        "negative_label": "Gloomy", "positive_label": "Cheerful",
+    }, format="multipart")
+    assert response.status_code == 201, response.content
+    vector_set = VectorSet.objects.get(pk=response.json()["id"])
+    assert vector_set.is_ready and vector_set.owner == alice and vector_set.layers == [1, 2]
+    assert vector_set.dimension_names() == ["mood"]
+    vectors = runtime.site_vectors(vector_set)
+    assert vectors.labels["mood"] == ["Gloomy", "Cheerful"]
+    # Measured: one of the search's candidates (or 0 when none keeps the text fluent), not
+    # the file's own scale.
+    assert vector_set.functional_range["mood"] in (0.0, 0.01, 0.015, 0.02, 0.03)
+
+
+@pytest.mark.parametrize("problem, words", [
+    ("hidden", "hidden size"),
+    ("layers", "do not exist"),
+    ("zero", "zero"),
+    ("garbage", "readable GGUF"),
+])
+def test_a_bad_file_is_a_400_that_stores_nothing(tiny_sets, as_alice, tmp_path, problem, words, settings):
+    loaded = runtime.site_model()
+    hidden, layers = loaded.hidden_size, loaded.num_layers
+    content = {
+        "hidden": lambda: gguf_bytes({1: np.ones(hidden + 1)}, tmp_path),
+        "layers": lambda: gguf_bytes({layers: np.ones(hidden)}, tmp_path),
+        "zero": lambda: gguf_bytes({0: np.ones(hidden)}, tmp_path),
+        "garbage": lambda: b"GGUF" + b"\x00" * 40,
+    }[problem]()
+    before = VectorSet.objects.count()
+    files = sorted((settings.MEDIA_ROOT / "vectors").iterdir())
+    response = as_alice.post("/api/vector-sets/import-gguf/", {"name": "bad", "file": upload(content),
+                                                               "dimension": "mood"}, format="multipart")
+    assert response.status_code == 400 and words in str(response.json()["file"])
+    assert VectorSet.objects.count() == before
+    assert sorted((settings.MEDIA_ROOT / "vectors").iterdir()) == files
+
+
+def test_only_staff_import_shared_sets(tiny_sets, as_bob, tmp_path):
+    content = gguf_bytes({1: np.ones(runtime.site_model().hidden_size)}, tmp_path)
+    response = as_bob.post("/api/vector-sets/import-gguf/", {"name": "s", "file": upload(content), "dimension": "d",
+                                                             "shared": True}, format="multipart")
+    assert response.status_code == 403
+
+
+def test_a_round_trip_keeps_the_greedy_text(tiny_sets, as_alice, tmp_path):
+    shared, _ = tiny_sets
+    exported = as_alice.get(f"/api/vector-sets/{shared.pk}/export.gguf?dimension=formality&strength=1")
+    content = exported.content
+    response = as_alice.post("/api/vector-sets/import-gguf/", {"name": "back", "file": upload(content),
+                                                               "dimension": "formality-back"}, format="multipart")
+    assert response.status_code == 201, response.content
+    back = VectorSet.objects.get(pk=response.json()["id"])
+    assert back.functional_range["formality-back"] == pytest.approx(shared.functional_range["formality"])
+    for strength in (1.0, -0.5):
+        assert greedy(back, "formality-back", strength) == greedy(shared, "formality", strength)
+    assert greedy(shared, "formality", 1.0) != greedy(shared, "formality", 0.0)
+    assert runtime.site_vectors(back).labels["formality-back"] == ["formality-low", "formality-high"]
+
+
+def test_the_commands_export_and_load_gguf(tiny_sets, tmp_path, capsys):
+    shared, _ = tiny_sets
+    target = tmp_path / "cost.gguf"
+    call_command("export_vectors", str(shared.pk), "--format", "gguf", "--dimension", "cost", "--strength", "0.5",
+                 "-o", str(target))
+    assert "control-vector-scaled" in capsys.readouterr().out
+    assert read_control_vector(target).metadata["steerlab.strength"] == 0.5
+    call_command("load_vectors", str(target), "--dimension", "budget", "--name", "cost again")
+    loaded_set = VectorSet.objects.get(name="cost again")
+    assert loaded_set.dimension_names() == ["budget"]
+    assert greedy(loaded_set, "budget", 1.0) == greedy(shared, "cost", 0.5)
+    with pytest.raises(CommandError, match="--dimension"):
+        call_command("export_vectors", str(shared.pk), "--format", "gguf")
+    with pytest.raises(CommandError, match="--dimension"):
+        call_command("load_vectors", str(target))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"nope")
+    with pytest.raises(CommandError, match="readable GGUF"):
+        call_command("load_vectors", str(bad), "--dimension", "x")

@@ -1,0 +1,90 @@
+"""/v1 fixtures: a live daphne server on a thread of this process, serving the real ASGI
+application over real TCP, so that the official `openai` client talks to it exactly as to
+any OpenAI-compatible server. On a thread, not in a child process: it shares the test
+database, the settings fixtures' changes and the site model (loaded once, not twice), and a
+test can look at the scheduler the requests ran on.
+
+Twisted's reactor runs once per process, so the server lives for the whole session."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from steering import services
+from steering.models import PreferenceDimension
+
+
+@pytest.fixture(scope="session")
+def live_server_url():
+    from daphne.server import Server  # installs the asyncio reactor: first, before twisted
+
+    from steerlab_site.asgi import application
+    from twisted.internet import reactor
+
+    ready = threading.Event()
+    server = Server(
+        application=application,
+        endpoints=["tcp:port=0:interface=127.0.0.1"],
+        signal_handlers=False,  # only the main thread may install them
+        ready_callable=ready.set,
+        verbosity=0,
+    )
+    thread = threading.Thread(target=server.run, name="live-daphne", daemon=True)
+    thread.start()
+    assert ready.wait(10), "daphne did not start"
+    for _ in range(100):
+        if server.listening_addresses:
+            break
+        threading.Event().wait(0.05)
+    host, port = server.listening_addresses[0]
+    yield f"http://{host}:{port}"
+    reactor.callFromThread(reactor.stop)
+    thread.join(10)
+
+
+@pytest.fixture
+def live(live_server_url, transactional_db):
+    """The live server's URL, with a database the server's threads can see (committed rows)."""
+    return live_server_url
+
+
+def token_for(user) -> str:
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+@pytest.fixture
+def alice_key(alice):
+    return token_for(alice)
+
+
+@pytest.fixture
+def bob_key(bob):
+    return token_for(bob)
+
+
+@pytest.fixture
+def client_for(live):
+    """`client_for(key)`: the official synchronous OpenAI client pointed at the live server."""
+    import openai
+
+    def make(key, **kwargs):
+        return openai.OpenAI(base_url=f"{live}/v1", api_key=key, max_retries=0, timeout=120, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def tiny_set(tiny_site, live):
+    """A ready, shared vector set with two dimensions on the tiny site model (random vectors:
+    they steer, meaninglessly, which is all a protocol test needs)."""
+    from steering import runtime
+    from tests.api.conftest import make_vectors
+
+    loaded = runtime.site_model()
+    for name in ("formality", "cost"):
+        PreferenceDimension.objects.get_or_create(name=name, defaults={"negative_label": "low", "positive_label": "high"})
+    vectors = make_vectors(["formality", "cost"], hidden=loaded.hidden_size, layers=loaded.num_layers, range_=0.5)
+    return services.vector_set_register(vectors=vectors, name="tiny-default")
