@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('steering', '0004_evaluation_top_k'),
+        ('steering', '0006_interactionlog_served_by'),
     ]
 
     operations = [
