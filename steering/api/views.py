@@ -27,6 +27,15 @@ VECTOR_SET_PARAM = OpenApiParameter(
 )
 
 
+def parse_id(raw: str, *, field: str) -> int:
+    """An object id from a query string: ASCII digits only. str.isdigit() alone would pass "²"
+    or Arabic-Indic digits, which int() then refuses (a 500); ids past a 64-bit key are refused
+    as well, since no row can have them."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > 2**63 - 1:
+        raise ValidationError({field: ["Must be a positive integer id (ASCII digits)."]})
+    return int(raw)
+
+
 def _vector_set_from_query(request) -> VectorSet:
     """The vector set named by ?vector_set= (visible to the caller), else the site default."""
     raw = request.query_params.get("vector_set")
@@ -35,9 +44,8 @@ def _vector_set_from_query(request) -> VectorSet:
         if vector_set is None:
             raise NotFound("No default vector set is ready yet; pass ?vector_set=<id>.")
         return vector_set
-    if not raw.isdigit():
-        raise ValidationError({"vector_set": ["Must be an integer id."]})
-    vector_set = selectors.vector_sets_visible(user=request.user).filter(pk=int(raw)).first()
+    pk = parse_id(raw, field="vector_set")
+    vector_set = selectors.vector_sets_visible(user=request.user).filter(pk=pk).first()
     if vector_set is None:
         raise NotFound(f"Vector set {raw} not found.")
     return vector_set
@@ -157,7 +165,7 @@ class VectorSetUpload(APIView):
         # Refused on the declared length, before request.data streams the whole body to disk.
         declared = request.META.get("CONTENT_LENGTH") or "0"
         limit = settings.STEERLAB_MAX_UPLOAD_BYTES
-        if declared.isdigit() and int(declared) > limit + UPLOAD_FORM_OVERHEAD:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit + UPLOAD_FORM_OVERHEAD:
             return Response(
                 {"detail": f"The request is {declared} bytes; vector files are limited to {limit} bytes."},
                 status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
