@@ -7,18 +7,21 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.contrib.auth import get_user
+from django.db import DatabaseError, connection, transaction
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from ops.views import has_metrics_token
 from steering import runtime, selectors, services
 from steering.api import serializers as s
+from steering.api.authentication import StrictTokenAuthentication
 from steering.engine import SteeringVectors, VectorFileError
 from steering.models import InteractionLog, ProfileUpdate, VectorSet
 
@@ -65,15 +68,40 @@ def _may_change(user, vector_set: VectorSet) -> bool:
 # -- health -----------------------------------------------------------------------------------
 
 
+def _may_read_health_details(request) -> bool:
+    """Staff (session or API token) and the metrics scraper's bearer token. The details name the
+    model path, private sets and exception classes, which anonymous callers must not learn."""
+    if has_metrics_token(request):
+        return True
+    try:
+        # DRF has set request.user to anonymous (no authenticators here), so read the session itself.
+        user = get_user(request._request)
+        if not user.is_authenticated:
+            try:
+                found = StrictTokenAuthentication().authenticate(request)
+            except AuthenticationFailed:  # a probe with a stale token still gets the status
+                found = None
+            user = found[0] if found else None
+    except (DatabaseError, connection.Database.Error):
+        # Sessions and tokens live in the database; while it is down only the metrics token
+        # reads the details, and the status (503) still comes.
+        return False
+    return bool(user and user.is_active and user.is_staff)
+
+
 class HealthView(APIView):
     permission_classes = [permissions.AllowAny]
+    # No authenticators: a bad token must not turn a health probe into a 401.
     authentication_classes = []
 
     @extend_schema(responses={200: s.HealthSerializer, 503: s.HealthSerializer})
     def get(self, request):
-        """Whether the database and the model are usable; 503 when either is not."""
+        """Whether the database and the model are usable; 503 when either is not. Anonymous
+        callers get the status only; staff and the metrics token get the details."""
         report = services.health_report()
         code = status.HTTP_200_OK if report["status"] == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
+        if not _may_read_health_details(request):
+            report = {"status": report["status"]}
         return Response(report, status=code)
 
 
