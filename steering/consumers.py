@@ -18,6 +18,10 @@ from steering.models import InteractionLog
 log = logging.getLogger(__name__)
 
 MAX_FRAME_CHARS = 64 * 1024
+# What daphne is told to accept (--websocket-max-message-size and --websocket-max-frame-size on
+# every command line that starts it): the longest frame above at four UTF-8 bytes a character.
+# Anything larger is cut off by daphne before it is buffered, not read whole and refused here.
+MAX_FRAME_BYTES = 4 * MAX_FRAME_CHARS
 GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "top_k", "seed")
 
 
