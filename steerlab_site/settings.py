@@ -36,6 +36,12 @@ else:
     if SECRET_KEY == INSECURE_DEV_SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY is the development key, which DEBUG=0 refuses.")
 
+# `bootstrap` creates the demo account (demo / steerlab-demo, a password printed in the README)
+# only in development: a production site would otherwise open with a known log-in.
+STEERLAB_DEMO_ACCOUNT = env_bool("STEERLAB_DEMO_ACCOUNT", DEBUG)
+if STEERLAB_DEMO_ACCOUNT and not DEBUG:
+    raise ImproperlyConfigured("STEERLAB_DEMO_ACCOUNT=1 is for development only, which DEBUG=0 refuses.")
+
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
