@@ -263,6 +263,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "chat": env_str("THROTTLE_CHAT", "120/min"),
         "compute": env_str("THROTTLE_COMPUTE", "20/hour"),
+        # Failed log-ins (page and /api/auth/token/), per client address and per account name.
+        "login": env_str("THROTTLE_LOGIN", "10/hour"),
+        # Sign-up attempts, per client address and per account name.
+        "signup": env_str("THROTTLE_SIGNUP", "10/hour"),
     },
 }
 SPECTACULAR_SETTINGS = {

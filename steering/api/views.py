@@ -16,8 +16,11 @@ from rest_framework import generics, permissions, status
 from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.views import APIView
 
+from ops.throttling import client_address, credentials_refused, credentials_spend, too_many_message
 from ops.views import has_metrics_token
 from steering import runtime, selectors, services
 from steering.api import serializers as s
@@ -63,6 +66,31 @@ def _new_set_owner(request, *, shared: bool, verb: str):
 
 def _may_change(user, vector_set: VectorSet) -> bool:
     return vector_set.owner_id == user.pk or (vector_set.owner_id is None and user.is_staff)
+
+
+# -- token ----------------------------------------------------------------------------------------
+
+
+class TokenView(ObtainAuthToken):
+    """Your API token for a username and password; failed attempts are throttled per client
+    address and per account name (429 with Retry-After)."""
+
+    throttle_classes = []
+
+    @extend_schema(request=AuthTokenSerializer, responses={200: AuthTokenSerializer, 429: s.ErrorSerializer})
+    def post(self, request, *args, **kwargs):
+        address = client_address(request)
+        username = request.data.get("username") if hasattr(request.data, "get") else None
+        username = username if isinstance(username, str) else ""
+        wait = credentials_refused(scope="login", address=address, username=username)
+        if wait:
+            return Response({"detail": too_many_message(wait, "failed log-in attempts")},
+                            status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)})
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            credentials_spend(scope="login", address=address, username=username)
+            raise
 
 
 # -- health -----------------------------------------------------------------------------------
