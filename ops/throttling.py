@@ -120,6 +120,11 @@ def too_many_message(wait: int, what: str = "attempts") -> str:
     return f"Too many {what}. Try again in {wait} seconds."
 
 
+def user_budget_take(*, scope: str, user) -> int | None:
+    """Spend one of the user's `scope` attempts; the seconds to wait when none is left."""
+    return Budget(scope).take("user", user.pk)
+
+
 class UserBudgetThrottle(BaseThrottle):
     """DRF throttle spending the caller's budget of the view's `throttle_scope`, the same
     counter the websocket spends (`Budget(scope).take("user", user.pk)`). DRF answers 429 with
@@ -129,7 +134,7 @@ class UserBudgetThrottle(BaseThrottle):
         scope = getattr(view, "throttle_scope", None)
         if not scope or not request.user or not request.user.is_authenticated:
             return True
-        self._wait = Budget(scope).take("user", request.user.pk)
+        self._wait = user_budget_take(scope=scope, user=request.user)
         return self._wait is None
 
     def wait(self):

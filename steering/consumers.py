@@ -8,9 +8,11 @@ import json
 import logging
 import uuid
 
+from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from ops.throttling import too_many_message, user_budget_take
 from steering.api.serializers import GenerateFrameSerializer, error_message
 from steering.chat import REFUSED, ChatError, ChatTurn
 from steering.models import InteractionLog
@@ -78,6 +80,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not form.is_valid():
             return await self.error("invalid", error_message(form.errors), tag=str(message.get("tag", ""))[:40])
         data = form.validated_data
+        # The same budget as REST chat, spent before anything is logged or queued.
+        wait = await sync_to_async(user_budget_take)(scope="chat", user=self.user)
+        if wait:
+            return await self.error("too_many", too_many_message(wait, "requests"), retry_after=wait, tag=data["tag"])
         if len(self.turns) >= settings.STEERLAB_MAX_PER_USER:
             return await self.error(
                 "too_many", "Generations are already running on this socket; wait or cancel one.", tag=data["tag"]

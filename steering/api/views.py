@@ -20,7 +20,7 @@ from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.views import APIView
 
-from ops.throttling import client_address, credentials_refused, credentials_spend, too_many_message
+from ops.throttling import UserBudgetThrottle, client_address, credentials_refused, credentials_spend, too_many_message
 from ops.views import has_metrics_token
 from steering import runtime, selectors, services
 from steering.api import serializers as s
@@ -331,6 +331,10 @@ class InteractionDetail(generics.RetrieveAPIView):
 
 
 class InteractionFeedback(APIView):
+    # Feedback may queue a LEARN task: it spends the same per-user budget as a chat.
+    throttle_classes = [UserBudgetThrottle]
+    throttle_scope = "chat"
+
     @extend_schema(request=s.FeedbackSerializer, responses={201: s.FeedbackSerializer})
     def post(self, request, pk: int):
         interaction: InteractionLog = get_object_or_404(selectors.interactions_for(user=request.user), pk=pk)

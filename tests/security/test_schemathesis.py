@@ -42,12 +42,15 @@ CHAT = "/api/chat/"
 
 
 @pytest.fixture
-def api(world, monkeypatch):
+def api(world, monkeypatch, settings):
     """The schema as /api/schema/ serves it, bound to the WSGI application, and alice's token."""
     from rest_framework.throttling import ScopedRateThrottle
 
     # Thousands of requests from one user: the throttles would answer most of them 429.
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"chat": "100000/min", "compute": "100000/min"})
+    # (tests/security/test_throttles.py checks that each throttle answers 429, not 5xx.)
+    rates = {scope: "100000/min" for scope in ("chat", "compute", "login", "signup")}
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", rates)
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
     runtime.site_model()  # loaded, so /api/health/ answers 200 rather than 503 "loading"
     # As Django's test client does: the WSGI handler would close the test's database
     # connection after each request, and with it the transaction the test runs in.
