@@ -197,6 +197,9 @@ STEERLAB_MAX_PROMPT_CHARS = env_int("STEERLAB_MAX_PROMPT_CHARS", 4000, minimum=1
 STEERLAB_MAX_NEW_TOKENS = env_int("STEERLAB_MAX_NEW_TOKENS", 512, minimum=1, maximum=4096)
 STEERLAB_DEFAULT_NEW_TOKENS = env_int("STEERLAB_DEFAULT_NEW_TOKENS", 128, minimum=1, maximum=4096)
 STEERLAB_MAX_UPLOAD_BYTES = env_int("STEERLAB_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1024)
+# Any request body, on any URL: larger ones are answered 413 while they arrive, before anything
+# buffers them (ops.body_limit). The default leaves room for the largest upload and its form.
+STEERLAB_MAX_BODY_BYTES = env_int("STEERLAB_MAX_BODY_BYTES", STEERLAB_MAX_UPLOAD_BYTES + 1024 * 1024, minimum=64 * 1024)
 # The inference service: rows decoded together, requests waiting or running before new ones
 # are answered "busy", and generations one user may run at once.
 STEERLAB_MAX_BATCH = env_int("STEERLAB_MAX_BATCH", 16, minimum=1)
