@@ -6,8 +6,10 @@ daphne process counts against the same budget).
     budget.spend("address", ip)           # one attempt used
     wait = budget.take("user", 42)        # both at once: spend unless refused
 
-Fixed windows (a counter per key and window, made with cache.add and cache.incr, which Redis
-does atomically), so two processes counting at once cannot both slip past the limit. One
+A window per key opens at its first attempt and lasts the rate's period; its counter is made
+with cache.add and cache.incr, which Redis does atomically, so two processes counting at once
+cannot both slip past the limit (and, unlike windows aligned to the clock, no burst fits twice
+the budget across a boundary). One
 budget is shared by every protocol that spends it: REST chat, websocket generate frames and
 the /v1 API all spend the user's "chat" budget through `UserBudgetThrottle` or `Budget`.
 
@@ -47,41 +49,39 @@ class Budget:
             raise ImproperlyConfigured(f"No throttle rate for {scope!r} in DEFAULT_THROTTLE_RATES") from None
         self.limit, self.period = parse_rate(rate)
 
-    def _key(self, kind: str, value) -> tuple[str, float]:
+    def _key(self, kind: str, value, *, open_window: bool) -> tuple[str, int]:
+        """The counter's key and the seconds its window has left (opening one if asked)."""
         now = time.time()
-        window = int(now // self.period)
         # Hashed: account names are user input (any length, any character) and cache keys are not.
         digest = hashlib.sha256(str(value).encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        return f"budget:{self.scope}:{kind}:{digest}:{window}", (window + 1) * self.period - now
+        key = f"budget:{self.scope}:{kind}:{digest}"
+        if open_window:
+            cache.add(f"{key}:until", now + self.period, timeout=self.period)
+        until = cache.get(f"{key}:until") or now + self.period
+        return key, max(1, math.ceil(until - now))
 
     def refused(self, kind: str, value) -> int | None:
         """Seconds until this key's window ends when its budget is spent, else None."""
-        key, left = self._key(kind, value)
-        if (cache.get(key) or 0) >= self.limit:
-            return max(1, math.ceil(left))
-        return None
+        key, left = self._key(kind, value, open_window=False)
+        return left if (cache.get(key) or 0) >= self.limit else None
+
+    def _incr(self, key: str, left: int) -> int:
+        # add() creates the counter only if missing, so incr() never races a reset; the
+        # counter expires with its window.
+        cache.add(key, 0, timeout=left)
+        try:
+            return cache.incr(key)
+        except ValueError:  # expired between add() and incr()
+            cache.add(key, 1, timeout=left)
+            return 1
 
     def spend(self, kind: str, value) -> None:
-        key, left = self._key(kind, value)
-        # add() creates the counter only if missing, so incr() never races a reset.
-        cache.add(key, 0, timeout=math.ceil(left) + 1)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add() and incr()
-            cache.add(key, 1, timeout=math.ceil(left) + 1)
+        self._incr(*self._key(kind, value, open_window=True))
 
     def take(self, kind: str, value) -> int | None:
         """Spend one attempt unless the budget is spent; the seconds to wait if it is."""
-        key, left = self._key(kind, value)
-        cache.add(key, 0, timeout=math.ceil(left) + 1)
-        try:
-            used = cache.incr(key)
-        except ValueError:
-            cache.add(key, 1, timeout=math.ceil(left) + 1)
-            used = 1
-        if used > self.limit:
-            return max(1, math.ceil(left))
-        return None
+        key, left = self._key(kind, value, open_window=True)
+        return left if self._incr(key, left) > self.limit else None
 
 
 # -- credentials: log-in, token, sign-up ------------------------------------------------------
