@@ -57,15 +57,21 @@ def _vector_set_from_query(request) -> VectorSet:
     return vector_set
 
 
+def may_manage_shared(user, action: str) -> bool:
+    """Whether `user` may `action` ("add", "change", "delete") shared vector sets: staff holding
+    Django's model permission for it, so that a view-only staff role cannot start jobs."""
+    return user.is_staff and user.has_perm(f"steering.{action}_vectorset")
+
+
 def _new_set_owner(request, *, shared: bool, verb: str):
     """Who owns a vector set being created: nobody when shared (staff only), else the caller."""
-    if shared and not request.user.is_staff:
-        raise PermissionDenied(f"Only staff can {verb} shared vector sets.")
+    if shared and not may_manage_shared(request.user, "add"):
+        raise PermissionDenied(f"Only staff with the permission to add vector sets can {verb} shared vector sets.")
     return None if shared else request.user
 
 
-def _may_change(user, vector_set: VectorSet) -> bool:
-    return vector_set.owner_id == user.pk or (vector_set.owner_id is None and user.is_staff)
+def _may_change(user, vector_set: VectorSet, action: str = "change") -> bool:
+    return vector_set.owner_id == user.pk or (vector_set.owner_id is None and may_manage_shared(user, action))
 
 
 # -- token ----------------------------------------------------------------------------------------
@@ -182,8 +188,8 @@ class VectorSetDetail(generics.RetrieveDestroyAPIView):
         return selectors.vector_sets_visible(user=self.request.user)
 
     def perform_destroy(self, instance):
-        if not _may_change(self.request.user, instance):
-            raise PermissionDenied("Only staff can delete shared vector sets.")
+        if not _may_change(self.request.user, instance, "delete"):
+            raise PermissionDenied("Only staff with the permission to delete vector sets can delete shared ones.")
         instance.delete()
 
 
@@ -197,7 +203,7 @@ class VectorSetCompute(APIView):
     def post(self, request, pk: int):
         vector_set = get_object_or_404(selectors.vector_sets_visible(user=request.user), pk=pk)
         if not _may_change(request.user, vector_set):
-            raise PermissionDenied("Only staff can recompute shared vector sets.")
+            raise PermissionDenied("Only staff with the permission to change vector sets can recompute shared ones.")
         try:
             vector_set = services.vector_set_restart(vector_set=vector_set)
         except ValueError as exc:
