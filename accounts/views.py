@@ -1,3 +1,5 @@
+from functools import wraps
+
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect, render
@@ -6,9 +8,10 @@ from accounts.forms import SignupForm
 from ops.throttling import client_address, credentials_refused, credentials_spend, too_many_message
 
 
-def _refused(request, template: str, form, *, wait: int, what: str):
+def _refused(request, template: str, form, *, wait: int, what: str, extra: dict | None = None):
     """The page again with the form, saying in words why nothing happened: 429 and Retry-After."""
-    context = {"form": form, "next": request.POST.get("next", ""), "refused": too_many_message(wait, what)}
+    context = {**(extra or {}), "form": form, "next": request.POST.get("next", ""),
+               "refused": too_many_message(wait, what)}
     response = render(request, template, context, status=429)
     response["Retry-After"] = str(wait)
     return response
@@ -31,6 +34,28 @@ class LoginView(auth_views.LoginView):
     def form_invalid(self, form):
         credentials_spend(scope="login", address=client_address(self.request), username=self.request.POST.get("username"))
         return super().form_invalid(form)
+
+
+def throttle_log_in(view, *, template: str, form_class, context=lambda request: {}):
+    """A log-in view of someone else's (the admin's) with the same budget as LoginView: refused
+    while the address or account name has none left, and a failure (any answer but the
+    redirect of a success) spends one."""
+
+    @wraps(view)
+    def throttled(request, *args, **kwargs):
+        if request.method != "POST":
+            return view(request, *args, **kwargs)
+        address, username = client_address(request), request.POST.get("username", "")
+        wait = credentials_refused(scope="login", address=address, username=username)
+        if wait:
+            form = form_class(request)
+            return _refused(request, template, form, wait=wait, what="failed log-in attempts", extra=context(request))
+        response = view(request, *args, **kwargs)
+        if response.status_code != 302:
+            credentials_spend(scope="login", address=address, username=username)
+        return response
+
+    return throttled
 
 
 def signup(request):

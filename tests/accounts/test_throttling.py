@@ -89,3 +89,24 @@ def test_it_throttles_sign_ups_per_account_name(client):
         signup(client, "taken", address=f"10.0.1.{n}")  # one account, then "already exists"
         client.logout()
     assert signup(client, "TAKEN", address="10.0.2.1").status_code == 429
+
+
+def admin_login(client, username, password, address="10.0.0.1"):
+    return client.post("/admin/login/", {"username": username, "password": password, "next": "/admin/"},
+                       REMOTE_ADDR=address)
+
+
+def test_the_admin_log_in_page_shares_the_budget(client, charlie):
+    for n in range(LIMIT - 1):
+        assert admin_login(client, "charlie", "wrong", address=f"10.0.3.{n}").status_code == 200
+    assert token(client, "charlie", "wrong", address="10.0.4.1").status_code == 400  # the last one, via the API
+    response = admin_login(client, "charlie", PASSWORD, address="10.0.5.1")
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0
+    assert "Too many failed log-in attempts" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_staff_log_in_to_the_admin_spends_nothing(client, charlie):
+    for _ in range(LIMIT + 1):
+        assert admin_login(client, "charlie", PASSWORD).status_code == 302
+        client.logout()
