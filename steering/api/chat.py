@@ -16,7 +16,6 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from ops.throttling import UserBudgetThrottle
-
 from steering import chat
 from steering.api import serializers as s
 
