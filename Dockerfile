@@ -55,4 +55,4 @@ EXPOSE 8000
 
 # Migrating at start keeps `docker run` a one-step start; with several replicas on PostgreSQL,
 # run the migration once as its own step instead.
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne -b 0.0.0.0 -p 8000 steerlab_site.asgi:application"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne -b 0.0.0.0 -p 8000 --websocket-max-message-size 262144 --websocket-max-frame-size 262144 steerlab_site.asgi:application"]

@@ -45,7 +45,7 @@ run: setup
 	trap 'exit 130' INT TERM; \
 	$(PYTHON) manage.py qcluster & qcluster=$$!; \
 	echo "SteerLab on http://$(HOST):$(PORT)/  (Ctrl-C stops the server and the task cluster)"; \
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) steerlab_site.asgi:application
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) --websocket-max-message-size 262144 --websocket-max-frame-size 262144 steerlab_site.asgi:application
 
 # pytest's exit code passes through unchanged, so "no tests collected" (5) fails too.
 # The suite builds its own test database (and runs bootstrap there itself), so it needs the

@@ -5,11 +5,7 @@ from accounts import views
 
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
-    path(
-        "login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
-        name="login",
-    ),
+    path("login/", views.LoginView.as_view(), name="login"),
     # Django's LogoutView accepts POST only, so a link or an image tag cannot log anyone out.
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

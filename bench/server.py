@@ -94,7 +94,9 @@ class BenchServer:
         self.tokens = [u["token"] for u in users]
         print(f"bench: starting daphne on port {self.port} …", file=sys.stderr)
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "steerlab_site.asgi:application"],
+            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "--websocket-max-message-size", "262144", "--websocket-max-frame-size", "262144",
+             "steerlab_site.asgi:application"],
             cwd=ROOT, env=self.env,
             stdout=None if self.log else subprocess.DEVNULL, stderr=None if self.log else subprocess.DEVNULL,
         )

@@ -6,12 +6,15 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 
-def _may_scrape(request) -> bool:
-    if settings.METRICS_PUBLIC:
-        return True
+def has_metrics_token(request) -> bool:
+    """Whether the request carries `Authorization: Bearer $METRICS_TOKEN` (compared in constant time)."""
     token = settings.METRICS_TOKEN
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _may_scrape(request) -> bool:
+    if settings.METRICS_PUBLIC or has_metrics_token(request):
         return True
     return request.user.is_authenticated and request.user.is_staff
 

@@ -308,7 +308,8 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
 
     def preview_view(self, request, object_id: int):
         vector_set = self._get_or_404(request, object_id)
-        if not self.has_view_permission(request, vector_set):
+        # A preview runs three generations on the shared model: more than viewing.
+        if not self.has_change_permission(request, vector_set):
             raise PermissionDenied
         if not vector_set.is_ready:
             self.message_user(request, f"“{vector_set.name}” is {vector_set.status}, not ready: nothing to preview.",
@@ -341,7 +342,8 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
 
     def evaluate_view(self, request, object_id: int):
         vector_set = self._get_or_404(request, object_id)
-        if not self.has_view_permission(request, vector_set):
+        # An evaluation is a background job that creates an Evaluation: its add permission.
+        if not (self.has_view_permission(request, vector_set) and request.user.has_perm("steering.add_evaluation")):
             raise PermissionDenied
         if not vector_set.is_ready:
             self.message_user(request, f"“{vector_set.name}” is {vector_set.status}, not ready: nothing to evaluate.",

@@ -8,9 +8,11 @@ import json
 import logging
 import uuid
 
+from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from ops.throttling import too_many_message, user_budget_take
 from steering.api.serializers import GenerateFrameSerializer, error_message
 from steering.chat import REFUSED, ChatError, ChatTurn
 from steering.models import InteractionLog
@@ -18,6 +20,10 @@ from steering.models import InteractionLog
 log = logging.getLogger(__name__)
 
 MAX_FRAME_CHARS = 64 * 1024
+# What daphne is told to accept (--websocket-max-message-size and --websocket-max-frame-size on
+# every command line that starts it): the longest frame above at four UTF-8 bytes a character.
+# Anything larger is cut off by daphne before it is buffered, not read whole and refused here.
+MAX_FRAME_BYTES = 4 * MAX_FRAME_CHARS
 GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "top_k", "seed")
 
 
@@ -74,6 +80,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not form.is_valid():
             return await self.error("invalid", error_message(form.errors), tag=str(message.get("tag", ""))[:40])
         data = form.validated_data
+        # The same budget as REST chat, spent before anything is logged or queued.
+        wait = await sync_to_async(user_budget_take)(scope="chat", user=self.user)
+        if wait:
+            return await self.error("too_many", too_many_message(wait, "requests"), retry_after=wait, tag=data["tag"])
         if len(self.turns) >= settings.STEERLAB_MAX_PER_USER:
             return await self.error(
                 "too_many", "Generations are already running on this socket; wait or cancel one.", tag=data["tag"]

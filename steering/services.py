@@ -3,6 +3,7 @@ interaction logs, conversations and feedback."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 import uuid
@@ -605,15 +606,56 @@ def chat_prepare(
     strengths = selectors.profile_strengths(user=user, vector_set=vector_set)
     strengths.update(clean_preferences(vector_set, preferences or {}))
     strengths = {name: value for name, value in strengths.items() if value != 0.0}
-    GenerationParams(**params)  # bad parameters fail here, with a message, before queueing
+    generation = GenerationParams(**params)  # bad parameters fail here, with a message, before queueing
     # Earlier turns: the stored conversation's, or those the client sent itself (/v1).
-    messages = [{"role": m["role"], "content": m["content"]} for m in history or []]
+    history = [{"role": m["role"], "content": m["content"]} for m in history or []]
     if conversation is not None:
         earlier = list(conversation.messages.order_by("-created_at", "-pk")[:HISTORY_MESSAGES])[::-1]
-        messages = [{"role": m.role, "content": m.content} for m in earlier if m.content]
-    messages.append({"role": "user", "content": prompt})
-    prompt_ids = runtime.site_model().chat_ids(messages)
+        history = [{"role": m.role, "content": m.content} for m in earlier if m.content]
+    prompt_ids = chat_fit_context(
+        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=runtime.site_model()
+    )
     return ChatPlan(vector_set, strengths, params, prompt_ids, conversation)
+
+
+def chat_context_tokens(loaded=None) -> int:
+    """The served model's context in tokens (what its position embeddings cover)."""
+    from steering import runtime
+
+    config = (loaded or runtime.site_model()).model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048  # a config that names none: the smallest context of the common families
+
+
+def chat_fit_context(*, history: list[dict], prompt: str, max_new_tokens: int, loaded) -> list[int]:
+    """The prompt's token ids with as much of `history` (oldest first) as fits the model's
+    context beside `max_new_tokens`: whole turns are dropped, oldest first, so that the model
+    never sees an answer without its question. Raises ValueError with the numbers when even
+    the prompt alone does not fit. Counted in the served model's own tokens, chat template
+    included, because characters say little about tokens (one emoji can be several)."""
+    context = chat_context_tokens(loaded)
+    room = context - max_new_tokens
+    question = {"role": "user", "content": prompt}
+    # A /v1 caller's leading system turns frame every answer: trimming drops chat turns only.
+    framing = list(itertools.takewhile(lambda message: message["role"] == "system", history))
+    history = history[len(framing):]
+    alone = loaded.chat_ids([*framing, question])
+    if len(alone) > room:
+        raise ValueError(
+            f"The prompt is {len(alone)} tokens and max_new_tokens is {max_new_tokens}: {len(alone) + max_new_tokens} "
+            f"tokens, more than the model's context of {context} tokens. Shorten the prompt or ask for fewer new tokens."
+        )
+    while history:
+        ids = loaded.chat_ids([*framing, *history, question])
+        if len(ids) <= room:
+            return ids
+        history = history[1:]
+        while history and history[0]["role"] != "user":
+            history = history[1:]
+    return alone
 
 
 # -- admin preview ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from ops.body_limit import BodyLimit, install_in_daphne  # noqa: E402
 from ops.metrics import count_websockets  # noqa: E402
 from steerlab_site.routing import websocket_urlpatterns  # noqa: E402
 
@@ -25,6 +26,10 @@ from steerlab_site.routing import websocket_urlpatterns  # noqa: E402
 # would 404 under `make run` and in the Docker image. A proxy serving STATIC_ROOT can take
 # over with SERVE_STATIC=0.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+# In front of everything HTTP, so no URL and no anonymous client gets a large body buffered;
+# daphne, which buffers bodies before any application runs, gets the same cap.
+http_app = BodyLimit(http_app, limit=settings.STEERLAB_MAX_BODY_BYTES)
+install_in_daphne(settings.STEERLAB_MAX_BODY_BYTES)
 
 application = ProtocolTypeRouter(
     {

@@ -36,6 +36,12 @@ else:
     if SECRET_KEY == INSECURE_DEV_SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY is the development key, which DEBUG=0 refuses.")
 
+# `bootstrap` creates the demo account (demo / steerlab-demo, a password printed in the README)
+# only in development: a production site would otherwise open with a known log-in.
+STEERLAB_DEMO_ACCOUNT = env_bool("STEERLAB_DEMO_ACCOUNT", DEBUG)
+if STEERLAB_DEMO_ACCOUNT and not DEBUG:
+    raise ImproperlyConfigured("STEERLAB_DEMO_ACCOUNT=1 is for development only, which DEBUG=0 refuses.")
+
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -191,6 +197,9 @@ STEERLAB_MAX_PROMPT_CHARS = env_int("STEERLAB_MAX_PROMPT_CHARS", 4000, minimum=1
 STEERLAB_MAX_NEW_TOKENS = env_int("STEERLAB_MAX_NEW_TOKENS", 512, minimum=1, maximum=4096)
 STEERLAB_DEFAULT_NEW_TOKENS = env_int("STEERLAB_DEFAULT_NEW_TOKENS", 128, minimum=1, maximum=4096)
 STEERLAB_MAX_UPLOAD_BYTES = env_int("STEERLAB_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1024)
+# Any request body, on any URL: larger ones are answered 413 while they arrive, before anything
+# buffers them (ops.body_limit). The default leaves room for the largest upload and its form.
+STEERLAB_MAX_BODY_BYTES = env_int("STEERLAB_MAX_BODY_BYTES", STEERLAB_MAX_UPLOAD_BYTES + 1024 * 1024, minimum=64 * 1024)
 # The inference service: rows decoded together, requests waiting or running before new ones
 # are answered "busy", and generations one user may run at once.
 STEERLAB_MAX_BATCH = env_int("STEERLAB_MAX_BATCH", 16, minimum=1)
@@ -272,6 +281,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "chat": env_str("THROTTLE_CHAT", "120/min"),
         "compute": env_str("THROTTLE_COMPUTE", "20/hour"),
+        # Failed log-ins (page and /api/auth/token/), per client address and per account name.
+        "login": env_str("THROTTLE_LOGIN", "10/hour"),
+        # Sign-up attempts, per client address and per account name.
+        "signup": env_str("THROTTLE_SIGNUP", "10/hour"),
     },
 }
 SPECTACULAR_SETTINGS = {

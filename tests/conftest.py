@@ -21,7 +21,12 @@ def bob(django_user_model):
 
 @pytest.fixture
 def charlie(django_user_model):
-    return django_user_model.objects.create_user("charlie", "charlie@example.org", PASSWORD, is_staff=True)
+    """Staff with the steering app's model permissions (staff actions check them, not is_staff)."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("charlie", "charlie@example.org", PASSWORD, is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="steering"))
+    return user
 
 
 @pytest.fixture(scope="session")

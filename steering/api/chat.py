@@ -14,14 +14,15 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 
+from ops.throttling import UserBudgetThrottle
 from steering import chat
 from steering.api import serializers as s
 
 
 class ChatView(APIView):
-    throttle_classes = [ScopedRateThrottle]
+    # The user's chat budget, which websocket generate frames and LEARN feedback spend too.
+    throttle_classes = [UserBudgetThrottle]
     throttle_scope = "chat"
 
     @extend_schema(

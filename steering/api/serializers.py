@@ -223,13 +223,15 @@ class FeedbackSerializer(serializers.ModelSerializer):
 
 
 class HealthSerializer(serializers.Serializer):
+    """Anonymous callers get `status` alone; the other fields are for staff and the metrics token."""
+
     status = serializers.CharField()
-    database = serializers.CharField()
-    model = serializers.CharField()
-    model_loaded = serializers.BooleanField()
-    device = serializers.CharField(allow_null=True)
-    vector_sets_loaded = serializers.ListField(child=serializers.IntegerField())
-    queue_depth = serializers.DictField(child=serializers.IntegerField())
+    database = serializers.CharField(required=False)
+    model = serializers.CharField(required=False)
+    model_loaded = serializers.BooleanField(required=False)
+    device = serializers.CharField(allow_null=True, required=False)
+    vector_sets_loaded = serializers.ListField(child=serializers.IntegerField(), required=False)
+    queue_depth = serializers.DictField(child=serializers.IntegerField(), required=False)
     vector_sets_unavailable = serializers.ListField(child=serializers.DictField(), required=False)
 
 

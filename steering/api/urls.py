@@ -4,13 +4,12 @@ vector-sets/upload/, /vectors → GET vector-sets/."""
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from steering.api import chat, controlvector_views, views
 
 urlpatterns = [
     path("", views.ApiRoot.as_view(), name="api-root"),
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", views.TokenView.as_view(), name="api-token"),
     path("health/", views.HealthView.as_view(), name="api-health"),
     path("chat/", chat.ChatView.as_view(), name="api-chat"),
     path("dimensions/", views.DimensionList.as_view(), name="api-dimensions"),

@@ -7,24 +7,39 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.contrib.auth import get_user
+from django.db import DatabaseError, connection, transaction
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import AuthenticationFailed, NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from ops.throttling import UserBudgetThrottle, client_address, credentials_refused, credentials_spend, too_many_message
+from ops.views import has_metrics_token
 from steering import runtime, selectors, services
 from steering.api import serializers as s
+from steering.api.authentication import StrictTokenAuthentication
 from steering.engine import SteeringVectors, VectorFileError
 from steering.models import InteractionLog, ProfileUpdate, VectorSet
 
 VECTOR_SET_PARAM = OpenApiParameter(
     "vector_set", int, description="Vector set id; the site's default set when omitted.", required=False
 )
+
+
+def parse_id(raw: str, *, field: str) -> int:
+    """An object id from a query string: ASCII digits only. str.isdigit() alone would pass "²"
+    or Arabic-Indic digits, which int() then refuses (a 500); ids past a 64-bit key are refused
+    as well, since no row can have them."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > 2**63 - 1:
+        raise ValidationError({field: ["Must be a positive integer id (ASCII digits)."]})
+    return int(raw)
 
 
 def _vector_set_from_query(request) -> VectorSet:
@@ -35,38 +50,93 @@ def _vector_set_from_query(request) -> VectorSet:
         if vector_set is None:
             raise NotFound("No default vector set is ready yet; pass ?vector_set=<id>.")
         return vector_set
-    if not raw.isdigit():
-        raise ValidationError({"vector_set": ["Must be an integer id."]})
-    vector_set = selectors.vector_sets_visible(user=request.user).filter(pk=int(raw)).first()
+    pk = parse_id(raw, field="vector_set")
+    vector_set = selectors.vector_sets_visible(user=request.user).filter(pk=pk).first()
     if vector_set is None:
         raise NotFound(f"Vector set {raw} not found.")
     return vector_set
 
 
+def may_manage_shared(user, action: str) -> bool:
+    """Whether `user` may `action` ("add", "change", "delete") shared vector sets: staff holding
+    Django's model permission for it, so that a view-only staff role cannot start jobs."""
+    return user.is_staff and user.has_perm(f"steering.{action}_vectorset")
+
+
 def _new_set_owner(request, *, shared: bool, verb: str):
     """Who owns a vector set being created: nobody when shared (staff only), else the caller."""
-    if shared and not request.user.is_staff:
-        raise PermissionDenied(f"Only staff can {verb} shared vector sets.")
+    if shared and not may_manage_shared(request.user, "add"):
+        raise PermissionDenied(f"Only staff with the permission to add vector sets can {verb} shared vector sets.")
     return None if shared else request.user
 
 
-def _may_change(user, vector_set: VectorSet) -> bool:
-    return vector_set.owner_id == user.pk or (vector_set.owner_id is None and user.is_staff)
+def _may_change(user, vector_set: VectorSet, action: str = "change") -> bool:
+    return vector_set.owner_id == user.pk or (vector_set.owner_id is None and may_manage_shared(user, action))
+
+
+# -- token ----------------------------------------------------------------------------------------
+
+
+class TokenView(ObtainAuthToken):
+    """Your API token for a username and password; failed attempts are throttled per client
+    address and per account name (429 with Retry-After)."""
+
+    throttle_classes = []
+
+    @extend_schema(request=AuthTokenSerializer, responses={200: AuthTokenSerializer, 429: s.ErrorSerializer})
+    def post(self, request, *args, **kwargs):
+        address = client_address(request)
+        username = request.data.get("username") if hasattr(request.data, "get") else None
+        username = username if isinstance(username, str) else ""
+        wait = credentials_refused(scope="login", address=address, username=username)
+        if wait:
+            return Response({"detail": too_many_message(wait, "failed log-in attempts")},
+                            status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)})
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            credentials_spend(scope="login", address=address, username=username)
+            raise
 
 
 # -- health -----------------------------------------------------------------------------------
 
 
+def _may_read_health_details(request) -> bool:
+    """Staff (session or API token) and the metrics scraper's bearer token. The details name the
+    model path, private sets and exception classes, which anonymous callers must not learn."""
+    if has_metrics_token(request):
+        return True
+    try:
+        # DRF has set request.user to anonymous (no authenticators here), so read the session itself.
+        user = get_user(request._request)
+        if not user.is_authenticated:
+            try:
+                found = StrictTokenAuthentication().authenticate(request)
+            except AuthenticationFailed:  # a probe with a stale token still gets the status
+                found = None
+            user = found[0] if found else None
+    except (DatabaseError, connection.Database.Error):
+        # Sessions and tokens live in the database; while it is down only the metrics token
+        # reads the details, and the status (503) still comes.
+        return False
+    return bool(user and user.is_active and user.is_staff)
+
+
 class HealthView(APIView):
     permission_classes = [permissions.AllowAny]
+    # No authenticators: a bad token must not turn a health probe into a 401.
     authentication_classes = []
 
     @extend_schema(responses={200: s.HealthSerializer, 503: s.HealthSerializer})
     def get(self, request):
-        """Whether the database and the model are usable; 503 when either is not."""
+        """Whether the database and the model are usable; 503 when either is not. Anonymous
+        callers get the status only; staff and the metrics token get the details."""
         report = services.health_report()
         # "degraded": some vector sets are out of use, but the server answers everyone else.
         code = status.HTTP_200_OK if report["status"] in ("ok", "degraded") else status.HTTP_503_SERVICE_UNAVAILABLE
+        if not _may_read_health_details(request):
+            report = {"status": report["status"]}
         return Response(report, status=code)
 
 
@@ -119,8 +189,8 @@ class VectorSetDetail(generics.RetrieveDestroyAPIView):
         return selectors.vector_sets_visible(user=self.request.user)
 
     def perform_destroy(self, instance):
-        if not _may_change(self.request.user, instance):
-            raise PermissionDenied("Only staff can delete shared vector sets.")
+        if not _may_change(self.request.user, instance, "delete"):
+            raise PermissionDenied("Only staff with the permission to delete vector sets can delete shared ones.")
         instance.delete()
 
 
@@ -134,7 +204,7 @@ class VectorSetCompute(APIView):
     def post(self, request, pk: int):
         vector_set = get_object_or_404(selectors.vector_sets_visible(user=request.user), pk=pk)
         if not _may_change(request.user, vector_set):
-            raise PermissionDenied("Only staff can recompute shared vector sets.")
+            raise PermissionDenied("Only staff with the permission to change vector sets can recompute shared ones.")
         try:
             vector_set = services.vector_set_restart(vector_set=vector_set)
         except ValueError as exc:
@@ -158,7 +228,7 @@ class VectorSetUpload(APIView):
         # Refused on the declared length, before request.data streams the whole body to disk.
         declared = request.META.get("CONTENT_LENGTH") or "0"
         limit = settings.STEERLAB_MAX_UPLOAD_BYTES
-        if declared.isdigit() and int(declared) > limit + UPLOAD_FORM_OVERHEAD:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit + UPLOAD_FORM_OVERHEAD:
             return Response(
                 {"detail": f"The request is {declared} bytes; vector files are limited to {limit} bytes."},
                 status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
@@ -270,6 +340,10 @@ class InteractionDetail(generics.RetrieveAPIView):
 
 
 class InteractionFeedback(APIView):
+    # Feedback may queue a LEARN task: it spends the same per-user budget as a chat.
+    throttle_classes = [UserBudgetThrottle]
+    throttle_scope = "chat"
+
     @extend_schema(request=s.FeedbackSerializer, responses={201: s.FeedbackSerializer})
     def post(self, request, pk: int):
         interaction: InteractionLog = get_object_or_404(selectors.interactions_for(user=request.user), pk=pk)

@@ -93,3 +93,12 @@ def test_slider_changes_are_recorded_as_such(as_alice, shared_set):
     assert as_alice.get("/api/profile/history/").json()["results"][0]["source"] == "select"
     response = as_alice.patch("/api/profile/", {"strengths": {"cost": 0.1}, "source": "learn"}, format="json")
     assert response.status_code == 400  # learned and calibrated changes come from the platform only
+
+
+@pytest.mark.parametrize("raw", ["²", "١٢", "1 ", "-1", "99999999999999999999999", "0x1"])
+@pytest.mark.parametrize("url", ["/api/profile/", "/api/profile/history/", "/api/calibrate/start/?dimension=cost&"])
+def test_it_answers_400_for_a_vector_set_id_that_is_not_a_plain_integer(as_alice, shared_set, url, raw):
+    glue = "" if url.endswith("&") else "?"
+    response = as_alice.get(f"{url}{glue}vector_set={raw}")
+    assert response.status_code == 400, response.content
+    assert "vector_set" in response.json()

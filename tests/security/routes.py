@@ -56,12 +56,15 @@ class Route:
         valid payload, which the CSRF and hostile-field tests send.
     foreign: requests that name alice's objects; bob must get 404 for each, learn nothing and
         change nothing.
+    throttle: the budget its writes spend (a DEFAULT_THROTTLE_RATES scope): once spent, each
+        write answers 429 with Retry-After and changes nothing (tests/security/test_limits.py).
     """
 
     access: str
     methods: dict[str, tuple[str, dict | None]]
     foreign: list[tuple[str, str, dict | None]] = field(default_factory=list)
     multipart: bool = False
+    throttle: str | None = None
 
 
 CHOICE = {"dimension": "formality", "low": -1.0, "high": 1.0, "round": 0, "rounds": 3, "choice": "a"}
@@ -70,30 +73,36 @@ SIGNUP = {"username": "dora", "password1": "a long passphrase 42!", "password2":
 
 ROUTES: dict[str, Route] = {
     "": Route("public", {"GET": ("/", None)}),
-    "accounts/signup/": Route("public", {"GET": ("/accounts/signup/", None), "POST": ("/accounts/signup/", SIGNUP)}),
+    "accounts/signup/": Route(
+        "public", {"GET": ("/accounts/signup/", None), "POST": ("/accounts/signup/", SIGNUP)}, throttle="signup"
+    ),
     "accounts/login/": Route("public", {
         "GET": ("/accounts/login/", None),
         "POST": ("/accounts/login/", {"username": "alice", "password": "{password}"}),
-    }),
+    }, throttle="login"),
     "accounts/logout/": Route("public", {"POST": ("/accounts/logout/", {})}),
     "metrics": Route("staff", {"GET": ("/metrics", None)}),
     "api/": Route("public", {"GET": ("/api/", None)}),
-    "api/auth/token/": Route("public", {"POST": ("/api/auth/token/", {"username": "alice", "password": "{password}"})}),
+    "api/auth/token/": Route(
+        "public", {"POST": ("/api/auth/token/", {"username": "alice", "password": "{password}"})}, throttle="login"
+    ),
     "api/health/": Route("public", {"GET": ("/api/health/", None)}),
     "api/schema/": Route("public", {"GET": ("/api/schema/", None)}),
     "api/docs/": Route("public", {"GET": ("/api/docs/", None)}),
     "api/chat/": Route(
         "user", {"POST": ("/api/chat/", {"prompt": "hi", "max_new_tokens": 2})},
         foreign=[("POST", "/api/chat/", {"prompt": "hi", "max_new_tokens": 2, "vector_set": "{set}"})],
+        throttle="chat",
     ),
     "api/dimensions/": Route("user", {"GET": ("/api/dimensions/", None)}),
     "api/dimensions/<slug:name>/": Route("user", {"GET": ("/api/dimensions/formality/", None)}),
     "api/vector-sets/": Route("user", {
         "GET": ("/api/vector-sets/", None),
         "POST": ("/api/vector-sets/", {"name": "new", "dimensions": ["formality"]}),
-    }),
+    }, throttle="compute"),
     "api/vector-sets/upload/": Route(
-        "user", {"POST": ("/api/vector-sets/upload/", {"name": "uploaded", "file": "{vector_file}"})}, multipart=True
+        "user", {"POST": ("/api/vector-sets/upload/", {"name": "uploaded", "file": "{vector_file}"})}, multipart=True,
+        throttle="compute",
     ),
     "api/vector-sets/<int:pk>/": Route(
         "user",
@@ -103,6 +112,7 @@ ROUTES: dict[str, Route] = {
     "api/vector-sets/<int:pk>/compute/": Route(
         "user", {"POST": ("/api/vector-sets/{set}/compute/", {})},
         foreign=[("POST", "/api/vector-sets/{set}/compute/", {})],
+        throttle="compute",
     ),
     "api/vector-sets/<int:pk>/download/": Route(
         "user", {"GET": ("/api/vector-sets/{set}/download/", None)},
@@ -145,6 +155,7 @@ ROUTES: dict[str, Route] = {
     "api/interactions/<int:pk>/feedback/": Route(
         "user", {"POST": ("/api/interactions/{interaction}/feedback/", {"thumbs": 1})},
         foreign=[("POST", "/api/interactions/{interaction}/feedback/", {"thumbs": 1, "text": "more casual"})],
+        throttle="chat",
     ),
     "api/feedback/<int:pk>/": Route(
         "user", {"GET": ("/api/feedback/{feedback}/", None)}, foreign=[("GET", "/api/feedback/{feedback}/", None)]

@@ -75,8 +75,11 @@ def database_down():
         connection.settings_dict["NAME"] = saved
 
 
-def test_health_answers_503_while_the_database_is_down_and_200_once_it_is_back(tiny_site, client, alice):
+def test_health_answers_503_while_the_database_is_down_and_200_once_it_is_back(tiny_site, client, alice, settings):
     runtime.site_model()
+    # The details are the metrics token's (a session would need the database that goes down).
+    settings.METRICS_TOKEN = "scraper-secret-0123456789"
+    client.defaults["HTTP_AUTHORIZATION"] = "Bearer scraper-secret-0123456789"
     assert client.get("/api/health/").status_code == 200
     with database_down():
         response = client.get("/api/health/")

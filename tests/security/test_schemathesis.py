@@ -3,7 +3,7 @@ the schema and data that does not, through the real WSGI application, authentica
 normal user with a token. No answer may be a 5xx, a documented answer must match its schema
 and content type, and data that breaks the schema must be refused with a 4xx.
 
-Examples are derandomized and bounded per operation (SCHEMATHESIS_EXAMPLES), so a run is
+Examples are derandomized and bounded per operation (SCHEMATHESIS_EXAMPLES, 16), so a run is
 repeatable and stays within seconds. /api/chat/ generates text, so it runs apart, with fewer
 examples, on the tiny site model. Undocumented status codes (DRF's 400/401/404 bodies, which
 drf-spectacular does not list) are not checked; their bodies are checked by the tests of each
@@ -28,10 +28,10 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 from steering import runtime
 
-# About a minute on a shared two-core machine: a thousand requests.
+# About two minutes on a shared two-core machine: some two thousand requests.
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "16"))
 CHAT_EXAMPLES = int(os.environ.get("SCHEMATHESIS_CHAT_EXAMPLES", "6"))
 # Not negative_data_rejection: DRF ignores fields it does not know and reads an empty query
 # parameter as an omitted one, both on purpose (tests/security/test_routes.py relies on the
@@ -42,12 +42,15 @@ CHAT = "/api/chat/"
 
 
 @pytest.fixture
-def api(world, monkeypatch):
+def api(world, monkeypatch, settings):
     """The schema as /api/schema/ serves it, bound to the WSGI application, and alice's token."""
     from rest_framework.throttling import ScopedRateThrottle
 
     # Thousands of requests from one user: the throttles would answer most of them 429.
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"chat": "100000/min", "compute": "100000/min"})
+    # (tests/security/test_throttles.py checks that each throttle answers 429, not 5xx.)
+    rates = {scope: "100000/min" for scope in ("chat", "compute", "login", "signup")}
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", rates)
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
     runtime.site_model()  # loaded, so /api/health/ answers 200 rather than 503 "loading"
     # As Django's test client does: the WSGI handler would close the test's database
     # connection after each request, and with it the transaction the test runs in.

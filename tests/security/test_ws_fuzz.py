@@ -103,6 +103,9 @@ def bad_frame(rng: random.Random) -> dict:
         return {"text": raw_json_with(field, rng.choice(ODD_FLOATS + ["1" * 500]))}
     if kind == 8:
         return {"text": raw_json_with("preferences", '{"formality": %s}' % rng.choice(ODD_FLOATS))}
+    if kind == 9 and rng.random() < 0.3:  # within the character limit, past the model's context in tokens
+        return {"text": json.dumps({"type": "generate", "prompt": "steer " * rng.randrange(300, 600),
+                                    "max_new_tokens": 2})}
     # a generate frame with one to three broken fields, amid random extra ones
     frame = {"type": "generate", "prompt": "Say hi.", "max_new_tokens": 2}
     for field in rng.sample(sorted(BROKEN_FIELDS), rng.randrange(1, 4)):
@@ -112,7 +115,16 @@ def bad_frame(rng: random.Random) -> dict:
     return {"text": json.dumps(frame)}
 
 
-async def test_thousands_of_bad_frames_each_get_an_error_and_the_socket_survives(world):
+# Valid frames the fuzz sends (a set not found, a prompt over the context) spend the user's chat
+# budget: a small one, so that its refusals are fuzzed too.
+BUDGET = 40
+
+
+async def test_thousands_of_bad_frames_each_get_an_error_and_the_socket_survives(world, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "chat": f"{BUDGET}/hour"},
+    }
     rng = random.Random(SEED)
     ws, connected, _ = await connect(world.alice)
     assert connected
@@ -125,16 +137,21 @@ async def test_thousands_of_bad_frames_each_get_an_error_and_the_socket_survives
         except Exception as exc:  # a crashed consumer closes the socket or never answers
             pytest.fail(f"frame {index} (seed {SEED}) got no answer: {exc!r}\n{str(frame)[:500]}")
         assert reply["type"] == "error" and reply["code"] != "internal", (index, str(frame)[:500], reply)
+        if reply["code"] == "too_many":
+            assert isinstance(reply["retry_after"], int) and reply["retry_after"] > 0, reply
         assert await ws.receive_nothing(timeout=0), f"frame {index} got more than one answer"
         codes[reply["code"]] = codes.get(reply["code"], 0) + 1
     assert await ws.receive_nothing(timeout=0.5), "a late second answer"
     # Every kind of refusal was reached, so the generator really covers the protocol.
-    assert {"bad_frame", "bad_json", "unknown_type", "invalid", "not_found", "bad_request"} <= set(codes), codes
+    assert {"bad_frame", "bad_json", "unknown_type", "invalid", "not_found", "bad_request", "too_many"} <= set(codes), codes
     logged = await sync_to_async(lambda: list(InteractionLog.objects.exclude(pk=world.interaction.pk).values()))()
     assert not logged, logged  # nothing generated, nothing logged
 
     await ws.send_json_to({"type": "ping"})
     assert await ws.receive_json_from(timeout=5) == {"type": "pong"}
+    from django.core.cache import cache
+
+    await sync_to_async(cache.clear)()  # a fresh budget: the generate below must run
     await ws.send_json_to({"type": "generate", "prompt": "Say hi.", "max_new_tokens": 3})
     frames = await frames_until_end(ws, timeout=60)
     assert frames[-1]["type"] == "done", frames[-1]

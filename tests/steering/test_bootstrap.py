@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 def test_it_creates_the_demo_account_and_the_default_vector_set_once(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
+    settings.STEERLAB_DEMO_ACCOUNT = True  # as under DEBUG=1
     out = io.StringIO()
     call_command("bootstrap", stdout=out)
     assert "demo / steerlab-demo" in out.getvalue()
