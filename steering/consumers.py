@@ -11,14 +11,13 @@ import uuid
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from steering.api.serializers import GenerateFrameSerializer, error_message
+from steering.api.serializers import GENERATION_FIELDS, GenerateFrameSerializer, error_message
 from steering.chat import REFUSED, ChatError, ChatTurn
 from steering.models import InteractionLog
 
 log = logging.getLogger(__name__)
 
 MAX_FRAME_CHARS = 64 * 1024
-GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "top_k", "seed")
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
