@@ -139,7 +139,7 @@ class VectorSetAdmin(admin.ModelAdmin):
     actions = ["recompute"]
     add_fieldsets = [(None, {"fields": ["name", "dimensions", "method", "top_k", "model_id", "owner"]})]
     change_fieldsets = [
-        (None, {"fields": ["name", "owner"]}),
+        (None, {"fields": ["name", "owner", "prompt_with_steering"]}),
         ("Computation", {"fields": ["model_id", "method", "top_k", "dimensions", "status", "progress_bar", "error"]}),
         ("Vectors", {"fields": ["layers", "num_layers", "hidden_size", "functional_range", "file_link"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),

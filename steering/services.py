@@ -479,8 +479,29 @@ def chat_prepare(
         earlier = list(conversation.messages.order_by("-created_at", "-pk")[:HISTORY_MESSAGES])[::-1]
         messages = [{"role": m.role, "content": m.content} for m in earlier if m.content]
     messages.append({"role": "user", "content": prompt})
-    prompt_ids = runtime.site_model().chat_ids(messages)
+    system = steering_prompt(vector_set=vector_set, strengths=strengths) if vector_set.prompt_with_steering else None
+    prompt_ids = runtime.site_model().chat_ids(messages, system=system)
     return ChatPlan(vector_set, strengths, params, prompt_ids, conversation)
+
+
+def steering_prompt(*, vector_set: VectorSet, strengths: dict[str, float]) -> str | None:
+    """The system prompt of a "prompt with steering" vector set for one request: `strengths`
+    (that request's, from its own user's profile and overrides) in words. It lives only in
+    that request's token ids: no conversation, log or other request ever holds it."""
+    from steering.engine.prompting import preferences_instruction
+
+    ends = []
+    for dimension in vector_set.dimensions.filter(name__in=list(strengths)).order_by("name"):
+        try:
+            spec = data.dimension(dimension.name)
+        except KeyError:
+            spec = {}
+        ends.append((
+            spec.get("prompt_positive") or dimension.positive_label,
+            spec.get("prompt_negative") or dimension.negative_label,
+            strengths[dimension.name],
+        ))
+    return preferences_instruction(ends)
 
 
 # -- admin preview ----------------------------------------------------------------------------

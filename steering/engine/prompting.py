@@ -21,3 +21,10 @@ def preference_instruction(positive: str, negative: str, strength: float) -> str
         if abs(strength) >= bound:
             return f"Answer for someone who {wording} {end}."
     return None
+
+
+def preferences_instruction(ends: list[tuple[str, str, float]]) -> str | None:
+    """One system prompt for several dimensions: (positive, negative, strength) each; None
+    when no strength is strong enough to be worded."""
+    parts = [text for positive, negative, strength in ends if (text := preference_instruction(positive, negative, strength))]
+    return " ".join(parts) or None
