@@ -108,8 +108,9 @@ def main() -> None:
     for strength in strengths:
         response = client.post(
             "/api/chat/",
+            # Greedy, as in step 3: the chat's default sampling would vary the answers by itself.
             {"prompt": PROMPT, "preferences": {args.dimension: strength}, "max_length": tokens,
-             "vector_set": vector_set.pk},
+             "vector_set": vector_set.pk, "temperature": 0},
             content_type="application/json",
             HTTP_AUTHORIZATION=f"Token {token}",
         )

@@ -140,7 +140,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
     actions = ["recompute"]
     add_fieldsets = [(None, {"fields": ["name", "dimensions", "method", "top_k", "model_id", "owner"]})]
     change_fieldsets = [
-        (None, {"fields": ["name", "owner"]}),
+        (None, {"fields": ["name", "owner", "prompt_with_steering"]}),
         ("Computation", {"fields": ["model_id", "method", "top_k", "dimensions", "status", "progress_bar", "error"]}),
         ("Vectors", {"fields": ["layers", "num_layers", "hidden_size", "functional_range", "file_link"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
@@ -429,20 +429,25 @@ class EvaluationAdmin(admin.ModelAdmin):
         points = obj.report.get("points") if obj.report else None
         if not points:
             return "—"
+        # The steering first, then the baselines it is measured against (plain prompting and
+        # prompting + steering), each at the same strengths on the same prompts.
+        ways = [("steering", obj.report)] + list((obj.report.get("baselines") or {}).items())
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (p["strength"], _fmt(p["effect"]), _fmt(p["perplexity"], 2), _fmt(p["ppl_ratio"], 2), _fmt(p["pne"]),
-                 _fmt(p["repetition"], 2), (p["answers"] or [""])[0][:200])
-                for p in points
+                (name, p["strength"], _fmt(p["effect"]), _fmt(p["perplexity"], 2), _fmt(p["ppl_ratio"], 2),
+                 _fmt(p["pne"]), _fmt(p["repetition"], 2), (p["answers"] or [""])[0][:200])
+                for name, way in ways
+                for p in way["points"]
             ),
         )
+        rhos = format_html_join(" · ", "{}: {}", ((name, _fmt(way.get("spearman"), 3)) for name, way in ways))
         return format_html(
-            "<table><thead><tr><th>strength</th><th>Effect</th><th>PPL</th><th>PPL / PPL₀</th><th>PNE</th>"
-            "<th>repetition</th><th>first answer</th></tr></thead><tbody>{}</tbody></table>"
+            "<table><thead><tr><th>method</th><th>strength</th><th>Effect</th><th>PPL</th><th>PPL / PPL₀</th>"
+            "<th>PNE</th><th>repetition</th><th>first answer</th></tr></thead><tbody>{}</tbody></table>"
             "<p>Spearman ρ of Effect with strength: {} · functional range {} · layers {}</p>",
-            rows, _fmt(obj.report.get("spearman"), 3), obj.report.get("functional_range"), obj.report.get("layers"),
+            rows, rhos, obj.report.get("functional_range"), obj.report.get("layers"),
         )
 
     @admin.display(description="plot")

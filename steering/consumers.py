@@ -13,7 +13,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from ops.throttling import too_many_message, user_budget_take
-from steering.api.serializers import GenerateFrameSerializer, error_message
+from steering.api.serializers import GENERATION_FIELDS, GenerateFrameSerializer, error_message
 from steering.chat import REFUSED, ChatError, ChatTurn
 from steering.models import InteractionLog
 
@@ -24,7 +24,6 @@ MAX_FRAME_CHARS = 64 * 1024
 # every command line that starts it): the longest frame above at four UTF-8 bytes a character.
 # Anything larger is cut off by daphne before it is buffered, not read whole and refused here.
 MAX_FRAME_BYTES = 4 * MAX_FRAME_CHARS
-GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "top_k", "seed")
 
 
 class ChatConsumer(AsyncWebsocketConsumer):

@@ -22,6 +22,7 @@ from django.db import transaction
 from steering import data
 from steering.engine import GenerationParams, LoadedModel, SteeringHooks, SteeringVectors
 from steering.engine.embedding import shared_embedder
+from steering.engine.prompting import preference_instruction
 from steering.engine.sweep import RANGE_PROMPTS, Evaluation as EvaluationResult
 from steering.engine.sweep import evaluate_dimension, search_functional_range
 from steering.models import Evaluation, VectorSet
@@ -123,31 +124,45 @@ def _enqueue(evaluation: Evaluation) -> None:
     )
 
 
-def evaluation_run(*, evaluation: Evaluation, report: Callable[[int], None] | None = None) -> Evaluation:
+def evaluation_run(
+    *,
+    evaluation: Evaluation,
+    report: Callable[[int], None] | None = None,
+    references: tuple[list[str], list[str]] | None = None,
+    baselines: bool = True,
+) -> Evaluation:
     """Run `evaluation` on the site's model with its vector set's vectors; store the report and
-    the plot and mark it ready. Any failure marks it failed with the error and stores nothing."""
+    the plot and mark it ready. Any failure marks it failed with the error and stores nothing.
+    `references` (positive, negative) replace the dimension's own reference texts (the held-out
+    split of `evaluate_steering --split heldout`); the report keeps the ones used. Without
+    `baselines`, the plain-prompting rows are left out (a third of the work)."""
     from steering import runtime
 
     Evaluation.objects.filter(pk=evaluation.pk).update(status=Evaluation.Status.RUNNING, progress=0, error="")
     evaluation.refresh_from_db()
     path: Path | None = None
     try:
+        references = references or _references(evaluation.vector_set, evaluation.dimension)
         result = evaluate_dimension(
             runtime.site_model(),
             runtime.site_vectors(evaluation.vector_set),
             evaluation.dimension,
             evaluation.prompts,
-            _references(evaluation.vector_set, evaluation.dimension),
+            references,
             strengths=evaluation.strengths,
             hooks=runtime.site_hooks(),
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
             params=GenerationParams(max_new_tokens=evaluation.max_new_tokens),
+            instructions=instructions_for(evaluation.dimension) if baselines else None,
             progress=lambda done, total: save_progress(evaluation, done, total, report),
         )
         relative = f"evaluations/{evaluation.pk}-{uuid.uuid4().hex[:8]}.png"
         path = Path(settings.MEDIA_ROOT) / relative
         plot_evaluation(result, path)
-        evaluation.report = report_of(result, vector_set=evaluation.vector_set)
+        evaluation.report = {
+            **report_of(result, vector_set=evaluation.vector_set),
+            "references": {"positive": list(references[0]), "negative": list(references[1])},
+        }
         evaluation.plot.name = relative
         evaluation.status = Evaluation.Status.READY
         evaluation.progress = 100
@@ -182,29 +197,55 @@ def _references(vector_set, name: str) -> tuple[list[str], list[str]]:
     return dimension.reference_positive, dimension.reference_negative
 
 
+def instructions_for(name: str) -> Callable[[float], str | None]:
+    """The plain-prompting baseline's system prompt for each strength of dimension `name`: the
+    shipped dimension's words for its ends ("expensive, luxurious options"), or else its
+    labels as the database holds them."""
+    dimension = PreferenceDimension.objects.get(name=name)
+    try:
+        spec = data.dimension(name)
+    except KeyError:
+        spec = {}
+    positive = spec.get("prompt_positive") or dimension.positive_label
+    negative = spec.get("prompt_negative") or dimension.negative_label
+    return lambda strength: preference_instruction(positive, negative, strength)
+
+
 def _rounded(value: float, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, digits)
 
 
-def summary_of(result: EvaluationResult) -> dict:
-    """The figures of the README's table: Effect at −1, 0, +1, Spearman's ρ, PNE at ±1 (None
-    where that strength was not measured)."""
+def _figures(points, spearman: float, spearman_of_means: float) -> dict:
+    """Effect at −1, 0, +1, Spearman's ρ (over every answer, and over the means per strength),
+    PNE and the perplexity ratio at ±1, of one way of steering (None where not measured)."""
+    by_strength = {p.strength: p for p in points}
 
-    def at(strength: float, field: str):
-        try:
-            return _rounded(getattr(result.at(strength), field))
-        except KeyError:
-            return None
+    def at(strength: float, name: str):
+        point = by_strength.get(strength)
+        return None if point is None else _rounded(getattr(point, name))
 
     return {
         "effect_minus_1": at(-1.0, "effect"),
         "effect_0": at(0.0, "effect"),
         "effect_plus_1": at(1.0, "effect"),
-        "spearman": _rounded(result.spearman, 3),
+        "spearman": _rounded(spearman, 3),
+        "spearman_of_means": _rounded(spearman_of_means, 3),
         "pne_plus_1": at(1.0, "pne"),
         "pne_minus_1": at(-1.0, "pne"),
         "ppl_ratio_plus_1": at(1.0, "ppl_ratio"),
         "ppl_ratio_minus_1": at(-1.0, "ppl_ratio"),
+    }
+
+
+def summary_of(result: EvaluationResult) -> dict:
+    """The figures of the README's table for the steering, and the same figures of each
+    baseline ("prompt", "prompt+steering") under "baselines"."""
+    return {
+        **_figures(result.points, result.spearman, result.spearman_of_means),
+        "baselines": {
+            name: _figures(baseline.points, baseline.spearman, baseline.spearman_of_means)
+            for name, baseline in result.baselines.items()
+        },
     }
 
 
@@ -216,10 +257,12 @@ def report_of(result: EvaluationResult, *, vector_set: VectorSet | None = None) 
         **result.to_dict(),
     }
     # JSON has no NaN: a strength whose answers were all empty has no perplexity.
-    for point in report["points"]:
-        for key in ("effect", "perplexity", "ppl_ratio", "pne", "repetition"):
-            point[key] = _rounded(point[key], 6)
-    report["spearman"] = _rounded(report["spearman"], 6)
+    for part in (report, *report["baselines"].values()):
+        for point in part["points"]:
+            for key in ("effect", "perplexity", "ppl_ratio", "pne", "repetition"):
+                point[key] = _rounded(point[key], 6)
+        for key in ("spearman", "spearman_of_means"):
+            part[key] = _rounded(part[key], 6)
     return report
 
 

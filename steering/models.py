@@ -80,6 +80,13 @@ class VectorSet(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
     error = models.TextField(blank=True)
+    # Prompting + steering: each chat through this set also gets a system prompt saying, in
+    # words, the strengths of that request (its user's own), e.g. "… strongly prefers luxury".
+    prompt_with_steering = models.BooleanField(
+        default=False,
+        help_text="Also tell the model each request's preferences in a system prompt (built per request from that "
+        "user's own strengths; never shown to or shared with anyone else).",
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="vector_sets"
     )

@@ -612,8 +612,10 @@ def chat_prepare(
     if conversation is not None:
         earlier = list(conversation.messages.order_by("-created_at", "-pk")[:HISTORY_MESSAGES])[::-1]
         history = [{"role": m.role, "content": m.content} for m in earlier if m.content]
+    system = steering_prompt(vector_set=vector_set, strengths=strengths) if vector_set.prompt_with_steering else None
     prompt_ids = chat_fit_context(
-        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=runtime.site_model()
+        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=runtime.site_model(),
+        system=system,
     )
     return ChatPlan(vector_set, strengths, params, prompt_ids, conversation)
 
@@ -630,32 +632,55 @@ def chat_context_tokens(loaded=None) -> int:
     return 2048  # a config that names none: the smallest context of the common families
 
 
-def chat_fit_context(*, history: list[dict], prompt: str, max_new_tokens: int, loaded) -> list[int]:
+def chat_fit_context(
+    *, history: list[dict], prompt: str, max_new_tokens: int, loaded, system: str | None = None
+) -> list[int]:
     """The prompt's token ids with as much of `history` (oldest first) as fits the model's
     context beside `max_new_tokens`: whole turns are dropped, oldest first, so that the model
     never sees an answer without its question. Raises ValueError with the numbers when even
     the prompt alone does not fit. Counted in the served model's own tokens, chat template
-    included, because characters say little about tokens (one emoji can be several)."""
+    included, because characters say little about tokens (one emoji can be several). `system`
+    is the prompt-with-steering instruction, kept whatever is trimmed."""
     context = chat_context_tokens(loaded)
     room = context - max_new_tokens
     question = {"role": "user", "content": prompt}
     # A /v1 caller's leading system turns frame every answer: trimming drops chat turns only.
     framing = list(itertools.takewhile(lambda message: message["role"] == "system", history))
     history = history[len(framing):]
-    alone = loaded.chat_ids([*framing, question])
+    alone = loaded.chat_ids([*framing, question], system=system)
     if len(alone) > room:
         raise ValueError(
             f"The prompt is {len(alone)} tokens and max_new_tokens is {max_new_tokens}: {len(alone) + max_new_tokens} "
             f"tokens, more than the model's context of {context} tokens. Shorten the prompt or ask for fewer new tokens."
         )
     while history:
-        ids = loaded.chat_ids([*framing, *history, question])
+        ids = loaded.chat_ids([*framing, *history, question], system=system)
         if len(ids) <= room:
             return ids
         history = history[1:]
         while history and history[0]["role"] != "user":
             history = history[1:]
     return alone
+
+
+def steering_prompt(*, vector_set: VectorSet, strengths: dict[str, float]) -> str | None:
+    """The system prompt of a "prompt with steering" vector set for one request: `strengths`
+    (that request's, from its own user's profile and overrides) in words. It lives only in
+    that request's token ids: no conversation, log or other request ever holds it."""
+    from steering.engine.prompting import preferences_instruction
+
+    ends = []
+    for dimension in vector_set.dimensions.filter(name__in=list(strengths)).order_by("name"):
+        try:
+            spec = data.dimension(dimension.name)
+        except KeyError:
+            spec = {}
+        ends.append((
+            spec.get("prompt_positive") or dimension.positive_label,
+            spec.get("prompt_negative") or dimension.negative_label,
+            strengths[dimension.name],
+        ))
+    return preferences_instruction(ends)
 
 
 # -- admin preview ----------------------------------------------------------------------------

@@ -113,6 +113,8 @@
     status.textContent = "Writing both answers…";
     if (!socket || socket.readyState !== WebSocket.OPEN) socket = await openSocket();
     const ends = { a: state.low, b: state.high };
+    // Answers are sampled by default; one seed for both makes steering their only difference.
+    const seed = Math.floor(Math.random() * 2147483647);
     for (const tag of ["a", "b"]) {
       answers[tag].textContent = "";
       answers[tag].classList.add("streaming");
@@ -123,6 +125,7 @@
         prompt: state.question,
         preferences: { [state.dimension]: ends[tag] },
         max_new_tokens: MAX_NEW_TOKENS,
+        seed: seed,
       };
       if (vectorSet) frame.vector_set = vectorSet;
       socket.send(JSON.stringify(frame));

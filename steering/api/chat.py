@@ -41,7 +41,7 @@ class ChatView(APIView):
         form = s.ChatRequestSerializer(data=request.data)
         await sync_to_async(form.is_valid)(raise_exception=True)
         data = form.validated_data
-        params = {k: data[k] for k in ("max_new_tokens", "temperature", "top_p", "top_k", "seed") if data.get(k) is not None}
+        params = {k: data[k] for k in s.GENERATION_FIELDS if data.get(k) is not None}
         try:
             result = await chat.complete(
                 user=request.user,

@@ -8,6 +8,7 @@ import math
 from django.conf import settings
 from rest_framework import serializers
 
+from steering.engine import CHAT_DEFAULTS
 from steering.models import Feedback, InteractionLog, PreferenceDimension, PreferenceProfile, ProfileUpdate, VectorSet
 
 
@@ -38,6 +39,12 @@ class PreferencesField(serializers.DictField):
         return value
 
 
+# The chat request's fields that become GenerationParams (REST and websocket alike).
+GENERATION_FIELDS = (
+    "max_new_tokens", "temperature", "top_p", "top_k", "seed", "repetition_penalty", "no_repeat_ngram_size",
+)
+
+
 class ChatRequestSerializer(serializers.Serializer):
     prompt = serializers.CharField(max_length=settings.STEERLAB_MAX_PROMPT_CHARS)
     preferences = PreferencesField(required=False, default=dict)
@@ -48,10 +55,22 @@ class ChatRequestSerializer(serializers.Serializer):
         required=False,
         help_text="The seed API's name for max_new_tokens; max_new_tokens wins when both are given.",
     )
-    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, default=0.0, help_text="0 = greedy.")
-    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, default=1.0)
-    top_k = serializers.IntegerField(min_value=0, max_value=1000, default=0)
+    # Defaults: sampling with a repetition guard (CHAT_DEFAULTS), since greedy answers of a
+    # small model loop; temperature 0 is greedy, a seed makes sampling reproducible.
+    temperature = serializers.FloatField(
+        min_value=0.0, max_value=2.0, default=CHAT_DEFAULTS.temperature, help_text="0 = greedy."
+    )
+    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, default=CHAT_DEFAULTS.top_p)
+    top_k = serializers.IntegerField(min_value=0, max_value=1000, default=CHAT_DEFAULTS.top_k)
     seed = serializers.IntegerField(min_value=0, max_value=2**63 - 1, required=False, allow_null=True)
+    repetition_penalty = serializers.FloatField(
+        min_value=1.0, max_value=2.0, default=CHAT_DEFAULTS.repetition_penalty,
+        help_text="Divides the scores of tokens the answer already used (1 = off).",
+    )
+    no_repeat_ngram_size = serializers.IntegerField(
+        min_value=0, max_value=16, default=CHAT_DEFAULTS.no_repeat_ngram_size,
+        help_text="No run of this many tokens appears twice in the answer (0 = off).",
+    )
     session_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     vector_set = serializers.IntegerField(
         required=False, allow_null=True, help_text="Vector set id; the site's default set when omitted."
@@ -63,7 +82,7 @@ class ChatRequestSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs):
-        for name in ("temperature", "top_p"):
+        for name in ("temperature", "top_p", "repetition_penalty"):
             if not math.isfinite(attrs[name]):
                 raise serializers.ValidationError({name: "Must be a finite number."})
         attrs["max_new_tokens"] = attrs.get("max_new_tokens") or attrs.pop("max_length", None) or settings.STEERLAB_DEFAULT_NEW_TOKENS

@@ -39,3 +39,17 @@ def range_prompts(count: int) -> list[str]:
     """The neutral prompts the functional-range search answers: the last `count` of the
     shipped set, since evaluations take theirs from the start."""
     return neutral_prompts()[-count:]
+
+
+@cache
+def heldout() -> dict:
+    """The held-out split: {"prompts": [...], "references": {dimension: {"positive": [...],
+    "negative": [...]}}}. Extraction and the range search never read it, so tuning the
+    dimensions against it does not grade them on what they were built from."""
+    return json.loads((DATA_DIR / "heldout.json").read_text())
+
+
+def heldout_references(name: str) -> tuple[list[str], list[str]]:
+    """(positive, negative) held-out reference texts of a default dimension."""
+    refs = heldout()["references"][name]
+    return refs["positive"], refs["negative"]

@@ -11,7 +11,7 @@ prompts in one batch: evaluation and the functional-range search).
 from .extraction import (
     compute_vectors, fit_probe, layer_score, mean_difference, pca_direction, probe_direction, record_activations,
 )
-from .generation import DecodeBatch, GenerationParams, GenerationRequest, TokenEvent, stream_batch
+from .generation import CHAT_DEFAULTS, DecodeBatch, GenerationParams, GenerationRequest, TokenEvent, stream_batch
 from .hooks import RowSteering, SteeringHooks
 from .layers import default_layers, held_out_accuracy, held_out_likelihood, held_out_separation, top_layers
 from .models import EMBEDDED, LoadedModel, ModelNotFound, UnsupportedModel, find_layers, load_model
@@ -19,7 +19,7 @@ from .steerable import SteerableModel
 from .vectorfile import SteeringVectors, UnknownDimension, VectorFileError
 
 __all__ = [
-    "EMBEDDED", "DecodeBatch", "GenerationParams", "GenerationRequest", "LoadedModel", "ModelNotFound",
+    "CHAT_DEFAULTS", "EMBEDDED", "DecodeBatch", "GenerationParams", "GenerationRequest", "LoadedModel", "ModelNotFound",
     "RowSteering", "SteerableModel", "SteeringHooks", "SteeringVectors", "TokenEvent", "UnknownDimension",
     "UnsupportedModel", "VectorFileError", "compute_vectors", "default_layers", "find_layers", "fit_probe",
     "held_out_accuracy", "held_out_likelihood", "held_out_separation", "layer_score", "load_model", "mean_difference", "pca_direction", "probe_direction",

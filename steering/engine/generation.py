@@ -34,6 +34,9 @@ class GenerationParams:
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k cut
     seed: int | None = None
+    # The repetition guard, over the row's own generated tokens (see `guard_repetition`).
+    repetition_penalty: float = 1.0  # 1 = off
+    no_repeat_ngram_size: int = 0  # 0 = off
 
     def __post_init__(self) -> None:
         problems = []
@@ -47,8 +50,18 @@ class GenerationParams:
             problems.append("top_k must be an integer ≥ 0")
         if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
             problems.append("seed must be a non-negative integer")
+        if not (math.isfinite(self.repetition_penalty) and 1 <= self.repetition_penalty <= 2):
+            problems.append("repetition_penalty must be in 1…2 (1 = off)")
+        if not (isinstance(self.no_repeat_ngram_size, int) and 0 <= self.no_repeat_ngram_size <= 16):
+            problems.append("no_repeat_ngram_size must be an integer in 0…16 (0 = off)")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+# What a chat answer uses unless the request says otherwise (REST, websocket, chat page). The
+# engine's own default stays greedy and unguarded, for evaluations and tests; a chat product
+# should not loop, and greedy decoding of a small model does (bench/repetition.py measures it).
+CHAT_DEFAULTS = GenerationParams(temperature=0.7, top_p=0.9, repetition_penalty=1.1, no_repeat_ngram_size=4)
 
 
 @dataclass
@@ -125,6 +138,38 @@ class Detokenizer:
         return after[len(before) :]
 
 
+def guard_repetition(logits: torch.Tensor, generated: Sequence[int], params: GenerationParams) -> torch.Tensor:
+    """One row's next-token `logits` [vocabulary] with the repetition guard of `params` applied,
+    over the tokens this row has generated so far (a new tensor; `logits` is left as it was).
+
+    - `repetition_penalty` p > 1: each token already generated has its logit divided by p
+      when positive, multiplied by p when negative (CTRL's rule, as in transformers), so it
+      becomes less likely however confident the model is.
+    - `no_repeat_ngram_size` n > 0: a token that would complete an n-gram already generated
+      is forbidden, so no n tokens in a row ever repeat.
+
+    Only the answer counts, not the prompt: an answer may quote the question and the chat
+    template's tokens, and a penalty on them would push it off topic."""
+    penalty, n = params.repetition_penalty, params.no_repeat_ngram_size
+    if not generated or (penalty == 1.0 and n == 0):
+        return logits
+    logits = logits.float().clone()
+    if penalty != 1.0:
+        seen = torch.tensor(sorted(set(generated)), device=logits.device)
+        chosen = logits[seen]
+        logits[seen] = torch.where(chosen > 0, chosen / penalty, chosen * penalty)
+    if n and len(generated) >= n:
+        prefix = tuple(generated[len(generated) - n + 1 :])
+        banned = {
+            generated[i + n - 1]
+            for i in range(len(generated) - n + 1)
+            if tuple(generated[i : i + n - 1]) == prefix
+        }
+        if banned:
+            logits[torch.tensor(sorted(banned), device=logits.device)] = float("-inf")
+    return logits
+
+
 class _Row:
     def __init__(self, index: int, request: GenerationRequest, tokenizer, device: torch.device) -> None:
         self.index = index
@@ -141,6 +186,15 @@ class _Row:
         for token in request.generated_ids:
             self.detok.push(token)  # its text was sent already: only the decoder's state matters
         self._draws_to_skip = len(request.generated_ids) if self.generator is not None else 0
+
+    @property
+    def guarded(self) -> bool:
+        return self.params.repetition_penalty != 1.0 or self.params.no_repeat_ngram_size > 0
+
+    def next_token(self, logits: torch.Tensor) -> int:
+        """This row's next token from its logits: guarded, then greedy or sampled."""
+        logits = guard_repetition(logits, self.detok.ids, self.params)
+        return int(logits.argmax()) if self.generator is None else self.sample(logits)
 
     def sample(self, logits: torch.Tensor) -> int:
         params = self.params
@@ -255,7 +309,10 @@ class DecodeBatch:
             try:
                 if not finite[position]:
                     raise RowFault(NON_FINITE)
-                token = greedy[position] if row.generator is None else row.sample(logits[position])
+                if row.generator is None and not row.guarded:
+                    token = greedy[position]  # the batch's argmax, computed once
+                else:
+                    token = row.next_token(logits[position])
             except RowFault as fault:
                 events.append(TokenEvent(row.index, row.detok.flush(), None, "error", error=str(fault), fault="request"))
                 continue

@@ -4,6 +4,9 @@
   are scored for Effect (against the dimension's reference texts), perplexity under the
   unsteered model, PNE against strength 0 and repetition; Spearman's ρ says whether Effect
   rises with strength.
+  With `instructions` (strength → system prompt) it measures two more rows per strength on
+  the same prompts: plain prompting (the system prompt, no steering) and the two combined,
+  each with its own Spearman's ρ: the baseline steering must beat to be worth having.
 - `search_functional_range`: per dimension, the largest range (in residual-norm units, see
   vectorfile) at which answers steered by ±range stay within `max_ppl_ratio` × the unsteered
   answers' perplexity. Every candidate of every dimension is one batch, so it costs about one
@@ -94,6 +97,28 @@ class StrengthPoint:
 
 
 @dataclass
+class Baseline:
+    """Another way to reach the same strengths: "prompt" (a system prompt per strength, no
+    steering) or "prompt+steering" (that system prompt and the steering together). Measured
+    against the same unsteered, unprompted answers at strength 0 as the steering itself."""
+
+    name: str
+    points: list[StrengthPoint]
+    spearman: float
+    spearman_of_means: float
+    instructions: dict[str, str]  # strength (as text, JSON keys) → the system prompt
+
+    def at(self, strength: float) -> StrengthPoint:
+        for point in self.points:
+            if math.isclose(point.strength, strength):
+                return point
+        raise KeyError(f"No strength {strength} in this baseline")
+
+
+BASELINES = ("prompt", "prompt+steering")
+
+
+@dataclass
 class Evaluation:
     dimension: str
     method: str
@@ -105,6 +130,9 @@ class Evaluation:
     spearman: float  # of Effect with strength, over every answer
     seconds: float = 0.0
     labels: list[str] = field(default_factory=list)
+    baselines: dict[str, Baseline] = field(default_factory=dict)
+    # Of the mean Effect at each strength with strength: 1.0 when every step up raises it.
+    spearman_of_means: float = math.nan
 
     def at(self, strength: float) -> StrengthPoint:
         for point in self.points:
@@ -132,11 +160,16 @@ def evaluate_dimension(
     hooks: SteeringHooks | None = None,
     embedder: SentenceEmbedder | None = None,
     params: GenerationParams = EVALUATION_PARAMS,
+    instructions: Callable[[float], str | None] | None = None,
     progress: Progress | None = None,
 ) -> Evaluation:
     """Answer every prompt at every strength (user units, −1…1 of the functional range) in one
     batch and measure the answers. `references` are the (positive, negative) reference texts.
-    Strength 0 is always measured, since PNE compares with it."""
+    Strength 0 is always measured, since PNE compares with it. `instructions(strength)` (a
+    system prompt, None at 0) adds the "prompt" and "prompt+steering" baselines.
+
+    Perplexity is always taken given the plain prompt, without any system prompt: how
+    surprising the answer is as an answer to the question, the same yardstick for all three."""
     if dimension not in vectors.vectors:
         raise KeyError(f"Unknown dimension {dimension!r}; these vectors have: {', '.join(vectors.dimensions)}")
     if not prompts:
@@ -144,7 +177,19 @@ def evaluate_dimension(
     started = time.monotonic()
     strengths = sorted({float(s) for s in strengths} | {0.0})
     prompt_ids = [loaded.chat_ids(prompt) for prompt in prompts]
-    rows = [(ids, vectors.layer_deltas({dimension: s})) for s in strengths for ids in prompt_ids]
+    # (kind, strength) → rows; strength 0 of every kind is the plain unsteered answer.
+    kinds = ["steering", *(BASELINES if instructions else ())]
+    texts = {s: instructions(s) for s in strengths if s} if instructions else {}
+    keys, rows, plain_ids = [], [], []
+    for kind in kinds:
+        for s in strengths:
+            if kind != "steering" and s == 0.0:
+                continue
+            steer = vectors.layer_deltas({dimension: s}) if kind != "prompt" else {}
+            for prompt, ids in zip(prompts, prompt_ids):
+                rows.append((loaded.chat_ids(prompt, system=texts[s]) if kind != "steering" else ids, steer))
+                plain_ids.append(ids)
+            keys.append((kind, s))
     generation_total = len(rows) * params.max_new_tokens
     total = generation_total + len(rows)  # the scoring counts one step a row
 
@@ -155,32 +200,46 @@ def evaluate_dimension(
     with _hooks_on(loaded, hooks, vectors.layers) as active:
         answers = generate_rows(loaded, active, rows, params, progress=report)
     # Measured with no steering active: perplexity under the unsteered model.
-    nlls = answer_nll(loaded, [ids for ids, _ in rows], answers)
+    nlls = answer_nll(loaded, plain_ids, answers)
     effects = effect_scores(embedder or shared_embedder(), answers, *references)
     report(total, total)
 
     n = len(prompt_ids)
-    per_strength = {
-        s: (answers[i * n : (i + 1) * n], effects[i * n : (i + 1) * n], nlls[i * n : (i + 1) * n])
-        for i, s in enumerate(strengths)
+    measured = {
+        key: (answers[i * n : (i + 1) * n], effects[i * n : (i + 1) * n], nlls[i * n : (i + 1) * n])
+        for i, key in enumerate(keys)
     }
-    _, base_effects, base_nlls = per_strength[0.0]
-    base_effect, base_ppl = sum(base_effects) / n, perplexity(base_nlls)
-    points = []
-    for s, (texts, scores, nll) in per_strength.items():
+    base = measured[("steering", 0.0)]
+    base_effect, base_ppl = sum(base[1]) / n, perplexity(base[2])
+
+    def point(s: float, measures) -> StrengthPoint:
+        answered, scores, nll = measures
         effect, ppl = sum(scores) / n, perplexity(nll)
-        points.append(
-            StrengthPoint(
-                strength=s,
-                effect=effect,
-                perplexity=ppl,
-                ppl_ratio=ppl / base_ppl,
-                pne=pne(effect, base_effect, ppl, base_ppl),
-                repetition=sum(repetition_rate(t) for t in texts) / n,
-                effects=scores,
-                answers=texts,
-            )
+        return StrengthPoint(
+            strength=s,
+            effect=effect,
+            perplexity=ppl,
+            ppl_ratio=ppl / base_ppl,
+            pne=pne(effect, base_effect, ppl, base_ppl),
+            repetition=sum(repetition_rate(t) for t in answered) / n,
+            effects=scores,
+            answers=answered,
         )
+
+    def of(kind: str) -> list[StrengthPoint]:
+        return [point(s, measured[(kind, s)] if (kind, s) in measured else base) for s in strengths]
+
+    def rho(points: list[StrengthPoint]) -> float:
+        return spearman([p.strength for p in points for _ in p.effects], [e for p in points for e in p.effects])
+
+    def rho_of_means(points: list[StrengthPoint]) -> float:
+        return spearman([p.strength for p in points], [p.effect for p in points])
+
+    baselines = {}
+    for kind in kinds[1:]:
+        points = of(kind)
+        baselines[kind] = Baseline(kind, points, rho(points), rho_of_means(points), {str(s): text for s, text in texts.items()})
+    points = of("steering")
     return Evaluation(
         dimension=dimension,
         method=vectors.method,
@@ -189,9 +248,11 @@ def evaluate_dimension(
         prompts=list(prompts),
         params=asdict(params),
         points=points,
-        spearman=spearman([s for s in strengths for _ in range(n)], effects),
+        spearman=rho(points),
         seconds=round(time.monotonic() - started, 2),
         labels=list(vectors.labels.get(dimension, [])),
+        baselines=baselines,
+        spearman_of_means=rho_of_means(points),
     )
 
 

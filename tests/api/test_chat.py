@@ -35,10 +35,24 @@ def test_the_profile_steers_and_request_preferences_override_it(as_alice, shared
 
 
 def test_steering_changes_the_answer_and_greedy_is_repeatable(as_alice, shared_set):
-    plain = _chat(as_alice).json()["generated_text"]
-    assert _chat(as_alice).json()["generated_text"] == plain
-    steered = _chat(as_alice, preferences={"formality": 1, "cost": 1}).json()["generated_text"]
+    plain = _chat(as_alice, temperature=0).json()["generated_text"]
+    assert _chat(as_alice, temperature=0).json()["generated_text"] == plain
+    steered = _chat(as_alice, temperature=0, preferences={"formality": 1, "cost": 1}).json()["generated_text"]
     assert steered != plain
+
+
+def test_it_samples_with_a_repetition_guard_by_default_and_a_seed_repeats_it(as_alice, shared_set):
+    first = _chat(as_alice, seed=11).json()
+    assert _chat(as_alice, seed=11).json()["generated_text"] == first["generated_text"]
+    params = InteractionLog.objects.get(pk=first["interaction_id"]).params
+    assert params["temperature"] > 0 and params["seed"] == 11
+    assert params["repetition_penalty"] > 1 and params["no_repeat_ngram_size"] > 0
+
+
+def test_the_repetition_guard_can_be_switched_off(as_alice, shared_set):
+    body = _chat(as_alice, temperature=0, repetition_penalty=1, no_repeat_ngram_size=0).json()
+    params = InteractionLog.objects.get(pk=body["interaction_id"]).params
+    assert (params["temperature"], params["repetition_penalty"], params["no_repeat_ngram_size"]) == (0, 1, 0)
 
 
 def test_max_length_is_the_seed_alias_of_max_new_tokens(as_alice, shared_set):
@@ -47,9 +61,9 @@ def test_max_length_is_the_seed_alias_of_max_new_tokens(as_alice, shared_set):
 
 
 def test_one_users_profile_never_steers_another(as_alice, as_bob, shared_set):
-    plain = _chat(as_bob).json()
+    plain = _chat(as_bob, temperature=0).json()
     as_alice.patch("/api/profile/", {"strengths": {"formality": 1.0}}, format="json")
-    assert _chat(as_bob).json()["generated_text"] == plain["generated_text"]
+    assert _chat(as_bob, temperature=0).json()["generated_text"] == plain["generated_text"]
     assert _chat(as_bob).json()["preferences_applied"] == {}
 
 
@@ -64,6 +78,9 @@ def test_one_users_profile_never_steers_another(as_alice, as_bob, shared_set):
         ({"preferences": {"formality": 3}}, "preferences"),
         ({"preferences": {"formality": "nan"}}, "preferences"),
         ({"seed": -4}, "seed"),
+        ({"repetition_penalty": 0.5}, "repetition_penalty"),
+        ({"repetition_penalty": "nan"}, "repetition_penalty"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
     ],
 )
 def test_it_rejects_bad_requests_with_a_message(as_alice, shared_set, payload, field):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from steering.engine import GenerationParams, GenerationRequest, stream_batch
-from steering.engine.generation import Detokenizer
+from steering.engine.generation import Detokenizer, guard_repetition
 
 from tests.tiny_models import build_tiny
 
@@ -66,6 +66,49 @@ def test_top_k_one_and_a_tiny_top_p_are_greedy():
     assert _tokens(_generate(loaded, temperature=1.0, top_p=1e-6, seed=1, max_new_tokens=10)) == greedy
 
 
+def test_the_repetition_penalty_lowers_used_tokens_whatever_their_sign():
+    logits = torch.tensor([2.0, -2.0, 1.0, 0.5])
+    guarded = guard_repetition(logits, [0, 1, 1], GenerationParams(repetition_penalty=2.0))
+    assert guarded.tolist() == [1.0, -4.0, 1.0, 0.5]  # each used token once, however often used
+    assert logits.tolist() == [2.0, -2.0, 1.0, 0.5]  # the batch's logits are left alone
+    assert guard_repetition(logits, [0, 1], GenerationParams()) is logits  # off: no copy
+
+
+def test_no_repeat_ngram_forbids_the_token_that_would_repeat_an_ngram():
+    params = GenerationParams(no_repeat_ngram_size=3)
+    logits = torch.zeros(10)
+    # 5 6 7 … 5 6: a 7 next would repeat "5 6 7"; 9 after "6 9" is not a repeat of anything.
+    guarded = guard_repetition(logits, [5, 6, 7, 1, 5, 6], params)
+    assert torch.isinf(guarded[7]) and torch.isfinite(guarded).sum() == 9
+    assert torch.isfinite(guard_repetition(logits, [5, 6, 7, 1, 6, 9], params)).all()
+
+
+def test_a_guarded_answer_never_repeats_an_ngram_greedy_or_sampled(tiny):
+    tiny.stop_ids = frozenset()
+    plain = _tokens(_generate(tiny, max_new_tokens=40))
+    for params in ({}, {"temperature": 1.0, "seed": 3}):
+        tokens = _tokens(_generate(tiny, max_new_tokens=40, no_repeat_ngram_size=2, **params))
+        bigrams = list(zip(tokens, tokens[1:]))
+        assert len(bigrams) == len(set(bigrams)) and len(tokens) == 40
+    # A tiny random model loops at once, so the guard has something to change.
+    assert len(set(zip(plain, plain[1:]))) < len(plain) - 1
+
+
+def test_guarded_rows_in_a_batch_match_their_answers_alone(tiny):
+    tiny.stop_ids = frozenset()
+    options = [{}, {"repetition_penalty": 1.5}, {"no_repeat_ngram_size": 2, "temperature": 0.8, "seed": 4}]
+    requests = [
+        GenerationRequest(prompt_ids=tiny.chat_ids("hello world"), params=GenerationParams(max_new_tokens=16, **o))
+        for o in options
+    ]
+    together = [[] for _ in options]
+    for event in stream_batch(tiny, None, requests):
+        together[event.index].append(event)
+    assert [_tokens(events) for events in together] == [
+        _tokens(_generate(tiny, max_new_tokens=16, **o)) for o in options
+    ]
+
+
 def test_a_cancelled_request_stops_between_tokens_and_frees_its_row(tiny):
     requests = [
         GenerationRequest(prompt_ids=tiny.chat_ids(p), params=GenerationParams(max_new_tokens=40))
@@ -102,6 +145,9 @@ def test_the_detokenizer_never_splits_a_character():
         ({"top_p": 0.0}, "top_p"),
         ({"top_k": -1}, "top_k"),
         ({"seed": -5}, "seed"),
+        ({"repetition_penalty": 0.9}, "repetition_penalty"),
+        ({"repetition_penalty": float("inf")}, "repetition_penalty"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
     ],
 )
 def test_it_rejects_bad_parameters_with_a_message(params, message):

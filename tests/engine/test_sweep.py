@@ -82,3 +82,37 @@ def test_the_evaluation_measures_every_strength_against_strength_zero(tiny, vect
     assert result.to_dict()["points"][0]["strength"] == -1.0
     with pytest.raises(KeyError):
         result.at(0.5)
+
+
+def test_the_evaluation_measures_prompting_and_the_two_combined_on_the_same_prompts(tiny, vectors):
+    from steering.engine.prompting import preference_instruction
+
+    def instructions(strength):
+        return preference_instruction("formal words", "casual words", strength)
+
+    result = evaluate_dimension(
+        tiny, vectors.with_range("f", 5.0), "f", PROMPTS, (["formal text"], ["casual text"]),
+        strengths=(-1.0, 1.0), params=GenerationParams(max_new_tokens=6), instructions=instructions,
+    )
+    assert set(result.baselines) == {"prompt", "prompt+steering"}
+    prompt, both = result.baselines["prompt"], result.baselines["prompt+steering"]
+    zero = result.at(0.0)
+    for baseline in (prompt, both):
+        assert [p.strength for p in baseline.points] == [-1.0, 0.0, 1.0]
+        assert baseline.at(0.0).answers == zero.answers  # one unprompted, unsteered reference
+        assert baseline.instructions == {"-1.0": instructions(-1.0), "1.0": instructions(1.0)}
+        for point in baseline.points:
+            assert point.pne == pytest.approx((point.effect - zero.effect) / point.ppl_ratio)
+    # Prompting alone differs from steering alone, and adding steering to the prompt changes it.
+    assert prompt.at(1.0).answers != result.at(1.0).answers
+    assert both.at(1.0).answers != prompt.at(1.0).answers
+    assert -1.0 <= result.spearman_of_means <= 1.0
+    assert result.to_dict()["baselines"]["prompt"]["points"][0]["strength"] == -1.0
+
+
+def test_the_evaluation_without_instructions_has_no_baselines(tiny, vectors):
+    result = evaluate_dimension(
+        tiny, vectors.with_range("f", 5.0), "f", PROMPTS[:1], (["formal text"], ["casual text"]),
+        strengths=(1.0,), params=GenerationParams(max_new_tokens=3),
+    )
+    assert result.baselines == {}

@@ -13,6 +13,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from steering import runtime
+from steering.api.serializers import GENERATION_FIELDS
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate, VectorSet
 from tests.conftest import PASSWORD
 from tests.security.conftest import SECRET, alices_data_snapshot, hostile_fields, tiny_gguf_file, tiny_vector_file
@@ -195,7 +196,7 @@ def test_hostile_fields_are_ignored_by_every_write(world, tmp_path, as_alice, se
         assert vector_set.owner_id in (None, world.alice.pk)
         assert not vector_set.file or vector_set.file.name.startswith("vectors/")
     for log in InteractionLog.objects.all():
-        assert set(log.params) <= {"max_new_tokens", "temperature", "top_p", "top_k", "seed"}
+        assert set(log.params) <= set(GENERATION_FIELDS)
     assert not type(world.alice).objects.filter(is_staff=True).exclude(pk=world.charlie.pk).exists()
     assert settings.SECRET_KEY not in response.content.decode(errors="replace")
 

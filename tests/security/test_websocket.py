@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from steering.api.serializers import GENERATION_FIELDS
 from steering.models import InteractionLog, Message
 from steerlab_site.asgi import application
 from tests.security.conftest import SECRET, alices_data_snapshot, hostile_fields
@@ -101,7 +102,7 @@ async def test_a_generate_frame_cannot_choose_the_model_a_path_or_code(world, tm
     assert frames[-1]["type"] == "done", frames[-1]
     assert not (tmp_path / "hostile").exists() and settings.STEERLAB_MODEL == model
     log = await sync_to_async(InteractionLog.objects.get)(pk=frames[-1]["stats"]["interaction_id"])
-    assert set(log.params) <= {"max_new_tokens", "temperature", "top_p", "top_k", "seed"}
+    assert set(log.params) <= set(GENERATION_FIELDS)
 
 
 @pytest.mark.parametrize("request_id", [{"a": 1}, [1, 2], 5])

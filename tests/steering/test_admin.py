@@ -305,7 +305,7 @@ def test_the_change_page_shows_computed_fields_read_only(staff_client, tone):
     response = staff_client.get(page)
     content = response.content.decode()
     assert "ValueError: no luck" in content
-    assert set(response.context["adminform"].form.fields) == {"name", "owner"}
+    assert set(response.context["adminform"].form.fields) == {"name", "owner", "prompt_with_steering"}
     assert 'name="status"' not in content and 'name="layers"' not in content
     assert "Recompute" in content and url("steering_vectorset_recompute", vector_set.pk) in content
     assert "Download file" not in content  # nothing to download from a failed set

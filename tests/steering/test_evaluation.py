@@ -56,6 +56,12 @@ def test_the_task_stores_a_report_and_a_plot(ready_set, settings):
     assert report["vector_set"] == {"id": ready_set.pk, "name": "tiny"}
     assert report["functional_range"] == 0.02 and report["method"] == "caa"
     assert all(len(p["answers"]) == 2 for p in report["points"])
+    # The plain-prompting baselines, in the shipped dimension's words for its ends.
+    assert set(report["summary"]["baselines"]) == {"prompt", "prompt+steering"}
+    prompt = report["baselines"]["prompt"]
+    assert prompt["instructions"]["1.0"] == "Answer for someone who strongly prefers a formal, polished register."
+    assert [p["strength"] for p in prompt["points"]] == [-1.0, 0.0, 1.0]
+    assert report["references"]["negative"] == ["lol sure, whatever works"]
     json.dumps(report, allow_nan=False)  # plain JSON, no NaN
     assert (settings.MEDIA_ROOT / run.plot.name).read_bytes().startswith(PNG)
 
@@ -104,6 +110,20 @@ def test_the_command_writes_the_json_report_and_the_plot(ready_set, tmp_path, ca
     assert Evaluation.objects.get().status == Evaluation.Status.READY
 
 
+def test_the_command_evaluates_on_the_held_out_split(ready_set, tmp_path):
+    from steering import data
+
+    output = tmp_path / "report.json"
+    call_command(
+        "evaluate_steering", vector_set=ready_set.pk, dimension="formality", strengths="-1,1", limit=1,
+        max_new_tokens=3, output=str(output), split="heldout", no_baselines=True,
+    )
+    report = json.loads(output.read_text())
+    assert report["prompts"] == data.heldout()["prompts"][:1]
+    assert report["references"]["positive"] == data.heldout_references("formality")[0]
+    assert report["baselines"] == {} and report["summary"]["baselines"] == {}
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -138,7 +158,7 @@ def test_staff_start_an_evaluation_from_the_admin_and_see_its_report_and_plot(
     assert response.status_code == 302 and response.url == reverse("admin:steering_evaluation_change", args=[run.pk])
     assert run.status == Evaluation.Status.READY and run.created_by == charlie
     page = client.get(response.url).content.decode()
-    assert "Spearman ρ" in page and reverse("admin:steering_evaluation_plot", args=[run.pk]) in page
+    assert "Spearman ρ" in page and "prompt+steering" in page and reverse("admin:steering_evaluation_plot", args=[run.pk]) in page
     plot = client.get(reverse("admin:steering_evaluation_plot", args=[run.pk]))
     assert plot["Content-Type"] == "image/png" and b"".join(plot.streaming_content).startswith(PNG)
     assert "Evaluate" in client.get(reverse("admin:steering_vectorset_changelist")).content.decode()

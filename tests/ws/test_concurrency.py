@@ -15,7 +15,7 @@ async def _ask(user, strength, *, delay=0.0):
     ws, connected, _ = await connect(user)
     assert connected
     await ws.send_json_to({"type": "generate", "prompt": PROMPT, "max_new_tokens": 24,
-                           "preferences": {"formality": strength}})
+                           "temperature": 0, "preferences": {"formality": strength}})
     frames = await frames_until_end(ws, timeout=300)
     await ws.disconnect()
     assert frames[-1]["type"] == "done", frames[-1]

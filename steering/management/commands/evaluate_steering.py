@@ -64,6 +64,15 @@ class Command(BaseCommand):
         )
         parser.add_argument("--max-new-tokens", type=int, default=evaluations.DEFAULT_EVALUATION_TOKENS)
         parser.add_argument(
+            "--split", choices=["shipped", "heldout"], default="shipped",
+            help="shipped: the neutral questions and the dimension's reference texts; heldout: the held-out "
+                 "prompts and reference texts (steering/data/heldout.json), which extraction never sees",
+        )
+        parser.add_argument(
+            "--no-baselines", action="store_true",
+            help="leave out the plain-prompting and prompting + steering rows",
+        )
+        parser.add_argument(
             "--output", default=None,
             help="the JSON report (default: evaluation-<set>-<dimension>.json); the plot goes beside it as .png",
         )
@@ -75,7 +84,16 @@ class Command(BaseCommand):
             raise CommandError(f"There is no vector set {opts['vector_set']}") from None
         if opts["limit"] < 1:
             raise CommandError("--limit must be at least 1")
-        prompts = read_prompts(opts["prompts"]) if opts["prompts"] else data.neutral_prompts()
+        references = None
+        if opts["split"] == "heldout":
+            try:
+                references = data.heldout_references(opts["dimension"])
+            except KeyError:
+                raise CommandError(f"The held-out split has no reference texts for {opts['dimension']!r}") from None
+            default_prompts = data.heldout()["prompts"]
+        else:
+            default_prompts = data.neutral_prompts()
+        prompts = read_prompts(opts["prompts"]) if opts["prompts"] else default_prompts
         try:
             run = evaluations.evaluation_start(
                 vector_set=vector_set,
@@ -88,9 +106,14 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         rows = len(run.prompts) * len({*run.strengths, 0.0})
+        if not opts["no_baselines"]:
+            rows += 2 * len(run.prompts) * len(set(run.strengths) - {0.0})
         self.stdout.write(f"Evaluating {opts['dimension']} of “{vector_set.name}”: {rows} answers in one batch…")
         with tqdm(total=100, desc="evaluating", unit="%", file=self.stdout) as bar:
-            run = evaluations.evaluation_run(evaluation=run, report=lambda percent: bar.update(percent - bar.n))
+            run = evaluations.evaluation_run(
+                evaluation=run, report=lambda percent: bar.update(percent - bar.n),
+                references=references, baselines=not opts["no_baselines"],
+            )
             if run.status == Evaluation.Status.READY:
                 bar.update(100 - bar.n)
         if run.status != Evaluation.Status.READY:
@@ -101,8 +124,12 @@ class Command(BaseCommand):
         plot = output.with_suffix(".png")
         shutil.copyfile(Path(settings.MEDIA_ROOT) / run.plot.name, plot)
         summary = run.report["summary"]
-        self.stdout.write(
-            "Effect at −1 / 0 / +1: {effect_minus_1} / {effect_0} / {effect_plus_1};  Spearman ρ {spearman};  "
-            "PNE at +1 {pne_plus_1}, at −1 {pne_minus_1}".format(**summary)
+        line = (
+            "{name}: Effect at −1 / 0 / +1: {effect_minus_1} / {effect_0} / {effect_plus_1};  Spearman ρ {spearman} "
+            "(of the means {spearman_of_means});  PNE at +1 {pne_plus_1}, at −1 {pne_minus_1};  "
+            "PPL ratio at +1 {ppl_ratio_plus_1}, at −1 {ppl_ratio_minus_1}"
         )
+        self.stdout.write(line.format(name="steering", **summary))
+        for name, figures in summary["baselines"].items():
+            self.stdout.write(line.format(name=name, **figures))
         self.stdout.write(self.style.SUCCESS(f"Wrote {output} and {plot} (evaluation #{run.pk})"))
