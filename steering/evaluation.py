@@ -153,7 +153,7 @@ def evaluation_run(
             hooks=runtime.site_hooks(),
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
             params=GenerationParams(max_new_tokens=evaluation.max_new_tokens),
-            instructions=instructions_for(evaluation.dimension) if baselines else None,
+            instructions=instructions_for(evaluation.vector_set, evaluation.dimension) if baselines else None,
             progress=lambda done, total: save_progress(evaluation, done, total, report),
         )
         relative = f"evaluations/{evaluation.pk}-{uuid.uuid4().hex[:8]}.png"
@@ -197,11 +197,11 @@ def _references(vector_set, name: str) -> tuple[list[str], list[str]]:
     return dimension.reference_positive, dimension.reference_negative
 
 
-def instructions_for(name: str) -> Callable[[float], str | None]:
-    """The plain-prompting baseline's system prompt for each strength of dimension `name`: the
-    shipped dimension's words for its ends ("expensive, luxurious options"), or else its
-    labels as the database holds them."""
-    dimension = PreferenceDimension.objects.get(name=name)
+def instructions_for(vector_set, name: str) -> Callable[[float], str | None]:
+    """The plain-prompting baseline's system prompt for each strength of dimension `name` of
+    `vector_set`: the shipped dimension's words for its ends ("expensive, luxurious options"),
+    or else its labels as the database holds them (an upload's dimensions are its set's own)."""
+    dimension = vector_set.dimensions.get(name=name)
     try:
         spec = data.dimension(name)
     except KeyError:
