@@ -6,7 +6,7 @@ Hooks sit on every decoder layer from the start, so any vector set can be used w
 touching the model while the scheduler's thread runs it; steering vectors are read from a
 vector set's file once per process and kept.
 
-Everything is keyed by (STEERLAB_MODEL, STEERLAB_DEVICE), so a test that points the setting
+Everything is keyed by (STEERLAB_MODEL, STEERLAB_DEVICE, STEERLAB_DTYPE), so a test that points the setting
 at another model gets that model, and the first one is still there when it points back."""
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ class _Site:
     scheduler: object | None = None
 
 
-_sites: dict[tuple[str, str], _Site] = {}
-_load_errors: dict[tuple[str, str], str] = {}
+_sites: dict[tuple[str, str, str], _Site] = {}
+_load_errors: dict[tuple[str, str, str], str] = {}
 _warming: threading.Thread | None = None
 _warming_lock = threading.Lock()
 
 
-def _key() -> tuple[str, str]:
-    return (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE)
+def _key() -> tuple[str, str, str]:
+    return (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE, settings.STEERLAB_DTYPE)
 
 
 def site_model_id() -> str:
@@ -57,7 +57,7 @@ def _site() -> _Site:
                 # The key's own name and device, not the settings read again: a thread that
                 # waited on the lock would otherwise load whatever the settings say by now
                 # (tests change them) and file it under the old key.
-                loaded = load_model(key[0], device=key[1])
+                loaded = load_model(key[0], device=key[1], dtype=key[2])
             except Exception as exc:
                 _load_errors[key] = f"{exc.__class__.__name__}: {exc}"
                 raise
@@ -108,6 +108,7 @@ def model_status() -> dict:
         "model_id": site_model_id(),
         "loaded": site is not None,
         "device": str(site.loaded.device) if site is not None else None,
+        "dtype": str(site.loaded.dtype).removeprefix("torch.") if site is not None else None,
         "error": error,
     }
 

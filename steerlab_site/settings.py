@@ -186,6 +186,9 @@ STEERLAB_MODEL = env_str("STEERLAB_MODEL", "embedded")
 STEERLAB_DEVICE = env_matching(
     "STEERLAB_DEVICE", "auto", r"auto|cpu|cuda|cuda:\d+|mps", "auto, cpu, cuda, cuda:N or mps"
 )
+# The served model's dtype: "auto" is bfloat16 on a GPU and on CPUs that compute it natively
+# (avx512_bf16 or AMX; about 1.9× float32 there), float32 elsewhere; float32 or bfloat16 force one.
+STEERLAB_DTYPE = env_choice("STEERLAB_DTYPE", "auto", ["auto", "float32", "bfloat16"])
 # Bounds on what one request may ask: they keep one user from holding the model for minutes.
 STEERLAB_MAX_PROMPT_CHARS = env_int("STEERLAB_MAX_PROMPT_CHARS", 4000, minimum=1)
 STEERLAB_MAX_NEW_TOKENS = env_int("STEERLAB_MAX_NEW_TOKENS", 512, minimum=1, maximum=4096)
