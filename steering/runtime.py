@@ -153,6 +153,7 @@ def site_scheduler():
                 max_batch=settings.STEERLAB_MAX_BATCH,
                 max_queue=settings.STEERLAB_MAX_QUEUE,
                 max_per_user=settings.STEERLAB_MAX_PER_USER,
+                prefill_chunk=settings.STEERLAB_PREFILL_CHUNK or None,
             )
         return site.scheduler
 
