@@ -281,7 +281,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--poisson-requests", type=int, default=24)
     parser.add_argument("--soak", type=float, default=600.0, help="seconds of mixed load for the memory figure (0: skip)")
-    parser.add_argument("--compare-float32", action="store_true")
+    parser.add_argument("--compare-float32", action="store_true",
+                        help="also serve 1 and 8 users from a float32 server (the old default)")
+    parser.add_argument("--check-extraction", action="store_true",
+                        help="compare the served dtype's vectors with a float32 copy's (minutes on 2 cores)")
     parser.add_argument("--py-spy", metavar="PATH", help="profile the server during the 8 users' rounds into PATH")
     args = parser.parse_args()
 
@@ -293,7 +296,7 @@ def main() -> None:
     model.loaded.stop_ids = frozenset()  # fixed-length runs
     positive, negative = data.examples("formality")
     vectors = model.add_vectors(model.compute_vectors({"formality": (positive, negative)}), "formality")
-    if dtype != torch.float32:
+    if args.check_extraction and dtype != torch.float32:
         # Whether extraction may run in the served dtype: the same vectors from a float32 copy.
         reference = SteerableModel.load(dtype=torch.float32).compute_vectors({"formality": (positive, negative)})
         cosines = [
@@ -312,6 +315,14 @@ def main() -> None:
     figures["prefill_8_s"] = batch_prefill_seconds(model, args.repeats)
     emit("limit", dtype=dtype_name, forward_tokens_per_s_b1=figures["forward_b1"],
          forward_tokens_per_s_b8=figures["forward_b8"], prefill_8_prompts_s=figures["prefill_8_s"])
+    if dtype != torch.float32:
+        # The same limits in float32 (the old default), for the dtype's before/after.
+        plain = SteerableModel.load(dtype=torch.float32)
+        figures["forward_b1_float32"] = statistics.median(forward_only(plain, 1) for _ in range(args.repeats))
+        figures["forward_b8_float32"] = statistics.median(forward_only(plain, 8) for _ in range(args.repeats))
+        emit("limit", dtype="float32", forward_tokens_per_s_b1=figures["forward_b1_float32"],
+             forward_tokens_per_s_b8=figures["forward_b8_float32"])
+        del plain
 
     def item(strength: float) -> dict:
         return {"prompt": PROMPTS[0], "preferences": {"formality": strength} if strength else None,
@@ -349,6 +360,9 @@ def main() -> None:
     ]
     if "rss_growth_pct" in f:
         rows.append(("RSS growth after warm-up, %", f["rss_growth_pct"], "≤ 5"))
+    if "forward_b8_float32" in f:
+        rows.append(("forward-only batch 8, served dtype / float32", f["forward_b8"] / f["forward_b8_float32"], "—"))
+        rows.append(("forward-only batch 1, served dtype / float32", f["forward_b1"] / f["forward_b1_float32"], "—"))
     if args.compare_float32:
         rows.append(("8 users, served dtype / float32 server", f["served_8_tokens_per_s"] / f["served_8_tokens_per_s_float32"], "—"))
         rows.append(("1 user, served dtype / float32 server", f["served_1_tokens_per_s"] / f["served_1_tokens_per_s_float32"], "—"))
