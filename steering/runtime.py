@@ -9,7 +9,7 @@ vector set's file once per process and kept in a cache bounded by bytes
 keyed by its file, so a recomputed set (a new file) replaces its old entry; deleting a set
 drops it from this process's cache (other processes let it age out).
 
-Everything is keyed by (STEERLAB_MODEL, STEERLAB_DEVICE), so a test that points the setting
+Everything is keyed by (STEERLAB_MODEL, STEERLAB_DEVICE, STEERLAB_DTYPE), so a test that points the setting
 at another model gets that model, and the first one is still there when it points back."""
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ class VectorSetUnavailable(ValueError):
     The message names the set, never a path."""
 
 
-_sites: dict[tuple[str, str], _Site] = {}
-_load_errors: dict[tuple[str, str], str] = {}
+_sites: dict[tuple[str, str, str], _Site] = {}
+_load_errors: dict[tuple[str, str, str], str] = {}
 _warming: threading.Thread | None = None
 _warming_lock = threading.Lock()
 
 
-def _key() -> tuple[str, str]:
-    return (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE)
+def _key() -> tuple[str, str, str]:
+    return (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE, settings.STEERLAB_DTYPE)
 
 
 def site_model_id() -> str:
@@ -68,7 +68,7 @@ def _site() -> _Site:
                 # The key's own name and device, not the settings read again: a thread that
                 # waited on the lock would otherwise load whatever the settings say by now
                 # (tests change them) and file it under the old key.
-                loaded = load_model(key[0], device=key[1])
+                loaded = load_model(key[0], device=key[1], dtype=key[2])
             except Exception as exc:
                 _load_errors[key] = f"{exc.__class__.__name__}: {exc}"
                 raise
@@ -119,6 +119,7 @@ def model_status() -> dict:
         "model_id": site_model_id(),
         "loaded": site is not None,
         "device": str(site.loaded.device) if site is not None else None,
+        "dtype": str(site.loaded.dtype).removeprefix("torch.") if site is not None else None,
         "error": error,
     }
 
@@ -217,6 +218,7 @@ def site_scheduler():
                 max_batch=settings.STEERLAB_MAX_BATCH,
                 max_queue=settings.STEERLAB_MAX_QUEUE,
                 max_per_user=settings.STEERLAB_MAX_PER_USER,
+                prefill_chunk=settings.STEERLAB_PREFILL_CHUNK or None,
             )
         return site.scheduler
 

@@ -192,6 +192,9 @@ STEERLAB_MODEL = env_str("STEERLAB_MODEL", "embedded")
 STEERLAB_DEVICE = env_matching(
     "STEERLAB_DEVICE", "auto", r"auto|cpu|cuda|cuda:\d+|mps", "auto, cpu, cuda, cuda:N or mps"
 )
+# The served model's dtype: "auto" is bfloat16 on a GPU and on CPUs that compute it natively
+# (avx512_bf16 or AMX; about 1.9× float32 there), float32 elsewhere; float32 or bfloat16 force one.
+STEERLAB_DTYPE = env_choice("STEERLAB_DTYPE", "auto", ["auto", "float32", "bfloat16"])
 # Bounds on what one request may ask: they keep one user from holding the model for minutes.
 STEERLAB_MAX_PROMPT_CHARS = env_int("STEERLAB_MAX_PROMPT_CHARS", 4000, minimum=1)
 STEERLAB_MAX_NEW_TOKENS = env_int("STEERLAB_MAX_NEW_TOKENS", 512, minimum=1, maximum=4096)
@@ -205,6 +208,9 @@ STEERLAB_MAX_BODY_BYTES = env_int("STEERLAB_MAX_BODY_BYTES", STEERLAB_MAX_UPLOAD
 STEERLAB_MAX_BATCH = env_int("STEERLAB_MAX_BATCH", 16, minimum=1)
 STEERLAB_MAX_QUEUE = env_int("STEERLAB_MAX_QUEUE", 64, minimum=1)
 STEERLAB_MAX_PER_USER = env_int("STEERLAB_MAX_PER_USER", 2, minimum=1)
+# Newcomers that arrive while others decode prefill this many tokens per forward pass, between
+# the running streams' steps, so a long prompt never stalls them (0: whole prompts at once).
+STEERLAB_PREFILL_CHUNK = env_int("STEERLAB_PREFILL_CHUNK", 64, minimum=0)
 # Where generation runs: "local" (a scheduler thread inside each daphne process) or "worker"
 # (`manage.py inference_worker` processes fed through a Redis stream, so several daphne
 # processes share one model). A worker silent this long is taken for dead: a surviving worker

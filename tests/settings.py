@@ -9,6 +9,10 @@ SECRET_KEY in the environment still wins. Nothing outside pytest.ini names this 
 import os
 
 os.environ.setdefault("SECRET_KEY", "insecure-key-for-the-test-suite-only")
+# The site's tests prove a request's text alone equals its text in a batch, bit for bit: that
+# holds in float32, not in bfloat16 (whose kernels depend on the batch shape), which "auto"
+# would pick on a CPU with avx512_bf16. The bf16 path has its own tests (tests/engine/test_bf16.py).
+os.environ.setdefault("STEERLAB_DTYPE", "float32")
 
 from steerlab_site.settings import *  # noqa: E402, F403
 

@@ -5,7 +5,9 @@ row samples with its own parameters and seed, carries its own steering, and stre
 text; a row that finishes (end of turn, length, cancellation) leaves the batch at once, its
 cache rows dropped, so it costs nothing from the next step on. `stream_batch` runs one to
 completion; the inference service drives `DecodeBatch.step` itself, and lets newcomers join a
-running batch with `DecodeBatch.merge` once they have had their own prefill step.
+running batch with `DecodeBatch.merge` once they have had their own prefill step. A batch made
+with `prefill_chunk` prefills its prompts a few columns per `step`, so the service can run the
+running batch's decode steps in between and no stream stalls for a whole prompt.
 """
 
 from __future__ import annotations
@@ -230,7 +232,11 @@ class DecodeBatch:
     """A batch of requests decoded together. `step()` runs one forward pass (the prefill on
     the first call) and returns the token events it produced; `done` is true when no row is
     left. `keys` name the rows in the events (default: 0, 1, …); they must be unique, also
-    across batches that will be merged."""
+    across batches that will be merged.
+
+    `prefill_chunk` (tokens, None: all at once) splits the prefill into forward passes of at
+    most that many tokens over all rows (at least one column each); every `step` but the last
+    of them returns no events (`prefilling` stays true until then)."""
 
     def __init__(
         self,
@@ -239,7 +245,10 @@ class DecodeBatch:
         requests: Sequence[GenerationRequest],
         *,
         keys: Sequence[int] | None = None,
+        prefill_chunk: int | None = None,
     ):
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise ValueError("prefill_chunk must be at least 1 token")
         if not requests:
             raise ValueError("No requests to generate")
         keys = list(range(len(requests))) if keys is None else list(keys)
@@ -260,6 +269,10 @@ class DecodeBatch:
         self.cache = None
         self._extra = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}
         self._positions = positions
+        width = self.input_ids.shape[1]
+        # Columns per prefill pass; the last pass takes the remainder and samples.
+        self._chunk_columns = width if prefill_chunk is None else max(1, prefill_chunk // len(requests))
+        self._prefilled: int | None = 0  # prompt columns already in the cache; None once all are
         self.steps = 0
 
     @property
@@ -271,18 +284,23 @@ class DecodeBatch:
         return [row.index for row in self.rows]
 
     @property
+    def prefilling(self) -> bool:
+        """Whether some prompt columns are still to go through the model (chunked prefill)."""
+        return self._prefilled is not None
+
+    @property
     def joinable(self) -> bool:
         """Whether this batch can take part in a `merge` now: past its prefill, with rows
         left, on a cache whose layout `merge` knows."""
-        return not self.done and _cache_is_joinable(self.cache)
+        return not self.done and not self.prefilling and _cache_is_joinable(self.cache)
 
-    def _forward(self) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         context = self.hooks.active(self.steering) if self.hooks is not None else nullcontext()
         with context:
             out = self.loaded.model(
-                input_ids=self.input_ids,
-                attention_mask=self.mask,
-                position_ids=self._positions,
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
                 past_key_values=self.cache,
                 use_cache=True,
                 **self._extra,
@@ -294,7 +312,16 @@ class DecodeBatch:
     def step(self) -> list[TokenEvent]:
         if self.done:
             return []
-        logits = self._forward()
+        if not self.prefilling:
+            logits = self._forward(self.input_ids, self.mask, self._positions)
+        else:
+            start, width = self._prefilled, self.input_ids.shape[1]
+            stop = min(width, start + self._chunk_columns)
+            logits = self._forward(self.input_ids[:, start:stop], self.mask[:, :stop], self._positions[:, start:stop])
+            if stop < width:
+                self._prefilled = stop
+                return self._cancelled_while_prefilling()
+            self._prefilled = None
         self.steps += 1
         greedy = logits.argmax(-1).tolist()
         # Rows never mix inside a forward pass, so a row's non-finite logits (absurd steering)
@@ -327,6 +354,25 @@ class DecodeBatch:
             keep.append(position)
             next_tokens.append(token)
         self._advance(keep, next_tokens)
+        return events
+
+    def _cancelled_while_prefilling(self) -> list[TokenEvent]:
+        # A row cancelled between two prefill chunks leaves now rather than after the prompt.
+        gone = [position for position, row in enumerate(self.rows) if row.request.cancel.is_set()]
+        if not gone:
+            return []
+        events = [TokenEvent(self.rows[p].index, "", None, "cancelled") for p in gone]
+        keep = [p for p in range(len(self.rows)) if p not in gone]
+        self.rows = [self.rows[p] for p in keep]
+        if not keep:
+            self.cache = None
+            return events
+        index = torch.tensor(keep, device=self.loaded.device)
+        self.cache.batch_select_indices(index)
+        self.input_ids, self.mask, self._positions = self.input_ids[index], self.mask[index], self._positions[index]
+        self.next_position = self.next_position[index]
+        if self.steering is not None:
+            self.steering = self.steering.select(keep)
         return events
 
     def cancel_all(self) -> None:

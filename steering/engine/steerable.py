@@ -31,7 +31,7 @@ class SteerableModel:
         self.hooks = SteeringHooks(loaded.layers)
 
     @classmethod
-    def load(cls, name: str = EMBEDDED, *, device: str = "auto", dtype: torch.dtype | None = None) -> SteerableModel:
+    def load(cls, name: str = EMBEDDED, *, device: str = "auto", dtype: torch.dtype | str | None = None) -> SteerableModel:
         return cls(load_model(name, device=device, dtype=dtype))
 
     # -- vectors ------------------------------------------------------------------------

@@ -8,6 +8,11 @@ own and merges them into the running batch (`DecodeBatch.merge`), up to `max_bat
 newcomer waits for one forward pass, not for the others to end. Each row streams its own
 events into its ticket and leaves the batch when it ends or is cancelled.
 
+With `prefill_chunk`, newcomers that arrive while a batch is running prefill that many tokens
+per forward pass, one decode step of the running batch between two passes, so a long prompt
+delays the running streams' next token by one chunk, not by the whole prompt. Newcomers that
+find nothing running prefill at once: nobody waits on them.
+
 When the model's cache cannot merge (`DecodeBatch.joinable` is false: static, quantised or
 hybrid caches) newcomers wait until the running batch has ended, then start the next one.
 
@@ -79,7 +84,8 @@ class Scheduler:
     hooks further layers itself, between two forward passes, when a request steers them.
     `max_batch` rows decode together; `max_queue` bounds waiting + running requests;
     `max_per_user` bounds one user's (None: no bound; requests without a user are not
-    counted)."""
+    counted); `prefill_chunk` (tokens, None: whole prompts) bounds a newcomers' prefill pass
+    while others decode."""
 
     def __init__(
         self,
@@ -89,10 +95,14 @@ class Scheduler:
         max_batch: int = 8,
         max_queue: int = 32,
         max_per_user: int | None = 2,
+        prefill_chunk: int | None = None,
         name: str = "steerlab-inference",
     ) -> None:
         if max_batch < 1 or max_queue < 1 or (max_per_user is not None and max_per_user < 1):
             raise ValueError("max_batch, max_queue and max_per_user must be at least 1")
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise ValueError("prefill_chunk must be at least 1 token (None: whole prompts)")
+        self.prefill_chunk = prefill_chunk
         self.loaded = loaded
         self.hooks = hooks if hooks is not None else SteeringHooks(loaded.layers)
         self.max_batch = max_batch
@@ -102,6 +112,7 @@ class Scheduler:
         self._waiting: deque[Ticket] = deque()
         self._running: dict[int, Ticket] = {}  # key → ticket, for the rows of `_batch`
         self._batch: DecodeBatch | None = None  # touched by the scheduler's thread only
+        self._prefill: DecodeBatch | None = None  # newcomers between two prefill chunks (same)
         self._keys = itertools.count()
         self._closing = False
         self._counts = dict(requests_total=0, tokens_total=0, steps=0, prefills=0, joins=0, errors=0)
@@ -201,13 +212,15 @@ class Scheduler:
         try:
             while True:
                 with self._lock:
-                    while not self._closing and not self._waiting and self._batch is None:
+                    while not self._closing and not self._waiting and self._batch is None and self._prefill is None:
                         self._lock.wait()
                     if self._closing:
                         return
                     newcomers = self._admit()
                 if newcomers:
                     self._start(newcomers)
+                elif self._prefill is not None:
+                    self._prefill_step(self._prefill)
                 if self._batch is not None:
                     self._decode()
         except Exception:  # a bug here, not in a request: log it, then refuse new requests
@@ -220,6 +233,8 @@ class Scheduler:
         running = self._batch
         if running is not None and not running.joinable:
             return []  # this cache cannot take newcomers: they start with the next batch
+        if self._prefill is not None:
+            return []  # one prefill at a time: the next newcomers go in after this one's last chunk
         room = self.max_batch - (len(running.rows) if running is not None else 0)
         newcomers = []
         while self._waiting and len(newcomers) < room:
@@ -229,18 +244,36 @@ class Scheduler:
         return newcomers
 
     def _start(self, newcomers: list[Ticket]) -> None:
-        """Prefill the newcomers together, then merge them into the running batch."""
+        """Prefill the newcomers together (in chunks while others decode), then merge them
+        into the running batch."""
         try:
             self.hooks.attach(sorted({layer for t in newcomers for layer in t.request.steering}))
             batch = DecodeBatch(
-                self.loaded, self.hooks, [t.request for t in newcomers], keys=[t.key for t in newcomers]
+                self.loaded,
+                self.hooks,
+                [t.request for t in newcomers],
+                keys=[t.key for t in newcomers],
+                prefill_chunk=self.prefill_chunk if self._batch is not None else None,
             )
+        except Exception as exc:
+            self._fail(newcomers, exc)
+            return
+        self._prefill_step(batch)
+
+    def _prefill_step(self, batch: DecodeBatch) -> None:
+        """One prefill pass of the newcomers' `batch`; after its last, they join."""
+        try:
             events = batch.step()
         except Exception as exc:
-            self._fail(newcomers, exc)  # the running batch was not part of this pass
+            self._prefill = None
+            self._fail([self._running[key] for key in batch.keys], exc)  # the running batch was not part of this pass
             return
-        self._counts["prefills"] += 1
         self._publish(events)
+        if batch.prefilling and not batch.done:
+            self._prefill = batch
+            return
+        self._prefill = None
+        self._counts["prefills"] += 1
         if batch.done:
             return
         if self._batch is None:
@@ -300,5 +333,5 @@ class Scheduler:
             self._closing = True
             left = [*self._waiting, *self._running.values()]
             self._waiting.clear()
-        self._batch = None
+        self._batch = self._prefill = None
         self._end(left, "The inference service shut down before this generation ended")
