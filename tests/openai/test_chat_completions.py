@@ -153,11 +153,12 @@ def test_it_requires_a_valid_bearer_token(tiny_set, live, client_for):
     assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
 
 
-def test_it_shares_the_chat_throttle(tiny_set, alice_key, client_for, monkeypatch):
-    from rest_framework.throttling import ScopedRateThrottle
-
-    # The throttle the REST chat view uses, by its scope: one budget for both doors.
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"chat": "1/min", "compute": "20/hour"})
+def test_it_shares_the_chat_throttle(tiny_set, alice_key, client_for, settings):
+    # The per-user budget the REST chat and the websocket spend: one budget for every door.
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "chat": "1/hour"},
+    }
     client_for(alice_key).chat.completions.create(model=served_model(), messages=MESSAGES, max_tokens=1)
     with pytest.raises(openai.RateLimitError) as caught:
         client_for(alice_key).chat.completions.create(model=served_model(), messages=MESSAGES, max_tokens=1)
@@ -166,7 +167,7 @@ def test_it_shares_the_chat_throttle(tiny_set, alice_key, client_for, monkeypatc
 
 
 def test_a_user_over_the_concurrent_limit_gets_429(tiny_set, alice_key, client_for, live, settings):
-    body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 300, "temperature": 0, "stream": True}
+    body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 200, "temperature": 0, "stream": True}
     headers = {"Authorization": f"Bearer {alice_key}"}
     limit = runtime.site_scheduler().max_per_user
     held = [httpx.stream("POST", f"{live}/v1/chat/completions", json=body, timeout=60, headers=headers)
@@ -223,7 +224,7 @@ def test_it_samples_with_a_seed_reproducibly(tiny_set, alice_key, client_for):
 
 
 def test_a_disconnect_cancels_the_generation(tiny_set, alice_key, live):
-    body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 400, "temperature": 0, "stream": True}
+    body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 200, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{live}/v1/chat/completions", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {alice_key}"}) as response:
         next(response.iter_lines())  # the first event: generation has started
@@ -291,7 +292,7 @@ def test_a_v1_stream_and_a_rest_chat_share_decode_batches(tiny_set, alice, alice
 
     scheduler = runtime.site_scheduler()
     joins = scheduler.stats().joins
-    body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 300, "temperature": 0, "stream": True}
+    body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 200, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{live}/v1/chat/completions", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {alice_key}"}) as stream:
         lines = stream.iter_lines()
