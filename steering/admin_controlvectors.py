@@ -20,7 +20,7 @@ from django.urls import path
 
 from steering import controlvectors
 from steering.engine.controlvector import ControlVectorError
-from steering.forms import _OneDimensionForm
+from steering.forms import SizedUploadForm, _OneDimensionForm
 
 
 class GgufExportForm(_OneDimensionForm):
@@ -38,7 +38,7 @@ class GgufExportForm(_OneDimensionForm):
         return value
 
 
-class GgufImportForm(forms.Form):
+class GgufImportForm(SizedUploadForm):
     name = forms.CharField(max_length=100, help_text="A name users see when they choose a vector set.")
     file = forms.FileField(
         label="Control vector", validators=[FileExtensionValidator(["gguf"])],
@@ -49,16 +49,6 @@ class GgufImportForm(forms.Form):
     negative_label = forms.CharField(max_length=60, required=False, help_text="The end at −100 %.")
     positive_label = forms.CharField(max_length=60, required=False,
                                      help_text="The end at +100 %: the way the file's vectors point.")
-
-    def __init__(self, *args, max_bytes: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_bytes = max_bytes
-
-    def clean_file(self):
-        upload = self.cleaned_data["file"]
-        if upload.size > self.max_bytes:
-            raise forms.ValidationError(f"The file is {upload.size:,} bytes; the limit is {self.max_bytes:,} bytes.")
-        return upload
 
 
 class ControlVectorAdminMixin:

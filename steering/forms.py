@@ -153,15 +153,8 @@ class VectorSetChangeForm(forms.ModelForm):
         }
 
 
-class VectorSetUploadForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="A name users see when they choose a vector set.")
-    file = forms.FileField(
-        label="Vector file",
-        validators=[FileExtensionValidator(["safetensors"])],
-        help_text="A .safetensors file written by SteerLab (compute_vectors, the engine, or a download "
-        "from another server) for this server's model. It is checked before anything is saved: "
-        "tensor shapes and types, finite values, and the model id, layer count and hidden size.",
-    )
+class SizedUploadForm(forms.Form):
+    """A form with a `file` field refused above `max_bytes` (the admin passes the setting)."""
 
     def __init__(self, *args, max_bytes: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -175,6 +168,17 @@ class VectorSetUploadForm(forms.Form):
                 "(setting STEERLAB_MAX_UPLOAD_BYTES)."
             )
         return upload
+
+
+class VectorSetUploadForm(SizedUploadForm):
+    name = forms.CharField(max_length=100, help_text="A name users see when they choose a vector set.")
+    file = forms.FileField(
+        label="Vector file",
+        validators=[FileExtensionValidator(["safetensors"])],
+        help_text="A .safetensors file written by SteerLab (compute_vectors, the engine, or a download "
+        "from another server) for this server's model. It is checked before anything is saved: "
+        "tensor shapes and types, finite values, and the model id, layer count and hidden size.",
+    )
 
 
 class _OneDimensionForm(forms.Form):

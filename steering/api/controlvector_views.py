@@ -25,7 +25,7 @@ from steering.api.views import UPLOAD_FORM_OVERHEAD, _new_set_owner
 from steering.engine.controlvector import ControlVectorError
 
 
-class GgufImportSerializer(serializers.Serializer):
+class GgufImportSerializer(s.SizedUploadSerializer):
     name = serializers.CharField(max_length=100)
     file = serializers.FileField(help_text="A GGUF control vector (repeng, llama.cpp's cvector-generator, EasySteer, SteerLab).")
     dimension = serializers.SlugField(max_length=50, help_text="The name of the set's one dimension.")
@@ -33,13 +33,6 @@ class GgufImportSerializer(serializers.Serializer):
     positive_label = serializers.CharField(max_length=60, required=False, default="",
                                            help_text="The end the file's direction points to (strength +1).")
     shared = serializers.BooleanField(default=False, help_text="Shared with every user (staff only).")
-
-    def validate_file(self, upload):
-        if upload.size > settings.STEERLAB_MAX_UPLOAD_BYTES:
-            raise serializers.ValidationError(
-                f"The file is {upload.size} bytes; the limit is {settings.STEERLAB_MAX_UPLOAD_BYTES}."
-            )
-        return upload
 
 
 class VectorSetExportGguf(APIView):

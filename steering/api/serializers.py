@@ -165,10 +165,8 @@ class VectorSetCreateSerializer(serializers.Serializer):
         return [found[n] for n in dict.fromkeys(names)]
 
 
-class VectorSetUploadSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    file = serializers.FileField(help_text="A .safetensors file written by SteerLab (compute_vectors or the engine).")
-    shared = serializers.BooleanField(default=False, help_text="Shared with every user (staff only).")
+class SizedUploadSerializer(serializers.Serializer):
+    """A serializer whose `file` is refused above STEERLAB_MAX_UPLOAD_BYTES."""
 
     def validate_file(self, upload):
         if upload.size > settings.STEERLAB_MAX_UPLOAD_BYTES:
@@ -176,6 +174,12 @@ class VectorSetUploadSerializer(serializers.Serializer):
                 f"The file is {upload.size} bytes; the limit is {settings.STEERLAB_MAX_UPLOAD_BYTES}."
             )
         return upload
+
+
+class VectorSetUploadSerializer(SizedUploadSerializer):
+    name = serializers.CharField(max_length=100)
+    file = serializers.FileField(help_text="A .safetensors file written by SteerLab (compute_vectors or the engine).")
+    shared = serializers.BooleanField(default=False, help_text="Shared with every user (staff only).")
 
 
 class ProfileDimensionSerializer(serializers.Serializer):
