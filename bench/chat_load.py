@@ -50,8 +50,9 @@ async def one_client(url: str, cookie: str, origin: str, index: int, tokens: int
     async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin},
                                   max_size=2**22, open_timeout=60) as ws:
         sent = time.perf_counter()
+        # Greedy (the chat's default samples): texts are compared across runs and with the engine alone.
         await ws.send(json.dumps({
-            "type": "generate", "prompt": PROMPTS[index % len(PROMPTS)], "max_new_tokens": tokens,
+            "type": "generate", "prompt": PROMPTS[index % len(PROMPTS)], "max_new_tokens": tokens, "temperature": 0,
             "preferences": {"formality": strength},
         }))
         first = None

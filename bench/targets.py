@@ -143,8 +143,9 @@ async def client(server: BenchServer, index: int, tokens: int, delay: float = 0.
     headers = {"Cookie": server.cookies[index], "Origin": server.http_url}
     async with websockets.connect(server.ws_url, additional_headers=headers, max_size=2**22, open_timeout=60) as ws:
         sent = time.perf_counter()
+        # Greedy (the chat's default samples): texts are compared across runs and with the engine alone.
         await ws.send(json.dumps({
-            "type": "generate", "prompt": PROMPTS[index % len(PROMPTS)], "max_new_tokens": tokens,
+            "type": "generate", "prompt": PROMPTS[index % len(PROMPTS)], "max_new_tokens": tokens, "temperature": 0,
             "preferences": {"formality": STRENGTHS[index % len(STRENGTHS)]},
         }))
         arrivals = []

@@ -142,7 +142,8 @@ async def ask(url: str, cookie: str, index: int, tokens: int, connect_timeout: f
                 raise
             await asyncio.sleep(0.5)
     async with ws:
-        await ws.send(json.dumps({"type": "generate", "prompt": PROMPTS[index], "max_new_tokens": tokens,
+        # Greedy (the chat's default samples): texts are compared across runs and with the engine alone.
+        await ws.send(json.dumps({"type": "generate", "prompt": PROMPTS[index], "max_new_tokens": tokens, "temperature": 0,
                                   "preferences": {"formality": strength}}))
         token_frames, text = 0, ""
         while True:

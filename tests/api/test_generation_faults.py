@@ -51,7 +51,7 @@ def api(alice):
     return client
 
 
-@pytest.mark.parametrize("sampling", [{}, {"temperature": 1.0, "seed": 3}], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 1.0, "seed": 3}], ids=["greedy", "sampled"])
 def test_a_generation_broken_by_its_own_steering_answers_422_with_a_message(api, shared, poisoned, sampling):
     plain = _chat(api, **sampling)
     assert plain.status_code == 200

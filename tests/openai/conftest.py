@@ -9,11 +9,12 @@ Twisted's reactor runs once per process, so the server lives for the whole sessi
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from rest_framework.authtoken.models import Token
 
-from steering import services
+from steering import runtime, services
 from steering.models import PreferenceDimension
 
 
@@ -88,3 +89,15 @@ def tiny_set(tiny_site, live):
         PreferenceDimension.objects.get_or_create(name=name, defaults={"negative_label": "low", "positive_label": "high"})
     vectors = make_vectors(["formality", "cost"], hidden=loaded.hidden_size, layers=loaded.num_layers, range_=0.5)
     return services.vector_set_register(vectors=vectors, name="tiny-default")
+
+
+@pytest.fixture(autouse=True)
+def _idle_scheduler():
+    """Each test starts on an idle scheduler: a stream a test closed at its end leaves its row
+    at the next decode step, which may come after the next test has started (and a test that
+    fills the queue would count it)."""
+    yield
+    deadline = time.monotonic() + 30
+    while any(runtime.inference_queue_depth().values()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+

@@ -139,7 +139,7 @@ async def ask(user, index: int, tokens: int = TOKENS, on_token=None) -> dict:
     assert connected
     try:
         # Odd users sample with a seed: a resumed stream must continue the seeded sequence.
-        sampling = {"temperature": 0.9, "seed": 100 + index} if index % 2 else {}
+        sampling = {"temperature": 0.9, "seed": 100 + index} if index % 2 else {"temperature": 0}
         await ws.send_json_to({"type": "generate", "prompt": PROMPTS[index], "max_new_tokens": tokens,
                                "preferences": {"formality": round(-1 + 2 * index / 7, 2)}, **sampling})
         streamed, frames = "", 0
