@@ -91,13 +91,24 @@ def tiny_set(tiny_site, live):
     return services.vector_set_register(vectors=vectors, name="tiny-default")
 
 
-@pytest.fixture(autouse=True)
-def _idle_scheduler():
-    """Each test starts on an idle scheduler: a stream a test closed at its end leaves its row
-    at the next decode step, which may come after the next test has started (and a test that
-    fills the queue would count it)."""
-    yield
-    deadline = time.monotonic() + 30
+def wait_until_idle() -> None:
+    """Until the site's scheduler runs and holds nothing: a stream closed by a test leaves the
+    batch at the next decode step, which may come after the next test has started."""
+    deadline = time.monotonic() + 60
     while any(runtime.inference_queue_depth().values()) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+@pytest.fixture
+def slow_decode(tiny_set):
+    """The site model's forward passes made slower (a real hook that sleeps 0.3 s a pass), for
+    tests that act while a generation is still running: the tiny model otherwise finishes its
+    200 tokens in a fraction of a second, sooner than a busy machine runs the test's next step.
+    (Late in the whole suite this thread's server was seen answering each request ~10 s late.)"""
+    loaded = runtime.site_model()
+    wait_until_idle()  # the site's model is this test's now: nothing of an earlier test left on it
+    handle = loaded.layers[0].register_forward_pre_hook(lambda module, args: time.sleep(0.3))
+    yield
+    handle.remove()
+    wait_until_idle()  # the streams a test closed leave the batch before the next test
 

@@ -149,7 +149,7 @@ def test_it_requires_a_valid_bearer_token(tiny_set, live, client_for):
     with pytest.raises(openai.AuthenticationError) as caught:
         client_for("0" * 40).models.list()
     assert caught.value.body["code"] == "invalid_api_key"
-    response = httpx.post(f"{live}/v1/chat/completions", json={"model": "x", "messages": MESSAGES})
+    response = httpx.post(f"{live}/v1/chat/completions", json={"model": "x", "messages": MESSAGES}, timeout=60)
     assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
 
 
@@ -166,7 +166,7 @@ def test_it_shares_the_chat_throttle(tiny_set, alice_key, client_for, settings):
     assert caught.value.body["type"] == "rate_limit_error"
 
 
-def test_a_user_over_the_concurrent_limit_gets_429(tiny_set, alice_key, client_for, live, settings):
+def test_a_user_over_the_concurrent_limit_gets_429(tiny_set, alice_key, client_for, live, settings, slow_decode):
     body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 200, "temperature": 0, "stream": True}
     headers = {"Authorization": f"Bearer {alice_key}"}
     limit = runtime.site_scheduler().max_per_user
@@ -184,7 +184,7 @@ def test_a_user_over_the_concurrent_limit_gets_429(tiny_set, alice_key, client_f
     assert not InteractionLog.objects.filter(status="failed").exists()  # a refusal is not a failure
 
 
-def test_it_answers_503_when_the_queue_is_full(tiny_set, alice_key, bob_key, client_for, live):
+def test_it_answers_503_when_the_queue_is_full(tiny_set, alice_key, bob_key, client_for, live, slow_decode):
     scheduler = runtime.site_scheduler()
     limit = scheduler.max_queue
     scheduler.max_queue = 1
@@ -223,7 +223,7 @@ def test_it_samples_with_a_seed_reproducibly(tiny_set, alice_key, client_for):
     assert a == b
 
 
-def test_a_disconnect_cancels_the_generation(tiny_set, alice_key, live):
+def test_a_disconnect_cancels_the_generation(tiny_set, alice_key, live, slow_decode):
     body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 200, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{live}/v1/chat/completions", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {alice_key}"}) as response:
@@ -286,7 +286,7 @@ def test_earlier_turns_reach_the_model(tiny_set, alice_key, client_for):
     assert longer.usage.prompt_tokens > short.usage.prompt_tokens + 5
 
 
-def test_a_v1_stream_and_a_rest_chat_share_decode_batches(tiny_set, alice, alice_key, bob, live):
+def test_a_v1_stream_and_a_rest_chat_share_decode_batches(tiny_set, alice, alice_key, bob, live, slow_decode):
     """The REST chat of another user joins the batch a /v1 stream is decoding in."""
     from rest_framework.test import APIClient
 
