@@ -66,10 +66,10 @@ def table_settings(args) -> dict:
     are equal; `vectors` is the part the vector sets depend on."""
     from django.conf import settings
 
-    from steering import runtime
+    from steering.serving import site
 
     vectors = {
-        "model": runtime.site_model_id(),
+        "model": site.site_model_id(),
         "range_search": settings.STEERLAB_RANGE_SEARCH,
         "range_ppl_factor": settings.STEERLAB_RANGE_PPL_FACTOR,
         "data": _fingerprint(list((ROOT / "steering/data").rglob("*.json"))),

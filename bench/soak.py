@@ -43,7 +43,7 @@ QUICK_VECTOR_SET = """
 import torch
 from steering import services
 from steering.engine import SteeringVectors
-from steering.runtime import site_model_id
+from steering.serving.site import site_model_id
 dims = ["formality", "cost"]
 for name in dims:
     services.dimension_import_default(name=name)

@@ -40,7 +40,7 @@ SETUP = """
 from steering import data, services
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
-from steering.runtime import site_model
+from steering.serving.site import site_model
 positive, negative = data.examples("formality")
 vectors = compute_vectors(site_model(), {"formality": (positive[:24], negative[:24])},
                           labels={"formality": ["Casual", "Formal"]})

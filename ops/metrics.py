@@ -9,7 +9,7 @@ What is counted where:
   first token: from each InteractionLog as it is recorded (every chat turn records one, in the
   process that served it, whichever backend generated it).
 - Inference queue depth and active generations, and whether the model is loaded: read from
-  this process's scheduler at scrape time (`steering.runtime`), never loading the model. In
+  this process's scheduler at scrape time (`steering.serving.site`), never loading the model. In
   worker mode the scheduler lives in `manage.py inference_worker`, which serves them itself
   (`--metrics-port`, `worker_registry`).
 - Worker mode's claims and resumptions (a dead worker's requests taken over and resumed):
@@ -104,12 +104,12 @@ class SchedulerCollector(_ScrapeTime):
     the model reports zeros and model_loaded 0 (a scrape never loads it)."""
 
     def collect(self):
-        from steering import runtime
+        from steering.serving import site
 
-        depth = runtime.inference_queue_depth()
+        depth = site.inference_queue_depth()
         yield _gauge("steerlab_inference_waiting", "Generations queued for this process's model.", depth.get("waiting", 0))
         yield _gauge("steerlab_inference_active", "Generations decoding in this process's model now.", depth.get("active", 0))
-        yield _gauge("steerlab_model_loaded", "1 once this process has loaded the site model.", int(runtime.site_model_loaded()))
+        yield _gauge("steerlab_model_loaded", "1 once this process has loaded the site model.", int(site.site_model_loaded()))
 
 
 class TaskCollector(_ScrapeTime):

@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from steering import services
 from steering.inference.service import GenerationSpec, backend
 from steering.models import InteractionLog
-from steering.runtime import VectorSetUnavailable
+from steering.serving.site import VectorSetUnavailable
 
 # Error codes → HTTP status for the REST API (the websocket sends the code itself).
 HTTP_STATUS = {

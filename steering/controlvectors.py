@@ -35,11 +35,11 @@ def export_filename(vector_set: VectorSet, dimension: str, strength: float) -> s
 def vector_set_export_gguf(*, vector_set: VectorSet, dimension: str, strength: float, path: Path) -> Path:
     """Write `dimension` of a ready `vector_set` at `strength` to `path` as a GGUF control
     vector. Raises ControlVectorError (and ValueError) with a message for a bad request."""
-    from steering import runtime
+    from steering.serving import site
 
     if not vector_set.is_ready or not vector_set.file:
         raise ControlVectorError(f"Vector set {vector_set.pk} is {vector_set.status}, not ready")
-    vectors = runtime.site_vectors(vector_set) if vector_set.model_id == runtime.site_model_id() else None
+    vectors = site.site_vectors(vector_set) if vector_set.model_id == site.site_model_id() else None
     if vectors is None:
         from steering.engine import SteeringVectors
 
@@ -53,10 +53,10 @@ def vector_set_export_gguf(*, vector_set: VectorSet, dimension: str, strength: f
 
 def _model_hint(model_id: str) -> str:
     """The architecture name llama.cpp and repeng call the model by ("llama" for SmolLM2)."""
-    from steering import runtime
+    from steering.serving import site
 
-    if model_id == runtime.site_model_id():
-        return str(getattr(runtime.site_model().model.config, "model_type", "") or "")
+    if model_id == site.site_model_id():
+        return str(getattr(site.site_model().model.config, "model_type", "") or "")
     return ""
 
 
@@ -66,7 +66,7 @@ def vector_set_import_gguf(
     """Register an uploaded GGUF control vector as a ready one-dimension vector set for this
     server's model. The end labels are the caller's, else those a SteerLab file records.
     Raises ControlVectorError with every reason it does not fit; nothing is stored then."""
-    from steering import runtime
+    from steering.serving import site
 
     if not DIMENSION_NAME.fullmatch(dimension or ""):
         raise ControlVectorError("The dimension name must be 1–50 lowercase letters, digits, '-' or '_'")
@@ -79,7 +79,7 @@ def vector_set_import_gguf(
     recorded = control.metadata.get("steerlab.labels") or []
     labels = [negative_label or (recorded[0] if len(recorded) == 2 else f"less {dimension}"),
               positive_label or (recorded[1] if len(recorded) == 2 else f"more {dimension}")]
-    loaded = runtime.site_model()
+    loaded = site.site_model()
     residual_norms = _residual_norms(loaded)
     vectors = steering_vectors_from(
         control, dimension=dimension, labels=labels, model_id=loaded.model_id, num_layers=loaded.num_layers,
@@ -89,7 +89,7 @@ def vector_set_import_gguf(
     # was computed, on these same vectors: kept, so a round trip steers exactly as before.
     # Any other file's range is measured as a computed set's is.
     if not (control.metadata.get("steerlab.format") == FORMAT and control.metadata.get("steerlab.model_id") == loaded.model_id):
-        vectors = functional_range_measure(vectors=vectors, loaded=loaded, hooks=runtime.site_hooks())
+        vectors = functional_range_measure(vectors=vectors, loaded=loaded, hooks=site.site_hooks())
     return services.vector_set_register(vectors=vectors, name=name, owner=owner)
 
 
@@ -97,13 +97,14 @@ def _residual_norms(loaded):
     """The model's mean residual norm per block, SteerLab's unit for a file that has none:
     the default set's (measured on this model when it was computed), else measured now on the
     range search's neutral prompts (a fresh server that has no set yet)."""
-    from steering import runtime, selectors
+    from steering import selectors
+    from steering.serving import site
     from steering.engine import record_activations
 
     default = selectors.vector_set_default()
     if default is not None and default.file:
         try:
-            return runtime.site_vectors(default).residual_norms
+            return site.site_vectors(default).residual_norms
         except ValueError:
             pass  # an unreadable default file: measure instead
     _, norms = record_activations(loaded, data.range_prompts(NORM_PROMPTS))

@@ -136,7 +136,7 @@ def evaluation_run(
     `references` (positive, negative) replace the dimension's own reference texts (the held-out
     split of `evaluate_steering --split heldout`); the report keeps the ones used. Without
     `baselines`, the plain-prompting rows are left out (a third of the work)."""
-    from steering import runtime
+    from steering.serving import site
 
     Evaluation.objects.filter(pk=evaluation.pk).update(status=Evaluation.Status.RUNNING, progress=0, error="")
     evaluation.refresh_from_db()
@@ -144,13 +144,13 @@ def evaluation_run(
     try:
         references = references or _references(evaluation.vector_set, evaluation.dimension)
         result = evaluate_dimension(
-            runtime.site_model(),
-            runtime.site_vectors(evaluation.vector_set),
+            site.site_model(),
+            site.site_vectors(evaluation.vector_set),
             evaluation.dimension,
             evaluation.prompts,
             references,
             strengths=evaluation.strengths,
-            hooks=runtime.site_hooks(),
+            hooks=site.site_hooks(),
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
             params=GenerationParams(max_new_tokens=evaluation.max_new_tokens),
             instructions=instructions_for(evaluation.vector_set, evaluation.dimension) if baselines else None,

@@ -7,7 +7,7 @@ from django import forms
 from django.core.validators import FileExtensionValidator
 
 from steering.models import PreferenceDimension, VectorSet
-from steering.runtime import site_model_id
+from steering.serving.site import site_model_id
 
 
 class LinesField(forms.CharField):

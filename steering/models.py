@@ -109,11 +109,11 @@ class VectorSet(models.Model):
 
 @receiver(post_delete, sender=VectorSet)
 def _delete_vector_file(sender, instance: VectorSet, **kwargs) -> None:
-    from steering import runtime
+    from steering.serving import site
 
     # After commit: a rolled-back delete must not lose the file.
     pk = instance.pk
-    transaction.on_commit(lambda: runtime.forget_vector_set(pk))
+    transaction.on_commit(lambda: site.forget_vector_set(pk))
     if instance.file:
         storage, name = instance.file.storage, instance.file.name
         transaction.on_commit(lambda: storage.delete(name))

@@ -15,7 +15,7 @@ from steering.models import (
     ProfileUpdate,
     VectorSet,
 )
-from steering.runtime import VectorSetUnavailable, site_model_id
+from steering.serving.site import VectorSetUnavailable, site_model_id
 
 
 def vector_sets_visible(*, user) -> QuerySet[VectorSet]:

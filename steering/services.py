@@ -297,9 +297,9 @@ class _Deleted(Exception):
 
 
 def _forget_vectors(pk: int) -> None:
-    from steering import runtime
+    from steering.serving import site
 
-    runtime.forget_vector_set(pk)
+    site.forget_vector_set(pk)
 
 
 def vector_set_task_finished(*, vector_set_id: int, success: bool, result: str) -> None:
@@ -450,7 +450,7 @@ def feedback_create(
 
 def vector_set_start(*, name: str, dimensions, method: str, top_k: int | None = None, owner=None) -> VectorSet:
     """Create a vector set for the site's model and queue its computation (after commit)."""
-    from steering.runtime import site_model_id
+    from steering.serving.site import site_model_id
 
     with transaction.atomic():
         vector_set = vector_set_create(
@@ -481,7 +481,7 @@ def vector_set_upload(*, upload, name: str, owner=None) -> VectorSet:
     The file's residual norms are replaced by the ones this server measured on its own model,
     and its functional ranges must stay under STEERLAB_MAX_FUNCTIONAL_RANGE: together they
     bound what a strength of ±1 adds to the residual stream, whatever the file says."""
-    from steering.runtime import site_model, site_residual_norms
+    from steering.serving.site import site_model, site_residual_norms
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.safetensors"
@@ -530,7 +530,7 @@ def health_report() -> dict:
     from django.db import connection
     from django_q.brokers import get_broker
 
-    from steering import runtime
+    from steering.serving import site
 
     report = {"status": "ok", "database": "ok", "queue_depth": {}}
     try:
@@ -541,12 +541,12 @@ def health_report() -> dict:
     except Exception as exc:  # any driver error means "not usable"; say which
         log.warning("Health check: database unusable: %s", exc)
         report.update(status="error", database=f"unavailable: {exc.__class__.__name__}")
-    model = runtime.model_status()
+    model = site.model_status()
     report.update(
         model=model["model_id"], model_loaded=model["loaded"], device=model["device"],
-        vector_sets_loaded=runtime.loaded_vector_sets(),
+        vector_sets_loaded=site.loaded_vector_sets(),
     )
-    report["queue_depth"].update(runtime.inference_queue_depth())
+    report["queue_depth"].update(site.inference_queue_depth())
     if report["database"] == "ok":
         unavailable = vector_sets_unavailable()
         report["vector_sets_unavailable"] = unavailable
@@ -590,7 +590,8 @@ def chat_prepare(
     """Resolve a chat request. The user's profile on the vector set, overridden dimension by
     dimension by `preferences`, gives the strengths. Raises LookupError for a vector set or
     conversation the user cannot see, ValueError for anything else wrong, with a message."""
-    from steering import runtime, selectors
+    from steering import selectors
+    from steering.serving import site
 
     prompt = prompt.strip()
     if not prompt:
@@ -614,7 +615,7 @@ def chat_prepare(
         history = [{"role": m.role, "content": m.content} for m in earlier if m.content]
     system = steering_prompt(vector_set=vector_set, strengths=strengths) if vector_set.prompt_with_steering else None
     prompt_ids = chat_fit_context(
-        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=runtime.site_model(),
+        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=site.site_model(),
         system=system,
     )
     return ChatPlan(vector_set, strengths, params, prompt_ids, conversation)
@@ -622,9 +623,9 @@ def chat_prepare(
 
 def chat_context_tokens(loaded=None) -> int:
     """The served model's context in tokens (what its position embeddings cover)."""
-    from steering import runtime
+    from steering.serving import site
 
-    config = (loaded or runtime.site_model()).model.config
+    config = (loaded or site.site_model()).model.config
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
@@ -690,17 +691,17 @@ def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, ma
     """The same prompt answered greedily at strengths −1, 0 and +1 of one `dimension` of a
     ready `vector_set`, generated together in one batch: {strength: text}. Raises ValueError
     when the vector set's file is missing or does not fit the site's model."""
-    from steering import runtime
+    from steering.serving import site
 
-    vectors = runtime.site_vectors(vector_set)
-    prompt_ids = runtime.site_model().chat_ids(prompt)
+    vectors = site.site_vectors(vector_set)
+    prompt_ids = site.site_model().chat_ids(prompt)
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
     strengths = (-1.0, 0.0, 1.0)
     requests = [
         GenerationRequest(prompt_ids=prompt_ids, params=params, steering=vectors.layer_deltas({dimension: strength}))
         for strength in strengths
     ]
-    return dict(zip(strengths, runtime.site_generate(requests)))
+    return dict(zip(strengths, site.site_generate(requests)))
 
 
 # -- calibration ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from steering import evaluation, services
 from steering.engine import ModelNotFound
 from steering.models import Evaluation, Feedback, VectorSet
-from steering.runtime import site_model
+from steering.serving.site import site_model
 
 
 def compute_vector_set(vector_set_id: int) -> str:

@@ -22,7 +22,8 @@ from rest_framework.views import APIView
 
 from ops.throttling import UserBudgetThrottle, client_address, credentials_refused, credentials_spend, too_many_message
 from ops.views import has_metrics_token
-from steering import runtime, selectors, services
+from steering import selectors, services
+from steering.serving import site
 from steering.api import serializers as s
 from steering.api.authentication import StrictTokenAuthentication
 from steering.engine import SteeringVectors, VectorFileError
@@ -383,7 +384,7 @@ class ApiRoot(APIView):
         ]
         return Response({
             "name": "SteerLab API",
-            "model": runtime.site_model_id(),
+            "model": site.site_model_id(),
             "websocket": request.build_absolute_uri("/ws/chat/").replace("http", "ws", 1),
             "endpoints": {name.removeprefix("api-"): request.build_absolute_uri(reverse(name)) for name in names},
         })

@@ -48,13 +48,13 @@ class GenerationSpec:
 
     def to_request(self) -> GenerationRequest:
         """Resolve steering against this process's model (loads the vector file once)."""
-        from steering import runtime
+        from steering.serving import site
         from steering.models import VectorSet
 
         steering = {}
         if self.strengths:
             vector_set = VectorSet.objects.get(pk=self.vector_set_id)
-            steering = runtime.site_vectors(vector_set).layer_deltas(self.strengths)
+            steering = site.site_vectors(vector_set).layer_deltas(self.strengths)
         return GenerationRequest(
             prompt_ids=self.prompt_ids, params=GenerationParams(**self.params), steering=steering,
             generated_ids=list(self.generated_ids),
@@ -73,7 +73,7 @@ async def run_on_scheduler(
     `every_token` (the worker) yields a token event with its `token_id` for every token of the
     answer, also those whose text is held back (part of a character): a survivor resumes a
     dead worker's stream from these ids."""
-    from steering import runtime
+    from steering.serving import site
     from steering.models import VectorSet
 
     try:
@@ -81,7 +81,7 @@ async def run_on_scheduler(
     except VectorSet.DoesNotExist:
         yield error_event("not_found", f"Vector set {spec.vector_set_id} no longer exists")
         return
-    except runtime.VectorSetUnavailable as exc:  # the server's fault: its message names no path
+    except site.VectorSetUnavailable as exc:  # the server's fault: its message names no path
         yield error_event("vector_set_unavailable", str(exc), 60)
         return
     except (LookupError, ValueError) as exc:  # an unknown dimension, a bad strength or parameter
@@ -138,9 +138,9 @@ class LocalBackend:
     """The scheduler lives in this process (started on first use)."""
 
     def generate(self, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
-        from steering import runtime
+        from steering.serving import site
 
-        return run_on_scheduler(runtime.site_scheduler(), spec, cancelled)
+        return run_on_scheduler(site.site_scheduler(), spec, cancelled)
 
 
 class WorkerBackend:

@@ -23,7 +23,7 @@ from django.utils.text import slugify
 from steering import chat, selectors
 from steering.models import InteractionLog, VectorSet
 from steering.openai import protocol as p
-from steering.runtime import site_model_id
+from steering.serving.site import site_model_id
 
 STATUS_CODES = {"bad_request": "invalid_value", "not_found": "not_found", "too_many": "rate_limit_exceeded",
                 "busy": "server_busy", "worker_unavailable": "worker_unavailable",

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 from steering import services
 from steering.engine import SteeringVectors
 from steering.models import PreferenceDimension
-from steering.runtime import site_model_id
+from steering.serving.site import site_model_id
 
 SMOLLM_LAYERS, SMOLLM_HIDDEN = 30, 576
 

@@ -12,7 +12,8 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 from rest_framework.test import APIClient
 
-from steering import runtime, services
+from steering import services
+from steering.serving import site
 from steering.models import InteractionLog, VectorSet
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
@@ -24,7 +25,7 @@ TINY_HIDDEN = 64
 
 
 def _vectors(dims, **options):
-    return make_vectors(dims, model_id=runtime.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, **options)
+    return make_vectors(dims, model_id=site.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, **options)
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ class Boom:
 
 
 def test_a_server_fault_answers_500_without_its_internals(api, shared):
-    boom = Boom(runtime.site_model().layers[1])
+    boom = Boom(site.site_model().layers[1])
     try:
         response = _chat(api)
     finally:
@@ -109,7 +110,7 @@ async def test_the_websocket_sends_an_error_frame_for_a_generation_its_steering_
 
 def _break(vector_set, how):
     path = vector_set.file.path
-    runtime.forget_vector_set(vector_set.pk)
+    site.forget_vector_set(vector_set.pk)
     if how == "missing":
         vector_set.file.storage.delete(vector_set.file.name)
     else:
@@ -139,7 +140,7 @@ def test_a_steered_request_on_a_set_with_a_broken_file_answers_503_without_paths
 def test_health_says_degraded_naming_a_set_whose_file_is_missing(shared, charlie, settings):
     staff = Client()
     staff.force_login(charlie)
-    runtime.site_model()
+    site.site_model()
     healthy = staff.get("/api/health/")
     assert healthy.status_code == 200 and healthy.json()["status"] == "ok"
     assert healthy.json()["vector_sets_unavailable"] == []

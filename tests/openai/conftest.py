@@ -14,7 +14,8 @@ import time
 import pytest
 from rest_framework.authtoken.models import Token
 
-from steering import runtime, services
+from steering import services
+from steering.serving import site
 from steering.models import PreferenceDimension
 
 
@@ -81,10 +82,10 @@ def client_for(live):
 def tiny_set(tiny_site, live):
     """A ready, shared vector set with two dimensions on the tiny site model (random vectors:
     they steer, meaninglessly, which is all a protocol test needs)."""
-    from steering import runtime
+    from steering.serving import site
     from tests.api.conftest import make_vectors
 
-    loaded = runtime.site_model()
+    loaded = site.site_model()
     for name in ("formality", "cost"):
         PreferenceDimension.objects.get_or_create(name=name, defaults={"negative_label": "low", "positive_label": "high"})
     vectors = make_vectors(["formality", "cost"], hidden=loaded.hidden_size, layers=loaded.num_layers, range_=0.5)
@@ -95,7 +96,7 @@ def wait_until_idle() -> None:
     """Until the site's scheduler runs and holds nothing: a stream closed by a test leaves the
     batch at the next decode step, which may come after the next test has started."""
     deadline = time.monotonic() + 60
-    while any(runtime.inference_queue_depth().values()) and time.monotonic() < deadline:
+    while any(site.inference_queue_depth().values()) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -105,7 +106,7 @@ def slow_decode(tiny_set):
     tests that act while a generation is still running: the tiny model otherwise finishes its
     200 tokens in a fraction of a second, sooner than a busy machine runs the test's next step.
     (Late in the whole suite this thread's server was seen answering each request ~10 s late.)"""
-    loaded = runtime.site_model()
+    loaded = site.site_model()
     wait_until_idle()  # the site's model is this test's now: nothing of an earlier test left on it
     handle = loaded.layers[0].register_forward_pre_hook(lambda module, args: time.sleep(0.3))
     yield

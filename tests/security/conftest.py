@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from steering import runtime, services
+from steering import services
+from steering.serving import site
 from steering.models import Conversation, Feedback, InteractionLog, Message, ProfileUpdate
 from tests.api.conftest import _client, as_alice, as_bob, as_charlie, dimensions, make_vectors  # noqa: F401
 from tests.tiny_models import NUM_LAYERS
@@ -19,7 +20,7 @@ TINY_HIDDEN = 64
 
 
 def tiny_vectors(dims, *, seed=0):
-    return make_vectors(dims, model_id=runtime.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, seed=seed)
+    return make_vectors(dims, model_id=site.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, seed=seed)
 
 
 def tiny_vector_file(tmp_path, dims=("formality",)) -> bytes:

@@ -18,7 +18,8 @@ from django_q.exceptions import TimeoutException
 from django_q.timeout import TimeoutHandler
 from rest_framework.authtoken.models import Token
 
-from steering import runtime, services
+from steering import services
+from steering.serving import site
 from steering.models import Conversation, InteractionLog, Message, PreferenceDimension, VectorSet
 from steerlab_site.asgi import application
 from tests.tiny_models import CORPUS
@@ -55,7 +56,7 @@ async def wait_until(condition, timeout: float = 20.0) -> None:
 
 
 def generating() -> bool:
-    return runtime.inference_queue_depth().get("active", 0) > 0
+    return site.inference_queue_depth().get("active", 0) > 0
 
 
 # -- the database ---------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def database_down():
 
 
 def test_health_answers_503_while_the_database_is_down_and_200_once_it_is_back(tiny_site, client, alice, settings):
-    runtime.site_model()
+    site.site_model()
     # The details are the metrics token's (a session would need the database that goes down).
     settings.METRICS_TOKEN = "scraper-secret-0123456789"
     client.defaults["HTTP_AUTHORIZATION"] = "Bearer scraper-secret-0123456789"
@@ -101,8 +102,8 @@ def test_health_answers_loading_at_once_while_the_model_loads(tiny_site, setting
     settings.STEERLAB_MODEL = str(tiny_site) + "/"  # the same model under a key not loaded yet
     loading, release = threading.Event(), threading.Event()
 
-    def slow_load():  # what the loading thread does: hold the runtime lock for the whole load
-        with runtime._lock:
+    def slow_load():  # what the loading thread does: hold the site's lock for the whole load
+        with site._lock:
             loading.set()
             release.wait(10)
 
@@ -222,11 +223,11 @@ def tone(tiny_site):
 
 
 def compute(vector_set, **kwargs) -> VectorSet:
-    return services.vector_set_compute(vector_set=vector_set, loaded=runtime.site_model(), **kwargs)
+    return services.vector_set_compute(vector_set=vector_set, loaded=site.site_model(), **kwargs)
 
 
 def test_a_recomputation_that_raises_keeps_the_committed_file_and_a_retry_recovers(tone, settings):
-    vector_set = compute(services.vector_set_create(name="t", model_id=runtime.site_model_id(), dimensions=[tone]))
+    vector_set = compute(services.vector_set_create(name="t", model_id=site.site_model_id(), dimensions=[tone]))
     assert vector_set.status == "ready"
     good_file = vector_set.file.name
 
@@ -250,7 +251,7 @@ def test_a_computation_that_times_out_leaves_no_file_and_a_retry_recovers(tone, 
         name="big", negative_label="A", positive_label="B",
         positive_examples=[" ".join(CORPUS)] * 3000, negative_examples=[" ".join(CORPUS[::-1])] * 3000,
     )
-    vector_set = services.vector_set_create(name="t", model_id=runtime.site_model_id(), dimensions=[big])
+    vector_set = services.vector_set_create(name="t", model_id=site.site_model_id(), dimensions=[big])
     with pytest.raises(TimeoutException), TimeoutHandler(1):  # how a django-q2 worker ends a task
         compute(vector_set)
     vector_set.refresh_from_db()

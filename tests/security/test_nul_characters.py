@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from steering import runtime
+from steering.serving import site
 from tests.security.routes import ROUTES, WRITES, fill, requests_of
 from tests.security.test_routes import logged_in, row_counts, send, values
 
@@ -49,7 +49,7 @@ def assert_answered(response, before: dict | None = None):
 
 @pytest.fixture
 def world(world):
-    runtime.site_model()  # loaded, so /api/health/ answers 200 rather than 503 "loading"
+    site.site_model()  # loaded, so /api/health/ answers 200 rather than 503 "loading"
     return world
 
 

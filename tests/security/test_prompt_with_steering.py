@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from steering import runtime, services
+from steering import services
+from steering.serving import site
 from steering.models import InteractionLog, Message, VectorSet
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,7 +17,7 @@ ALICES_WORDS = "strongly prefers a formal, polished register"
 def _prompt_text(user, **options):
     plan = services.chat_prepare(user=user, prompt="Plan my day.", preferences=options.get("preferences"),
                                  vector_set_id=options["vector_set"].pk, params={})
-    return runtime.site_model().tokenizer.decode(plan.prompt_ids)
+    return site.site_model().tokenizer.decode(plan.prompt_ids)
 
 
 def test_each_request_is_told_its_own_users_strengths_and_no_one_elses(world, bob):

@@ -6,7 +6,8 @@ answers 400 with the numbers (REST), or an error frame (websocket)."""
 import pytest
 from asgiref.sync import sync_to_async
 
-from steering import runtime, services
+from steering import services
+from steering.serving import site
 from steering.models import Conversation, InteractionLog, Message
 from tests.api.conftest import as_alice, dimensions  # noqa: F401  (fixtures)
 from tests.security.conftest import tiny_vectors
@@ -16,7 +17,7 @@ CONTEXT = 256
 
 
 @pytest.fixture
-def site(tiny_site, dimensions):
+def vector_set(tiny_site, dimensions):
     return services.vector_set_register(vectors=tiny_vectors(["formality", "cost"]), name="shared")
 
 
@@ -39,36 +40,36 @@ def prepare(user, prompt, conversation=None, max_new_tokens=16):
 
 
 @pytest.mark.django_db
-def test_the_context_is_the_served_models(site):
-    assert services.chat_context_tokens() == CONTEXT == runtime.site_model().model.config.max_position_embeddings
+def test_the_context_is_the_served_models(vector_set):
+    assert services.chat_context_tokens() == CONTEXT == site.site_model().model.config.max_position_embeddings
 
 
 @pytest.mark.django_db
-def test_history_is_trimmed_oldest_turns_first_to_fit(site, alice):
-    conversation = conversation_of(alice, site, turns=3, length=12)
-    whole = len(runtime.site_model().chat_ids(
+def test_history_is_trimmed_oldest_turns_first_to_fit(vector_set, alice):
+    conversation = conversation_of(alice, vector_set, turns=3, length=12)
+    whole = len(site.site_model().chat_ids(
         [{"role": m.role, "content": m.content} for m in conversation.messages.order_by("pk")]
         + [{"role": "user", "content": "And now?"}]))
-    last_turn = len(runtime.site_model().chat_ids(
+    last_turn = len(site.site_model().chat_ids(
         [{"role": m.role, "content": m.content} for m in conversation.messages.order_by("pk")][4:]
         + [{"role": "user", "content": "And now?"}]))
     max_new_tokens = CONTEXT - (whole + last_turn) // 2  # room for the newest turn, not for all three
     plan = prepare(alice, "And now?", conversation, max_new_tokens=max_new_tokens)
     assert len(plan.prompt_ids) + max_new_tokens <= CONTEXT
-    text = runtime.site_model().tokenizer.decode(plan.prompt_ids)
+    text = site.site_model().tokenizer.decode(plan.prompt_ids)
     assert "q2" in text and "a2" in text and "And now?" in text  # the newest turn stays
     assert "q0" not in text and "a0" not in text  # the oldest went first
 
 
 @pytest.mark.django_db
-def test_history_that_fits_is_kept_whole(site, alice):
-    conversation = conversation_of(alice, site, turns=2, length=2)
-    text = runtime.site_model().tokenizer.decode(prepare(alice, "And now?", conversation).prompt_ids)
+def test_history_that_fits_is_kept_whole(vector_set, alice):
+    conversation = conversation_of(alice, vector_set, turns=2, length=2)
+    text = site.site_model().tokenizer.decode(prepare(alice, "And now?", conversation).prompt_ids)
     assert all(tag in text for tag in ("q0", "a0", "q1", "a1"))
 
 
 @pytest.mark.django_db
-def test_a_prompt_that_cannot_fit_is_refused_with_the_numbers(site, alice):
+def test_a_prompt_that_cannot_fit_is_refused_with_the_numbers(vector_set, alice):
     with pytest.raises(ValueError) as refused:
         prepare(alice, words(300), max_new_tokens=16)
     message = str(refused.value)
@@ -76,14 +77,14 @@ def test_a_prompt_that_cannot_fit_is_refused_with_the_numbers(site, alice):
 
 
 @pytest.mark.django_db
-def test_max_new_tokens_counts_against_the_context(site, alice):
+def test_max_new_tokens_counts_against_the_context(vector_set, alice):
     prepare(alice, "Hello", max_new_tokens=200)
     with pytest.raises(ValueError, match=f"context of {CONTEXT} tokens"):
         prepare(alice, "Hello", max_new_tokens=CONTEXT)
 
 
 @pytest.mark.django_db(transaction=True)  # the async view prepares on another thread
-def test_rest_chat_answers_400_with_the_numbers_and_logs_nothing(site, as_alice):
+def test_rest_chat_answers_400_with_the_numbers_and_logs_nothing(vector_set, as_alice):
     response = as_alice.post("/api/chat/", {"prompt": words(300), "max_new_tokens": 8}, format="json")
     assert response.status_code == 400
     body = response.json()
@@ -92,7 +93,7 @@ def test_rest_chat_answers_400_with_the_numbers_and_logs_nothing(site, as_alice)
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_websocket_answers_an_error_frame_and_stays_open(site, alice):
+async def test_the_websocket_answers_an_error_frame_and_stays_open(vector_set, alice):
     ws, connected, _ = await connect(alice)
     assert connected
     await ws.send_json_to({"type": "generate", "prompt": words(300), "max_new_tokens": 8})

@@ -10,7 +10,7 @@ from django_q.tasks import async_task
 
 from steering import evaluation, services
 from steering.models import Evaluation, PreferenceDimension, VectorSet
-from steering.runtime import site_model
+from steering.serving.site import site_model
 from tests.tiny_models import CORPUS
 
 pytestmark = pytest.mark.django_db

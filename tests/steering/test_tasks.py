@@ -3,7 +3,7 @@ import pytest
 from steering import services
 from steering.engine import SteeringVectors
 from steering.models import VectorSet
-from steering.runtime import site_model_id
+from steering.serving.site import site_model_id
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 

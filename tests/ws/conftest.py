@@ -6,7 +6,8 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from steering import data, runtime, services
+from steering import data, services
+from steering.serving import site
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
 from steerlab_site.asgi import application
@@ -15,7 +16,7 @@ from steerlab_site.asgi import application
 @pytest.fixture(scope="session")
 def formality_vectors():
     positive, negative = data.examples("formality")
-    return compute_vectors(runtime.site_model(), {"formality": (positive[:24], negative[:24])},
+    return compute_vectors(site.site_model(), {"formality": (positive[:24], negative[:24])},
                            labels={"formality": ["Casual", "Formal"]})
 
 
@@ -63,7 +64,7 @@ class WorkerThread:
 
         from steering.inference.worker import InferenceWorker
 
-        self.worker = InferenceWorker(runtime.site_scheduler())
+        self.worker = InferenceWorker(site.site_scheduler())
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -23,7 +23,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.test import Client
 
-from steering import data, runtime, services
+from steering import data, services
+from steering.serving import site
 from steering.engine import compute_vectors
 from steering.inference import queue
 from steering.models import InteractionLog, PreferenceDimension
@@ -87,7 +88,7 @@ def worker_site(settings, tiny_site, transactional_db):
     settings.REDIS_URL = settings.TEST_REDIS_URL
     settings.STEERLAB_QUEUE_PREFIX = f"steerlab-test-{uuid.uuid4().hex[:8]}"
     positive, negative = data.examples("formality")
-    vectors = compute_vectors(runtime.site_model(), {"formality": (positive[:8], negative[:8])},
+    vectors = compute_vectors(site.site_model(), {"formality": (positive[:8], negative[:8])},
                               labels={"formality": ["Casual", "Formal"]})
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
     services.vector_set_register(vectors=vectors, name="default")

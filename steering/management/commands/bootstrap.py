@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand
 
 from steering import data, services
 from steering.models import VectorSet
-from steering.runtime import site_model, site_model_id
+from steering.serving.site import site_model, site_model_id
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "steerlab-demo"
