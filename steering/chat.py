@@ -19,7 +19,7 @@ from typing import AsyncIterator
 from asgiref.sync import sync_to_async
 
 from steering import services
-from steering.inference.service import GenerationSpec, backend
+from steering.serving.backends import GenerationSpec, backend
 from steering.models import InteractionLog
 from steering.serving.site import VectorSetUnavailable
 

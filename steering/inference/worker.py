@@ -28,7 +28,7 @@ from django.conf import settings
 from steering.engine import GenerationParams
 from steering.inference import queue
 from steering.inference.scheduler import Scheduler
-from steering.inference.service import GenerationSpec, error_event, run_on_scheduler
+from steering.serving.backends import GenerationSpec, error_event, run_on_scheduler
 
 log = logging.getLogger(__name__)
 
