@@ -6,7 +6,7 @@ backends that generate one and yield the same events.
 - `WorkerBackend` (STEERLAB_INFERENCE=worker): the spec travels through a Redis stream to
   `manage.py inference_worker`, which runs the same scheduler, so several daphne processes
   share one model. Each request is served by one worker at a time; when a worker dies, a
-  survivor resumes its streams (`steering.inference.queue`, `steering.inference.worker`).
+  survivor resumes its streams (`steering.inference.queue`, `steering.serving.worker`).
   With no survivor, the silence of the worker ends the request with an error.
 
 Events are dicts: {"type": "token", "text"} (worker mode also says which worker serves the

@@ -62,7 +62,7 @@ class WorkerThread:
         import asyncio
         import threading
 
-        from steering.inference.worker import InferenceWorker
+        from steering.serving.worker import InferenceWorker
 
         self.worker = InferenceWorker(site.site_scheduler())
         self.loop = asyncio.new_event_loop()

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from steering.serving import site
-from steering.inference.worker import InferenceWorker
+from steering.serving.worker import InferenceWorker
 
 
 class Command(BaseCommand):
