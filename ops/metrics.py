@@ -148,7 +148,7 @@ class WorkerQueueCollector(_ScrapeTime):
             return
         import redis
 
-        from steering.inference import queue
+        from steering.serving import queue
 
         try:
             with redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2) as client:

@@ -6,7 +6,7 @@ backends that generate one and yield the same events.
 - `WorkerBackend` (STEERLAB_INFERENCE=worker): the spec travels through a Redis stream to
   `manage.py inference_worker`, which runs the same scheduler, so several daphne processes
   share one model. Each request is served by one worker at a time; when a worker dies, a
-  survivor resumes its streams (`steering.inference.queue`, `steering.serving.worker`).
+  survivor resumes its streams (`steering.serving.queue`, `steering.serving.worker`).
   With no survivor, the silence of the worker ends the request with an error.
 
 Events are dicts: {"type": "token", "text"} (worker mode also says which worker serves the
@@ -145,13 +145,13 @@ class LocalBackend:
 
 class WorkerBackend:
     """The scheduler lives in `manage.py inference_worker`, reached through Redis streams
-    (`steering.inference.queue`). Follows the request's reply stream in order, accepting
+    (`steering.serving.queue`). Follows the request's reply stream in order, accepting
     events only from the worker that holds the request now; a move to another worker (the
     first one died) shows as a "worker" event in the stream of events, and the previous one
     is told to cancel, in case it was only paused."""
 
     async def generate(self, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
-        from steering.inference import queue
+        from steering.serving import queue
 
         r = queue.client()
         loop = asyncio.get_running_loop()
@@ -238,7 +238,7 @@ MAX_QUEUE_ENTRIES = 100_000  # a bound on the stream, far above any real backlog
 async def _survivors(r, holder: str | None, silence: float) -> bool:
     """Whether a worker other than the silent `holder` has shown life within the window: one
     that will take the request over once its lease has run out."""
-    from steering.inference import queue
+    from steering.serving import queue
 
     alive = await r.zrangebyscore(queue.workers_key(), time.time() - silence, "+inf")
     return any(name.decode() != holder for name in alive)
@@ -248,7 +248,7 @@ async def _withdraw(r, entry: str, reply: str, *, settled: bool) -> None:
     """Drop the request from the queue (a no-op once its worker settled it) and its reply
     stream. Acknowledging it revokes the lease: a worker still serving an abandoned request
     is refused its next write and stops."""
-    from steering.inference import queue
+    from steering.serving import queue
 
     if not settled:
         await r.xack(queue.requests_key(), queue.GROUP, entry)

@@ -1,5 +1,5 @@
 """`manage.py inference_worker`: the inference service as its own process, fed through a
-Redis stream (see `steering.inference.queue`), so that several daphne processes share one
+Redis stream (see `steering.serving.queue`), so that several daphne processes share one
 model and several workers (one per GPU) share the load.
 
 A worker takes new requests with `XREADGROUP` (each goes to one worker only) and writes each
@@ -26,7 +26,7 @@ import uuid
 from django.conf import settings
 
 from steering.engine import GenerationParams
-from steering.inference import queue
+from steering.serving import queue
 from steering.inference.scheduler import Scheduler
 from steering.serving.backends import GenerationSpec, error_event, run_on_scheduler
 

@@ -81,7 +81,7 @@ class WorkerThread:
         except BaseException:
             pass
         # Drop the Redis connections, as a dead process's are.
-        from steering.inference import queue
+        from steering.serving import queue
 
         client = queue._clients.pop(self.loop, None)
         if client is not None:

@@ -26,7 +26,7 @@ from django.test import Client
 from steering import data, services
 from steering.serving import site
 from steering.engine import compute_vectors
-from steering.inference import queue
+from steering.serving import queue
 from steering.models import InteractionLog, PreferenceDimension
 from tests.ws.conftest import connect
 
