@@ -15,12 +15,14 @@ import re
 import tempfile
 from pathlib import Path
 
-from steering import data, services
+from steering import data, selectors, services
+from steering.engine import SteeringVectors, record_activations
 from steering.engine.controlvector import (
     FORMAT, ControlVectorError, control_vector_from, read_control_vector, steering_vectors_from, write_control_vector,
 )
 from steering.evaluation import functional_range_measure
 from steering.models import VectorSet
+from steering.serving import site
 
 DIMENSION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
 # The texts whose residual norms give a foreign file SteerLab's unit: the range search's own
@@ -35,14 +37,10 @@ def export_filename(vector_set: VectorSet, dimension: str, strength: float) -> s
 def vector_set_export_gguf(*, vector_set: VectorSet, dimension: str, strength: float, path: Path) -> Path:
     """Write `dimension` of a ready `vector_set` at `strength` to `path` as a GGUF control
     vector. Raises ControlVectorError (and ValueError) with a message for a bad request."""
-    from steering.serving import site
-
     if not vector_set.is_ready or not vector_set.file:
         raise ControlVectorError(f"Vector set {vector_set.pk} is {vector_set.status}, not ready")
     vectors = site.site_vectors(vector_set) if vector_set.model_id == site.site_model_id() else None
     if vectors is None:
-        from steering.engine import SteeringVectors
-
         vectors = SteeringVectors.load(Path(vector_set.file.path))
     if dimension not in vectors.dimensions:
         raise ControlVectorError(f"Unknown dimension {dimension!r}; this vector set has: {', '.join(vectors.dimensions)}")
@@ -53,8 +51,6 @@ def vector_set_export_gguf(*, vector_set: VectorSet, dimension: str, strength: f
 
 def _model_hint(model_id: str) -> str:
     """The architecture name llama.cpp and repeng call the model by ("llama" for SmolLM2)."""
-    from steering.serving import site
-
     if model_id == site.site_model_id():
         return str(getattr(site.site_model().model.config, "model_type", "") or "")
     return ""
@@ -66,8 +62,6 @@ def vector_set_import_gguf(
     """Register an uploaded GGUF control vector as a ready one-dimension vector set for this
     server's model. The end labels are the caller's, else those a SteerLab file records.
     Raises ControlVectorError with every reason it does not fit; nothing is stored then."""
-    from steering.serving import site
-
     if not DIMENSION_NAME.fullmatch(dimension or ""):
         raise ControlVectorError("The dimension name must be 1–50 lowercase letters, digits, '-' or '_'")
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,10 +91,6 @@ def _residual_norms(loaded):
     """The model's mean residual norm per block, SteerLab's unit for a file that has none:
     the default set's (measured on this model when it was computed), else measured now on the
     range search's neutral prompts (a fresh server that has no set yet)."""
-    from steering import selectors
-    from steering.serving import site
-    from steering.engine import record_activations
-
     default = selectors.vector_set_default()
     if default is not None and default.file:
         try:

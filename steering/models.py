@@ -3,6 +3,7 @@ profiles, conversations, interaction logs, feedback and the history of profile c
 
 from __future__ import annotations
 
+import logging
 import math
 
 from django.conf import settings
@@ -11,6 +12,8 @@ from django.core.validators import MaxValueValidator
 from django.db import models, transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
+
+log = logging.getLogger(__name__)
 
 
 class PreferenceDimension(models.Model):
@@ -106,14 +109,20 @@ class VectorSet(models.Model):
     def dimension_names(self) -> list[str]:
         return [d.name for d in self.dimensions.all()]
 
+    def mark_unavailable(self, reason: str) -> None:
+        """A ready set whose file turned out missing or unusable: take it out of use, saying why
+        (for staff; no path), instead of leaving it "ready" for every request to fail on."""
+        log.error("Vector set %s is unavailable: %s", self.pk, reason)
+        VectorSet.objects.filter(pk=self.pk, status=VectorSet.Status.READY).update(
+            status=VectorSet.Status.UNAVAILABLE, error=reason[:2000]
+        )
+        self.status, self.error = VectorSet.Status.UNAVAILABLE, reason[:2000]
+
 
 @receiver(post_delete, sender=VectorSet)
 def _delete_vector_file(sender, instance: VectorSet, **kwargs) -> None:
-    from steering.serving import site
-
-    # After commit: a rolled-back delete must not lose the file.
-    pk = instance.pk
-    transaction.on_commit(lambda: site.forget_vector_set(pk))
+    # After commit: a rolled-back delete must not lose the file. (The serving cache drops
+    # the set's vectors through its own receiver, in steering.serving.site.)
     if instance.file:
         storage, name = instance.file.storage, instance.file.name
         transaction.on_commit(lambda: storage.delete(name))

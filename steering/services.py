@@ -179,11 +179,7 @@ def _upload_quota_check(*, owner, new_bytes: int) -> None:
 def vector_set_mark_unavailable(*, vector_set: VectorSet, reason: str) -> None:
     """A ready set whose file turned out missing or unusable: take it out of use, saying why
     (for staff; no path), instead of leaving it "ready" for every request to fail on."""
-    log.error("Vector set %s is unavailable: %s", vector_set.pk, reason)
-    VectorSet.objects.filter(pk=vector_set.pk, status=VectorSet.Status.READY).update(
-        status=VectorSet.Status.UNAVAILABLE, error=reason[:2000]
-    )
-    vector_set.status, vector_set.error = VectorSet.Status.UNAVAILABLE, reason[:2000]
+    vector_set.mark_unavailable(reason)
 
 
 def vector_set_enqueue(*, vector_set: VectorSet, sync: bool = False) -> None:

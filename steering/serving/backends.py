@@ -29,7 +29,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from steering.engine import GenerationParams, GenerationRequest
-from steering.inference.scheduler import Busy, Scheduler, SchedulerClosed, TooManyForUser
+from steering.inference import Busy, Scheduler, SchedulerClosed, TooManyForUser
+from steering.serving import queue, site
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,9 @@ class GenerationSpec:
 
     def to_request(self) -> GenerationRequest:
         """Resolve steering against this process's model (loads the vector file once)."""
-        from steering.serving import site
-        from steering.models import VectorSet
-
-        steering = {}
-        if self.strengths:
-            vector_set = VectorSet.objects.get(pk=self.vector_set_id)
-            steering = site.site_vectors(vector_set).layer_deltas(self.strengths)
         return GenerationRequest(
-            prompt_ids=self.prompt_ids, params=GenerationParams(**self.params), steering=steering,
+            prompt_ids=self.prompt_ids, params=GenerationParams(**self.params),
+            steering=site.steering_for(self.vector_set_id, self.strengths),
             generated_ids=list(self.generated_ids),
         )
 
@@ -73,13 +68,10 @@ async def run_on_scheduler(
     `every_token` (the worker) yields a token event with its `token_id` for every token of the
     answer, also those whose text is held back (part of a character): a survivor resumes a
     dead worker's stream from these ids."""
-    from steering.serving import site
-    from steering.models import VectorSet
-
     try:
         request = await sync_to_async(spec.to_request, thread_sensitive=False)()
-    except VectorSet.DoesNotExist:
-        yield error_event("not_found", f"Vector set {spec.vector_set_id} no longer exists")
+    except site.VectorSetNotFound as exc:
+        yield error_event("not_found", str(exc))
         return
     except site.VectorSetUnavailable as exc:  # the server's fault: its message names no path
         yield error_event("vector_set_unavailable", str(exc), 60)
@@ -138,8 +130,6 @@ class LocalBackend:
     """The scheduler lives in this process (started on first use)."""
 
     def generate(self, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
-        from steering.serving import site
-
         return run_on_scheduler(site.site_scheduler(), spec, cancelled)
 
 
@@ -151,8 +141,6 @@ class WorkerBackend:
     is told to cancel, in case it was only paused."""
 
     async def generate(self, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
-        from steering.serving import queue
-
         r = queue.client()
         loop = asyncio.get_running_loop()
         request_id = uuid.uuid4().hex
@@ -238,8 +226,6 @@ MAX_QUEUE_ENTRIES = 100_000  # a bound on the stream, far above any real backlog
 async def _survivors(r, holder: str | None, silence: float) -> bool:
     """Whether a worker other than the silent `holder` has shown life within the window: one
     that will take the request over once its lease has run out."""
-    from steering.serving import queue
-
     alive = await r.zrangebyscore(queue.workers_key(), time.time() - silence, "+inf")
     return any(name.decode() != holder for name in alive)
 
@@ -248,8 +234,6 @@ async def _withdraw(r, entry: str, reply: str, *, settled: bool) -> None:
     """Drop the request from the queue (a no-op once its worker settled it) and its reply
     stream. Acknowledging it revokes the lease: a worker still serving an abandoned request
     is refused its next write and stops."""
-    from steering.serving import queue
-
     if not settled:
         await r.xack(queue.requests_key(), queue.GROUP, entry)
         await r.xdel(queue.requests_key(), entry)

@@ -23,9 +23,16 @@ from pathlib import Path
 from typing import Sequence
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_delete
 
-from steering.engine import GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, load_model
+from steering import data
+from steering.engine import (
+    GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
+)
 from steering.engine.models import model_id_for
+from steering.inference import Scheduler
+from steering.models import VectorSet
 
 _lock = threading.RLock()
 
@@ -36,13 +43,17 @@ class _Site:
     hooks: SteeringHooks
     # (vector set id, file name) → vectors, least recently used first
     vectors: OrderedDict[tuple[int, str], SteeringVectors] = field(default_factory=OrderedDict)
-    scheduler: object | None = None
+    scheduler: Scheduler | None = None
     residual_norms: object | None = None  # torch.Tensor [layers], measured on first use
 
 
 class VectorSetUnavailable(ValueError):
     """A ready vector set whose file is missing or unusable; it has been marked unavailable.
     The message names the set, never a path."""
+
+
+class VectorSetNotFound(Exception):
+    """A generation names a vector set that no longer exists (deleted since it was chosen)."""
 
 
 _sites: dict[tuple[str, str, str], _Site] = {}
@@ -128,9 +139,6 @@ def site_vectors(vector_set) -> SteeringVectors:
     """The vectors of a ready `vector_set`, checked against the site model. A file that is
     missing, unreadable or does not fit the model marks the set unavailable (with the reason,
     for staff) and raises VectorSetUnavailable."""
-    from steering.engine import VectorFileError
-    from steering.services import vector_set_mark_unavailable
-
     site = _site()
     key = (vector_set.pk, vector_set.file.name if vector_set.file else "")
     with _lock:
@@ -148,7 +156,7 @@ def site_vectors(vector_set) -> SteeringVectors:
         vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
     except VectorFileError as exc:
         detail = str(exc).replace(str(Path(settings.MEDIA_ROOT)), "<media>")
-        vector_set_mark_unavailable(vector_set=vector_set, reason=f"{reason} ({detail})")
+        vector_set.mark_unavailable(f"{reason} ({detail})")
         raise VectorSetUnavailable(
             f"Vector set {vector_set.pk} is unavailable: {reason}. An administrator must recompute or replace it."
         ) from exc
@@ -163,9 +171,6 @@ def site_residual_norms():
     """The mean residual-stream norm of each layer of the site model, measured once per
     process on shipped neutral prompts: what uploaded vectors are scaled to, so that their
     own claims about the model cannot make an addition larger."""
-    from steering import data
-    from steering.engine import record_activations
-
     site = _site()
     if site.residual_norms is None:
         # Outside the lock: chat requests resolving their vectors meanwhile must not wait.
@@ -189,12 +194,36 @@ def _cache_put(site: _Site, key: tuple[int, str], vectors: SteeringVectors) -> N
             total -= evicted.nbytes
 
 
+def steering_for(vector_set_id: int | None, strengths: dict[str, float]) -> dict:
+    """The layer deltas ({layer: tensor}) that `strengths` on vector set `vector_set_id` add
+    to the site model: what a generation's steering is, resolved in one call so that the
+    backends never query the database. No strengths, no steering (and no query). Raises
+    VectorSetNotFound, VectorSetUnavailable, or LookupError/ValueError for an unknown
+    dimension or a bad strength."""
+    if not strengths:
+        return {}
+    try:
+        vector_set = VectorSet.objects.get(pk=vector_set_id)
+    except VectorSet.DoesNotExist:
+        raise VectorSetNotFound(f"Vector set {vector_set_id} no longer exists") from None
+    return site_vectors(vector_set).layer_deltas(strengths)
+
+
 def forget_vector_set(pk: int) -> None:
     """Drop a vector set's vectors from this process's cache (it was deleted or recomputed)."""
     with _lock:
         for site in _sites.values():
             for key in [k for k in site.vectors if k[0] == pk]:
                 del site.vectors[key]
+
+
+def _forget_deleted(sender, instance: VectorSet, **kwargs) -> None:
+    # After commit: a rolled-back delete keeps its set, and so its cached vectors.
+    pk = instance.pk
+    transaction.on_commit(lambda: forget_vector_set(pk))
+
+
+post_delete.connect(_forget_deleted, sender=VectorSet, dispatch_uid="steering.serving.site.forget_deleted")
 
 
 def loaded_vector_sets() -> list[int]:
@@ -205,10 +234,8 @@ def loaded_vector_sets() -> list[int]:
         return sorted({pk for pk, _ in site.vectors})
 
 
-def site_scheduler():
+def site_scheduler() -> Scheduler:
     """This process's inference scheduler for the site model, started on first use."""
-    from steering.inference.scheduler import Scheduler
-
     site = _site()
     with _lock:
         if site.scheduler is None:
