@@ -6,14 +6,11 @@ What is counted where:
 - Websocket connections open and accepted: `count_websockets`, around the websocket app in
   asgi.py.
 - Generations by source and status, generated tokens, decoding speed (tokens/s) and time to
-  first token: from each InteractionLog as it is recorded (every chat turn records one, in the
-  process that served it, whichever backend generated it).
-- Inference queue depth and active generations, and whether the model is loaded: read from
-  this process's scheduler at scrape time (`steering.serving.site`), never loading the model. In
-  worker mode the scheduler lives in `manage.py inference_worker`, which serves them itself
-  (`--metrics-port`, `worker_registry`).
-- Worker mode's claims and resumptions (a dead worker's requests taken over and resumed):
-  counted in Redis by the workers, read at scrape time, so they hold for the whole deployment.
+  first token: `observe_generation`, called for each InteractionLog as it is recorded (every
+  chat turn records one, in the process that served it, whichever backend generated it).
+- Inference queue depth and active generations, and whether the model is loaded; worker
+  mode's claims and resumptions: collected by `steering.serving.collectors`, which steering
+  registers here when its app is ready (ops, the cross-cutting part, imports no steering).
 - django-q2 tasks waiting and failed: counted in the database at scrape time, so they hold for
   the whole cluster, whichever process ran the task.
 
@@ -26,9 +23,8 @@ import logging
 import time
 import uuid
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.process_collector import ProcessCollector
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from ops.logs import request_id
 
@@ -81,38 +77,16 @@ def observe_generation(*, source: str, status: str, tokens: int, latency_ms: int
             TOKENS_PER_SECOND.observe((tokens - 1) / decode_s)
 
 
-def _interaction_recorded(sender, instance, created, raw=False, **kwargs) -> None:
-    if created and not raw:
-        observe_generation(
-            source=instance.source,
-            status=instance.status,
-            tokens=instance.tokens,
-            latency_ms=instance.latency_ms,
-            first_token_ms=instance.first_token_ms,
-        )
+class ScrapeTimeCollector:
+    """A collector read at scrape time only (steering's serving collectors are others)."""
 
-
-class _ScrapeTime:
     def describe(self):
         # Registering a collector without describe() makes the registry collect at once, at
         # start-up: before the database is ready, and for nothing.
         return []
 
 
-class SchedulerCollector(_ScrapeTime):
-    """This process's inference scheduler, read at scrape time; a process that has not loaded
-    the model reports zeros and model_loaded 0 (a scrape never loads it)."""
-
-    def collect(self):
-        from steering.serving import site
-
-        depth = site.inference_queue_depth()
-        yield _gauge("steerlab_inference_waiting", "Generations queued for this process's model.", depth.get("waiting", 0))
-        yield _gauge("steerlab_inference_active", "Generations decoding in this process's model now.", depth.get("active", 0))
-        yield _gauge("steerlab_model_loaded", "1 once this process has loaded the site model.", int(site.site_model_loaded()))
-
-
-class TaskCollector(_ScrapeTime):
+class TaskCollector(ScrapeTimeCollector):
     """django-q2's queue and failures, counted in the database (shared by the cluster)."""
 
     def collect(self):
@@ -127,7 +101,7 @@ class TaskCollector(_ScrapeTime):
         except DatabaseError as exc:  # the scrape still answers; health reports the database
             log.warning("Task metrics unavailable: %s", exc)
             return
-        yield _gauge("steerlab_tasks_queued", "django-q2 tasks waiting in the ORM broker.", waiting)
+        yield gauge("steerlab_tasks_queued", "django-q2 tasks waiting in the ORM broker.", waiting)
         family = GaugeMetricFamily(
             "steerlab_tasks_failed", "Failed django-q2 tasks on record (the admin's Failed tasks), by function.", labels=["func"]
         )
@@ -136,38 +110,7 @@ class TaskCollector(_ScrapeTime):
         yield family
 
 
-class WorkerQueueCollector(_ScrapeTime):
-    """Worker mode's failovers, counted in Redis by the workers, so any process's scrape shows
-    the whole deployment's: requests taken over from a silent worker (claims) and streams
-    resumed from where they stopped (resumptions). Nothing in the other modes."""
-
-    def collect(self):
-        from django.conf import settings
-
-        if settings.STEERLAB_INFERENCE != "worker" or not settings.REDIS_URL:
-            return
-        import redis
-
-        from steering.serving import queue
-
-        try:
-            with redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2) as client:
-                raw = client.hgetall(queue.stats_key())
-        except redis.RedisError as exc:  # the scrape still answers; health reports Redis
-            log.warning("Worker queue metrics unavailable: %s", exc)
-            return
-        counts = {k.decode(): int(v) for k, v in raw.items()}
-        yield CounterMetricFamily(
-            "steerlab_inference_claims", "Requests a worker took over from a worker silent past the window.",
-            value=counts.get("claims", 0),
-        )
-        yield CounterMetricFamily(
-            "steerlab_inference_resumptions", "Streams a worker resumed where a dead worker's stopped.",
-            value=counts.get("resumptions", 0),
-        )
-
-
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+def gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
@@ -204,30 +147,13 @@ def count_websockets(app):
     return wrapper
 
 
-def worker_registry() -> CollectorRegistry:
-    """What `manage.py inference_worker --metrics-port` serves: its scheduler and its process
-    (no database queries from the exporter's threads)."""
-    registry = CollectorRegistry()
-    registry.register(SchedulerCollector())
-    registry.register(WorkerQueueCollector())
-    ProcessCollector(registry=registry)
-    return registry
-
-
 _installed = False
 
 
 def install() -> None:
-    """Register the scrape-time collectors and the generation counter, once per process."""
+    """Register the scrape-time collectors of the cluster's tasks, once per process."""
     global _installed
     if _installed:
         return
-    from django.db.models.signals import post_save
-
-    from steering.models import InteractionLog
-
-    REGISTRY.register(SchedulerCollector())
     REGISTRY.register(TaskCollector())
-    REGISTRY.register(WorkerQueueCollector())
-    post_save.connect(_interaction_recorded, sender=InteractionLog, dispatch_uid="ops.metrics.generations")
     _installed = True

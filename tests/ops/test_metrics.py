@@ -212,7 +212,7 @@ def test_the_inference_worker_serves_its_scheduler_and_process_metrics():
 
     from prometheus_client import start_http_server
 
-    from ops.metrics import worker_registry
+    from steering.serving.collectors import worker_registry
 
     # As `manage.py inference_worker --metrics-port` starts it (port 0: any free one).
     server, thread = start_http_server(0, "127.0.0.1", registry=worker_registry())

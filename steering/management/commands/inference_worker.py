@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from steering.serving import site
+from steering.serving.collectors import worker_registry
 from steering.serving.worker import InferenceWorker
 
 
@@ -29,8 +30,6 @@ class Command(BaseCommand):
             # Started after the model has loaded, so an answering port also means "ready"
             # (the container health check relies on it).
             from prometheus_client import start_http_server
-
-            from ops.metrics import worker_registry
 
             start_http_server(options["metrics_port"], options["metrics_host"], registry=worker_registry())
             self.stdout.write(f"Metrics on http://{options['metrics_host']}:{options['metrics_port']}/metrics")
