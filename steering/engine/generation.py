@@ -24,7 +24,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingW
 
 from .extraction import pad_left
 from .hooks import RowSteering, SteeringHooks
-from .models import LoadedModel
+from .loading import LoadedModel
 
 MAX_NEW_TOKENS_LIMIT = 4096
 

@@ -22,7 +22,7 @@ import torch
 from .embedding import SentenceEmbedder, relative_similarity
 from .extraction import pad_left
 from .generation import accepts_logits_to_keep
-from .models import LoadedModel
+from .loading import LoadedModel
 
 
 def effect_scores(

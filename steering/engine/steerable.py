@@ -20,7 +20,7 @@ import torch
 from .extraction import compute_vectors
 from .generation import GenerationParams, GenerationRequest, TokenEvent, stream_batch
 from .hooks import SteeringHooks
-from .models import EMBEDDED, LoadedModel, load_model
+from .loading import EMBEDDED, LoadedModel, load_model
 from .vectorfile import SteeringVectors, UnknownDimension
 
 

@@ -29,7 +29,7 @@ from .embedding import SentenceEmbedder, shared_embedder
 from .generation import GenerationParams, GenerationRequest, stream_batch
 from .hooks import SteeringHooks
 from .metrics import answer_nll, effect_scores, perplexity, pne, repetition_rate, spearman
-from .models import LoadedModel
+from .loading import LoadedModel
 from .vectorfile import SteeringVectors
 
 Progress = Callable[[int, int], None]

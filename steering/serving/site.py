@@ -30,7 +30,7 @@ from steering import data
 from steering.engine import (
     GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
-from steering.engine.models import model_id_for
+from steering.engine.loading import model_id_for
 from steering.inference import Scheduler
 from steering.models import VectorSet
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from steering.engine import DecodeBatch, GenerationParams, GenerationRequest, SteeringHooks, load_model
-from steering.engine.models import cpu_has_fast_bf16, fastest_dtype, resolve_dtype
+from steering.engine.loading import cpu_has_fast_bf16, fastest_dtype, resolve_dtype
 
 from tests.tiny_models import CORE_FAMILIES, build_tiny
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from steering import data
-from steering.engine.models import EMBEDDED_MODEL_ID
+from steering.engine.loading import EMBEDDED_MODEL_ID
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from steering.engine import SteeringVectors
-from steering.engine.models import EMBEDDED_MODEL_ID
+from steering.engine.loading import EMBEDDED_MODEL_ID
 from steering.engine.sweep import RANGE_CANDIDATES
 from steering.models import VectorSet
 

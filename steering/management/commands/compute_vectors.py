@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from steering import data, services
 from steering.engine import ModelNotFound, load_model
-from steering.engine.models import model_id_for
+from steering.engine.loading import model_id_for
 from steering.models import VectorSet
 
 MIN_EXAMPLES = 2

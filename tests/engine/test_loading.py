@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from steering.engine import ModelNotFound, UnsupportedModel, find_layers, load_model
-from steering.engine.models import end_of_turn_ids
+from steering.engine.loading import end_of_turn_ids
 
 from tests.tiny_models import ALL_FAMILIES, NUM_LAYERS, build_tiny
 
