@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steering import data  # noqa: E402
 from steering.engine import CHAT_DEFAULTS, GenerationParams, SteerableModel  # noqa: E402
-from steering.engine.metrics import answer_nll, perplexity, repetition_rate  # noqa: E402
+from steering.engine.measures import answer_nll, perplexity, repetition_rate  # noqa: E402
 
 WORD = re.compile(r"\w+", re.UNICODE)
 

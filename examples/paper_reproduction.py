@@ -32,7 +32,7 @@ STRENGTHS = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
 
 def experiment_1(loaded, vectors, dimensions, prompts, params, embedder) -> dict:
     from steering import data
-    from steering.engine.metrics import pearson
+    from steering.engine.measures import pearson
     from steering.engine.sweep import evaluate_dimension
 
     results = {}
@@ -57,7 +57,7 @@ def experiment_1(loaded, vectors, dimensions, prompts, params, embedder) -> dict
 def experiment_3(loaded, vectors, pair, prompts, params, embedder) -> dict:
     from steering import data
     from steering.engine import SteeringHooks
-    from steering.engine.metrics import effect_scores
+    from steering.engine.measures import effect_scores
     from steering.engine.sweep import generate_rows
 
     a, b = pair

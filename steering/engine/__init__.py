@@ -4,7 +4,7 @@ loading (models, layer discovery) · extraction (activations; CAA, probe and PCA
 layers (default layers, held-out layer scores, top-k choice) · hooks (per-row
 steering) · generation (batched streaming decode) · vectorfile (SteeringVectors and their
 safetensors file) · steerable (SteerableModel, the few-lines API) · embedding (sentence
-embeddings) · metrics (Effect, perplexity, PNE, Spearman, repetition) · sweep (strengths ×
+embeddings) · measures (Effect, perplexity, PNE, Spearman, repetition) · sweep (strengths ×
 prompts in one batch: evaluation and the functional-range search).
 """
 

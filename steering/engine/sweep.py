@@ -28,7 +28,7 @@ import torch
 from .embedding import SentenceEmbedder, shared_embedder
 from .generation import GenerationParams, GenerationRequest, stream_batch
 from .hooks import SteeringHooks
-from .metrics import answer_nll, effect_scores, perplexity, pne, repetition_rate, spearman
+from .measures import answer_nll, effect_scores, perplexity, pne, repetition_rate, spearman
 from .loading import LoadedModel
 from .vectorfile import SteeringVectors
 

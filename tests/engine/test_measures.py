@@ -5,7 +5,7 @@ import torch
 
 from steering import data
 from steering.engine.embedding import shared_embedder
-from steering.engine.metrics import (
+from steering.engine.measures import (
     AnswerNLL, answer_nll, effect_scores, pearson, perplexity, pne, repetition_rate, spearman,
 )
 
