@@ -23,7 +23,7 @@ from steering import data
 from steering.engine import GenerationParams, LoadedModel, SteeringHooks, SteeringVectors
 from steering.engine.embedding import shared_embedder
 from steering.engine.prompting import preference_instruction
-from steering.engine.sweep import RANGE_PROMPTS, Evaluation as EvaluationResult
+from steering.engine.sweep import RANGE_PROMPTS, SweepResult
 from steering.engine.sweep import evaluate_dimension, search_functional_range
 from steering.models import Evaluation, VectorSet
 
@@ -237,7 +237,7 @@ def _figures(points, spearman: float, spearman_of_means: float) -> dict:
     }
 
 
-def summary_of(result: EvaluationResult) -> dict:
+def summary_of(result: SweepResult) -> dict:
     """The figures of the README's table for the steering, and the same figures of each
     baseline ("prompt", "prompt+steering") under "baselines"."""
     return {
@@ -249,7 +249,7 @@ def summary_of(result: EvaluationResult) -> dict:
     }
 
 
-def report_of(result: EvaluationResult, *, vector_set: VectorSet | None = None) -> dict:
+def report_of(result: SweepResult, *, vector_set: VectorSet | None = None) -> dict:
     """The JSON report: what was measured, the summary, and every point with its answers."""
     report = {
         "vector_set": {"id": vector_set.pk, "name": vector_set.name} if vector_set else None,
@@ -266,7 +266,7 @@ def report_of(result: EvaluationResult, *, vector_set: VectorSet | None = None) 
     return report
 
 
-def plot_evaluation(result: EvaluationResult, path: Path) -> Path:
+def plot_evaluation(result: SweepResult, path: Path) -> Path:
     """A PNG of Effect (mean, and each answer) and perplexity against strength."""
     import matplotlib
 

@@ -119,7 +119,10 @@ BASELINES = ("prompt", "prompt+steering")
 
 
 @dataclass
-class Evaluation:
+class SweepResult:
+    """One dimension swept over strengths × prompts: what `evaluate_dimension` measured (the
+    ORM's `Evaluation` stores a report made from one)."""
+
     dimension: str
     method: str
     functional_range: float
@@ -162,7 +165,7 @@ def evaluate_dimension(
     params: GenerationParams = EVALUATION_PARAMS,
     instructions: Callable[[float], str | None] | None = None,
     progress: Progress | None = None,
-) -> Evaluation:
+) -> SweepResult:
     """Answer every prompt at every strength (user units, −1…1 of the functional range) in one
     batch and measure the answers. `references` are the (positive, negative) reference texts.
     Strength 0 is always measured, since PNE compares with it. `instructions(strength)` (a
@@ -240,7 +243,7 @@ def evaluate_dimension(
         points = of(kind)
         baselines[kind] = Baseline(kind, points, rho(points), rho_of_means(points), {str(s): text for s, text in texts.items()})
     points = of("steering")
-    return Evaluation(
+    return SweepResult(
         dimension=dimension,
         method=vectors.method,
         functional_range=vectors.functional_range[dimension],
