@@ -13,7 +13,7 @@ from .extraction import (
 )
 from .generation import CHAT_DEFAULTS, DecodeBatch, GenerationParams, GenerationRequest, TokenEvent, stream_batch
 from .hooks import RowSteering, SteeringHooks
-from .layers import default_layers, held_out_accuracy, held_out_likelihood, held_out_separation, top_layers
+from .layers import default_layers, held_out_likelihood, held_out_separation, top_layers
 from .loading import EMBEDDED, LoadedModel, ModelNotFound, UnsupportedModel, find_layers, load_model
 from .steerable import SteerableModel
 from .vectorfile import SteeringVectors, UnknownDimension, VectorFileError
@@ -22,6 +22,6 @@ __all__ = [
     "CHAT_DEFAULTS", "EMBEDDED", "DecodeBatch", "GenerationParams", "GenerationRequest", "LoadedModel", "ModelNotFound",
     "RowSteering", "SteerableModel", "SteeringHooks", "SteeringVectors", "TokenEvent", "UnknownDimension",
     "UnsupportedModel", "VectorFileError", "compute_vectors", "default_layers", "find_layers", "fit_probe",
-    "held_out_accuracy", "held_out_likelihood", "held_out_separation", "layer_score", "load_model", "mean_difference", "pca_direction", "probe_direction",
+    "held_out_likelihood", "held_out_separation", "layer_score", "load_model", "mean_difference", "pca_direction", "probe_direction",
     "record_activations", "stream_batch", "top_layers",
 ]

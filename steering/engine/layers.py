@@ -2,9 +2,9 @@
 
 The paper steers the k layers whose probe separates the two ends of a dimension best on
 held-out data. `held_out_margins` scores one layer's activations with any linear classifier
-fitted on the rest; accuracy, likelihood (exp −log-loss) and separation (d′) summarise the
-margins, and `top_layers` turns per-layer scores into the steered layers. Accuracy saturates
-on real models (a small model's probe is 95–100 % right on every layer), so the ranking uses
+fitted on the rest; likelihood (exp −log-loss) and separation (d′) summarise the margins,
+and `top_layers` turns per-layer scores into the steered layers. Not accuracy: it saturates on
+real models (a small model's probe is 95–100 % right on every layer), so the ranking uses
 likelihood for the probe and separation for the other methods.
 """
 
@@ -61,13 +61,6 @@ def held_out_margins(
         pos_out[pos_fold == fold] = margins(weight, bias, positive[pos_fold == fold]).float()
         neg_out[neg_fold == fold] = margins(weight, bias, negative[neg_fold == fold]).float()
     return pos_out, neg_out
-
-
-def held_out_accuracy(positive: torch.Tensor, negative: torch.Tensor, fit: Classifier) -> float:
-    """k-fold accuracy of the classifier `fit` on one layer's activations (see held_out_margins)."""
-    pos, neg = held_out_margins(positive, negative, fit)
-    hits = int((pos > 0).sum()) + int((neg <= 0).sum())
-    return round(hits / (len(pos) + len(neg)), 6)  # rounded so equal accuracies tie exactly
 
 
 def held_out_likelihood(positive: torch.Tensor, negative: torch.Tensor, fit: Classifier) -> float:

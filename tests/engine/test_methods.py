@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from steering.engine import (
-    SteeringVectors, compute_vectors, fit_probe, held_out_accuracy, layer_score, mean_difference, pca_direction,
+    SteeringVectors, compute_vectors, fit_probe, layer_score, mean_difference, pca_direction,
     probe_direction, record_activations, top_layers,
 )
+from steering.engine.layers import held_out_margins
 
 from tests.tiny_models import CORPUS, build_tiny
 
@@ -109,6 +110,14 @@ def test_top_layers_breaks_ties_toward_the_middle_and_skips_layer_zero():
     assert top_layers([1.0, 0.2], 1) == [0]  # unless there are fewer than three layers
     with pytest.raises(ValueError, match="top_k must be between 1 and 3"):
         top_layers([1.0] * 4, 4)
+
+
+def held_out_accuracy(positive, negative, fit) -> float:
+    """k-fold accuracy of the classifier `fit` on one layer's activations: what the ranking
+    does not use, because it saturates (the test above)."""
+    pos, neg = held_out_margins(positive, negative, fit)
+    hits = int((pos > 0).sum()) + int((neg <= 0).sum())
+    return round(hits / (len(pos) + len(neg)), 6)  # rounded so equal accuracies tie exactly
 
 
 def test_held_out_accuracy_falls_back_to_the_training_data_with_one_example_per_class():
