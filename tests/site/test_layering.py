@@ -1,0 +1,154 @@
+"""The code's layering, checked rather than claimed:
+
+- the engine (`steering.engine`) and the scheduler (`steering.inference`) import no Django,
+  and nothing of the platform that does (`steering.models`, `steering.serving`): they run in
+  a bare interpreter, as the benches and the few-lines API use them;
+- the project's modules import one another without a cycle, counting imports made inside
+  functions too. An in-function import that only dodged a cycle would show up here as one;
+  those that remain are there for another reason (an app's `ready()`, a heavy or optional
+  dependency, Django's app registry) and could be hoisted without a cycle.
+"""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("accounts", "ops", "steering", "steerlab_site")
+
+IMPORT_ALL = """
+import importlib, json, pkgutil, sys
+import steering.engine, steering.inference
+names = []
+for package in (steering.engine, steering.inference):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(info.name)
+        names.append(info.name)
+bound = sorted(m for m in sys.modules
+               if m.split(".")[0] == "django" or m.startswith(("steering.models", "steering.serving")))
+print(json.dumps({"imported": names, "bound": bound}))
+"""
+
+
+def test_the_engine_and_the_scheduler_import_no_django():
+    # A fresh interpreter: this one has Django loaded already. No settings module either, so
+    # an import that touched Django's settings would fail rather than pass quietly.
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "steering.engine.generation" in report["imported"] and "steering.inference.scheduler" in report["imported"]
+    assert report["bound"] == []
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            if "migrations" in parts:
+                continue
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The project modules that `name` imports, anywhere in the file (functions included),
+    except under `if TYPE_CHECKING:`, which never runs."""
+    is_package = path.name == "__init__.py"
+    here = name if is_package else name.rpartition(".")[0]
+    targets = set()
+
+    def add(module: str) -> None:
+        # Importing a.b.c runs a/__init__ and a/b/__init__ first: those count, unless the
+        # importer is inside them (its own package is already being imported).
+        parts = module.split(".")
+        for n in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:n])
+            if prefix in modules and not (name == prefix or name.startswith(prefix + ".")):
+                targets.add(prefix)
+
+    class Visitor(ast.NodeVisitor):
+        def visit_If(self, node):
+            test = node.test
+            if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+                isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+            ):
+                for child in node.orelse:
+                    self.visit(child)
+                return
+            self.generic_visit(node)
+
+        def visit_Import(self, node):
+            for alias in node.names:
+                add(alias.name)
+
+        def visit_ImportFrom(self, node):
+            if node.level:
+                base = here.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            add(module)
+            for alias in node.names:
+                if f"{module}.{alias.name}" in modules:
+                    add(f"{module}.{alias.name}")
+
+    Visitor().visit(ast.parse(path.read_text(), filename=str(path)))
+    targets.discard(name)
+    return targets
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_project_modules_import_each_other_without_a_cycle_even_inside_functions():
+    modules = _modules()
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    assert graph["steering.serving.backends"] >= {"steering.serving.site", "steering.inference"}  # the parser sees imports
+    assert _cycles(graph) == []
+
+
+def test_ops_imports_nothing_of_steering():
+    # ops is the cross-cutting infrastructure (logs, metrics, throttling): steering uses it,
+    # never the other way round; steering registers what ops should measure of it.
+    modules = _modules()
+    for name, path in modules.items():
+        if name == "ops" or name.startswith("ops."):
+            assert not {m for m in _imports(name, path, modules) if m.split(".")[0] == "steering"}, name
