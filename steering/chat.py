@@ -19,8 +19,8 @@ from typing import AsyncIterator
 from asgiref.sync import sync_to_async
 
 from steering import services
-from steering.serving.backends import GenerationSpec, backend
 from steering.models import InteractionLog
+from steering.serving.backends import GenerationSpec, backend
 from steering.serving.site import VectorSetUnavailable
 
 # Error codes → HTTP status for the REST API (the websocket sends the code itself).

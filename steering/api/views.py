@@ -23,11 +23,11 @@ from rest_framework.views import APIView
 from ops.throttling import UserBudgetThrottle, client_address, credentials_refused, credentials_spend, too_many_message
 from ops.views import has_metrics_token
 from steering import selectors, services
-from steering.serving import site
 from steering.api import serializers as s
 from steering.api.authentication import StrictTokenAuthentication
 from steering.engine import SteeringVectors, VectorFileError
 from steering.models import InteractionLog, ProfileUpdate, VectorSet
+from steering.serving import site
 
 VECTOR_SET_PARAM = OpenApiParameter(
     "vector_set", int, description="Vector set id; the site's default set when omitted.", required=False

@@ -26,8 +26,8 @@ import uuid
 from django.conf import settings
 
 from steering.engine import GenerationParams
-from steering.serving import queue
 from steering.inference.scheduler import Scheduler
+from steering.serving import queue
 from steering.serving.backends import GenerationSpec, error_event, run_on_scheduler
 
 log = logging.getLogger(__name__)

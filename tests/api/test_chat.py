@@ -104,8 +104,8 @@ def test_anonymous_chat_is_refused(client, shared_set):
 
 def _hold(user_key, count):
     """`count` long generations queued on the site's scheduler under `user_key`."""
-    from steering.serving import site
     from steering.engine import GenerationParams, GenerationRequest
+    from steering.serving import site
 
     loaded = site.site_model()
     scheduler = site.site_scheduler()

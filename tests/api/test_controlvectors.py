@@ -14,10 +14,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from steering import services
-from steering.serving import site
 from steering.engine import GenerationParams, GenerationRequest
 from steering.engine.controlvector import read_control_vector
 from steering.models import VectorSet
+from steering.serving import site
 from tests.api.conftest import make_vectors
 
 

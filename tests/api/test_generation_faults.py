@@ -13,8 +13,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from steering import services
-from steering.serving import site
 from steering.models import InteractionLog, VectorSet
+from steering.serving import site
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
 from tests.ws.conftest import connect, frames_until_end

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save
 
 from steering import services
-from steering.serving import site
 from steering.engine import SteeringVectors
 from steering.models import PreferenceDimension, VectorSet
+from steering.serving import site
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
 

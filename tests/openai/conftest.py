@@ -15,8 +15,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from steering import services
-from steering.serving import site
 from steering.models import PreferenceDimension
+from steering.serving import site
 
 
 @pytest.fixture(scope="session")

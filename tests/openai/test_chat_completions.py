@@ -12,8 +12,8 @@ import httpx2 as httpx  # the HTTP client the pinned openai package itself uses
 import openai
 import pytest
 
-from steering.serving import site
 from steering.models import InteractionLog
+from steering.serving import site
 from tests.openai.conftest import token_for
 
 MESSAGES = [{"role": "user", "content": "Say something about coffee."}]

@@ -7,8 +7,8 @@ import openai
 import pytest
 
 from steering import services
-from steering.serving import site
 from steering.models import PreferenceDimension
+from steering.serving import site
 from tests.engine.test_embedded_steering import PROMPTS, formality
 from tests.ws.conftest import formality_vectors  # noqa: F401  (a session fixture: computed once)
 

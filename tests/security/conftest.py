@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from steering import services
-from steering.serving import site
 from steering.models import Conversation, Feedback, InteractionLog, Message, ProfileUpdate
+from steering.serving import site
 from tests.api.conftest import _client, as_alice, as_bob, as_charlie, dimensions, make_vectors  # noqa: F401
 from tests.tiny_models import NUM_LAYERS
 

@@ -19,8 +19,8 @@ from django_q.timeout import TimeoutHandler
 from rest_framework.authtoken.models import Token
 
 from steering import services
-from steering.serving import site
 from steering.models import Conversation, InteractionLog, Message, PreferenceDimension, VectorSet
+from steering.serving import site
 from steerlab_site.asgi import application
 from tests.tiny_models import CORPUS
 from tests.ws.conftest import WorkerThread, connect, frames_until_end, inference_mode  # noqa: F401

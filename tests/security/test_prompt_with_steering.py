@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from steering import services
-from steering.serving import site
 from steering.models import InteractionLog, Message, VectorSet
+from steering.serving import site
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

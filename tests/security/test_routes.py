@@ -12,9 +12,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from steering.serving import site
 from steering.api.serializers import GENERATION_FIELDS
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate, VectorSet
+from steering.serving import site
 from tests.conftest import PASSWORD
 from tests.security.conftest import SECRET, alices_data_snapshot, hostile_fields, tiny_gguf_file, tiny_vector_file
 from tests.security.routes import (

@@ -14,8 +14,8 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 
 from steering import services
-from steering.serving import site
 from steering.engine import SteeringVectors
+from steering.serving import site
 from steering.models import (
     Conversation,
     Evaluation,

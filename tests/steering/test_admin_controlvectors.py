@@ -8,9 +8,9 @@ import pytest
 from django.urls import reverse
 
 from steering import services
-from steering.serving import site
 from steering.engine.controlvector import read_control_vector
 from steering.models import VectorSet
+from steering.serving import site
 from tests.api.test_controlvectors import gguf_bytes
 from tests.conftest import PASSWORD
 

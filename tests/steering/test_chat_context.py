@@ -7,8 +7,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from steering import services
-from steering.serving import site
 from steering.models import Conversation, InteractionLog, Message
+from steering.serving import site
 from tests.api.conftest import as_alice, dimensions  # noqa: F401  (fixtures)
 from tests.security.conftest import tiny_vectors
 from tests.ws.conftest import connect

@@ -7,9 +7,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from steering import services
-from steering.serving import site
 from steering.engine import GenerationParams, GenerationRequest
 from steering.models import PreferenceDimension, VectorSet
+from steering.serving import site
 from tests.ws.conftest import formality_vectors  # noqa: F401  (a session fixture: computed once)
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,8 @@ dropped when it is deleted or recomputed."""
 import pytest
 
 from steering import services
-from steering.serving import site
 from steering.models import VectorSet
+from steering.serving import site
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
 

@@ -7,9 +7,9 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from steering import data, services
-from steering.serving import site
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
+from steering.serving import site
 from steerlab_site.asgi import application
 
 

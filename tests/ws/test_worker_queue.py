@@ -24,10 +24,9 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from steering import data, services
-from steering.serving import site
 from steering.engine import compute_vectors
-from steering.serving import queue
 from steering.models import InteractionLog, PreferenceDimension
+from steering.serving import queue, site
 from tests.ws.conftest import connect
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
