@@ -26,6 +26,7 @@ from steering.engine.prompting import preference_instruction
 from steering.engine.sweep import RANGE_PROMPTS, SweepResult
 from steering.engine.sweep import evaluate_dimension, search_functional_range
 from steering.models import Evaluation, VectorSet
+from steering.serving import site
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,6 @@ def evaluation_run(
     `references` (positive, negative) replace the dimension's own reference texts (the held-out
     split of `evaluate_steering --split heldout`); the report keeps the ones used. Without
     `baselines`, the plain-prompting rows are left out (a third of the work)."""
-    from steering.serving import site
-
     Evaluation.objects.filter(pk=evaluation.pk).update(status=Evaluation.Status.RUNNING, progress=0, error="")
     evaluation.refresh_from_db()
     path: Path | None = None

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .vectorfile import SteeringVectors
+from .vectorfile import METHODS, SteeringVectors
 
 ARCHITECTURE = "controlvector"
 FORMAT = "steerlab-controlvector-1"
@@ -262,8 +262,6 @@ def steering_vectors_from(
     for layer in steered:
         vectors[layer] = sign * control.directions[layer]
         block_norms[layer] = norms[layer] / scale
-    from .vectorfile import METHODS
-
     return SteeringVectors(
         model_id=model_id,
         hidden_size=hidden_size,
