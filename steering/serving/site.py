@@ -7,7 +7,9 @@ touching the model while the scheduler's thread runs it; steering vectors are re
 vector set's file once per process and kept in a cache bounded by bytes
 (STEERLAB_VECTOR_CACHE_BYTES) that evicts the least recently used set. A set's entry is
 keyed by its file, so a recomputed set (a new file) replaces its old entry; deleting a set
-drops it from this process's cache (other processes let it age out).
+drops it from this process's cache (other processes let it age out). `steering_for` turns a
+vector set's id and strengths into the layer deltas a generation carries, in one call: the
+backends name steering, and only this module reads the set from the database.
 
 Everything is keyed by (STEERLAB_MODEL, STEERLAB_DEVICE, STEERLAB_DTYPE), so a test that points the setting
 at another model gets that model, and the first one is still there when it points back."""
