@@ -16,11 +16,12 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from steering import data, learn
-from steering.calibrate import CalibrationState
+from steering import data
+from steering.modes import learn
+from steering.modes.calibrate import CalibrationState
 from steering.evaluation import functional_range_measure, save_progress
-from steering.calibrate import done as calibration_done
-from steering.calibrate import result as calibration_result
+from steering.modes.calibrate import done as calibration_done
+from steering.modes.calibrate import result as calibration_result
 from steering.engine import (
     GenerationParams,
     GenerationRequest,

@@ -393,7 +393,7 @@ class ApiRoot(APIView):
 
 from dataclasses import asdict  # noqa: E402
 
-from steering import calibrate  # noqa: E402
+from steering.modes import calibrate  # noqa: E402
 
 
 def _vector_set_from_body(request, raw) -> VectorSet:
