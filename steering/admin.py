@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from steering import data, evaluation, services
+from steering import data, evaluation
 from steering.admin_controlvectors import ControlVectorAdminMixin
 from steering.engine import VectorFileError
 from steering.forms import (
@@ -40,6 +40,7 @@ from steering.models import (
     ProfileUpdate,
     VectorSet,
 )
+from steering.services import vector_sets
 
 admin.site.site_header = "SteerLab administration"
 admin.site.site_title = "SteerLab admin"
@@ -167,7 +168,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        created = services.vector_set_start(
+        created = vector_sets.vector_set_start(
             name=form.cleaned_data["name"],
             dimensions=form.cleaned_data["dimensions"],
             method=form.cleaned_data["method"],
@@ -238,7 +239,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
                 skipped.append(vector_set.name)
                 continue
             try:
-                services.vector_set_restart(vector_set=vector_set)
+                vector_sets.vector_set_restart(vector_set=vector_set)
             except ValueError:  # another admin queued it a moment ago
                 skipped.append(vector_set.name)
             else:
@@ -277,7 +278,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
         form = VectorSetUploadForm(request.POST or None, request.FILES or None, max_bytes=limit)
         if request.method == "POST" and form.is_valid():
             try:
-                vector_set = services.vector_set_upload(
+                vector_set = vector_sets.vector_set_upload(
                     upload=form.cleaned_data["file"], name=form.cleaned_data["name"], owner=None
                 )
             except VectorFileError as exc:
@@ -320,7 +321,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             dimension = form.cleaned_data["dimension"]
             try:
-                answers = services.vector_set_preview(
+                answers = vector_sets.vector_set_preview(
                     vector_set=vector_set,
                     dimension=dimension.name,
                     prompt=form.cleaned_data["prompt"],
@@ -381,7 +382,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
             self.message_user(request, "Only a failed vector set is recomputed from here.", messages.WARNING)
         else:
             try:
-                services.vector_set_restart(vector_set=vector_set)
+                vector_sets.vector_set_restart(vector_set=vector_set)
             except ValueError as exc:  # another admin queued it a moment ago
                 self.message_user(request, str(exc), messages.WARNING)
                 return HttpResponseRedirect(self._url("change", vector_set))

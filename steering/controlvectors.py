@@ -15,12 +15,13 @@ import re
 import tempfile
 from pathlib import Path
 
-from steering import data, services
+from steering import data
 from steering.engine.controlvector import (
     FORMAT, ControlVectorError, control_vector_from, read_control_vector, steering_vectors_from, write_control_vector,
 )
 from steering.evaluation import functional_range_measure
 from steering.models import VectorSet
+from steering.services import vector_sets
 
 DIMENSION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
 # The texts whose residual norms give a foreign file SteerLab's unit: the range search's own
@@ -90,7 +91,7 @@ def vector_set_import_gguf(
     # Any other file's range is measured as a computed set's is.
     if not (control.metadata.get("steerlab.format") == FORMAT and control.metadata.get("steerlab.model_id") == loaded.model_id):
         vectors = functional_range_measure(vectors=vectors, loaded=loaded, hooks=runtime.site_hooks())
-    return services.vector_set_register(vectors=vectors, name=name, owner=owner)
+    return vector_sets.vector_set_register(vectors=vectors, name=name, owner=owner)
 
 
 def _residual_norms(loaded):

@@ -129,7 +129,7 @@ def site_vectors(vector_set) -> SteeringVectors:
     missing, unreadable or does not fit the model marks the set unavailable (with the reason,
     for staff) and raises VectorSetUnavailable."""
     from steering.engine import VectorFileError
-    from steering.services import vector_set_mark_unavailable
+    from steering.services.vector_sets import vector_set_mark_unavailable
 
     site = _site()
     key = (vector_set.pk, vector_set.file.name if vector_set.file else "")

@@ -22,11 +22,12 @@ from rest_framework.views import APIView
 
 from ops.throttling import UserBudgetThrottle, client_address, credentials_refused, credentials_spend, too_many_message
 from ops.views import has_metrics_token
-from steering import runtime, selectors, services
+from steering import runtime, selectors
 from steering.api import serializers as s
 from steering.api.authentication import StrictTokenAuthentication
 from steering.engine import SteeringVectors, VectorFileError
 from steering.models import InteractionLog, ProfileUpdate, VectorSet
+from steering.services import feedback, health, profiles, vector_sets
 
 VECTOR_SET_PARAM = OpenApiParameter(
     "vector_set", int, description="Vector set id; the site's default set when omitted.", required=False
@@ -132,7 +133,7 @@ class HealthView(APIView):
     def get(self, request):
         """Whether the database and the model are usable; 503 when either is not. Anonymous
         callers get the status only; staff and the metrics token get the details."""
-        report = services.health_report()
+        report = health.health_report()
         # "degraded": some vector sets are out of use, but the server answers everyone else.
         code = status.HTTP_200_OK if report["status"] in ("ok", "degraded") else status.HTTP_503_SERVICE_UNAVAILABLE
         if not _may_read_health_details(request):
@@ -172,7 +173,7 @@ class VectorSetList(generics.ListAPIView):
         form = s.VectorSetCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        vector_set = services.vector_set_start(
+        vector_set = vector_sets.vector_set_start(
             name=data["name"],
             dimensions=data["dimensions"],
             method=data["method"],
@@ -206,7 +207,7 @@ class VectorSetCompute(APIView):
         if not _may_change(request.user, vector_set):
             raise PermissionDenied("Only staff with the permission to change vector sets can recompute shared ones.")
         try:
-            vector_set = services.vector_set_restart(vector_set=vector_set)
+            vector_set = vector_sets.vector_set_restart(vector_set=vector_set)
         except ValueError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=202)
@@ -238,10 +239,10 @@ class VectorSetUpload(APIView):
         data = form.validated_data
         owner = _new_set_owner(request, shared=data["shared"], verb="upload")
         try:
-            vector_set = services.vector_set_upload(upload=data["file"], name=data["name"], owner=owner)
+            vector_set = vector_sets.vector_set_upload(upload=data["file"], name=data["name"], owner=owner)
         except VectorFileError as exc:
             raise ValidationError({"file": [str(exc)]}) from exc
-        except services.UploadQuotaExceeded as exc:
+        except vector_sets.UploadQuotaExceeded as exc:
             raise ValidationError({"detail": str(exc)}) from exc
         return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=201)
 
@@ -284,9 +285,9 @@ class ProfileView(APIView):
         data = form.validated_data
         if replace and "strengths" not in data:
             raise ValidationError({"strengths": ["PUT needs strengths; use PATCH to change only the mode."]})
-        profile = services.profile_get_or_create(user=request.user, vector_set=vector_set)
+        profile = profiles.profile_get_or_create(user=request.user, vector_set=vector_set)
         try:
-            services.profile_update(
+            profiles.profile_update(
                 profile=profile,
                 strengths=data.get("strengths", {}),
                 source=data.get("source", ProfileUpdate.Source.API),
@@ -316,7 +317,7 @@ class ProfileUndo(APIView):
     def post(self, request, pk: int):
         update = get_object_or_404(ProfileUpdate.objects.filter(profile__user=request.user), pk=pk)
         try:
-            services.profile_update_undo(update=update)
+            profiles.profile_update_undo(update=update)
         except ValueError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(s.ProfileUpdateSerializer(update).data)
@@ -351,12 +352,12 @@ class InteractionFeedback(APIView):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         if data.get("choice"):
-            feedback = services.feedback_create(user=request.user, interaction=interaction, **data)
+            given = feedback.feedback_create(user=request.user, interaction=interaction, **data)
         else:
-            feedback = services.feedback_submit(
+            given = feedback.feedback_submit(
                 user=request.user, interaction=interaction, thumbs=data.get("thumbs"), text=data.get("text", "")
             )
-        return Response(s.FeedbackSerializer(feedback).data, status=status.HTTP_201_CREATED)
+        return Response(s.FeedbackSerializer(given).data, status=status.HTTP_201_CREATED)
 
 
 class FeedbackDetail(generics.RetrieveAPIView):
@@ -472,7 +473,7 @@ class CalibrationChoose(APIView):
         # The choice's feedback row and the profile change land together or not at all.
         with transaction.atomic():
             try:
-                feedback = services.calibration_choice_record(
+                feedback = profiles.calibration_choice_record(
                     user=request.user, choice=data["choice"],
                     answer_ids=(data.get("interaction_a"), data.get("interaction_b")),
                 )
@@ -480,7 +481,7 @@ class CalibrationChoose(APIView):
                 raise ValidationError({"interaction_a": [str(exc)]}) from exc
             if calibrate.done(state):
                 try:
-                    services.calibration_apply(
+                    profiles.calibration_apply(
                         user=request.user, vector_set=vector_set, dimension=state.dimension, state=state,
                         feedback=feedback,
                     )

@@ -6,8 +6,9 @@ import statistics
 import openai
 import pytest
 
-from steering import runtime, services
+from steering import runtime
 from steering.models import PreferenceDimension
+from steering.services import vector_sets
 from tests.engine.test_embedded_steering import PROMPTS, formality
 from tests.ws.conftest import formality_vectors  # noqa: F401  (a session fixture: computed once)
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 def formality_set(live, settings, tmp_path, formality_vectors):  # noqa: F811
     settings.MEDIA_ROOT = tmp_path / "media"
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
-    return services.vector_set_register(vectors=formality_vectors, name="default")
+    return vector_sets.vector_set_register(vectors=formality_vectors, name="default")
 
 
 def stream_text(client, prompt, strength):

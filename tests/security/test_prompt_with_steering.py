@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from steering import runtime, services
+from steering import runtime
 from steering.models import InteractionLog, Message, VectorSet
+from steering.services import chat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -14,7 +15,7 @@ ALICES_WORDS = "strongly prefers a formal, polished register"
 
 
 def _prompt_text(user, **options):
-    plan = services.chat_prepare(user=user, prompt="Plan my day.", preferences=options.get("preferences"),
+    plan = chat.chat_prepare(user=user, prompt="Plan my day.", preferences=options.get("preferences"),
                                  vector_set_id=options["vector_set"].pk, params={})
     return runtime.site_model().tokenizer.decode(plan.prompt_ids)
 

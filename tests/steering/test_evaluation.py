@@ -8,9 +8,10 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django_q.tasks import async_task
 
-from steering import evaluation, services
+from steering import evaluation
 from steering.models import Evaluation, PreferenceDimension, VectorSet
 from steering.runtime import site_model
+from steering.services import vector_sets
 from tests.tiny_models import CORPUS
 
 pytestmark = pytest.mark.django_db
@@ -31,8 +32,8 @@ def ready_set(tiny_site):
         reference_positive=["I should be most grateful for your assistance."],
         reference_negative=["lol sure, whatever works"],
     )
-    vector_set = services.vector_set_create(name="tiny", model_id=str(tiny_site), dimensions=[dimension])
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=site_model())
+    vector_set = vector_sets.vector_set_create(name="tiny", model_id=str(tiny_site), dimensions=[dimension])
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=site_model())
     assert vector_set.status == VectorSet.Status.READY, vector_set.error
     return vector_set
 

@@ -23,10 +23,11 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.test import Client
 
-from steering import data, runtime, services
+from steering import data, runtime
 from steering.engine import compute_vectors
 from steering.inference import queue
 from steering.models import InteractionLog, PreferenceDimension
+from steering.services import vector_sets
 from tests.ws.conftest import connect
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -90,7 +91,7 @@ def worker_site(settings, tiny_site, transactional_db):
     vectors = compute_vectors(runtime.site_model(), {"formality": (positive[:8], negative[:8])},
                               labels={"formality": ["Casual", "Formal"]})
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
-    services.vector_set_register(vectors=vectors, name="default")
+    vector_sets.vector_set_register(vectors=vectors, name="default")
     yield settings
     client = redis.Redis.from_url(settings.REDIS_URL)
     for key in client.scan_iter(match=f"{settings.STEERLAB_QUEUE_PREFIX}:*"):

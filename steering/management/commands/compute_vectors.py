@@ -11,10 +11,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from steering import data, services
+from steering import data
 from steering.engine import ModelNotFound, load_model
 from steering.engine.models import model_id_for
 from steering.models import VectorSet
+from steering.services import vector_sets
 
 MIN_EXAMPLES = 2
 
@@ -86,11 +87,11 @@ class Command(BaseCommand):
         if opts["top_k"] is not None and opts["top_k"] >= loaded.num_layers:
             raise CommandError(f"--top-k must be below the model's {loaded.num_layers} layers")
         if shipped:
-            dimensions = [services.dimension_import_default(name=name) for name in names]
+            dimensions = [vector_sets.dimension_import_default(name=name) for name in names]
         else:
             name = opts["preference"]
             dimensions = [
-                services.dimension_update_or_create(
+                vector_sets.dimension_update_or_create(
                     name=name,
                     positive=positive,
                     negative=negative,
@@ -98,7 +99,7 @@ class Command(BaseCommand):
                     positive_label=opts["positive_label"] or f"more {name}",
                 )
             ]
-        vector_set = services.vector_set_create(
+        vector_set = vector_sets.vector_set_create(
             name=opts["name"] or f"{opts['preference']} ({opts['method']})",
             model_id=model_id_for(model),
             dimensions=dimensions,
@@ -106,7 +107,7 @@ class Command(BaseCommand):
             top_k=opts["top_k"],
         )
         with tqdm(total=100, desc="computing", unit="%", file=self.stdout) as bar:
-            vector_set = services.vector_set_compute(
+            vector_set = vector_sets.vector_set_compute(
                 vector_set=vector_set, loaded=loaded, report=lambda percent: bar.update(percent - bar.n)
             )
             if vector_set.status == VectorSet.Status.READY:
