@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from steering import data, evaluation
+from steering import data
 from steering.admin_controlvectors import ControlVectorAdminMixin
 from steering.engine import VectorFileError
 from steering.forms import (
@@ -40,6 +40,7 @@ from steering.models import (
     ProfileUpdate,
     VectorSet,
 )
+from steering.services import evaluations
 from steering.services import vector_sets
 
 admin.site.site_header = "SteerLab administration"
@@ -353,7 +354,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
         form = EvaluationStartForm(request.POST or None, vector_set=vector_set)
         if request.method == "POST" and form.is_valid():
             try:
-                run = evaluation.evaluation_start(
+                run = evaluations.evaluation_start(
                     vector_set=vector_set,
                     dimension=form.cleaned_data["dimension"].name,
                     strengths=form.cleaned_data["strengths"],

@@ -19,9 +19,9 @@ from steering import data
 from steering.engine.controlvector import (
     FORMAT, ControlVectorError, control_vector_from, read_control_vector, steering_vectors_from, write_control_vector,
 )
-from steering.evaluation import functional_range_measure
 from steering.models import VectorSet
 from steering.services import vector_sets
+from steering.services.vector_sets import functional_range_measure
 
 DIMENSION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
 # The texts whose residual norms give a foreign file SteerLab's unit: the range search's own

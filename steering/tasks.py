@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from steering import evaluation
 from steering.engine import ModelNotFound
 from steering.models import Evaluation, Feedback, VectorSet
 from steering.runtime import site_model
+from steering.services import evaluations
 from steering.services import feedback, vector_sets
 
 
@@ -42,8 +42,8 @@ def learn_from_feedback_finished(task) -> None:
 
 def run_evaluation(evaluation_id: int) -> str:
     run = Evaluation.objects.select_related("vector_set").get(pk=evaluation_id)
-    return evaluation.evaluation_run(evaluation=run).status
+    return evaluations.evaluation_run(evaluation=run).status
 
 
 def run_evaluation_finished(task) -> None:
-    evaluation.evaluation_task_finished(evaluation_id=task.args[0], success=task.success, result=task.result)
+    evaluations.evaluation_task_finished(evaluation_id=task.args[0], success=task.success, result=task.result)

@@ -20,14 +20,18 @@ from steering.engine import (
     GenerationParams,
     GenerationRequest,
     LoadedModel,
+    SteeringHooks,
     SteeringVectors,
     VectorFileError,
     compute_vectors,
 )
-from steering.evaluation import functional_range_measure, save_progress
+from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
 from steering.models import PreferenceDimension, VectorSet
+from steering.services.evaluations import save_progress
 
 log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
 
 
 def dimension_import_default(*, name: str) -> PreferenceDimension:
@@ -186,6 +190,26 @@ def vector_set_enqueue(*, vector_set: VectorSet, sync: bool = False) -> None:
         )
 
     transaction.on_commit(enqueue)
+
+
+def functional_range_measure(
+    *, vectors: SteeringVectors, loaded: LoadedModel, hooks: SteeringHooks | None = None, progress: Progress | None = None
+) -> SteeringVectors:
+    """`vectors` with each dimension's functional range measured on the model (a few neutral
+    prompts, short greedy answers, one batch): the largest strength whose answers stay within
+    STEERLAB_RANGE_PPL_FACTOR × the unsteered perplexity. Unchanged with STEERLAB_RANGE_SEARCH off."""
+    if not settings.STEERLAB_RANGE_SEARCH:
+        return vectors
+    prompts = data.range_prompts(RANGE_PROMPTS)
+    results = search_functional_range(
+        loaded, vectors, prompts, max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR, hooks=hooks, progress=progress
+    )
+    for dim, result in results.items():
+        log.info(
+            "Functional range of %s: %s (PPL ratios %s)%s", dim, result.functional_range,
+            {c: round(r, 2) for c, r in result.ratios.items()}, "" if result.within_limit else ", none within the limit",
+        )
+    return vectors.with_ranges({dim: result.functional_range for dim, result in results.items()})
 
 
 EXTRACTION_SHARE = 0.8

@@ -1,6 +1,5 @@
 import pytest
 
-from steering import evaluation
 from steering.engine import SteeringVectors, top_layers
 from steering.engine.sweep import RangeSearch
 from steering.models import PreferenceDimension, VectorSet
@@ -101,7 +100,7 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
         progress(1, 2)
         return {dim: RangeSearch(dim, 0.045, 10.0, {0.045: 1.2}) for dim in vectors.dimensions}
 
-    monkeypatch.setattr(evaluation, "search_functional_range", fake_search)
+    monkeypatch.setattr(vector_sets, "search_functional_range", fake_search)
     vector_set = vector_sets.vector_set_create(name="k", model_id="tiny-llama", dimensions=[formality], top_k=2)
     reported = []
     vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny, report=reported.append)

@@ -14,8 +14,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from steering import data
-from steering import evaluation as evaluations
 from steering.models import Evaluation, VectorSet
+from steering.services import evaluations
 
 from .compute_vectors import read_examples
 

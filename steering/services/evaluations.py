@@ -1,12 +1,7 @@
-"""The paper's evaluation and the functional-range search, for the platform: the engine's
-sweeps (steering/engine/sweep.py) fed from the database, their results stored.
-
-- `functional_range_measure`: the measured range per dimension, run as the last part of
-  computing a vector set, so the user's −1…+1 maps onto it everywhere (the vectors' file
-  carries it, and every generation turns strengths into steering through that file).
-- `evaluation_start` / `evaluation_run`: an Evaluation row computed in the background (the
-  admin) or in the foreground (`manage.py evaluate_steering`): a JSON report and a PNG plot.
-"""
+"""The paper's evaluation, for the platform: the engine's sweep (steering/engine/sweep.py) fed
+from the database, its results stored. `evaluation_start` / `evaluation_run`: an Evaluation row
+computed in the background (the admin) or in the foreground (`manage.py evaluate_steering`):
+a JSON report and a PNG plot."""
 
 from __future__ import annotations
 
@@ -20,16 +15,14 @@ from django.conf import settings
 from django.db import transaction
 
 from steering import data
-from steering.engine import GenerationParams, LoadedModel, SteeringHooks, SteeringVectors
+from steering.engine import GenerationParams
 from steering.engine.embedding import shared_embedder
 from steering.engine.prompting import preference_instruction
-from steering.engine.sweep import RANGE_PROMPTS, Evaluation as EvaluationResult
-from steering.engine.sweep import evaluate_dimension, search_functional_range
+from steering.engine.sweep import Evaluation as EvaluationResult
+from steering.engine.sweep import evaluate_dimension
 from steering.models import Evaluation, VectorSet
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
 
 DEFAULT_EVALUATION_PROMPTS = 10
 DEFAULT_EVALUATION_TOKENS = 48
@@ -45,29 +38,6 @@ def save_progress(obj, done: float, total: float, report: Callable[[int], None] 
             raise type(obj).DoesNotExist(f"{type(obj).__name__} {obj.pk} was deleted while it ran")
         if report:
             report(percent)
-
-
-# -- functional range -------------------------------------------------------------------------
-
-
-def functional_range_measure(
-    *, vectors: SteeringVectors, loaded: LoadedModel, hooks: SteeringHooks | None = None, progress: Progress | None = None
-) -> SteeringVectors:
-    """`vectors` with each dimension's functional range measured on the model (a few neutral
-    prompts, short greedy answers, one batch): the largest strength whose answers stay within
-    STEERLAB_RANGE_PPL_FACTOR × the unsteered perplexity. Unchanged with STEERLAB_RANGE_SEARCH off."""
-    if not settings.STEERLAB_RANGE_SEARCH:
-        return vectors
-    prompts = data.range_prompts(RANGE_PROMPTS)
-    results = search_functional_range(
-        loaded, vectors, prompts, max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR, hooks=hooks, progress=progress
-    )
-    for dim, result in results.items():
-        log.info(
-            "Functional range of %s: %s (PPL ratios %s)%s", dim, result.functional_range,
-            {c: round(r, 2) for c, r in result.ratios.items()}, "" if result.within_limit else ", none within the limit",
-        )
-    return vectors.with_ranges({dim: result.functional_range for dim, result in results.items()})
 
 
 # -- evaluation ----------------------------------------------------------------------------------
