@@ -14,8 +14,8 @@ from django.conf import settings
 
 from ops.throttling import too_many_message, user_budget_take
 from steering.api.serializers import GENERATION_FIELDS, GenerateFrameSerializer, error_message
-from steering.chat import REFUSED, ChatError, ChatTurn
 from steering.models import InteractionLog
+from steering.services.chat_turn import REFUSED, ChatError, ChatTurn
 
 log = logging.getLogger(__name__)
 

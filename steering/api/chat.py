@@ -16,8 +16,8 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from ops.throttling import UserBudgetThrottle
-from steering import chat
 from steering.api import serializers as s
+from steering.services import chat_turn
 
 
 class ChatView(APIView):
@@ -43,7 +43,7 @@ class ChatView(APIView):
         data = form.validated_data
         params = {k: data[k] for k in s.GENERATION_FIELDS if data.get(k) is not None}
         try:
-            result = await chat.complete(
+            result = await chat_turn.complete(
                 user=request.user,
                 prompt=data["prompt"],
                 preferences=data["preferences"],
@@ -52,7 +52,7 @@ class ChatView(APIView):
                 session_id=data["session_id"],
                 source="api",
             )
-        except chat.ChatError as exc:
+        except chat_turn.ChatError as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
             return Response({"detail": exc.message, "code": exc.code}, status=exc.http_status, headers=headers)
         return Response(s.ChatResponseSerializer(result).data)
