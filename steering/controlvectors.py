@@ -20,7 +20,7 @@ from steering.engine.controlvector import (
     FORMAT, ControlVectorError, control_vector_from, read_control_vector, steering_vectors_from, write_control_vector,
 )
 from steering.models import VectorSet
-from steering.services import vector_sets
+from steering.services import files, vector_sets
 from steering.services.vector_sets import functional_range_measure
 
 DIMENSION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
@@ -42,9 +42,7 @@ def vector_set_export_gguf(*, vector_set: VectorSet, dimension: str, strength: f
         raise ControlVectorError(f"Vector set {vector_set.pk} is {vector_set.status}, not ready")
     vectors = runtime.site_vectors(vector_set) if vector_set.model_id == runtime.site_model_id() else None
     if vectors is None:
-        from steering.engine import SteeringVectors
-
-        vectors = SteeringVectors.load(Path(vector_set.file.path))
+        vectors = files.vectors_load(vector_set.file)
     if dimension not in vectors.dimensions:
         raise ControlVectorError(f"Unknown dimension {dimension!r}; this vector set has: {', '.join(vectors.dimensions)}")
     control = control_vector_from(vectors, dimension, strength, model_hint=_model_hint(vectors.model_id),

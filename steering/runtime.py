@@ -129,6 +129,7 @@ def site_vectors(vector_set) -> SteeringVectors:
     missing, unreadable or does not fit the model marks the set unavailable (with the reason,
     for staff) and raises VectorSetUnavailable."""
     from steering.engine import VectorFileError
+    from steering.services import files
     from steering.services.vector_sets import vector_set_mark_unavailable
 
     site = _site()
@@ -144,7 +145,7 @@ def site_vectors(vector_set) -> SteeringVectors:
             reason = "its vector file is missing"
             raise VectorFileError(reason)
         reason = "its vector file is unreadable, corrupt or does not fit the model"
-        vectors = SteeringVectors.load(Path(vector_set.file.path))
+        vectors = files.vectors_load(vector_set.file)
         vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
     except VectorFileError as exc:
         detail = str(exc).replace(str(Path(settings.MEDIA_ROOT)), "<media>")

@@ -5,8 +5,7 @@ from __future__ import annotations
 from steering.engine import ModelNotFound
 from steering.models import Evaluation, Feedback, VectorSet
 from steering.runtime import site_model
-from steering.services import evaluations
-from steering.services import feedback, vector_sets
+from steering.services import evaluations, feedback, jobs, vector_sets
 
 
 def compute_vector_set(vector_set_id: int) -> str:
@@ -20,7 +19,7 @@ def compute_vector_set(vector_set_id: int) -> str:
 
 def compute_vector_set_finished(task) -> None:
     """django-q2 hook, run by the cluster's monitor whatever became of the task."""
-    vector_sets.vector_set_task_finished(vector_set_id=task.args[0], success=task.success, result=task.result)
+    jobs.task_finished(VectorSet, task)
 
 
 def learn_from_feedback(feedback_id: int) -> str:
@@ -46,4 +45,4 @@ def run_evaluation(evaluation_id: int) -> str:
 
 
 def run_evaluation_finished(task) -> None:
-    evaluations.evaluation_task_finished(evaluation_id=task.args[0], success=task.success, result=task.result)
+    jobs.task_finished(Evaluation, task)

@@ -5,7 +5,6 @@ a JSON report and a PNG plot."""
 
 from __future__ import annotations
 
-import logging
 import math
 import uuid
 from pathlib import Path
@@ -21,26 +20,10 @@ from steering.engine.prompting import preference_instruction
 from steering.engine.sweep import Evaluation as EvaluationResult
 from steering.engine.sweep import evaluate_dimension
 from steering.models import Evaluation, VectorSet
-
-log = logging.getLogger(__name__)
+from steering.services import jobs
 
 DEFAULT_EVALUATION_PROMPTS = 10
 DEFAULT_EVALUATION_TOKENS = 48
-
-
-def save_progress(obj, done: float, total: float, report: Callable[[int], None] | None = None) -> None:
-    """Write a row's `progress` (0–99: 100 only once its result is stored) when it changes.
-    Raises the model's DoesNotExist when the row has been deleted meanwhile: the work is moot."""
-    percent = min(99, int(100 * done / max(total, 1)))
-    if percent != obj.progress:
-        obj.progress = percent
-        if not type(obj).objects.filter(pk=obj.pk).update(progress=percent):
-            raise type(obj).DoesNotExist(f"{type(obj).__name__} {obj.pk} was deleted while it ran")
-        if report:
-            report(percent)
-
-
-# -- evaluation ----------------------------------------------------------------------------------
 
 
 def evaluation_start(
@@ -76,22 +59,8 @@ def evaluation_start(
             created_by=created_by,
         )
         if enqueue:
-            _enqueue(evaluation)
+            jobs.enqueue("run_evaluation", evaluation.pk, name="evaluation")
     return evaluation
-
-
-def _enqueue(evaluation: Evaluation) -> None:
-    from django_q.tasks import async_task
-
-    transaction.on_commit(
-        lambda: async_task(
-            "steering.tasks.run_evaluation",
-            evaluation.pk,
-            task_name=f"evaluation-{evaluation.pk}",
-            hook="steering.tasks.run_evaluation_finished",
-            sync=settings.Q_CLUSTER.get("sync", False),
-        )
-    )
 
 
 def evaluation_run(
@@ -108,55 +77,32 @@ def evaluation_run(
     `baselines`, the plain-prompting rows are left out (a third of the work)."""
     from steering import runtime
 
-    Evaluation.objects.filter(pk=evaluation.pk).update(status=Evaluation.Status.RUNNING, progress=0, error="")
-    evaluation.refresh_from_db()
-    path: Path | None = None
-    try:
-        references = references or _references(evaluation.vector_set, evaluation.dimension)
+    def work(job: jobs.Job) -> dict:
+        used = references or _references(evaluation.vector_set, evaluation.dimension)
         result = evaluate_dimension(
             runtime.site_model(),
             runtime.site_vectors(evaluation.vector_set),
             evaluation.dimension,
             evaluation.prompts,
-            references,
+            used,
             strengths=evaluation.strengths,
             hooks=runtime.site_hooks(),
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
             params=GenerationParams(max_new_tokens=evaluation.max_new_tokens),
             instructions=instructions_for(evaluation.vector_set, evaluation.dimension) if baselines else None,
-            progress=lambda done, total: save_progress(evaluation, done, total, report),
+            progress=job.progress,
         )
-        relative = f"evaluations/{evaluation.pk}-{uuid.uuid4().hex[:8]}.png"
-        path = Path(settings.MEDIA_ROOT) / relative
-        plot_evaluation(result, path)
-        evaluation.report = {
-            **report_of(result, vector_set=evaluation.vector_set),
-            "references": {"positive": list(references[0]), "negative": list(references[1])},
+        return {
+            "report": {
+                **report_of(result, vector_set=evaluation.vector_set),
+                "references": {"positive": list(used[0]), "negative": list(used[1])},
+            },
+            "plot": job.store(
+                f"evaluations/{evaluation.pk}-{uuid.uuid4().hex[:8]}.png", lambda path: plot_evaluation(result, path)
+            ),
         }
-        evaluation.plot.name = relative
-        evaluation.status = Evaluation.Status.READY
-        evaluation.progress = 100
-        evaluation.save()
-    except BaseException as exc:  # a django-q2 timeout is a SystemExit: still "failed"
-        log.exception("Evaluation %s failed", evaluation.pk)
-        if path is not None:
-            path.unlink(missing_ok=True)
-        Evaluation.objects.filter(pk=evaluation.pk).update(
-            status=Evaluation.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000], plot=""
-        )
-        evaluation.refresh_from_db()
-        if not isinstance(exc, Exception):
-            raise
-    return evaluation
 
-
-def evaluation_task_finished(*, evaluation_id: int, success: bool, result: str) -> None:
-    """After the cluster gives up on an evaluation, one still pending or running is failed."""
-    if success:
-        return
-    Evaluation.objects.filter(
-        pk=evaluation_id, status__in=[Evaluation.Status.PENDING, Evaluation.Status.RUNNING]
-    ).update(status=Evaluation.Status.FAILED, error=f"The background task failed: {str(result)[:500]}")
+    return jobs.run(evaluation, work, file_field="plot", report=report)
 
 
 def _references(vector_set, name: str) -> tuple[list[str], list[str]]:

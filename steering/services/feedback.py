@@ -11,6 +11,7 @@ from django.db import transaction
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate, VectorSet
 from steering.modes import learn
 from steering.selectors import strength_summary
+from steering.services import jobs
 from steering.services.profiles import profile_get_or_create, profile_update
 
 log = logging.getLogger(__name__)
@@ -40,22 +41,10 @@ def feedback_submit(*, user, interaction: InteractionLog, thumbs: int | None = N
             status, note = Feedback.Learn.UNCHANGED, "Glad it suits you: your preferences stay as they are."
         else:
             status, note = Feedback.Learn.PENDING, "Learning from your feedback…"
-            transaction.on_commit(lambda: _learn_enqueue(feedback.pk))
+            jobs.enqueue("learn_from_feedback", feedback.pk, name="learn")
         Feedback.objects.filter(pk=feedback.pk).update(learn_status=status, learn_note=note)
     feedback.learn_status, feedback.learn_note = status, note
     return feedback
-
-
-def _learn_enqueue(feedback_id: int) -> None:
-    from django_q.tasks import async_task
-
-    async_task(
-        "steering.tasks.learn_from_feedback",
-        feedback_id,
-        task_name=f"learn-{feedback_id}",
-        hook="steering.tasks.learn_from_feedback_finished",
-        sync=settings.Q_CLUSTER.get("sync", False),
-    )
 
 
 _readers: dict[tuple, learn.FeedbackReader] = {}

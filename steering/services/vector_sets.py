@@ -13,7 +13,6 @@ from typing import Callable, Sequence
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.utils import timezone
 
 from steering import data
 from steering.engine import (
@@ -27,7 +26,7 @@ from steering.engine import (
 )
 from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
 from steering.models import PreferenceDimension, VectorSet
-from steering.services.evaluations import save_progress
+from steering.services import files, jobs
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +103,12 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> V
     uses the shared dimensions it names, and gets private ones for names the catalogue lacks.
     An owner is held to STEERLAB_UPLOAD_MAX_SETS sets and STEERLAB_UPLOAD_QUOTA_BYTES bytes of
     vector files (UploadQuotaExceeded)."""
-    relative = f"vectors/upload-{uuid.uuid4().hex}.safetensors"
-    path = vectors.save(Path(settings.MEDIA_ROOT) / relative)
+    storage = VectorSet._meta.get_field("file").storage
+    relative = files.store(storage, f"vectors/upload-{uuid.uuid4().hex}.safetensors", vectors.save)
     try:
         with transaction.atomic():
             if owner is not None:
-                _upload_quota_check(owner=owner, new_bytes=path.stat().st_size)
+                _upload_quota_check(owner=owner, new_bytes=storage.size(relative))
             vector_set = VectorSet.objects.create(
                 name=name,
                 model_id=vectors.model_id,
@@ -138,7 +137,7 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> V
                 ))
             vector_set.dimensions.set(dimensions)
     except BaseException:
-        path.unlink(missing_ok=True)
+        storage.delete(relative)
         raise
     return vector_set
 
@@ -176,20 +175,8 @@ def vector_set_mark_unavailable(*, vector_set: VectorSet, reason: str) -> None:
 
 
 def vector_set_enqueue(*, vector_set: VectorSet, sync: bool = False) -> None:
-    """Compute `vector_set` in the django-q2 cluster, once the transaction that created it
-    commits (a worker must find the row)."""
-    from django_q.tasks import async_task
-
-    def enqueue() -> None:
-        async_task(
-            "steering.tasks.compute_vector_set",
-            vector_set.pk,
-            task_name=f"vector-set-{vector_set.pk}",
-            hook="steering.tasks.compute_vector_set_finished",
-            sync=sync or settings.Q_CLUSTER.get("sync", False),
-        )
-
-    transaction.on_commit(enqueue)
+    """Compute `vector_set` in the django-q2 cluster, once the transaction that created it commits."""
+    jobs.enqueue("compute_vector_set", vector_set.pk, name="vector-set", sync=sync)
 
 
 def functional_range_measure(
@@ -218,18 +205,10 @@ EXTRACTION_SHARE = 0.8
 def vector_set_compute(
     *, vector_set: VectorSet, loaded: LoadedModel, report: Callable[[int], None] | None = None
 ) -> VectorSet:
-    """Extract the vectors of `vector_set` on `loaded`, write its file, and mark it ready.
-    Any failure marks it failed with a readable error and leaves no new file behind. A set
-    deleted before or while it computes stays deleted: the work ends quietly, its file gone."""
-    if not VectorSet.objects.filter(pk=vector_set.pk).update(status=VectorSet.Status.RUNNING, progress=0, error=""):
-        log.info("Vector set %s was deleted before its computation started", vector_set.pk)
-        return vector_set
-    vector_set.refresh_from_db()
-    path: Path | None = None
-    # A recomputation that fails keeps the file of the last one that succeeded: the set is
-    # marked failed, but vectors once committed are not thrown away, nor left orphaned on disk.
-    kept = vector_set.file.name if vector_set.file else ""
-    try:
+    """Extract the vectors of `vector_set` on `loaded`, store its file, and mark it ready; a
+    failure marks it failed (jobs.run says how)."""
+
+    def work(job: jobs.Job) -> dict:
         examples, labels = {}, {}
         for dim in vector_set.dimensions.all():
             if not dim.positive_examples or not dim.negative_examples:
@@ -248,77 +227,28 @@ def vector_set_compute(
             method=vector_set.method,
             top_k=vector_set.top_k or None,
             labels=labels,
-            progress=lambda done, total: save_progress(vector_set, share * done, total, report),
+            progress=lambda done, total: job.progress(share * done, total),
         )
         vectors = functional_range_measure(
             vectors=vectors,
             loaded=loaded,
-            progress=lambda done, total: save_progress(vector_set, total * share + (1 - share) * done, total, report),
+            progress=lambda done, total: job.progress(total * share + (1 - share) * done, total),
         )
-        relative = f"vectors/{vector_set.pk}-{uuid.uuid4().hex[:8]}.safetensors"
-        path = vectors.save(Path(settings.MEDIA_ROOT) / relative)
-        previous = vector_set.file.name if vector_set.file else None
-        with transaction.atomic():
-            # An update, not save(): save() would insert the row again if the set was deleted
-            # meanwhile, bringing it back as "ready".
-            saved = VectorSet.objects.filter(pk=vector_set.pk).update(
-                file=relative,
-                layers=vectors.layers,
-                num_layers=vectors.num_layers,
-                hidden_size=vectors.hidden_size,
-                functional_range=vectors.functional_range,
-                status=VectorSet.Status.READY,
-                progress=100,
-                updated_at=timezone.now(),
-            )
-            if not saved:
-                raise _Deleted()
-            storage = vector_set.file.storage
-            if previous and previous != relative:  # a recomputation replaces the old file
-                transaction.on_commit(lambda: storage.delete(previous))
-            transaction.on_commit(lambda: _forget_vectors(vector_set.pk))
-        vector_set.file.name = relative
-        vector_set.layers, vector_set.num_layers = vectors.layers, vectors.num_layers
-        vector_set.hidden_size, vector_set.functional_range = vectors.hidden_size, vectors.functional_range
-        vector_set.status, vector_set.progress = VectorSet.Status.READY, 100
-    except (_Deleted, VectorSet.DoesNotExist):
-        log.info("Vector set %s was deleted while it computed; its work is dropped", vector_set.pk)
-        if path is not None:
-            path.unlink(missing_ok=True)
-    except BaseException as exc:
-        # BaseException too: django-q2 ends a task that runs past its timeout by raising
-        # TimeoutException, a SystemExit, inside it; that must also leave "failed" and no file.
-        log.exception("Computing vector set %s failed", vector_set.pk)
-        if path is not None:
-            path.unlink(missing_ok=True)
-        failed = VectorSet.objects.filter(pk=vector_set.pk).update(
-            status=VectorSet.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000], file=kept
-        )
-        if failed:
-            vector_set.refresh_from_db()
-        if not isinstance(exc, Exception):
-            raise
-    return vector_set
+        return {
+            "file": job.store(f"vectors/{vector_set.pk}-{uuid.uuid4().hex[:8]}.safetensors", vectors.save),
+            "layers": vectors.layers,
+            "num_layers": vectors.num_layers,
+            "hidden_size": vectors.hidden_size,
+            "functional_range": vectors.functional_range,
+        }
 
-
-class _Deleted(Exception):
-    """The vector set being computed was deleted meanwhile."""
+    return jobs.run(vector_set, work, file_field="file", report=report, on_ready=lambda: _forget_vectors(vector_set.pk))
 
 
 def _forget_vectors(pk: int) -> None:
     from steering import runtime
 
     runtime.forget_vector_set(pk)
-
-
-def vector_set_task_finished(*, vector_set_id: int, success: bool, result: str) -> None:
-    """After the cluster gives up on a computation (the worker died, the last attempt failed),
-    a set still marked pending or running is marked failed, so nobody waits on it forever."""
-    if success:
-        return
-    VectorSet.objects.filter(
-        pk=vector_set_id, status__in=[VectorSet.Status.PENDING, VectorSet.Status.RUNNING]
-    ).update(status=VectorSet.Status.FAILED, error=f"The background task failed: {str(result)[:500]}")
 
 
 def vector_set_start(*, name: str, dimensions, method: str, top_k: int | None = None, owner=None) -> VectorSet:

@@ -7,6 +7,7 @@ from django_q.tasks import async_task
 from django_q.timeout import TimeoutHandler
 from django_q.exceptions import TimeoutException
 
+from steering import tasks
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import vector_sets
 from tests.tiny_models import CORPUS
@@ -65,11 +66,11 @@ def test_a_timeout_leaves_failed_and_no_file(tiny_site, settings):
 def test_the_hook_marks_a_set_abandoned_by_the_cluster_as_failed(tiny_site, dimension):
     vector_set = vector_sets.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[dimension])
     VectorSet.objects.filter(pk=vector_set.pk).update(status="running")
-    vector_sets.vector_set_task_finished(vector_set_id=vector_set.pk, success=False, result="worker killed")
+    tasks.compute_vector_set_finished(Task(args=(vector_set.pk,), success=False, result="worker killed"))
     vector_set.refresh_from_db()
     assert vector_set.status == "failed" and "worker killed" in vector_set.error
     ready = vector_sets.vector_set_create(name="r", model_id=str(tiny_site), dimensions=[dimension])
     VectorSet.objects.filter(pk=ready.pk).update(status="ready")
-    vector_sets.vector_set_task_finished(vector_set_id=ready.pk, success=False, result="late")
+    tasks.compute_vector_set_finished(Task(args=(ready.pk,), success=False, result="late"))
     ready.refresh_from_db()
     assert ready.status == "ready"  # a finished set is never overwritten

@@ -4,7 +4,6 @@ from shipped dimensions) and registers it, with a progress bar."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from django.conf import settings
@@ -15,7 +14,7 @@ from steering import data
 from steering.engine import ModelNotFound, load_model
 from steering.engine.models import model_id_for
 from steering.models import VectorSet
-from steering.services import vector_sets
+from steering.services import files, vector_sets
 
 MIN_EXAMPLES = 2
 
@@ -114,10 +113,8 @@ class Command(BaseCommand):
                 bar.update(100 - bar.n)
         if vector_set.status != VectorSet.Status.READY:
             raise CommandError(f"Computing the vectors failed: {vector_set.error}")
-        stored = Path(settings.MEDIA_ROOT) / vector_set.file.name
         if opts["output"]:
-            Path(opts["output"]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(stored, opts["output"])
+            files.copy_out(vector_set.file, Path(opts["output"]))
             self.stdout.write(f"Wrote {opts['output']}")
         self.stdout.write(
             self.style.SUCCESS(

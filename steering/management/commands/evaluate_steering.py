@@ -6,16 +6,14 @@ in the admin beside those started there."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from steering import data
 from steering.models import Evaluation, VectorSet
-from steering.services import evaluations
+from steering.services import evaluations, files
 
 from .compute_vectors import read_examples
 
@@ -122,7 +120,7 @@ class Command(BaseCommand):
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(run.report, indent=2, ensure_ascii=False))
         plot = output.with_suffix(".png")
-        shutil.copyfile(Path(settings.MEDIA_ROOT) / run.plot.name, plot)
+        files.copy_out(run.plot, plot)
         summary = run.report["summary"]
         line = (
             "{name}: Effect at −1 / 0 / +1: {effect_minus_1} / {effect_0} / {effect_plus_1};  Spearman ρ {spearman} "
