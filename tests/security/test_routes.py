@@ -13,7 +13,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from steering import runtime
-from steering.api.serializers import GENERATION_FIELDS
+from steering.chat_request import GENERATION_FIELDS
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate, VectorSet
 from tests.conftest import PASSWORD
 from tests.security.conftest import SECRET, alices_data_snapshot, hostile_fields, tiny_gguf_file, tiny_vector_file
