@@ -22,9 +22,6 @@ from steering.engine.sweep import evaluate_dimension
 from steering.models import Evaluation, VectorSet
 from steering.services import jobs
 
-DEFAULT_EVALUATION_PROMPTS = 10
-DEFAULT_EVALUATION_TOKENS = 48
-
 
 def evaluation_start(
     *,
@@ -32,7 +29,7 @@ def evaluation_start(
     dimension: str,
     strengths: Sequence[float],
     prompts: Sequence[str] | None = None,
-    max_new_tokens: int = DEFAULT_EVALUATION_TOKENS,
+    max_new_tokens: int = Evaluation.DEFAULT_NEW_TOKENS,
     created_by=None,
     enqueue: bool = True,
 ) -> Evaluation:
@@ -45,7 +42,7 @@ def evaluation_start(
     strengths = sorted({float(s) for s in strengths})
     if not strengths or not all(math.isfinite(s) and -1 <= s <= 1 for s in strengths):
         raise ValueError("Strengths must be numbers between -1 and 1")
-    prompts = list(prompts) if prompts else data.neutral_prompts()[:DEFAULT_EVALUATION_PROMPTS]
+    prompts = list(prompts) if prompts else data.neutral_prompts()[:Evaluation.DEFAULT_PROMPTS]
     if not all(isinstance(p, str) and p.strip() for p in prompts):
         raise ValueError("Prompts must be non-empty texts")
     GenerationParams(max_new_tokens=max_new_tokens)  # bounds checked here, with a message

@@ -57,10 +57,10 @@ class Command(BaseCommand):
             help="JSON list of prompts (or {\"prompts\": [...]}); default: the shipped neutral questions",
         )
         parser.add_argument(
-            "--limit", type=int, default=evaluations.DEFAULT_EVALUATION_PROMPTS,
+            "--limit", type=int, default=Evaluation.DEFAULT_PROMPTS,
             help="use the first N prompts (default %(default)s)",
         )
-        parser.add_argument("--max-new-tokens", type=int, default=evaluations.DEFAULT_EVALUATION_TOKENS)
+        parser.add_argument("--max-new-tokens", type=int, default=Evaluation.DEFAULT_NEW_TOKENS)
         parser.add_argument(
             "--split", choices=["shipped", "heldout"], default="shipped",
             help="shipped: the neutral questions and the dimension's reference texts; heldout: the held-out "
