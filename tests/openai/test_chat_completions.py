@@ -90,7 +90,7 @@ async def test_it_answers_the_async_client(tiny_set, alice_key, live):
 
 def test_it_lists_the_model_and_one_entry_per_usable_set(tiny_set, alice, bob, alice_key, client_for):
     from tests.api.conftest import make_vectors
-    from steering.services import profiles, vector_sets
+    from steering.services import vector_sets
 
     loaded = runtime.site_model()
     private = vector_sets.vector_set_register(
@@ -261,7 +261,7 @@ async def test_two_users_concurrent_streams_never_mix(tiny_set, alice_key, bob_k
 
 
 def test_without_steering_the_saved_profile_applies(tiny_set, alice, alice_key, client_for):
-    from steering.services import profiles, vector_sets
+    from steering.services import profiles
 
     profile = profiles.profile_get_or_create(user=alice, vector_set=tiny_set)
     profiles.profile_update(profile=profile, strengths={"cost": -0.5}, source="select")

@@ -10,8 +10,7 @@ from django_q.tasks import async_task
 
 from steering.models import Evaluation, PreferenceDimension, VectorSet
 from steering.runtime import site_model
-from steering.services import evaluations
-from steering.services import vector_sets
+from steering.services import evaluations, vector_sets
 from tests.tiny_models import CORPUS
 
 pytestmark = pytest.mark.django_db
