@@ -107,10 +107,11 @@ def check_out_folder(out: Path, settings: dict) -> None:
 def check_dimensions() -> None:
     """The database's dimensions must be the shipped ones: vectors computed from examples
     edited in the admin (or from an older checkout) would not be what the table claims."""
-    from steering import data, services
+    from steering import data
+    from steering.services import vector_sets
 
     for name in data.dimension_names():
-        dimension = services.dimension_import_default(name=name)
+        dimension = vector_sets.dimension_import_default(name=name)
         positive, negative = data.examples(name)
         if (dimension.positive_examples, dimension.negative_examples) != (positive, negative):
             raise StaleResults(

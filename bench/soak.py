@@ -41,12 +41,12 @@ GRACE_S = 30
 # minutes extracting six dimensions on a busy machine before the soak could begin.
 QUICK_VECTOR_SET = """
 import torch
-from steering import services
 from steering.engine import SteeringVectors
 from steering.serving.site import site_model_id
+from steering.services import vector_sets
 dims = ["formality", "cost"]
 for name in dims:
-    services.dimension_import_default(name=name)
+    vector_sets.dimension_import_default(name=name)
 generator = torch.Generator().manual_seed(0)
 layers, hidden = 30, 576  # SmolLM2-135M-Instruct
 vectors = SteeringVectors(
@@ -55,7 +55,7 @@ vectors = SteeringVectors(
     residual_norms=torch.full((layers,), 10.0), functional_range={d: 0.02 for d in dims},
     labels={d: [f"less {d}", f"more {d}"] for d in dims},
 )
-services.vector_set_register(vectors=vectors, name="soak")
+vector_sets.vector_set_register(vectors=vectors, name="soak")
 """
 
 

@@ -93,11 +93,11 @@ def main() -> None:
     from django.core.management import call_command
     from django.test import Client
 
-    from steering import services
+    from steering.services import vector_sets
 
     call_command("migrate", verbosity=0)
-    services.dimension_import_default(name=args.dimension)  # with its reference texts, for step 5
-    vector_set = services.vector_set_register(vectors=vectors, name=f"example {args.dimension}")
+    vector_sets.dimension_import_default(name=args.dimension)  # with its reference texts, for step 5
+    vector_set = vector_sets.vector_set_register(vectors=vectors, name=f"example {args.dimension}")
     user, _ = get_user_model().objects.get_or_create(username="example")
     user.set_password("example-password")
     user.save()

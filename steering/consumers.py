@@ -1,4 +1,4 @@
-"""The chat websocket, /ws/chat/ (protocol in DESIGN.md). Thin: it validates frames and
+"""The chat websocket, /ws/chat/ (protocol in docs/api.md). Thin: it validates frames and
 relays a ChatTurn's tokens. A bad frame gets an error frame and the socket stays open."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from ops.throttling import too_many_message, user_budget_take
-from steering.api.serializers import GENERATION_FIELDS, GenerateFrameSerializer, error_message
-from steering.chat import REFUSED, ChatError, ChatTurn
+from steering.chat_request import GenerateFrameSerializer, error_message, generation_params
 from steering.models import InteractionLog
+from steering.services.chat_turn import REFUSED, ChatError, ChatTurn
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             prompt=data["prompt"],
             preferences=data["preferences"],
             vector_set_id=data.get("vector_set"),
-            params={k: data[k] for k in GENERATION_FIELDS if data.get(k) is not None},
+            params=generation_params(data),
             session_id=data["session_id"],
             conversation_id=None if calibrating else data.get("conversation_id"),
             new_conversation=data["new_conversation"] and not calibrating,

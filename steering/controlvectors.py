@@ -15,13 +15,14 @@ import re
 import tempfile
 from pathlib import Path
 
-from steering import data, selectors, services
-from steering.engine import SteeringVectors, record_activations
+from steering import data, selectors
+from steering.engine import record_activations
 from steering.engine.controlvector import (
     FORMAT, ControlVectorError, control_vector_from, read_control_vector, steering_vectors_from, write_control_vector,
 )
-from steering.evaluation import functional_range_measure
 from steering.models import VectorSet
+from steering.services import files, vector_sets
+from steering.services.vector_sets import functional_range_measure
 from steering.serving import site
 
 DIMENSION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
@@ -41,7 +42,7 @@ def vector_set_export_gguf(*, vector_set: VectorSet, dimension: str, strength: f
         raise ControlVectorError(f"Vector set {vector_set.pk} is {vector_set.status}, not ready")
     vectors = site.site_vectors(vector_set) if vector_set.model_id == site.site_model_id() else None
     if vectors is None:
-        vectors = SteeringVectors.load(Path(vector_set.file.path))
+        vectors = files.vectors_load(vector_set.file)
     if dimension not in vectors.dimensions:
         raise ControlVectorError(f"Unknown dimension {dimension!r}; this vector set has: {', '.join(vectors.dimensions)}")
     control = control_vector_from(vectors, dimension, strength, model_hint=_model_hint(vectors.model_id),
@@ -84,7 +85,7 @@ def vector_set_import_gguf(
     # Any other file's range is measured as a computed set's is.
     if not (control.metadata.get("steerlab.format") == FORMAT and control.metadata.get("steerlab.model_id") == loaded.model_id):
         vectors = functional_range_measure(vectors=vectors, loaded=loaded, hooks=site.site_hooks())
-    return services.vector_set_register(vectors=vectors, name=name, owner=owner)
+    return vector_sets.vector_set_register(vectors=vectors, name=name, owner=owner)
 
 
 def _residual_norms(loaded):

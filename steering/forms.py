@@ -6,7 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.core.validators import FileExtensionValidator
 
-from steering.models import PreferenceDimension, VectorSet
+from steering.models import Evaluation, PreferenceDimension, VectorSet
 from steering.serving.site import site_model_id
 
 
@@ -204,12 +204,14 @@ class EvaluationStartForm(_OneDimensionForm):
     )
     prompts = forms.IntegerField(
         label="Prompts",
-        initial=10,
+        initial=Evaluation.DEFAULT_PROMPTS,
         min_value=1,
         max_value=40,
         help_text="How many of the shipped neutral questions to answer at every strength.",
     )
-    max_new_tokens = forms.IntegerField(label="Max new tokens", initial=48, min_value=4, max_value=256)
+    max_new_tokens = forms.IntegerField(
+        label="Max new tokens", initial=Evaluation.DEFAULT_NEW_TOKENS, min_value=4, max_value=256
+    )
 
     def clean_strengths(self) -> list[float]:
         try:

@@ -134,12 +134,15 @@ class Evaluation(models.Model):
     background. The report is the engine's Evaluation as JSON; the plot a PNG beside it."""
 
     Status = VectorSet.Status  # the same life: pending, running, then ready or failed
+    # A run's defaults, wherever one is started (the admin's form, evaluate_steering, the service).
+    DEFAULT_PROMPTS = 10
+    DEFAULT_NEW_TOKENS = 48
 
     vector_set = models.ForeignKey(VectorSet, on_delete=models.CASCADE, related_name="evaluations")
     dimension = models.SlugField(max_length=50)
     strengths = models.JSONField(default=list)
     prompts = models.JSONField(default=list)
-    max_new_tokens = models.PositiveSmallIntegerField(default=48)
+    max_new_tokens = models.PositiveSmallIntegerField(default=DEFAULT_NEW_TOKENS)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
     error = models.TextField(blank=True)

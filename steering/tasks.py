@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from steering import evaluation, services
 from steering.engine import ModelNotFound
 from steering.models import Evaluation, Feedback, VectorSet
 from steering.serving.site import site_model
+from steering.services import evaluations, feedback, jobs, vector_sets
 
 
 def compute_vector_set(vector_set_id: int) -> str:
@@ -13,36 +13,36 @@ def compute_vector_set(vector_set_id: int) -> str:
     if vector_set is None:
         return "deleted"  # deleted while it waited in the queue: nothing to do, nothing to fail
     # The model loads here, in the worker, never in the cluster's parent before it forks.
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=site_model())
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=site_model())
     return vector_set.status
 
 
 def compute_vector_set_finished(task) -> None:
     """django-q2 hook, run by the cluster's monitor whatever became of the task."""
-    services.vector_set_task_finished(vector_set_id=task.args[0], success=task.success, result=task.result)
+    jobs.task_finished(VectorSet, task)
 
 
 def learn_from_feedback(feedback_id: int) -> str:
-    feedback = Feedback.objects.select_related("interaction__vector_set", "user").get(pk=feedback_id)
+    given = Feedback.objects.select_related("interaction__vector_set", "user").get(pk=feedback_id)
     try:
         # The sentence-embedding model loads here, in the worker, once per process.
-        services.learn_apply(feedback=feedback)
+        feedback.learn_apply(feedback=given)
     except ModelNotFound as exc:
         # Retrying cannot help a missing model: say so on the feedback now.
-        services.learn_failed(feedback_id=feedback_id, result=str(exc))
-    feedback.refresh_from_db(fields=["learn_status"])
-    return feedback.learn_status
+        feedback.learn_failed(feedback_id=feedback_id, result=str(exc))
+    given.refresh_from_db(fields=["learn_status"])
+    return given.learn_status
 
 
 def learn_from_feedback_finished(task) -> None:
     if not task.success:
-        services.learn_failed(feedback_id=task.args[0], result=str(task.result))
+        feedback.learn_failed(feedback_id=task.args[0], result=str(task.result))
 
 
 def run_evaluation(evaluation_id: int) -> str:
     run = Evaluation.objects.select_related("vector_set").get(pk=evaluation_id)
-    return evaluation.evaluation_run(evaluation=run).status
+    return evaluations.evaluation_run(evaluation=run).status
 
 
 def run_evaluation_finished(task) -> None:
-    evaluation.evaluation_task_finished(evaluation_id=task.args[0], success=task.success, result=task.result)
+    jobs.task_finished(Evaluation, task)

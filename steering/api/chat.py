@@ -6,18 +6,16 @@ thread for sync views."""
 
 from __future__ import annotations
 
-import asyncio
-
 from adrf.views import APIView
 from asgiref.sync import sync_to_async
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
 from rest_framework.response import Response
 
 from ops.throttling import UserBudgetThrottle
-from steering import chat
 from steering.api import serializers as s
+from steering.chat_request import ChatRequestSerializer, generation_params
+from steering.services import chat_turn
 
 
 class ChatView(APIView):
@@ -26,7 +24,7 @@ class ChatView(APIView):
     throttle_scope = "chat"
 
     @extend_schema(
-        request=s.ChatRequestSerializer,
+        request=ChatRequestSerializer,
         # 400 is either a message per field (the request's shape) or {detail, code} (its
         # content, e.g. an unknown dimension): an object either way.
         responses={200: s.ChatResponseSerializer,
@@ -38,21 +36,20 @@ class ChatView(APIView):
     )
     async def post(self, request):
         """Generate an answer steered by your profile, overridden by `preferences`."""
-        form = s.ChatRequestSerializer(data=request.data)
+        form = ChatRequestSerializer(data=request.data)
         await sync_to_async(form.is_valid)(raise_exception=True)
         data = form.validated_data
-        params = {k: data[k] for k in s.GENERATION_FIELDS if data.get(k) is not None}
         try:
-            result = await chat.complete(
+            result = await chat_turn.complete(
                 user=request.user,
                 prompt=data["prompt"],
                 preferences=data["preferences"],
                 vector_set_id=data.get("vector_set"),
-                params=params,
+                params=generation_params(data),
                 session_id=data["session_id"],
                 source="api",
             )
-        except chat.ChatError as exc:
+        except chat_turn.ChatError as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
             return Response({"detail": exc.message, "code": exc.code}, status=exc.http_status, headers=headers)
         return Response(s.ChatResponseSerializer(result).data)

@@ -5,6 +5,6 @@ from django.urls import path
 from steering.api import openai_views
 
 urlpatterns = [
-    path("chat/completions", openai_views.ChatCompletions.as_view(), name="v1-chat-completions"),
-    path("models", openai_views.Models.as_view(), name="v1-models"),
+    path("chat/completions", openai_views.ChatCompletionsView.as_view(), name="v1-chat-completions"),
+    path("models", openai_views.ModelsView.as_view(), name="v1-models"),
 ]

@@ -65,7 +65,7 @@ class OpenAIView(APIView):
         return _drf_error
 
 
-class ChatCompletions(OpenAIView):
+class ChatCompletionsView(OpenAIView):
     throttle_classes = ChatView.throttle_classes
     throttle_scope = ChatView.throttle_scope
 
@@ -100,7 +100,7 @@ async def _sse(chunks):
     yield b"data: [DONE]\n\n"
 
 
-class Models(OpenAIView):
+class ModelsView(OpenAIView):
     @extend_schema(exclude=True)
     async def get(self, request):
         entries = await sync_to_async(completions.model_ids, thread_sensitive=False)(user=request.user)

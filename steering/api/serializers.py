@@ -3,91 +3,11 @@ whether a dimension belongs to a vector set is the model layer's rule (clean_pre
 
 from __future__ import annotations
 
-import math
-
 from django.conf import settings
 from rest_framework import serializers
 
-from steering.engine import CHAT_DEFAULTS
+from steering.chat_request import PreferencesField, StrengthField
 from steering.models import Feedback, InteractionLog, PreferenceDimension, PreferenceProfile, ProfileUpdate, VectorSet
-
-
-class StrengthField(serializers.FloatField):
-    """A strength in −1…1. FloatField alone lets "nan" through (NaN fails no comparison)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(min_value=-1.0, max_value=1.0, **kwargs)
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool):
-            self.fail("invalid")
-        value = super().to_internal_value(data)
-        if not math.isfinite(value):
-            raise serializers.ValidationError("Must be a finite number between -1 and 1.")
-        return value
-
-
-class PreferencesField(serializers.DictField):
-    def __init__(self, **kwargs):
-        kwargs.setdefault("help_text", "Dimension name → strength in -1…1 (-1 = the negative end, +1 = the positive end).")
-        super().__init__(child=StrengthField(), **kwargs)
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if len(value) > 64:
-            raise serializers.ValidationError("At most 64 dimensions.")
-        return value
-
-
-# The chat request's fields that become GenerationParams (REST and websocket alike).
-GENERATION_FIELDS = (
-    "max_new_tokens", "temperature", "top_p", "top_k", "seed", "repetition_penalty", "no_repeat_ngram_size",
-)
-
-
-class ChatRequestSerializer(serializers.Serializer):
-    prompt = serializers.CharField(max_length=settings.STEERLAB_MAX_PROMPT_CHARS)
-    preferences = PreferencesField(required=False, default=dict)
-    max_new_tokens = serializers.IntegerField(min_value=1, max_value=settings.STEERLAB_MAX_NEW_TOKENS, required=False)
-    max_length = serializers.IntegerField(
-        min_value=1,
-        max_value=settings.STEERLAB_MAX_NEW_TOKENS,
-        required=False,
-        help_text="The seed API's name for max_new_tokens; max_new_tokens wins when both are given.",
-    )
-    # Defaults: sampling with a repetition guard (CHAT_DEFAULTS), since greedy answers of a
-    # small model loop; temperature 0 is greedy, a seed makes sampling reproducible.
-    temperature = serializers.FloatField(
-        min_value=0.0, max_value=2.0, default=CHAT_DEFAULTS.temperature, help_text="0 = greedy."
-    )
-    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, default=CHAT_DEFAULTS.top_p)
-    top_k = serializers.IntegerField(min_value=0, max_value=1000, default=CHAT_DEFAULTS.top_k)
-    seed = serializers.IntegerField(min_value=0, max_value=2**63 - 1, required=False, allow_null=True)
-    repetition_penalty = serializers.FloatField(
-        min_value=1.0, max_value=2.0, default=CHAT_DEFAULTS.repetition_penalty,
-        help_text="Divides the scores of tokens the answer already used (1 = off).",
-    )
-    no_repeat_ngram_size = serializers.IntegerField(
-        min_value=0, max_value=16, default=CHAT_DEFAULTS.no_repeat_ngram_size,
-        help_text="No run of this many tokens appears twice in the answer (0 = off).",
-    )
-    session_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-    vector_set = serializers.IntegerField(
-        required=False, allow_null=True, help_text="Vector set id; the site's default set when omitted."
-    )
-
-    def validate_top_p(self, value):
-        if value <= 0:
-            raise serializers.ValidationError("Must be greater than 0.")
-        return value
-
-    def validate(self, attrs):
-        for name in ("temperature", "top_p", "repetition_penalty"):
-            if not math.isfinite(attrs[name]):
-                raise serializers.ValidationError({name: "Must be a finite number."})
-        attrs["max_new_tokens"] = attrs.get("max_new_tokens") or attrs.pop("max_length", None) or settings.STEERLAB_DEFAULT_NEW_TOKENS
-        attrs.pop("max_length", None)
-        return attrs
 
 
 class ChatResponseSerializer(serializers.Serializer):
@@ -260,32 +180,6 @@ class HealthSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
-
-
-class GenerateFrameSerializer(ChatRequestSerializer):
-    """A websocket {"type": "generate"} frame: the REST chat fields, plus the conversation."""
-
-    type = serializers.ChoiceField(choices=["generate"])
-    conversation_id = serializers.IntegerField(required=False, allow_null=True)
-    new_conversation = serializers.BooleanField(
-        default=False, help_text="Start a conversation with this prompt (when no conversation_id is given)."
-    )
-    tag = serializers.CharField(max_length=40, required=False, allow_blank=True, default="",
-                                help_text="Echoed back in every frame of this generation.")
-    purpose = serializers.ChoiceField(
-        choices=["chat", "calibrate"], default="chat",
-        help_text="calibrate: an answer of a CALIBRATE round, logged as such (never part of a conversation).",
-    )
-
-
-def error_message(errors) -> str:
-    """DRF's nested error dict as one readable line: 'prompt: This field is required.; …'."""
-    if isinstance(errors, dict):
-        return "; ".join(f"{key}: {error_message(value)}" if key != "non_field_errors" else error_message(value)
-                         for key, value in errors.items())
-    if isinstance(errors, list):
-        return " ".join(error_message(e) for e in errors)
-    return str(errors)
 
 
 class CalibrationStartSerializer(serializers.Serializer):

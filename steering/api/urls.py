@@ -5,31 +5,31 @@ vector-sets/upload/, /vectors → GET vector-sets/."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from steering.api import chat, controlvector_views, views
+from steering.api import calibrate, chat, controlvectors, health, interactions, learn, profiles, root, vector_sets
 
 urlpatterns = [
-    path("", views.ApiRoot.as_view(), name="api-root"),
-    path("auth/token/", views.TokenView.as_view(), name="api-token"),
-    path("health/", views.HealthView.as_view(), name="api-health"),
+    path("", root.ApiRootView.as_view(), name="api-root"),
+    path("auth/token/", root.TokenView.as_view(), name="api-token"),
+    path("health/", health.HealthView.as_view(), name="api-health"),
     path("chat/", chat.ChatView.as_view(), name="api-chat"),
-    path("dimensions/", views.DimensionList.as_view(), name="api-dimensions"),
-    path("dimensions/<slug:name>/", views.DimensionDetail.as_view(), name="api-dimension"),
-    path("vector-sets/", views.VectorSetList.as_view(), name="api-vector-sets"),
-    path("vector-sets/upload/", views.VectorSetUpload.as_view(), name="api-vector-set-upload"),
-    path("vector-sets/<int:pk>/", views.VectorSetDetail.as_view(), name="api-vector-set"),
-    path("vector-sets/<int:pk>/compute/", views.VectorSetCompute.as_view(), name="api-vector-set-compute"),
-    path("vector-sets/<int:pk>/download/", views.VectorSetDownload.as_view(), name="api-vector-set-download"),
-    path("vector-sets/<int:pk>/export.gguf", controlvector_views.VectorSetExportGguf.as_view(), name="api-vector-set-export-gguf"),
-    path("vector-sets/import-gguf/", controlvector_views.VectorSetImportGguf.as_view(), name="api-vector-set-import-gguf"),
-    path("profile/", views.ProfileView.as_view(), name="api-profile"),
-    path("profile/history/", views.ProfileHistory.as_view(), name="api-profile-history"),
-    path("profile/history/<int:pk>/undo/", views.ProfileUndo.as_view(), name="api-profile-undo"),
-    path("calibrate/start/", views.CalibrationStart.as_view(), name="api-calibrate-start"),
-    path("calibrate/choose/", views.CalibrationChoose.as_view(), name="api-calibrate-choose"),
-    path("interactions/", views.InteractionList.as_view(), name="api-interactions"),
-    path("interactions/<int:pk>/", views.InteractionDetail.as_view(), name="api-interaction"),
-    path("interactions/<int:pk>/feedback/", views.InteractionFeedback.as_view(), name="api-feedback"),
-    path("feedback/<int:pk>/", views.FeedbackDetail.as_view(), name="api-feedback-detail"),
+    path("dimensions/", vector_sets.DimensionListView.as_view(), name="api-dimensions"),
+    path("dimensions/<slug:name>/", vector_sets.DimensionDetailView.as_view(), name="api-dimension"),
+    path("vector-sets/", vector_sets.VectorSetListView.as_view(), name="api-vector-sets"),
+    path("vector-sets/upload/", vector_sets.VectorSetUploadView.as_view(), name="api-vector-set-upload"),
+    path("vector-sets/<int:pk>/", vector_sets.VectorSetDetailView.as_view(), name="api-vector-set"),
+    path("vector-sets/<int:pk>/compute/", vector_sets.VectorSetComputeView.as_view(), name="api-vector-set-compute"),
+    path("vector-sets/<int:pk>/download/", vector_sets.VectorSetDownloadView.as_view(), name="api-vector-set-download"),
+    path("vector-sets/<int:pk>/export.gguf", controlvectors.VectorSetExportGgufView.as_view(), name="api-vector-set-export-gguf"),
+    path("vector-sets/import-gguf/", controlvectors.VectorSetImportGgufView.as_view(), name="api-vector-set-import-gguf"),
+    path("profile/", profiles.ProfileView.as_view(), name="api-profile"),
+    path("profile/history/", profiles.ProfileHistoryView.as_view(), name="api-profile-history"),
+    path("profile/history/<int:pk>/undo/", profiles.ProfileUndoView.as_view(), name="api-profile-undo"),
+    path("calibrate/start/", calibrate.CalibrationStartView.as_view(), name="api-calibrate-start"),
+    path("calibrate/choose/", calibrate.CalibrationChooseView.as_view(), name="api-calibrate-choose"),
+    path("interactions/", interactions.InteractionListView.as_view(), name="api-interactions"),
+    path("interactions/<int:pk>/", interactions.InteractionDetailView.as_view(), name="api-interaction"),
+    path("interactions/<int:pk>/feedback/", learn.InteractionFeedbackView.as_view(), name="api-feedback"),
+    path("feedback/<int:pk>/", learn.FeedbackDetailView.as_view(), name="api-feedback-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its script as a file of its own and the template has no inline
     # style, as the Content-Security-Policy requires.

@@ -13,7 +13,9 @@ DATA_DIR = Path(__file__).resolve().parent
 @cache
 def dimension(name: str) -> dict:
     """A default dimension: name, negative_label, positive_label, description, pairs
-    [{positive, negative}], reference_positive, reference_negative."""
+    [{positive, negative}], reference_positive, reference_negative, feedback_positive and
+    feedback_negative (LEARN's phrases), prompt_positive and prompt_negative (its ends in words,
+    for prompting), and calibration_question (what CALIBRATE asks about it)."""
     path = DATA_DIR / "dimensions" / f"{name}.json"
     if not path.is_file():
         raise KeyError(f"No default dimension {name!r}; there are: {', '.join(dimension_names())}")

@@ -162,10 +162,6 @@ class SteeringVectors:
         if problems:
             raise VectorFileError("These steering vectors do not fit the model: " + "; ".join(problems))
 
-    def with_range(self, dimension: str, value: float) -> SteeringVectors:
-        """A copy with one dimension's functional range set by hand (docs/architecture.md)."""
-        return self.with_ranges({dimension: value})
-
     def with_ranges(self, ranges: dict[str, float]) -> SteeringVectors:
         """A copy with these dimensions' functional ranges replaced (e.g. by measured ones)."""
         return SteeringVectors(**{**self._fields(), "functional_range": {**self.functional_range, **ranges}})

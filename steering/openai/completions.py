@@ -20,10 +20,11 @@ from asgiref.sync import sync_to_async
 from django.db.models import Count
 from django.utils.text import slugify
 
-from steering import chat, selectors
+from steering import selectors
 from steering.models import InteractionLog, VectorSet
 from steering.openai import protocol as p
 from steering.serving.site import site_model_id
+from steering.services import chat_turn
 
 STATUS_CODES = {"bad_request": "invalid_value", "not_found": "not_found", "too_many": "rate_limit_exceeded",
                 "busy": "server_busy", "worker_unavailable": "worker_unavailable",
@@ -70,7 +71,7 @@ def model_resolve(*, user, model: str, vector_set_id: int | None) -> int | None:
                         status=404, param="model", code="model_not_found")
 
 
-def openai_error(exc: chat.ChatError) -> p.OpenAIError:
+def openai_error(exc: chat_turn.ChatError) -> p.OpenAIError:
     return p.OpenAIError(exc.message, status=exc.http_status, code=STATUS_CODES.get(exc.code, exc.code),
                          param="steering" if exc.code == "not_found" else None, retry_after=exc.retry_after)
 
@@ -79,7 +80,7 @@ class Completion:
     def __init__(self, *, user, request: p.CompletionRequest) -> None:
         self.user, self.request = user, request
         self.id, self.created = p.completion_id(), p.now()
-        self.turn: chat.ChatTurn | None = None
+        self.turn: chat_turn.ChatTurn | None = None
         self.scanner = p.StopScanner(request.stop)
         self._pieces: AsyncIterator[str] | None = None
         self._first: str | None = None
@@ -94,14 +95,14 @@ class Completion:
         vector_set_id = await sync_to_async(model_resolve, thread_sensitive=False)(
             user=self.user, model=req.model, vector_set_id=req.vector_set_id
         )
-        self.turn = chat.ChatTurn(
+        self.turn = chat_turn.ChatTurn(
             user=self.user, prompt=req.prompt, history=req.history, preferences=req.preferences,
             vector_set_id=vector_set_id, params=req.params, session_id=req.user,
             source=InteractionLog.Source.OPENAI,
         )
         try:
             await self.turn.prepare()
-        except chat.ChatError as exc:
+        except chat_turn.ChatError as exc:
             raise openai_error(exc) from exc
         self._pieces = self.turn.stream()
         self._first = await self._next()
@@ -113,8 +114,8 @@ class Completion:
             return await self._pieces.__anext__()
         except StopAsyncIteration:
             return None
-        except chat.ChatError as exc:
-            if exc.code not in chat.REFUSED:
+        except chat_turn.ChatError as exc:
+            if exc.code not in chat_turn.REFUSED:
                 await self._log()
             raise openai_error(exc) from exc
 

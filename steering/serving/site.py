@@ -35,6 +35,7 @@ from steering.engine import (
 from steering.engine.loading import model_id_for
 from steering.inference import Scheduler
 from steering.models import VectorSet
+from steering.services import files
 
 _lock = threading.RLock()
 
@@ -154,7 +155,7 @@ def site_vectors(vector_set) -> SteeringVectors:
             reason = "its vector file is missing"
             raise VectorFileError(reason)
         reason = "its vector file is unreadable, corrupt or does not fit the model"
-        vectors = SteeringVectors.load(Path(vector_set.file.path))
+        vectors = files.vectors_load(vector_set.file)
         vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
     except VectorFileError as exc:
         detail = str(exc).replace(str(Path(settings.MEDIA_ROOT)), "<media>")

@@ -5,10 +5,10 @@ import pytest
 import torch
 from rest_framework.test import APIClient
 
-from steering import services
 from steering.engine import SteeringVectors
 from steering.models import PreferenceDimension
 from steering.serving.site import site_model_id
+from steering.services import vector_sets
 
 SMOLLM_LAYERS, SMOLLM_HIDDEN = 30, 576
 
@@ -56,16 +56,16 @@ def as_charlie(charlie):
 @pytest.fixture
 def dimensions(db):
     for name in ("formality", "cost"):
-        services.dimension_import_default(name=name)
+        vector_sets.dimension_import_default(name=name)
     return list(PreferenceDimension.objects.filter(name__in=["formality", "cost"]))
 
 
 @pytest.fixture
 def shared_set(dimensions):
     """The site default: a ready, shared set with formality and cost."""
-    return services.vector_set_register(vectors=make_vectors(["formality", "cost"]), name="shared")
+    return vector_sets.vector_set_register(vectors=make_vectors(["formality", "cost"]), name="shared")
 
 
 @pytest.fixture
 def alices_set(alice, dimensions):
-    return services.vector_set_register(vectors=make_vectors(["formality"], seed=1), name="alice's", owner=alice)
+    return vector_sets.vector_set_register(vectors=make_vectors(["formality"], seed=1), name="alice's", owner=alice)

@@ -3,7 +3,7 @@ browser generates the two answers over the websocket, so no model is needed here
 
 import pytest
 
-from steering.calibrate import QUESTIONS
+from steering.modes.calibrate import QUESTIONS
 from steering.models import PreferenceProfile, ProfileUpdate
 
 pytestmark = pytest.mark.django_db

@@ -13,10 +13,10 @@ import torch
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from steering import services
 from steering.engine import GenerationParams, GenerationRequest
 from steering.engine.controlvector import read_control_vector
 from steering.models import VectorSet
+from steering.services import vector_sets
 from steering.serving import site
 from tests.api.conftest import make_vectors
 
@@ -25,8 +25,8 @@ from tests.api.conftest import make_vectors
 def tiny_sets(tiny_site, alice, dimensions):
     loaded = site.site_model()
     shape = dict(hidden=loaded.hidden_size, layers=loaded.num_layers)
-    shared = services.vector_set_register(vectors=make_vectors(["formality", "cost"], range_=0.5, **shape), name="shared")
-    private = services.vector_set_register(vectors=make_vectors(["formality"], seed=1, range_=0.5, **shape),
+    shared = vector_sets.vector_set_register(vectors=make_vectors(["formality", "cost"], range_=0.5, **shape), name="shared")
+    private = vector_sets.vector_set_register(vectors=make_vectors(["formality"], seed=1, range_=0.5, **shape),
                                            name="alice's", owner=alice)
     return shared, private
 

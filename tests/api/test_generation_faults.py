@@ -12,8 +12,8 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 from rest_framework.test import APIClient
 
-from steering import services
 from steering.models import InteractionLog, VectorSet
+from steering.services import vector_sets
 from steering.serving import site
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
@@ -30,14 +30,14 @@ def _vectors(dims, **options):
 
 @pytest.fixture
 def shared(tiny_site, dimensions):
-    return services.vector_set_register(vectors=_vectors(["formality", "cost"]), name="shared")
+    return vector_sets.vector_set_register(vectors=_vectors(["formality", "cost"]), name="shared")
 
 
 @pytest.fixture
 def poisoned(tiny_site, alice):
     """A set whose additions overflow to inf: written before uploads were bounded, or by hand."""
     vectors = _vectors(["formality"], seed=2, range_=1e30).with_residual_norms(torch.full((NUM_LAYERS,), 1e30))
-    return services.vector_set_register(vectors=vectors, name="poisoned", owner=alice)
+    return vector_sets.vector_set_register(vectors=vectors, name="poisoned", owner=alice)
 
 
 def _chat(client, **payload):

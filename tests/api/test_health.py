@@ -44,11 +44,11 @@ def test_it_answers_503_while_the_model_cannot_load(client, settings, tmp_path, 
 
 def _private_set_and_broken_model(settings, tmp_path, alice):
     from tests.api.conftest import make_vectors
-    from steering import services
     from steering.serving import site
+    from steering.services import vector_sets
 
-    services.dimension_import_default(name="formality")
-    services.vector_set_register(vectors=make_vectors(["formality"]), name="alice's", owner=alice)
+    vector_sets.dimension_import_default(name="formality")
+    vector_sets.vector_set_register(vectors=make_vectors(["formality"]), name="alice's", owner=alice)
     settings.STEERLAB_MODEL = str(tmp_path / "secret-model-dir")
     with pytest.raises(Exception):
         site.site_model()

@@ -1,14 +1,14 @@
 import pytest
 
-from steering import services
 from steering.models import Feedback, InteractionLog
+from steering.services import chat
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def alices_log(alice, shared_set):
-    return services.interaction_record(
+    return chat.interaction_record(
         user=alice, prompt="Plan a dinner", response="Try the bistro.", status="ok", vector_set=shared_set,
         strengths={"cost": -0.5}, params={"max_new_tokens": 20}, tokens=5, latency_ms=120,
     )

@@ -4,8 +4,8 @@ the feedback and in the history, and can be undone. CALIBRATE choices are logged
 
 import pytest
 
-from steering import services
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate
+from steering.services import chat, feedback, profiles
 
 pytestmark = pytest.mark.django_db
 
@@ -16,15 +16,15 @@ def _tasks_run_inline(settings):
 
 
 def answer(user, vector_set, strengths=None, source=InteractionLog.Source.WEBSOCKET):
-    return services.interaction_record(
+    return chat.interaction_record(
         user=user, prompt="Where should I eat tonight?", response="Le Bernardin, tasting menu.", status="ok",
         vector_set=vector_set, strengths=strengths or {}, params={}, tokens=9, latency_ms=300, source=source,
     )
 
 
 def learning(user, vector_set, strengths=None):
-    profile = services.profile_get_or_create(user=user, vector_set=vector_set)
-    services.profile_update(profile=profile, strengths=strengths or {}, source="api", mode="learn")
+    profile = profiles.profile_get_or_create(user=user, vector_set=vector_set)
+    profiles.profile_update(profile=profile, strengths=strengths or {}, source="api", mode="learn")
     return profile
 
 
@@ -77,7 +77,7 @@ def test_learn_moves_a_profile_the_right_way_over_a_sequence_of_feedback(
 def test_feedback_outside_learn_mode_is_logged_but_changes_nothing(
     as_alice, alice, shared_set, django_capture_on_commit_callbacks
 ):
-    services.profile_get_or_create(user=alice, vector_set=shared_set)  # SELECT, the default
+    profiles.profile_get_or_create(user=alice, vector_set=shared_set)  # SELECT, the default
     body = give(as_alice, answer(alice, shared_set), {"thumbs": -1, "text": "too expensive"},
                 django_capture_on_commit_callbacks)
     assert body["learn_status"] == "off" and "Learn mode" in body["learn_note"]
@@ -180,13 +180,13 @@ def test_the_cluster_hook_marks_a_crashed_learn_task_failed(alice, shared_set):
     from steering import tasks
 
     learning(alice, shared_set)
-    feedback = services.feedback_submit(user=alice, interaction=answer(alice, shared_set), thumbs=-1, text="too formal")
-    assert feedback.learn_status == "pending"  # its task never ran (no commit in this test)
-    tasks.learn_from_feedback_finished(Task(args=(feedback.pk,), success=False, result="worker killed"))
-    feedback.refresh_from_db()
-    assert feedback.learn_status == "failed"
+    given = feedback.feedback_submit(user=alice, interaction=answer(alice, shared_set), thumbs=-1, text="too formal")
+    assert given.learn_status == "pending"  # its task never ran (no commit in this test)
+    tasks.learn_from_feedback_finished(Task(args=(given.pk,), success=False, result="worker killed"))
+    given.refresh_from_db()
+    assert given.learn_status == "failed"
     # A hook for a task that succeeded leaves the feedback alone.
-    Feedback.objects.filter(pk=feedback.pk).update(learn_status="applied")
-    tasks.learn_from_feedback_finished(Task(args=(feedback.pk,), success=True, result="applied"))
-    feedback.refresh_from_db()
-    assert feedback.learn_status == "applied"
+    Feedback.objects.filter(pk=given.pk).update(learn_status="applied")
+    tasks.learn_from_feedback_finished(Task(args=(given.pk,), success=True, result="applied"))
+    given.refresh_from_db()
+    assert given.learn_status == "applied"

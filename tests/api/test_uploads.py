@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from steering import services
 from steering.engine import SteeringVectors
 from steering.models import PreferenceDimension, VectorSet
+from steering.services import vector_sets
 from steering.serving import site
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
@@ -138,8 +138,8 @@ def test_an_uploads_dimensions_are_private_to_its_set(tiny_site, as_alice, as_bo
     assert shared_formality.negative_label != "yo" and not shared_formality.vector_sets.filter(pk=vector_set.pk).exists()
     # The catalogue's names stay free: a shipped dimension the upload named first (time) still
     # imports as a shared one, with its own labels.
-    assert services.dimension_import_default(name="formality").pk == shared_formality.pk
-    time = services.dimension_import_default(name="time")
+    assert vector_sets.dimension_import_default(name="formality").pk == shared_formality.pk
+    time = vector_sets.dimension_import_default(name="time")
     assert time.private_to is None and time.negative_label != "never" and time.positive_examples
 
     labels = {d.name: (d.negative_label, d.positive_label) for d in vector_set.dimensions.all()}

@@ -19,8 +19,8 @@ from channels.testing import ChannelsLiveServerTestCase
 from django.conf import settings
 from django.test import override_settings
 
-from steering import services
 from steering.models import Feedback, PreferenceProfile, ProfileUpdate
+from steering.services import vector_sets
 from tests.api.conftest import make_vectors
 from tests.browser import BROWSER_MARKS, CHROMIUM
 
@@ -54,8 +54,8 @@ class ChatPageTest(ChannelsLiveServerTestCase):
     def setUp(self):
         # After the fork: torch's thread pools are not forked half-initialised into the server.
         for name in ("formality", "cost"):
-            services.dimension_import_default(name=name)
-        services.vector_set_register(vectors=make_vectors(["formality", "cost"]), name="shared")
+            vector_sets.dimension_import_default(name=name)
+        vector_sets.vector_set_register(vectors=make_vectors(["formality", "cost"]), name="shared")
 
     def test_it_signs_up_steers_streams_and_stops(self):
         from playwright.sync_api import expect, sync_playwright

@@ -9,7 +9,7 @@ import pytest
 from channels.testing import ChannelsLiveServerTestCase
 from django.contrib.auth import get_user_model
 
-from steering import services
+from steering.services import vector_sets
 from tests.api.conftest import make_vectors
 from tests.browser import BROWSER_MARKS, CHROMIUM
 
@@ -34,8 +34,8 @@ class ContentSecurityPolicyTest(ChannelsLiveServerTestCase):
 
     def setUp(self):
         get_user_model().objects.create_user("erin", "erin@example.org", PASSWORD, is_staff=True, is_superuser=True)
-        services.dimension_import_default(name="formality")
-        services.vector_set_register(vectors=make_vectors(["formality"]), name="shared")
+        vector_sets.dimension_import_default(name="formality")
+        vector_sets.vector_set_register(vectors=make_vectors(["formality"]), name="shared")
 
     def test_no_page_breaks_the_policy(self):
         from playwright.sync_api import expect, sync_playwright

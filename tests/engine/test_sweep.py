@@ -66,7 +66,7 @@ def test_rows_of_one_batch_answer_as_they_would_alone(tiny, vectors):
 
 def test_the_evaluation_measures_every_strength_against_strength_zero(tiny, vectors):
     result = evaluate_dimension(
-        tiny, vectors.with_range("f", 5.0), "f", PROMPTS, (["formal text"], ["casual text"]),
+        tiny, vectors.with_ranges({"f": 5.0}), "f", PROMPTS, (["formal text"], ["casual text"]),
         strengths=(-1.0, 1.0), params=GenerationParams(max_new_tokens=6),
     )
     assert [p.strength for p in result.points] == [-1.0, 0.0, 1.0]  # 0 is always measured
@@ -91,7 +91,7 @@ def test_the_evaluation_measures_prompting_and_the_two_combined_on_the_same_prom
         return preference_instruction("formal words", "casual words", strength)
 
     result = evaluate_dimension(
-        tiny, vectors.with_range("f", 5.0), "f", PROMPTS, (["formal text"], ["casual text"]),
+        tiny, vectors.with_ranges({"f": 5.0}), "f", PROMPTS, (["formal text"], ["casual text"]),
         strengths=(-1.0, 1.0), params=GenerationParams(max_new_tokens=6), instructions=instructions,
     )
     assert set(result.baselines) == {"prompt", "prompt+steering"}
@@ -112,7 +112,7 @@ def test_the_evaluation_measures_prompting_and_the_two_combined_on_the_same_prom
 
 def test_the_evaluation_without_instructions_has_no_baselines(tiny, vectors):
     result = evaluate_dimension(
-        tiny, vectors.with_range("f", 5.0), "f", PROMPTS[:1], (["formal text"], ["casual text"]),
+        tiny, vectors.with_ranges({"f": 5.0}), "f", PROMPTS[:1], (["formal text"], ["casual text"]),
         strengths=(1.0,), params=GenerationParams(max_new_tokens=3),
     )
     assert result.baselines == {}

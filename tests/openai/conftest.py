@@ -14,8 +14,8 @@ import time
 import pytest
 from rest_framework.authtoken.models import Token
 
-from steering import services
 from steering.models import PreferenceDimension
+from steering.services import vector_sets
 from steering.serving import site
 
 
@@ -89,7 +89,7 @@ def tiny_set(tiny_site, live):
     for name in ("formality", "cost"):
         PreferenceDimension.objects.get_or_create(name=name, defaults={"negative_label": "low", "positive_label": "high"})
     vectors = make_vectors(["formality", "cost"], hidden=loaded.hidden_size, layers=loaded.num_layers, range_=0.5)
-    return services.vector_set_register(vectors=vectors, name="tiny-default")
+    return vector_sets.vector_set_register(vectors=vectors, name="tiny-default")
 
 
 def wait_until_idle() -> None:

@@ -90,10 +90,10 @@ async def test_it_answers_the_async_client(tiny_set, alice_key, live):
 
 def test_it_lists_the_model_and_one_entry_per_usable_set(tiny_set, alice, bob, alice_key, client_for):
     from tests.api.conftest import make_vectors
-    from steering import services
+    from steering.services import vector_sets
 
     loaded = site.site_model()
-    private = services.vector_set_register(
+    private = vector_sets.vector_set_register(
         vectors=make_vectors(["formality"], hidden=loaded.hidden_size, layers=loaded.num_layers), name="bobs", owner=bob
     )
     ids = [m.id for m in client_for(alice_key).models.list()]
@@ -261,10 +261,10 @@ async def test_two_users_concurrent_streams_never_mix(tiny_set, alice_key, bob_k
 
 
 def test_without_steering_the_saved_profile_applies(tiny_set, alice, alice_key, client_for):
-    from steering import services
+    from steering.services import profiles
 
-    profile = services.profile_get_or_create(user=alice, vector_set=tiny_set)
-    services.profile_update(profile=profile, strengths={"cost": -0.5}, source="select")
+    profile = profiles.profile_get_or_create(user=alice, vector_set=tiny_set)
+    profiles.profile_update(profile=profile, strengths={"cost": -0.5}, source="select")
     client = client_for(alice_key)
     plain = client.chat.completions.create(model=served_model(), messages=MESSAGES, max_tokens=2)
     assert plain.model_extra["steering"]["preferences_applied"] == {"cost": -0.5}

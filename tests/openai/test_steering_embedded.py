@@ -6,8 +6,8 @@ import statistics
 import openai
 import pytest
 
-from steering import services
 from steering.models import PreferenceDimension
+from steering.services import vector_sets
 from steering.serving import site
 from tests.engine.test_embedded_steering import PROMPTS, formality
 from tests.ws.conftest import formality_vectors  # noqa: F401  (a session fixture: computed once)
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def formality_set(live, settings, tmp_path, formality_vectors):  # noqa: F811
     settings.MEDIA_ROOT = tmp_path / "media"
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
-    return services.vector_set_register(vectors=formality_vectors, name="default")
+    return vector_sets.vector_set_register(vectors=formality_vectors, name="default")
 
 
 def stream_text(client, prompt, strength):

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from steering import services
 from steering.models import Conversation, Feedback, InteractionLog, Message, ProfileUpdate
+from steering.services import chat, profiles, vector_sets
 from steering.serving import site
 from tests.api.conftest import _client, as_alice, as_bob, as_charlie, dimensions, make_vectors  # noqa: F401
 from tests.tiny_models import NUM_LAYERS
@@ -41,12 +41,12 @@ def world(tiny_site, alice, bob, charlie, dimensions):  # noqa: F811
     """Alice's private data on the tiny site: her own vector set, a profile with history on
     the shared set, a conversation with one turn, its interaction log and her feedback. Every
     text of hers carries SECRET."""
-    shared = services.vector_set_register(vectors=tiny_vectors(["formality", "cost"]), name="shared")
-    private = services.vector_set_register(vectors=tiny_vectors(["formality"], seed=1), name=f"set {SECRET}", owner=alice)
-    profile = services.profile_get_or_create(user=alice, vector_set=shared)
-    services.profile_update(profile=profile, strengths={"formality": 0.9}, source=ProfileUpdate.Source.API)
+    shared = vector_sets.vector_set_register(vectors=tiny_vectors(["formality", "cost"]), name="shared")
+    private = vector_sets.vector_set_register(vectors=tiny_vectors(["formality"], seed=1), name=f"set {SECRET}", owner=alice)
+    profile = profiles.profile_get_or_create(user=alice, vector_set=shared)
+    profiles.profile_update(profile=profile, strengths={"formality": 0.9}, source=ProfileUpdate.Source.API)
     conversation = Conversation.objects.create(user=alice, title=f"chat {SECRET}", vector_set=shared)
-    interaction = services.interaction_record(
+    interaction = chat.interaction_record(
         user=alice, prompt=f"prompt {SECRET}", response=f"answer {SECRET}", status=InteractionLog.Status.OK,
         vector_set=shared, strengths={"formality": 0.9}, params={}, tokens=3, latency_ms=5, conversation=conversation,
     )

@@ -18,8 +18,8 @@ from django_q.exceptions import TimeoutException
 from django_q.timeout import TimeoutHandler
 from rest_framework.authtoken.models import Token
 
-from steering import services
 from steering.models import Conversation, InteractionLog, Message, PreferenceDimension, VectorSet
+from steering.services import vector_sets
 from steering.serving import site
 from steerlab_site.asgi import application
 from tests.tiny_models import CORPUS
@@ -223,23 +223,23 @@ def tone(tiny_site):
 
 
 def compute(vector_set, **kwargs) -> VectorSet:
-    return services.vector_set_compute(vector_set=vector_set, loaded=site.site_model(), **kwargs)
+    return vector_sets.vector_set_compute(vector_set=vector_set, loaded=site.site_model(), **kwargs)
 
 
 def test_a_recomputation_that_raises_keeps_the_committed_file_and_a_retry_recovers(tone, settings):
-    vector_set = compute(services.vector_set_create(name="t", model_id=site.site_model_id(), dimensions=[tone]))
+    vector_set = compute(vector_sets.vector_set_create(name="t", model_id=site.site_model_id(), dimensions=[tone]))
     assert vector_set.status == "ready"
     good_file = vector_set.file.name
 
     PreferenceDimension.objects.filter(pk=tone.pk).update(positive_examples=[])  # the next run raises
-    services.vector_set_restart(vector_set=vector_set)
+    vector_sets.vector_set_restart(vector_set=vector_set)
     vector_set = compute(vector_set)
     assert vector_set.status == "failed" and "no training examples" in vector_set.error
     assert vector_set.file.name == good_file  # the vectors computed before are not thrown away
     assert_files_match_sets(settings)
 
     PreferenceDimension.objects.filter(pk=tone.pk).update(positive_examples=CORPUS[0::2])
-    services.vector_set_restart(vector_set=vector_set)
+    vector_sets.vector_set_restart(vector_set=vector_set)
     vector_set = compute(vector_set)
     assert vector_set.status == "ready" and vector_set.file.name != good_file
     assert_files_match_sets(settings)  # the old file went once the new one was in place
@@ -251,7 +251,7 @@ def test_a_computation_that_times_out_leaves_no_file_and_a_retry_recovers(tone, 
         name="big", negative_label="A", positive_label="B",
         positive_examples=[" ".join(CORPUS)] * 3000, negative_examples=[" ".join(CORPUS[::-1])] * 3000,
     )
-    vector_set = services.vector_set_create(name="t", model_id=site.site_model_id(), dimensions=[big])
+    vector_set = vector_sets.vector_set_create(name="t", model_id=site.site_model_id(), dimensions=[big])
     with pytest.raises(TimeoutException), TimeoutHandler(1):  # how a django-q2 worker ends a task
         compute(vector_set)
     vector_set.refresh_from_db()
@@ -259,6 +259,6 @@ def test_a_computation_that_times_out_leaves_no_file_and_a_retry_recovers(tone, 
     assert_files_match_sets(settings)
 
     vector_set.dimensions.set([tone])
-    services.vector_set_restart(vector_set=vector_set)
+    vector_sets.vector_set_restart(vector_set=vector_set)
     assert compute(vector_set).status == "ready"
     assert_files_match_sets(settings)

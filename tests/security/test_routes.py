@@ -12,7 +12,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from steering.api.serializers import GENERATION_FIELDS
+from steering.serving import site
+from steering.chat_request import GENERATION_FIELDS
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate, VectorSet
 from steering.serving import site
 from tests.conftest import PASSWORD

@@ -3,8 +3,8 @@ dropped when it is deleted or recomputed."""
 
 import pytest
 
-from steering import services
 from steering.models import VectorSet
+from steering.services import vector_sets
 from steering.serving import site
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _set(name, seed):
     vectors = make_vectors(["formality"], model_id=site.site_model_id(), hidden=64, layers=NUM_LAYERS, seed=seed)
-    return services.vector_set_register(vectors=vectors, name=name)
+    return vector_sets.vector_set_register(vectors=vectors, name=name)
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 import pytest
 
-from steering import services
 from steering.models import Conversation, InteractionLog, Message, ProfileUpdate
+from steering.services import profiles, vector_sets
 from tests.api.conftest import make_vectors
 
 pytestmark = pytest.mark.django_db
@@ -17,8 +17,8 @@ def _media(settings, tmp_path):
 @pytest.fixture
 def shared_set(db):
     for name in ("formality", "cost"):
-        services.dimension_import_default(name=name)
-    return services.vector_set_register(vectors=make_vectors(["formality", "cost"]), name="shared")
+        vector_sets.dimension_import_default(name=name)
+    return vector_sets.vector_set_register(vectors=make_vectors(["formality", "cost"]), name="shared")
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_it_marks_a_stopped_answer_and_an_unsteered_one(client, alice, alices_co
     for strengths, status in (({}, "ok"), ({"cost": -0.35}, "cancelled")):
         log = InteractionLog.objects.create(user=alice, prompt="p", response="r", strengths=strengths, status=status)
         Message.objects.create(conversation=alices_conversation, role="assistant", content="r", interaction=log)
-    services.dimension_import_default(name="cost")
+    vector_sets.dimension_import_default(name="cost")
     client.force_login(alice)
 
     text = client.get(f"/chat/{alices_conversation.pk}/").content.decode()
@@ -76,8 +76,8 @@ def test_it_hides_another_users_conversation(client, bob, alices_conversation):
 
 
 def test_it_renders_one_slider_per_dimension_with_its_labels(client, alice, shared_set):
-    profile = services.profile_get_or_create(user=alice, vector_set=shared_set)
-    services.profile_update(profile=profile, strengths={"cost": -0.35}, source=ProfileUpdate.Source.SELECT)
+    profile = profiles.profile_get_or_create(user=alice, vector_set=shared_set)
+    profiles.profile_update(profile=profile, strengths={"cost": -0.35}, source=ProfileUpdate.Source.SELECT)
     client.force_login(alice)
 
     text = client.get("/chat/").content.decode()
@@ -101,9 +101,9 @@ def test_it_explains_that_no_vector_set_is_ready(client, alice):
 
 
 def test_it_shows_strengths_history_and_interactions_on_the_profile_page(client, alice, bob, shared_set):
-    profile = services.profile_get_or_create(user=alice, vector_set=shared_set)
-    services.profile_update(profile=profile, strengths={"formality": 0.5}, source=ProfileUpdate.Source.SELECT)
-    services.profile_update(profile=profile, strengths={"formality": -0.25}, source=ProfileUpdate.Source.API)
+    profile = profiles.profile_get_or_create(user=alice, vector_set=shared_set)
+    profiles.profile_update(profile=profile, strengths={"formality": 0.5}, source=ProfileUpdate.Source.SELECT)
+    profiles.profile_update(profile=profile, strengths={"formality": -0.25}, source=ProfileUpdate.Source.API)
     InteractionLog.objects.create(user=alice, prompt="alice asks about tea", response="Green tea.")
     InteractionLog.objects.create(user=bob, prompt="bob's secret question", response="No.")
     client.force_login(alice)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from django.urls import reverse
 
-from steering import services
 from steering.engine.controlvector import read_control_vector
 from steering.models import VectorSet
+from steering.services import vector_sets
 from steering.serving import site
 from tests.api.test_controlvectors import gguf_bytes
 from tests.conftest import PASSWORD
@@ -26,9 +26,9 @@ def tiny_set(tiny_site, db):
     from tests.api.conftest import make_vectors
 
     loaded = site.site_model()
-    services.dimension_import_default(name="formality")
+    vector_sets.dimension_import_default(name="formality")
     vectors = make_vectors(["formality"], hidden=loaded.hidden_size, layers=loaded.num_layers, range_=0.5)
-    return services.vector_set_register(vectors=vectors, name="tiny")
+    return vector_sets.vector_set_register(vectors=vectors, name="tiny")
 
 
 def gguf_upload(content):

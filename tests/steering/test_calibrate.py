@@ -5,7 +5,7 @@ from dataclasses import asdict
 
 import pytest
 
-from steering.calibrate import CHOICES, FALLBACK_QUESTION, QUESTIONS, CalibrationState, choose, done, question_for, result
+from steering.modes.calibrate import CHOICES, FALLBACK_QUESTION, QUESTIONS, CalibrationState, choose, done, question_for, result
 
 
 def test_it_starts_at_the_full_range():

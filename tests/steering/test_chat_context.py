@@ -6,8 +6,8 @@ answers 400 with the numbers (REST), or an error frame (websocket)."""
 import pytest
 from asgiref.sync import sync_to_async
 
-from steering import services
 from steering.models import Conversation, InteractionLog, Message
+from steering.services import chat, vector_sets
 from steering.serving import site
 from tests.api.conftest import as_alice, dimensions  # noqa: F401  (fixtures)
 from tests.security.conftest import tiny_vectors
@@ -17,8 +17,8 @@ CONTEXT = 256
 
 
 @pytest.fixture
-def vector_set(tiny_site, dimensions):
-    return services.vector_set_register(vectors=tiny_vectors(["formality", "cost"]), name="shared")
+def site(tiny_site, dimensions):
+    return vector_sets.vector_set_register(vectors=tiny_vectors(["formality", "cost"]), name="shared")
 
 
 def words(n: int) -> str:
@@ -34,14 +34,14 @@ def conversation_of(user, vector_set, turns: int, length: int) -> Conversation:
 
 
 def prepare(user, prompt, conversation=None, max_new_tokens=16):
-    return services.chat_prepare(user=user, prompt=prompt, preferences={}, vector_set_id=None,
+    return chat.chat_prepare(user=user, prompt=prompt, preferences={}, vector_set_id=None,
                                  params={"max_new_tokens": max_new_tokens},
                                  conversation_id=conversation.pk if conversation else None)
 
 
 @pytest.mark.django_db
-def test_the_context_is_the_served_models(vector_set):
-    assert services.chat_context_tokens() == CONTEXT == site.site_model().model.config.max_position_embeddings
+def test_the_context_is_the_served_models(site):
+    assert chat.chat_context_tokens() == CONTEXT == site.site_model().model.config.max_position_embeddings
 
 
 @pytest.mark.django_db

@@ -7,8 +7,9 @@ from django_q.tasks import async_task
 from django_q.timeout import TimeoutHandler
 from django_q.exceptions import TimeoutException
 
-from steering import services
+from steering import tasks
 from steering.models import PreferenceDimension, VectorSet
+from steering.services import vector_sets
 from tests.tiny_models import CORPUS
 
 pytestmark = pytest.mark.django_db
@@ -27,7 +28,7 @@ def _files(settings):
 
 
 def test_the_task_computes_a_ready_set_through_the_queue(tiny_site, dimension, settings):
-    vector_set = services.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[dimension])
+    vector_set = vector_sets.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[dimension])
     task_id = async_task("steering.tasks.compute_vector_set", vector_set.pk,
                          hook="steering.tasks.compute_vector_set_finished", sync=True)
     vector_set.refresh_from_db()
@@ -38,7 +39,7 @@ def test_the_task_computes_a_ready_set_through_the_queue(tiny_site, dimension, s
 
 def test_a_failing_task_leaves_failed_with_the_reason_and_no_file(tiny_site, settings):
     empty = PreferenceDimension.objects.create(name="empty", negative_label="A", positive_label="B")
-    vector_set = services.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[empty])
+    vector_set = vector_sets.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[empty])
     async_task("steering.tasks.compute_vector_set", vector_set.pk, sync=True)
     vector_set.refresh_from_db()
     assert vector_set.status == "failed" and "no training examples" in vector_set.error
@@ -51,25 +52,25 @@ def test_a_timeout_leaves_failed_and_no_file(tiny_site, settings):
         name="big", negative_label="A", positive_label="B",
         positive_examples=[" ".join(CORPUS)] * 3000, negative_examples=[" ".join(CORPUS[::-1])] * 3000,
     )
-    vector_set = services.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[big])
+    vector_set = vector_sets.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[big])
     from steering.serving.site import site_model
 
     loaded = site_model()
     with pytest.raises(TimeoutException), TimeoutHandler(1):  # what a django-q2 worker wraps a task in
-        services.vector_set_compute(vector_set=vector_set, loaded=loaded)
+        vector_sets.vector_set_compute(vector_set=vector_set, loaded=loaded)
     vector_set.refresh_from_db()
     assert vector_set.status == "failed" and "timeout" in vector_set.error
     assert not vector_set.file and _files(settings) == []
 
 
 def test_the_hook_marks_a_set_abandoned_by_the_cluster_as_failed(tiny_site, dimension):
-    vector_set = services.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[dimension])
+    vector_set = vector_sets.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[dimension])
     VectorSet.objects.filter(pk=vector_set.pk).update(status="running")
-    services.vector_set_task_finished(vector_set_id=vector_set.pk, success=False, result="worker killed")
+    tasks.compute_vector_set_finished(Task(args=(vector_set.pk,), success=False, result="worker killed"))
     vector_set.refresh_from_db()
     assert vector_set.status == "failed" and "worker killed" in vector_set.error
-    ready = services.vector_set_create(name="r", model_id=str(tiny_site), dimensions=[dimension])
+    ready = vector_sets.vector_set_create(name="r", model_id=str(tiny_site), dimensions=[dimension])
     VectorSet.objects.filter(pk=ready.pk).update(status="ready")
-    services.vector_set_task_finished(vector_set_id=ready.pk, success=False, result="late")
+    tasks.compute_vector_set_finished(Task(args=(ready.pk,), success=False, result="late"))
     ready.refresh_from_db()
     assert ready.status == "ready"  # a finished set is never overwritten

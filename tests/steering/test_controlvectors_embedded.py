@@ -6,9 +6,9 @@ import io
 import pytest
 from rest_framework.test import APIClient
 
-from steering import services
 from steering.engine import GenerationParams, GenerationRequest
 from steering.models import PreferenceDimension, VectorSet
+from steering.services import vector_sets
 from steering.serving import site
 from tests.ws.conftest import formality_vectors  # noqa: F401  (a session fixture: computed once)
 
@@ -28,7 +28,7 @@ def greedy_texts(vector_set, dimension, strength):
 def test_export_then_import_keeps_the_greedy_text(db, alice, settings, tmp_path, formality_vectors):  # noqa: F811
     settings.MEDIA_ROOT = tmp_path / "media"
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
-    source = services.vector_set_register(vectors=formality_vectors, name="default")
+    source = vector_sets.vector_set_register(vectors=formality_vectors, name="default")
     client = APIClient()
     client.force_authenticate(alice)
     exported = client.get(f"/api/vector-sets/{source.pk}/export.gguf?dimension=formality&strength=1")

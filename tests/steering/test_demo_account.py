@@ -7,8 +7,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from steering import data, services
+from steering import data
 from steering.management.commands.bootstrap import DEMO_PASSWORD, DEMO_USERNAME
+from steering.services import vector_sets
 from tests.api.conftest import make_vectors
 from tests.site.test_settings import error_with
 
@@ -21,8 +22,8 @@ def default_set_ready(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     names = data.dimension_names()
     for name in names:
-        services.dimension_import_default(name=name)
-    return services.vector_set_register(vectors=make_vectors(names), name="default")
+        vector_sets.dimension_import_default(name=name)
+    return vector_sets.vector_set_register(vectors=make_vectors(names), name="default")
 
 
 def bootstrap() -> str:

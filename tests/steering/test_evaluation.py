@@ -8,9 +8,9 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django_q.tasks import async_task
 
-from steering import evaluation, services
 from steering.models import Evaluation, PreferenceDimension, VectorSet
 from steering.serving.site import site_model
+from steering.services import evaluations, vector_sets
 from tests.tiny_models import CORPUS
 
 pytestmark = pytest.mark.django_db
@@ -31,14 +31,14 @@ def ready_set(tiny_site):
         reference_positive=["I should be most grateful for your assistance."],
         reference_negative=["lol sure, whatever works"],
     )
-    vector_set = services.vector_set_create(name="tiny", model_id=str(tiny_site), dimensions=[dimension])
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=site_model())
+    vector_set = vector_sets.vector_set_create(name="tiny", model_id=str(tiny_site), dimensions=[dimension])
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=site_model())
     assert vector_set.status == VectorSet.Status.READY, vector_set.error
     return vector_set
 
 
 def _start(vector_set, **options):
-    return evaluation.evaluation_start(
+    return evaluations.evaluation_start(
         vector_set=vector_set, dimension="formality", strengths=options.pop("strengths", [-1, 1]),
         prompts=["Hi there", "What is tea?"], max_new_tokens=6, **options,
     )
@@ -68,7 +68,7 @@ def test_the_task_stores_a_report_and_a_plot(ready_set, settings):
 
 def test_a_failed_run_says_why_and_keeps_no_plot(ready_set, settings):
     PreferenceDimension.objects.filter(name="formality").update(reference_negative=[])
-    run = evaluation.evaluation_run(evaluation=_start(ready_set, enqueue=False))
+    run = evaluations.evaluation_run(evaluation=_start(ready_set, enqueue=False))
     assert run.status == Evaluation.Status.FAILED and "reference texts" in run.error
     assert not run.plot
     assert not list(settings.MEDIA_ROOT.glob("evaluations/*"))
@@ -84,7 +84,7 @@ def test_a_failed_run_says_why_and_keeps_no_plot(ready_set, settings):
 )
 def test_it_refuses_what_cannot_run(ready_set, change, message):
     with pytest.raises(ValueError, match=message):
-        evaluation.evaluation_start(
+        evaluations.evaluation_start(
             vector_set=ready_set, dimension=change.get("dimension", "formality"),
             strengths=change.get("strengths", [1]), enqueue=False,
         )
@@ -150,7 +150,7 @@ def test_staff_start_an_evaluation_from_the_admin_and_see_its_report_and_plot(
     bad = client.post(url, {"dimension": ready_set.dimensions.get().pk, "strengths": "5", "prompts": 2, "max_new_tokens": 5})
     assert "between -1 and 1" in bad.content.decode() and not Evaluation.objects.exists()
     with pytest.MonkeyPatch.context() as patch, django_capture_on_commit_callbacks(execute=True):
-        patch.setattr(evaluation.data, "neutral_prompts", lambda: ["Hi there", "What is tea?", "x"])
+        patch.setattr(evaluations.data, "neutral_prompts", lambda: ["Hi there", "What is tea?", "x"])
         response = client.post(
             url, {"dimension": ready_set.dimensions.get().pk, "strengths": "-1, 1", "prompts": 2, "max_new_tokens": 5}
         )

@@ -3,7 +3,8 @@ sentence-embedding model, and a profile learned over a sequence of logged feedba
 
 import pytest
 
-from steering import data, learn
+from steering import data
+from steering.modes import learn
 from steering.engine.embedding import relative_similarity, shared_embedder
 
 

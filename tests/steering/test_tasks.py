@@ -1,19 +1,19 @@
 import pytest
 
-from steering import services
 from steering.engine import SteeringVectors
 from steering.models import VectorSet
 from steering.serving.site import site_model_id
+from steering.services import vector_sets
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
 def test_the_compute_task_runs_for_real_after_commit(settings, tmp_path, django_capture_on_commit_callbacks):
     settings.MEDIA_ROOT = tmp_path
-    formality = services.dimension_import_default(name="formality")
-    vector_set = services.vector_set_create(name="f", model_id=site_model_id(), dimensions=[formality])
+    formality = vector_sets.dimension_import_default(name="formality")
+    vector_set = vector_sets.vector_set_create(name="f", model_id=site_model_id(), dimensions=[formality])
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        services.vector_set_enqueue(vector_set=vector_set, sync=True)
+        vector_sets.vector_set_enqueue(vector_set=vector_set, sync=True)
     vector_set.refresh_from_db()
     assert vector_set.status == VectorSet.Status.PENDING  # nothing runs before the commit
     for callback in callbacks:

@@ -1,9 +1,9 @@
 import pytest
 
-from steering import evaluation, services
 from steering.engine import SteeringVectors, top_layers
 from steering.engine.sweep import RangeSearch
 from steering.models import PreferenceDimension, VectorSet
+from steering.services import vector_sets
 
 from tests.tiny_models import CORPUS, build_tiny
 
@@ -30,10 +30,10 @@ def formality():
 
 
 def test_it_computes_writes_and_marks_ready(tiny, formality, media):
-    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    vector_set = vector_sets.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
     assert vector_set.status == VectorSet.Status.PENDING
     reported = []
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny, report=reported.append)
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny, report=reported.append)
     assert vector_set.status == VectorSet.Status.READY
     assert vector_set.progress == 100
     assert reported == sorted(reported) and reported
@@ -46,8 +46,8 @@ def test_it_computes_writes_and_marks_ready(tiny, formality, media):
 
 def test_a_failure_leaves_a_readable_error_and_no_file(tiny, media):
     empty = PreferenceDimension.objects.create(name="empty", negative_label="A", positive_label="B")
-    vector_set = services.vector_set_create(name="e", model_id="tiny-llama", dimensions=[empty])
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    vector_set = vector_sets.vector_set_create(name="e", model_id="tiny-llama", dimensions=[empty])
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny)
     assert vector_set.status == VectorSet.Status.FAILED
     assert "'empty' has no training examples" in vector_set.error
     assert not vector_set.file
@@ -55,16 +55,16 @@ def test_a_failure_leaves_a_readable_error_and_no_file(tiny, media):
 
 
 def test_it_refuses_to_compute_on_another_model(tiny, formality, media):
-    vector_set = services.vector_set_create(name="f", model_id="other/model", dimensions=[formality])
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    vector_set = vector_sets.vector_set_create(name="f", model_id="other/model", dimensions=[formality])
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny)
     assert vector_set.status == VectorSet.Status.FAILED
     assert "'other/model'" in vector_set.error and "'tiny-llama'" in vector_set.error
     assert not any(media.rglob("*.safetensors*"))
 
 
 def test_deleting_a_vector_set_deletes_its_file(tiny, formality, media, django_capture_on_commit_callbacks):
-    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    vector_set = vector_sets.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny)
     path = media / vector_set.file.name
     assert path.is_file()
     with django_capture_on_commit_callbacks(execute=True):
@@ -73,19 +73,19 @@ def test_deleting_a_vector_set_deletes_its_file(tiny, formality, media, django_c
 
 
 def test_it_imports_the_shipped_dimension_once():
-    first = services.dimension_import_default(name="formality")
-    again = services.dimension_import_default(name="formality")
+    first = vector_sets.dimension_import_default(name="formality")
+    again = vector_sets.dimension_import_default(name="formality")
     assert first.pk == again.pk
     assert (first.negative_label, first.positive_label) == ("Casual", "Formal")
     assert len(first.positive_examples) >= 50 and len(first.negative_examples) >= 50
     with pytest.raises(KeyError, match="No default dimension 'nope'"):
-        services.dimension_import_default(name="nope")
+        vector_sets.dimension_import_default(name="nope")
 
 
 @pytest.mark.parametrize("method", ["probe", "pca"])
 def test_it_computes_with_the_chosen_method(tiny, formality, media, method):
-    vector_set = services.vector_set_create(name=method, model_id="tiny-llama", dimensions=[formality], method=method)
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    vector_set = vector_sets.vector_set_create(name=method, model_id="tiny-llama", dimensions=[formality], method=method)
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny)
     assert vector_set.status == VectorSet.Status.READY, vector_set.error
     vectors = SteeringVectors.load(media / vector_set.file.name)
     assert vectors.method == method
@@ -100,10 +100,10 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
         progress(1, 2)
         return {dim: RangeSearch(dim, 0.045, 10.0, {0.045: 1.2}) for dim in vectors.dimensions}
 
-    monkeypatch.setattr(evaluation, "search_functional_range", fake_search)
-    vector_set = services.vector_set_create(name="k", model_id="tiny-llama", dimensions=[formality], top_k=2)
+    monkeypatch.setattr(vector_sets, "search_functional_range", fake_search)
+    vector_set = vector_sets.vector_set_create(name="k", model_id="tiny-llama", dimensions=[formality], top_k=2)
     reported = []
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny, report=reported.append)
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny, report=reported.append)
     assert vector_set.status == VectorSet.Status.READY, vector_set.error
     vectors = SteeringVectors.load(media / vector_set.file.name)
     mean_scores = vectors.layer_scores["formality"]
@@ -116,19 +116,19 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
 
 def test_without_the_search_the_default_range_stays(tiny, formality, media, settings):
     settings.STEERLAB_RANGE_SEARCH = False
-    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    vector_set = vector_sets.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny)
     assert vector_set.functional_range == {"formality": 0.02}
 
 
 def test_a_top_k_the_model_cannot_take_fails_with_a_readable_error(tiny, formality, media):
-    vector_set = services.vector_set_create(name="k", model_id="tiny-llama", dimensions=[formality], top_k=9)
-    vector_set = services.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    vector_set = vector_sets.vector_set_create(name="k", model_id="tiny-llama", dimensions=[formality], top_k=9)
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny)
     assert vector_set.status == VectorSet.Status.FAILED and "top_k must be between 1 and 3" in vector_set.error
 
 
 def test_a_set_deleted_while_it_computes_stays_deleted_and_leaves_no_file(tiny, formality, media):
-    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    vector_set = vector_sets.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
     reported = []
 
     def delete_midway(percent):
@@ -136,20 +136,20 @@ def test_a_set_deleted_while_it_computes_stays_deleted_and_leaves_no_file(tiny, 
             VectorSet.objects.filter(pk=vector_set.pk).delete()
         reported.append(percent)
 
-    services.vector_set_compute(vector_set=vector_set, loaded=tiny, report=delete_midway)
+    vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny, report=delete_midway)
     assert len(reported) == 1  # it stopped at its next progress report, not at the end
     assert not VectorSet.objects.filter(pk=vector_set.pk).exists()
     assert not any(media.rglob("*.safetensors*"))
 
 
 def test_a_set_deleted_after_its_last_progress_report_is_not_brought_back(tiny, formality, media):
-    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    vector_set = vector_sets.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
 
     def delete_at_the_end(percent):
         if percent == 99:  # the last report: only the file and the final update are left
             VectorSet.objects.filter(pk=vector_set.pk).delete()
 
-    services.vector_set_compute(vector_set=vector_set, loaded=tiny, report=delete_at_the_end)
+    vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny, report=delete_at_the_end)
     assert not VectorSet.objects.filter(pk=vector_set.pk).exists()
     assert not any(media.rglob("*.safetensors*"))
 
@@ -157,8 +157,8 @@ def test_a_set_deleted_after_its_last_progress_report_is_not_brought_back(tiny, 
 def test_a_set_deleted_before_its_task_runs_ends_the_task_quietly(formality, media):
     from steering import tasks
 
-    vector_set = services.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
+    vector_set = vector_sets.vector_set_create(name="f", model_id="tiny-llama", dimensions=[formality])
     VectorSet.objects.filter(pk=vector_set.pk).delete()
     assert tasks.compute_vector_set(vector_set.pk) == "deleted"
-    assert services.vector_set_compute(vector_set=vector_set, loaded=None) is vector_set
+    assert vector_sets.vector_set_compute(vector_set=vector_set, loaded=None) is vector_set
     assert not VectorSet.objects.exists()

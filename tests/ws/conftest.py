@@ -6,9 +6,10 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from steering import data, services
+from steering import data
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
+from steering.services import vector_sets
 from steering.serving import site
 from steerlab_site.asgi import application
 
@@ -25,7 +26,7 @@ def steerable(transactional_db, inference_mode, settings, tmp_path, formality_ve
     """A ready, shared formality vector set: the site default."""
     settings.MEDIA_ROOT = tmp_path / "media"
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
-    return services.vector_set_register(vectors=formality_vectors, name="default")
+    return vector_sets.vector_set_register(vectors=formality_vectors, name="default")
 
 
 def session_cookie(user) -> bytes:

@@ -7,8 +7,8 @@ from asgiref.sync import sync_to_async
 from rest_framework.test import APIClient
 
 from ops.throttling import Budget
-from steering import services
 from steering.models import Feedback, InteractionLog
+from steering.services import chat
 from tests.ws.conftest import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,7 +23,7 @@ def _chat_rate(settings):
 
 
 def feedback(user):
-    interaction = services.interaction_record(
+    interaction = chat.interaction_record(
         user=user, prompt="Where to eat?", response="Anywhere.", status="ok", vector_set=None, strengths={},
         params={}, tokens=1, latency_ms=1, source=InteractionLog.Source.API,
     )

@@ -23,9 +23,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.test import Client
 
-from steering import data, services
+from steering import data
 from steering.engine import compute_vectors
 from steering.models import InteractionLog, PreferenceDimension
+from steering.services import vector_sets
 from steering.serving import queue, site
 from tests.ws.conftest import connect
 
@@ -90,7 +91,7 @@ def worker_site(settings, tiny_site, transactional_db):
     vectors = compute_vectors(site.site_model(), {"formality": (positive[:8], negative[:8])},
                               labels={"formality": ["Casual", "Formal"]})
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
-    services.vector_set_register(vectors=vectors, name="default")
+    vector_sets.vector_set_register(vectors=vectors, name="default")
     yield settings
     client = redis.Redis.from_url(settings.REDIS_URL)
     for key in client.scan_iter(match=f"{settings.STEERLAB_QUEUE_PREFIX}:*"):

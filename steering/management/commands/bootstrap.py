@@ -10,9 +10,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from steering import data, services
+from steering import data
 from steering.models import VectorSet
 from steering.serving.site import site_model, site_model_id
+from steering.services import vector_sets
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "steerlab-demo"
@@ -25,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         self.demo_account()
 
-        dimensions = [services.dimension_import_default(name=name) for name in data.dimension_names()]
+        dimensions = [vector_sets.dimension_import_default(name=name) for name in data.dimension_names()]
         model_id = site_model_id()
         ready = VectorSet.objects.filter(owner=None, model_id=model_id, status=VectorSet.Status.READY)
         for candidate in ready:
@@ -35,10 +36,10 @@ class Command(BaseCommand):
         VectorSet.objects.filter(owner=None, model_id=model_id, name=DEFAULT_SET_NAME).exclude(
             status=VectorSet.Status.READY
         ).delete()  # a failed or interrupted earlier attempt
-        vector_set = services.vector_set_create(name=DEFAULT_SET_NAME, model_id=model_id, dimensions=dimensions)
+        vector_set = vector_sets.vector_set_create(name=DEFAULT_SET_NAME, model_id=model_id, dimensions=dimensions)
         names = ", ".join(d.name for d in dimensions)
         self.stdout.write(f"Computing the default vector set ({names}) for {model_id} (once, a minute or two)…")
-        vector_set = services.vector_set_compute(
+        vector_set = vector_sets.vector_set_compute(
             vector_set=vector_set,
             loaded=site_model(),
             # Extraction, then the functional-range search (the last fifth).

@@ -4,17 +4,17 @@ from shipped dimensions) and registers it, with a progress bar."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from steering import data, services
+from steering import data
 from steering.engine import ModelNotFound, load_model
 from steering.engine.loading import model_id_for
 from steering.models import VectorSet
+from steering.services import files, vector_sets
 
 MIN_EXAMPLES = 2
 
@@ -86,11 +86,11 @@ class Command(BaseCommand):
         if opts["top_k"] is not None and opts["top_k"] >= loaded.num_layers:
             raise CommandError(f"--top-k must be below the model's {loaded.num_layers} layers")
         if shipped:
-            dimensions = [services.dimension_import_default(name=name) for name in names]
+            dimensions = [vector_sets.dimension_import_default(name=name) for name in names]
         else:
             name = opts["preference"]
             dimensions = [
-                services.dimension_update_or_create(
+                vector_sets.dimension_update_or_create(
                     name=name,
                     positive=positive,
                     negative=negative,
@@ -98,7 +98,7 @@ class Command(BaseCommand):
                     positive_label=opts["positive_label"] or f"more {name}",
                 )
             ]
-        vector_set = services.vector_set_create(
+        vector_set = vector_sets.vector_set_create(
             name=opts["name"] or f"{opts['preference']} ({opts['method']})",
             model_id=model_id_for(model),
             dimensions=dimensions,
@@ -106,17 +106,15 @@ class Command(BaseCommand):
             top_k=opts["top_k"],
         )
         with tqdm(total=100, desc="computing", unit="%", file=self.stdout) as bar:
-            vector_set = services.vector_set_compute(
+            vector_set = vector_sets.vector_set_compute(
                 vector_set=vector_set, loaded=loaded, report=lambda percent: bar.update(percent - bar.n)
             )
             if vector_set.status == VectorSet.Status.READY:
                 bar.update(100 - bar.n)
         if vector_set.status != VectorSet.Status.READY:
             raise CommandError(f"Computing the vectors failed: {vector_set.error}")
-        stored = Path(settings.MEDIA_ROOT) / vector_set.file.name
         if opts["output"]:
-            Path(opts["output"]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(stored, opts["output"])
+            files.copy_out(vector_set.file, Path(opts["output"]))
             self.stdout.write(f"Wrote {opts['output']}")
         self.stdout.write(
             self.style.SUCCESS(

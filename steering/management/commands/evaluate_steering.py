@@ -6,16 +6,14 @@ in the admin beside those started there."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from steering import data
-from steering import evaluation as evaluations
 from steering.models import Evaluation, VectorSet
+from steering.services import evaluations, files
 
 from .compute_vectors import read_examples
 
@@ -59,10 +57,10 @@ class Command(BaseCommand):
             help="JSON list of prompts (or {\"prompts\": [...]}); default: the shipped neutral questions",
         )
         parser.add_argument(
-            "--limit", type=int, default=evaluations.DEFAULT_EVALUATION_PROMPTS,
+            "--limit", type=int, default=Evaluation.DEFAULT_PROMPTS,
             help="use the first N prompts (default %(default)s)",
         )
-        parser.add_argument("--max-new-tokens", type=int, default=evaluations.DEFAULT_EVALUATION_TOKENS)
+        parser.add_argument("--max-new-tokens", type=int, default=Evaluation.DEFAULT_NEW_TOKENS)
         parser.add_argument(
             "--split", choices=["shipped", "heldout"], default="shipped",
             help="shipped: the neutral questions and the dimension's reference texts; heldout: the held-out "
@@ -122,7 +120,7 @@ class Command(BaseCommand):
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(run.report, indent=2, ensure_ascii=False))
         plot = output.with_suffix(".png")
-        shutil.copyfile(Path(settings.MEDIA_ROOT) / run.plot.name, plot)
+        files.copy_out(run.plot, plot)
         summary = run.report["summary"]
         line = (
             "{name}: Effect at −1 / 0 / +1: {effect_minus_1} / {effect_0} / {effect_plus_1};  Spearman ρ {spearman} "

@@ -5,7 +5,6 @@ file, every dimension)."""
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -13,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from steering import controlvectors
 from steering.engine.controlvector import ControlVectorError
 from steering.models import VectorSet
+from steering.services import files
 
 
 class Command(BaseCommand):
@@ -35,7 +35,7 @@ class Command(BaseCommand):
             raise CommandError(f"Vector set {vector_set} is {found.status}, not ready")
         if format == "safetensors":
             target = Path(output or f"vector-set-{found.pk}.safetensors")
-            shutil.copyfile(found.file.path, target)
+            files.copy_out(found.file, target)
             self.stdout.write(self.style.SUCCESS(f"Wrote {target}"))
             return
         names = found.dimension_names()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from steering import controlvectors, services
+from steering import controlvectors
 from steering.engine import SteeringVectors, VectorFileError
 from steering.engine.controlvector import ControlVectorError
+from steering.services import vector_sets
 
 
 class Command(BaseCommand):
@@ -32,7 +33,7 @@ class Command(BaseCommand):
             vectors = SteeringVectors.load(file)
         except VectorFileError as exc:
             raise CommandError(str(exc)) from exc
-        vector_set = services.vector_set_register(vectors=vectors, name=name or Path(file).stem)
+        vector_set = vector_sets.vector_set_register(vectors=vectors, name=name or Path(file).stem)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Registered vector set #{vector_set.pk} '{vector_set.name}' for {vectors.model_id}: "

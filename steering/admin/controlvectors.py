@@ -85,7 +85,7 @@ class ControlVectorAdminMixin:
     def gguf_import_view(self, request):
         if not self.has_add_permission(request):
             raise PermissionDenied
-        limit = getattr(settings, "STEERLAB_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+        limit = settings.STEERLAB_MAX_UPLOAD_BYTES
         form = GgufImportForm(request.POST or None, request.FILES or None, max_bytes=limit)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data

@@ -1,16 +1,10 @@
-"""The paper's evaluation and the functional-range search, for the platform: the engine's
-sweeps (steering/engine/sweep.py) fed from the database, their results stored.
-
-- `functional_range_measure`: the measured range per dimension, run as the last part of
-  computing a vector set, so the user's −1…+1 maps onto it everywhere (the vectors' file
-  carries it, and every generation turns strengths into steering through that file).
-- `evaluation_start` / `evaluation_run`: an Evaluation row computed in the background (the
-  admin) or in the foreground (`manage.py evaluate_steering`): a JSON report and a PNG plot.
-"""
+"""The paper's evaluation, for the platform: the engine's sweep (steering/engine/sweep.py) fed
+from the database, its results stored. `evaluation_start` / `evaluation_run`: an Evaluation row
+computed in the background (the admin) or in the foreground (`manage.py evaluate_steering`):
+a JSON report and a PNG plot."""
 
 from __future__ import annotations
 
-import logging
 import math
 import uuid
 from pathlib import Path
@@ -20,58 +14,14 @@ from django.conf import settings
 from django.db import transaction
 
 from steering import data
-from steering.engine import GenerationParams, LoadedModel, SteeringHooks, SteeringVectors
+from steering.engine import GenerationParams
 from steering.engine.embedding import shared_embedder
 from steering.engine.prompting import preference_instruction
-from steering.engine.sweep import RANGE_PROMPTS, SweepResult
-from steering.engine.sweep import evaluate_dimension, search_functional_range
+from steering.engine.sweep import SweepResult
+from steering.engine.sweep import evaluate_dimension
 from steering.models import Evaluation, VectorSet
+from steering.services import jobs
 from steering.serving import site
-
-log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
-
-DEFAULT_EVALUATION_PROMPTS = 10
-DEFAULT_EVALUATION_TOKENS = 48
-
-
-def save_progress(obj, done: float, total: float, report: Callable[[int], None] | None = None) -> None:
-    """Write a row's `progress` (0–99: 100 only once its result is stored) when it changes.
-    Raises the model's DoesNotExist when the row has been deleted meanwhile: the work is moot."""
-    percent = min(99, int(100 * done / max(total, 1)))
-    if percent != obj.progress:
-        obj.progress = percent
-        if not type(obj).objects.filter(pk=obj.pk).update(progress=percent):
-            raise type(obj).DoesNotExist(f"{type(obj).__name__} {obj.pk} was deleted while it ran")
-        if report:
-            report(percent)
-
-
-# -- functional range -------------------------------------------------------------------------
-
-
-def functional_range_measure(
-    *, vectors: SteeringVectors, loaded: LoadedModel, hooks: SteeringHooks | None = None, progress: Progress | None = None
-) -> SteeringVectors:
-    """`vectors` with each dimension's functional range measured on the model (a few neutral
-    prompts, short greedy answers, one batch): the largest strength whose answers stay within
-    STEERLAB_RANGE_PPL_FACTOR × the unsteered perplexity. Unchanged with STEERLAB_RANGE_SEARCH off."""
-    if not settings.STEERLAB_RANGE_SEARCH:
-        return vectors
-    prompts = data.range_prompts(RANGE_PROMPTS)
-    results = search_functional_range(
-        loaded, vectors, prompts, max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR, hooks=hooks, progress=progress
-    )
-    for dim, result in results.items():
-        log.info(
-            "Functional range of %s: %s (PPL ratios %s)%s", dim, result.functional_range,
-            {c: round(r, 2) for c, r in result.ratios.items()}, "" if result.within_limit else ", none within the limit",
-        )
-    return vectors.with_ranges({dim: result.functional_range for dim, result in results.items()})
-
-
-# -- evaluation ----------------------------------------------------------------------------------
 
 
 def evaluation_start(
@@ -80,7 +30,7 @@ def evaluation_start(
     dimension: str,
     strengths: Sequence[float],
     prompts: Sequence[str] | None = None,
-    max_new_tokens: int = DEFAULT_EVALUATION_TOKENS,
+    max_new_tokens: int = Evaluation.DEFAULT_NEW_TOKENS,
     created_by=None,
     enqueue: bool = True,
 ) -> Evaluation:
@@ -93,7 +43,7 @@ def evaluation_start(
     strengths = sorted({float(s) for s in strengths})
     if not strengths or not all(math.isfinite(s) and -1 <= s <= 1 for s in strengths):
         raise ValueError("Strengths must be numbers between -1 and 1")
-    prompts = list(prompts) if prompts else data.neutral_prompts()[:DEFAULT_EVALUATION_PROMPTS]
+    prompts = list(prompts) if prompts else data.neutral_prompts()[:Evaluation.DEFAULT_PROMPTS]
     if not all(isinstance(p, str) and p.strip() for p in prompts):
         raise ValueError("Prompts must be non-empty texts")
     GenerationParams(max_new_tokens=max_new_tokens)  # bounds checked here, with a message
@@ -107,22 +57,8 @@ def evaluation_start(
             created_by=created_by,
         )
         if enqueue:
-            _enqueue(evaluation)
+            jobs.enqueue("run_evaluation", evaluation.pk, name="evaluation")
     return evaluation
-
-
-def _enqueue(evaluation: Evaluation) -> None:
-    from django_q.tasks import async_task
-
-    transaction.on_commit(
-        lambda: async_task(
-            "steering.tasks.run_evaluation",
-            evaluation.pk,
-            task_name=f"evaluation-{evaluation.pk}",
-            hook="steering.tasks.run_evaluation_finished",
-            sync=settings.Q_CLUSTER.get("sync", False),
-        )
-    )
 
 
 def evaluation_run(
@@ -137,55 +73,33 @@ def evaluation_run(
     `references` (positive, negative) replace the dimension's own reference texts (the held-out
     split of `evaluate_steering --split heldout`); the report keeps the ones used. Without
     `baselines`, the plain-prompting rows are left out (a third of the work)."""
-    Evaluation.objects.filter(pk=evaluation.pk).update(status=Evaluation.Status.RUNNING, progress=0, error="")
-    evaluation.refresh_from_db()
-    path: Path | None = None
-    try:
-        references = references or _references(evaluation.vector_set, evaluation.dimension)
+
+    def work(job: jobs.Job) -> dict:
+        used = references or _references(evaluation.vector_set, evaluation.dimension)
         result = evaluate_dimension(
             site.site_model(),
             site.site_vectors(evaluation.vector_set),
             evaluation.dimension,
             evaluation.prompts,
-            references,
+            used,
             strengths=evaluation.strengths,
             hooks=site.site_hooks(),
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
             params=GenerationParams(max_new_tokens=evaluation.max_new_tokens),
             instructions=instructions_for(evaluation.vector_set, evaluation.dimension) if baselines else None,
-            progress=lambda done, total: save_progress(evaluation, done, total, report),
+            progress=job.progress,
         )
-        relative = f"evaluations/{evaluation.pk}-{uuid.uuid4().hex[:8]}.png"
-        path = Path(settings.MEDIA_ROOT) / relative
-        plot_evaluation(result, path)
-        evaluation.report = {
-            **report_of(result, vector_set=evaluation.vector_set),
-            "references": {"positive": list(references[0]), "negative": list(references[1])},
+        return {
+            "report": {
+                **report_of(result, vector_set=evaluation.vector_set),
+                "references": {"positive": list(used[0]), "negative": list(used[1])},
+            },
+            "plot": job.store(
+                f"evaluations/{evaluation.pk}-{uuid.uuid4().hex[:8]}.png", lambda path: plot_evaluation(result, path)
+            ),
         }
-        evaluation.plot.name = relative
-        evaluation.status = Evaluation.Status.READY
-        evaluation.progress = 100
-        evaluation.save()
-    except BaseException as exc:  # a django-q2 timeout is a SystemExit: still "failed"
-        log.exception("Evaluation %s failed", evaluation.pk)
-        if path is not None:
-            path.unlink(missing_ok=True)
-        Evaluation.objects.filter(pk=evaluation.pk).update(
-            status=Evaluation.Status.FAILED, error=f"{exc.__class__.__name__}: {exc}"[:2000], plot=""
-        )
-        evaluation.refresh_from_db()
-        if not isinstance(exc, Exception):
-            raise
-    return evaluation
 
-
-def evaluation_task_finished(*, evaluation_id: int, success: bool, result: str) -> None:
-    """After the cluster gives up on an evaluation, one still pending or running is failed."""
-    if success:
-        return
-    Evaluation.objects.filter(
-        pk=evaluation_id, status__in=[Evaluation.Status.PENDING, Evaluation.Status.RUNNING]
-    ).update(status=Evaluation.Status.FAILED, error=f"The background task failed: {str(result)[:500]}")
+    return jobs.run(evaluation, work, file_field="plot", report=report)
 
 
 def _references(vector_set, name: str) -> tuple[list[str], list[str]]:

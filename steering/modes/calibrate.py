@@ -14,16 +14,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from steering import data
+
 CHOICES = ("a", "slightly_a", "none", "slightly_b", "b")
 MAX_ROUNDS = 5
 
+# The question asked while calibrating a shipped dimension is its file's "calibration_question"
+# (steering/data/dimensions); other dimensions (uploads, ones made in the admin) get a generic one.
 QUESTIONS = {
-    "formality": "How should I write to a colleague to ask for a day off?",
-    "cost": "Where should I eat tonight?",
-    "ambiance": "Can you suggest a place to spend a Saturday afternoon?",
-    "age": "What should I do this weekend?",
-    "time": "How should I plan my morning tomorrow?",
-    "culture": "What should I cook for dinner with friends?",
+    name: spec["calibration_question"]
+    for name in data.dimension_names()
+    if (spec := data.dimension(name)).get("calibration_question")
 }
 FALLBACK_QUESTION = "What would you recommend I do this evening?"
 

@@ -1,9 +1,7 @@
-"""The staff admin: dimensions and their examples, vector sets (compute, upload, download,
-preview, recompute), and what users did (profiles, conversations, logs, feedback), read-only.
-
-Vector sets are created and uploaded through the services, never by saving a bare row: a
-set must have its computation queued, and an upload must be validated before anything is
-stored."""
+"""The admin of vector sets: compute, upload, download, preview, evaluate, recompute (GGUF:
+controlvectors.py). Sets are created and uploaded through the services, never by saving a
+bare row: a set must have its computation queued, and an upload must be validated before
+anything is stored."""
 
 from __future__ import annotations
 
@@ -14,99 +12,22 @@ from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from steering import data, evaluation, services
-from steering.admin_controlvectors import ControlVectorAdminMixin
+from steering import data
+from steering.admin.controlvectors import ControlVectorAdminMixin
 from steering.engine import VectorFileError
 from steering.forms import (
     EvaluationStartForm,
-    PreferenceDimensionForm,
     VectorSetChangeForm,
     VectorSetCreateForm,
     VectorSetPreviewForm,
     VectorSetUploadForm,
 )
-from steering.models import (
-    Conversation,
-    Evaluation,
-    Feedback,
-    InteractionLog,
-    Message,
-    PreferenceDimension,
-    PreferenceProfile,
-    ProfileUpdate,
-    VectorSet,
-)
-
-admin.site.site_header = "SteerLab administration"
-admin.site.site_title = "SteerLab admin"
-admin.site.index_title = "Dimensions, vector sets and what users did"
-
-DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-
-
-def max_upload_bytes() -> int:
-    return getattr(settings, "STEERLAB_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)
-
-
-# -- dimensions -------------------------------------------------------------------------------
-
-
-@admin.register(PreferenceDimension)
-class PreferenceDimensionAdmin(admin.ModelAdmin):
-    form = PreferenceDimensionForm
-    changelist_help = (
-        "Preference dimensions are the axes users steer along (negative end ↔ positive end). Their training "
-        "examples are what a vector set is computed from; their reference texts only judge the result."
-    )
-    list_display = [
-        "name", "negative_label", "positive_label", "positive_count", "negative_count", "reference_count",
-        "created_at",
-    ]
-    search_fields = ["name", "negative_label", "positive_label", "description"]
-    fieldsets = [
-        (None, {"fields": ["name", "negative_label", "positive_label", "description"]}),
-        (
-            "Training examples",
-            {
-                "fields": ["positive_examples", "negative_examples"],
-                "description": "A vector set computed from this dimension uses these texts. Changing them "
-                "does not change vector sets already computed: recompute them or create a new one.",
-            },
-        ),
-        ("Reference texts, for evaluation only", {"fields": ["reference_positive", "reference_negative"]}),
-        (
-            "LEARN: how users ask for each end",
-            {
-                "fields": ["feedback_positive", "feedback_negative"],
-                "description": "Feedback texts on answers are compared with these to find which end a user wants.",
-            },
-        ),
-    ]
-
-    def get_readonly_fields(self, request, obj=None):
-        # Vector files and profiles name the dimension: renaming it would orphan them.
-        if obj is not None and obj.vector_sets.exists():
-            return ["name"]
-        return []
-
-    @admin.display(description="positive examples")
-    def positive_count(self, obj: PreferenceDimension) -> int:
-        return len(obj.positive_examples)
-
-    @admin.display(description="negative examples")
-    def negative_count(self, obj: PreferenceDimension) -> int:
-        return len(obj.negative_examples)
-
-    @admin.display(description="reference texts (+ / −)")
-    def reference_count(self, obj: PreferenceDimension) -> str:
-        return f"{len(obj.reference_positive)} / {len(obj.reference_negative)}"
-
-
-# -- vector sets ------------------------------------------------------------------------------
+from steering.models import VectorSet
+from steering.services import evaluations, vector_sets
 
 
 class SharedFilter(admin.SimpleListFilter):
@@ -167,7 +88,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        created = services.vector_set_start(
+        created = vector_sets.vector_set_start(
             name=form.cleaned_data["name"],
             dimensions=form.cleaned_data["dimensions"],
             method=form.cleaned_data["method"],
@@ -238,7 +159,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
                 skipped.append(vector_set.name)
                 continue
             try:
-                services.vector_set_restart(vector_set=vector_set)
+                vector_sets.vector_set_restart(vector_set=vector_set)
             except ValueError:  # another admin queued it a moment ago
                 skipped.append(vector_set.name)
             else:
@@ -270,14 +191,21 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
     def _get_or_404(self, request, object_id: int) -> VectorSet:
         return get_object_or_404(self.get_queryset(request), pk=object_id)
 
+    def _not_ready(self, request, vector_set: VectorSet, verb: str) -> HttpResponseRedirect:
+        """Back to a set that is not ready, saying there is nothing to `verb` yet."""
+        self.message_user(
+            request, f"“{vector_set.name}” is {vector_set.status}, not ready: nothing to {verb}.", messages.WARNING
+        )
+        return HttpResponseRedirect(self._url("change", vector_set))
+
     def upload_view(self, request):
         if not self.has_add_permission(request):
             raise PermissionDenied
-        limit = max_upload_bytes()
+        limit = settings.STEERLAB_MAX_UPLOAD_BYTES
         form = VectorSetUploadForm(request.POST or None, request.FILES or None, max_bytes=limit)
         if request.method == "POST" and form.is_valid():
             try:
-                vector_set = services.vector_set_upload(
+                vector_set = vector_sets.vector_set_upload(
                     upload=form.cleaned_data["file"], name=form.cleaned_data["name"], owner=None
                 )
             except VectorFileError as exc:
@@ -312,15 +240,13 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
         if not self.has_change_permission(request, vector_set):
             raise PermissionDenied
         if not vector_set.is_ready:
-            self.message_user(request, f"“{vector_set.name}” is {vector_set.status}, not ready: nothing to preview.",
-                              messages.WARNING)
-            return HttpResponseRedirect(self._url("change", vector_set))
+            return self._not_ready(request, vector_set, "preview")
         form = VectorSetPreviewForm(request.POST or None, vector_set=vector_set)
         columns = None
         if request.method == "POST" and form.is_valid():
             dimension = form.cleaned_data["dimension"]
             try:
-                answers = services.vector_set_preview(
+                answers = vector_sets.vector_set_preview(
                     vector_set=vector_set,
                     dimension=dimension.name,
                     prompt=form.cleaned_data["prompt"],
@@ -346,13 +272,11 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
         if not (self.has_view_permission(request, vector_set) and request.user.has_perm("steering.add_evaluation")):
             raise PermissionDenied
         if not vector_set.is_ready:
-            self.message_user(request, f"“{vector_set.name}” is {vector_set.status}, not ready: nothing to evaluate.",
-                              messages.WARNING)
-            return HttpResponseRedirect(self._url("change", vector_set))
+            return self._not_ready(request, vector_set, "evaluate")
         form = EvaluationStartForm(request.POST or None, vector_set=vector_set)
         if request.method == "POST" and form.is_valid():
             try:
-                run = evaluation.evaluation_start(
+                run = evaluations.evaluation_start(
                     vector_set=vector_set,
                     dimension=form.cleaned_data["dimension"].name,
                     strengths=form.cleaned_data["strengths"],
@@ -381,218 +305,10 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
             self.message_user(request, "Only a failed vector set is recomputed from here.", messages.WARNING)
         else:
             try:
-                services.vector_set_restart(vector_set=vector_set)
+                vector_sets.vector_set_restart(vector_set=vector_set)
             except ValueError as exc:  # another admin queued it a moment ago
                 self.message_user(request, str(exc), messages.WARNING)
                 return HttpResponseRedirect(self._url("change", vector_set))
             self.log_change(request, vector_set, [{"changed": {"fields": ["status"]}}])
             self.message_user(request, f"The computation of “{vector_set.name}” is queued again.", messages.SUCCESS)
         return HttpResponseRedirect(self._url("change", vector_set))
-
-
-# -- evaluations ---------------------------------------------------------------------------------
-
-
-@admin.register(Evaluation)
-class EvaluationAdmin(admin.ModelAdmin):
-    """Runs of the paper's evaluation, started from a vector set's "Evaluate" link (or by
-    `manage.py evaluate_steering`): read-only, with the report's figures and the plot."""
-
-    changelist_help = (
-        "Each evaluation answers neutral questions at several strengths of one dimension and measures Effect "
-        "(closeness to the dimension's reference texts), perplexity under the unsteered model, and PNE. Start "
-        "one from a ready vector set's “Evaluate” link."
-    )
-    list_display = ["__str__", "status", "progress_bar", "spearman", "created_by", "created_at"]
-    list_filter = ["status", "dimension"]
-    list_select_related = ["vector_set", "created_by"]
-    fields = [
-        "vector_set", "dimension", "strengths", "max_new_tokens", "status", "progress_bar", "error",
-        "summary_table", "plot_image", "created_by", "created_at",
-    ]
-    readonly_fields = fields
-
-    def has_add_permission(self, request) -> bool:
-        return False  # started from a vector set, which knows its dimensions
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    progress_bar = VectorSetAdmin.progress_bar
-
-    @admin.display(description="Spearman ρ")
-    def spearman(self, obj: Evaluation):
-        return obj.report.get("spearman") if obj.report else None
-
-    @admin.display(description="results")
-    def summary_table(self, obj: Evaluation) -> str:
-        points = obj.report.get("points") if obj.report else None
-        if not points:
-            return "—"
-        # The steering first, then the baselines it is measured against (plain prompting and
-        # prompting + steering), each at the same strengths on the same prompts.
-        ways = [("steering", obj.report)] + list((obj.report.get("baselines") or {}).items())
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (name, p["strength"], _fmt(p["effect"]), _fmt(p["perplexity"], 2), _fmt(p["ppl_ratio"], 2),
-                 _fmt(p["pne"]), _fmt(p["repetition"], 2), (p["answers"] or [""])[0][:200])
-                for name, way in ways
-                for p in way["points"]
-            ),
-        )
-        rhos = format_html_join(" · ", "{}: {}", ((name, _fmt(way.get("spearman"), 3)) for name, way in ways))
-        return format_html(
-            "<table><thead><tr><th>method</th><th>strength</th><th>Effect</th><th>PPL</th><th>PPL / PPL₀</th>"
-            "<th>PNE</th><th>repetition</th><th>first answer</th></tr></thead><tbody>{}</tbody></table>"
-            "<p>Spearman ρ of Effect with strength: {} · functional range {} · layers {}</p>",
-            rows, rhos, obj.report.get("functional_range"), obj.report.get("layers"),
-        )
-
-    @admin.display(description="plot")
-    def plot_image(self, obj: Evaluation) -> str:
-        if not obj.plot:
-            return "—"
-        return format_html('<img src="{}" alt="Effect and perplexity against strength" class="vs-plot">',
-                           reverse("admin:steering_evaluation_plot", args=[obj.pk]))
-
-    def get_urls(self):
-        wrap = self.admin_site.admin_view
-        return [
-            path("<int:object_id>/plot/", wrap(self.plot_view), name="steering_evaluation_plot"),
-            *super().get_urls(),
-        ]
-
-    def plot_view(self, request, object_id: int):
-        run = get_object_or_404(self.get_queryset(request), pk=object_id)
-        if not self.has_view_permission(request, run):
-            raise PermissionDenied
-        if not (run.plot and run.plot.storage.exists(run.plot.name)):
-            raise Http404("This evaluation has no plot yet.")
-        return FileResponse(run.plot.open("rb"), content_type="image/png")
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-# -- what users did: readable, never edited ---------------------------------------------------
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records of what users did, kept as they happened: staff read them, only a superuser
-    may delete them (a user's request to erase their data), nobody edits or adds them."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return request.user.is_superuser and super().has_delete_permission(request, obj)
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class ProfileUpdateInline(ReadOnlyInline):
-    model = ProfileUpdate
-    fields = ["created_at", "dimension", "old_strength", "new_strength", "source", "reason", "undone"]
-    verbose_name_plural = "history of changes (newest first)"
-
-
-@admin.register(PreferenceProfile)
-class PreferenceProfileAdmin(ReadOnlyAdmin):
-    list_display = ["user", "vector_set", "mode", "strengths", "updated_at"]
-    list_filter = ["mode", "vector_set"]
-    search_fields = ["user__username", "user__email"]
-    list_select_related = ["user", "vector_set"]
-    inlines = [ProfileUpdateInline]
-    changelist_help = (
-        "A user's strength per dimension (−100 %…+100 %) on one vector set, and how it was set. Users change "
-        "their own profile (sliders, calibration, feedback); every change is in its history."
-    )
-
-
-class MessageInline(ReadOnlyInline):
-    model = Message
-    fields = ["created_at", "role", "content", "interaction"]
-    show_change_link = False
-
-
-@admin.register(Conversation)
-class ConversationAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "user", "vector_set", "created_at", "updated_at"]
-    search_fields = ["title", "user__username"]
-    list_select_related = ["user", "vector_set"]
-    inlines = [MessageInline]
-    changelist_help = "Users' chat conversations, message by message. Read-only."
-
-
-class FeedbackInline(ReadOnlyInline):
-    model = Feedback
-    fk_name = "interaction"
-    fields = ["created_at", "thumbs", "text", "choice", "other_interaction", "learn_status", "learn_note"]
-
-
-@admin.register(InteractionLog)
-class InteractionLogAdmin(ReadOnlyAdmin):
-    list_display = [
-        "created_at", "user", "source", "status", "short_prompt", "tokens", "latency_ms", "first_token_ms",
-        "vector_set",
-    ]
-    list_filter = ["status", "source", "vector_set"]
-    search_fields = ["user__username", "prompt", "response", "session_id"]
-    date_hierarchy = "created_at"
-    list_select_related = ["user", "vector_set"]
-    inlines = [FeedbackInline]
-    changelist_help = (
-        "One row per generation: prompt, answer, the steering strengths applied, tokens and timings. "
-        "Logs are records and cannot be edited; a superuser may delete them."
-    )
-
-    @admin.display(description="prompt")
-    def short_prompt(self, obj: InteractionLog) -> str:
-        return obj.prompt if len(obj.prompt) <= 80 else obj.prompt[:79] + "…"
-
-
-@admin.register(Feedback)
-class FeedbackAdmin(ReadOnlyAdmin):
-    changelist_help = (
-        "Users' judgements of answers: thumbs and text (which LEARN turns into profile changes) and the "
-        "choices made while calibrating. Read-only."
-    )
-    list_display = ["created_at", "user", "interaction", "thumbs", "choice", "short_text"]
-    list_filter = ["thumbs", "choice"]
-    search_fields = ["user__username", "text"]
-    list_select_related = ["user", "interaction"]
-
-    @admin.display(description="text")
-    def short_text(self, obj: Feedback) -> str:
-        return obj.text if len(obj.text) <= 80 else obj.text[:79] + "…"
-
-
-@admin.register(ProfileUpdate)
-class ProfileUpdateAdmin(ReadOnlyAdmin):
-    changelist_help = "Every change of one strength of one profile, with where it came from and why. Read-only."
-    list_display = ["created_at", "profile", "dimension", "old_strength", "new_strength", "source", "undone"]
-    list_filter = ["source", "undone", "dimension"]
-    search_fields = ["profile__user__username", "dimension", "reason"]
-    list_select_related = ["profile__user", "profile__vector_set"]

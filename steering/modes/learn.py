@@ -14,7 +14,8 @@ direction, clipped to −1…1, per dimension.
   "too expensive" close to "expensive", so a clause that complains ("too X", "less X", "don't
   want X") is read by embedding X alone and flipping the sign.
 
-Plain Python and torch, no Django: steering.services feeds it the dimensions and the feedback.
+Plain Python and torch, no Django: steering.services.feedback feeds it the dimensions and the
+feedback, and writes what it decides.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from typing import AsyncIterator
 
 from asgiref.sync import sync_to_async
 
-from steering import services
 from steering.models import InteractionLog
+from steering.services import chat
 from steering.serving.backends import GenerationSpec, backend
 from steering.serving.site import VectorSetUnavailable
 
@@ -71,7 +71,7 @@ class ChatTurn:
         self.history = history or []  # earlier messages sent by the client (/v1), oldest first
         self.session_id, self.conversation_id = session_id, conversation_id
         self.new_conversation, self.source = new_conversation, source
-        self.plan: services.ChatPlan | None = None
+        self.plan: chat.ChatPlan | None = None
         self.text = ""
         self.finish_reason = "error"
         self.tokens = 0
@@ -91,8 +91,8 @@ class ChatTurn:
         except ValueError as exc:
             raise ChatError("bad_request", str(exc)) from exc
 
-    def _prepare(self) -> services.ChatPlan:
-        plan = services.chat_prepare(
+    def _prepare(self) -> chat.ChatPlan:
+        plan = chat.chat_prepare(
             user=self.user,
             prompt=self.prompt,
             preferences=self.preferences,
@@ -102,7 +102,7 @@ class ChatTurn:
             history=self.history,
         )
         if plan.conversation is None and self.new_conversation:
-            plan.conversation = services.conversation_start(
+            plan.conversation = chat.conversation_start(
                 user=self.user, first_prompt=self.prompt, vector_set=plan.vector_set
             )
         return plan
@@ -149,7 +149,7 @@ class ChatTurn:
             status = InteractionLog.Status.CANCELLED
         else:
             status = InteractionLog.Status.OK
-        log_entry = await sync_to_async(services.interaction_record, thread_sensitive=False)(
+        log_entry = await sync_to_async(chat.interaction_record, thread_sensitive=False)(
             user=self.user,
             prompt=self.prompt,
             response=self.text,

@@ -8,12 +8,11 @@ import math
 import tempfile
 from pathlib import Path
 
-from django.conf import settings
 from django.http import HttpResponse
 from django.utils.http import content_disposition_header
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -21,7 +20,7 @@ from rest_framework.views import APIView
 
 from steering import controlvectors, selectors
 from steering.api import serializers as s
-from steering.api.views import UPLOAD_FORM_OVERHEAD, _new_set_owner
+from steering.api.vector_sets import new_set_owner, upload_refused
 from steering.engine.controlvector import ControlVectorError
 
 
@@ -35,7 +34,7 @@ class GgufImportSerializer(s.SizedUploadSerializer):
     shared = serializers.BooleanField(default=False, help_text="Shared with every user (staff only).")
 
 
-class VectorSetExportGguf(APIView):
+class VectorSetExportGgufView(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("dimension", str, description="Dimension to export; optional when the set has one."),
@@ -70,7 +69,7 @@ class VectorSetExportGguf(APIView):
         return response
 
 
-class VectorSetImportGguf(APIView):
+class VectorSetImportGgufView(APIView):
     """Register a GGUF control vector as a one-dimension vector set, validated against this
     server's model, its functional range measured. A bad file is a 400 that stores nothing."""
 
@@ -79,15 +78,13 @@ class VectorSetImportGguf(APIView):
 
     @extend_schema(request={"multipart/form-data": GgufImportSerializer}, responses={201: s.VectorSetSerializer})
     def post(self, request):
-        declared = request.META.get("CONTENT_LENGTH") or "0"
-        limit = settings.STEERLAB_MAX_UPLOAD_BYTES
-        if declared.isdigit() and int(declared) > limit + UPLOAD_FORM_OVERHEAD:
-            return Response({"detail": f"The request is {declared} bytes; vector files are limited to {limit} bytes."},
-                            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        refused = upload_refused(request)
+        if refused is not None:
+            return refused
         form = GgufImportSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        owner = _new_set_owner(request, shared=data["shared"], verb="import")
+        owner = new_set_owner(request, shared=data["shared"], verb="import")
         try:
             vector_set = controlvectors.vector_set_import_gguf(
                 upload=data["file"], name=data["name"], dimension=data["dimension"],

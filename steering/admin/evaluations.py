@@ -1,0 +1,97 @@
+"""The admin of evaluations: read-only runs of the paper's evaluation, with their figures and plot."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from steering.admin.vector_sets import VectorSetAdmin
+from steering.models import Evaluation
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(admin.ModelAdmin):
+    """Runs of the paper's evaluation, started from a vector set's "Evaluate" link (or by
+    `manage.py evaluate_steering`): read-only, with the report's figures and the plot."""
+
+    changelist_help = (
+        "Each evaluation answers neutral questions at several strengths of one dimension and measures Effect "
+        "(closeness to the dimension's reference texts), perplexity under the unsteered model, and PNE. Start "
+        "one from a ready vector set's “Evaluate” link."
+    )
+    list_display = ["__str__", "status", "progress_bar", "spearman", "created_by", "created_at"]
+    list_filter = ["status", "dimension"]
+    list_select_related = ["vector_set", "created_by"]
+    fields = [
+        "vector_set", "dimension", "strengths", "max_new_tokens", "status", "progress_bar", "error",
+        "summary_table", "plot_image", "created_by", "created_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False  # started from a vector set, which knows its dimensions
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    progress_bar = VectorSetAdmin.progress_bar
+
+    @admin.display(description="Spearman ρ")
+    def spearman(self, obj: Evaluation):
+        return obj.report.get("spearman") if obj.report else None
+
+    @admin.display(description="results")
+    def summary_table(self, obj: Evaluation) -> str:
+        points = obj.report.get("points") if obj.report else None
+        if not points:
+            return "—"
+        # The steering first, then the baselines it is measured against (plain prompting and
+        # prompting + steering), each at the same strengths on the same prompts.
+        ways = [("steering", obj.report)] + list((obj.report.get("baselines") or {}).items())
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (name, p["strength"], _fmt(p["effect"]), _fmt(p["perplexity"], 2), _fmt(p["ppl_ratio"], 2),
+                 _fmt(p["pne"]), _fmt(p["repetition"], 2), (p["answers"] or [""])[0][:200])
+                for name, way in ways
+                for p in way["points"]
+            ),
+        )
+        rhos = format_html_join(" · ", "{}: {}", ((name, _fmt(way.get("spearman"), 3)) for name, way in ways))
+        return format_html(
+            "<table><thead><tr><th>method</th><th>strength</th><th>Effect</th><th>PPL</th><th>PPL / PPL₀</th>"
+            "<th>PNE</th><th>repetition</th><th>first answer</th></tr></thead><tbody>{}</tbody></table>"
+            "<p>Spearman ρ of Effect with strength: {} · functional range {} · layers {}</p>",
+            rows, rhos, obj.report.get("functional_range"), obj.report.get("layers"),
+        )
+
+    @admin.display(description="plot")
+    def plot_image(self, obj: Evaluation) -> str:
+        if not obj.plot:
+            return "—"
+        return format_html('<img src="{}" alt="Effect and perplexity against strength" class="vs-plot">',
+                           reverse("admin:steering_evaluation_plot", args=[obj.pk]))
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:object_id>/plot/", wrap(self.plot_view), name="steering_evaluation_plot"),
+            *super().get_urls(),
+        ]
+
+    def plot_view(self, request, object_id: int):
+        run = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not self.has_view_permission(request, run):
+            raise PermissionDenied
+        if not (run.plot and run.plot.storage.exists(run.plot.name)):
+            raise Http404("This evaluation has no plot yet.")
+        return FileResponse(run.plot.open("rb"), content_type="image/png")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,190 @@
+"""Chat: resolve a request (profile, overrides, vector set, history fitted to the model's
+context, the prompt-with-steering instruction) and log what was generated (interactions,
+conversations and their messages). The turn itself, streamed, is chat_turn.py."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from steering import data, selectors
+from steering.engine import GenerationParams
+from steering.models import Conversation, InteractionLog, Message, VectorSet, clean_preferences
+from steering.serving import site
+
+
+HISTORY_MESSAGES = 6  # earlier turns of a conversation given to the model as context
+
+
+@dataclass
+class ChatPlan:
+    """Everything a chat generation needs, resolved before it is queued: the strengths the
+    user's profile and overrides amount to, and the tokenised prompt. The steering tensors are
+    made by whichever process runs the model (GenerationSpec.to_request), not here."""
+
+    vector_set: VectorSet
+    strengths: dict[str, float]
+    params: dict
+    prompt_ids: list[int]
+    conversation: Conversation | None
+
+
+def chat_prepare(
+    *,
+    user,
+    prompt: str,
+    preferences: dict | None,
+    vector_set_id: int | None,
+    params: dict,
+    conversation_id: int | None = None,
+    history: list[dict] | None = None,
+) -> ChatPlan:
+    """Resolve a chat request. The user's profile on the vector set, overridden dimension by
+    dimension by `preferences`, gives the strengths. Raises LookupError for a vector set or
+    conversation the user cannot see, ValueError for anything else wrong, with a message."""
+
+    prompt = prompt.strip()
+    if not prompt:
+        raise ValueError("The prompt is empty")
+    conversation = None
+    if conversation_id is not None:
+        conversation = selectors.conversations_for(user=user).filter(pk=conversation_id).first()
+        if conversation is None:
+            raise LookupError(f"Conversation {conversation_id} not found")
+        if vector_set_id is None and conversation.vector_set_id is not None:
+            vector_set_id = conversation.vector_set_id
+    vector_set = selectors.vector_set_for_chat(user=user, vector_set_id=vector_set_id)
+    strengths = selectors.profile_strengths(user=user, vector_set=vector_set)
+    strengths.update(clean_preferences(vector_set, preferences or {}))
+    strengths = {name: value for name, value in strengths.items() if value != 0.0}
+    generation = GenerationParams(**params)  # bad parameters fail here, with a message, before queueing
+    # Earlier turns: the stored conversation's, or those the client sent itself (/v1).
+    history = [{"role": m["role"], "content": m["content"]} for m in history or []]
+    if conversation is not None:
+        earlier = list(conversation.messages.order_by("-created_at", "-pk")[:HISTORY_MESSAGES])[::-1]
+        history = [{"role": m.role, "content": m.content} for m in earlier if m.content]
+    system = steering_prompt(vector_set=vector_set, strengths=strengths) if vector_set.prompt_with_steering else None
+    prompt_ids = chat_fit_context(
+        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=site.site_model(),
+        system=system,
+    )
+    return ChatPlan(vector_set, strengths, params, prompt_ids, conversation)
+
+
+def chat_context_tokens(loaded=None) -> int:
+    """The served model's context in tokens (what its position embeddings cover)."""
+
+    config = (loaded or site.site_model()).model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048  # a config that names none: the smallest context of the common families
+
+
+def chat_fit_context(
+    *, history: list[dict], prompt: str, max_new_tokens: int, loaded, system: str | None = None
+) -> list[int]:
+    """The prompt's token ids with as much of `history` (oldest first) as fits the model's
+    context beside `max_new_tokens`: whole turns are dropped, oldest first, so that the model
+    never sees an answer without its question. Raises ValueError with the numbers when even
+    the prompt alone does not fit. Counted in the served model's own tokens, chat template
+    included, because characters say little about tokens (one emoji can be several). `system`
+    is the prompt-with-steering instruction, kept whatever is trimmed."""
+    context = chat_context_tokens(loaded)
+    room = context - max_new_tokens
+    question = {"role": "user", "content": prompt}
+    # A /v1 caller's leading system turns frame every answer: trimming drops chat turns only.
+    framing = list(itertools.takewhile(lambda message: message["role"] == "system", history))
+    history = history[len(framing):]
+    alone = loaded.chat_ids([*framing, question], system=system)
+    if len(alone) > room:
+        raise ValueError(
+            f"The prompt is {len(alone)} tokens and max_new_tokens is {max_new_tokens}: {len(alone) + max_new_tokens} "
+            f"tokens, more than the model's context of {context} tokens. Shorten the prompt or ask for fewer new tokens."
+        )
+    while history:
+        ids = loaded.chat_ids([*framing, *history, question], system=system)
+        if len(ids) <= room:
+            return ids
+        history = history[1:]
+        while history and history[0]["role"] != "user":
+            history = history[1:]
+    return alone
+
+
+def steering_prompt(*, vector_set: VectorSet, strengths: dict[str, float]) -> str | None:
+    """The system prompt of a "prompt with steering" vector set for one request: `strengths`
+    (that request's, from its own user's profile and overrides) in words. It lives only in
+    that request's token ids: no conversation, log or other request ever holds it."""
+    from steering.engine.prompting import preferences_instruction
+
+    ends = []
+    for dimension in vector_set.dimensions.filter(name__in=list(strengths)).order_by("name"):
+        try:
+            spec = data.dimension(dimension.name)
+        except KeyError:
+            spec = {}
+        ends.append((
+            spec.get("prompt_positive") or dimension.positive_label,
+            spec.get("prompt_negative") or dimension.negative_label,
+            strengths[dimension.name],
+        ))
+    return preferences_instruction(ends)
+
+
+def conversation_start(*, user, first_prompt: str, vector_set: VectorSet | None) -> Conversation:
+    title = " ".join(first_prompt.split())[:80]
+    return Conversation.objects.create(user=user, title=title, vector_set=vector_set)
+
+
+def interaction_record(
+    *,
+    user,
+    prompt: str,
+    response: str,
+    status: str,
+    vector_set: VectorSet | None,
+    strengths: dict[str, float],
+    params: dict,
+    tokens: int,
+    latency_ms: int,
+    first_token_ms: int | None = None,
+    error: str = "",
+    source: str = InteractionLog.Source.API,
+    session_id: str = "",
+    conversation: Conversation | None = None,
+    served_by: list[dict] | None = None,
+) -> InteractionLog:
+    """Log one generation and, inside a conversation, append its two messages, together."""
+    # A model can emit a NUL character (any byte is a token), which PostgreSQL's text columns
+    # refuse: the log would fail and take the answer's record with it.
+    response = response.replace("\x00", "\ufffd")
+    with transaction.atomic():
+        log_entry = InteractionLog.objects.create(
+            user=user,
+            prompt=prompt,
+            response=response,
+            status=status,
+            vector_set=vector_set,
+            strengths=strengths,
+            params=params,
+            tokens=tokens,
+            latency_ms=latency_ms,
+            first_token_ms=first_token_ms,
+            error=error[:2000],
+            served_by=served_by or [],
+            source=source,
+            session_id=session_id,
+            conversation=conversation,
+        )
+        if conversation is not None:
+            Message.objects.create(conversation=conversation, role=Message.Role.USER, content=prompt)
+            if response or status == InteractionLog.Status.OK:
+                Message.objects.create(
+                    conversation=conversation, role=Message.Role.ASSISTANT, content=response, interaction=log_entry
+                )
+            conversation.save(update_fields=["updated_at"])
+    return log_entry
