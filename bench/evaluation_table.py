@@ -10,6 +10,9 @@ writes the reports and plots under --out.
 
     DEBUG=1 .venv/bin/python bench/evaluation_table.py --out evaluation [--limit 12] [--tokens 48]
 
+STEERLAB_DTYPE (float32, bfloat16, auto) chooses the dtype; it is recorded with the settings, so
+a float32 and a bfloat16 table never mix (give each its own --out).
+
 The baselines ("prompt": a graded system prompt, no steering; "prompt+steering": that system
 prompt with the CAA set's steering) are measured in the CAA reports.
 
@@ -77,6 +80,9 @@ def table_settings(args) -> dict:
     }
     return {
         "split": args.split,
+        # The dtype the evaluation generates in (STEERLAB_DTYPE as resolved on this machine).
+        # `compute_vectors` extracts and searches the range in float32 whatever the setting.
+        "dtype": str(runtime.site_model().dtype).removeprefix("torch."),
         "limit": args.limit,
         "tokens": args.tokens,
         "strengths": list(STRENGTHS),
