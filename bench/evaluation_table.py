@@ -10,6 +10,9 @@ writes the reports and plots under --out.
 
     DEBUG=1 .venv/bin/python bench/evaluation_table.py --out evaluation [--limit 12] [--tokens 48]
 
+STEERLAB_DTYPE (float32, bfloat16, auto) chooses the dtype; it is recorded with the settings, so
+a float32 and a bfloat16 table never mix (give each its own --out).
+
 The baselines ("prompt": a graded system prompt, no steering; "prompt+steering": that system
 prompt with the CAA set's steering) are measured in the CAA reports.
 
@@ -77,8 +80,12 @@ def table_settings(args) -> dict:
     }
     return {
         "split": args.split,
+        # The dtype the evaluation generates in (STEERLAB_DTYPE as resolved on this machine).
+        # `compute_vectors` extracts and searches the range in float32 whatever the setting.
+        "dtype": str(runtime.site_model().dtype).removeprefix("torch."),
         "limit": args.limit,
         "tokens": args.tokens,
+        "baselines": not args.no_baselines,
         "strengths": list(STRENGTHS),
         "embedder": settings.STEERLAB_EMBEDDER,
         "vectors": vectors,
@@ -152,7 +159,7 @@ def compute(out: Path, args, settings: dict) -> None:
             call_command(
                 "evaluate_steering", vector_set=vector_set.pk, dimension=dimension, limit=args.limit,
                 max_new_tokens=args.tokens, output=str(report), split=args.split,
-                strengths=",".join(str(s) for s in STRENGTHS), no_baselines=method != "caa",
+                strengths=",".join(str(s) for s in STRENGTHS), no_baselines=method != "caa" or args.no_baselines,
             )
             content = json.loads(report.read_text())
             content["table_settings"] = settings
@@ -214,6 +221,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per answer")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--dimensions", default=",".join(data.dimension_names()))
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="leave out the prompting rows (e.g. to compare dtypes on the steering alone)")
     parser.add_argument("--fresh", action="store_true", help="delete the reports and plots under --out first")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()

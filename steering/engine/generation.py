@@ -24,6 +24,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingW
 
 from .extraction import pad_left
 from .hooks import RowSteering, SteeringHooks
+from .kvcache import GrowingLayer, grow_cache
 from .loading import LoadedModel
 
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -236,7 +237,13 @@ class DecodeBatch:
 
     `prefill_chunk` (tokens, None: all at once) splits the prefill into forward passes of at
     most that many tokens over all rows (at least one column each); every `step` but the last
-    of them returns no events (`prefilling` stays true until then)."""
+    of them returns no events (`prefilling` stays true until then).
+
+    The KV cache's full-attention layers become `GrowingLayer`s after the first pass, so a
+    decode step writes its keys and values in place instead of copying the cache
+    (`reserve_cache = False` keeps transformers' layers, for benches to compare)."""
+
+    reserve_cache = True
 
     def __init__(
         self,
@@ -306,6 +313,8 @@ class DecodeBatch:
                 **self._extra,
             )
         self.cache = out.past_key_values
+        if self.reserve_cache:
+            grow_cache(self.cache)
         return out.logits[:, -1, :]
 
     @torch.inference_mode()
@@ -450,7 +459,7 @@ class DecodeBatch:
         other.rows, other.cache = [], None
 
 
-_JOINABLE_LAYERS = (DynamicLayer, DynamicSlidingWindowLayer)
+_JOINABLE_LAYERS = (DynamicLayer, DynamicSlidingWindowLayer, GrowingLayer)
 
 
 def _cache_is_joinable(cache) -> bool:

@@ -8,10 +8,14 @@ own and merges them into the running batch (`DecodeBatch.merge`), up to `max_bat
 newcomer waits for one forward pass, not for the others to end. Each row streams its own
 events into its ticket and leaves the batch when it ends or is cancelled.
 
-With `prefill_chunk`, newcomers that arrive while a batch is running prefill that many tokens
+With `prefill_chunk`, newcomers that arrive while rows are streaming prefill that many tokens
 per forward pass, one decode step of the running batch between two passes, so a long prompt
 delays the running streams' next token by one chunk, not by the whole prompt. Newcomers that
-find nothing running prefill at once: nobody waits on them.
+arrived while no row was streaming yet (nothing ran, or the rows now running were still in
+their first prefill: a burst of simultaneous arrivals, which cannot all make the first pass)
+prefill whole, as one batch: chunking them would make every one of them wait for the others'
+decode steps, for the sake of rows that have had a single token. That keeps a burst's time to
+first token near the time to prefill its prompts together, the limit on a CPU.
 
 When the model's cache cannot merge (`DecodeBatch.joinable` is false: static, quantised or
 hybrid caches) newcomers wait until the running batch has ended, then start the next one.
@@ -113,6 +117,9 @@ class Scheduler:
         self._running: dict[int, Ticket] = {}  # key → ticket, for the rows of `_batch`
         self._batch: DecodeBatch | None = None  # touched by the scheduler's thread only
         self._prefill: DecodeBatch | None = None  # newcomers between two prefill chunks (same)
+        # When `_batch`'s first rows got their first token (time.monotonic(); same thread):
+        # requests submitted before it arrived while no row was streaming.
+        self._streaming_since = 0.0
         self._keys = itertools.count()
         self._closing = False
         self._counts = dict(requests_total=0, tokens_total=0, steps=0, prefills=0, joins=0, errors=0)
@@ -216,9 +223,9 @@ class Scheduler:
                         self._lock.wait()
                     if self._closing:
                         return
-                    newcomers = self._admit()
+                    newcomers, whole = self._admit()
                 if newcomers:
-                    self._start(newcomers)
+                    self._start(newcomers, whole=whole)
                 elif self._prefill is not None:
                     self._prefill_step(self._prefill)
                 if self._batch is not None:
@@ -228,24 +235,32 @@ class Scheduler:
         finally:
             self._shut_down()
 
-    def _admit(self) -> list[Ticket]:
-        """Move the waiting requests that fit into the running set (under the lock)."""
+    def _admit(self) -> tuple[list[Ticket], bool]:
+        """Move the waiting requests that fit into the running set (under the lock), and say
+        whether they prefill whole (True) or in chunks between the running rows' steps."""
         running = self._batch
         if running is not None and not running.joinable:
-            return []  # this cache cannot take newcomers: they start with the next batch
+            return [], True  # this cache cannot take newcomers: they start with the next batch
         if self._prefill is not None:
-            return []  # one prefill at a time: the next newcomers go in after this one's last chunk
+            return [], True  # one prefill at a time: the next newcomers go in after this one's last chunk
         room = self.max_batch - (len(running.rows) if running is not None else 0)
+
+        def burst(ticket: Ticket) -> bool:  # arrived while no row was streaming
+            return running is None or ticket.submitted_at <= self._streaming_since
+
+        # The waiting line is in order of arrival, so a burst's requests come first; they go in
+        # alone, whole, and those that came after the streams began follow in chunks.
+        whole = bool(self._waiting) and burst(self._waiting[0])
         newcomers = []
-        while self._waiting and len(newcomers) < room:
+        while self._waiting and len(newcomers) < room and burst(self._waiting[0]) == whole:
             ticket = self._waiting.popleft()
             self._running[ticket.key] = ticket
             newcomers.append(ticket)
-        return newcomers
+        return newcomers, whole
 
-    def _start(self, newcomers: list[Ticket]) -> None:
-        """Prefill the newcomers together (in chunks while others decode), then merge them
-        into the running batch."""
+    def _start(self, newcomers: list[Ticket], *, whole: bool) -> None:
+        """Prefill the newcomers together (whole, or in chunks while others stream: see the
+        module docstring), then merge them into the running batch."""
         try:
             self.hooks.attach(sorted({layer for t in newcomers for layer in t.request.steering}))
             batch = DecodeBatch(
@@ -253,7 +268,7 @@ class Scheduler:
                 self.hooks,
                 [t.request for t in newcomers],
                 keys=[t.key for t in newcomers],
-                prefill_chunk=self.prefill_chunk if self._batch is not None else None,
+                prefill_chunk=None if whole else self.prefill_chunk,
             )
         except Exception as exc:
             self._fail(newcomers, exc)
@@ -268,6 +283,7 @@ class Scheduler:
             self._prefill = None
             self._fail([self._running[key] for key in batch.keys], exc)  # the running batch was not part of this pass
             return
+        ended = time.monotonic()  # before anyone sees these first tokens
         self._publish(events)
         if batch.prefilling and not batch.done:
             self._prefill = batch
@@ -278,6 +294,7 @@ class Scheduler:
             return
         if self._batch is None:
             self._batch = batch
+            self._streaming_since = ended
             return
         try:
             self._batch.merge(batch)

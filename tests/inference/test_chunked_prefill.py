@@ -2,6 +2,8 @@
 running stream keeps getting a token every other forward pass, and everyone still gets exactly
 their solo text. The `Gate` of test_scheduler lets the test count forward passes."""
 
+import time
+
 from steering.engine import SteeringHooks
 from steering.inference import Scheduler
 
@@ -54,3 +56,52 @@ def test_newcomers_that_find_nothing_running_prefill_in_one_pass():
     finally:
         gate.remove()
         scheduler.close()
+
+
+def _admitted(scheduler) -> None:
+    """Wait until the scheduler's thread has taken every waiting request (and so is in, or
+    about to be in, their prefill)."""
+    deadline = time.monotonic() + TIMEOUT
+    while scheduler.stats().waiting:
+        assert time.monotonic() < deadline, "the scheduler never admitted the request"
+        time.sleep(0.005)
+
+
+def test_a_burst_prefills_whole_and_only_later_arrivals_are_chunked():
+    # B and C arrive while A's prefill is under way (no row streams yet): they cannot make A's
+    # pass, so they make the next one, whole and together. D arrives once rows stream: chunked.
+    loaded = build_tiny("llama")
+    loaded.stop_ids = frozenset()
+    hooks = SteeringHooks(loaded.layers, [1, 2])
+    gate = Gate(loaded.layers[0])
+    scheduler = Scheduler(loaded, hooks, max_per_user=None, prefill_chunk=2)
+    specs = {
+        "a": ("hello world", 30, _delta(loaded, 1)),
+        "b": (LONG, 6, _delta(loaded, 2)),
+        "c": (LONG + " and the budget", 6, None),
+        "d": (LONG, 4, _delta(loaded, 3)),
+    }
+    assert len(loaded.chat_ids(LONG)) > 2 * 4  # chunked, B and C would need more passes than given
+    try:
+        gate.hold()
+        a = scheduler.submit(_request(loaded, *specs["a"]))
+        _admitted(scheduler)  # A's prefill waits at the gate
+        b, c = (scheduler.submit(_request(loaded, *specs[k])) for k in "bc")
+        gate.allow(2)  # A's prefill, then its first decode step (the same turn of the loop)
+        _take(a, 2)
+        gate.allow(1)  # B's and C's prefill: one pass, whole
+        assert len(_take(b, 1)) == len(_take(c, 1)) == 1
+        assert scheduler.stats().prefills == 2
+        d = scheduler.submit(_request(loaded, *specs["d"]))
+        gate.allow(1 + 2 * 3)  # the decode step already waiting, then 3 × (a chunk of D, a decode step)
+        _take(a, 4)
+        assert d.tokens == 0 and scheduler.stats().prefills == 2
+        gate.open()
+        assert all(t.wait(TIMEOUT) for t in (a, b, c, d))
+        stats = scheduler.stats()
+    finally:
+        gate.remove()
+        scheduler.close()
+    assert stats.prefills == 3 and stats.joins == 2
+    for key, ticket in zip("abcd", (a, b, c, d)):
+        assert ticket.text == _alone(loaded, hooks, _request(loaded, *specs[key])), key
