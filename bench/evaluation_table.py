@@ -82,7 +82,7 @@ def table_settings(args) -> dict:
         "split": args.split,
         # The dtype the evaluation generates in (STEERLAB_DTYPE as resolved on this machine).
         # `compute_vectors` extracts and searches the range in float32 whatever the setting.
-        "dtype": str(runtime.site_model().dtype).removeprefix("torch."),
+        "dtype": str(site.site_model().dtype).removeprefix("torch."),
         "limit": args.limit,
         "tokens": args.tokens,
         "baselines": not args.no_baselines,
