@@ -137,7 +137,9 @@ def test_a_full_table_makes_requests_wait_not_run_unsteered(vllm_scheduler, load
 
 
 def test_prefix_cache_keeps_two_steerings_of_one_prompt_apart(vllm_scheduler, loaded, steering_for):
-    prompt = " ".join(PROMPTS) + " Pick one of these questions and answer it."  # several cache blocks
+    # Only whole blocks are cached (128 tokens on the CPU backend): a prompt of several.
+    prompt = " ".join(PROMPTS * 4) + " Pick one of these questions and answer it."
+    assert len(loaded.chat_ids(prompt)) > 300
     a, b = steering_for(41), steering_for(42)
     vllm_scheduler.engine.reset_prefix_cache()
     first_a = run(vllm_scheduler, [request(loaded, prompt, a)], logprobs=5)[0]
