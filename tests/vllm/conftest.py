@@ -21,10 +21,27 @@ ROWS = 12
 
 
 @pytest.fixture(scope="session")
-def loaded():
-    from steering.engine import load_model
+def vllm_site():
+    """The site configured for vLLM for the whole session (this pass runs tests/vllm alone):
+    `runtime.site_scheduler()` then builds the `VllmScheduler` through the same switch as
+    `STEERLAB_ENGINE=vllm make run`, and the websocket tests' local and worker modes use it."""
+    if VLLM_MISSING:
+        pytest.skip(SKIP_REASON)
+    from django.conf import settings
 
-    return load_model("embedded", device="cpu", dtype="float32")
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    settings.STEERLAB_ENGINE = "vllm"
+    settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE, settings.STEERLAB_DTYPE = "embedded", "cpu", "float32"
+    settings.STEERLAB_VLLM_STEERED_ROWS = ROWS
+    settings.STEERLAB_MAX_BATCH, settings.STEERLAB_MAX_QUEUE = 16, 64
+    return settings
+
+
+@pytest.fixture(scope="session")
+def loaded(vllm_site):
+    from steering import runtime
+
+    return runtime.site_model()
 
 
 @pytest.fixture(scope="session")
@@ -50,16 +67,11 @@ def steering_for(loaded, residual_norms):
 
 
 @pytest.fixture(scope="session")
-def vllm_scheduler(loaded, tmp_path_factory):
-    if VLLM_MISSING:
-        pytest.skip(SKIP_REASON)
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
-    from steering.vllm_engine import vllm_model_dir
+def vllm_scheduler(vllm_site, loaded):
+    from steering import runtime
     from steering.vllm_engine.engine import VllmScheduler
 
-    cache = os.environ.get("STEERLAB_VLLM_MODEL_DIR") or str(tmp_path_factory.mktemp("vllm-models"))
-    path = vllm_model_dir(loaded, "embedded", cache)
-    scheduler = VllmScheduler(loaded, path, max_batch=16, max_queue=64, max_per_user=None, steered_rows=ROWS,
-                              eager=True, dtype="float32", max_model_len=1024)
-    yield scheduler
-    scheduler.close()
+    scheduler = runtime.site_scheduler()
+    assert isinstance(scheduler, VllmScheduler)
+    scheduler.max_per_user = None  # the tests submit many requests without a user
+    return scheduler  # closed at exit by runtime, as in the server
