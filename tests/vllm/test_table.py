@@ -1,0 +1,71 @@
+"""The steering table and its op, without vLLM (these run in the main virtualenv too)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steering.vllm_engine.table import SteeringTable, TableFull, add_rows
+
+
+def table(rows: int = 3) -> SteeringTable:
+    return SteeringTable(num_layers=4, hidden_size=5, rows=rows, max_tokens=16, dtype=torch.float32, device="cpu")
+
+
+def test_each_token_reads_its_requests_row_and_padding_reads_zeros():
+    t = table()
+    a = t.allocate({1: torch.full((5,), 1.0), 2: torch.full((5,), 2.0)})
+    b = t.allocate({1: torch.full((5,), -1.0)})
+    t.bind("ra", a)
+    t.bind("rb", b)
+    # Three requests: ra has 3 tokens (a prefill chunk), plain 1, rb 2; then 2 padding tokens.
+    t.fill_index(["ra", "plain", "rb"], [0, 3, 4, 6])
+    hidden = torch.zeros(8, 5)
+    out = t.add(1, hidden)
+    assert out[:, 0].tolist() == [1, 1, 1, 0, -1, -1, 0, 0]
+    assert t.add(2, hidden)[:, 0].tolist() == [2, 2, 2, 0, 0, 0, 0, 0]
+    assert t.add(0, hidden).abs().sum() == 0  # a layer no request steers adds nothing
+    assert torch.equal(hidden, torch.zeros(8, 5)), "the op returns a new tensor"
+
+
+def test_a_full_table_refuses_and_a_freed_row_is_zeroed_and_reused():
+    t = table(rows=2)
+    first = t.allocate({0: torch.ones(5)})
+    t.allocate({0: torch.ones(5)})
+    with pytest.raises(TableFull):
+        t.allocate({0: torch.ones(5)})
+    t.free(first)
+    assert t.free_rows == 1
+    assert t.tables[:, first].abs().sum() == 0
+    assert t.allocate({3: torch.ones(5)}) == first
+    assert t.tables[0, first].abs().sum() == 0 and t.tables[3, first].sum() == 5
+
+
+def test_bad_steering_is_refused_before_taking_a_row():
+    t = table()
+    with pytest.raises(ValueError, match="layer 9"):
+        t.allocate({9: torch.ones(5)})
+    with pytest.raises(ValueError, match="shape"):
+        t.allocate({0: torch.ones(4)})
+    assert t.free_rows == 3
+
+
+def test_the_op_traces_under_torch_compile():
+    t = table()
+    t.bind("r", t.allocate({2: torch.arange(5.0)}))
+    t.fill_index(["r"], [0, 2])
+    compiled = torch.compile(lambda h: add_rows(h, t.tables[2], t.index), backend="aot_eager", fullgraph=True)
+    hidden = torch.randn(3, 5)
+    assert torch.equal(compiled(hidden), hidden + torch.stack([torch.arange(5.0)] * 2 + [torch.zeros(5)]))
+
+
+def test_a_model_without_known_decoder_layers_gets_a_clear_error():
+    from steering.vllm_engine.hook import SteeringUnsupported, find_decoder_layers
+
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+
+    with pytest.raises(SteeringUnsupported, match="Odd.*STEERLAB_ENGINE=builtin"):
+        find_decoder_layers(Odd())
