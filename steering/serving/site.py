@@ -120,6 +120,8 @@ def warm_up() -> None:
 def _warm() -> None:
     try:
         _site()
+        if settings.STEERLAB_ENGINE == "vllm":
+            site_scheduler()  # vLLM's start-up takes a minute: here, not on the event loop of a first chat
     except Exception:  # recorded in _load_errors, reported by model_status()
         pass
 
