@@ -81,68 +81,54 @@ class SchedulerStats:
     step_seconds: float
 
 
-class Scheduler:
-    """Batched generation on `loaded` from one background thread; see the module docstring.
+class Admission:
+    """The callers' side of a scheduler, whichever engine runs it: the queue of waiting
+    tickets, the refusals (`Busy`, `TooManyForUser`, `SchedulerClosed`, a ValueError for
+    steering the model cannot take), `stats` and `close`. `Scheduler` and the vLLM engine's
+    scheduler share it, so a request is admitted and refused the same way on both; each
+    brings its thread (`_run`), its running tickets (`_running_tickets`) and its cancel."""
 
-    `hooks` are the steering hooks of the model (made here when not given); the scheduler
-    hooks further layers itself, between two forward passes, when a request steers them.
-    `max_batch` rows decode together; `max_queue` bounds waiting + running requests;
-    `max_per_user` bounds one user's (None: no bound; requests without a user are not
-    counted); `prefill_chunk` (tokens, None: whole prompts) bounds a newcomers' prefill pass
-    while others decode."""
+    loaded: LoadedModel
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        hooks: SteeringHooks | None = None,
-        *,
-        max_batch: int = 8,
-        max_queue: int = 32,
-        max_per_user: int | None = 2,
-        prefill_chunk: int | None = None,
-        name: str = "steerlab-inference",
-    ) -> None:
+    def _admission_init(self, *, max_batch: int, max_queue: int, max_per_user: int | None) -> None:
         if max_batch < 1 or max_queue < 1 or (max_per_user is not None and max_per_user < 1):
             raise ValueError("max_batch, max_queue and max_per_user must be at least 1")
-        if prefill_chunk is not None and prefill_chunk < 1:
-            raise ValueError("prefill_chunk must be at least 1 token (None: whole prompts)")
-        self.prefill_chunk = prefill_chunk
-        self.loaded = loaded
-        self.hooks = hooks if hooks is not None else SteeringHooks(loaded.layers)
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.max_per_user = max_per_user
+        # Reentrant (a Condition's default lock), so a subclass may hold it around `_enqueue`
+        # to finish a ticket before its thread can see it.
         self._lock = threading.Condition()
         self._waiting: deque[Ticket] = deque()
-        self._running: dict[int, Ticket] = {}  # key → ticket, for the rows of `_batch`
-        self._batch: DecodeBatch | None = None  # touched by the scheduler's thread only
-        self._prefill: DecodeBatch | None = None  # newcomers between two prefill chunks (same)
-        # When `_batch`'s first rows got their first token (time.monotonic(); same thread):
-        # requests submitted before it arrived while no row was streaming.
-        self._streaming_since = 0.0
         self._keys = itertools.count()
         self._closing = False
         self._counts = dict(requests_total=0, tokens_total=0, steps=0, prefills=0, joins=0, errors=0)
         self._step_seconds = 0.0
+
+    def _start_thread(self, name: str) -> None:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def __enter__(self) -> Scheduler:
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _running_tickets(self) -> list[Ticket]:
+        """The tickets of the requests the engine is generating now (under the lock)."""
+        raise NotImplementedError
+
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- the callers' side -----------------------------------------------------------------
-
-    def submit(self, request: GenerationRequest, *, user: Hashable | None = None) -> Ticket:
-        """Queue `request` and return its ticket at once. Raises ValueError for steering
-        this model cannot take, Busy, TooManyForUser, or SchedulerClosed."""
+    def _enqueue(self, request: GenerationRequest, user: Hashable | None, on_cancel) -> Ticket:
+        """Queue `request` and return its ticket, or refuse it at once."""
         self._check_steering(request)
         with self._lock:
             if self._closing or not self._thread.is_alive():
                 raise SchedulerClosed("The inference service has shut down")
-            active = len(self._waiting) + len(self._running)
+            active = len(self._waiting) + len(self._running_tickets())
             if active >= self.max_queue:
                 retry_after = self._retry_after()
                 raise Busy(
@@ -156,7 +142,7 @@ class Scheduler:
                         f"You already have {mine} generations running (at most {self.max_per_user} at a "
                         "time); wait for one to finish or cancel it"
                     )
-            ticket = Ticket(next(self._keys), request, user=user, on_cancel=self._cancel_waiting)
+            ticket = Ticket(next(self._keys), request, user=user, on_cancel=on_cancel)
             self._waiting.append(ticket)
             self._counts["requests_total"] += 1
             self._lock.notify_all()
@@ -167,7 +153,7 @@ class Scheduler:
             return SchedulerStats(
                 alive=self._thread.is_alive() and not self._closing,
                 waiting=len(self._waiting),
-                active_rows=len(self._running),
+                active_rows=len(self._running_tickets()),
                 max_batch=self.max_batch,
                 max_queue=self.max_queue,
                 step_seconds=self._step_seconds,
@@ -196,14 +182,60 @@ class Scheduler:
                 )
 
     def _active(self) -> Iterable[Ticket]:
-        return itertools.chain(self._waiting, self._running.values())
+        return itertools.chain(self._waiting, self._running_tickets())
 
     def _retry_after(self) -> int:
         """Seconds until a slot is likely to free: the fewest tokens a running request still
         may generate, at the recent decode speed."""
-        left = [t.request.params.max_new_tokens - t.tokens for t in self._running.values()]
+        left = [t.request.params.max_new_tokens - t.tokens for t in self._running_tickets()]
         estimate = min(left, default=1) * self._step_seconds
         return max(1, math.ceil(estimate))
+
+
+class Scheduler(Admission):
+    """Batched generation on `loaded` from one background thread; see the module docstring.
+
+    `hooks` are the steering hooks of the model (made here when not given); the scheduler
+    hooks further layers itself, between two forward passes, when a request steers them.
+    `max_batch` rows decode together; `max_queue` bounds waiting + running requests;
+    `max_per_user` bounds one user's (None: no bound; requests without a user are not
+    counted); `prefill_chunk` (tokens, None: whole prompts) bounds a newcomers' prefill pass
+    while others decode."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        hooks: SteeringHooks | None = None,
+        *,
+        max_batch: int = 8,
+        max_queue: int = 32,
+        max_per_user: int | None = 2,
+        prefill_chunk: int | None = None,
+        name: str = "steerlab-inference",
+    ) -> None:
+        self._admission_init(max_batch=max_batch, max_queue=max_queue, max_per_user=max_per_user)
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise ValueError("prefill_chunk must be at least 1 token (None: whole prompts)")
+        self.prefill_chunk = prefill_chunk
+        self.loaded = loaded
+        self.hooks = hooks if hooks is not None else SteeringHooks(loaded.layers)
+        self._running: dict[int, Ticket] = {}  # key → ticket, for the rows of `_batch`
+        self._batch: DecodeBatch | None = None  # touched by the scheduler's thread only
+        self._prefill: DecodeBatch | None = None  # newcomers between two prefill chunks (same)
+        # When `_batch`'s first rows got their first token (time.monotonic(); same thread):
+        # requests submitted before it arrived while no row was streaming.
+        self._streaming_since = 0.0
+        self._start_thread(name)
+
+    # -- the callers' side -----------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, *, user: Hashable | None = None) -> Ticket:
+        """Queue `request` and return its ticket at once. Raises ValueError for steering
+        this model cannot take, Busy, TooManyForUser, or SchedulerClosed."""
+        return self._enqueue(request, user, self._cancel_waiting)
+
+    def _running_tickets(self) -> list[Ticket]:
+        return list(self._running.values())
 
     def _cancel_waiting(self, ticket: Ticket) -> None:
         with self._lock:

@@ -25,21 +25,17 @@ generator, so sampled texts differ between the engines; greedy texts agree.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
-import math
 import os
-import threading
 import time
-from collections import deque
 from pathlib import Path
-from typing import Hashable, Iterable
+from typing import Hashable
 
 import torch
 
 from steering.engine import GenerationRequest, TokenEvent
 from steering.engine.generation import Detokenizer
-from steering.inference.scheduler import Busy, SchedulerClosed, SchedulerStats, TooManyForUser
+from steering.inference.scheduler import Admission
 from steering.inference.ticket import Ticket
 
 from .hook import ROW_ARG, building
@@ -83,7 +79,7 @@ class _Live:
         self.budget = budget  # tokens this engine may still generate (resumed streams: fewer)
 
 
-class VllmScheduler:
+class VllmScheduler(Admission):
     """See the module docstring. `loaded` is the site's builtin model (tokenizer, stop ids,
     shapes); `model_path` the safetensors directory vLLM loads (the same weights)."""
 
@@ -102,16 +98,12 @@ class VllmScheduler:
         enable_prefix_caching: bool = True,
         name: str = "steerlab-vllm",
     ) -> None:
-        if max_batch < 1 or max_queue < 1 or (max_per_user is not None and max_per_user < 1):
-            raise ValueError("max_batch, max_queue and max_per_user must be at least 1")
+        self._admission_init(max_batch=max_batch, max_queue=max_queue, max_per_user=max_per_user)
         configure_environment()
         from vllm import EngineArgs
         from vllm.v1.engine.llm_engine import LLMEngine
 
         self.loaded = loaded
-        self.max_batch = max_batch
-        self.max_queue = max_queue
-        self.max_per_user = max_per_user
         args = EngineArgs(
             model=str(model_path),
             dtype=dtype,
@@ -129,15 +121,8 @@ class VllmScheduler:
             raise RuntimeError("The steering hook was not installed on vLLM's model runner (is it the V1 runner?)")
         self.installation = spec["installation"]
         self.table = self.installation.table
-        self._lock = threading.Condition()
-        self._waiting: deque[Ticket] = deque()
         self._live: dict[str, _Live] = {}  # vLLM request id → request, touched under the lock
-        self._keys = itertools.count()
-        self._closing = False
-        self._counts = dict(requests_total=0, tokens_total=0, steps=0, prefills=0, joins=0, errors=0)
-        self._step_seconds = 0.0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._start_thread(name)
 
     # -- the callers' side (as Scheduler) ---------------------------------------------------
 
@@ -146,68 +131,13 @@ class VllmScheduler:
         generated token, the k most likely tokens' log-probabilities from the raw logits
         (the tests compare them with the builtin engine's). Every ticket gets
         `cached_tokens`: how many prompt tokens vLLM's prefix cache served."""
-        self._check_steering(request)
-        with self._lock:
-            if self._closing or not self._thread.is_alive():
-                raise SchedulerClosed("The inference service has shut down")
-            active = len(self._waiting) + len(self._live)
-            if active >= self.max_queue:
-                retry_after = self._retry_after()
-                raise Busy(f"The model is busy with {active} requests; try again in about {retry_after} s",
-                           retry_after=retry_after)
-            if user is not None and self.max_per_user is not None:
-                mine = sum(1 for ticket in self._active() if ticket.user == user)
-                if mine >= self.max_per_user:
-                    raise TooManyForUser(
-                        f"You already have {mine} generations running (at most {self.max_per_user} at a "
-                        "time); wait for one to finish or cancel it"
-                    )
-            ticket = Ticket(next(self._keys), request, user=user, on_cancel=self._cancel)
+        with self._lock:  # reentrant: the thread sees the ticket only once it is complete
+            ticket = self._enqueue(request, user, self._cancel)
             ticket.want_logprobs, ticket.logprobs, ticket.cached_tokens = logprobs, [], None
-            self._waiting.append(ticket)
-            self._counts["requests_total"] += 1
-            self._lock.notify_all()
         return ticket
 
-    def stats(self) -> SchedulerStats:
-        with self._lock:
-            return SchedulerStats(
-                alive=self._thread.is_alive() and not self._closing,
-                waiting=len(self._waiting),
-                active_rows=len(self._live),
-                max_batch=self.max_batch,
-                max_queue=self.max_queue,
-                step_seconds=self._step_seconds,
-                **self._counts,
-            )
-
-    def close(self, timeout: float | None = 30.0) -> None:
-        with self._lock:
-            self._closing = True
-            self._lock.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-
-    def __enter__(self) -> VllmScheduler:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _check_steering(self, request: GenerationRequest) -> None:
-        for layer, delta in request.steering.items():
-            if not 0 <= layer < self.table.num_layers:
-                raise ValueError(f"Steering names layer {layer}; the model has {self.table.num_layers} layers")
-            if tuple(delta.shape) != (self.table.hidden_size,):
-                raise ValueError(f"Steering for layer {layer} has shape {tuple(delta.shape)}; the model needs "
-                                 f"({self.table.hidden_size},)")
-
-    def _active(self) -> Iterable[Ticket]:
-        return itertools.chain(self._waiting, (live.ticket for live in self._live.values()))
-
-    def _retry_after(self) -> int:
-        left = [live.ticket.request.params.max_new_tokens - live.ticket.tokens for live in self._live.values()]
-        return max(1, math.ceil(min(left, default=1) * self._step_seconds))
+    def _running_tickets(self) -> list[Ticket]:
+        return [live.ticket for live in self._live.values() if live is not None]
 
     def _cancel(self, ticket: Ticket) -> None:
         with self._lock:
