@@ -205,9 +205,10 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id)
 
 
-def find_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layers of a causal LM, whose outputs are the residual stream."""
-    for path in LAYER_PATHS:
+def find_layers(model: nn.Module, paths: tuple[str, ...] = LAYER_PATHS) -> nn.ModuleList:
+    """The decoder layers of a causal LM, whose outputs are the residual stream: the first of
+    `paths` that names a non-empty ModuleList."""
+    for path in paths:
         node = model
         for attr in path.split("."):
             node = getattr(node, attr, None)
@@ -217,7 +218,7 @@ def find_layers(model: nn.Module) -> nn.ModuleList:
             return node
     raise UnsupportedModel(
         f"Cannot find the decoder layers of {type(model).__name__}: none of "
-        f"{', '.join(LAYER_PATHS)} is a list of layers. Supported families: Llama, Mistral, Qwen2, "
+        f"{', '.join(paths)} is a list of layers. Supported families: Llama, Mistral, Qwen2, "
         "Gemma, Gemma-2, Phi-3, StableLM, GPT-2/DialoGPT, GPT-NeoX/Pythia, OPT, Falcon."
     )
 

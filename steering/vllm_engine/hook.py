@@ -24,14 +24,14 @@ import threading
 
 import torch
 
+from steering.engine.loading import LAYER_PATHS, UnsupportedModel, find_layers
+
 from .table import SteeringTable
 
 ROW_ARG = "steerlab_row"
 
-# The decoder layer lists of the model families vLLM serves and SteerLab supports; the first
-# path that names a non-empty ModuleList wins.
-LAYER_PATHS = ("model.layers", "model.language_model.layers", "language_model.model.layers", "transformer.h",
-               "gpt_neox.layers", "model.decoder.layers")
+# vLLM's model classes name their decoder layers as transformers' do, plus one wrapper layout.
+VLLM_LAYER_PATHS = (*LAYER_PATHS, "language_model.model.layers")
 
 
 class SteeringUnsupported(RuntimeError):
@@ -54,19 +54,14 @@ _pending = threading.local()
 
 
 def find_decoder_layers(model: torch.nn.Module):
-    for path in LAYER_PATHS:
-        node = model
-        for attr in path.split("."):
-            node = getattr(node, attr, None)
-            if node is None:
-                break
-        if isinstance(node, torch.nn.ModuleList) and len(node) > 0:
-            return node
-    raise SteeringUnsupported(
-        f"SteerLab's vLLM steering hook cannot find the decoder layers of {type(model).__name__} "
-        f"(looked for {', '.join(LAYER_PATHS)}); this model family cannot be steered on vLLM. "
-        "Serve it with STEERLAB_ENGINE=builtin."
-    )
+    try:
+        return find_layers(model, VLLM_LAYER_PATHS)
+    except UnsupportedModel as exc:
+        raise SteeringUnsupported(
+            f"SteerLab's vLLM steering hook cannot find the decoder layers of {type(model).__name__} "
+            f"(looked for {', '.join(VLLM_LAYER_PATHS)}); this model family cannot be steered on vLLM. "
+            "Serve it with STEERLAB_ENGINE=builtin."
+        ) from exc
 
 
 def _layer_hook(install: Installation, index: int):
