@@ -53,7 +53,10 @@ class RowSteering:
         return RowSteering({layer: d[index.to(d.device)] for layer, d in self.deltas.items()})
 
 
-_active: ContextVar[RowSteering | None] = ContextVar("steerlab_active_steering", default=None)
+# The steering active in this context, with the hooks it was activated on: a model may carry
+# more than one set of hooks (the site's on every layer, and a sweep's or a test's own), and
+# each set adds only what was activated on it, so no delta is ever added twice.
+_active: ContextVar[tuple[SteeringHooks, RowSteering] | None] = ContextVar("steerlab_active_steering", default=None)
 
 
 class SteeringHooks:
@@ -97,7 +100,7 @@ class SteeringHooks:
         missing = set(steering.deltas) - set(self._handles) if steering else set()
         if missing:
             raise ValueError(f"Steering asks for layers {sorted(missing)} that have no hook")
-        token = _active.set(steering)
+        token = _active.set((self, steering) if steering is not None else None)
         try:
             yield
         finally:
@@ -105,10 +108,10 @@ class SteeringHooks:
 
     def _make_hook(self, index: int):
         def hook(module: nn.Module, args, output):
-            steering = _active.get()
-            if steering is None:
+            active = _active.get()
+            if active is None or active[0] is not self:
                 return None
-            delta = steering.deltas.get(index)
+            delta = active[1].deltas.get(index)
             if delta is None:
                 return None
             hidden = output[0] if isinstance(output, tuple) else output
@@ -125,4 +128,5 @@ class SteeringHooks:
 
 def current_steering() -> RowSteering | None:
     """The steering active in this context (None outside a steered forward pass)."""
-    return _active.get()
+    active = _active.get()
+    return active[1] if active is not None else None

@@ -133,3 +133,25 @@ def test_steering_in_one_thread_is_invisible_to_another():
     release.set()
     worker.join()
     assert seen_elsewhere == [None]
+
+
+def test_a_second_set_of_hooks_on_the_same_layers_adds_nothing_twice(tiny):
+    """The site keeps hooks on every layer while a sweep (the functional-range search) or a
+    reference computation puts its own on the same model: each set adds only the steering
+    activated on it, so a delta is added once, whichever set runs the pass."""
+    steering = {layer: delta.float() for layer, delta in _delta(tiny, 4.0, 1).items()}
+    ids = torch.tensor([tiny.chat_ids(PROMPTS[0])])
+
+    def logits(hooks, scale=1.0):
+        rows = RowSteering.from_rows([{k: v * scale for k, v in steering.items()}], dtype=tiny.dtype, device=tiny.device)
+        with torch.inference_mode(), hooks.active(rows):
+            return tiny.model(input_ids=ids).logits[0, -1]
+
+    with SteeringHooks(tiny.layers, [1, 2]) as first:
+        once = logits(first)
+        twice = logits(first, 2.0)
+        with SteeringHooks(tiny.layers, range(len(tiny.layers))) as site_wide:
+            assert torch.equal(logits(first), once)
+            assert torch.equal(logits(site_wide), once)
+            assert sum(site_wide.fired.values()) == 2  # its own pass only, layers 1 and 2
+    assert not torch.allclose(once, twice)  # the check above could see a double delta
