@@ -66,15 +66,16 @@ print("RESULT=" + json.dumps({"tokens_per_s": sorted(rates)[len(rates) // 2], "r
 # registered as the shared default. `bootstrap` computes every shipped dimension and took over
 # 15 minutes on the shared 2-core machine; what is measured here needs one preference.
 REGISTER_FORMALITY = """
-from steering import data, services
+from steering import data
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
-from steering import runtime
+from steering.services import vector_sets
+from steering.serving import site
 positive, negative = data.examples("formality")
-vectors = compute_vectors(runtime.site_model(), {"formality": (positive[:24], negative[:24])},
+vectors = compute_vectors(site.site_model(), {"formality": (positive[:24], negative[:24])},
                           labels={"formality": ["Casual", "Formal"]})
 PreferenceDimension.objects.get_or_create(name="formality", defaults={"negative_label": "Casual", "positive_label": "Formal"})
-services.vector_set_register(vectors=vectors, name="default")
+vector_sets.vector_set_register(vectors=vectors, name="default")
 print("registered")
 """
 

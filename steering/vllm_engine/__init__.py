@@ -25,7 +25,7 @@ def vllm_model_dir(loaded, name: str, cache_dir: Path) -> Path:
     """A directory vLLM can load for the site model `name`: a local model directory as it is;
     otherwise (the embedded GGUF, any GGUF file) the builtin engine's own weights saved once
     as safetensors under `cache_dir`, so both engines compute with the same numbers."""
-    from steering.engine.models import EMBEDDED
+    from steering.engine.loading import EMBEDDED
 
     path = Path(name).expanduser()
     if name != EMBEDDED and path.is_dir():

@@ -178,7 +178,7 @@ def test_limits_and_refusals_are_the_schedulers(vllm_scheduler, loaded):
 
 async def test_the_service_streams_token_and_done_events(vllm_scheduler, loaded):
     """The inference service's own generator (local backend and worker alike) over vLLM."""
-    from steering.inference.service import GenerationSpec, run_on_scheduler
+    from steering.serving.backends import GenerationSpec, run_on_scheduler
 
     spec = GenerationSpec(prompt_ids=loaded.chat_ids(PROMPTS[5]), params={"max_new_tokens": 12}, user="svc")
     events = [e async for e in run_on_scheduler(vllm_scheduler, spec, asyncio.Event())]
