@@ -17,7 +17,7 @@ CONTEXT = 256
 
 
 @pytest.fixture
-def site(tiny_site, dimensions):
+def vector_set(tiny_site, dimensions):
     return vector_sets.vector_set_register(vectors=tiny_vectors(["formality", "cost"]), name="shared")
 
 
@@ -40,7 +40,7 @@ def prepare(user, prompt, conversation=None, max_new_tokens=16):
 
 
 @pytest.mark.django_db
-def test_the_context_is_the_served_models(site):
+def test_the_context_is_the_served_models(vector_set):
     assert chat.chat_context_tokens() == CONTEXT == site.site_model().model.config.max_position_embeddings
 
 
