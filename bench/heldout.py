@@ -3,12 +3,18 @@ clearly each steers, beside plain prompting and prompting + steering. One JSON l
 dimension, with the settings it ran under; then the targets of issue 18 checked.
 
     .venv/bin/python bench/heldout.py [--method caa] [--limit 12] [--tokens 48] [--vectors FILE]
+                                      [--dtype float32|bfloat16]
 
 Vectors are computed as the platform computes a vector set (`compute_vectors` from the
 shipped pairs, then the functional-range search on the neutral prompts under the shipped
 settings) and saved to --vectors; an existing file is reused only when its recorded data
 fingerprint and options are those of this run. Extraction and the range search never see
 the held-out prompts or reference texts (steering/data/heldout.json).
+
+--dtype is the dtype the answers are generated and scored in (float32 by default). Vectors
+are always computed in float32, as the platform computes them whatever STEERLAB_DTYPE says:
+with another dtype the run reuses the float32 run's --vectors file and stops if there is none,
+so a bfloat16 table compares the serving dtype on the same vectors.
 
 Targets per dimension: Spearman ρ of the mean Effect with strength = 1.0 over the five
 strengths, Effect(+1) − Effect(−1) ≥ 0.12, PNE > 0 at +1 and < 0 at −1, perplexity ratio ≤ 3
@@ -53,6 +59,8 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
         if recorded == options:
             return SteeringVectors.load(path)
         print(json.dumps({"note": f"{path} was computed under other options; recomputing", "was": recorded}), flush=True)
+    if args.dtype != "float32":
+        sys.exit(f"{path}: no vectors computed under these options; run once with --dtype float32 first")
     started = time.monotonic()
     examples = {name: data.examples(name) for name in data.dimension_names()}
     vectors = model.compute_vectors(examples, method=args.method, read=args.read,
@@ -79,14 +87,15 @@ def main() -> None:
     parser.add_argument("--dimensions", default=",".join(data.dimension_names()))
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--vectors", default="/tmp/steerlab-heldout-vectors.safetensors")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
 
-    model = SteerableModel.load()
+    model = SteerableModel.load(dtype=args.dtype)
     options = {"method": args.method, "read": args.read, "layers": args.layers,
                "range_prompts": args.range_prompts, "data_and_engine": data_fingerprint()}
     vectors = model.add_vectors(vectors_for(model, args, options))
     prompts = data.heldout()["prompts"][: args.limit]
-    settings = {**options, "split": "heldout", "prompts": len(prompts), "tokens": args.tokens,
+    settings = {**options, "dtype": args.dtype, "split": "heldout", "prompts": len(prompts), "tokens": args.tokens,
                 "strengths": list(STRENGTHS), "baselines": not args.no_baselines, "layers_steered": list(vectors.layers)}
     print(json.dumps({"settings": settings}), flush=True)
     verdicts = {}

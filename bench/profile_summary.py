@@ -22,9 +22,10 @@ from collections import Counter
 BUCKETS = [
     ("model loading", r"from_pretrained|load_gguf|gguf/"),
     ("vector extraction", r"record_activations"),
-    ("steering hooks", r"\(steering/engine/hooks\.py\)"),
+    # py-spy writes each frame as "qualname (file:line)"
+    ("steering hooks", r"\(steering/engine/hooks\.py:"),
     ("steering assembly", r"from_rows \(|_joined_steering \(|RowSteering\.select|select \(steering/engine/hooks"),
-    ("cache merge and padding", r"merge \(steering/engine|_joined_layer|_pad_columns|_drop_shared_padding|_trim_layer|batch_select_indices|_cancelled_while_prefilling"),
+    ("cache merge and padding", r"\(steering/engine/kvcache\.py:|\(transformers/cache_utils\.py:|merge \(steering/engine|_joined_layer|_pad_columns|_drop_shared_padding|_trim_layer|batch_select_indices|_cancelled_while_prefilling"),
     ("attention mask building", r"create_causal_mask|sdpa_mask|_preprocess_mask_arguments"),
     ("model forward", r"_forward \(steering/engine/generation\.py|forward_only|_call_impl"),
     ("sampling", r"sample \(steering/engine/generation\.py|argmax"),
@@ -55,7 +56,7 @@ def summarise(lines, within: str | None = None) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("profile")
-    parser.add_argument("--within", help="only samples whose stack matches this pattern, e.g. DecodeBatch.step")
+    parser.add_argument("--within", help="only samples whose stack matches this regular expression, e.g. 'DecodeBatch\\.step '")
     args = parser.parse_args()
     with open(args.profile) as handle:
         print(json.dumps(summarise(handle, args.within)))

@@ -19,9 +19,27 @@ from steering.services import vector_sets
 from steering.serving import site
 
 
+def fresh_reactor() -> None:
+    """Install Twisted's asyncio reactor on a new event loop, as daphne's own test process does
+    after its fork (`daphne.testing._reinstall_reactor`). The `daphne` app imports daphne.server
+    when Django starts, which creates the reactor's event loop, epoll instance included. The
+    suite's browser tests run first and fork live servers, which inherit that instance; on the
+    reactor from before those forks this server answered each request some 10 s late
+    (tests/browser + tests/openai/test_chat_completions.py: over 5 minutes, against 54 s now)."""
+    import asyncio
+    import sys
+
+    from twisted.internet import asyncioreactor
+
+    sys.modules.pop("twisted.internet.reactor", None)
+    sys.modules.pop("daphne.server", None)  # it holds the reactor it was imported with
+    asyncioreactor.install(asyncio.new_event_loop())
+
+
 @pytest.fixture(scope="session")
 def live_server_url():
-    from daphne.server import Server  # installs the asyncio reactor: first, before twisted
+    fresh_reactor()
+    from daphne.server import Server
 
     from steerlab_site.asgi import application
     from twisted.internet import reactor
@@ -105,7 +123,7 @@ def slow_decode(tiny_set):
     """The site model's forward passes made slower (a real hook that sleeps 0.3 s a pass), for
     tests that act while a generation is still running: the tiny model otherwise finishes its
     200 tokens in a fraction of a second, sooner than a busy machine runs the test's next step.
-    (Late in the whole suite this thread's server was seen answering each request ~10 s late.)"""
+    (`fresh_reactor` says why this server once answered each request ~10 s late.)"""
     loaded = site.site_model()
     wait_until_idle()  # the site's model is this test's now: nothing of an earlier test left on it
     handle = loaded.layers[0].register_forward_pre_hook(lambda module, args: time.sleep(0.3))
