@@ -12,9 +12,9 @@ fingerprint and options are those of this run. Extraction and the range search n
 the held-out prompts or reference texts (steering/data/heldout.json).
 
 --dtype is the dtype the answers are generated and scored in (float32 by default). Vectors
-are always computed in float32, as the platform computes them whatever STEERLAB_DTYPE says:
-with another dtype the run reuses the float32 run's --vectors file and stops if there is none,
-so a bfloat16 table compares the serving dtype on the same vectors.
+are computed in float32 only: with another dtype the run reuses the float32 run's --vectors
+file and stops if there is none, so a bfloat16 table compares the serving dtype on the same
+vectors (extracted in bf16 instead, they differ by cosine >= 0.9999: docs/benchmarks.md).
 
 Targets per dimension: Spearman ρ of the mean Effect with strength = 1.0 over the five
 strengths, Effect(+1) − Effect(−1) ≥ 0.12, PNE > 0 at +1 and < 0 at −1, perplexity ratio ≤ 3

@@ -1,6 +1,6 @@
 """Builtin engine vs vLLM, served over the websocket by the same client, in one run (issue 16).
 
-    OMP_NUM_THREADS=2 .venv-vllm/bin/python bench/vllm_serving.py [--tokens 64] [--rounds 2]
+    OMP_NUM_THREADS=2 .venv-vllm/bin/python bench/vllm_serving.py [--tokens 64] [--rounds 2] [--compiled]
 
 1. builtin: a fresh `BenchServer` (its own database, bootstrapped once; daphne with
    STEERLAB_ENGINE=builtin) run by --builtin-python (default .venv/bin/python, the deployed
@@ -11,7 +11,8 @@
 3. vLLM's own throughput, unsteered, 8 requests (the same 8 chat prompts and token budget) in one
    `LLM.generate` call on the same converted weights, in a subprocess of --vllm-python.
 
-Everything float32 on the CPU, greedy; vLLM eager (STEERLAB_VLLM_EAGER, default on). Prints one
+Everything float32 on the CPU, greedy; vLLM eager (STEERLAB_VLLM_EAGER's default) unless
+--compiled, which compiles both vLLM runs (the served one and vLLM's own) with torch.compile. Prints one
 JSON line per measurement, then the settings, the load of the machine (it may be shared: read
 the ratios) and the ratios of the targets: vLLM 8 steered ≥ 90 % of vLLM's own unsteered 8, and
 ≥ 2.5× the builtin engine's 8.
@@ -45,9 +46,9 @@ from steering.engine import load_model
 from steering.vllm_engine import vllm_model_dir
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
-prompts, tokens, cache = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+prompts, tokens, cache, eager = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[5] == "eager"
 loaded = load_model("embedded", device="cpu", dtype="float32")
-llm = LLM(model=str(vllm_model_dir(loaded, "embedded", cache)), dtype="float32", enforce_eager=True,
+llm = LLM(model=str(vllm_model_dir(loaded, "embedded", cache)), dtype="float32", enforce_eager=eager,
           max_num_seqs=16, max_model_len=2048, seed=0)
 params = SamplingParams(max_tokens=tokens, temperature=0, stop_token_ids=sorted(loaded.stop_ids), detokenize=False)
 inputs = [TokensPrompt(prompt_token_ids=loaded.chat_ids(p)) for p in prompts]
@@ -119,7 +120,7 @@ def restart(server, python: str, env: dict) -> float:
 
 
 async def serve(server, python: str, engine: str, args) -> dict:
-    env = {"STEERLAB_ENGINE": engine}
+    env = {"STEERLAB_ENGINE": engine, "STEERLAB_VLLM_EAGER": "0" if args.compiled else "1"}
     started = time.perf_counter()
     restart(server, python, env)
     await together(server, 1, 8, 1)  # warm-up: model load, vLLM start-up, first-use costs
@@ -146,7 +147,8 @@ async def both(args) -> tuple[dict, dict]:
 
 def vllm_own(args) -> dict:
     out = subprocess.run(
-        [args.vllm_python, "-c", VLLM_OWN, json.dumps(PROMPTS[:8]), str(args.tokens), args.model_cache, str(args.rounds)],
+        [args.vllm_python, "-c", VLLM_OWN, json.dumps(PROMPTS[:8]), str(args.tokens), args.model_cache, str(args.rounds),
+         "compiled" if args.compiled else "eager"],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")},
     )
     if out.returncode:
@@ -163,6 +165,7 @@ def main() -> None:
     parser.add_argument("--builtin-python", default=str(ROOT / ".venv/bin/python"))
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm/bin/python"))
     parser.add_argument("--model-cache", default=str(ROOT / "var/vllm-models"))
+    parser.add_argument("--compiled", action="store_true", help="vLLM with torch.compile (STEERLAB_VLLM_EAGER=0)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -171,7 +174,7 @@ def main() -> None:
     load_after = os.getloadavg()
     v8, b8 = vllm["eight_users"]["tokens_per_s"], builtin["eight_users"]["tokens_per_s"]
     emit("settings", date=when, tokens=args.tokens, rounds=args.rounds, dtype="float32", device="cpu",
-         omp_threads=os.environ.get("OMP_NUM_THREADS", "2"), cpus=os.cpu_count(), vllm_eager=True,
+         omp_threads=os.environ.get("OMP_NUM_THREADS", "2"), cpus=os.cpu_count(), vllm_eager=not args.compiled,
          loadavg_before=[round(x, 2) for x in load_before], loadavg_after=[round(x, 2) for x in load_after])
     emit("ratios",
          builtin_1=round(builtin["one_user"]["tokens_per_s"], 1), builtin_8=round(b8, 1),

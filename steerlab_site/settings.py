@@ -243,9 +243,11 @@ STEERLAB_CALIBRATE_NEW_TOKENS = env_int("STEERLAB_CALIBRATE_NEW_TOKENS", 60, min
 # answers stay within this factor of the unsteered answers' perplexity (off: keep the fixed
 # default of 0.02 of the residual norm, as before the search existed).
 STEERLAB_RANGE_SEARCH = env_bool("STEERLAB_RANGE_SEARCH", True)
-# 3, not the 1.5–2 one might expect: the unsteered greedy answers the factor multiplies have a
-# perplexity of only about 1.8 on SmolLM2, and 2× that is reached before steering shows.
-STEERLAB_RANGE_PPL_FACTOR = env_float("STEERLAB_RANGE_PPL_FACTOR", 3.0, minimum=1.05, maximum=100.0)
+# 2.5, not the 1.5–2 one might expect: the unsteered greedy answers the factor multiplies have a
+# perplexity of only about 1.8 on SmolLM2, and 2× that is reached before steering shows. Under
+# the target of 3 on prompts the search never sees, for the search's noise (the engine's
+# sweep.MAX_PPL_RATIO says more; docs/evaluation.md has the held-out figures).
+STEERLAB_RANGE_PPL_FACTOR = env_float("STEERLAB_RANGE_PPL_FACTOR", 2.5, minimum=1.05, maximum=100.0)
 
 # Vector sets, against abuse (docs/security.md): the largest functional range a set may
 # declare, in residual-norm units (measured ranges are 0.01–0.03); the bytes of vectors each
