@@ -1,7 +1,7 @@
 import pytest
 
 from steering.engine import SteeringVectors, top_layers
-from steering.engine.sweep import RangeSearch
+from steering.engine.sweep import MAX_PPL_RATIO, RANGE_PROMPTS, RangeSearch
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import vector_sets
 
@@ -110,7 +110,8 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
     assert vector_set.layers == vectors.layers == top_layers(mean_scores, 2)
     # The measured range is stored on the row and in the file, which every generation reads.
     assert vector_set.functional_range == vectors.functional_range == {"formality": 0.045}
-    assert searched["factor"] == 3.0 and len(searched["prompts"]) == 3
+    # The setting's default is the engine's limit, and the search gets the shipped number of prompts.
+    assert searched["factor"] == MAX_PPL_RATIO and len(searched["prompts"]) == RANGE_PROMPTS
     assert 80 <= max(reported[:-1]) < 100  # extraction fills 0–80 %, the search the rest
 
 
