@@ -3,6 +3,9 @@ the test process: nothing is downloaded, and each builds in milliseconds."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import torch
 from tokenizers import ByteLevelBPETokenizer
 from transformers import (
@@ -85,3 +88,15 @@ def build_tiny(family: str, *, dtype: torch.dtype = torch.float64, seed: int = 0
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=f"tiny-{family}")
+
+
+@contextlib.contextmanager
+def slowed_forward(loaded: LoadedModel, seconds: float = 0.3):
+    """Every forward pass of `loaded` made `seconds` slower (a real hook that sleeps), for tests
+    that act while a generation is still running: a tiny model otherwise finishes its 200
+    tokens in a fraction of a second, sooner than the test's next step on an idle machine."""
+    handle = loaded.layers[0].register_forward_pre_hook(lambda module, args: time.sleep(seconds))
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -17,6 +17,7 @@ from rest_framework.authtoken.models import Token
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
 from steering.serving import site
+from tests.tiny_models import slowed_forward
 
 
 def fresh_reactor() -> None:
@@ -120,14 +121,10 @@ def wait_until_idle() -> None:
 
 @pytest.fixture
 def slow_decode(tiny_set):
-    """The site model's forward passes made slower (a real hook that sleeps 0.3 s a pass), for
-    tests that act while a generation is still running: the tiny model otherwise finishes its
-    200 tokens in a fraction of a second, sooner than a busy machine runs the test's next step.
-    (`fresh_reactor` says why this server once answered each request ~10 s late.)"""
-    loaded = site.site_model()
+    """The site model's forward passes 0.3 s slower (`slowed_forward`), for tests that act
+    while a generation is still running."""
     wait_until_idle()  # the site's model is this test's now: nothing of an earlier test left on it
-    handle = loaded.layers[0].register_forward_pre_hook(lambda module, args: time.sleep(0.3))
-    yield
-    handle.remove()
+    with slowed_forward(site.site_model()):
+        yield
     wait_until_idle()  # the streams a test closed leave the batch before the next test
 

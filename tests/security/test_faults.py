@@ -22,7 +22,7 @@ from steering.models import Conversation, InteractionLog, Message, PreferenceDim
 from steering.services import vector_sets
 from steering.serving import site
 from steerlab_site.asgi import application
-from tests.tiny_models import CORPUS
+from tests.tiny_models import CORPUS, slowed_forward
 from tests.ws.conftest import WorkerThread, connect, frames_until_end, inference_mode  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -177,12 +177,15 @@ async def test_a_worker_killed_mid_answer_fails_the_turn_whole_and_a_new_worker_
     from tests.ws import conftest
 
     ws, _, _ = await connect(world.alice)
-    await ws.send_json_to({"type": "generate", **LONG, "conversation_id": world.conversation.pk})
-    assert (await ws.receive_json_from(timeout=30))["type"] == "start"
-    assert (await ws.receive_json_from(timeout=30))["type"] == "token"
     loop = asyncio.get_running_loop()
-    for worker in list(conftest.RUNNING_WORKERS):
-        await loop.run_in_executor(None, worker.kill)
+    # Slowed, so that the answer is still running when its worker dies (on an idle machine the
+    # tiny model finished all 200 tokens before the kill, and the test saw "done").
+    with slowed_forward(site.site_model()):
+        await ws.send_json_to({"type": "generate", **LONG, "conversation_id": world.conversation.pk})
+        assert (await ws.receive_json_from(timeout=30))["type"] == "start"
+        assert (await ws.receive_json_from(timeout=30))["type"] == "token"
+        for worker in list(conftest.RUNNING_WORKERS):
+            await loop.run_in_executor(None, worker.kill)
     error = (await frames_until_end(ws, timeout=30))[-1]
     assert error["type"] == "error" and error["code"] == "worker_unavailable"
     failed = await sync_to_async(InteractionLog.objects.get)(conversation=world.conversation, status="failed")
