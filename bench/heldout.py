@@ -58,9 +58,10 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
         recorded = json.loads(recorded_at.read_text()) if recorded_at.exists() else None
         if recorded == options:
             return SteeringVectors.load(path)
-        print(json.dumps({"note": f"{path} was computed under other options; recomputing", "was": recorded}), flush=True)
     if args.dtype != "float32":
         sys.exit(f"{path}: no vectors computed under these options; run once with --dtype float32 first")
+    if path.exists():
+        print(json.dumps({"note": f"{path} was computed under other options; recomputing", "was": recorded}), flush=True)
     started = time.monotonic()
     examples = {name: data.examples(name) for name in data.dimension_names()}
     vectors = model.compute_vectors(examples, method=args.method, read=args.read,
