@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import socket
 import struct
 import subprocess
@@ -243,6 +244,7 @@ class Outcome:
     status: str
     expected: bool  # the answer the issue asks for (a 4xx, a refusal), apart from the bounds
     note: str = ""
+    cpu_judged: bool = True  # False where the CPU is the budget's own password checks
 
 
 def import_gguf(target: Target, content: bytes, timeout: float) -> Outcome:
@@ -272,23 +274,19 @@ def spend_until_refused(target: Target, username: str, timeout: float) -> int:
     raise RuntimeError(f"{username}: never refused after 200 wrong passwords")
 
 
-def case_spoofed_forwarded_for(target: Target, timeout: float) -> Outcome:
-    spent = spend_until_refused(target, target.user, timeout)
+def case_spoofed_forwarded_for(target: Target, timeout: float, spent: int) -> Outcome:
     statuses = [log_in(target, target.user, target.password, timeout, forwarded_for=f"198.51.100.{n}") for n in range(1, 4)]
     return Outcome(",".join(map(str, statuses)), statuses == [429] * 3,
-                   f"refused after {spent} wrong passwords; then the right one with 3 new X-Forwarded-For values")
+                   f"refused after {spent} wrong passwords (not measured); then the right one with 3 new X-Forwarded-For values")
 
 
-def case_fullwidth_name(target: Target, timeout: float) -> Outcome:
-    name = "hostile-fullwidth" if isinstance(target, LocalTarget) else target.user
-    spent = spend_until_refused(target, name, timeout)
+def case_fullwidth_name(target: Target, timeout: float, name: str, spent: int) -> Outcome:
     look_alike = chr(ord(name[0]) - ord("a") + 0xFF41) + name[1:]  # fullwidth first letter
     status = log_in(target, look_alike, target.password, timeout)
-    return Outcome(str(status), status == 429, f"{look_alike!r} after {name!r} was refused ({spent} wrong passwords)")
+    return Outcome(str(status), status == 429, f"{look_alike!r} after {name!r} was refused ({spent} wrong passwords, not measured)")
 
 
-def case_concurrent_wrong_passwords(target: Target, timeout: float) -> Outcome:
-    name = "hostile-race" if isinstance(target, LocalTarget) else target.user
+def case_concurrent_wrong_passwords(target: Target, timeout: float, name: str) -> Outcome:
     barrier, statuses, lock = threading.Barrier(24), [], threading.Lock()
 
     def guess(n):
@@ -304,7 +302,8 @@ def case_concurrent_wrong_passwords(target: Target, timeout: float) -> Outcome:
         thread.join(timeout)
     evaluated = statuses.count(400)
     return Outcome(f"{evaluated}×400,{statuses.count(429)}×429", evaluated <= 10,
-                   f"{evaluated} of 24 evaluated (budget 10 per account and address)")
+                   f"{evaluated} of 24 evaluated (budget 10 per account and address); CPU = their password checks",
+                   cpu_judged=False)
 
 
 def cases(target: Target, model: str, hidden: int, layers: int):
@@ -313,28 +312,39 @@ def cases(target: Target, model: str, hidden: int, layers: int):
     deep = ('{"model": "%s", "messages": ' % model + "[" * 980 + "]" * 980 + "}").encode()
     empty = json.dumps({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": ""}] * 2500}).encode()
     over = 64 * MIB
+    local = isinstance(target, LocalTarget)
+    fullwidth, race = ("hostile-fullwidth", "hostile-race") if local else (target.user, target.user)
     return [
-        ("throttle: spoofed X-Forwarded-For after a 429", lambda t: case_spoofed_forwarded_for(target, t)),
-        ("throttle: fullwidth look-alike account name", lambda t: case_fullwidth_name(target, t)),
-        ("throttle: 24 concurrent wrong passwords", lambda t: case_concurrent_wrong_passwords(target, t)),
-        ("v1: depth-980 nested JSON", lambda t: v1_chat(target, deep, t)),
-        ("v1: body over the cap, Content-Length (64 MiB)", lambda t: oversized(target, over, chunked=False)),
-        ("v1: body over the cap, chunked (64 MiB)", lambda t: oversized(target, over, chunked=True)),
-        ("v1: 2500 empty messages", lambda t: v1_chat(target, empty, t)),
-        ("gguf: steerlab file, range 5.0", lambda t: import_gguf(target, gguf_steerlab(model, hidden, layers, functional_range=5.0, value=0.01), t)),
-        ("gguf: steerlab file, values 1e15", lambda t: import_gguf(target, gguf_steerlab(model, hidden, layers, functional_range=0.02, value=1e15), t)),
-        ("gguf: 1 MB, 1M-uint8 metadata array", lambda t: import_gguf(target, gguf_metadata_array(UINT8, 1_000_000), t)),
-        ("gguf: 8 MB, 1M-string metadata array", lambda t: import_gguf(target, gguf_metadata_array(STRING, 1_000_000), t)),
-        ("gguf: 4 MB, 2000 aliased tensors", lambda t: import_gguf(target, gguf_aliased_tensors(), t)),
-        ("gguf: 49 bytes, ARRAY count 2^63", lambda t: import_gguf(target, gguf_array_bomb(), t)),
+        ("throttle: spoofed X-Forwarded-For after a 429",
+         lambda t, spent: case_spoofed_forwarded_for(target, t, spent), lambda t: spend_until_refused(target, target.user, t)),
+        ("throttle: fullwidth look-alike account name",
+         lambda t, spent: case_fullwidth_name(target, t, fullwidth, spent), lambda t: spend_until_refused(target, fullwidth, t)),
+        ("throttle: 24 concurrent wrong passwords", lambda t, _: case_concurrent_wrong_passwords(target, t, race), None),
+        ("v1: depth-980 nested JSON", lambda t, _: v1_chat(target, deep, t), None),
+        ("v1: body over the cap, Content-Length (64 MiB)", lambda t, _: oversized(target, over, chunked=False), None),
+        ("v1: body over the cap, chunked (64 MiB)", lambda t, _: oversized(target, over, chunked=True), None),
+        ("v1: 2500 empty messages", lambda t, _: v1_chat(target, empty, t), None),
+        *[(f"gguf: {name}", lambda t, _, content=content: import_gguf(target, content, t), None) for name, content in [
+            ("steerlab file, range 5.0", gguf_steerlab(model, hidden, layers, functional_range=5.0, value=0.01)),
+            ("steerlab file, values 1e15", gguf_steerlab(model, hidden, layers, functional_range=0.02, value=1e15)),
+            ("1 MB, 1M-uint8 metadata array", gguf_metadata_array(UINT8, 1_000_000)),
+            ("8 MB, 1M-string metadata array", gguf_metadata_array(STRING, 1_000_000)),
+            ("4 MB, 2000 aliased tensors", gguf_aliased_tensors()),
+            ("49 bytes, ARRAY count 2^63", gguf_array_bomb()),
+        ]],
     ]
 
 
-def run_case(target: Target, name: str, function, *, timeout: float, guard_mib: float) -> bool:
+def run_case(target: Target, name: str, attack, setup, *, timeout: float, guard_mib: float) -> bool:
+    """Run `setup` (unmeasured: e.g. spending a budget), then measure `attack`."""
+    prepared = _attempt(setup, timeout * 20) if setup else None
+    if isinstance(prepared, Outcome):
+        print(f"FAIL  {name:<48} setup failed: {prepared.note}", flush=True)
+        return False
     meter = Meter(target.process(), guard_mib)
     meter.start()
     result: list = []
-    worker = threading.Thread(target=lambda: result.append(_attempt(function, timeout)), daemon=True)
+    worker = threading.Thread(target=lambda: result.append(_attempt(lambda t: attack(t, prepared), timeout)), daemon=True)
     started = time.monotonic()
     worker.start()
     worker.join(timeout + 5)
@@ -344,18 +354,17 @@ def run_case(target: Target, name: str, function, *, timeout: float, guard_mib: 
     outcome = result[0] if result else Outcome("TIMEOUT", False, f"no answer within {timeout:.0f} s")
     if meter.killed:
         outcome = Outcome(outcome.status, False, f"server killed: RSS grew past {guard_mib:.0f} MiB; " + outcome.note)
-    within = growth <= RSS_BOUND_MIB and cpu <= CPU_BOUND_S
+    within = growth <= RSS_BOUND_MIB and (cpu <= CPU_BOUND_S or not outcome.cpu_judged)
     verdict = "PASS" if within and outcome.expected else "FAIL"
     print(f"{verdict}  {name:<48} status {outcome.status:<12} wall {wall:6.2f} s  server CPU {cpu:6.2f} s  "
-          f"RSS +{growth:7.1f} MiB  {outcome.note[:110]!r}", flush=True)
-    runaway = outcome.status == "TIMEOUT" or meter.killed or cpu > 5 * CPU_BOUND_S
-    if runaway:
+          f"RSS +{growth:7.1f} MiB  {outcome.note[:130]!r}", flush=True)
+    if outcome.status == "TIMEOUT" or meter.killed or cpu > 5 * CPU_BOUND_S:
         print("      (server restarted after this case)", flush=True)
         target.restart()
     return verdict == "PASS"
 
 
-def _attempt(function, timeout: float) -> Outcome:
+def _attempt(function, timeout: float):
     try:
         return function(timeout)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -375,6 +384,7 @@ def main() -> int:
     parser.add_argument("--hidden-size", type=int, default=576, help="the served model's hidden size (SmolLM2-135M: 576)")
     parser.add_argument("--layers", type=int, default=30, help="the served model's layer count (SmolLM2-135M: 30)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is killed with us
 
     print(f"bench/hostile.py  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  "
           f"{platform.node()}  {os.cpu_count()} CPUs  python {platform.python_version()}")
@@ -391,8 +401,8 @@ def main() -> int:
 def run_all(target: Target, args) -> int:
     status, body = http(target, "GET", "/v1/models", headers={"Authorization": f"Bearer {target.token}"}, timeout=30)
     model = json.loads(body)["data"][0]["id"] if status == 200 else "steerlab"
-    selected = [(name, fn) for name, fn in cases(target, model, args.hidden_size, args.layers) if args.only in name]
-    passed = sum(run_case(target, name, fn, timeout=args.timeout, guard_mib=args.guard_mib) for name, fn in selected)
+    selected = [case for case in cases(target, model, args.hidden_size, args.layers) if args.only in case[0]]
+    passed = sum(run_case(target, *case, timeout=args.timeout, guard_mib=args.guard_mib) for case in selected)
     print(f"{passed} of {len(selected)} cases within the bounds and answered as the issue asks")
     return 0 if passed == len(selected) else 1
 
