@@ -411,6 +411,9 @@ class BenchServerForHostile(BenchServer):
     """BenchServer without the bootstrap's vector computation (no case needs a vector set), and
     with the accounts the log-in cases attack."""
 
+    def wait_healthy(self, timeout: float = 900) -> None:
+        super().wait_healthy(timeout)  # the model loads slowly on a shared machine
+
     def manage(self, *args: str) -> str:
         if args[:1] == ("bootstrap",):
             return ""

@@ -85,6 +85,10 @@ class TrustedProxies:
     def __init__(self, app) -> None:
         self.app = app
 
+    def __getattr__(self, name):
+        # The wrapped router's own attributes (application_mapping) stay where callers look.
+        return getattr(self.app, name)
+
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
