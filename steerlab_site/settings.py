@@ -18,6 +18,7 @@ from steerlab_site.env import (
     env_int,
     env_list,
     env_matching,
+    env_networks,
     env_path,
     env_str,
 )
@@ -56,9 +57,13 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTP
 # Opt-in only: with the preload directive anyone may submit the domain to the browsers'
 # built-in HTTPS-only lists, which is slow to undo.
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
-# The header a TLS-terminating proxy sets to "https" (e.g. X-Forwarded-Proto). Trusted only when
-# named, since a client reaching daphne directly could send it; without it, SSL redirects
-# behind a proxy would loop.
+# The reverse proxies in front of daphne (addresses or CIDR networks). Only a connection from one
+# of them may say, in X-Forwarded-For and X-Forwarded-Proto, who the client is and whether it came
+# over HTTPS (ops/forwarded.py, in front of the whole application); from anyone else both headers
+# are dropped, so a client cannot pick the address its throttles count against. Empty: none.
+STEERLAB_TRUSTED_PROXIES = env_networks("STEERLAB_TRUSTED_PROXIES", [])
+# Not needed behind a trusted proxy (its X-Forwarded-Proto sets the request's scheme); kept for
+# a proxy that names the scheme in another header, read only from a trusted proxy as well.
 _PROXY_SSL_HEADER = env_matching("SECURE_PROXY_SSL_HEADER", "", r"[A-Za-z0-9-]*", "a header name such as X-Forwarded-Proto")
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https") if _PROXY_SSL_HEADER else None
@@ -304,12 +309,19 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "chat": env_str("THROTTLE_CHAT", "120/min"),
         "compute": env_str("THROTTLE_COMPUTE", "20/hour"),
-        # Failed log-ins (page and /api/auth/token/), per client address and per account name.
+        # Failed log-ins (pages and /api/auth/token/; ops/throttling.py): per (account name,
+        # client address); per address whatever the account; per account name from all
+        # addresses but those it logged in from lately (so an attack cannot lock its owner out).
         "login": env_str("THROTTLE_LOGIN", "10/hour"),
+        "login_address": env_str("THROTTLE_LOGIN_ADDRESS", "30/hour"),
+        "login_account": env_str("THROTTLE_LOGIN_ACCOUNT", "100/day"),
         # Sign-up attempts, per client address and per account name.
         "signup": env_str("THROTTLE_SIGNUP", "10/hour"),
     },
 }
+# An address an account logged in from is its owner's for this long: the account's own budget
+# (login_account above) neither counts nor refuses attempts from it.
+STEERLAB_LOGIN_KNOWN_DAYS = env_int("STEERLAB_LOGIN_KNOWN_DAYS", 30, minimum=1, maximum=365)
 SPECTACULAR_SETTINGS = {
     "TITLE": "SteerLab API",
     "DESCRIPTION": "Personalised chat with one shared language model, steered per user.",
