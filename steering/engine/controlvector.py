@@ -224,6 +224,16 @@ def read_control_vector(
     return ControlVector(directions=directions, model_hint=str(model_hint), metadata=metadata)
 
 
+def recorded_number(metadata: dict, key: str) -> float:
+    """A number a SteerLab file must record (its strength, its range): finite and non-zero,
+    else ControlVectorError naming the key."""
+    value = metadata.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value == 0:
+        shown = "missing" if value is None else repr(value)[:60]
+        raise ControlVectorError(f"{key} must be a non-zero finite number in a {FORMAT} file, not {shown}")
+    return float(value)
+
+
 def steering_vectors_from(
     control: ControlVector,
     *,
@@ -256,8 +266,9 @@ def steering_vectors_from(
     meta = control.metadata
     ours = meta.get("steerlab.format") == FORMAT
     if ours:
-        scale = float(meta["steerlab.strength"]) * float(meta["steerlab.functional_range"])
-        functional_range, method = abs(float(meta["steerlab.functional_range"])), str(meta.get("steerlab.method", "caa"))
+        strength, recorded_range = recorded_number(meta, "steerlab.strength"), recorded_number(meta, "steerlab.functional_range")
+        scale = strength * recorded_range
+        functional_range, method = abs(recorded_range), str(meta.get("steerlab.method", "caa"))
         if scale < 0:  # exported at a negative strength: the file points at the negative end
             scale, sign = -scale, -1.0
         else:

@@ -26,7 +26,10 @@ from tests.api.conftest import make_vectors
 def tiny_sets(tiny_site, alice, dimensions):
     loaded = site.site_model()
     shape = dict(hidden=loaded.hidden_size, layers=loaded.num_layers)
-    shared = vector_sets.vector_set_register(vectors=make_vectors(["formality", "cost"], range_=0.5, **shape), name="shared")
+    # On this server's residual norms, as every set that comes from outside is: then an
+    # export imported again steers exactly as its source.
+    shared = vector_sets.vector_set_register(name="shared", vectors=make_vectors(
+        ["formality", "cost"], range_=0.5, **shape).with_residual_norms(site.site_residual_norms()))
     private = vector_sets.vector_set_register(vectors=make_vectors(["formality"], seed=1, range_=0.5, **shape),
                                            name="alice's", owner=alice)
     return shared, private
@@ -83,18 +86,30 @@ def test_export_rules_who_and_what(tiny_sets, as_alice, as_bob):
         assert response.status_code == 400, query
 
 
-def test_it_imports_a_foreign_file_and_measures_its_range(tiny_sets, as_alice, alice, tmp_path, settings):
+def test_it_imports_a_foreign_file_and_measures_its_range_in_the_background(
+    tiny_sets, as_alice, alice, tmp_path, settings, django_capture_on_commit_callbacks
+):
     settings.STEERLAB_RANGE_SEARCH = True
     hidden = site.site_model().hidden_size
     rng = np.random.default_rng(0)
     content = gguf_bytes({1: rng.standard_normal(hidden), 2: rng.standard_normal(hidden)}, tmp_path)
-    response = as_alice.post("/api/vector-sets/import-gguf/", {
-        "name": "from repeng", "file": upload(content), "dimension": "mood",
-        "negative_label": "Gloomy", "positive_label": "Cheerful",
-    }, format="multipart")
-    assert response.status_code == 201, response.content
-    vector_set = VectorSet.objects.get(pk=response.json()["id"])
-    assert vector_set.is_ready and vector_set.owner == alice and vector_set.layers == [1, 2]
+    with django_capture_on_commit_callbacks() as queued:
+        response = as_alice.post("/api/vector-sets/import-gguf/", {
+            "name": "from repeng", "file": upload(content), "dimension": "mood",
+            "negative_label": "Gloomy", "positive_label": "Cheerful",
+        }, format="multipart")
+    # The request only reads and checks the file; the range search is a job, as computing is.
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "pending" and body["progress"] == 0 and len(queued) == 1
+    assert as_alice.get(f"/api/vector-sets/{body['id']}/").json()["status"] == "pending"
+    reports = []
+    vector_set = vector_sets.vector_set_compute(vector_set=VectorSet.objects.get(pk=body["id"]),
+                                                loaded=site.site_model(), report=reports.append)
+    assert reports and reports == sorted(reports) and reports[-1] <= 99  # progress, as a computed set's
+    vector_set.refresh_from_db()
+    assert vector_set.is_ready and vector_set.progress == 100
+    assert vector_set.owner == alice and vector_set.layers == [1, 2]
     assert vector_set.dimension_names() == ["mood"]
     vectors = site.site_vectors(vector_set)
     assert vectors.labels["mood"] == ["Gloomy", "Cheerful"]
@@ -159,7 +174,13 @@ def test_the_commands_export_and_load_gguf(tiny_sets, tmp_path, capsys):
     call_command("load_vectors", str(target), "--dimension", "budget", "--name", "cost again")
     loaded_set = VectorSet.objects.get(name="cost again")
     assert loaded_set.dimension_names() == ["budget"]
-    assert greedy(loaded_set, "budget", 1.0) == greedy(shared, "cost", 0.5)
+    # The file records its strength and range: the set it becomes steers as its source does,
+    # strength for strength.
+    for strength in (0.5, 1.0):
+        assert greedy(loaded_set, "budget", strength) == greedy(shared, "cost", strength)
+        imported = site.site_vectors(loaded_set).layer_deltas({"budget": strength})
+        source = site.site_vectors(shared).layer_deltas({"cost": strength})
+        assert all(torch.allclose(imported[k], source[k], rtol=1e-4) for k in imported)
     with pytest.raises(CommandError, match="--dimension"):
         call_command("export_vectors", str(shared.pk), "--format", "gguf")
     with pytest.raises(CommandError, match="--dimension"):
