@@ -109,5 +109,7 @@ class ControlVectorAdminMixin:
                         "range is being measured in the background; its status and progress show in the list."
                     ), messages.INFO)
                 return HttpResponseRedirect(self._url("change", vector_set))
+        # A refused file is a 400, as over the API, with the form and its reasons.
         return TemplateResponse(request, "admin/steering/vectorset/gguf_import.html", self._context(
-            request, title="Import a GGUF control vector", form=form, max_upload_bytes=limit))
+            request, title="Import a GGUF control vector", form=form, max_upload_bytes=limit),
+            status=400 if request.method == "POST" else 200)
