@@ -111,7 +111,7 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None, meas
     try:
         with transaction.atomic():
             if owner is not None:
-                _quota_check(owner=owner, new_bytes=storage.size(relative))
+                vector_set_quota_check(owner=owner, new_bytes=storage.size(relative))
             vector_set = VectorSet.objects.create(
                 name=name,
                 model_id=vectors.model_id,
@@ -147,7 +147,7 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None, meas
     return vector_set
 
 
-def _quota_check(*, owner, new_bytes: int) -> None:
+def vector_set_quota_check(*, owner, new_bytes: int = 0) -> None:
     """Held by every set a user creates, uploaded, imported or computed here (whose size is
     not known yet: `new_bytes` 0). The owner's row is locked, so two requests at once cannot
     both slip under the quota."""
@@ -276,7 +276,7 @@ def vector_set_start(*, name: str, dimensions, method: str, top_k: int | None = 
 
     with transaction.atomic():
         if owner is not None:
-            _quota_check(owner=owner, new_bytes=0)
+            vector_set_quota_check(owner=owner, new_bytes=0)
         vector_set = vector_set_create(
             name=name, model_id=site.site_model_id(), dimensions=dimensions, method=method, top_k=top_k, owner=owner
         )
