@@ -5,6 +5,7 @@ bad), and a round trip that keeps the steering."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django_q.models import OrmQ
 
 from steering.engine import GenerationParams, GenerationRequest
 from steering.engine.controlvector import control_vector_from, read_control_vector, write_control_vector
@@ -268,3 +270,18 @@ def test_an_import_at_the_set_quota_is_a_400(tiny_site, as_alice, as_bob, tmp_pa
     assert foreign.status_code == 400 and "1 vector sets" in foreign.json()["detail"]
     assert VectorSet.objects.count() == 1 and len(list(settings.MEDIA_ROOT.rglob("*.safetensors"))) == 1
     assert import_(as_bob, content).status_code == 201
+
+
+def test_load_vectors_measures_a_foreign_file_before_it_returns(tiny_site, db, tmp_path, settings, capsys,
+                                                               django_capture_on_commit_callbacks):
+    settings.STEERLAB_RANGE_SEARCH = True
+    path = tmp_path / "repeng.gguf"
+    path.write_bytes(gguf_bytes({1: np.random.default_rng(1).standard_normal(site.site_model().hidden_size)}, tmp_path))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("load_vectors", str(path), "--dimension", "mood", "--name", "from repeng")
+    vector_set = VectorSet.objects.get(name="from repeng")
+    assert vector_set.is_ready and not OrmQ.objects.exists()  # measured here, not queued for a worker
+    # The file before its range was measured is gone: one file, the measured set's.
+    assert [p.name for p in settings.MEDIA_ROOT.rglob("*.safetensors")] == [Path(vector_set.file.name).name]
+    assert vector_set.functional_range["mood"] in (0.0, *RANGE_CANDIDATES)
+    assert "functional range" in capsys.readouterr().out
