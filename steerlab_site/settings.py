@@ -269,6 +269,12 @@ STEERLAB_UPLOAD_MAX_SETS = env_int("STEERLAB_UPLOAD_MAX_SETS", 20, minimum=1)
 STEERLAB_UPLOAD_QUOTA_BYTES = env_int("STEERLAB_UPLOAD_QUOTA_BYTES", 200 * 1024 * 1024, minimum=1024)
 # Dimensions one uploaded file may bring (each becomes a row private to its set).
 STEERLAB_UPLOAD_MAX_DIMENSIONS = env_int("STEERLAB_UPLOAD_MAX_DIMENSIONS", 32, minimum=1)
+# GGUF control vectors from users are read by a strict reader (steering/engine/ggufread.py) in a
+# child process: the file's size, and the child's wall time and address space. Other bounds
+# (tensors: the model's layer count; metadata counts and lengths) are fixed in GgufLimits.
+STEERLAB_GGUF_MAX_BYTES = env_int("STEERLAB_GGUF_MAX_BYTES", 16 * 1024 * 1024, minimum=1024)
+STEERLAB_GGUF_READ_TIMEOUT = env_float("STEERLAB_GGUF_READ_TIMEOUT", 10.0, minimum=0.5)
+STEERLAB_GGUF_READ_MEMORY_BYTES = env_int("STEERLAB_GGUF_READ_MEMORY_BYTES", 256 * 1024 * 1024, minimum=32 * 1024 * 1024)
 
 # django-q2 runs the long jobs (vector computation, evaluation, LEARN updates). Each worker loads
 # its own copy of the model, so one worker is the default on a small machine.
