@@ -2,7 +2,9 @@
 ASGI middleware in front of the application, and by daphne itself while the body arrives.
 bench/body_limit.py measures the same with a 1 GiB body."""
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -81,31 +83,42 @@ def test_the_site_application_has_the_cap_in_front():
     assert isinstance(http, BodyLimit) and http.limit == settings.STEERLAB_MAX_BODY_BYTES
 
 
-@pytest.mark.slow
-def test_daphne_refuses_while_the_body_arrives(tmp_path):
-    env = {**os.environ, "DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", "LOG_LEVEL": "WARNING",
-           "STEERLAB_MAX_BODY_BYTES": str(LIMIT)}
+@contextlib.contextmanager
+def daphne(application: str, env: dict, ready, *, seconds: float):
+    """A daphne process serving `application` on a free port, once `ready(port)` stops raising
+    OSError; terminated on leaving."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                               "steerlab_site.asgi:application"], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application],
+                              cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + seconds
         while True:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=5).read()
+                ready(port)
                 break
             except OSError:
                 assert time.time() < deadline and server.poll() is None, "daphne did not start"
-                time.sleep(0.5)
+                time.sleep(0.2)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@pytest.mark.slow
+def test_daphne_refuses_while_the_body_arrives(tmp_path):
+    env = {"DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", "LOG_LEVEL": "WARNING",
+           "STEERLAB_MAX_BODY_BYTES": str(LIMIT)}
+
+    def ready(port):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=5).read()
+
+    with daphne("steerlab_site.asgi:application", env, ready, seconds=120) as port:
         total = 64 * 1024 * 1024
         for chunked in (False, True):
             status, sent, _ = send(port, total, chunked=chunked)
             assert " 413 " in status + " ", (chunked, status)
             assert sent < total / 4, (chunked, sent)  # answered long before the body ended
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def test_installing_in_daphne_checks_that_the_cap_took_effect():
@@ -132,8 +145,6 @@ def test_installing_in_daphne_checks_that_the_cap_took_effect():
 
 def exchange(port: int, request: bytes) -> bytes:
     """Send `request` in one piece and read the answer until the server closes."""
-    import socket
-
     with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
         try:
             connection.sendall(request)
@@ -150,20 +161,12 @@ def test_a_refused_body_never_reaches_the_application_under_daphne(tmp_path):
     cap used to be handed to the application, truncated to the cap."""
     limit, log = 8192, tmp_path / "bodies"
     log.touch()
-    env = {**os.environ, "BODY_LIMIT": str(limit), "BODY_LOG": str(log)}
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                               "tests.security.body_limit_app:application"], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                exchange(port, b"POST /ready HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "daphne did not start"
-                time.sleep(0.2)
+    env = {"BODY_LIMIT": str(limit), "BODY_LOG": str(log)}
+
+    def ready(port):
+        exchange(port, b"POST /ready HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    with daphne("tests.security.body_limit_app:application", env, ready, seconds=60) as port:
         chunks = b"".join(b"400\r\n" + b"a" * 1024 + b"\r\n" for _ in range(limit // 1024 + 4)) + b"0\r\n\r\n"
         refused = {
             "chunked": b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks,
@@ -184,6 +187,3 @@ def test_a_refused_body_never_reaches_the_application_under_daphne(tmp_path):
         assert within.startswith(b"HTTP/1.1 200 ")
         time.sleep(0.5)
         assert log.read_text() == f"/ready 0\n/within {limit}\n"
-    finally:
-        server.terminate()
-        server.wait(30)
