@@ -11,7 +11,7 @@ from pathlib import Path
 from django.http import HttpResponse
 from django.utils.http import content_disposition_header
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -81,7 +81,9 @@ class VectorSetImportGgufView(APIView):
     throttle_scope = "compute"
 
     @extend_schema(request={"multipart/form-data": GgufImportSerializer},
-                   responses={201: s.VectorSetSerializer, 202: s.VectorSetSerializer})
+                   responses={201: s.VectorSetSerializer, 202: s.VectorSetSerializer,
+                              400: OpenApiResponse(description="A file refused (the reason under `file`), "
+                                                   "or the set quota reached (`detail`); nothing is stored.")})
     def post(self, request):
         refused = upload_refused(request)
         if refused is not None:

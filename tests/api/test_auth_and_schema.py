@@ -41,6 +41,8 @@ def test_the_openapi_schema_validates_and_names_every_endpoint(client):
     chat = schema["paths"]["/api/chat/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert chat["$ref"].endswith("ChatRequest")
     assert {"prompt", "preferences", "max_length", "session_id"} <= set(schema["components"]["schemas"]["ChatRequest"]["properties"])
+    # A GGUF import is ready at once (201) or measured in the background (202), as computing is.
+    assert {"201", "202", "400"} <= set(map(str, schema["paths"]["/api/vector-sets/import-gguf/"]["post"]["responses"]))
 
 
 def test_the_docs_page_and_api_root_load(client):

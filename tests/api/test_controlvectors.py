@@ -285,3 +285,14 @@ def test_load_vectors_measures_a_foreign_file_before_it_returns(tiny_site, db, t
     assert [p.name for p in settings.MEDIA_ROOT.rglob("*.safetensors")] == [Path(vector_set.file.name).name]
     assert vector_set.functional_range["mood"] in (0.0, *RANGE_CANDIDATES)
     assert "functional range" in capsys.readouterr().out
+
+
+def test_an_import_whose_measurement_failed_can_be_measured_again(tiny_site, as_alice, tmp_path, settings):
+    settings.STEERLAB_RANGE_SEARCH = True
+    content = gguf_bytes({1: np.random.default_rng(2).standard_normal(site.site_model().hidden_size)}, tmp_path)
+    pk = import_(as_alice, content).json()["id"]
+    VectorSet.objects.filter(pk=pk).update(status=VectorSet.Status.FAILED, error="The background task failed")
+    assert as_alice.post(f"/api/vector-sets/{pk}/compute/").status_code == 202
+    vector_set = vector_sets.vector_set_compute(vector_set=VectorSet.objects.get(pk=pk), loaded=site.site_model())
+    assert vector_set.is_ready, vector_set.error  # its stored vectors measured, nothing to extract
+    assert vector_set.functional_range["mood"] in (0.0, *RANGE_CANDIDATES)
