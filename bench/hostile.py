@@ -310,7 +310,9 @@ def cases(target: Target, model: str, hidden: int, layers: int):
     """(name, function of the timeout) in the order they run: throttles first, while the
     server has not been restarted (a restart forgets the local-memory cache's counters)."""
     deep = ('{"model": "%s", "messages": ' % model + "[" * 980 + "]" * 980 + "}").encode()
-    empty = json.dumps({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": ""}] * 2500}).encode()
+    # 2499 empty turns before a question: empty messages count zero characters against the cap.
+    empty = json.dumps({"model": model, "max_tokens": 1,
+                        "messages": [{"role": "user", "content": ""}] * 2499 + [{"role": "user", "content": "Hi"}]}).encode()
     over = 64 * MIB
     local = isinstance(target, LocalTarget)
     fullwidth, race = ("hostile-fullwidth", "hostile-race") if local else (target.user, target.user)
@@ -335,7 +337,7 @@ def cases(target: Target, model: str, hidden: int, layers: int):
     ]
 
 
-def run_case(target: Target, name: str, attack, setup, *, timeout: float, guard_mib: float) -> bool:
+def run_case(target: Target, name: str, attack, setup, *, timeout: float, guard_mib: float, last: bool) -> bool:
     """Run `setup` (unmeasured: e.g. spending a budget), then measure `attack`."""
     prepared = _attempt(setup, timeout * 20) if setup else None
     if isinstance(prepared, Outcome):
@@ -358,7 +360,7 @@ def run_case(target: Target, name: str, attack, setup, *, timeout: float, guard_
     verdict = "PASS" if within and outcome.expected else "FAIL"
     print(f"{verdict}  {name:<48} status {outcome.status:<12} wall {wall:6.2f} s  server CPU {cpu:6.2f} s  "
           f"RSS +{growth:7.1f} MiB  {outcome.note[:130]!r}", flush=True)
-    if outcome.status == "TIMEOUT" or meter.killed or cpu > 5 * CPU_BOUND_S:
+    if (outcome.status == "TIMEOUT" or meter.killed or cpu > 5 * CPU_BOUND_S) and not last:
         print("      (server restarted after this case)", flush=True)
         target.restart()
     return verdict == "PASS"
@@ -402,7 +404,8 @@ def run_all(target: Target, args) -> int:
     status, body = http(target, "GET", "/v1/models", headers={"Authorization": f"Bearer {target.token}"}, timeout=30)
     model = json.loads(body)["data"][0]["id"] if status == 200 else "steerlab"
     selected = [case for case in cases(target, model, args.hidden_size, args.layers) if args.only in case[0]]
-    passed = sum(run_case(target, *case, timeout=args.timeout, guard_mib=args.guard_mib) for case in selected)
+    passed = sum(run_case(target, *case, timeout=args.timeout, guard_mib=args.guard_mib, last=n == len(selected) - 1)
+                 for n, case in enumerate(selected))
     print(f"{passed} of {len(selected)} cases within the bounds and answered as the issue asks")
     return 0 if passed == len(selected) else 1
 
@@ -410,6 +413,13 @@ def run_all(target: Target, args) -> int:
 class BenchServerForHostile(BenchServer):
     """BenchServer without the bootstrap's vector computation (no case needs a vector set), and
     with the accounts the log-in cases attack."""
+
+    def __enter__(self) -> BenchServerForHostile:
+        try:
+            return super().__enter__()
+        except BaseException:
+            self.__exit__()  # a server that never became healthy is still killed
+            raise
 
     def wait_healthy(self, timeout: float = 900) -> None:
         super().wait_healthy(timeout)  # the model loads slowly on a shared machine
