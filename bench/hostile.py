@@ -258,7 +258,8 @@ def v1_chat(target: Target, body: bytes, timeout: float) -> Outcome:
     status, answer = http(target, "POST", "/v1/chat/completions", body=body, timeout=timeout,
                           headers={"Authorization": f"Bearer {target.token}", "Content-Type": "application/json"})
     shaped = answer.startswith(b"{") and b'"error"' in answer
-    return Outcome(str(status), status == 400 and shaped, answer[:120].decode(errors="replace"))
+    # A refusal for want of a vector set says nothing about the input: run with --bootstrap.
+    return Outcome(str(status), status == 400 and shaped and b"vector set" not in answer, answer[:120].decode(errors="replace"))
 
 
 def log_in(target: Target, username: str, password: str, timeout: float, forwarded_for: str | None = None) -> int:
@@ -310,7 +311,9 @@ def cases(target: Target, model: str, hidden: int, layers: int):
     """(name, function of the timeout) in the order they run: throttles first, while the
     server has not been restarted (a restart forgets the local-memory cache's counters)."""
     deep = ('{"model": "%s", "messages": ' % model + "[" * 980 + "]" * 980 + "}").encode()
-    empty = json.dumps({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": ""}] * 2500}).encode()
+    # 2499 empty turns before a question: empty messages count zero characters against the cap.
+    empty = json.dumps({"model": model, "max_tokens": 1,
+                        "messages": [{"role": "user", "content": ""}] * 2499 + [{"role": "user", "content": "Hi"}]}).encode()
     over = 64 * MIB
     local = isinstance(target, LocalTarget)
     fullwidth, race = ("hostile-fullwidth", "hostile-race") if local else (target.user, target.user)
@@ -335,7 +338,7 @@ def cases(target: Target, model: str, hidden: int, layers: int):
     ]
 
 
-def run_case(target: Target, name: str, attack, setup, *, timeout: float, guard_mib: float) -> bool:
+def run_case(target: Target, name: str, attack, setup, *, timeout: float, guard_mib: float, last: bool) -> bool:
     """Run `setup` (unmeasured: e.g. spending a budget), then measure `attack`."""
     prepared = _attempt(setup, timeout * 20) if setup else None
     if isinstance(prepared, Outcome):
@@ -358,7 +361,7 @@ def run_case(target: Target, name: str, attack, setup, *, timeout: float, guard_
     verdict = "PASS" if within and outcome.expected else "FAIL"
     print(f"{verdict}  {name:<48} status {outcome.status:<12} wall {wall:6.2f} s  server CPU {cpu:6.2f} s  "
           f"RSS +{growth:7.1f} MiB  {outcome.note[:130]!r}", flush=True)
-    if outcome.status == "TIMEOUT" or meter.killed or cpu > 5 * CPU_BOUND_S:
+    if (outcome.status == "TIMEOUT" or meter.killed or cpu > 5 * CPU_BOUND_S) and not last:
         print("      (server restarted after this case)", flush=True)
         target.restart()
     return verdict == "PASS"
@@ -378,6 +381,8 @@ def main() -> int:
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, for CPU and RSS")
     parser.add_argument("--user", help="with --url: an account to attack (it gets locked out)")
     parser.add_argument("--password", help="with --url: its password")
+    parser.add_argument("--bootstrap", action="store_true",
+                        help="compute the default vector sets first (slow), which /v1 needs to answer at all")
     parser.add_argument("--only", default="", help="run the cases whose name contains this")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per case (default 20)")
     parser.add_argument("--guard-mib", type=float, default=1500.0, help="kill a server growing past this (MiB)")
@@ -392,7 +397,7 @@ def main() -> int:
     if args.url:
         target = Target(args.url, args.token, args.pid, args.user, args.password)
         return run_all(target, args)
-    with BenchServerForHostile(users=1, env=SERVER_ENV) as server:
+    with BenchServerForHostile(users=1, env=SERVER_ENV, bootstrap=args.bootstrap) as server:
         settings = {k: v for k, v in server.env.items() if k in SERVER_ENV and k != "SECRET_KEY"}
         print(f"server: daphne as compose.yaml runs it, pid {server.pid}, {settings}, other settings default")
         return run_all(LocalTarget(server), args)
@@ -402,20 +407,32 @@ def run_all(target: Target, args) -> int:
     status, body = http(target, "GET", "/v1/models", headers={"Authorization": f"Bearer {target.token}"}, timeout=30)
     model = json.loads(body)["data"][0]["id"] if status == 200 else "steerlab"
     selected = [case for case in cases(target, model, args.hidden_size, args.layers) if args.only in case[0]]
-    passed = sum(run_case(target, *case, timeout=args.timeout, guard_mib=args.guard_mib) for case in selected)
+    passed = sum(run_case(target, *case, timeout=args.timeout, guard_mib=args.guard_mib, last=n == len(selected) - 1)
+                 for n, case in enumerate(selected))
     print(f"{passed} of {len(selected)} cases within the bounds and answered as the issue asks")
     return 0 if passed == len(selected) else 1
 
 
 class BenchServerForHostile(BenchServer):
-    """BenchServer without the bootstrap's vector computation (no case needs a vector set), and
-    with the accounts the log-in cases attack."""
+    """BenchServer with the accounts the log-in cases attack, and without the bootstrap's vector
+    computation unless asked (only the /v1 message-list case needs a vector set)."""
+
+    def __enter__(self) -> BenchServerForHostile:
+        try:
+            return super().__enter__()
+        except BaseException:
+            self.__exit__()  # a server that never became healthy is still killed
+            raise
 
     def wait_healthy(self, timeout: float = 900) -> None:
         super().wait_healthy(timeout)  # the model loads slowly on a shared machine
 
+    def __init__(self, *, bootstrap: bool, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bootstrap = bootstrap
+
     def manage(self, *args: str) -> str:
-        if args[:1] == ("bootstrap",):
+        if args[:1] == ("bootstrap",) and not self.bootstrap:
             return ""
         if args[:1] == ("shell",) and "USERS=" in args[-1]:
             args = (*args[:-1], args[-1] + MAKE_ACCOUNTS)
