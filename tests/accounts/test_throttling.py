@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from django.contrib.auth.signals import user_login_failed
+from django.db import connection
 from django.test import Client
 
 from accounts.models import User
@@ -188,7 +189,10 @@ def test_concurrent_guesses_are_counted_before_any_is_evaluated(settings, alice,
 
     def guess(n):
         barrier.wait()
-        response = Client().post(path, {"username": "alice", "password": f"wrong-{n}"}, REMOTE_ADDR="10.0.0.1")
+        try:
+            response = Client().post(path, {"username": "alice", "password": f"wrong-{n}"}, REMOTE_ADDR="10.0.0.1")
+        finally:
+            connection.close()  # this thread's own; left open, it would outlive the test database
         with lock:
             statuses.append(response.status_code)
 
