@@ -17,7 +17,9 @@ file and stops if there is none, so a bfloat16 table compares the serving dtype 
 vectors (extracted in bf16 instead, they differ by cosine >= 0.9999: docs/benchmarks.md).
 
 --as-is evaluates the --vectors file exactly as it is (its ranges and joint range), e.g. a
-file made by an older version of the code: the before/after comparison of issue 24.
+file made by an older version of the code: the before/after comparison of issue 24. With
+--search-to FILE, the file's vectors get this code's range and joint-range search (saved there)
+instead of being extracted again.
 
 Each dimension is evaluated on the first --limit suggestion prompts of the split and its own
 on-topic prompts. Targets per dimension (issues 18 and 24): Spearman ρ of the mean Effect with
@@ -72,7 +74,7 @@ def data_fingerprint() -> str:
 def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
     path, recorded_at = Path(args.vectors), Path(args.vectors).with_suffix(".options.json")
     if args.as_is:
-        return SteeringVectors.load(path)
+        return SteeringVectors.load(path) if not args.search_to else searched(model, SteeringVectors.load(path), args)
     if path.exists():
         recorded = json.loads(recorded_at.read_text()) if recorded_at.exists() else None
         if recorded == options:
@@ -81,10 +83,18 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
         sys.exit(f"{path}: no vectors computed under these options; run once with --dtype float32 first")
     if path.exists():
         print(json.dumps({"note": f"{path} was computed under other options; recomputing", "was": recorded}), flush=True)
-    started = time.monotonic()
     examples = {name: data.examples(name) for name in data.dimension_names()}
     vectors = model.compute_vectors(examples, method=args.method, read=args.read,
                                     **({"layers": args.layers} if args.layers else {}))
+    vectors = searched(model, vectors, args)
+    vectors.save(path)
+    recorded_at.write_text(json.dumps(options))
+    return vectors
+
+
+def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringVectors:
+    """`vectors` with the functional ranges and the joint range this code's searches find."""
+    started = time.monotonic()
     found = search_functional_range(model.loaded, vectors, data.range_prompts(args.range_prompts),
                                     max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks)
     vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
@@ -96,11 +106,11 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
         for dim, r in found.items()}}), flush=True)
     joint = search_joint_range(model.loaded, vectors, data.range_prompts(args.range_prompts), hooks=model.hooks)
     vectors = vectors.with_joint_range(joint.joint_range)
-    print(json.dumps({"vectors_seconds": round(time.monotonic() - started), "joint_range": joint.joint_range,
+    print(json.dumps({"search_seconds": round(time.monotonic() - started), "joint_range": joint.joint_range,
                       "joint_measured": {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in joint.measured.items()}}),
           flush=True)
-    vectors.save(path)
-    recorded_at.write_text(json.dumps(options))
+    if args.search_to:
+        vectors.save(args.search_to)
     return vectors
 
 
@@ -112,6 +122,7 @@ def main() -> None:
     parser.add_argument("--range-prompts", type=int, default=RANGE_PROMPTS)
     parser.add_argument("--limit", type=int, default=8, help="held-out suggestion prompts per strength")
     parser.add_argument("--as-is", action="store_true", help="evaluate the --vectors file as it is")
+    parser.add_argument("--search-to", default=None, help="with --as-is: search the ranges anew and save here")
     parser.add_argument("--answers", default=None, help="write every answer to this JSON file")
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--dimensions", default=",".join(data.dimension_names()))
