@@ -24,9 +24,10 @@ instead of being extracted again.
 Each dimension is evaluated on the first --limit suggestion prompts of the split and its own
 on-topic prompts. Targets per dimension (issues 18 and 24): Spearman ρ of the mean Effect with
 strength = 1.0 over the five strengths, Effect(+1) − Effect(−1) ≥ 0.12, PNE > 0 at +1 and < 0
-at −1; at ±1 relevance ≥ 0.9, perplexity ratio ≤ 2, no degenerate answer. Then all six
+at −1; at ±1 relevance ≥ 0.9, perplexity ratio ≤ 2, no answer degenerate whose unsteered answer is not
+(greedy SmolLM2 loops on one held-out prompt unsteered). Then all six
 dimensions at ±1 together (four sign patterns, on the suggestion prompts): relevance ≥ 0.85, no
-degenerate answer, every dimension's Effect moved its way; and the five topical dimensions at
+answer made degenerate, every dimension's Effect moved its way; and the five topical dimensions at
 +1 on the everyday prompts that concern none: mean cosine of the answers to the unsteered
 ones ≥ 0.9. --answers writes every answer, for reading.
 """
@@ -47,7 +48,7 @@ from steering.engine import GenerationParams, SteerableModel, SteeringVectors  #
 from steering.engine.prompting import preference_instruction  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import (  # noqa: E402
-    answer_similarity, degenerate_rate, effect_scores, prompt_similarities, relevance,
+    answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
 )
 from steering.engine.sweep import (  # noqa: E402
     MAX_PPL_RATIO, RANGE_PROMPTS, evaluate_dimension, generate_rows, search_functional_range, search_joint_range,
@@ -167,12 +168,14 @@ def main() -> None:
                 "ppl_ratio": [round(at[-1.0].ppl_ratio, 2), round(at[1.0].ppl_ratio, 2)],
                 "relevance": [round(at[-1.0].relevance, 3), round(at[1.0].relevance, 3)],
                 "degenerate": [at[-1.0].degenerate, at[0.0].degenerate, at[1.0].degenerate],
+                # Answers degenerate at ±1 whose unsteered answer is not (a greedy loop at 0 is not steering's).
+                "made_degenerate": [made_degenerate(at[s].answers, at[0.0].answers) for s in (-1.0, 1.0)],
                 "composite": [round(at[-1.0].composite, 3), round(at[1.0].composite, 3)],
             }
             figures["targets_met"] = {
                 "rho": figures["rho_means"] >= 0.999, "spread": figures["spread"] >= 0.12,
                 "pne": figures["pne"][1] > 0 > figures["pne"][0], "ppl": max(figures["ppl_ratio"]) <= 2.0,
-                "relevance": min(figures["relevance"]) >= 0.9, "degenerate": max(figures["degenerate"][::2]) == 0,
+                "relevance": min(figures["relevance"]) >= 0.9, "degenerate": max(figures["made_degenerate"]) == 0,
             }
             line[kind] = figures
         verdicts[name] = line["steering"]["targets_met"]
@@ -184,6 +187,10 @@ def main() -> None:
     print(json.dumps({"targets_met": verdicts}), flush=True)
     if args.answers:
         Path(args.answers).write_text(json.dumps(answers, indent=1, ensure_ascii=False))
+
+
+def made_degenerate(answers: list[str], unsteered: list[str]) -> int:
+    return sum(is_degenerate(a) and not is_degenerate(u) for a, u in zip(answers, unsteered))
 
 
 def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: list[str], everyday: list[str],
@@ -210,11 +217,11 @@ def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: lis
             moved[dim] = round(s * (effect - base_effects[dim]), 4)
         kept = relevance(prompt_similarities(embedder, prompts, answered), base_cos)
         figures.append({"pattern": pattern, "relevance": round(kept, 3), "degenerate": degenerate_rate(answered),
-                        "moved_its_way": moved})
+                        "made_degenerate": made_degenerate(answered, groups[0]), "moved_its_way": moved})
     everyday_cos = answer_similarity(embedder, steered_everyday, plain_everyday)
     met = {
         "relevance": all(f["relevance"] >= 0.85 for f in figures),
-        "degenerate": all(f["degenerate"] == 0 for f in figures),
+        "degenerate": all(f["made_degenerate"] == 0 for f in figures),
         "every_dimension_moves": all(v > 0 for f in figures for v in f["moved_its_way"].values()),
         "everyday_untouched": everyday_cos >= 0.9,
     }
