@@ -8,9 +8,12 @@
   the same prompts: plain prompting (the system prompt, no steering) and the two combined,
   each with its own Spearman's ρ: the baseline steering must beat to be worth having.
 - `search_functional_range`: per dimension, the largest range (in residual-norm units, see
-  vectorfile) at which answers steered by ±range stay within `max_ppl_ratio` × the unsteered
-  answers' perplexity. Every candidate of every dimension is one batch, so it costs about one
-  generation of a few hundred short rows.
+  vectorfile) at which answers steered by ±range still answer: relevance ≥ `min_relevance` of
+  the unsteered answers', perplexity within `max_ppl_ratio` × theirs, none made degenerate.
+  Every candidate of every dimension is one batch, so it costs about one generation of a few
+  hundred short rows.
+- `search_joint_range`: the same bar for every dimension at ±1 together, over caps on the summed
+  addition (`SteeringVectors.joint_range`).
 
 Rows are independent (per-row steering), so batching them changes nothing but the speed.
 """
