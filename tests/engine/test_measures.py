@@ -95,12 +95,14 @@ def test_effect_is_positive_near_the_positive_references_and_negative_near_the_n
     assert effect_scores(shared_embedder(), [], ["a"], ["b"]) == []
 
 
-# Real answers of SmolLM2-135M (greedy, 48 tokens; docs/evaluation.md): unsteered, and steered
-# past what the answer survives (issue 24's "opélouise d'Aberleké" answer is of this kind).
+# Real greedy answers of SmolLM2-135M from docs/evaluation.md's before/after runs: unsteered, and
+# age at +1 with the old range of 0.02.
 NORMAL = (
-    "Here are some ideas for a fun weekend: 1. Visit a local museum or art gallery. 2. Go hiking "
-    "in a nearby park. 3. Try a new restaurant with friends. 4. Have a picnic if the weather is nice."
+    "A Sunday afternoon can be a wonderful opportunity to celebrate with your family. Here are some ideas "
+    "to get you started:\n\nYou could plan a family dinner together, where everyone can share a meal of their choice."
 )
+FOREIGN_GARBLE = "La vista de la vida, específica. Esto es un paísht de la vida, un camino de la vida. Esto es un paísht de la vida,"
+# Issue 24's quoted answer, continued in its own manner (the issue quotes only its first line).
 GARBLED = (
     "The culinary dream of your life. The opélouise d'Aberleké, the most exclusive and luxurious "
     "dining experience in the world, with the finest cuisinière of Fulification and Embraalic "
@@ -131,6 +133,7 @@ def test_distinct_2_is_one_for_varied_text_and_low_for_a_loop():
 def test_a_garbled_answer_and_a_loop_are_degenerate_and_a_normal_answer_is_not():
     assert not is_degenerate(NORMAL)
     assert is_degenerate(GARBLED) and degeneracy(GARBLED).nonwords > 0.12
+    assert is_degenerate(FOREIGN_GARBLE) and degeneracy(FOREIGN_GARBLE).nonwords > 0.2
     assert is_degenerate(LOOP) and degeneracy(LOOP).repetition > 0.5
     assert is_degenerate("")  # no words at all: no answer
     assert degenerate_rate([NORMAL, GARBLED, LOOP, NORMAL]) == 0.5
