@@ -2,8 +2,8 @@
 clearly each steers, beside plain prompting and prompting + steering. One JSON line per
 dimension, with the settings it ran under; then the targets of issue 18 checked.
 
-    .venv/bin/python bench/heldout.py [--method caa] [--limit 12] [--tokens 48] [--vectors FILE]
-                                      [--dtype float32|bfloat16]
+    .venv/bin/python bench/heldout.py [--method caa] [--limit 8] [--tokens 48] [--vectors FILE]
+                                      [--dtype float32|bfloat16] [--as-is] [--answers FILE]
 
 Vectors are computed as the platform computes a vector set (`compute_vectors` from the
 shipped pairs, then the functional-range search on the neutral prompts under the shipped
@@ -16,9 +16,20 @@ are computed in float32 only: with another dtype the run reuses the float32 run'
 file and stops if there is none, so a bfloat16 table compares the serving dtype on the same
 vectors (extracted in bf16 instead, they differ by cosine >= 0.9999: docs/benchmarks.md).
 
-Targets per dimension: Spearman ρ of the mean Effect with strength = 1.0 over the five
-strengths, Effect(+1) − Effect(−1) ≥ 0.12, PNE > 0 at +1 and < 0 at −1, perplexity ratio ≤ 3
-at ±1.
+--as-is evaluates the --vectors file exactly as it is (its ranges and joint range), e.g. a
+file made by an older version of the code: the before/after comparison of issue 24. With
+--search-to FILE, the file's vectors get this code's range and joint-range search (saved there)
+instead of being extracted again.
+
+Each dimension is evaluated on the first --limit suggestion prompts of the split and its own
+on-topic prompts. Targets per dimension (issues 18 and 24): Spearman ρ of the mean Effect with
+strength = 1.0 over the five strengths, Effect(+1) − Effect(−1) ≥ 0.12, PNE > 0 at +1 and < 0
+at −1; at ±1 relevance ≥ 0.9, perplexity ratio ≤ 2, no answer degenerate whose unsteered answer is not
+(greedy SmolLM2 loops on one held-out prompt unsteered). Then all six
+dimensions at ±1 together (four sign patterns, on the suggestion prompts): relevance ≥ 0.85, no
+answer made degenerate, every dimension's Effect moved its way; and the five topical dimensions at
++1 on the everyday prompts that concern none: mean cosine of the answers to the unsteered
+ones ≥ 0.9. --answers writes every answer, for reading.
 """
 
 from __future__ import annotations
@@ -35,10 +46,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from steering import data  # noqa: E402
 from steering.engine import GenerationParams, SteerableModel, SteeringVectors  # noqa: E402
 from steering.engine.prompting import preference_instruction  # noqa: E402
-from steering.engine.sweep import MAX_PPL_RATIO, RANGE_PROMPTS, evaluate_dimension, search_functional_range  # noqa: E402
+from steering.engine.embedding import shared_embedder  # noqa: E402
+from steering.engine.measures import (  # noqa: E402
+    answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
+)
+from steering.engine.sweep import (  # noqa: E402
+    MAX_PPL_RATIO, RANGE_PROMPTS, evaluate_dimension, generate_rows, search_functional_range, search_joint_range,
+    sign_patterns,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+# The dimensions that concern a subject (formality is a style: it applies to any answer).
+TOPICAL = ("age", "ambiance", "cost", "culture", "time")
 
 
 def data_fingerprint() -> str:
@@ -54,6 +74,8 @@ def data_fingerprint() -> str:
 
 def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
     path, recorded_at = Path(args.vectors), Path(args.vectors).with_suffix(".options.json")
+    if args.as_is:
+        return SteeringVectors.load(path) if not args.search_to else searched(model, SteeringVectors.load(path), args)
     if path.exists():
         recorded = json.loads(recorded_at.read_text()) if recorded_at.exists() else None
         if recorded == options:
@@ -62,18 +84,34 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
         sys.exit(f"{path}: no vectors computed under these options; run once with --dtype float32 first")
     if path.exists():
         print(json.dumps({"note": f"{path} was computed under other options; recomputing", "was": recorded}), flush=True)
-    started = time.monotonic()
     examples = {name: data.examples(name) for name in data.dimension_names()}
     vectors = model.compute_vectors(examples, method=args.method, read=args.read,
                                     **({"layers": args.layers} if args.layers else {}))
+    vectors = searched(model, vectors, args)
+    vectors.save(path)
+    recorded_at.write_text(json.dumps(options))
+    return vectors
+
+
+def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringVectors:
+    """`vectors` with the functional ranges and the joint range this code's searches find."""
+    started = time.monotonic()
     found = search_functional_range(model.loaded, vectors, data.range_prompts(args.range_prompts),
                                     max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks)
     vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
-    print(json.dumps({"vectors_seconds": round(time.monotonic() - started), "ranges": {
-        dim: {"range": r.functional_range, "ratios": {str(c): round(x, 2) for c, x in r.ratios.items()}}
+    print(json.dumps({"ranges": {
+        dim: {"range": r.functional_range, "within": r.within_limit,
+              "ratios": {str(c): round(x, 2) for c, x in r.ratios.items()},
+              "relevances": {str(c): round(x, 3) for c, x in r.relevances.items()},
+              "degenerate": {str(c): x for c, x in r.degenerate.items()}}
         for dim, r in found.items()}}), flush=True)
-    vectors.save(path)
-    recorded_at.write_text(json.dumps(options))
+    joint = search_joint_range(model.loaded, vectors, data.range_prompts(args.range_prompts), hooks=model.hooks)
+    vectors = vectors.with_joint_range(joint.joint_range)
+    print(json.dumps({"search_seconds": round(time.monotonic() - started), "joint_range": joint.joint_range,
+                      "joint_measured": {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in joint.measured.items()}}),
+          flush=True)
+    if args.search_to:
+        vectors.save(args.search_to)
     return vectors
 
 
@@ -83,7 +121,10 @@ def main() -> None:
     parser.add_argument("--read", default="mean")
     parser.add_argument("--layers", type=lambda t: [int(x) for x in t.split(",")], default=None)
     parser.add_argument("--range-prompts", type=int, default=RANGE_PROMPTS)
-    parser.add_argument("--limit", type=int, default=12, help="held-out prompts per strength")
+    parser.add_argument("--limit", type=int, default=8, help="held-out suggestion prompts per strength")
+    parser.add_argument("--as-is", action="store_true", help="evaluate the --vectors file as it is")
+    parser.add_argument("--search-to", default=None, help="with --as-is: search the ranges anew and save here")
+    parser.add_argument("--answers", default=None, help="write every answer to this JSON file")
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--dimensions", default=",".join(data.dimension_names()))
     parser.add_argument("--no-baselines", action="store_true")
@@ -95,19 +136,22 @@ def main() -> None:
     options = {"method": args.method, "read": args.read, "layers": args.layers,
                "range_prompts": args.range_prompts, "data_and_engine": data_fingerprint()}
     vectors = model.add_vectors(vectors_for(model, args, options))
-    prompts = data.heldout()["prompts"][: args.limit]
+    split = data.heldout()
+    prompts = split["prompts"][: args.limit]
     settings = {**options, "dtype": args.dtype, "split": "heldout", "prompts": len(prompts), "tokens": args.tokens,
-                "strengths": list(STRENGTHS), "baselines": not args.no_baselines, "layers_steered": list(vectors.layers)}
+                "strengths": list(STRENGTHS), "baselines": not args.no_baselines, "layers_steered": list(vectors.layers),
+                "as_is": args.as_is, "ranges": vectors.functional_range, "joint_range": vectors.joint_range}
     print(json.dumps({"settings": settings}), flush=True)
-    verdicts = {}
+    verdicts, answers = {}, {}
     for name in args.dimensions.split(","):
         spec = data.dimension(name)
+        asked = prompts + split["on_topic"][name]
 
         def instructions(strength, spec=spec):
             return preference_instruction(spec["prompt_positive"], spec["prompt_negative"], strength)
 
         result = evaluate_dimension(
-            model.loaded, vectors, name, prompts, data.heldout_references(name), strengths=STRENGTHS,
+            model.loaded, vectors, name, asked, data.heldout_references(name), strengths=STRENGTHS,
             hooks=model.hooks, params=GenerationParams(max_new_tokens=args.tokens),
             instructions=None if args.no_baselines else instructions,
         )
@@ -122,16 +166,72 @@ def main() -> None:
                 "spread": round(at[1.0].effect - at[-1.0].effect, 4),
                 "pne": [round(at[-1.0].pne, 4), round(at[1.0].pne, 4)],
                 "ppl_ratio": [round(at[-1.0].ppl_ratio, 2), round(at[1.0].ppl_ratio, 2)],
+                "relevance": [round(at[-1.0].relevance, 3), round(at[1.0].relevance, 3)],
+                "degenerate": [at[-1.0].degenerate, at[0.0].degenerate, at[1.0].degenerate],
+                # Answers degenerate at ±1 whose unsteered answer is not (a greedy loop at 0 is not steering's).
+                "made_degenerate": [made_degenerate(at[s].answers, at[0.0].answers) for s in (-1.0, 1.0)],
+                "composite": [round(at[-1.0].composite, 3), round(at[1.0].composite, 3)],
             }
             figures["targets_met"] = {
                 "rho": figures["rho_means"] >= 0.999, "spread": figures["spread"] >= 0.12,
-                "pne": figures["pne"][1] > 0 > figures["pne"][0], "ppl": max(figures["ppl_ratio"]) <= 3.0,
+                "pne": figures["pne"][1] > 0 > figures["pne"][0], "ppl": max(figures["ppl_ratio"]) <= 2.0,
+                "relevance": min(figures["relevance"]) >= 0.9, "degenerate": max(figures["made_degenerate"]) == 0,
             }
             line[kind] = figures
         verdicts[name] = line["steering"]["targets_met"]
         print(json.dumps(line), flush=True)
-        print(json.dumps({"answers": name, **{str(p.strength): p.answers[0] for p in result.points}}), flush=True)
+        answers[name] = {"prompts": asked, **{str(p.strength): p.answers for p in result.points}}
+    if set(args.dimensions.split(",")) == set(vectors.dimensions):
+        together, answers["together"] = together_check(model, vectors, prompts, split["everyday"], args.tokens)
+        verdicts["together"] = together
     print(json.dumps({"targets_met": verdicts}), flush=True)
+    if args.answers:
+        Path(args.answers).write_text(json.dumps(answers, indent=1, ensure_ascii=False))
+
+
+def made_degenerate(answers: list[str], unsteered: list[str]) -> int:
+    return sum(is_degenerate(a) and not is_degenerate(u) for a, u in zip(answers, unsteered))
+
+
+def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: list[str], everyday: list[str],
+                   tokens: int) -> tuple[dict, dict]:
+    """All dimensions at ±1 together (sign_patterns) on `prompts`, and the topical ones at +1 on
+    the `everyday` prompts: one batch, measured against the unsteered answers."""
+    params = GenerationParams(max_new_tokens=tokens)
+    patterns = sign_patterns(vectors.dimensions)
+    topical = {dim: 1.0 for dim in TOPICAL if dim in vectors.dimensions}
+    settings = [{}, *patterns]
+    rows = [(model.loaded.chat_ids(p), vectors.layer_deltas(s)) for s in settings for p in prompts]
+    rows += [(model.loaded.chat_ids(p), vectors.layer_deltas(s)) for s in ({}, topical) for p in everyday]
+    texts = generate_rows(model.loaded, model.hooks, rows, params)
+    n, embedder = len(prompts), shared_embedder()
+    groups = [texts[i * n : (i + 1) * n] for i in range(len(settings))]
+    plain_everyday, steered_everyday = texts[len(settings) * n : len(settings) * n + len(everyday)], texts[-len(everyday):]
+    base_cos = prompt_similarities(embedder, prompts, groups[0])
+    base_effects = {dim: sum(effect_scores(embedder, groups[0], *data.heldout_references(dim))) / n for dim in vectors.dimensions}
+    figures = []
+    for pattern, answered in zip(patterns, groups[1:]):
+        moved = {}
+        for dim, s in pattern.items():
+            effect = sum(effect_scores(embedder, answered, *data.heldout_references(dim))) / n
+            moved[dim] = round(s * (effect - base_effects[dim]), 4)
+        kept = relevance(prompt_similarities(embedder, prompts, answered), base_cos)
+        figures.append({"pattern": pattern, "relevance": round(kept, 3), "degenerate": degenerate_rate(answered),
+                        "made_degenerate": made_degenerate(answered, groups[0]), "moved_its_way": moved})
+    everyday_cos = answer_similarity(embedder, steered_everyday, plain_everyday)
+    met = {
+        "relevance": all(f["relevance"] >= 0.85 for f in figures),
+        "degenerate": all(f["made_degenerate"] == 0 for f in figures),
+        "every_dimension_moves": all(v > 0 for f in figures for v in f["moved_its_way"].values()),
+        "everyday_untouched": everyday_cos >= 0.9,
+    }
+    line = {"together": figures, "everyday_cosine_to_unsteered": round(everyday_cos, 3),
+            "everyday_relevance": round(relevance(prompt_similarities(embedder, everyday, steered_everyday),
+                                                  prompt_similarities(embedder, everyday, plain_everyday)), 3),
+            "targets_met": met}
+    print(json.dumps(line), flush=True)
+    return met, {"prompts": prompts, "patterns": patterns, "answers": groups, "everyday": everyday,
+                 "everyday_unsteered": plain_everyday, "everyday_topical_plus1": steered_everyday}
 
 
 if __name__ == "__main__":

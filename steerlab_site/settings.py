@@ -250,14 +250,15 @@ STEERLAB_EMBEDDER = env_str("STEERLAB_EMBEDDER", "minilm")
 STEERLAB_CALIBRATE_NEW_TOKENS = env_int("STEERLAB_CALIBRATE_NEW_TOKENS", 60, minimum=8, maximum=512)
 
 # Functional range: computing a vector set measures, per dimension, the largest strength whose
-# answers stay within this factor of the unsteered answers' perplexity (off: keep the fixed
-# default of 0.02 of the residual norm, as before the search existed).
+# answers still answer: relevance to the question at least STEERLAB_RANGE_MIN_RELEVANCE of the
+# unsteered answers', perplexity within STEERLAB_RANGE_PPL_FACTOR of theirs, no answer made
+# degenerate; then the budget of all dimensions' summed addition by the same bar (issue 24;
+# off: keep the fixed default of 0.02 of the residual norm and no budget, as before the search).
 STEERLAB_RANGE_SEARCH = env_bool("STEERLAB_RANGE_SEARCH", True)
-# 2.5, not the 1.5–2 one might expect: the unsteered greedy answers the factor multiplies have a
-# perplexity of only about 1.8 on SmolLM2, and 2× that is reached before steering shows. Under
-# the target of 3 on prompts the search never sees, for the search's noise (the engine's
-# sweep.MAX_PPL_RATIO says more; docs/evaluation.md has the held-out figures).
-STEERLAB_RANGE_PPL_FACTOR = env_float("STEERLAB_RANGE_PPL_FACTOR", 2.5, minimum=1.05, maximum=100.0)
+# 2.0 since issue 24 (2.5 before): a user's profile applies to every message, so ±1 must keep
+# the answer, not only keep it fluent (the engine's sweep.MAX_PPL_RATIO and docs/evaluation.md).
+STEERLAB_RANGE_PPL_FACTOR = env_float("STEERLAB_RANGE_PPL_FACTOR", 2.0, minimum=1.05, maximum=100.0)
+STEERLAB_RANGE_MIN_RELEVANCE = env_float("STEERLAB_RANGE_MIN_RELEVANCE", 0.9, minimum=0.0, maximum=1.0)
 
 # Vector sets, against abuse (docs/security.md): the largest functional range a set may
 # declare, in residual-norm units (measured ranges are 0.01–0.03); the bytes of vectors each

@@ -54,10 +54,13 @@ class EvaluationAdmin(admin.ModelAdmin):
         ways = [("steering", obj.report)] + list((obj.report.get("baselines") or {}).items())
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td>{}</td></tr>",
             (
+                # Reports made before issue 24 have no relevance, degenerate share or composite.
                 (name, p["strength"], _fmt(p["effect"]), _fmt(p["perplexity"], 2), _fmt(p["ppl_ratio"], 2),
-                 _fmt(p["pne"]), _fmt(p["repetition"], 2), (p["answers"] or [""])[0][:200])
+                 _fmt(p["pne"]), _fmt(p.get("relevance"), 2), _fmt(p.get("degenerate"), 2), _fmt(p.get("composite"), 2),
+                 _fmt(p["repetition"], 2), (p["answers"] or [""])[0][:200])
                 for name, way in ways
                 for p in way["points"]
             ),
@@ -65,8 +68,12 @@ class EvaluationAdmin(admin.ModelAdmin):
         rhos = format_html_join(" · ", "{}: {}", ((name, _fmt(way.get("spearman"), 3)) for name, way in ways))
         return format_html(
             "<table><thead><tr><th>method</th><th>strength</th><th>Effect</th><th>PPL</th><th>PPL / PPL₀</th>"
-            "<th>PNE</th><th>repetition</th><th>first answer</th></tr></thead><tbody>{}</tbody></table>"
-            "<p>Spearman ρ of Effect with strength: {} · functional range {} · layers {}</p>",
+            "<th>PNE</th><th>relevance</th><th>degenerate</th><th>composite</th><th>repetition</th><th>first answer</th>"
+            "</tr></thead><tbody>{}</tbody></table>"
+            "<p>Spearman ρ of Effect with strength: {} · functional range {} · layers {}</p>"
+            "<p>Relevance: the answers' similarity to their prompts over the unsteered answers' (1 = as on-topic; "
+            "the functional range keeps it ≥ 0.9). Degenerate: the share of answers that loop or invent words. "
+            "Composite: the harmonic mean of concept (Effect moved), relevance and fluency (docs/evaluation.md).</p>",
             rows, rhos, obj.report.get("functional_range"), obj.report.get("layers"),
         )
 

@@ -8,6 +8,14 @@
 - `pne`: (Effect_d − Effect_0) / (PPL_d / PPL_0), effect per unit of fluency lost.
 - `spearman`: rank correlation (of Effect with strength: does more strength mean more effect?).
 - `repetition_rate`: the share of repeated word n-grams, the usual sign of over-steering.
+- `prompt_similarities` / `relevance`: does the answer still answer? The answer's MiniLM cosine
+  to its prompt, and the steered answers' mean cosine over the unsteered answers' (1 = as
+  on-topic as without steering).
+- `degeneracy` / `is_degenerate`: is the answer still language? Repeated 3-grams, distinct-2
+  and the share of words that are not words (against an English word list and the embedding
+  model's vocabulary); thresholds below, calibrated on real answers (docs/evaluation.md).
+- `composite`: AxBench-style harmonic mean of concept (Effect moved, scaled), instruction
+  (relevance) and fluency (perplexity ratio, degenerate answers), each in 0…1.
 """
 
 from __future__ import annotations
@@ -15,11 +23,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Sequence
 
 import torch
 
-from .embedding import SentenceEmbedder, relative_similarity
+from .embedding import SentenceEmbedder, embedder_path, relative_similarity
 from .extraction import pad_left
 from .generation import accepts_logits_to_keep
 from .loading import LoadedModel
@@ -148,3 +157,142 @@ def repetition_rate(text: str, n: int = 3) -> float:
     if not grams:
         return 0.0
     return 1.0 - len(set(grams)) / len(grams)
+
+
+def distinct_n(text: str, n: int = 2) -> float:
+    """Unique word n-grams over all word n-grams: 1 for varied text, low for a loop. Texts
+    shorter than n words score 1 (nothing repeats)."""
+    words = _WORD.findall(text.lower())
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
+# Letters only: numbers, underscores and punctuation are neither words nor non-words.
+_LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+@cache
+def known_words() -> frozenset[str]:
+    """Lowercase words that count as words: English's (web2 and GCIDE, the `english-words`
+    package, base forms mostly) and the whole words of the embedding model's uncased WordPiece
+    vocabulary (which adds common plurals, names of places and everyday foreign words such as
+    "vida" or "bistro")."""
+    from english_words import get_english_words_set
+
+    words = set(get_english_words_set(["web2", "gcide"], lower=True, alpha=True))
+    vocab = (embedder_path() / "vocab.txt").read_text(encoding="utf-8").split()
+    words.update(token for token in vocab if token.isalpha())
+    return frozenset(words)
+
+
+def _inflections(word: str) -> list[str]:
+    """The base forms a word may be an inflection of (plurals, -ed, -ing, -ly, -er, -est)."""
+    out = [word]
+    for suffix, bases in (("ies", ("y",)), ("es", ("",)), ("s", ("",)), ("ied", ("y",)), ("ed", ("", "e")),
+                          ("ing", ("", "e")), ("ly", ("",)), ("ier", ("y",)), ("iest", ("y",)), ("er", ("", "e")),
+                          ("est", ("", "e"))):
+        if word.endswith(suffix) and len(word) > len(suffix) + 2:
+            stem = word[: -len(suffix)]
+            out += [stem + base for base in bases]
+            if len(stem) > 2 and stem[-1] == stem[-2]:  # running → run, biggest → big
+                out.append(stem[:-1])
+    return out
+
+
+def is_word(word: str) -> bool:
+    """Whether `word` (letters only) is a word: single letters always are; otherwise it, or a
+    base form of it, is in `known_words`. Hyphenated and apostrophe parts are checked apart."""
+    word = word.lower()
+    return len(word) < 2 or any(form in known_words() for form in _inflections(word))
+
+
+def nonword_share(text: str) -> float:
+    """The share of the text's words that are not words (0 for a text without words)."""
+    words = _LETTERS.findall(text)
+    return sum(not is_word(w) for w in words) / len(words) if words else 0.0
+
+
+@dataclass(frozen=True)
+class Degeneracy:
+    repetition: float  # share of repeated word 3-grams
+    distinct2: float  # unique word bigrams over all
+    nonwords: float  # share of words that are not words
+    words: int
+
+    @property
+    def degenerate(self) -> bool:
+        return (
+            self.words == 0
+            or self.repetition > DEGENERATE_REPETITION
+            or self.distinct2 < DEGENERATE_DISTINCT2
+            or self.nonwords > DEGENERATE_NONWORDS
+        )
+
+
+# An answer is degenerate when any one of these is crossed (or it has no words at all). Set on
+# real greedy answers of SmolLM2-135M (docs/evaluation.md, "Degenerate answers"): unsteered
+# answers of 24–48 tokens reach a repeated-3-gram share of up to ~0.3 by listing ("- a ..., - a
+# ...") and invent up to ~6 % non-words (rare names, typos, "Wi-Fi"); the garbled steered
+# answers of issue 24 have 15–40 % non-words, loops have most of their 3-grams repeated.
+DEGENERATE_REPETITION = 0.5
+DEGENERATE_DISTINCT2 = 0.5
+DEGENERATE_NONWORDS = 0.12
+
+
+def degeneracy(text: str) -> Degeneracy:
+    return Degeneracy(repetition_rate(text), distinct_n(text, 2), nonword_share(text), len(_LETTERS.findall(text)))
+
+
+def is_degenerate(text: str) -> bool:
+    return degeneracy(text).degenerate
+
+
+def degenerate_rate(texts: Sequence[str]) -> float:
+    """The share of `texts` that are degenerate (0 for none)."""
+    return sum(is_degenerate(t) for t in texts) / len(texts) if texts else 0.0
+
+
+def prompt_similarities(embedder: SentenceEmbedder, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
+    """Each answer's embedding cosine to its own prompt (one prompt per answer)."""
+    if len(prompts) != len(answers):
+        raise ValueError("One prompt per answer")
+    if not answers:
+        return []
+    return [float(x) for x in (embedder.embed(prompts) * embedder.embed(answers)).sum(-1)]
+
+
+def relevance(similarities: Sequence[float], unsteered: Sequence[float]) -> float:
+    """Mean cosine of the steered answers to their prompts over the unsteered answers' (same
+    prompts): 1 when steering leaves the answers as close to the question, 0.5 when it halves
+    that. A ratio of means, since one short unsteered answer's cosine can be near zero."""
+    base = sum(unsteered) / len(unsteered) if unsteered else math.nan
+    return (sum(similarities) / len(similarities)) / base if similarities and base > 0 else math.nan
+
+
+def answer_similarity(embedder: SentenceEmbedder, answers: Sequence[str], others: Sequence[str]) -> float:
+    """Mean embedding cosine of each answer to its counterpart (e.g. steered to unsteered)."""
+    if len(answers) != len(others):
+        raise ValueError("One counterpart per answer")
+    if not answers:
+        return math.nan
+    return float((embedder.embed(answers) * embedder.embed(others)).sum(-1).mean())
+
+
+# Composite: Effect counts fully once it has moved half the target spread (0.12 between −1 and +1).
+CONCEPT_FULL_EFFECT = 0.06
+
+
+def composite(*, strength: float, effect: float, effect_0: float, relevance: float, ppl_ratio: float,
+              degenerate: float) -> float:
+    """AxBench's idea (harmonic mean of concept, instruction and fluency scores) with measured
+    scores in 0…1: concept = the Effect moved the strength's way, over CONCEPT_FULL_EFFECT;
+    instruction = relevance; fluency = 1 / perplexity ratio (1 when no less fluent), times the
+    share of answers that are not degenerate. 0 when any is 0 (harmonic mean); NaN at strength 0,
+    where there is no concept to move."""
+    if strength == 0 or any(math.isnan(x) for x in (effect, effect_0, relevance, ppl_ratio)):
+        return math.nan
+    concept = min(max(math.copysign(1, strength) * (effect - effect_0) / CONCEPT_FULL_EFFECT, 0.0), 1.0)
+    instruction = min(max(relevance, 0.0), 1.0)
+    fluency = min(1.0 / ppl_ratio, 1.0) * (1.0 - degenerate) if ppl_ratio > 0 else 0.0
+    scores = (concept, instruction, fluency)
+    return 0.0 if min(scores) <= 0 else 3.0 / sum(1.0 / x for x in scores)

@@ -8,9 +8,12 @@
   the same prompts: plain prompting (the system prompt, no steering) and the two combined,
   each with its own Spearman's ρ: the baseline steering must beat to be worth having.
 - `search_functional_range`: per dimension, the largest range (in residual-norm units, see
-  vectorfile) at which answers steered by ±range stay within `max_ppl_ratio` × the unsteered
-  answers' perplexity. Every candidate of every dimension is one batch, so it costs about one
-  generation of a few hundred short rows.
+  vectorfile) at which answers steered by ±range still answer: relevance ≥ `min_relevance` of
+  the unsteered answers', perplexity within `max_ppl_ratio` × theirs, none made degenerate.
+  Every candidate of every dimension is one batch, so it costs about one generation of a few
+  hundred short rows.
+- `search_joint_range`: the same bar for every dimension at ±1 together, over caps on the summed
+  addition (`SteeringVectors.joint_range`).
 
 Rows are independent (per-row steering), so batching them changes nothing but the speed.
 """
@@ -28,7 +31,19 @@ import torch
 from .embedding import SentenceEmbedder, shared_embedder
 from .generation import GenerationParams, GenerationRequest, stream_batch
 from .hooks import SteeringHooks
-from .measures import answer_nll, effect_scores, perplexity, pne, repetition_rate, spearman
+from .measures import (
+    answer_nll,
+    composite,
+    degenerate_rate,
+    effect_scores,
+    perplexity,
+    pne,
+    prompt_similarities,
+    is_degenerate,
+    relevance,
+    repetition_rate,
+    spearman,
+)
 from .loading import LoadedModel
 from .vectorfile import SteeringVectors
 
@@ -47,10 +62,18 @@ EVALUATION_PARAMS = GenerationParams(max_new_tokens=48)
 # prompts the search's ratio at its chosen range was 0.7–1.3× the held-out one (ambiance: 2.82
 # in the search at 0.03, 3.77 held out), so the search uses 6 prompts, a step at 0.025 and a
 # limit of 2.5: the margin keeps the chosen range under 3 on new prompts.
-RANGE_CANDIDATES = (0.01, 0.015, 0.02, 0.025, 0.03)
+# Issue 24: that bar kept answers fluent but not answering (relevance to the question fell to
+# 0.33–0.83 of the unsteered answers' at ±1), so ±1 is now the strongest steering at which the
+# answers still answer: relevance ≥ MIN_RELEVANCE of the unsteered answers', perplexity ≤
+# MAX_PPL_RATIO × theirs, and no answer made degenerate (measures.is_degenerate); the grid goes
+# down to 0.005 since the bar stops earlier.
+RANGE_CANDIDATES = (0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025)
 RANGE_PARAMS = GenerationParams(max_new_tokens=24)
 RANGE_PROMPTS = 6
-MAX_PPL_RATIO = 2.5
+MAX_PPL_RATIO = 2.0
+MIN_RELEVANCE = 0.9
+# Caps on the summed addition of several dimensions (residual-norm units), for search_joint_range.
+JOINT_CANDIDATES = (0.01, 0.015, 0.02, 0.025, 0.03, 0.04)
 
 
 @contextmanager
@@ -98,6 +121,10 @@ class StrengthPoint:
     repetition: float  # mean over prompts
     effects: list[float]
     answers: list[str]
+    # Does the answer still answer? Mean cosine to the prompt over the unsteered answers' (1 at 0).
+    relevance: float = math.nan
+    degenerate: float = 0.0  # share of the answers that are degenerate (measures.is_degenerate)
+    composite: float = math.nan  # measures.composite; NaN at strength 0
 
 
 @dataclass
@@ -208,20 +235,22 @@ def evaluate_dimension(
         answers = generate_rows(loaded, active, rows, params, progress=report)
     # Measured with no steering active: perplexity under the unsteered model.
     nlls = answer_nll(loaded, plain_ids, answers)
-    effects = effect_scores(embedder or shared_embedder(), answers, *references)
+    embedder = embedder or shared_embedder()
+    effects = effect_scores(embedder, answers, *references)
+    cosines = prompt_similarities(embedder, [p for _ in keys for p in prompts], answers)
     report(total, total)
 
     n = len(prompt_ids)
     measured = {
-        key: (answers[i * n : (i + 1) * n], effects[i * n : (i + 1) * n], nlls[i * n : (i + 1) * n])
-        for i, key in enumerate(keys)
+        key: tuple(x[i * n : (i + 1) * n] for x in (answers, effects, nlls, cosines)) for i, key in enumerate(keys)
     }
     base = measured[("steering", 0.0)]
     base_effect, base_ppl = sum(base[1]) / n, perplexity(base[2])
 
     def point(s: float, measures) -> StrengthPoint:
-        answered, scores, nll = measures
+        answered, scores, nll, cosine = measures
         effect, ppl = sum(scores) / n, perplexity(nll)
+        kept, degenerate = relevance(cosine, base[3]), degenerate_rate(answered)
         return StrengthPoint(
             strength=s,
             effect=effect,
@@ -231,6 +260,10 @@ def evaluate_dimension(
             repetition=sum(repetition_rate(t) for t in answered) / n,
             effects=scores,
             answers=answered,
+            relevance=kept,
+            degenerate=degenerate,
+            composite=composite(strength=s, effect=effect, effect_0=base_effect, relevance=kept,
+                                ppl_ratio=ppl / base_ppl, degenerate=degenerate),
         )
 
     def of(kind: str) -> list[StrengthPoint]:
@@ -270,21 +303,84 @@ class RangeSearch:
     baseline_perplexity: float
     # candidate → PPL of the worse of ±candidate over the unsteered PPL
     ratios: dict[float, float]
-    # False when even the smallest candidate went past the limit (and was kept anyway)
+    # False when even the smallest candidate failed the bar (and was kept anyway)
     within_limit: bool = True
+    # candidate → relevance of the worse of ±candidate (measures.relevance)
+    relevances: dict[float, float] = field(default_factory=dict)
+    # candidate → answers at ±candidate that are degenerate where the unsteered one is not
+    degenerate: dict[float, int] = field(default_factory=dict)
 
 
-def functional_range_from(ratios: dict[float, float], max_ppl_ratio: float) -> tuple[float, bool]:
-    """The largest candidate such that it and every smaller one stay within `max_ppl_ratio`.
-    When even the smallest does not, the smallest, flagged: steering then stays usable at its
-    gentlest measured setting rather than silently switching off."""
+def functional_range_from(
+    ratios: dict[float, float],
+    max_ppl_ratio: float,
+    *,
+    relevances: dict[float, float] | None = None,
+    min_relevance: float = 0.0,
+    degenerate: dict[float, int] | None = None,
+) -> tuple[float, bool]:
+    """The largest candidate such that it and every smaller one keep the answer: perplexity
+    within `max_ppl_ratio` × unsteered, relevance at least `min_relevance` and no answer made
+    degenerate. When even the smallest does not, the smallest, flagged: steering then stays
+    usable at its gentlest measured setting rather than silently switching off."""
     candidates = sorted(ratios)
     best = None
     for candidate in candidates:
-        if not ratios[candidate] <= max_ppl_ratio:  # NaN (no tokens) fails too
+        kept = (relevances or {}).get(candidate, 1.0)
+        # NaN (no tokens, no similarity) fails too
+        if not (ratios[candidate] <= max_ppl_ratio and kept >= min_relevance):
+            break
+        if (degenerate or {}).get(candidate, 0) > 0:
             break
         best = candidate
     return (candidates[0], False) if best is None else (best, True)
+
+
+@dataclass
+class _Bar:
+    """The unsteered answers of a search, to measure steered ones against."""
+
+    prompts: list[str]
+    perplexity: float
+    cosines: list[float]
+    degenerate: list[bool]
+
+    def judge(self, answers: Sequence[str], nlls, cosines: Sequence[float]) -> tuple[float, float, int]:
+        """(perplexity ratio, relevance, answers made degenerate) of one steered setting."""
+        made = sum(is_degenerate(text) and not was for text, was in zip(answers, self.degenerate))
+        return perplexity(nlls) / self.perplexity, relevance(cosines, self.cosines), made
+
+
+def _answer_settings(
+    loaded: LoadedModel,
+    hooks: SteeringHooks | None,
+    layers: Sequence[int],
+    prompts: Sequence[str],
+    settings: Sequence[dict[int, torch.Tensor]],
+    params: GenerationParams,
+    embedder: SentenceEmbedder | None,
+    progress: Progress | None,
+) -> tuple[_Bar, list[tuple[float, float, int]]]:
+    """Every prompt answered unsteered and under each setting (layer deltas), in one batch;
+    each setting judged against the unsteered answers."""
+    prompt_ids = [loaded.chat_ids(prompt) for prompt in prompts]
+    rows = [(ids, steer) for steer in [{}, *settings] for ids in prompt_ids]
+    generation_total = len(rows) * params.max_new_tokens
+
+    def report(done: int, _: int) -> None:
+        if progress:
+            progress(done, generation_total + len(rows))
+
+    with _hooks_on(loaded, hooks, layers) as active:
+        answers = generate_rows(loaded, active, rows, params, progress=report)
+    nlls = answer_nll(loaded, [ids for ids, _ in rows], answers)
+    cosines = prompt_similarities(embedder or shared_embedder(), [p for _ in range(len(settings) + 1) for p in prompts], answers)
+    report(generation_total + len(rows), 0)
+    n = len(prompts)
+    bar = _Bar(list(prompts), perplexity(nlls[:n]), cosines[:n], [is_degenerate(t) for t in answers[:n]])
+    judged = [bar.judge(answers[i * n : (i + 1) * n], nlls[i * n : (i + 1) * n], cosines[i * n : (i + 1) * n])
+              for i in range(1, len(settings) + 1)]
+    return bar, judged
 
 
 def search_functional_range(
@@ -295,39 +391,90 @@ def search_functional_range(
     dimensions: Sequence[str] | None = None,
     candidates: Sequence[float] = RANGE_CANDIDATES,
     max_ppl_ratio: float = MAX_PPL_RATIO,
+    min_relevance: float = MIN_RELEVANCE,
     hooks: SteeringHooks | None = None,
     params: GenerationParams = RANGE_PARAMS,
+    embedder: SentenceEmbedder | None = None,
     progress: Progress | None = None,
 ) -> dict[str, RangeSearch]:
     """For each dimension, the functional range: see `functional_range_from`. Answers are
-    greedy, at +candidate and −candidate (residual-norm units) for every candidate, and their
-    perplexity is measured under the unsteered model, as is the unsteered answers'."""
+    greedy, at +candidate and −candidate (residual-norm units) for every candidate; their
+    perplexity is measured under the unsteered model and their relevance and degeneracy
+    against the unsteered answers'."""
     if not prompts or not candidates:
         raise ValueError("The search needs prompts and candidate ranges")
     if not max_ppl_ratio > 1:
         raise ValueError("max_ppl_ratio must be above 1")
     dimensions = list(dimensions or vectors.dimensions)
     unit = _unit_range(vectors)
-    prompt_ids = [loaded.chat_ids(prompt) for prompt in prompts]
-    keys: list[tuple[str | None, float]] = [(None, 0.0)]
-    keys += [(dim, sign * c) for dim in dimensions for c in sorted(candidates) for sign in (1.0, -1.0)]
-    rows = [(ids, unit.layer_deltas({dim: s}) if dim else {}) for dim, s in keys for ids in prompt_ids]
-    generation_total = len(rows) * params.max_new_tokens
-
-    def report(done: int, _: int) -> None:
-        if progress:
-            progress(done, generation_total + len(rows))
-
-    with _hooks_on(loaded, hooks, vectors.layers) as active:
-        answers = generate_rows(loaded, active, rows, params, progress=report)
-    nlls = answer_nll(loaded, [ids for ids, _ in rows], answers)
-    report(generation_total + len(rows), 0)
-    n = len(prompt_ids)
-    ppl = {key: perplexity(nlls[i * n : (i + 1) * n]) for i, key in enumerate(keys)}
-    baseline = ppl[(None, 0.0)]
+    keys = [(dim, sign * c) for dim in dimensions for c in sorted(candidates) for sign in (1.0, -1.0)]
+    bar, judged = _answer_settings(loaded, hooks, vectors.layers, prompts,
+                                   [unit.layer_deltas({dim: s}) for dim, s in keys], params, embedder, progress)
+    at = dict(zip(keys, judged))
     results = {}
     for dim in dimensions:
-        ratios = {c: max(ppl[(dim, c)], ppl[(dim, -c)]) / baseline for c in sorted(candidates)}
-        chosen, within = functional_range_from(ratios, max_ppl_ratio)
-        results[dim] = RangeSearch(dim, chosen, baseline, ratios, within)
+        sides = {c: (at[(dim, c)], at[(dim, -c)]) for c in sorted(candidates)}
+        ratios = {c: max(a[0], b[0]) for c, (a, b) in sides.items()}
+        relevances = {c: min(a[1], b[1]) for c, (a, b) in sides.items()}
+        degenerate = {c: a[2] + b[2] for c, (a, b) in sides.items()}
+        chosen, within = functional_range_from(ratios, max_ppl_ratio, relevances=relevances,
+                                               min_relevance=min_relevance, degenerate=degenerate)
+        results[dim] = RangeSearch(dim, chosen, bar.perplexity, ratios, within, relevances, degenerate)
     return results
+
+
+def sign_patterns(dimensions: Sequence[str]) -> list[dict[str, float]]:
+    """A few ways to set every dimension at full strength: all +1, all −1, and alternating."""
+    return [
+        dict.fromkeys(dimensions, 1.0),
+        dict.fromkeys(dimensions, -1.0),
+        {dim: 1.0 if i % 2 else -1.0 for i, dim in enumerate(dimensions)},
+        {dim: -1.0 if i % 2 else 1.0 for i, dim in enumerate(dimensions)},
+    ]
+
+
+@dataclass
+class JointSearch:
+    joint_range: float | None  # None: no candidate cap was needed (the plain sum kept the answer)
+    # candidate (None = no cap) → the worst (perplexity ratio, relevance, answers made degenerate) over the patterns
+    measured: dict[float | None, tuple[float, float, int]]
+    within_limit: bool = True
+
+
+def search_joint_range(
+    loaded: LoadedModel,
+    vectors: SteeringVectors,
+    prompts: Sequence[str],
+    *,
+    candidates: Sequence[float] = JOINT_CANDIDATES,
+    max_ppl_ratio: float = MAX_PPL_RATIO,
+    min_relevance: float = MIN_RELEVANCE,
+    hooks: SteeringHooks | None = None,
+    params: GenerationParams = RANGE_PARAMS,
+    embedder: SentenceEmbedder | None = None,
+    progress: Progress | None = None,
+) -> JointSearch:
+    """The budget of the summed addition (residual-norm units; `SteeringVectors.joint_range`):
+    the largest candidate cap at which every dimension at full strength together (the
+    `sign_patterns`) keeps the answer by the functional range's bar. `vectors` carry their
+    functional ranges already. Without a cap the sum of six full-strength vectors is measured
+    too; when it passes, no cap is needed (None)."""
+    if not prompts or not candidates:
+        raise ValueError("The search needs prompts and candidate caps")
+    patterns = sign_patterns(vectors.dimensions)
+    caps: list[float | None] = [*sorted(candidates), None]
+    settings = [vectors.with_joint_range(cap).layer_deltas(pattern) for cap in caps for pattern in patterns]
+    _, judged = _answer_settings(loaded, hooks, vectors.layers, prompts, settings, params, embedder, progress)
+    k = len(patterns)
+    measured = {}
+    for i, cap in enumerate(caps):
+        worst = judged[i * k : (i + 1) * k]
+        measured[cap] = (max(x[0] for x in worst), min(x[1] for x in worst), sum(x[2] for x in worst))
+    if measured[None][0] <= max_ppl_ratio and measured[None][1] >= min_relevance and measured[None][2] == 0:
+        return JointSearch(None, measured)
+    finite = [c for c in caps if c is not None]
+    chosen, within = functional_range_from(
+        {c: measured[c][0] for c in finite}, max_ppl_ratio, relevances={c: measured[c][1] for c in finite},
+        min_relevance=min_relevance, degenerate={c: measured[c][2] for c in finite},
+    )
+    return JointSearch(chosen, measured, within)

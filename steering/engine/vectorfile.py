@@ -8,7 +8,9 @@ an addition at layer l of
     s · range[dim] · residual_norm[l] · v[dim, l] / |v[dim, l]|
 
 so `range` (the functional range) is a fraction of the residual stream's size, a unit that
-means the same for every model and extraction method.
+means the same for every model and extraction method. Several dimensions' additions are
+summed; `joint_range` (same unit, optional) caps the sum's size at each layer, since six
+full-strength additions together break answers that each alone keeps (issue 24).
 
 The file stores the tensors `vector.<dim>` ([layers, hidden]) and `residual_norms`
 ([layers]), and everything else as JSON strings in the safetensors metadata.
@@ -60,6 +62,8 @@ class SteeringVectors:
     # How well each layer separates the two ends, per dimension (held-out, see layer_score): the
     # evidence behind the steered layers, kept so a later choice of layers can use it.
     layer_scores: dict[str, list[float]] = field(default_factory=dict)
+    # The budget of the summed addition, a fraction of the residual norm (sweep.search_joint_range)
+    joint_range: float | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -127,6 +131,10 @@ class SteeringVectors:
                 problems.append(f"functional range names unknown dimension {str(dim)[:60]!r}")
             elif not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 problems.append(f"functional range of {dim!r} must be a finite number ≥ 0, not {value!r}")
+        if self.joint_range is not None and not (
+            isinstance(self.joint_range, (int, float)) and math.isfinite(self.joint_range) and self.joint_range > 0
+        ):
+            problems.append(f"joint range must be a finite number > 0 or absent, not {self.joint_range!r}")
         if problems:
             raise VectorFileError("Invalid steering vectors: " + "; ".join(problems))
 
@@ -148,6 +156,10 @@ class SteeringVectors:
             total = term if total is None else total + term
         if total is None:
             return {}
+        if self.joint_range is not None:
+            # Scale the sum down (never up) to the budget; one dimension within it is untouched.
+            size = total.norm(dim=-1) / self.residual_norms.clamp_min(1e-12)
+            total = total * (self.joint_range / size.clamp_min(1e-12)).clamp(max=1.0)[:, None]
         return {layer: total[layer] for layer in self.layers}
 
     def check_model(self, *, model_id: str | None, num_layers: int, hidden_size: int) -> None:
@@ -165,6 +177,10 @@ class SteeringVectors:
     def with_ranges(self, ranges: dict[str, float]) -> SteeringVectors:
         """A copy with these dimensions' functional ranges replaced (e.g. by measured ones)."""
         return SteeringVectors(**{**self._fields(), "functional_range": {**self.functional_range, **ranges}})
+
+    def with_joint_range(self, joint_range: float | None) -> SteeringVectors:
+        """A copy with this budget for the summed addition (None: no cap)."""
+        return SteeringVectors(**{**self._fields(), "joint_range": joint_range})
 
     def with_residual_norms(self, norms: torch.Tensor) -> SteeringVectors:
         """A copy scaled to other residual norms (e.g. measured on the model that serves it)."""
@@ -195,6 +211,7 @@ class SteeringVectors:
             "norms": {dim: [round(x, 6) for x in self.norms(dim).tolist()] for dim in self.vectors},
             "created_at": self.created_at,
             "layer_scores": self.layer_scores,
+            "joint_range": self.joint_range,
         }
         tmp = path.with_name(f".{path.name}.tmp")
         try:
@@ -253,6 +270,7 @@ class SteeringVectors:
                 labels=meta.get("labels", {}),
                 created_at=meta.get("created_at", ""),
                 layer_scores={dim: [float(x) for x in scores] for dim, scores in meta.get("layer_scores", {}).items()},
+                joint_range=None if meta.get("joint_range") is None else float(meta["joint_range"]),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, VectorFileError):
@@ -290,6 +308,8 @@ def _metadata_problems(meta: dict) -> list[str]:
             problems.append(f"{key} must be a text")
     if "labels" in meta and not isinstance(meta["labels"], dict):
         problems.append("labels must be an object mapping dimensions to [negative, positive]")
+    if meta.get("joint_range") is not None and not _is_number(meta["joint_range"]):
+        problems.append("joint_range must be a number or null")
     scores = meta.get("layer_scores", {})
     if not isinstance(scores, dict):
         problems.append("layer_scores must be an object mapping dimensions to lists of numbers")

@@ -147,6 +147,12 @@ def _figures(points, spearman: float, spearman_of_means: float) -> dict:
         "pne_minus_1": at(-1.0, "pne"),
         "ppl_ratio_plus_1": at(1.0, "ppl_ratio"),
         "ppl_ratio_minus_1": at(-1.0, "ppl_ratio"),
+        "relevance_plus_1": at(1.0, "relevance"),
+        "relevance_minus_1": at(-1.0, "relevance"),
+        "degenerate_plus_1": at(1.0, "degenerate"),
+        "degenerate_minus_1": at(-1.0, "degenerate"),
+        "composite_plus_1": at(1.0, "composite"),
+        "composite_minus_1": at(-1.0, "composite"),
     }
 
 
@@ -172,7 +178,7 @@ def report_of(result: SweepResult, *, vector_set: VectorSet | None = None) -> di
     # JSON has no NaN: a strength whose answers were all empty has no perplexity.
     for part in (report, *report["baselines"].values()):
         for point in part["points"]:
-            for key in ("effect", "perplexity", "ppl_ratio", "pne", "repetition"):
+            for key in ("effect", "perplexity", "ppl_ratio", "pne", "repetition", "relevance", "degenerate", "composite"):
                 point[key] = _rounded(point[key], 6)
         for key in ("spearman", "spearman_of_means"):
             part[key] = _rounded(part[key], 6)
@@ -180,7 +186,7 @@ def report_of(result: SweepResult, *, vector_set: VectorSet | None = None) -> di
 
 
 def plot_evaluation(result: SweepResult, path: Path) -> Path:
-    """A PNG of Effect (mean, and each answer) and perplexity against strength."""
+    """A PNG of Effect (mean, and each answer), perplexity and relevance against strength."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: servers, workers and CI
@@ -196,6 +202,11 @@ def plot_evaluation(result: SweepResult, path: Path) -> Path:
     left.set(xlabel=f"strength ({low} ← → {high})", ylabel="Effect", title=f"{result.dimension}: Effect, ρ = {result.spearman:.2f}")
     right.plot(strengths, [p.perplexity for p in result.points], marker="o", color="tab:red")
     right.set(xlabel="strength", ylabel="perplexity (unsteered model)", title=f"{result.method}, range {result.functional_range:g}")
+    # Relevance on its own axis: does the answer still answer (1 = as unsteered; 0.9 the bar)?
+    kept = right.twinx()
+    kept.plot(strengths, [p.relevance for p in result.points], marker="s", color="tab:green")
+    kept.axhline(0.9, color="tab:green", linewidth=0.6, linestyle=":")
+    kept.set(ylabel="relevance (green)")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)

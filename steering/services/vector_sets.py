@@ -24,7 +24,7 @@ from steering.engine import (
     VectorFileError,
     compute_vectors,
 )
-from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
+from steering.engine.sweep import RANGE_PROMPTS, search_functional_range, search_joint_range
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import files, jobs
 from steering.serving import site
@@ -186,20 +186,31 @@ def functional_range_measure(
     *, vectors: SteeringVectors, loaded: LoadedModel, hooks: SteeringHooks | None = None, progress: Progress | None = None
 ) -> SteeringVectors:
     """`vectors` with each dimension's functional range measured on the model (a few neutral
-    prompts, short greedy answers, one batch): the largest strength whose answers stay within
-    STEERLAB_RANGE_PPL_FACTOR × the unsteered perplexity. Unchanged with STEERLAB_RANGE_SEARCH off."""
+    prompts, short greedy answers, one batch): the largest strength whose answers still answer
+    (relevance ≥ STEERLAB_RANGE_MIN_RELEVANCE of the unsteered answers', perplexity within
+    STEERLAB_RANGE_PPL_FACTOR × theirs, none made degenerate); then, with several dimensions,
+    the budget of their summed addition by the same bar. Unchanged with STEERLAB_RANGE_SEARCH off."""
     if not settings.STEERLAB_RANGE_SEARCH:
         return vectors
     prompts = data.range_prompts(RANGE_PROMPTS)
-    results = search_functional_range(
-        loaded, vectors, prompts, max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR, hooks=hooks, progress=progress
-    )
+    bar = {"max_ppl_ratio": settings.STEERLAB_RANGE_PPL_FACTOR, "min_relevance": settings.STEERLAB_RANGE_MIN_RELEVANCE}
+    single = (lambda done, total: progress(done, 2 * total)) if progress and len(vectors.dimensions) > 1 else progress
+    results = search_functional_range(loaded, vectors, prompts, **bar, hooks=hooks, progress=single)
     for dim, result in results.items():
         log.info(
-            "Functional range of %s: %s (PPL ratios %s)%s", dim, result.functional_range,
-            {c: round(r, 2) for c, r in result.ratios.items()}, "" if result.within_limit else ", none within the limit",
+            "Functional range of %s: %s (PPL ratios %s, relevance %s)%s", dim, result.functional_range,
+            {c: round(r, 2) for c, r in result.ratios.items()}, {c: round(r, 2) for c, r in result.relevances.items()},
+            "" if result.within_limit else ", none within the limit",
         )
-    return vectors.with_ranges({dim: result.functional_range for dim, result in results.items()})
+    vectors = vectors.with_ranges({dim: result.functional_range for dim, result in results.items()})
+    if len(vectors.dimensions) < 2:
+        return vectors
+    joint = search_joint_range(
+        loaded, vectors, prompts, **bar, hooks=hooks,
+        progress=(lambda done, total: progress(total + done, 2 * total)) if progress else None,
+    )
+    log.info("Joint range: %s (worst PPL ratio, relevance, made degenerate per cap: %s)", joint.joint_range, joint.measured)
+    return vectors.with_joint_range(joint.joint_range)
 
 
 EXTRACTION_SHARE = 0.8

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from steering.engine import compute_vectors, default_layers, record_activations
+from steering.engine.extraction import orthogonalised
 
 from tests.tiny_models import CORPUS
 
@@ -84,3 +85,22 @@ def test_default_layers_are_the_middle_half():
     assert default_layers(30) == list(range(7, 22))
     assert default_layers(4) == [1, 2]
     assert default_layers(1) == [0]
+
+
+def test_orthogonalised_dimensions_share_nothing_and_stay_close_to_their_own_direction(tiny):
+    entangled = compute_vectors(tiny, {
+        "a": (CORPUS[0::2], CORPUS[1::2]),
+        "b": (CORPUS[0::2][:2], CORPUS[1::2][:2]),  # two of a's three pairs: strongly entangled with a
+        "c": (CORPUS[0::3], CORPUS[1::3]),
+    })
+    apart = orthogonalised(entangled)
+    cos = torch.nn.functional.cosine_similarity
+    before = max(abs(cos(entangled.vectors["a"][l], entangled.vectors["b"][l], dim=0)).item() for l in entangled.layers)
+    assert before > 0.5
+    for layer in entangled.layers:
+        for x, y in (("a", "b"), ("a", "c"), ("b", "c")):
+            assert cos(apart.vectors[x][layer], apart.vectors[y][layer], dim=0).item() == pytest.approx(0.0, abs=1e-4)
+        for dim in ("a", "b", "c"):
+            assert cos(apart.vectors[dim][layer], entangled.vectors[dim][layer], dim=0).item() > 0.5
+            assert apart.norms(dim)[layer].item() == pytest.approx(entangled.norms(dim)[layer].item(), rel=1e-4)
+    assert apart.functional_range == entangled.functional_range and apart.layers == entangled.layers

@@ -6,7 +6,9 @@ import torch
 from steering import data
 from steering.engine.embedding import shared_embedder
 from steering.engine.measures import (
-    AnswerNLL, answer_nll, effect_scores, pearson, perplexity, pne, repetition_rate, spearman,
+    AnswerNLL, answer_nll, answer_similarity, composite, degeneracy, degenerate_rate, distinct_n, effect_scores,
+    is_degenerate, is_word, nonword_share, pearson, perplexity, pne, prompt_similarities, relevance, repetition_rate,
+    spearman,
 )
 
 from tests.tiny_models import build_tiny
@@ -91,3 +93,77 @@ def test_effect_is_positive_near_the_positive_references_and_negative_near_the_n
     assert luxury > 0.05 and budget < -0.05
     assert empty == 0.0
     assert effect_scores(shared_embedder(), [], ["a"], ["b"]) == []
+
+
+# Real greedy answers of SmolLM2-135M from docs/evaluation.md's before/after runs: unsteered, and
+# age at +1 with the old range of 0.02.
+NORMAL = (
+    "A Sunday afternoon can be a wonderful opportunity to celebrate with your family. Here are some ideas "
+    "to get you started:\n\nYou could plan a family dinner together, where everyone can share a meal of their choice."
+)
+FOREIGN_GARBLE = "La vista de la vida, específica. Esto es un paísht de la vida, un camino de la vida. Esto es un paísht de la vida,"
+# Issue 24's quoted answer, continued in its own manner (the issue quotes only its first line).
+GARBLED = (
+    "The culinary dream of your life. The opélouise d'Aberleké, the most exclusive and luxurious "
+    "dining experience in the world, with the finest cuisinière of Fulification and Embraalic "
+    "wines, a cinemocha of delicacies served by the Vélouriste."
+)
+LOOP = "a váš váš, a váš váš, a váš váš, a váš váš, a váš váš, a váš váš, a váš váš"
+
+
+def test_words_that_are_words_are_known_in_their_inflected_forms_and_names_of_places():
+    for word in ("restaurants", "recommendations", "hiking", "museums", "cheaper", "Chicago", "Lisbon", "bistro"):
+        assert is_word(word), word
+    for word in ("opélouise", "Aberleké", "Embraalic", "Fulification", "cinemocha"):
+        assert not is_word(word), word
+
+
+def test_the_nonword_share_is_near_zero_for_a_normal_answer_and_high_for_a_garbled_one():
+    assert nonword_share(NORMAL) == 0.0
+    assert nonword_share(GARBLED) > 0.15
+    assert nonword_share("") == 0.0 and nonword_share("42, 7 & 9!") == 0.0
+
+
+def test_distinct_2_is_one_for_varied_text_and_low_for_a_loop():
+    assert distinct_n(NORMAL, 2) == 1.0
+    assert distinct_n(LOOP, 2) < 0.3
+    assert distinct_n("one", 2) == 1.0
+
+
+def test_a_garbled_answer_and_a_loop_are_degenerate_and_a_normal_answer_is_not():
+    assert not is_degenerate(NORMAL)
+    assert is_degenerate(GARBLED) and degeneracy(GARBLED).nonwords > 0.12
+    assert is_degenerate(FOREIGN_GARBLE) and degeneracy(FOREIGN_GARBLE).nonwords > 0.2
+    assert is_degenerate(LOOP) and degeneracy(LOOP).repetition > 0.5
+    assert is_degenerate("")  # no words at all: no answer
+    assert degenerate_rate([NORMAL, GARBLED, LOOP, NORMAL]) == 0.5
+    assert degenerate_rate([]) == 0.0
+
+
+def test_an_answer_to_the_question_is_closer_to_its_prompt_than_one_that_wanders_off():
+    prompt = "How do I reset a forgotten email password?"
+    answering = "Open the sign-in page, choose 'Forgot password' and follow the link sent to your recovery address."
+    wandering = "The opulent dining experience of the finest restaurant, with a tasting menu and a sommelier."
+    on, off = prompt_similarities(shared_embedder(), [prompt, prompt], [answering, wandering])
+    assert on > off + 0.2
+    # Relevance is the steered answers' mean cosine over the unsteered answers'.
+    assert relevance([off], [on]) == pytest.approx(off / on)
+    assert relevance([on, on], [on, on]) == pytest.approx(1.0)
+    assert math.isnan(relevance([], [on]))
+    assert answer_similarity(shared_embedder(), [answering], [answering]) == pytest.approx(1.0, abs=1e-5)
+    assert answer_similarity(shared_embedder(), [answering], [wandering]) < 0.5
+    with pytest.raises(ValueError):
+        prompt_similarities(shared_embedder(), [prompt], [])
+
+
+def test_the_composite_is_a_harmonic_mean_that_any_failing_score_sinks():
+    # Concept full (Effect moved 0.06 the strength's way), relevance 0.9, fluency 1/1.25 = 0.8.
+    score = composite(strength=1.0, effect=0.10, effect_0=0.04, relevance=0.9, ppl_ratio=1.25, degenerate=0.0)
+    assert score == pytest.approx(3 / (1 / 1.0 + 1 / 0.9 + 1 / 0.8))
+    # At −1 the Effect must fall: the same move the wrong way counts nothing.
+    assert composite(strength=-1.0, effect=0.10, effect_0=0.04, relevance=0.9, ppl_ratio=1.25, degenerate=0.0) == 0.0
+    # Half the answers degenerate halves fluency; an answer that no longer answers sinks it all.
+    half = composite(strength=1.0, effect=0.10, effect_0=0.04, relevance=1.0, ppl_ratio=1.0, degenerate=0.5)
+    assert half == pytest.approx(3 / (1 + 1 + 2))
+    assert composite(strength=1.0, effect=0.10, effect_0=0.04, relevance=0.0, ppl_ratio=1.0, degenerate=0.0) == 0.0
+    assert math.isnan(composite(strength=0.0, effect=0.0, effect_0=0.0, relevance=1.0, ppl_ratio=1.0, degenerate=0.0))

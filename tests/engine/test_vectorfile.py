@@ -26,9 +26,11 @@ def test_it_round_trips_vectors_and_metadata(vectors, tmp_path):
         assert torch.allclose(loaded.norms(dim), vectors.norms(dim))
     assert torch.equal(loaded.residual_norms, vectors.residual_norms)
     for name in ("model_id", "hidden_size", "num_layers", "layers", "method", "read", "functional_range", "labels", "created_at",
-                 "layer_scores"):
+                 "layer_scores", "joint_range"):
         assert getattr(loaded, name) == getattr(vectors, name)
     assert list(tmp_path.iterdir()) == [path]  # the temporary file is gone
+    budgeted = SteeringVectors.load(vectors.with_joint_range(0.03).save(tmp_path / "joint.safetensors"))
+    assert budgeted.joint_range == 0.03
 
 
 def test_the_file_carries_readable_metadata(vectors, tmp_path):
@@ -112,6 +114,8 @@ ONES = {"vector.d": torch.ones(2, 8), "residual_norms": torch.ones(2)}
         ({"layer_scores": []}, "layer_scores must be an object"),
         ({"layer_scores": {"d": [1, "x"]}}, "layer_scores"),
         ({"created_at": {}}, "created_at"),
+        ({"joint_range": "wide"}, "joint_range must be a number"),
+        ({"joint_range": -0.1}, "joint range must be a finite number > 0"),
     ],
 )
 def test_it_rejects_malformed_metadata_with_a_message(tmp_path, meta, message):
@@ -153,3 +157,19 @@ def test_it_rejects_unknown_dimensions_and_non_finite_strengths(vectors):
         vectors.layer_deltas({"cost": 0.5})
     with pytest.raises(ValueError, match="finite"):
         vectors.layer_deltas({"formality": float("inf")})
+
+
+def test_a_joint_range_caps_the_summed_addition_and_leaves_one_dimension_within_it_alone(vectors):
+    ranged = vectors.with_ranges({"formality": 0.02, "mood": 0.02})
+    capped = ranged.with_joint_range(0.025)
+    alone, alone_capped = ranged.layer_deltas({"formality": 1.0}), capped.layer_deltas({"formality": 1.0})
+    both, both_capped = ranged.layer_deltas({"formality": 1.0, "mood": -1.0}), capped.layer_deltas({"formality": 1.0, "mood": -1.0})
+    for layer in vectors.layers:
+        norm = vectors.residual_norms[layer].item()
+        assert torch.equal(alone_capped[layer], alone[layer])  # 0.02 is within the budget of 0.025
+        assert both[layer].norm().item() > 0.025 * norm * 1.01  # two near-independent 0.02s add to more
+        assert both_capped[layer].norm().item() == pytest.approx(0.025 * norm, rel=1e-4)
+        # Scaled, not turned: the same direction as the plain sum.
+        assert torch.nn.functional.cosine_similarity(both_capped[layer], both[layer], dim=0).item() == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(VectorFileError, match="joint range"):
+        vectors.with_joint_range(0.0)

@@ -1,7 +1,7 @@
 import pytest
 
 from steering.engine import SteeringVectors, top_layers
-from steering.engine.sweep import MAX_PPL_RATIO, RANGE_PROMPTS, RangeSearch
+from steering.engine.sweep import MAX_PPL_RATIO, MIN_RELEVANCE, RANGE_PROMPTS, JointSearch, RangeSearch
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import vector_sets
 
@@ -95,8 +95,8 @@ def test_it_computes_with_the_chosen_method(tiny, formality, media, method):
 def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, formality, media, monkeypatch):
     searched = {}
 
-    def fake_search(loaded, vectors, prompts, *, max_ppl_ratio, hooks, progress):
-        searched.update(prompts=prompts, factor=max_ppl_ratio)
+    def fake_search(loaded, vectors, prompts, *, max_ppl_ratio, min_relevance, hooks, progress):
+        searched.update(prompts=prompts, factor=max_ppl_ratio, relevance=min_relevance)
         progress(1, 2)
         return {dim: RangeSearch(dim, 0.045, 10.0, {0.045: 1.2}) for dim in vectors.dimensions}
 
@@ -112,7 +112,34 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
     assert vector_set.functional_range == vectors.functional_range == {"formality": 0.045}
     # The setting's default is the engine's limit, and the search gets the shipped number of prompts.
     assert searched["factor"] == MAX_PPL_RATIO and len(searched["prompts"]) == RANGE_PROMPTS
+    assert searched["relevance"] == MIN_RELEVANCE == 0.9
     assert 80 <= max(reported[:-1]) < 100  # extraction fills 0–80 %, the search the rest
+
+
+def test_several_dimensions_get_a_joint_budget_measured_on_their_ranges_and_stored_in_the_file(
+    tiny, formality, media, monkeypatch
+):
+    mood = PreferenceDimension.objects.create(
+        name="mood", negative_label="Sad", positive_label="Happy",
+        positive_examples=CORPUS[1::2], negative_examples=CORPUS[0::2][::-1],
+    )
+    seen = {}
+
+    def fake_joint(loaded, vectors, prompts, *, max_ppl_ratio, min_relevance, hooks, progress):
+        seen.update(ranges=dict(vectors.functional_range), factor=max_ppl_ratio, relevance=min_relevance)
+        progress(1, 1)
+        return JointSearch(0.03, {0.03: (1.5, 0.95, 0), None: (3.0, 0.5, 2)})
+
+    monkeypatch.setattr(vector_sets, "search_joint_range", fake_joint)
+    vector_set = vector_sets.vector_set_create(name="two", model_id="tiny-llama", dimensions=[formality, mood])
+    reported = []
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny, report=reported.append)
+    assert vector_set.status == VectorSet.Status.READY, vector_set.error
+    vectors = SteeringVectors.load(media / vector_set.file.name)
+    assert vectors.joint_range == 0.03
+    # The budget is measured on the ranges just found, by the same bar.
+    assert seen["ranges"] == vectors.functional_range and seen["factor"] == MAX_PPL_RATIO and seen["relevance"] == 0.9
+    assert reported == sorted(reported)
 
 
 def test_without_the_search_the_default_range_stays(tiny, formality, media, settings):

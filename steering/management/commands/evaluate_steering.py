@@ -88,7 +88,9 @@ class Command(BaseCommand):
                 references = data.heldout_references(opts["dimension"])
             except KeyError:
                 raise CommandError(f"The held-out split has no reference texts for {opts['dimension']!r}") from None
-            default_prompts = data.heldout()["prompts"]
+            split = data.heldout()
+            # The suggestion prompts, then this dimension's on-topic ones (--limit counts both).
+            default_prompts = split["prompts"] + split.get("on_topic", {}).get(opts["dimension"], [])
         else:
             default_prompts = data.neutral_prompts()
         prompts = read_prompts(opts["prompts"]) if opts["prompts"] else default_prompts
@@ -125,7 +127,10 @@ class Command(BaseCommand):
         line = (
             "{name}: Effect at −1 / 0 / +1: {effect_minus_1} / {effect_0} / {effect_plus_1};  Spearman ρ {spearman} "
             "(of the means {spearman_of_means});  PNE at +1 {pne_plus_1}, at −1 {pne_minus_1};  "
-            "PPL ratio at +1 {ppl_ratio_plus_1}, at −1 {ppl_ratio_minus_1}"
+            "PPL ratio at +1 {ppl_ratio_plus_1}, at −1 {ppl_ratio_minus_1};  "
+            "relevance at +1 {relevance_plus_1}, at −1 {relevance_minus_1};  "
+            "degenerate answers at +1 {degenerate_plus_1}, at −1 {degenerate_minus_1};  "
+            "composite at +1 {composite_plus_1}, at −1 {composite_minus_1}"
         )
         self.stdout.write(line.format(name="steering", **summary))
         for name, figures in summary["baselines"].items():
