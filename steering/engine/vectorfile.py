@@ -206,6 +206,10 @@ class SteeringVectors:
         """A copy with these dimensions' functional ranges replaced (e.g. by measured ones)."""
         return SteeringVectors(**{**self._fields(), "functional_range": {**self.functional_range, **ranges}})
 
+    def with_conditions(self, conditions: dict[str, Condition], report: dict | None = None) -> SteeringVectors:
+        """A copy with these conditions (and how they were chosen) in place of its own."""
+        return SteeringVectors(**{**self._fields(), "conditions": dict(conditions), "condition_report": report or {}})
+
     def with_residual_norms(self, norms: torch.Tensor) -> SteeringVectors:
         """A copy scaled to other residual norms (e.g. measured on the model that serves it)."""
         return SteeringVectors(**{**self._fields(), "residual_norms": norms.float()})
