@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from steering import data  # noqa: E402
 from steering.engine import GenerationParams, GenerationRequest, SteerableModel, SteeringVectors  # noqa: E402
-from steering.engine.conditions import compute_conditions  # noqa: E402
+from steering.engine.condition_fitting import compute_conditions  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import effect_scores  # noqa: E402
 from steering.engine.sweep import MAX_PPL_RATIO, RANGE_PROMPTS, search_functional_range  # noqa: E402

@@ -5,9 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from steering.engine import GenerationParams, GenerationRequest, SteeringHooks, SteeringVectors, record_activations, stream_batch
-from steering.engine.conditions import (
-    ConditionalSteering, ConditionGate, calibrate_threshold, cosine_scores, fit_condition,
-)
+from steering.engine.condition_fitting import calibrate_threshold, fit_condition
+from steering.engine.conditions import ConditionalSteering, ConditionGate, cosine_scores
 from steering.engine.vectorfile import VectorFileError
 
 ON, OFF, PLAIN = "please find the documents", "wanna grab coffee", "hello world"
