@@ -18,6 +18,8 @@ while the data and the engine are unchanged). Answers are greedy, through the en
 - On topic: the held-out split's prompts (recommendations), with the same profiles. Printed
   per dimension: Effect(all +1) − Effect(all −1) on its held-out reference texts, without and
   with conditions (it must stay positive), and the share of rows the dimension applied to.
+  With --alone, also each topical dimension alone at ±1: its Effect(+1) − Effect(−1) without
+  and with conditions.
 """
 
 from __future__ import annotations
@@ -59,10 +61,14 @@ EVERYDAY = [
 BATCH = 24
 
 
+# The code that makes a set's vectors, ranges and conditions: a change elsewhere keeps the file.
+MAKERS = ["extraction.py", "layers.py", "sweep.py", "condition_fitting.py", "loading.py", "generation.py", "hooks.py"]
+
+
 def fingerprint(dtype: str) -> str:
     digest = hashlib.sha256(dtype.encode())
     paths = sorted((ROOT / "steering/data/dimensions").glob("*.json")) + sorted((ROOT / "steering/data/prompts").glob("*.json"))
-    for path in paths + sorted((ROOT / "steering/engine").glob("*.py")):
+    for path in paths + [ROOT / "steering/engine" / name for name in MAKERS]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -114,6 +120,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--vectors", default="/tmp/steerlab-conditional-vectors.safetensors")
+    parser.add_argument("--alone", action="store_true", help="also each topical dimension alone, on topic")
+    parser.add_argument("--skip-profiles", action="store_true", help="only --alone")
     args = parser.parse_args()
     started = time.monotonic()
     model = SteerableModel.load(dtype=args.dtype)
@@ -132,7 +140,7 @@ def main() -> None:
         for sign, profile in profiles.items() for mode in ("always", "conditions")
     ]
     embedder = shared_embedder()
-    for kind, prompts in (("everyday", EVERYDAY), ("on_topic", on_topic_prompts)):
+    for kind, prompts in () if args.skip_profiles else (("everyday", EVERYDAY), ("on_topic", on_topic_prompts)):
         rows = [(p, prefs, cond) for _, prefs, cond in configs for p in prompts]
         texts, decisions = generate(model, rows, args.tokens, vectors)
         by_config = {name: texts[i * len(prompts) : (i + 1) * len(prompts)] for i, (name, _, _) in enumerate(configs)}
@@ -161,7 +169,30 @@ def main() -> None:
         for i in range(min(3, len(prompts))):
             print(json.dumps({"answers": kind, "prompt": prompts[i], **{name: by_config[name][i] for name, _, _ in configs}}),
                   flush=True)
+    if args.alone:
+        alone(model, vectors, embedder, on_topic_prompts, args.tokens)
     print(json.dumps({"seconds": round(time.monotonic() - started)}), flush=True)
+
+
+def alone(model, vectors, embedder, prompts, tokens) -> None:
+    """Each topical dimension alone at ±1 on topic: does it still move its Effect with conditions?"""
+    keys = [(dim, sign, conditional) for dim in TOPICAL for sign in (1.0, -1.0) for conditional in (False, True)]
+    rows = [(p, {dim: sign}, conditional) for dim, sign, conditional in keys for p in prompts]
+    texts, decisions = generate(model, rows, tokens, vectors)
+    part = {key: texts[i * len(prompts) : (i + 1) * len(prompts)] for i, key in enumerate(keys)}
+    applied = {key: decisions[i * len(prompts) : (i + 1) * len(prompts)] for i, key in enumerate(keys)}
+    line = {"prompts": "on_topic, each dimension alone"}
+    for dim in TOPICAL:
+        refs = data.heldout_references(dim)
+        entry = {}
+        for conditional, mode in ((False, "always"), (True, "conditions")):
+            effects = {sign: statistics.mean(effect_scores(embedder, part[(dim, sign, conditional)], *refs)) for sign in (1.0, -1.0)}
+            entry[f"spread {mode}"] = round(effects[1.0] - effects[-1.0], 4)
+        entry["applied_share"] = round(
+            sum(d[dim]["applied"] for sign in (1.0, -1.0) for d in applied[(dim, sign, True)]) / (2 * len(prompts)), 3
+        )
+        line[dim] = entry
+    print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":
