@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from steering import data  # noqa: E402
 from steering.engine import GenerationParams, GenerationRequest, SteerableModel, SteeringVectors  # noqa: E402
-from steering.engine.condition_fitting import compute_conditions  # noqa: E402
+from steering.engine.condition_reading import compute_conditions  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import effect_scores  # noqa: E402
 from steering.engine.sweep import MAX_PPL_RATIO, RANGE_PROMPTS, search_functional_range  # noqa: E402
@@ -61,8 +61,9 @@ EVERYDAY = [
 BATCH = 24
 
 
-# The code that makes a set's vectors, ranges and conditions: a change elsewhere keeps the file.
-MAKERS = ["extraction.py", "layers.py", "sweep.py", "condition_fitting.py", "loading.py", "generation.py", "hooks.py"]
+# The code that makes a set's vectors and ranges: a change elsewhere keeps the file. The
+# conditions take seconds, and are fitted afresh on every run.
+MAKERS = ["extraction.py", "layers.py", "sweep.py", "loading.py", "generation.py", "hooks.py"]
 
 
 def fingerprint(dtype: str) -> str:
@@ -76,22 +77,24 @@ def fingerprint(dtype: str) -> str:
 def vectors_for(model: SteerableModel, path: Path, key: str) -> SteeringVectors:
     stamp = path.with_suffix(".key")
     if path.exists() and stamp.exists() and stamp.read_text() == key:
-        return SteeringVectors.load(path)
+        vectors = SteeringVectors.load(path)
+    else:
+        started = time.monotonic()
+        vectors = model.compute_vectors({name: data.examples(name) for name in data.dimension_names()})
+        found = search_functional_range(
+            model.loaded, vectors, data.range_prompts(RANGE_PROMPTS), max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks
+        )
+        vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
+        print(json.dumps({"vectors_seconds": round(time.monotonic() - started), "ranges": vectors.functional_range}),
+              flush=True)
+        vectors.save(path)
+        stamp.write_text(key)
     started = time.monotonic()
-    vectors = model.compute_vectors({name: data.examples(name) for name in data.dimension_names()})
-    found = search_functional_range(
-        model.loaded, vectors, data.range_prompts(RANGE_PROMPTS), max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks
-    )
-    vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
     on_topic, off_topic = data.condition_prompts()
     conditions, report = compute_conditions(model.loaded, on_topic, off_topic)
-    vectors = vectors.with_conditions(conditions, {"layer": report.layer, "accuracy": report.accuracy})
-    print(json.dumps({"vectors_seconds": round(time.monotonic() - started), "ranges": vectors.functional_range,
-                      "condition_layer": report.layer, "condition_accuracy": report.accuracy,
-                      "thresholds": {d: round(c.threshold, 4) for d, c in conditions.items()}}), flush=True)
-    vectors.save(path)
-    stamp.write_text(key)
-    return vectors
+    print(json.dumps({"conditions_seconds": round(time.monotonic() - started, 1), "condition_layer": report.layer,
+                      "held_out_accuracy": report.accuracy}), flush=True)
+    return vectors.with_conditions(conditions, {"layer": report.layer, "accuracy": report.accuracy})
 
 
 def generate(model: SteerableModel, rows: list[tuple[str, dict, bool]], tokens: int, vectors: SteeringVectors):

@@ -7,7 +7,7 @@ safetensors file) · steerable (SteerableModel, the few-lines API) · embedding 
 embeddings) · measures (Effect, perplexity, PNE, Spearman, repetition) · sweep (strengths ×
 prompts in one batch: evaluation and the functional-range search) · conditions (conditional
 steering: a topical dimension applies only to turns about it, decided per row in the prefill)
-· condition_fitting (the conditions fitted from on- and off-topic prompts).
+· condition_reading (prompts read at the condition layer: conditions fitted, then decided).
 """
 
 from .extraction import (

@@ -6,16 +6,17 @@ In the spirit of IBM's conditional activation steering (CAST, arXiv 2409.05907).
 centre (the midpoint of the two classes) and a threshold. A prompt's score is the cosine of
 (mean prompt activation − centre) with the direction, so 0 lies halfway between the classes.
 
-- `condition_fitting.compute_conditions` fits one per dimension from on-topic and off-topic
+- `condition_reading.compute_conditions` fits one per dimension from on-topic and off-topic
   prompts, at the layer that separates them best on held-out folds, with a threshold
   calibrated on the same held-out scores.
 - `ConditionalSteering` is what a request carries for its topical dimensions: their
-  conditions and what each adds when it applies. The engine (`DecodeBatch`) scores every row
-  during its own prefill, in the same forward pass (`ConditionGate`, hooked on the condition
-  layer), decides per row and dimension, and from the first generated token on steers the
-  row with its style steering plus the dimensions that applied. The prompt itself carries no
-  topical steering, so what a row's prompt looks like at the condition layer never depends on
-  the decision being made, nor on any other row.
+  conditions and what each adds when it applies. Before a batch's prefill,
+  `condition_reading.decide` reads the
+  prompts of its rows that have conditions in one short pass that stops at the condition
+  layer (no cache, no steering: the prompt as the conditions were fitted on it), decides per
+  row and dimension, and records the decision on the request. The row's steering is then its
+  style steering plus the dimensions that apply, for its whole prompt and answer, so a chunked
+  prefill or a merge into a running batch steers it exactly as an unconditional request.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ class ConditionalSteering:
         return None if self.decision is None else {dim: d.as_dict() for dim, d in self.decision.items()}
 
 
+class PromptRead(Exception):
+    """Raised by the condition read's hook once the condition layers are read: the rest of
+    the forward pass is not needed."""
+
+
 def add_deltas(base: dict[int, torch.Tensor], *more: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
     """Layer deltas summed layer by layer (a new dict; the inputs are left as they were)."""
     total = dict(base)
@@ -88,26 +94,24 @@ def cosine_scores(activations: torch.Tensor, condition: Condition) -> torch.Tens
 
 
 class ConditionGate:
-    """Reads the prompts of one batch at their condition layers during its prefill and decides,
-    per row, which topical dimensions apply. `lengths` are (prompt tokens, all tokens) per row,
+    """Reads the prompts of a batch at their condition layers (through `observers`, hooked on
+    those layers) and decides, per row, which topical dimensions apply. `lengths` are (prompt tokens, all tokens) per row,
     all tokens counting a resumed answer's; rows are left-padded to `width` columns.
 
     Each row's mean is its own (a weighted sum over that row's hidden states only), so a
     decision never depends on another row."""
 
     def __init__(
-        self, rows: Sequence[ConditionalSteering | None], lengths: Sequence[tuple[int, int]], width: int
+        self, rows: Sequence[ConditionalSteering | None], lengths: Sequence[int], width: int
     ) -> None:
         self.rows = list(rows)
         # weights[i, t]: 1/(n − 1) on row i's prompt tokens after its first (a one-token
-        # prompt: 1 on it), 0 on padding, on a resumed answer and on rows without conditions.
+        # prompt: 1 on it), 0 on padding and on rows without conditions.
         weights = torch.zeros(len(rows), width, dtype=torch.float32)
-        for i, (row, (prompt, total)) in enumerate(zip(rows, lengths)):
-            if row is None:
-                continue
-            first = width - total + (1 if prompt > 1 else 0)
-            stop = width - total + prompt
-            weights[i, first:stop] = 1.0 / (stop - first)
+        for i, (row, length) in enumerate(zip(rows, lengths)):
+            if row is not None:
+                first = width - length + (1 if length > 1 else 0)
+                weights[i, first:] = 1.0 / (width - first)
         self._weights = weights
         self._sums: dict[int, torch.Tensor] = {}
         self._columns = (0, width)
@@ -116,10 +120,18 @@ class ConditionGate:
     def layers(self) -> set[int]:
         return {layer for row in self.rows if row is not None for layer in row.layers}
 
-    def observers(self, start: int, stop: int) -> dict:
-        """Hook callbacks for one prefill pass over columns start…stop − 1."""
+    def observers(self, start: int, stop: int, *, stop_after: bool = False) -> dict:
+        """Hook callbacks for one pass over columns start…stop − 1; with `stop_after`, the
+        deepest condition layer ends the pass (`PromptRead`): later layers are not needed."""
         self._columns = (start, stop)
-        return {layer: (lambda hidden, layer=layer: self._observe(layer, hidden)) for layer in self.layers}
+        last = max(self.layers)
+
+        def observe(hidden, layer):
+            self._observe(layer, hidden)
+            if stop_after and layer == last:
+                raise PromptRead
+
+        return {layer: (lambda hidden, layer=layer: observe(hidden, layer)) for layer in self.layers}
 
     def _observe(self, layer: int, hidden: torch.Tensor) -> None:
         start, stop = self._columns
@@ -128,13 +140,6 @@ class ConditionGate:
         counted = hidden.float().masked_fill((weights == 0)[..., None], 0.0)
         part = torch.einsum("bt,bth->bh", weights, counted)
         self._sums[layer] = part if layer not in self._sums else self._sums[layer] + part
-
-    def select(self, keep: Sequence[int]) -> None:
-        """Keep these rows only (the others left the batch during its prefill)."""
-        self.rows = [self.rows[i] for i in keep]
-        index = torch.as_tensor(list(keep), dtype=torch.long)
-        self._weights = self._weights[index]
-        self._sums = {layer: sums[index.to(sums.device)] for layer, sums in self._sums.items()}
 
     def decide(self) -> list[dict[int, torch.Tensor]]:
         """Score every row with conditions, record its decision on its `ConditionalSteering`,

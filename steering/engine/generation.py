@@ -22,7 +22,8 @@ from typing import Iterator, Sequence
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-from .conditions import ConditionalSteering, ConditionGate, add_deltas
+from .condition_reading import decide
+from .conditions import ConditionalSteering, add_deltas
 from .extraction import pad_left
 from .hooks import RowSteering, SteeringHooks
 from .kvcache import GrowingLayer, grow_cache
@@ -78,8 +79,8 @@ class GenerationRequest:
     # died): prefilled after the prompt, counted against max_new_tokens, never streamed again,
     # and a seeded sampler draws past them, so the answer goes on as if never interrupted.
     generated_ids: list[int] = field(default_factory=list)
-    # Topical dimensions, applied from the first generated token on only if the prompt is about
-    # them (the engine records its decision on this object); `steering` is then the rest.
+    # Topical dimensions, applied only if the prompt is about them (the engine records its
+    # decision on this object, before the prefill); `steering` is then the rest.
     conditions: ConditionalSteering | None = None
 
     def __post_init__(self) -> None:
@@ -270,17 +271,12 @@ class DecodeBatch:
         device = loaded.device
         self.rows = [_Row(key, r, loaded.tokenizer, device) for key, r in zip(keys, requests)]
         steered = [r.steering for r in requests]
-        if any(steered) and hooks is None:
+        conditional = any(r.conditions is not None for r in requests)
+        if (any(steered) or conditional) and hooks is None:
             raise ValueError("Steered requests need SteeringHooks")
+        if conditional:
+            steered = [add_deltas(s, applied) for s, applied in zip(steered, decide(loaded, hooks, requests))]
         self.steering = RowSteering.from_rows(steered, dtype=loaded.dtype, device=device)
-        self._gate = None
-        if any(r.conditions is not None for r in requests):
-            if hooks is None:
-                raise ValueError("Conditionally steered requests need SteeringHooks")
-            lengths = [(len(r.prompt_ids), len(r.prompt_ids) + len(r.generated_ids)) for r in requests]
-            width = max(total for _, total in lengths)
-            self._gate = ConditionGate([r.conditions for r in requests], lengths, width)
-            hooks.attach(sorted(self._gate.layers))
         self.input_ids, self.mask, positions = pad_left(
             [r.prompt_ids + r.generated_ids for r in requests], loaded.pad_id, device
         )
@@ -313,10 +309,8 @@ class DecodeBatch:
         left, on a cache whose layout `merge` knows."""
         return not self.done and not self.prefilling and _cache_is_joinable(self.cache)
 
-    def _forward(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, observers: dict | None = None
-    ) -> torch.Tensor:
-        context = self.hooks.active(self.steering, observers) if self.hooks is not None else nullcontext()
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        context = self.hooks.active(self.steering) if self.hooks is not None else nullcontext()
         with context:
             out = self.loaded.model(
                 input_ids=input_ids,
@@ -340,16 +334,11 @@ class DecodeBatch:
         else:
             start, width = self._prefilled, self.input_ids.shape[1]
             stop = min(width, start + self._chunk_columns)
-            observers = self._gate.observers(start, stop) if self._gate is not None else None
-            logits = self._forward(
-                self.input_ids[:, start:stop], self.mask[:, :stop], self._positions[:, start:stop], observers
-            )
+            logits = self._forward(self.input_ids[:, start:stop], self.mask[:, :stop], self._positions[:, start:stop])
             if stop < width:
                 self._prefilled = stop
                 return self._cancelled_while_prefilling()
             self._prefilled = None
-            if self._gate is not None:
-                self._apply_conditions()
         self.steps += 1
         greedy = logits.argmax(-1).tolist()
         # Rows never mix inside a forward pass, so a row's non-finite logits (absurd steering)
@@ -384,15 +373,6 @@ class DecodeBatch:
         self._advance(keep, next_tokens)
         return events
 
-    def _apply_conditions(self) -> None:
-        # The prompt has been read: each row's steering becomes its own plus the topical
-        # dimensions that apply to it, from the first generated token on.
-        added = self._gate.decide()
-        self._gate = None
-        if any(added):
-            rows = [add_deltas(row.request.steering, extra) for row, extra in zip(self.rows, added)]
-            self.steering = RowSteering.from_rows(rows, dtype=self.loaded.dtype, device=self.loaded.device)
-
     def _cancelled_while_prefilling(self) -> list[TokenEvent]:
         # A row cancelled between two prefill chunks leaves now rather than after the prompt.
         gone = [position for position, row in enumerate(self.rows) if row.request.cancel.is_set()]
@@ -410,8 +390,6 @@ class DecodeBatch:
         self.next_position = self.next_position[index]
         if self.steering is not None:
             self.steering = self.steering.select(keep)
-        if self._gate is not None:
-            self._gate.select(keep)
         return events
 
     def cancel_all(self) -> None:

@@ -24,7 +24,7 @@ from steering.engine import (
     VectorFileError,
     compute_vectors,
 )
-from steering.engine.condition_fitting import compute_conditions
+from steering.engine.condition_reading import compute_conditions
 from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import files, jobs

@@ -5,12 +5,12 @@ import torch
 from safetensors.torch import load_file
 
 from steering.engine import GenerationParams, GenerationRequest, SteeringHooks, SteeringVectors, record_activations, stream_batch
-from steering.engine.condition_fitting import calibrate_threshold, fit_condition
+from steering.engine.condition_reading import calibrate_threshold, fit_condition
 from steering.engine.conditions import ConditionalSteering, ConditionGate, cosine_scores
 from steering.engine.vectorfile import VectorFileError
 
 ON, OFF, PLAIN = "please find the documents", "wanna grab coffee", "hello world"
-LAYER = 1
+LAYER = 0  # before the steered layers 1 and 2; the read of the prompt is independent of any steering
 
 
 def _delta(loaded, seed, scale=8.0):
@@ -77,12 +77,14 @@ def test_a_row_about_the_topic_is_steered_and_its_neighbour_is_not_each_as_alone
     plain_on, plain_off = _tokens(tiny, hooks, [_request(tiny, ON)])[0], _tokens(tiny, hooks, [_request(tiny, OFF)])[0]
     assert batched[0] != plain_on
     assert batched[1] == plain_off
-    # The style steering of the fourth row is its own either way; the decision adds to it or not.
-    style_only = _tokens(tiny, hooks, [_request(tiny, OFF, style=style)])[0]
-    assert (batched[3] == style_only) != batch[3].conditions.decision["topic"].applied
+    # Decided before the prefill, an applied dimension steers prompt and answer as if unconditional.
+    assert batched[0] == _tokens(tiny, hooks, [_request(tiny, ON, style=topical)])[0]
+    # The style steering of the fourth row is its own either way.
+    assert batch[3].conditions.decision["topic"].applied is False
+    assert batched[3] == _tokens(tiny, hooks, [_request(tiny, OFF, style=style)])[0]
 
 
-def test_the_decision_is_the_same_when_the_prompt_is_prefilled_in_chunks(tiny):
+def test_a_prompt_prefilled_in_chunks_is_decided_and_steered_as_a_whole_one(tiny):
     hooks = SteeringHooks(tiny.layers, [1, 2])
     condition, topical = _condition(tiny), _delta(tiny, 1)
 
@@ -105,15 +107,16 @@ def test_a_threshold_above_every_score_turns_the_dimension_off(tiny):
 
 
 def test_the_gate_reads_only_each_rows_own_prompt_tokens():
-    hidden = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    hidden = torch.arange(3 * 5 * 3, dtype=torch.float32).reshape(3, 5, 3)
     hidden[0, 0] = float("nan")  # padding may hold NaN; it must not reach the mean
     row = ConditionalSteering({"d": (fit_condition(1, torch.ones(1, 3), -torch.ones(1, 3)), {})})
-    gate = ConditionGate([row, row], [(3, 4), (5, 5)], width=5)  # row 0: 1 pad, 3 prompt, 1 resumed
+    gate = ConditionGate([row, row, None], [3, 5, 5], width=5)  # row 0: 2 columns of padding
     for start, stop in ((0, 2), (2, 5)):
         gate.observers(start, stop)[1](hidden[:, start:stop])
     means = gate._sums[1]
-    assert torch.allclose(means[0], hidden[0, 2:4].mean(0))  # after the first prompt token, before the answer
+    assert torch.allclose(means[0], hidden[0, 3:5].mean(0))  # the prompt's tokens after its first
     assert torch.allclose(means[1], hidden[1, 1:5].mean(0))
+    assert not means[2].any()  # a row without conditions is not read
 
 
 def test_the_threshold_falls_in_the_middle_of_the_gap():

@@ -5,7 +5,7 @@ import pytest
 
 from steering import data
 from steering.engine import GenerationParams, GenerationRequest
-from steering.engine.condition_fitting import compute_conditions
+from steering.engine.condition_reading import compute_conditions
 from steering.engine.embedding import shared_embedder
 from steering.engine.measures import effect_scores
 

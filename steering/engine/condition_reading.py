@@ -1,4 +1,5 @@
-"""Fitting the conditions of conditional steering (see conditions.py) from prompts.
+"""Reading prompts at the condition layer (see conditions.py): fitting the conditions from
+on- and off-topic prompts, and deciding them for the prompts of a batch.
 
 A prompt is read as the extraction's "mean" read reads a text: the mean activation over every
 token of the prompt, through the chat template, but the first (the attention sink). All
@@ -13,11 +14,41 @@ from typing import Sequence
 
 import torch
 
-from .conditions import Condition, cosine_scores
-from .extraction import record_activations
+from .conditions import Condition, ConditionGate, PromptRead, cosine_scores
+from .extraction import pad_left, record_activations
 from .loading import LoadedModel
 
 CONDITION_FOLDS = 5
+# The condition layer is the earliest that separates this well, as a share of the best layer's
+# separation: on SmolLM2 the best is layer 22 (d′ ≈ 8.6), and layer 10 reaches 84 % of it
+# (d′ ≈ 7.2) at less than half the cost of reading up to layer 22.
+SEPARATION_SHARE = 0.8
+
+
+@torch.inference_mode()
+def decide(loaded, hooks, requests: Sequence) -> list[dict[int, torch.Tensor]]:
+    """Decide the conditions of `requests` (`GenerationRequest`s; those without conditions are
+    left alone) and return, per request, the deltas of its topical dimensions that apply ({}
+    for none). The prompts of the requests with conditions are read in one pass that stops at
+    the deepest condition layer, through `hooks` (which must hook those layers); each row's
+    mean is its own, so no row's decision depends on another."""
+    rows = [i for i, r in enumerate(requests) if r.conditions is not None]
+    added: list[dict[int, torch.Tensor]] = [{} for _ in requests]
+    if not rows:
+        return added
+    prompts = [requests[i].prompt_ids for i in rows]
+    input_ids, mask, positions = pad_left(prompts, loaded.pad_id, loaded.device)
+    width = input_ids.shape[1]
+    gate = ConditionGate([requests[i].conditions for i in rows], [len(p) for p in prompts], width)
+    hooks.attach(sorted(gate.layers))
+    try:
+        with hooks.active(None, gate.observers(0, width, stop_after=True)):
+            loaded.model.base_model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False)
+    except PromptRead:
+        pass
+    for i, deltas in zip(rows, gate.decide()):
+        added[i] = deltas
+    return added
 
 
 def fit_condition(layer: int, on_topic: torch.Tensor, off_topic: torch.Tensor, threshold: float = 0.0) -> Condition:
@@ -89,8 +120,9 @@ def compute_conditions(
     """One condition per dimension of `on_topic` ({dimension: prompts about it}) against the
     shared `off_topic` prompts (everyday questions about none). Prompts go through the chat
     template, as a chat turn does. All dimensions share one condition layer (one hook, one read
-    per batch): among `layers` (default: all but the first), the one with the best mean
-    held-out separation. Thresholds are calibrated on the held-out scores at that layer; the
+    per batch): among `layers` (default: all but the first), the earliest whose mean held-out
+    separation reaches SEPARATION_SHARE of the best, since a batch's read of its prompts runs
+    the model up to that layer. Thresholds are calibrated on the held-out scores at that layer; the
     directions are then fitted on all the prompts."""
     if not off_topic or any(not prompts for prompts in on_topic.values()):
         raise ValueError("Conditions need on-topic prompts for every dimension and off-topic prompts")
@@ -108,7 +140,8 @@ def compute_conditions(
             round(separation(*held_out_scores(on[dim][:, l], off[:, l])), 4) for l in range(loaded.num_layers)
         ]
     mean_sep = {l: sum(report.separation[dim][l] for dim in on) / len(on) for l in candidates}
-    layer = max(candidates, key=lambda l: (mean_sep[l], -l))
+    best = max(mean_sep.values())
+    layer = min(l for l in candidates if mean_sep[l] >= SEPARATION_SHARE * best)
     report.layer = layer
     conditions = {}
     for dim in on:
