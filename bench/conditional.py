@@ -124,7 +124,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--vectors", default="/tmp/steerlab-conditional-vectors.safetensors")
     parser.add_argument("--alone", action="store_true", help="also each topical dimension alone, on topic")
-    parser.add_argument("--skip-profiles", action="store_true", help="only --alone")
+    parser.add_argument("--skip-profiles", action="store_true", help="only --alone or --cost")
+    parser.add_argument("--cost", action="store_true", help="time the prefill with and without conditions")
     args = parser.parse_args()
     started = time.monotonic()
     model = SteerableModel.load(dtype=args.dtype)
@@ -174,7 +175,35 @@ def main() -> None:
                   flush=True)
     if args.alone:
         alone(model, vectors, embedder, on_topic_prompts, args.tokens)
+    if args.cost:
+        prefill_cost(model, vectors, EVERYDAY[:8])
     print(json.dumps({"seconds": round(time.monotonic() - started)}), flush=True)
+
+
+def prefill_cost(model, vectors, prompts, rounds: int = 5) -> None:
+    """Seconds to prefill a batch of `prompts` with the five topical dimensions at +1, steered
+    always and gated (the read of the prompts up to the condition layer, then the prefill);
+    the median of `rounds`."""
+    from steering.engine import DecodeBatch
+
+    timings = {}
+    for mode in ("always", "conditions", "unsteered"):
+        preferences = {} if mode == "unsteered" else dict.fromkeys(TOPICAL, 1.0)
+        seconds = []
+        for _ in range(rounds):
+            rows = [(p, preferences, mode == "conditions") for p in prompts]
+            requests = []
+            for prompt, prefs, conditional in rows:
+                steering, conditions = (vectors.conditional_deltas(prefs, dict.fromkeys(TOPICAL)) if conditional
+                                        else (vectors.layer_deltas(prefs) if prefs else {}, None))
+                requests.append(GenerationRequest(prompt_ids=model.loaded.chat_ids(prompt), steering=steering,
+                                                  conditions=conditions, params=GenerationParams(max_new_tokens=1)))
+            started = time.perf_counter()
+            batch = DecodeBatch(model.loaded, model.hooks, requests)
+            batch.step()
+            seconds.append(time.perf_counter() - started)
+        timings[mode] = round(statistics.median(seconds), 4)
+    print(json.dumps({"prefill_seconds": timings, "rows": len(prompts), "rounds": rounds}), flush=True)
 
 
 def alone(model, vectors, embedder, prompts, tokens) -> None:
