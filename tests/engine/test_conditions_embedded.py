@@ -17,7 +17,8 @@ OFF_TOPIC = ["How do I reset a forgotten email password?", "What is the differen
 
 @pytest.fixture(scope="module")
 def cost(smollm):
-    vectors = smollm.compute_vectors({"cost": data.examples("cost")}, functional_range=0.06)
+    # 0.02: the functional range the site's search measures for cost (bench/conditional.py).
+    vectors = smollm.compute_vectors({"cost": data.examples("cost")}, functional_range=0.02)
     on_topic, off_topic = data.condition_prompts()
     conditions, _ = compute_conditions(smollm.loaded, {"cost": on_topic["cost"]}, off_topic)
     return smollm.add_vectors(vectors.with_conditions(conditions), "cost-conditional")
