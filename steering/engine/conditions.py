@@ -7,14 +7,14 @@ centre (the midpoint of the two classes) and a threshold. A prompt's score is th
 (mean prompt activation − centre) with the direction, so 0 lies halfway between the classes.
 
 - `condition_reading.compute_conditions` fits one per dimension from on-topic and off-topic
-  prompts, at the layer that separates them best on held-out folds, with a threshold
+  prompts, at an early layer that separates them well on held-out folds, with a threshold
   calibrated on the same held-out scores.
 - `ConditionalSteering` is what a request carries for its topical dimensions: their
   conditions and what each adds when it applies. Before a batch's prefill,
-  `condition_reading.decide` reads the
-  prompts of its rows that have conditions in one short pass that stops at the condition
-  layer (no cache, no steering: the prompt as the conditions were fitted on it), decides per
-  row and dimension, and records the decision on the request. The row's steering is then its
+  `condition_reading.decide` reads the prompts of its rows that have conditions in one short
+  pass that stops at the condition layer (no cache, no steering: the prompt as the conditions
+  were fitted on it), decides per row and dimension (`ConditionGate`), and records the
+  decision on the request. The row's steering is then its
   style steering plus the dimensions that apply, for its whole prompt and answer, so a chunked
   prefill or a merge into a running batch steers it exactly as an unconditional request.
 """
