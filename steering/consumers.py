@@ -126,7 +126,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             log.exception("Chat turn %s failed", request_id)
             await self.error("internal", "Something went wrong on the server; it has been logged.", **ids)
         else:
-            stats = {k: result[k] for k in ("tokens", "latency_ms", "first_token_ms", "finish_reason", "interaction_id")}
+            stats = {
+                k: result[k]
+                for k in ("tokens", "latency_ms", "first_token_ms", "finish_reason", "interaction_id", "conditions")
+            }
             await self.send_json({"type": "done", **ids, "text": result["generated_text"], "stats": stats,
                                   "preferences_applied": result["preferences_applied"]})
 

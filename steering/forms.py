@@ -62,6 +62,10 @@ class PreferenceDimensionForm(forms.ModelForm):
         label="LEARN phrases (negative)",
         help_text="The same for the negative end (“budget”, “I want lower cost”).",
     )
+    condition_prompts = LinesField(
+        label="On-topic questions",
+        help_text=PreferenceDimension._meta.get_field("condition_prompts").help_text + " One per line; a dozen or more.",
+    )
 
     class Meta:
         model = PreferenceDimension
@@ -76,6 +80,9 @@ class PreferenceDimensionForm(forms.ModelForm):
             "reference_negative",
             "feedback_positive",
             "feedback_negative",
+            "kind",
+            "condition_threshold",
+            "condition_prompts",
         ]
         help_texts = {
             "name": "Short identifier (letters, digits, hyphens, underscores), as the API and the vector files name "

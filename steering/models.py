@@ -8,7 +8,7 @@ import math
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 class PreferenceDimension(models.Model):
     """One axis of preference, negative end ↔ positive end (Casual ↔ Formal). The examples
     train the steering vector; the reference texts, kept apart, judge its effect."""
+
+    class Kind(models.TextChoices):
+        STYLE = "style"
+        TOPICAL = "topical"
 
     name = models.SlugField(max_length=50)
     negative_label = models.CharField(max_length=60)
@@ -32,6 +36,23 @@ class PreferenceDimension(models.Model):
     # Feedback is compared with these; empty lists fall back to phrases made from the labels.
     feedback_positive = models.JSONField(default=list, blank=True)
     feedback_negative = models.JSONField(default=list, blank=True)
+    # Conditional steering: a style applies to every answer; a topical dimension only to turns
+    # about its subject, judged from the prompt's activations (the set's condition for it).
+    kind = models.CharField(
+        max_length=10, choices=Kind.choices, default=Kind.STYLE,
+        help_text="Style: applies to every answer (formality). Topical: applies only when the turn is about "
+        "this dimension's subject (cost applies to a question about where to eat, not to one about a password).",
+    )
+    condition_threshold = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(-1.0), MaxValueValidator(1.0)],
+        help_text="Topical only: how much a prompt must look like the on-topic prompts for the dimension to apply, "
+        "as a cosine score (−1…1; higher applies less often). Empty: the threshold calibrated with the vector set.",
+    )
+    condition_prompts = models.JSONField(
+        default=list, blank=True,
+        help_text="Topical only: user questions about this dimension's subject, which fit its condition against "
+        "everyday questions. Empty: the shipped ones for a default dimension; none for others (always applies).",
+    )
     # An uploaded set's own dimension, seen only through that set (and deleted with it); the
     # shared catalogue, with unique names, is the dimensions private to no set.
     private_to = models.ForeignKey(

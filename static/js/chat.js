@@ -71,6 +71,20 @@
     conversations.prepend(item);
   }
 
+  // Conditional steering: a topical preference that did not apply to this turn says so, quietly.
+  function showConditions(item, conditions) {
+    if (!conditions) return;
+    const skipped = Object.keys(conditions).filter(function (name) { return !conditions[name].applied; });
+    if (!skipped.length) return;
+    const note = document.createElement("div");
+    note.className = "chat-conditions muted";
+    note.textContent = skipped.map(function (name) { return name + " not applied: not about " + name; }).join(" · ");
+    note.title = skipped.map(function (name) {
+      return name + ": score " + conditions[name].score + ", applies from " + conditions[name].threshold;
+    }).join("\n");
+    item.appendChild(note);
+  }
+
   function onFrame(frame) {
     // Frames for another generation (another tab's cancel, a stale request) are not ours.
     if (!current || (frame.request_id && current.requestId && frame.request_id !== current.requestId)) {
@@ -92,6 +106,7 @@
         current.item.dataset.interaction = frame.stats.interaction_id;
         window.SteerLab.attachFeedback(current.item, frame.stats.interaction_id);
       }
+      showConditions(current.item, frame.stats && frame.stats.conditions);
       finish();
     } else if (frame.type === "error") {
       const error = document.createElement("div");

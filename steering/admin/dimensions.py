@@ -17,9 +17,10 @@ class PreferenceDimensionAdmin(admin.ModelAdmin):
         "examples are what a vector set is computed from; their reference texts only judge the result."
     )
     list_display = [
-        "name", "negative_label", "positive_label", "positive_count", "negative_count", "reference_count",
-        "created_at",
+        "name", "negative_label", "positive_label", "kind", "condition_threshold", "positive_count", "negative_count",
+        "reference_count", "created_at",
     ]
+    list_filter = ["kind"]
     search_fields = ["name", "negative_label", "positive_label", "description"]
     fieldsets = [
         (None, {"fields": ["name", "negative_label", "positive_label", "description"]}),
@@ -37,6 +38,15 @@ class PreferenceDimensionAdmin(admin.ModelAdmin):
             {
                 "fields": ["feedback_positive", "feedback_negative"],
                 "description": "Feedback texts on answers are compared with these to find which end a user wants.",
+            },
+        ),
+        (
+            "Conditional steering: when the dimension applies",
+            {
+                "fields": ["kind", "condition_threshold", "condition_prompts"],
+                "description": "A topical dimension steers only the turns about its subject, judged from the prompt "
+                "by a condition that a vector set computes with its vectors (from the on-topic questions against "
+                "everyday ones). Kind and threshold take effect at once; new questions need a recomputed set.",
             },
         ),
     ]

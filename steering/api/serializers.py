@@ -18,6 +18,11 @@ class ChatResponseSerializer(serializers.Serializer):
     interaction_id = serializers.IntegerField()
     finish_reason = serializers.CharField()
     vector_set = serializers.IntegerField()
+    conditions = serializers.DictField(
+        allow_null=True,
+        help_text="Conditional steering: for each topical dimension asked for, whether it applied to this turn "
+        "{applied, score, threshold}; null when no topical dimension was gated.",
+    )
 
 
 class DimensionSerializer(serializers.ModelSerializer):

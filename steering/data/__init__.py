@@ -55,3 +55,11 @@ def heldout_references(name: str) -> tuple[list[str], list[str]]:
     """(positive, negative) held-out reference texts of a default dimension."""
     refs = heldout()["references"][name]
     return refs["positive"], refs["negative"]
+
+
+@cache
+def condition_prompts() -> tuple[dict[str, list[str]], list[str]]:
+    """Conditional steering's fitting prompts: ({topical dimension: prompts about it}, everyday
+    prompts about none). Not the held-out split's, nor the ones bench/conditional.py grades with."""
+    raw = json.loads((DATA_DIR / "prompts" / "conditions.json").read_text())
+    return raw["on_topic"], raw["off_topic"]

@@ -5,7 +5,9 @@ layers (default layers, held-out layer scores, top-k choice) · hooks (per-row
 steering) · generation (batched streaming decode) · vectorfile (SteeringVectors and their
 safetensors file) · steerable (SteerableModel, the few-lines API) · embedding (sentence
 embeddings) · measures (Effect, perplexity, PNE, Spearman, repetition) · sweep (strengths ×
-prompts in one batch: evaluation and the functional-range search).
+prompts in one batch: evaluation and the functional-range search) · conditions (conditional
+steering: a topical dimension applies only to turns about it, decided per row in the prefill)
+· condition_reading (prompts read at the condition layer: conditions fitted, then decided).
 """
 
 from .extraction import (

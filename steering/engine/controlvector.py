@@ -134,6 +134,14 @@ def check_directions(directions: dict[int, torch.Tensor]) -> None:
         raise ControlVectorError("Directions must be finite")
 
 
+# A set may apply a topical dimension only to turns about its subject (conditional steering);
+# a control vector cannot say when, so the export carries the vector alone, and says so.
+CONDITION_NOTICE = (
+    "SteerLab applies {dimension} only to turns about its subject (conditional steering); llama.cpp has "
+    "no conditions, so this control vector carries the steering vector only and steers every turn."
+)
+
+
 def control_vector_from(
     vectors: SteeringVectors, dimension: str, strength: float = 1.0, *, model_hint: str = "", source: str = ""
 ) -> ControlVector:
@@ -164,6 +172,8 @@ def control_vector_from(
     }
     if not metadata["steerlab.omitted_layers"]:
         del metadata["steerlab.omitted_layers"]
+    if dimension in vectors.conditions:
+        metadata["steerlab.notice"] = CONDITION_NOTICE.format(dimension=dimension)
     return ControlVector(directions=directions, model_hint=model_hint, metadata=metadata)
 
 

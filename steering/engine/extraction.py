@@ -152,7 +152,7 @@ def pad_left(batch: list[list[int]], pad_id: int, device: torch.device):
 @torch.inference_mode()
 def record_activations(
     loaded: LoadedModel,
-    texts: Sequence[str],
+    texts: Sequence[str] | Sequence[list[int]],
     *,
     read: str = "mean",
     batch_size: int = 16,
@@ -164,7 +164,8 @@ def record_activations(
         raise ValueError(f"read must be one of {', '.join(READS)}, not {read!r}")
     if not texts:
         raise ValueError("No texts to record activations from")
-    ids = [loaded.tokenizer(text)["input_ids"] for text in texts]
+    # A text is tokenized as it is; token ids (a chat turn through its template) are taken as given.
+    ids = [list(text) if isinstance(text, list) else loaded.tokenizer(text)["input_ids"] for text in texts]
     short = [i for i, row in enumerate(ids) if len(row) < 2]
     if short:
         raise ValueError(f"Texts {short} are too short: at least two tokens are needed (the first is skipped)")

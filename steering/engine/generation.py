@@ -22,6 +22,8 @@ from typing import Iterator, Sequence
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
+from .condition_reading import decide
+from .conditions import ConditionalSteering, add_deltas
 from .extraction import pad_left
 from .hooks import RowSteering, SteeringHooks
 from .kvcache import GrowingLayer, grow_cache
@@ -77,6 +79,9 @@ class GenerationRequest:
     # died): prefilled after the prompt, counted against max_new_tokens, never streamed again,
     # and a seeded sampler draws past them, so the answer goes on as if never interrupted.
     generated_ids: list[int] = field(default_factory=list)
+    # Topical dimensions, applied only if the prompt is about them (the engine records its
+    # decision on this object, before the prefill); `steering` is then the rest.
+    conditions: ConditionalSteering | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -266,8 +271,11 @@ class DecodeBatch:
         device = loaded.device
         self.rows = [_Row(key, r, loaded.tokenizer, device) for key, r in zip(keys, requests)]
         steered = [r.steering for r in requests]
-        if any(steered) and hooks is None:
+        conditional = any(r.conditions is not None for r in requests)
+        if (any(steered) or conditional) and hooks is None:
             raise ValueError("Steered requests need SteeringHooks")
+        if conditional:
+            steered = [add_deltas(s, applied) for s, applied in zip(steered, decide(loaded, hooks, requests))]
         self.steering = RowSteering.from_rows(steered, dtype=loaded.dtype, device=device)
         self.input_ids, self.mask, positions = pad_left(
             [r.prompt_ids + r.generated_ids for r in requests], loaded.pad_id, device

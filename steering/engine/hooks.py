@@ -56,7 +56,11 @@ class RowSteering:
 # The steering active in this context, with the hooks it was activated on: a model may carry
 # more than one set of hooks (the site's on every layer, and a sweep's or a test's own), and
 # each set adds only what was activated on it, so no delta is ever added twice.
-_active: ContextVar[tuple[SteeringHooks, RowSteering] | None] = ContextVar("steerlab_active_steering", default=None)
+# An observer (layer → callback) sees a layer's output, after its delta: how conditional
+# steering reads the prompt in the same pass (see conditions.ConditionGate).
+_active: ContextVar[tuple[SteeringHooks, RowSteering | None, dict] | None] = ContextVar(
+    "steerlab_active_steering", default=None
+)
 
 
 class SteeringHooks:
@@ -96,11 +100,15 @@ class SteeringHooks:
         self.remove()
 
     @contextlib.contextmanager
-    def active(self, steering: RowSteering | None) -> Iterator[None]:
+    def active(self, steering: RowSteering | None, observers: dict | None = None) -> Iterator[None]:
+        """Make `steering` (and `observers`: {layer: callback(hidden)}) active for the passes
+        run inside this block."""
         missing = set(steering.deltas) - set(self._handles) if steering else set()
+        missing |= set(observers or ()) - set(self._handles)
         if missing:
             raise ValueError(f"Steering asks for layers {sorted(missing)} that have no hook")
-        token = _active.set((self, steering) if steering is not None else None)
+        engaged = steering is not None or bool(observers)
+        token = _active.set((self, steering, observers or {}) if engaged else None)
         try:
             yield
         finally:
@@ -111,16 +119,23 @@ class SteeringHooks:
             active = _active.get()
             if active is None or active[0] is not self:
                 return None
-            delta = active[1].deltas.get(index)
-            if delta is None:
+            _, steering, observers = active
+            delta = steering.deltas.get(index) if steering is not None else None
+            observer = observers.get(index)
+            if delta is None and observer is None:
                 return None
             hidden = output[0] if isinstance(output, tuple) else output
+            if delta is None:
+                observer(hidden)
+                return None
             if delta.shape[0] != hidden.shape[0]:
                 raise RuntimeError(
                     f"Steering has {delta.shape[0]} rows but the batch at layer {index} has {hidden.shape[0]}"
                 )
             self.fired[index] += 1
             steered = hidden + delta[:, None, :]
+            if observer is not None:
+                observer(steered)
             return (steered, *output[1:]) if isinstance(output, tuple) else steered
 
         return hook

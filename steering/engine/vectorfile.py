@@ -14,6 +14,11 @@ full-strength additions together break answers that each alone keeps (issue 24).
 
 The file stores the tensors `vector.<dim>` ([layers, hidden]) and `residual_norms`
 ([layers]), and everything else as JSON strings in the safetensors metadata.
+
+A set may also carry conditions (conditional steering, `conditions.py`): for a topical
+dimension, `condition.direction.<dim>` and `condition.center.<dim>` ([hidden] each), with
+their layer and threshold in the metadata's `conditions`. Readers that predate them ignore
+both, and steer those dimensions always.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+
+from .conditions import Condition, ConditionalSteering
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = "1"
@@ -64,6 +71,10 @@ class SteeringVectors:
     layer_scores: dict[str, list[float]] = field(default_factory=dict)
     # The budget of the summed addition, a fraction of the residual norm (sweep.search_joint_range)
     joint_range: float | None = None
+    # When each topical dimension applies (see conditions.py); a dimension without one always does.
+    conditions: dict[str, Condition] = field(default_factory=dict)
+    # How the conditions were chosen: {"layer", "separation": {dim: [per layer]}, "accuracy": {dim}}.
+    condition_report: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -124,6 +135,17 @@ class SteeringVectors:
         for dim, scores in self.layer_scores.items():
             if len(scores) != self.num_layers:
                 problems.append(f"layer scores of {dim!r} must be {self.num_layers} values, not {len(scores)}")
+        for dim, condition in self.conditions.items():
+            if dim not in self.vectors:
+                problems.append(f"condition names unknown dimension {str(dim)[:60]!r}")
+                continue
+            if not 0 <= condition.layer < self.num_layers:
+                problems.append(f"condition of {dim!r} is at layer {condition.layer}, not one of 0…{self.num_layers - 1}")
+            for name, tensor in (("direction", condition.direction), ("center", condition.center)):
+                if tuple(tensor.shape) != (self.hidden_size,) or not torch.isfinite(tensor).all():
+                    problems.append(f"condition {name} of {dim!r} must be {self.hidden_size} finite values")
+            if not math.isfinite(condition.threshold):
+                problems.append(f"condition threshold of {dim!r} must be a finite number")
         if tuple(self.residual_norms.shape) != (self.num_layers,) or not torch.isfinite(self.residual_norms).all():
             problems.append(f"residual_norms must be {self.num_layers} finite values")
         for dim, value in self.functional_range.items():
@@ -162,6 +184,24 @@ class SteeringVectors:
             total = total * (self.joint_range / size.clamp_min(1e-12)).clamp(max=1.0)[:, None]
         return {layer: total[layer] for layer in self.layers}
 
+    def conditional_deltas(
+        self, preferences: dict[str, float], topical: dict[str, float | None]
+    ) -> tuple[dict[int, torch.Tensor], ConditionalSteering | None]:
+        """One request's steering split in two: (the deltas always added, the topical
+        dimensions that apply only when the prompt is about them). `topical` names the
+        dimensions that are topical, each with its threshold (None: the calibrated one); a
+        topical dimension that has no condition in this set is always added, as before sets
+        had conditions."""
+        gated = {dim for dim, s in preferences.items() if dim in topical and dim in self.conditions and s != 0}
+        always = self.layer_deltas({dim: s for dim, s in preferences.items() if dim not in gated})
+        if not gated:
+            return always, None
+        dimensions = {
+            dim: (self.conditions[dim].with_threshold(topical[dim]), self.layer_deltas({dim: preferences[dim]}))
+            for dim in sorted(gated)
+        }
+        return always, ConditionalSteering(dimensions)
+
     def check_model(self, *, model_id: str | None, num_layers: int, hidden_size: int) -> None:
         """Raise VectorFileError listing every way these vectors do not fit the model."""
         problems = []
@@ -182,6 +222,10 @@ class SteeringVectors:
         """A copy with this budget for the summed addition (None: no cap)."""
         return SteeringVectors(**{**self._fields(), "joint_range": joint_range})
 
+    def with_conditions(self, conditions: dict[str, Condition], report: dict | None = None) -> SteeringVectors:
+        """A copy with these conditions (and how they were chosen) in place of its own."""
+        return SteeringVectors(**{**self._fields(), "conditions": dict(conditions), "condition_report": report or {}})
+
     def with_residual_norms(self, norms: torch.Tensor) -> SteeringVectors:
         """A copy scaled to other residual norms (e.g. measured on the model that serves it)."""
         return SteeringVectors(**{**self._fields(), "residual_norms": norms.float()})
@@ -197,6 +241,9 @@ class SteeringVectors:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"vector.{dim}": vec.float().contiguous() for dim, vec in self.vectors.items()}
         tensors["residual_norms"] = self.residual_norms.float().contiguous()
+        for dim, condition in self.conditions.items():
+            tensors[f"condition.direction.{dim}"] = condition.direction.float().contiguous()
+            tensors[f"condition.center.{dim}"] = condition.center.float().contiguous()
         meta = {
             "format": FORMAT_VERSION,
             "model_id": self.model_id,
@@ -212,6 +259,8 @@ class SteeringVectors:
             "created_at": self.created_at,
             "layer_scores": self.layer_scores,
             "joint_range": self.joint_range,
+            "conditions": {dim: {"layer": c.layer, "threshold": c.threshold} for dim, c in self.conditions.items()},
+            "condition_report": self.condition_report,
         }
         tmp = path.with_name(f".{path.name}.tmp")
         try:
@@ -271,11 +320,23 @@ class SteeringVectors:
                 created_at=meta.get("created_at", ""),
                 layer_scores={dim: [float(x) for x in scores] for dim, scores in meta.get("layer_scores", {}).items()},
                 joint_range=None if meta.get("joint_range") is None else float(meta["joint_range"]),
+                conditions=_conditions(tensors, meta.get("conditions", {}), source),
+                condition_report=meta.get("condition_report", {}),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, VectorFileError):
                 raise
             raise VectorFileError(f"{source}: malformed metadata ({exc})") from exc
+
+
+def _conditions(tensors: dict[str, torch.Tensor], meta: dict, source: str) -> dict[str, Condition]:
+    conditions = {}
+    for dim, entry in meta.items():
+        direction, center = tensors.get(f"condition.direction.{dim}"), tensors.get(f"condition.center.{dim}")
+        if direction is None or center is None:
+            raise VectorFileError(f"{source}: the condition of {str(dim)[:60]!r} lacks its direction or centre tensor")
+        conditions[dim] = Condition(int(entry["layer"]), direction.float(), center.float(), float(entry["threshold"]))
+    return conditions
 
 
 def _is_int(value) -> bool:
@@ -310,6 +371,17 @@ def _metadata_problems(meta: dict) -> list[str]:
         problems.append("labels must be an object mapping dimensions to [negative, positive]")
     if meta.get("joint_range") is not None and not _is_number(meta["joint_range"]):
         problems.append("joint_range must be a number or null")
+    conditions = meta.get("conditions", {})
+    if not (
+        isinstance(conditions, dict)
+        and all(
+            isinstance(c, dict) and _is_int(c.get("layer")) and _is_number(c.get("threshold"))
+            for c in conditions.values()
+        )
+    ):
+        problems.append("conditions must map dimensions to {layer: integer, threshold: number}")
+    if not isinstance(meta.get("condition_report", {}), dict):
+        problems.append("condition_report must be an object")
     scores = meta.get("layer_scores", {})
     if not isinstance(scores, dict):
         problems.append("layer_scores must be an object mapping dimensions to lists of numbers")

@@ -172,7 +172,13 @@ class Admission:
     def _check_steering(self, request: GenerationRequest) -> None:
         # Checked here so a bad request is refused to its caller, not failed mid-batch
         # together with everyone it would have shared a forward pass with.
-        for layer, delta in request.steering.items():
+        parts = [request.steering]
+        if request.conditions is not None:
+            for condition, deltas in request.conditions.dimensions.values():
+                if not 0 <= condition.layer < self.loaded.num_layers:
+                    raise ValueError(f"A condition reads layer {condition.layer}; the model has {self.loaded.num_layers} layers")
+                parts.append(deltas)
+        for layer, delta in (item for part in parts for item in part.items()):
             if not 0 <= layer < self.loaded.num_layers:
                 raise ValueError(f"Steering names layer {layer}; the model has {self.loaded.num_layers} layers")
             if tuple(delta.shape) != (self.loaded.hidden_size,):

@@ -165,6 +165,7 @@ class Completion:
         echo = {"vector_set": self.turn.plan.vector_set.pk, "preferences_applied": self.turn.strengths}
         if logged is not None:
             echo["interaction_id"] = logged["interaction_id"]
+            echo["conditions"] = self.turn.conditions
         return echo
 
     async def result(self) -> dict:

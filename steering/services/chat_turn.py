@@ -76,6 +76,7 @@ class ChatTurn:
         self.finish_reason = "error"
         self.tokens = 0
         self.first_token_ms: int | None = None
+        self.conditions: dict | None = None  # the topical dimensions' decisions (conditional steering)
         self.error = ""
         self.served_by: list[dict] = []  # worker mode: each worker that streamed part of the answer
         self._cancelled = asyncio.Event()
@@ -134,6 +135,7 @@ class ChatTurn:
                 elif event["type"] == "done":
                     self.finish_reason, self.tokens = event["finish"], event["tokens"]
                     self.first_token_ms = event.get("first_token_ms")
+                    self.conditions = event.get("conditions")
                 elif event["type"] == "worker":
                     self.served_by.append({"worker": event["worker"], "from_token": event["resumed_at"]})
                 elif event["type"] == "error":
@@ -174,6 +176,7 @@ class ChatTurn:
             "first_token_ms": self.first_token_ms,
             "interaction_id": log_entry.pk,
             "finish_reason": self.finish_reason,
+            "conditions": self.conditions,
             "vector_set": self.plan.vector_set.pk if self.plan else None,
             "conversation_id": self.plan.conversation.pk if self.plan and self.plan.conversation else None,
         }

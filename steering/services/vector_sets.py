@@ -24,6 +24,7 @@ from steering.engine import (
     VectorFileError,
     compute_vectors,
 )
+from steering.engine.condition_reading import compute_conditions
 from steering.engine.sweep import RANGE_PROMPTS, search_functional_range, search_joint_range
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import files, jobs
@@ -50,6 +51,7 @@ def dimension_import_default(*, name: str) -> PreferenceDimension:
             "negative_examples": negative,
             "reference_positive": spec.get("reference_positive", []),
             "reference_negative": spec.get("reference_negative", []),
+            "kind": spec.get("kind", PreferenceDimension.Kind.STYLE),
             **feedback,
         },
     )
@@ -213,6 +215,31 @@ def functional_range_measure(
     return vectors.with_joint_range(joint.joint_range)
 
 
+def dimension_condition_prompts(dimension: PreferenceDimension) -> list[str]:
+    """The on-topic questions a dimension's condition is fitted from: its own, else the shipped
+    ones of a default dimension, else none (then it has no condition and always applies)."""
+    if dimension.condition_prompts:
+        return list(dimension.condition_prompts)
+    shipped, _ = data.condition_prompts()
+    return list(shipped.get(dimension.name, [])) if dimension.private_to_id is None else []
+
+
+def conditions_compute(
+    *, vectors: SteeringVectors, loaded: LoadedModel, dimensions: Sequence[PreferenceDimension]
+) -> SteeringVectors:
+    """`vectors` with a condition for every dimension that has on-topic questions (whatever its
+    kind today: staff may make it topical later without recomputing), fitted against the
+    shipped everyday questions."""
+    on_topic = {dim.name: prompts for dim in dimensions if (prompts := dimension_condition_prompts(dim))}
+    if not on_topic:
+        return vectors
+    conditions, report = compute_conditions(loaded, on_topic, data.condition_prompts()[1])
+    log.info("Conditions at layer %d, held-out balanced accuracy %s", report.layer, report.accuracy)
+    return vectors.with_conditions(
+        conditions, {"layer": report.layer, "accuracy": report.accuracy, "separation": report.separation}
+    )
+
+
 EXTRACTION_SHARE = 0.8
 
 
@@ -250,6 +277,7 @@ def vector_set_compute(
             loaded=loaded,
             progress=lambda done, total: job.progress(total * share + (1 - share) * done, total),
         )
+        vectors = conditions_compute(vectors=vectors, loaded=loaded, dimensions=list(vector_set.dimensions.all()))
         return stored(job, vectors)
 
     def measure(job: jobs.Job) -> dict:

@@ -11,7 +11,7 @@ backends that generate one and yield the same events.
 
 Events are dicts: {"type": "token", "text"} (worker mode also says which worker serves the
 request: {"type": "worker", "worker", "resumed_at"}, again after each move), then one of {"type": "done", "finish", "tokens",
-"first_token_ms"} or {"type": "error", "code", "message", "retry_after"}.
+"first_token_ms", "conditions"} or {"type": "error", "code", "message", "retry_after"}.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ class GenerationSpec:
 
     def to_request(self) -> GenerationRequest:
         """Resolve steering against this process's model (loads the vector file once)."""
+        steering, conditions = site.steering_for(self.vector_set_id, self.strengths)
         return GenerationRequest(
             prompt_ids=self.prompt_ids, params=GenerationParams(**self.params),
-            steering=site.steering_for(self.vector_set_id, self.strengths),
-            generated_ids=list(self.generated_ids),
+            steering=steering, conditions=conditions, generated_ids=list(self.generated_ids),
         )
 
 
@@ -115,6 +115,8 @@ async def run_on_scheduler(
                 "finish": ticket.finish,
                 "tokens": ticket.tokens,
                 "first_token_ms": None if ticket.time_to_first_token is None else round(ticket.time_to_first_token * 1000),
+                # Which topical dimensions applied, and why (None: no topical dimension was gated).
+                "conditions": request.conditions.decision_dict() if request.conditions is not None else None,
             }
     finally:
         watcher.cancel()

@@ -32,9 +32,10 @@ from steering import data
 from steering.engine import (
     GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
+from steering.engine.conditions import ConditionalSteering
 from steering.engine.loading import model_id_for
 from steering.inference import Scheduler
-from steering.models import VectorSet
+from steering.models import PreferenceDimension, VectorSet
 from steering.services import files
 
 _lock = threading.RLock()
@@ -199,19 +200,22 @@ def _cache_put(site: _Site, key: tuple[int, str], vectors: SteeringVectors) -> N
             total -= evicted.nbytes
 
 
-def steering_for(vector_set_id: int | None, strengths: dict[str, float]) -> dict:
-    """The layer deltas ({layer: tensor}) that `strengths` on vector set `vector_set_id` add
-    to the site model: what a generation's steering is, resolved in one call so that the
-    backends never query the database. No strengths, no steering (and no query). Raises
-    VectorSetNotFound, VectorSetUnavailable, or LookupError/ValueError for an unknown
-    dimension or a bad strength."""
+def steering_for(vector_set_id: int | None, strengths: dict[str, float]) -> tuple[dict, ConditionalSteering | None]:
+    """What `strengths` on vector set `vector_set_id` add to the site model: (the layer deltas
+    {layer: tensor} always added, the topical dimensions added only if the turn is about them),
+    resolved in one call so that the backends never query the database. No strengths, no
+    steering (and no query). Raises VectorSetNotFound, VectorSetUnavailable, or
+    LookupError/ValueError for an unknown dimension or a bad strength."""
     if not strengths:
-        return {}
+        return {}, None
     try:
         vector_set = VectorSet.objects.get(pk=vector_set_id)
     except VectorSet.DoesNotExist:
         raise VectorSetNotFound(f"Vector set {vector_set_id} no longer exists") from None
-    return site_vectors(vector_set).layer_deltas(strengths)
+    topical = dict(
+        vector_set.dimensions.filter(kind=PreferenceDimension.Kind.TOPICAL).values_list("name", "condition_threshold")
+    )
+    return site_vectors(vector_set).conditional_deltas(strengths, topical)
 
 
 def forget_vector_set(pk: int) -> None:

@@ -34,6 +34,7 @@ from typing import Hashable
 import torch
 
 from steering.engine import GenerationRequest, TokenEvent
+from steering.engine.conditions import add_deltas
 from steering.engine.generation import Detokenizer
 from steering.inference.scheduler import Admission
 from steering.inference.ticket import Ticket
@@ -130,7 +131,14 @@ class VllmScheduler(Admission):
         """As `Scheduler.submit`. With `logprobs=k` the ticket also gets `logprobs`: per
         generated token, the k most likely tokens' log-probabilities from the raw logits
         (the tests compare them with the builtin engine's). Every ticket gets
-        `cached_tokens`: how many prompt tokens vLLM's prefix cache served."""
+        `cached_tokens`: how many prompt tokens vLLM's prefix cache served.
+
+        Conditional steering is not decided here (vLLM's batches are not ours to read during
+        the prefill): a request's topical dimensions steer it always, as before conditions,
+        and its decision stays None."""
+        if request.conditions is not None:
+            request.steering = add_deltas(request.steering, request.conditions.all_deltas())
+            request.conditions = None
         with self._lock:  # reentrant: the thread sees the ticket only once it is complete
             ticket = self._enqueue(request, user, self._cancel)
             ticket.want_logprobs, ticket.logprobs, ticket.cached_tokens = logprobs, [], None

@@ -178,3 +178,21 @@ def test_a_file_that_does_not_fit_the_model_is_refused(tmp_path):
         steering_vectors_from(read_control_vector(path), dimension="d", labels=["a", "b"], model_id="m",
                               num_layers=LAYERS, hidden_size=HIDDEN, residual_norms=torch.ones(LAYERS))
     assert "hidden size is 16" in str(caught.value) and "blocks [9]" in str(caught.value)
+
+
+def test_a_conditional_dimension_exports_its_vector_only_and_says_so(tmp_path):
+    from steering.engine.conditions import Condition
+
+    plain = make_vectors()
+    condition = Condition(layer=2, direction=torch.ones(HIDDEN) / HIDDEN**0.5, center=torch.zeros(HIDDEN), threshold=0.1)
+    gated = plain.with_conditions({"formality": condition})
+    path = write_control_vector(control_vector_from(gated, "formality", 1.0), tmp_path / "f.gguf")
+    back = read_control_vector(path)
+    assert "conditional steering" in back.metadata["steerlab.notice"]
+    # The same tensors as the set without conditions: llama.cpp gets the vector, nothing else.
+    unconditional = read_control_vector(write_control_vector(control_vector_from(plain, "formality", 1.0), tmp_path / "p.gguf"))
+    assert back.directions.keys() == unconditional.directions.keys()
+    assert all(torch.equal(back.directions[n], unconditional.directions[n]) for n in back.directions)
+    assert "steerlab.notice" not in unconditional.metadata
+    reader = gguf.GGUFReader(str(path))
+    assert all(t.name.startswith("direction.") for t in reader.tensors)

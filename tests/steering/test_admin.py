@@ -523,6 +523,7 @@ def test_dimension_examples_are_edited_one_per_line(staff_client, tone):
             "negative_examples": "hey\nsee ya",
             "reference_positive": "",
             "reference_negative": "lol",
+            "kind": "style",
         },
     )
     assert response.status_code == 302
@@ -544,11 +545,13 @@ def test_a_dimension_in_use_keeps_its_name(staff_client, tone):
 def test_a_new_dimension_can_be_added(staff_client):
     response = staff_client.post(
         url("steering_preferencedimension_add"),
-        {"name": "cost", "negative_label": "Budget", "positive_label": "Luxury", "positive_examples": "caviar\n"},
+        {"name": "cost", "negative_label": "Budget", "positive_label": "Luxury", "positive_examples": "caviar\n",
+         "kind": "topical"},
     )
     assert response.status_code == 302
     cost = PreferenceDimension.objects.get(name="cost")
-    assert (cost.positive_examples, cost.negative_examples) == (["caviar"], [])
+    assert (cost.positive_examples, cost.negative_examples, cost.kind) == (["caviar"], [], "topical")
+    assert cost.condition_threshold is None  # the set's calibrated threshold
 
 
 # -- logs -------------------------------------------------------------------------------------------
@@ -575,3 +578,18 @@ def test_only_a_superuser_deletes_logs(client, records, django_user_model):
     assert client.get(url("steering_interactionlog_change", log.pk)).status_code == 200
     assert client.post(url("steering_interactionlog_delete", log.pk), {"post": "yes"}).status_code == 403
     assert InteractionLog.objects.filter(pk=log.pk).exists()
+
+
+def test_staff_make_a_dimension_topical_with_its_threshold_and_questions(staff_client, tone):
+    page = url("steering_preferencedimension_change", tone.pk)
+    form = {"name": "tone", "negative_label": "Casual", "positive_label": "Formal", "kind": "topical"}
+    response = staff_client.post(page, {**form, "condition_threshold": "1.5"})
+    assert response.status_code == 200 and "less than or equal to 1.0" in response.content.decode()
+    tone.refresh_from_db()
+    assert tone.kind == "style"  # a refused form changes nothing
+    response = staff_client.post(page, {**form, "condition_threshold": "0.2", "condition_prompts": "Write a letter\n\nDraft an email"})
+    assert response.status_code == 302
+    tone.refresh_from_db()
+    assert (tone.kind, tone.condition_threshold, tone.condition_prompts) == ("topical", 0.2, ["Write a letter", "Draft an email"])
+    content = staff_client.get(url("steering_preferencedimension_changelist")).content.decode()
+    assert '<td class="field-kind">Topical</td>' in content

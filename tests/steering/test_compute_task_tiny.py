@@ -74,3 +74,24 @@ def test_the_hook_marks_a_set_abandoned_by_the_cluster_as_failed(tiny_site, dime
     tasks.compute_vector_set_finished(Task(args=(ready.pk,), success=False, result="late"))
     ready.refresh_from_db()
     assert ready.status == "ready"  # a finished set is never overwritten
+
+
+def test_a_computed_set_carries_conditions_for_dimensions_with_on_topic_questions(tiny_site, dimension):
+    from steering.serving.site import site_vectors
+
+    cost = vector_sets.dimension_import_default(name="cost")  # the shipped questions about spending
+    dimension.condition_prompts = ["Write me a letter to my landlord.", "Draft an email to my manager."]
+    dimension.save()
+    plain = PreferenceDimension.objects.create(
+        name="plain", negative_label="A", positive_label="B",
+        positive_examples=CORPUS[0::2], negative_examples=CORPUS[1::2],
+    )
+    vector_set = vector_sets.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[dimension, cost, plain])
+    async_task("steering.tasks.compute_vector_set", vector_set.pk, sync=True)
+    vector_set.refresh_from_db()
+    assert vector_set.status == "ready", vector_set.error
+    vectors = site_vectors(vector_set)
+    assert sorted(vectors.conditions) == ["cost", "formality"]  # "plain" has no questions: it always applies
+    layer = vectors.condition_report["layer"]
+    assert all(c.layer == layer for c in vectors.conditions.values())
+    assert set(vectors.condition_report["accuracy"]) == {"cost", "formality"}

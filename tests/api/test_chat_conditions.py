@@ -1,0 +1,83 @@
+"""Conditional steering through the doors, on the tiny site: a topical dimension's decision
+comes back with the answer (REST, the websocket's done frame; /v1's steering echo in
+tests/openai/test_steering_conditions.py), and staff's
+threshold on the dimension decides it."""
+
+import pytest
+import torch
+from rest_framework.test import APIClient
+
+from steering.engine.conditions import Condition
+from steering.models import PreferenceDimension
+from steering.services import vector_sets
+from steering.serving import site
+from tests.api.conftest import make_vectors
+from tests.tiny_models import NUM_LAYERS
+from tests.ws.conftest import connect, frames_until_end
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TINY_HIDDEN = 64
+NEVER = 1.01  # above any cosine: the calibrated threshold of a condition that never holds
+
+
+@pytest.fixture
+def conditional_set(tiny_site, dimensions):
+    """cost topical with a condition that never holds by its own threshold, formality a style."""
+    PreferenceDimension.objects.filter(name="cost").update(kind=PreferenceDimension.Kind.TOPICAL)
+    vectors = make_vectors(["formality", "cost"], model_id=site.site_model_id(), hidden=TINY_HIDDEN,
+                           layers=NUM_LAYERS, range_=0.5)
+    direction = torch.nn.functional.normalize(torch.randn(TINY_HIDDEN, generator=torch.Generator().manual_seed(5)), dim=0)
+    condition = Condition(layer=1, direction=direction, center=torch.zeros(TINY_HIDDEN), threshold=NEVER)
+    return vector_sets.vector_set_register(vectors=vectors.with_conditions({"cost": condition}), name="shared")
+
+
+@pytest.fixture
+def api(alice):
+    client = APIClient()
+    client.force_authenticate(alice)
+    return client
+
+
+def _chat(client, **payload):
+    return client.post("/api/chat/", {"prompt": "hello world", "max_new_tokens": 6, "temperature": 0, **payload},
+                       format="json")
+
+
+def test_a_topical_dimension_that_does_not_apply_leaves_the_answer_and_says_so(api, conditional_set):
+    plain = _chat(api).json()
+    assert plain["conditions"] is None  # nothing topical asked for, nothing decided
+    skipped = _chat(api, preferences={"cost": 1.0}).json()
+    assert skipped["conditions"]["cost"]["applied"] is False
+    assert skipped["conditions"]["cost"]["threshold"] == NEVER
+    assert -1 <= skipped["conditions"]["cost"]["score"] <= 1
+    assert skipped["generated_text"] == plain["generated_text"]
+    assert skipped["preferences_applied"] == {"cost": 1.0}  # the profile is unchanged; only this turn skipped it
+
+
+def test_staffs_threshold_on_the_dimension_overrides_the_calibrated_one(api, conditional_set):
+    plain = _chat(api).json()["generated_text"]
+    PreferenceDimension.objects.filter(name="cost").update(condition_threshold=-1.0)  # every prompt passes
+    applied = _chat(api, preferences={"cost": 1.0}).json()
+    assert applied["conditions"]["cost"] == {**applied["conditions"]["cost"], "applied": True, "threshold": -1.0}
+    assert applied["generated_text"] != plain
+
+
+def test_a_style_dimension_and_a_dimension_made_style_always_apply(api, conditional_set):
+    plain = _chat(api).json()["generated_text"]
+    formal = _chat(api, preferences={"formality": 1.0}).json()
+    assert formal["conditions"] is None and formal["generated_text"] != plain
+    PreferenceDimension.objects.filter(name="cost").update(kind=PreferenceDimension.Kind.STYLE)
+    cost = _chat(api, preferences={"cost": 1.0}).json()
+    assert cost["conditions"] is None and cost["generated_text"] != plain
+
+
+async def test_the_websocket_done_frame_carries_the_decision(conditional_set, alice):
+    communicator, connected, _ = await connect(alice)
+    assert connected
+    await communicator.send_json_to({"type": "generate", "prompt": "hello world", "max_new_tokens": 4,
+                                     "temperature": 0, "preferences": {"cost": 1.0, "formality": 0.5}})
+    done = (await frames_until_end(communicator))[-1]
+    assert done["type"] == "done", done
+    assert list(done["stats"]["conditions"]) == ["cost"] and done["stats"]["conditions"]["cost"]["applied"] is False
+    await communicator.disconnect()
