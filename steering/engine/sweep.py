@@ -26,7 +26,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .embedding import SentenceEmbedder, shared_embedder
-from .generation import GenerationParams, GenerationRequest, stream_batch
+from .generation import stream_batch
+from .request import GenerationParams, GenerationRequest
 from .hooks import SteeringHooks
 from .measures import answer_nll, effect_scores, perplexity, pne, repetition_rate, spearman
 from .loading import LoadedModel

@@ -34,8 +34,8 @@ from typing import Hashable
 import torch
 
 from steering.engine import GenerationRequest, TokenEvent
-from steering.engine.generation import Detokenizer
-from steering.inference.scheduler import Admission
+from steering.engine.detokenizer import Detokenizer
+from steering.inference.admission import Admission
 from steering.inference.ticket import Ticket
 
 from .hook import ROW_ARG, building
