@@ -6,7 +6,7 @@ backends that generate one and yield the same events.
 - `WorkerBackend` (STEERLAB_INFERENCE=worker): the spec travels through a Redis stream to
   `manage.py inference_worker`, which runs the same scheduler, so several daphne processes
   share one model. Each request is served by one worker at a time; when a worker dies, a
-  survivor resumes its streams (`steering.serving.queue`, `steering.serving.worker`).
+  survivor resumes its streams (`steering.serving.redis_streams`, `steering.serving.worker`).
   With no survivor, the silence of the worker ends the request with an error.
 
 Events are dicts: {"type": "token", "text"} (worker mode also says which worker serves the
@@ -30,7 +30,7 @@ from django.conf import settings
 
 from steering.engine import GenerationParams, GenerationRequest
 from steering.inference import Busy, Scheduler, SchedulerClosed, TooManyForUser
-from steering.serving import queue, site
+from steering.serving import redis_streams, site
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +135,20 @@ class LocalBackend:
 
 class WorkerBackend:
     """The scheduler lives in `manage.py inference_worker`, reached through Redis streams
-    (`steering.serving.queue`). Follows the request's reply stream in order, accepting
+    (`steering.serving.redis_streams`). Follows the request's reply stream in order, accepting
     events only from the worker that holds the request now; a move to another worker (the
     first one died) shows as a "worker" event in the stream of events, and the previous one
     is told to cancel, in case it was only paused."""
 
     async def generate(self, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
-        r = queue.client()
+        r = redis_streams.client()
         loop = asyncio.get_running_loop()
         request_id = uuid.uuid4().hex
-        reply = queue.reply_key(request_id)
+        reply = redis_streams.reply_key(request_id)
         silence = settings.STEERLAB_WORKER_SILENCE_S
         entry = (
             await r.xadd(
-                queue.requests_key(), {"id": request_id, "spec": json.dumps(asdict(spec))},
+                redis_streams.requests_key(), {"id": request_id, "spec": json.dumps(asdict(spec))},
                 maxlen=MAX_QUEUE_ENTRIES, approximate=True,
             )
         ).decode()
@@ -160,7 +160,7 @@ class WorkerBackend:
         cancel_wait = asyncio.ensure_future(cancelled.wait())
 
         async def tell_to_cancel(worker: str) -> None:
-            await r.publish(queue.cancel_channel(), json.dumps({"id": request_id, "worker": worker}))
+            await r.publish(redis_streams.cancel_channel(), json.dumps({"id": request_id, "worker": worker}))
 
         try:
             while True:
@@ -176,7 +176,7 @@ class WorkerBackend:
                 for _, entries in response or []:
                     for entry_id, fields in entries:
                         last = entry_id
-                        worker, event = queue.decode_reply(fields)
+                        worker, event = redis_streams.decode_reply(fields)
                         if event["type"] == "accepted":
                             if holder is not None and worker != holder:
                                 await tell_to_cancel(holder)  # taken over: the old one may be paused only
@@ -226,7 +226,7 @@ MAX_QUEUE_ENTRIES = 100_000  # a bound on the stream, far above any real backlog
 async def _survivors(r, holder: str | None, silence: float) -> bool:
     """Whether a worker other than the silent `holder` has shown life within the window: one
     that will take the request over once its lease has run out."""
-    alive = await r.zrangebyscore(queue.workers_key(), time.time() - silence, "+inf")
+    alive = await r.zrangebyscore(redis_streams.workers_key(), time.time() - silence, "+inf")
     return any(name.decode() != holder for name in alive)
 
 
@@ -235,8 +235,8 @@ async def _withdraw(r, entry: str, reply: str, *, settled: bool) -> None:
     stream. Acknowledging it revokes the lease: a worker still serving an abandoned request
     is refused its next write and stops."""
     if not settled:
-        await r.xack(queue.requests_key(), queue.GROUP, entry)
-        await r.xdel(queue.requests_key(), entry)
+        await r.xack(redis_streams.requests_key(), redis_streams.GROUP, entry)
+        await r.xdel(redis_streams.requests_key(), entry)
     await r.delete(reply)
 
 

@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from ops import metrics
 from steering.models import InteractionLog
-from steering.serving import queue
+from steering.serving import redis_streams
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class WorkerQueueCollector(metrics.ScrapeTimeCollector):
             return
         try:
             with redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2) as client:
-                raw = client.hgetall(queue.stats_key())
+                raw = client.hgetall(redis_streams.stats_key())
         except redis.RedisError as exc:  # the scrape still answers; health reports Redis
             log.warning("Worker queue metrics unavailable: %s", exc)
             return

@@ -82,9 +82,9 @@ class WorkerThread:
         except BaseException:
             pass
         # Drop the Redis connections, as a dead process's are.
-        from steering.serving import queue
+        from steering.serving import redis_streams
 
-        client = queue._clients.pop(self.loop, None)
+        client = redis_streams._clients.pop(self.loop, None)
         if client is not None:
             self.loop.run_until_complete(client.aclose())
 

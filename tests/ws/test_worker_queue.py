@@ -27,7 +27,7 @@ from steering import data
 from steering.engine import compute_vectors
 from steering.models import InteractionLog, PreferenceDimension
 from steering.services import vector_sets
-from steering.serving import queue, site
+from steering.serving import redis_streams, site
 from tests.ws.conftest import connect
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -170,7 +170,7 @@ def holders() -> dict[int, int]:
     """pid → requests it holds now, from the consumer group (worker names end in pid-xxxxxx)."""
     client = redis.Redis.from_url(django_settings.REDIS_URL)
     counts = {}
-    for consumer in client.xinfo_consumers(queue.requests_key(), queue.GROUP):
+    for consumer in client.xinfo_consumers(redis_streams.requests_key(), redis_streams.GROUP):
         counts[int(consumer["name"].decode().split("-")[-2])] = consumer["pending"]
     return counts
 
