@@ -5,11 +5,11 @@ vector-sets/upload/, /vectors → GET vector-sets/."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from steering.api import calibrate, chat, controlvectors, health, interactions, learn, profiles, root, vector_sets
+from steering.api import calibrate, chat, controlvectors, entry, health, interactions, learn, profiles, vector_sets
 
 urlpatterns = [
-    path("", root.ApiRootView.as_view(), name="api-root"),
-    path("auth/token/", root.TokenView.as_view(), name="api-token"),
+    path("", entry.ApiRootView.as_view(), name="api-root"),
+    path("auth/token/", entry.TokenView.as_view(), name="api-token"),
     path("health/", health.HealthView.as_view(), name="api-health"),
     path("chat/", chat.ChatView.as_view(), name="api-chat"),
     path("dimensions/", vector_sets.DimensionListView.as_view(), name="api-dimensions"),

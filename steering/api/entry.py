@@ -1,4 +1,4 @@
-"""The API's front door: what it offers (GET /api/) and an API token for a username and password."""
+"""The API's entry: what it offers (GET /api/) and an API token for a username and password."""
 
 from __future__ import annotations
 
