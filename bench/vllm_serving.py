@@ -40,10 +40,10 @@ VLLM_OWN = r"""
 import json, os, sys, time
 sys.path.insert(0, os.getcwd())
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "steerlab_site.settings")
-from steering.vllm_engine.engine import configure_environment
+from steering.vllm_inference.engine import configure_environment
 configure_environment()
 from steering.engine import load_model
-from steering.vllm_engine import vllm_model_dir
+from steering.vllm_inference.weights import vllm_model_dir
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 prompts, tokens, cache, eager = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[5] == "eager"

@@ -1,7 +1,7 @@
 """What every scheduler shares with its callers, whichever engine decodes: `Admission` (the
 queue of waiting tickets, the refusals, `stats`, `close`), the refusals themselves (`Busy`,
 `TooManyForUser`, `SchedulerClosed`) and `SchedulerStats`. The builtin `Scheduler`
-(scheduler.py) and vLLM's `VllmScheduler` (steering/vllm_engine/) both build on it, so a request
+(scheduler.py) and vLLM's `VllmScheduler` (steering/vllm_inference/) both build on it, so a request
 is admitted and refused the same way on both."""
 
 from __future__ import annotations

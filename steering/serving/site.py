@@ -244,9 +244,9 @@ def site_scheduler() -> Scheduler:
     site = _site()
     with _lock:
         if site.scheduler is None and settings.STEERLAB_ENGINE == "vllm":
-            from steering.vllm_engine import vllm_scheduler_from_settings
+            from steering.serving.engines import vllm_scheduler
 
-            site.scheduler = vllm_scheduler_from_settings(site.loaded)  # same interface, vLLM's engine
+            site.scheduler = vllm_scheduler(site.loaded)  # same interface, vLLM's engine
         if site.scheduler is None:
             site.scheduler = Scheduler(
                 site.loaded,

@@ -69,7 +69,7 @@ def steering_for(loaded, residual_norms):
 @pytest.fixture(scope="session")
 def vllm_scheduler(vllm_site, loaded):
     from steering.serving import site
-    from steering.vllm_engine.engine import VllmScheduler
+    from steering.vllm_inference.engine import VllmScheduler
 
     scheduler = site.site_scheduler()
     assert isinstance(scheduler, VllmScheduler)

@@ -38,8 +38,8 @@ from steering.engine.detokenizer import Detokenizer
 from steering.inference.admission import Admission
 from steering.inference.ticket import Ticket
 
-from .hook import ROW_ARG, building
-from .table import TableFull
+from .model_runner import ROW_ARG, building
+from .steering_table import TableFull
 
 log = logging.getLogger(__name__)
 
