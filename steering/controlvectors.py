@@ -15,13 +15,13 @@ import re
 import tempfile
 from pathlib import Path
 
-from steering import data, selectors
+from steering import data, files, selectors
 from steering.engine import record_activations
 from steering.engine.controlvector import (
     FORMAT, ControlVectorError, control_vector_from, read_control_vector, steering_vectors_from, write_control_vector,
 )
 from steering.models import VectorSet
-from steering.services import files, vector_sets
+from steering.services import vector_sets
 from steering.services.vector_sets import functional_range_measure
 from steering.serving import site
 

@@ -13,7 +13,15 @@ from django.db import models, transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
+from steering.engine.loading import model_id_for
+
 log = logging.getLogger(__name__)
+
+
+def site_model_id() -> str:
+    """The id of the model this site serves (as vector files record it): only vector sets for
+    it can steer an answer here."""
+    return model_id_for(settings.STEERLAB_MODEL)
 
 
 class PreferenceDimension(models.Model):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
 
+from steering.files import VectorSetUnavailable
 from steering.models import (
     Conversation,
     Feedback,
@@ -14,8 +15,8 @@ from steering.models import (
     PreferenceProfile,
     ProfileUpdate,
     VectorSet,
+    site_model_id,
 )
-from steering.serving.site import VectorSetUnavailable, site_model_id
 
 
 def vector_sets_visible(*, user) -> QuerySet[VectorSet]:

@@ -18,10 +18,10 @@ from typing import AsyncIterator
 
 from asgiref.sync import sync_to_async
 
+from steering.files import VectorSetUnavailable
 from steering.models import InteractionLog
 from steering.services import chat
 from steering.serving.backends import GenerationSpec, backend
-from steering.serving.site import VectorSetUnavailable
 
 # Error codes → HTTP status for the REST API (the websocket sends the code itself).
 HTTP_STATUS = {

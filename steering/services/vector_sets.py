@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from steering import data
+from steering import data, files
 from steering.engine import (
     GenerationParams,
     GenerationRequest,
@@ -26,7 +26,7 @@ from steering.engine import (
 )
 from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
 from steering.models import PreferenceDimension, VectorSet
-from steering.services import files, jobs
+from steering.services import jobs
 from steering.serving import site
 
 log = logging.getLogger(__name__)

@@ -28,14 +28,13 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_delete
 
-from steering import data
+from steering import data, files
 from steering.engine import (
     GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
-from steering.engine.loading import model_id_for
+from steering.files import VectorSetUnavailable
 from steering.inference import Scheduler
-from steering.models import VectorSet
-from steering.services import files
+from steering.models import VectorSet, site_model_id
 
 _lock = threading.RLock()
 
@@ -50,11 +49,6 @@ class _Site:
     residual_norms: object | None = None  # torch.Tensor [layers], measured on first use
 
 
-class VectorSetUnavailable(ValueError):
-    """A ready vector set whose file is missing or unusable; it has been marked unavailable.
-    The message names the set, never a path."""
-
-
 class VectorSetNotFound(Exception):
     """A generation names a vector set that no longer exists (deleted since it was chosen)."""
 
@@ -67,10 +61,6 @@ _warming_lock = threading.Lock()
 
 def _key() -> tuple[str, str, str]:
     return (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE, settings.STEERLAB_DTYPE)
-
-
-def site_model_id() -> str:
-    return model_id_for(settings.STEERLAB_MODEL)
 
 
 def _site() -> _Site:

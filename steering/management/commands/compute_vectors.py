@@ -10,11 +10,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from steering import data
+from steering import data, files
 from steering.engine import ModelNotFound, load_model
 from steering.engine.loading import model_id_for
 from steering.models import VectorSet
-from steering.services import files, vector_sets
+from steering.services import vector_sets
 
 MIN_EXAMPLES = 2
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from steering import data
+from steering import data, files
 from steering.models import Evaluation, VectorSet
-from steering.services import evaluations, files
+from steering.services import evaluations
 
 from .compute_vectors import read_examples
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from steering import controlvectors
+from steering import controlvectors, files
 from steering.engine.controlvector import ControlVectorError
 from steering.models import VectorSet
-from steering.services import files
 
 
 class Command(BaseCommand):
