@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from steering import data  # noqa: E402
+from steering.data import catalog  # noqa: E402
 from steering.engine import GenerationParams, SteerableModel, SteeringVectors  # noqa: E402
 from steering.engine.prompting import preference_instruction  # noqa: E402
 from steering.engine.sweep import MAX_PPL_RATIO, RANGE_PROMPTS, evaluate_dimension, search_functional_range  # noqa: E402
@@ -63,10 +63,10 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
     if path.exists():
         print(json.dumps({"note": f"{path} was computed under other options; recomputing", "was": recorded}), flush=True)
     started = time.monotonic()
-    examples = {name: data.examples(name) for name in data.dimension_names()}
+    examples = {name: catalog.examples(name) for name in catalog.dimension_names()}
     vectors = model.compute_vectors(examples, method=args.method, read=args.read,
                                     **({"layers": args.layers} if args.layers else {}))
-    found = search_functional_range(model.loaded, vectors, data.range_prompts(args.range_prompts),
+    found = search_functional_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts),
                                     max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks)
     vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
     print(json.dumps({"vectors_seconds": round(time.monotonic() - started), "ranges": {
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--range-prompts", type=int, default=RANGE_PROMPTS)
     parser.add_argument("--limit", type=int, default=12, help="held-out prompts per strength")
     parser.add_argument("--tokens", type=int, default=48)
-    parser.add_argument("--dimensions", default=",".join(data.dimension_names()))
+    parser.add_argument("--dimensions", default=",".join(catalog.dimension_names()))
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--vectors", default="/tmp/steerlab-heldout-vectors.safetensors")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -95,19 +95,19 @@ def main() -> None:
     options = {"method": args.method, "read": args.read, "layers": args.layers,
                "range_prompts": args.range_prompts, "data_and_engine": data_fingerprint()}
     vectors = model.add_vectors(vectors_for(model, args, options))
-    prompts = data.heldout()["prompts"][: args.limit]
+    prompts = catalog.heldout()["prompts"][: args.limit]
     settings = {**options, "dtype": args.dtype, "split": "heldout", "prompts": len(prompts), "tokens": args.tokens,
                 "strengths": list(STRENGTHS), "baselines": not args.no_baselines, "layers_steered": list(vectors.layers)}
     print(json.dumps({"settings": settings}), flush=True)
     verdicts = {}
     for name in args.dimensions.split(","):
-        spec = data.dimension(name)
+        spec = catalog.dimension(name)
 
         def instructions(strength, spec=spec):
             return preference_instruction(spec["prompt_positive"], spec["prompt_negative"], strength)
 
         result = evaluate_dimension(
-            model.loaded, vectors, name, prompts, data.heldout_references(name), strengths=STRENGTHS,
+            model.loaded, vectors, name, prompts, catalog.heldout_references(name), strengths=STRENGTHS,
             hooks=model.hooks, params=GenerationParams(max_new_tokens=args.tokens),
             instructions=None if args.no_baselines else instructions,
         )

@@ -67,12 +67,12 @@ print("RESULT=" + json.dumps({"tokens_per_s": sorted(rates)[len(rates) // 2], "r
 # registered as the shared default. `bootstrap` computes every shipped dimension and took over
 # 15 minutes on the shared 2-core machine; what is measured here needs one preference.
 REGISTER_FORMALITY = """
-from steering import data
+from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
 from steering.serving import site
-positive, negative = data.examples("formality")
+positive, negative = catalog.examples("formality")
 vectors = compute_vectors(site.site_model(), {"formality": (positive[:24], negative[:24])},
                           labels={"formality": ["Casual", "Formal"]})
 PreferenceDimension.objects.get_or_create(name="formality", defaults={"negative_label": "Casual", "positive_label": "Formal"})

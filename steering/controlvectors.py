@@ -15,7 +15,9 @@ import re
 import tempfile
 from pathlib import Path
 
-from steering import data, files, selectors
+from steering import files, selectors
+
+from steering.data import catalog
 from steering.engine import record_activations
 from steering.engine.controlvector import (
     FORMAT, ControlVectorError, control_vector_from, read_control_vector, steering_vectors_from, write_control_vector,
@@ -98,5 +100,5 @@ def _residual_norms(loaded):
             return site.site_vectors(default).residual_norms
         except ValueError:
             pass  # an unreadable default file: measure instead
-    _, norms = record_activations(loaded, data.range_prompts(NORM_PROMPTS))
+    _, norms = record_activations(loaded, catalog.range_prompts(NORM_PROMPTS))
     return norms

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from steering import data, selectors
+from steering import selectors
+
+from steering.data import catalog
 from steering.engine import GenerationParams
 from steering.models import Conversation, InteractionLog, Message, VectorSet, clean_preferences
 from steering.serving import site
@@ -124,7 +126,7 @@ def steering_prompt(*, vector_set: VectorSet, strengths: dict[str, float]) -> st
     ends = []
     for dimension in vector_set.dimensions.filter(name__in=list(strengths)).order_by("name"):
         try:
-            spec = data.dimension(dimension.name)
+            spec = catalog.dimension(dimension.name)
         except KeyError:
             spec = {}
         ends.append((

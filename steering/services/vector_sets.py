@@ -14,7 +14,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from steering import data, files
+from steering import files
+
+from steering.data import catalog
 from steering.engine import (
     GenerationParams,
     GenerationRequest,
@@ -36,8 +38,8 @@ Progress = Callable[[int, int], None]
 
 def dimension_import_default(*, name: str) -> PreferenceDimension:
     """The shipped dimension `name`, created from steering/data on first use."""
-    spec = data.dimension(name)
-    positive, negative = data.examples(name)
+    spec = catalog.dimension(name)
+    positive, negative = catalog.examples(name)
     feedback = {"feedback_positive": spec.get("feedback_positive", []), "feedback_negative": spec.get("feedback_negative", [])}
     dimension, created = PreferenceDimension.objects.get_or_create(
         name=name,
@@ -184,7 +186,7 @@ def functional_range_measure(
     STEERLAB_RANGE_PPL_FACTOR × the unsteered perplexity. Unchanged with STEERLAB_RANGE_SEARCH off."""
     if not settings.STEERLAB_RANGE_SEARCH:
         return vectors
-    prompts = data.range_prompts(RANGE_PROMPTS)
+    prompts = catalog.range_prompts(RANGE_PROMPTS)
     results = search_functional_range(
         loaded, vectors, prompts, max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR, hooks=hooks, progress=progress
     )

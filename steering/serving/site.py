@@ -28,7 +28,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_delete
 
-from steering import data, files
+from steering import files
+
+from steering.data import catalog
 from steering.engine import (
     GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
@@ -169,7 +171,7 @@ def site_residual_norms():
     site = _site()
     if site.residual_norms is None:
         # Outside the lock: chat requests resolving their vectors meanwhile must not wait.
-        _, norms = record_activations(site.loaded, data.neutral_prompts()[:RESIDUAL_NORM_PROMPTS])
+        _, norms = record_activations(site.loaded, catalog.neutral_prompts()[:RESIDUAL_NORM_PROMPTS])
         with _lock:
             if site.residual_norms is None:
                 site.residual_norms = norms

@@ -6,7 +6,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from steering import data
+from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
@@ -16,7 +16,7 @@ from steerlab_site.asgi import application
 
 @pytest.fixture(scope="session")
 def formality_vectors():
-    positive, negative = data.examples("formality")
+    positive, negative = catalog.examples("formality")
     return compute_vectors(site.site_model(), {"formality": (positive[:24], negative[:24])},
                            labels={"formality": ["Casual", "Formal"]})
 

@@ -23,7 +23,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.test import Client
 
-from steering import data
+from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import InteractionLog, PreferenceDimension
 from steering.services import vector_sets
@@ -87,7 +87,7 @@ def worker_site(settings, tiny_site, transactional_db):
     settings.STEERLAB_WORKER_SILENCE_S = SILENCE_S
     settings.REDIS_URL = settings.TEST_REDIS_URL
     settings.STEERLAB_QUEUE_PREFIX = f"steerlab-test-{uuid.uuid4().hex[:8]}"
-    positive, negative = data.examples("formality")
+    positive, negative = catalog.examples("formality")
     vectors = compute_vectors(site.site_model(), {"formality": (positive[:8], negative[:8])},
                               labels={"formality": ["Casual", "Formal"]})
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")

@@ -11,7 +11,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from steering import data, files
+from steering import files
+
+from steering.data import catalog
 from steering.models import Evaluation, VectorSet
 from steering.services import evaluations
 
@@ -85,12 +87,12 @@ class Command(BaseCommand):
         references = None
         if opts["split"] == "heldout":
             try:
-                references = data.heldout_references(opts["dimension"])
+                references = catalog.heldout_references(opts["dimension"])
             except KeyError:
                 raise CommandError(f"The held-out split has no reference texts for {opts['dimension']!r}") from None
-            default_prompts = data.heldout()["prompts"]
+            default_prompts = catalog.heldout()["prompts"]
         else:
-            default_prompts = data.neutral_prompts()
+            default_prompts = catalog.neutral_prompts()
         prompts = read_prompts(opts["prompts"]) if opts["prompts"] else default_prompts
         try:
             run = evaluations.evaluation_start(
