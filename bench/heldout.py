@@ -1,6 +1,6 @@
 """The default dimensions on the held-out split, straight on the engine (no database): how
 clearly each steers, beside plain prompting and prompting + steering. One JSON line per
-dimension, with the settings it ran under; then the targets of issue 18 checked.
+dimension, with the settings it ran under; then the evaluation targets (docs/evaluation.md) checked.
 
     .venv/bin/python bench/heldout.py [--method caa] [--limit 12] [--tokens 48] [--vectors FILE]
                                       [--dtype float32|bfloat16]

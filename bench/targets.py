@@ -1,4 +1,4 @@
-"""Every figure of issue 17's Targets list, measured side by side in one run on the embedded
+"""Every figure of the serving targets (docs/benchmarks.md), measured side by side in one run on the embedded
 model, each printed as one JSON line (and a summary table at the end).
 
     .venv/bin/python bench/targets.py [--dtype auto] [--tokens 48] [--soak 600] [--compare-float32]

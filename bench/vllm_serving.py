@@ -1,4 +1,4 @@
-"""Builtin engine vs vLLM, served over the websocket by the same client, in one run (issue 16).
+"""Builtin engine vs vLLM, served over the websocket by the same client, in one run.
 
     OMP_NUM_THREADS=2 .venv-vllm/bin/python bench/vllm_serving.py [--tokens 64] [--rounds 2] [--compiled]
 
