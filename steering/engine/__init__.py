@@ -17,14 +17,16 @@ from .generation import DecodeBatch, stream_batch
 from .hooks import RowSteering, SteeringHooks
 from .layers import default_layers, held_out_likelihood, held_out_separation, top_layers
 from .loading import EMBEDDED, LoadedModel, ModelNotFound, UnsupportedModel, find_layers, load_model
-from .request import CHAT_DEFAULTS, GenerationParams, GenerationRequest, TokenEvent
+from .request import (
+    CHAT_DEFAULTS, LIMITS, MAX_DIMENSIONS, STRENGTH, GenerationParams, GenerationRequest, TokenEvent, strength_check,
+)
 from .steerable import SteerableModel
 from .vectorfile import SteeringVectors, UnknownDimension, VectorFileError
 
 __all__ = [
-    "CHAT_DEFAULTS", "EMBEDDED", "DecodeBatch", "GenerationParams", "GenerationRequest", "LoadedModel", "ModelNotFound",
+    "CHAT_DEFAULTS", "EMBEDDED", "LIMITS", "MAX_DIMENSIONS", "STRENGTH", "DecodeBatch", "GenerationParams", "GenerationRequest", "LoadedModel", "ModelNotFound",
     "RowSteering", "SteerableModel", "SteeringHooks", "SteeringVectors", "TokenEvent", "UnknownDimension",
     "UnsupportedModel", "VectorFileError", "compute_vectors", "default_layers", "find_layers", "fit_probe",
     "held_out_likelihood", "held_out_separation", "layer_score", "load_model", "mean_difference", "pca_direction", "probe_direction",
-    "record_activations", "stream_batch", "top_layers",
+    "record_activations", "stream_batch", "strength_check", "top_layers",
 ]

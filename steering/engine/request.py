@@ -15,6 +15,59 @@ MAX_NEW_TOKENS_LIMIT = 4096
 
 
 @dataclass(frozen=True)
+class Limit:
+    """The bounds of one number a request may set: `low`…`high` (`low` itself excluded when
+    `low_open`), an integer when `integer`; `note` says what its special value means."""
+
+    low: float
+    high: float
+    integer: bool = False
+    low_open: bool = False
+    note: str = ""
+
+    def problem(self, name: str, value) -> str | None:
+        """What is wrong with `value` for the parameter `name`, or None when it fits."""
+        kind = "an integer" if self.integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return f"{name} must be {kind}"
+        if not math.isfinite(value) or value > self.high or value < self.low or (self.low_open and value == self.low):
+            return f"{name} must be {kind} in {self.describe()}, not {value!r}"
+        return None
+
+    def describe(self) -> str:
+        low, high = (int(self.low), int(self.high)) if self.integer else (self.low, self.high)
+        low = f"({low:g}, {high:g}]" if self.low_open else f"{low}…{high}" if self.integer else f"{low:g}…{high:g}"
+        return low + (f" ({self.note})" if self.note else "")
+
+
+# Every bound on what a request may ask, in one table: GenerationParams checks it, and the
+# REST and websocket schema (steering/chat_request.py) and /v1's parser
+# (steering/openai/protocol.py) are built from it, so no door allows what another refuses.
+LIMITS = {
+    "max_new_tokens": Limit(1, MAX_NEW_TOKENS_LIMIT, integer=True),
+    "temperature": Limit(0.0, 2.0, note="0 = greedy"),
+    "top_p": Limit(0.0, 1.0, low_open=True),
+    "top_k": Limit(0, 1000, integer=True, note="0 = no cut"),
+    "seed": Limit(0, 2**63 - 1, integer=True),
+    "repetition_penalty": Limit(1.0, 2.0, note="1 = off"),
+    "no_repeat_ngram_size": Limit(0, 16, integer=True, note="0 = off"),
+}
+
+# A user's strength for one dimension: −1 (the negative end) … +1 (the positive end), mapped
+# onto the dimension's functional range by `SteeringVectors.layer_deltas`.
+STRENGTH = Limit(-1.0, 1.0)
+MAX_DIMENSIONS = 64  # strengths one request or profile may set
+
+
+def strength_check(value) -> float:
+    """`value` as a strength (a finite float in −1…1), or ValueError saying what is wrong."""
+    problem = STRENGTH.problem("strength", value)
+    if problem:
+        raise ValueError(problem)
+    return float(value)
+
+
+@dataclass(frozen=True)
 class GenerationParams:
     max_new_tokens: int = 128
     temperature: float = 0.0  # 0 = greedy
@@ -26,21 +79,12 @@ class GenerationParams:
     no_repeat_ngram_size: int = 0  # 0 = off
 
     def __post_init__(self) -> None:
-        problems = []
-        if not (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT):
-            problems.append(f"max_new_tokens must be an integer in 1…{MAX_NEW_TOKENS_LIMIT}")
-        if not (math.isfinite(self.temperature) and 0 <= self.temperature <= 10):
-            problems.append("temperature must be in 0…10 (0 = greedy)")
-        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
-            problems.append("top_p must be in (0, 1]")
-        if not (isinstance(self.top_k, int) and self.top_k >= 0):
-            problems.append("top_k must be an integer ≥ 0")
-        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
-            problems.append("seed must be a non-negative integer")
-        if not (math.isfinite(self.repetition_penalty) and 1 <= self.repetition_penalty <= 2):
-            problems.append("repetition_penalty must be in 1…2 (1 = off)")
-        if not (isinstance(self.no_repeat_ngram_size, int) and 0 <= self.no_repeat_ngram_size <= 16):
-            problems.append("no_repeat_ngram_size must be an integer in 0…16 (0 = off)")
+        problems = [
+            LIMITS[name].problem(name, getattr(self, name))
+            for name in LIMITS
+            if not (name == "seed" and self.seed is None)
+        ]
+        problems = [p for p in problems if p]
         if problems:
             raise ValueError("; ".join(problems))
 
