@@ -8,6 +8,8 @@ from django.conf import settings
 from rest_framework import serializers
 
 from steering.engine import CHAT_DEFAULTS, LIMITS, MAX_DIMENSIONS, STRENGTH, strength_check
+from steering.models import InteractionLog
+from steering.services.chat_turn import ChatTurn
 
 
 class StrengthField(serializers.FloatField):
@@ -71,6 +73,23 @@ GENERATION_FIELDS = (
 def generation_params(data: dict) -> dict:
     """The generation parameters a validated chat request gives (those it sets)."""
     return {name: data[name] for name in GENERATION_FIELDS if data.get(name) is not None}
+
+
+def chat_turn(data: dict, *, user, source: str) -> ChatTurn:
+    """The turn a validated chat request (REST's body or a websocket generate frame) asks for.
+    A CALIBRATE answer is logged as such and never joins a conversation."""
+    calibrating = data.get("purpose") == "calibrate"
+    return ChatTurn(
+        user=user,
+        prompt=data["prompt"],
+        preferences=data["preferences"],
+        vector_set_id=data.get("vector_set"),
+        params=generation_params(data),
+        session_id=data["session_id"],
+        conversation_id=None if calibrating else data.get("conversation_id"),
+        new_conversation=data.get("new_conversation", False) and not calibrating,
+        source=InteractionLog.Source.CALIBRATE if calibrating else source,
+    )
 
 
 class ChatRequestSerializer(serializers.Serializer):

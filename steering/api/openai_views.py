@@ -19,7 +19,7 @@ from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
 
 from steering.api.authentication import StrictTokenAuthentication
-from steering.api.chat import ChatView
+from steering.api.chat import ChatBudget
 from steering.openai import completions
 from steering.openai import protocol as p
 
@@ -65,10 +65,7 @@ class OpenAIView(APIView):
         return _drf_error
 
 
-class ChatCompletionsView(OpenAIView):
-    throttle_classes = ChatView.throttle_classes
-    throttle_scope = ChatView.throttle_scope
-
+class ChatCompletionsView(ChatBudget, OpenAIView):
     @extend_schema(exclude=True)  # OpenAI's own schema describes it; see docs/interop.md
     async def post(self, request):
         try:

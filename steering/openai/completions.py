@@ -13,7 +13,6 @@ real 503 / 429 status even for a stream, not an error hidden inside a 200.
 
 from __future__ import annotations
 
-import asyncio
 from typing import AsyncIterator
 
 from asgiref.sync import sync_to_async
@@ -25,11 +24,6 @@ from steering.models import InteractionLog, VectorSet
 from steering.openai import protocol as p
 from steering.serving.site import site_model_id
 from steering.services import chat_turn
-
-STATUS_CODES = {"bad_request": "invalid_value", "not_found": "not_found", "too_many": "rate_limit_exceeded",
-                "busy": "server_busy", "worker_unavailable": "worker_unavailable",
-                "generation_failed": "generation_failed", "internal": "internal_error"}
-
 
 def model_ids(*, user) -> list[tuple[str, VectorSet | None]]:
     """What /v1/models lists for `user`: the served model, then one `steerlab/<set name
@@ -72,7 +66,7 @@ def model_resolve(*, user, model: str, vector_set_id: int | None) -> int | None:
 
 
 def openai_error(exc: chat_turn.ChatError) -> p.OpenAIError:
-    return p.OpenAIError(exc.message, status=exc.http_status, code=STATUS_CODES.get(exc.code, exc.code),
+    return p.OpenAIError(exc.message, status=exc.http_status, code=exc.openai_code,
                          param="steering" if exc.code == "not_found" else None, retry_after=exc.retry_after)
 
 
@@ -84,7 +78,6 @@ class Completion:
         self.scanner = p.StopScanner(request.stop)
         self._pieces: AsyncIterator[str] | None = None
         self._first: str | None = None
-        self._logged: dict | None = None
 
     @property
     def model(self) -> str:
@@ -104,19 +97,16 @@ class Completion:
             await self.turn.prepare()
         except chat_turn.ChatError as exc:
             raise openai_error(exc) from exc
-        self._pieces = self.turn.stream()
+        self._pieces = self.turn.run()
         self._first = await self._next()
 
     async def _next(self) -> str | None:
-        """The next piece of text, None at the end. A refusal (busy, over the limit) leaves
-        no record, as in the other paths; a failed generation is logged, then raised."""
+        """The next piece of text, None at the end (the turn logs a failure itself)."""
         try:
             return await self._pieces.__anext__()
         except StopAsyncIteration:
             return None
         except chat_turn.ChatError as exc:
-            if exc.code not in chat_turn.REFUSED:
-                await self._log()
             raise openai_error(exc) from exc
 
     async def _texts(self) -> AsyncIterator[str]:
@@ -132,7 +122,7 @@ class Completion:
                 if self.scanner.stopped:
                     # The rest is not wanted: free the row now; the generation ends at its
                     # next decode step and the loop drains its last event.
-                    self.turn.cancel()
+                    self.turn.cut(self.scanner.text)
                 piece = await self._next()
             tail = self.scanner.flush()
             if tail:
@@ -140,22 +130,13 @@ class Completion:
             finished = True
         finally:
             if not finished:
-                self.turn.cancel()
-                self.turn.finish_reason = "cancelled"
-                await asyncio.shield(self._log())
+                await self._pieces.aclose()  # the turn cancels itself and logs as cancelled
 
     @property
     def finish_reason(self) -> str:
         if self.scanner.stopped:
             return "stop"
         return "length" if self.turn.finish_reason == "length" else "stop"
-
-    async def _log(self) -> dict:
-        if self._logged is None:
-            if self.scanner.stopped:  # cut by a stop sequence: a complete answer, not a cancelled one
-                self.turn.text, self.turn.finish_reason = self.scanner.text, "stop"
-            self._logged = await self.turn.finish()
-        return self._logged
 
     def usage(self) -> dict:
         return p.usage(len(self.turn.plan.prompt_ids), self.turn.tokens)
@@ -169,7 +150,7 @@ class Completion:
 
     async def result(self) -> dict:
         text = "".join([piece async for piece in self._texts()])
-        logged = await self._log()
+        logged = await self.turn.finish()
         return p.completion(id_=self.id, model=self.model, created=self.created, text=text,
                             finish_reason=self.finish_reason, usage_=self.usage(), steering=self.steering(logged))
 
@@ -184,7 +165,7 @@ class Completion:
         except p.OpenAIError as exc:
             yield exc.body()
             return
-        logged = await self._log()
+        logged = await self.turn.finish()
         yield p.chunk(**meta, delta={}, finish_reason=self.finish_reason, steering=self.steering(logged))
         if self.request.include_usage:
             yield p.chunk(**meta, delta=None, usage_=self.usage())
