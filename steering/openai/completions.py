@@ -33,6 +33,7 @@ def model_ids(*, user) -> list[tuple[str, VectorSet | None]]:
         selectors.vector_sets_visible(user=user)
         .filter(status=VectorSet.Status.READY, model_id=served)
         .annotate(n=Count("dimensions"))
+        .prefetch_related("dimensions")
         .order_by("-created_at", "-pk")
     )
     # Slugs, since clients put model ids in URLs, configs and command lines: "Default (six
@@ -45,9 +46,10 @@ def model_ids(*, user) -> list[tuple[str, VectorSet | None]]:
     return entries
 
 
-def model_resolve(*, user, model: str, vector_set_id: int | None) -> int | None:
-    """The vector set a request's `model` (and `steering.vector_set`) select: None for the
-    served model (the profile's set, as in the chat page). Raises OpenAIError 404 for a
+def model_resolve(*, user, model: str, vector_set_id: int | None) -> VectorSet | int | None:
+    """The vector set a request's `model` (and `steering.vector_set`) select: the row itself
+    for a steerlab/ model (read here, and passed on so that nothing reads it again), else
+    `steering.vector_set`'s id, or None (the profile's set, as in the chat page). Raises OpenAIError 404 for a
     model the user cannot use, 400 when `model` and `steering.vector_set` disagree."""
     if model == site_model_id():
         return vector_set_id
@@ -59,7 +61,7 @@ def model_resolve(*, user, model: str, vector_set_id: int | None) -> int | None:
                         f"model {model!r} is vector set {vs.pk}, but steering.vector_set is {vector_set_id}",
                         param="steering.vector_set", code="invalid_value",
                     )
-                return vs.pk
+                return vs
     # The name is not echoed: a guessed name of another user's set must read like any other.
     raise p.OpenAIError("The model does not exist or you do not have access to it; see GET /v1/models",
                         status=404, param="model", code="model_not_found")
@@ -85,12 +87,14 @@ class Completion:
 
     async def start(self) -> None:
         req = self.request
-        vector_set_id = await sync_to_async(model_resolve, thread_sensitive=False)(
+        resolved = await sync_to_async(model_resolve, thread_sensitive=False)(
             user=self.user, model=req.model, vector_set_id=req.vector_set_id
         )
+        vector_set = resolved if isinstance(resolved, VectorSet) else None
         self.turn = chat_turn.ChatTurn(
             user=self.user, prompt=req.prompt, history=req.history, preferences=req.preferences,
-            vector_set_id=vector_set_id, params=req.params, session_id=req.user,
+            vector_set_id=vector_set.pk if vector_set else resolved, vector_set=vector_set,
+            params=req.params, session_id=req.user,
             source=InteractionLog.Source.OPENAI,
         )
         try:

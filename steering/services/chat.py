@@ -28,7 +28,8 @@ class ChatPlan:
 
     vector_set: VectorSet
     strengths: dict[str, float]
-    params: dict
+    params: dict  # what the request set, as logged
+    generation: GenerationParams  # those, checked, over the engine's defaults
     prompt_ids: list[int]
     conversation: Conversation | None
 
@@ -42,8 +43,10 @@ def chat_prepare(
     params: dict,
     conversation_id: int | None = None,
     history: list[dict] | None = None,
+    vector_set: VectorSet | None = None,
 ) -> ChatPlan:
-    """Resolve a chat request. The user's profile on the vector set, overridden dimension by
+    """Resolve a chat request (`vector_set`: the set the caller read already, visible to
+    `user`, instead of reading `vector_set_id` again). The user's profile on the vector set, overridden dimension by
     dimension by `preferences`, gives the strengths. Raises LookupError for a vector set or
     conversation the user cannot see, ValueError for anything else wrong, with a message."""
 
@@ -57,7 +60,10 @@ def chat_prepare(
             raise LookupError(f"Conversation {conversation_id} not found")
         if vector_set_id is None and conversation.vector_set_id is not None:
             vector_set_id = conversation.vector_set_id
-    vector_set = selectors.vector_set_for_chat(user=user, vector_set_id=vector_set_id)
+    if vector_set is not None and conversation is None:
+        vector_set = selectors.vector_set_usable(vector_set)
+    else:
+        vector_set = selectors.vector_set_for_chat(user=user, vector_set_id=vector_set_id)
     strengths = selectors.profile_strengths(user=user, vector_set=vector_set)
     strengths.update(clean_preferences(vector_set, preferences or {}))
     strengths = {name: value for name, value in strengths.items() if value != 0.0}
@@ -72,7 +78,7 @@ def chat_prepare(
         history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=site.site_model(),
         system=system,
     )
-    return ChatPlan(vector_set, strengths, params, prompt_ids, conversation)
+    return ChatPlan(vector_set, strengths, params, generation, prompt_ids, conversation)
 
 
 def chat_context_tokens(loaded=None) -> int:

@@ -69,6 +69,7 @@ class ChatTurn:
         prompt: str,
         preferences: dict | None = None,
         vector_set_id: int | None = None,
+        vector_set=None,
         params: dict | None = None,
         history: list[dict] | None = None,
         session_id: str = "",
@@ -78,6 +79,7 @@ class ChatTurn:
     ) -> None:
         self.user, self.prompt, self.preferences = user, prompt, preferences or {}
         self.vector_set_id, self.params = vector_set_id, params or {}
+        self.vector_set = vector_set  # a VectorSet the door read already (/v1's model names one)
         self.history = history or []  # earlier messages sent by the client (/v1), oldest first
         self.session_id, self.conversation_id = session_id, conversation_id
         self.new_conversation, self.source = new_conversation, source
@@ -112,6 +114,7 @@ class ChatTurn:
             params=self.params,
             conversation_id=self.conversation_id,
             history=self.history,
+            vector_set=self.vector_set,
         )
         if plan.conversation is None and self.new_conversation:
             plan.conversation = chat.conversation_start(
@@ -162,8 +165,9 @@ class ChatTurn:
         assert self.plan is not None, "prepare() first"
         spec = GenerationSpec(
             prompt_ids=self.plan.prompt_ids,
-            params=self.params,
+            params=self.plan.generation,
             vector_set_id=self.plan.vector_set.pk,
+            vector_set=self.plan.vector_set,
             strengths=self.plan.strengths,
             user=str(self.user.pk),
         )

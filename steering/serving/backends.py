@@ -38,20 +38,33 @@ log = logging.getLogger(__name__)
 @dataclass
 class GenerationSpec:
     """What a generation needs, in plain data: steering is named (vector set and strengths),
-    never shipped as tensors, and resolved by whichever process owns the model."""
+    never shipped as tensors, and resolved by whichever process owns the model. `params` may
+    be given as GenerationParams' keywords (a spec read back from JSON): they are checked once,
+    here."""
 
     prompt_ids: list[int]
-    params: dict = field(default_factory=dict)
+    params: GenerationParams = field(default_factory=GenerationParams)
     vector_set_id: int | None = None
     strengths: dict[str, float] = field(default_factory=dict)
     user: str = ""
     generated_ids: list[int] = field(default_factory=list)  # a resumed stream's tokens so far
+    # The VectorSet row itself when this process read it already (not sent to a worker,
+    # which reads it by id): the local backend then resolves steering without a query.
+    vector_set: object = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.params, dict):
+            self.params = GenerationParams(**self.params)
+
+    def to_json(self) -> str:
+        """The spec as a worker reads it: plain data, the vector set by id only."""
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "vector_set"})
 
     def to_request(self) -> GenerationRequest:
         """Resolve steering against this process's model (loads the vector file once)."""
         return GenerationRequest(
-            prompt_ids=self.prompt_ids, params=GenerationParams(**self.params),
-            steering=site.steering_for(self.vector_set_id, self.strengths),
+            prompt_ids=self.prompt_ids, params=self.params,
+            steering=site.steering_for(self.vector_set_id, self.strengths, vector_set=self.vector_set),
             generated_ids=list(self.generated_ids),
         )
 
@@ -148,7 +161,7 @@ class WorkerBackend:
         silence = settings.STEERLAB_WORKER_SILENCE_S
         entry = (
             await r.xadd(
-                redis_streams.requests_key(), {"id": request_id, "spec": json.dumps(asdict(spec))},
+                redis_streams.requests_key(), {"id": request_id, "spec": spec.to_json()},
                 maxlen=MAX_QUEUE_ENTRIES, approximate=True,
             )
         ).decode()

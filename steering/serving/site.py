@@ -191,18 +191,19 @@ def _cache_put(site: _Site, key: tuple[int, str], vectors: SteeringVectors) -> N
             total -= evicted.nbytes
 
 
-def steering_for(vector_set_id: int | None, strengths: dict[str, float]) -> dict:
+def steering_for(vector_set_id: int | None, strengths: dict[str, float], *, vector_set: VectorSet | None = None) -> dict:
     """The layer deltas ({layer: tensor}) that `strengths` on vector set `vector_set_id` add
     to the site model: what a generation's steering is, resolved in one call so that the
     backends never query the database. No strengths, no steering (and no query). Raises
     VectorSetNotFound, VectorSetUnavailable, or LookupError/ValueError for an unknown
-    dimension or a bad strength."""
+    dimension or a bad strength. `vector_set`: the row, when the caller has read it already."""
     if not strengths:
         return {}
-    try:
-        vector_set = VectorSet.objects.get(pk=vector_set_id)
-    except VectorSet.DoesNotExist:
-        raise VectorSetNotFound(f"Vector set {vector_set_id} no longer exists") from None
+    if vector_set is None or vector_set.pk != vector_set_id:
+        try:
+            vector_set = VectorSet.objects.get(pk=vector_set_id)
+        except VectorSet.DoesNotExist:
+            raise VectorSetNotFound(f"Vector set {vector_set_id} no longer exists") from None
     return site_vectors(vector_set).layer_deltas(strengths)
 
 

@@ -25,7 +25,6 @@ import uuid
 
 from django.conf import settings
 
-from steering.engine import GenerationParams
 from steering.inference.scheduler import Scheduler
 from steering.serving import redis_streams
 from steering.serving.backends import GenerationSpec, error_event, run_on_scheduler
@@ -168,7 +167,7 @@ class InferenceWorker:
             beating = asyncio.ensure_future(heartbeat())
             try:
                 spec = GenerationSpec(**{**json.loads(fields[b"spec"]), "generated_ids": sent_ids})
-                limit = GenerationParams(**spec.params).max_new_tokens
+                limit = spec.params.max_new_tokens
             except (TypeError, ValueError) as exc:
                 await write(error_event("bad_request", str(exc)), "final")
                 return
