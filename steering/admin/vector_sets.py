@@ -1,5 +1,5 @@
 """The admin of vector sets: compute, upload, download, preview, evaluate, recompute (GGUF:
-controlvectors.py). Sets are created and uploaded through the services, never by saving a
+gguf.py). Sets are created and uploaded through the services, never by saving a
 bare row: a set must have its computation queued, and an upload must be validated before
 anything is stored."""
 
@@ -17,7 +17,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from steering.data import catalog
-from steering.admin.controlvectors import ControlVectorAdminMixin
+from steering.admin.gguf import ControlVectorAdminMixin
 from steering.engine import VectorFileError
 from steering.forms import (
     EvaluationStartForm,

@@ -5,7 +5,7 @@ vector-sets/upload/, /vectors → GET vector-sets/."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from steering.api import calibrate, chat, controlvectors, entry, health, interactions, learn, profiles, vector_sets
+from steering.api import calibrate, chat, entry, gguf, health, interactions, learn, profiles, vector_sets
 
 urlpatterns = [
     path("", entry.ApiRootView.as_view(), name="api-root"),
@@ -19,8 +19,8 @@ urlpatterns = [
     path("vector-sets/<int:pk>/", vector_sets.VectorSetDetailView.as_view(), name="api-vector-set"),
     path("vector-sets/<int:pk>/compute/", vector_sets.VectorSetComputeView.as_view(), name="api-vector-set-compute"),
     path("vector-sets/<int:pk>/download/", vector_sets.VectorSetDownloadView.as_view(), name="api-vector-set-download"),
-    path("vector-sets/<int:pk>/export.gguf", controlvectors.VectorSetExportGgufView.as_view(), name="api-vector-set-export-gguf"),
-    path("vector-sets/import-gguf/", controlvectors.VectorSetImportGgufView.as_view(), name="api-vector-set-import-gguf"),
+    path("vector-sets/<int:pk>/export.gguf", gguf.VectorSetExportGgufView.as_view(), name="api-vector-set-export-gguf"),
+    path("vector-sets/import-gguf/", gguf.VectorSetImportGgufView.as_view(), name="api-vector-set-import-gguf"),
     path("profile/", profiles.ProfileView.as_view(), name="api-profile"),
     path("profile/history/", profiles.ProfileHistoryView.as_view(), name="api-profile-history"),
     path("profile/history/<int:pk>/undo/", profiles.ProfileUndoView.as_view(), name="api-profile-undo"),

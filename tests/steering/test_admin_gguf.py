@@ -11,7 +11,7 @@ from steering.engine.controlvector import read_control_vector
 from steering.models import VectorSet
 from steering.services import vector_sets
 from steering.serving import site
-from tests.api.test_controlvectors import gguf_bytes
+from tests.api.test_gguf import gguf_bytes
 from tests.conftest import PASSWORD
 
 
