@@ -5,13 +5,15 @@ vector-sets/upload/, /vectors → GET vector-sets/."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from steering.api import calibrate, chat, entry, gguf, health, interactions, learn, profiles, vector_sets
+from steering.chat.rest import ChatView
+
+from steering.api import calibrate, entry, gguf, health, interactions, learn, profiles, vector_sets
 
 urlpatterns = [
     path("", entry.ApiRootView.as_view(), name="api-root"),
     path("auth/token/", entry.TokenView.as_view(), name="api-token"),
     path("health/", health.HealthView.as_view(), name="api-health"),
-    path("chat/", chat.ChatView.as_view(), name="api-chat"),
+    path("chat/", ChatView.as_view(), name="api-chat"),
     path("dimensions/", vector_sets.DimensionListView.as_view(), name="api-dimensions"),
     path("dimensions/<slug:name>/", vector_sets.DimensionDetailView.as_view(), name="api-dimension"),
     path("vector-sets/", vector_sets.VectorSetListView.as_view(), name="api-vector-sets"),

@@ -1,6 +1,6 @@
 """Chat: resolve a request (profile, overrides, vector set, history fitted to the model's
 context, the prompt-with-steering instruction) and log what was generated (interactions,
-conversations and their messages). The turn itself, streamed, is chat_turn.py."""
+conversations and their messages). The turn itself, streamed, is steering/chat/turn.py."""
 
 from __future__ import annotations
 

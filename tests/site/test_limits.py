@@ -4,10 +4,10 @@ parameter and for strengths, so no door lets through what the engine would then 
 
 import pytest
 
-from steering.chat_request import ChatRequestSerializer
+from steering.chat.schema import ChatRequestSerializer
 from steering.engine import LIMITS, MAX_DIMENSIONS, GenerationParams
 from steering.models import VectorSet, clean_preferences
-from steering.openai.protocol import OpenAIError, parse_request
+from steering.chat.openai.protocol import OpenAIError, parse_request
 
 # What both APIs name the way the engine does (/v1 takes OpenAI's names for the token count).
 SHARED = ("temperature", "top_p", "seed")

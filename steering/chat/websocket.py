@@ -13,9 +13,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from ops.throttling import too_many_message, user_budget_take
-from steering.chat_request import GenerateFrameSerializer, chat_turn, error_message
+from steering.chat.schema import GenerateFrameSerializer, chat_turn, error_message
 from steering.models import InteractionLog
-from steering.services.chat_turn import ChatError, ChatTurn
+from steering.chat.turn import ChatBudget, ChatError, ChatTurn
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.error("invalid", error_message(form.errors), tag=str(message.get("tag", ""))[:40])
         data = form.validated_data
         # The same budget as REST chat, spent before anything is logged or queued.
-        wait = await sync_to_async(user_budget_take)(scope="chat", user=self.user)
+        wait = await sync_to_async(user_budget_take)(scope=ChatBudget.throttle_scope, user=self.user)
         if wait:
             return await self.error("too_many", too_many_message(wait, "requests"), retry_after=wait, tag=data["tag"])
         if len(self.turns) >= settings.STEERLAB_MAX_PER_USER:

@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from steering.engine import CHAT_DEFAULTS, LIMITS, MAX_DIMENSIONS, STRENGTH, strength_check
 from steering.models import InteractionLog
-from steering.services.chat_turn import ChatTurn
+from steering.chat.turn import ChatTurn
 
 
 class StrengthField(serializers.FloatField):

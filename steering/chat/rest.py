@@ -12,19 +12,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
-from ops.throttling import UserBudgetThrottle
 from steering.api import serializers as s
-from steering.chat_request import ChatRequestSerializer, chat_turn
+from steering.chat.schema import ChatRequestSerializer, chat_turn
+from steering.chat.turn import ChatBudget, ChatError
 from steering.models import InteractionLog
-from steering.services.chat_turn import ChatError
-
-
-class ChatBudget:
-    """The user's chat budget, one budget whichever door spends it: REST and /v1 views take
-    these throttles; websocket generate frames and LEARN feedback spend the same scope."""
-
-    throttle_classes = [UserBudgetThrottle]
-    throttle_scope = "chat"
 
 
 class ChatView(ChatBudget, APIView):

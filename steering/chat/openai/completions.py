@@ -20,10 +20,9 @@ from django.db.models import Count
 from django.utils.text import slugify
 
 from steering import selectors
-from steering.models import InteractionLog, VectorSet
-from steering.openai import protocol as p
-from steering.serving.site import site_model_id
-from steering.services import chat_turn
+from steering.chat.openai import protocol as p
+from steering.chat.turn import ChatError, ChatTurn
+from steering.models import InteractionLog, VectorSet, site_model_id
 
 def model_ids(*, user) -> list[tuple[str, VectorSet | None]]:
     """What /v1/models lists for `user`: the served model, then one `steerlab/<set name
@@ -67,7 +66,7 @@ def model_resolve(*, user, model: str, vector_set_id: int | None) -> VectorSet |
                         status=404, param="model", code="model_not_found")
 
 
-def openai_error(exc: chat_turn.ChatError) -> p.OpenAIError:
+def openai_error(exc: ChatError) -> p.OpenAIError:
     return p.OpenAIError(exc.message, status=exc.http_status, code=exc.openai_code,
                          param="steering" if exc.code == "not_found" else None, retry_after=exc.retry_after)
 
@@ -76,7 +75,7 @@ class Completion:
     def __init__(self, *, user, request: p.CompletionRequest) -> None:
         self.user, self.request = user, request
         self.id, self.created = p.completion_id(), p.now()
-        self.turn: chat_turn.ChatTurn | None = None
+        self.turn: ChatTurn | None = None
         self.scanner = p.StopScanner(request.stop)
         self._pieces: AsyncIterator[str] | None = None
         self._first: str | None = None
@@ -91,7 +90,7 @@ class Completion:
             user=self.user, model=req.model, vector_set_id=req.vector_set_id
         )
         vector_set = resolved if isinstance(resolved, VectorSet) else None
-        self.turn = chat_turn.ChatTurn(
+        self.turn = ChatTurn(
             user=self.user, prompt=req.prompt, history=req.history, preferences=req.preferences,
             vector_set_id=vector_set.pk if vector_set else resolved, vector_set=vector_set,
             params=req.params, session_id=req.user,
@@ -99,7 +98,7 @@ class Completion:
         )
         try:
             await self.turn.prepare()
-        except chat_turn.ChatError as exc:
+        except ChatError as exc:
             raise openai_error(exc) from exc
         self._pieces = self.turn.run()
         self._first = await self._next()
@@ -110,7 +109,7 @@ class Completion:
             return await self._pieces.__anext__()
         except StopAsyncIteration:
             return None
-        except chat_turn.ChatError as exc:
+        except ChatError as exc:
             raise openai_error(exc) from exc
 
     async def _texts(self) -> AsyncIterator[str]:

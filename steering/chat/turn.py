@@ -23,6 +23,7 @@ from typing import AsyncIterator
 
 from asgiref.sync import sync_to_async
 
+from ops.throttling import UserBudgetThrottle
 from steering.files import VectorSetUnavailable
 from steering.models import InteractionLog
 from steering.services import chat
@@ -41,6 +42,14 @@ ERRORS = {
     "generation_failed": (500, "generation_failed"),
     "internal": (500, "internal_error"),
 }
+
+
+class ChatBudget:
+    """The user's chat budget, one budget whichever door spends it: the REST and /v1 views take
+    these throttles; websocket generate frames and LEARN feedback spend the same scope."""
+
+    throttle_classes = [UserBudgetThrottle]
+    throttle_scope = "chat"
 
 
 # Refused before any generation started: nothing to log.
