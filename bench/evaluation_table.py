@@ -69,10 +69,10 @@ def table_settings(args) -> dict:
     are equal; `vectors` is the part the vector sets depend on."""
     from django.conf import settings
 
-    from steering.serving import site
+    from steering.serving import runtime
 
     vectors = {
-        "model": site.site_model_id(),
+        "model": runtime.site_model_id(),
         "range_search": settings.STEERLAB_RANGE_SEARCH,
         "range_ppl_factor": settings.STEERLAB_RANGE_PPL_FACTOR,
         "data": _fingerprint(list((ROOT / "steering/data").rglob("*.json"))),
@@ -82,7 +82,7 @@ def table_settings(args) -> dict:
         "split": args.split,
         # The dtype the evaluation generates in (STEERLAB_DTYPE as resolved on this machine).
         # `compute_vectors` extracts and searches the range in float32 whatever the setting.
-        "dtype": str(site.site_model().dtype).removeprefix("torch."),
+        "dtype": str(runtime.site_model().dtype).removeprefix("torch."),
         "limit": args.limit,
         "tokens": args.tokens,
         "baselines": not args.no_baselines,

@@ -71,9 +71,9 @@ from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 positive, negative = catalog.examples("formality")
-vectors = compute_vectors(site.site_model(), {"formality": (positive[:24], negative[:24])},
+vectors = compute_vectors(runtime.site_model(), {"formality": (positive[:24], negative[:24])},
                           labels={"formality": ["Casual", "Formal"]})
 PreferenceDimension.objects.get_or_create(name="formality", defaults={"negative_label": "Casual", "positive_label": "Formal"})
 vector_sets.vector_set_register(vectors=vectors, name="default")

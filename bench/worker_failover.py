@@ -40,7 +40,7 @@ SETUP = """
 from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
-from steering.serving.site import site_model
+from steering.serving.runtime import site_model
 from steering.services import vector_sets
 positive, negative = catalog.examples("formality")
 vectors = compute_vectors(site_model(), {"formality": (positive[:24], negative[:24])},

@@ -130,7 +130,7 @@ class VectorSet(models.Model):
 @receiver(post_delete, sender=VectorSet)
 def _delete_vector_file(sender, instance: VectorSet, **kwargs) -> None:
     # After commit: a rolled-back delete must not lose the file. (The serving cache drops
-    # the set's vectors through its own receiver, in steering.serving.site.)
+    # the set's vectors through its own receiver, in steering.serving.runtime.)
     if instance.file:
         storage, name = instance.file.storage, instance.file.name
         transaction.on_commit(lambda: storage.delete(name))

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from ops.throttling import client_address, credentials_refused, credentials_spend, too_many_message
 from steering.api import serializers as s
-from steering.serving import site
+from steering.serving import runtime
 
 
 class ApiRootView(APIView):
@@ -29,7 +29,7 @@ class ApiRootView(APIView):
         ]
         return Response({
             "name": "SteerLab API",
-            "model": site.site_model_id(),
+            "model": runtime.site_model_id(),
             "websocket": request.build_absolute_uri("/ws/chat/").replace("http", "ws", 1),
             "endpoints": {name.removeprefix("api-"): request.build_absolute_uri(reverse(name)) for name in names},
         })

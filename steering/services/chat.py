@@ -14,7 +14,7 @@ from steering import selectors
 from steering.data import catalog
 from steering.engine import GenerationParams
 from steering.models import Conversation, InteractionLog, Message, VectorSet, clean_preferences
-from steering.serving import site
+from steering.serving import runtime
 
 
 HISTORY_MESSAGES = 6  # earlier turns of a conversation given to the model as context
@@ -75,7 +75,7 @@ def chat_prepare(
         history = [{"role": m.role, "content": m.content} for m in earlier if m.content]
     system = steering_prompt(vector_set=vector_set, strengths=strengths) if vector_set.prompt_with_steering else None
     prompt_ids = chat_fit_context(
-        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=site.site_model(),
+        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=runtime.site_model(),
         system=system,
     )
     return ChatPlan(vector_set, strengths, params, generation, prompt_ids, conversation)
@@ -84,7 +84,7 @@ def chat_prepare(
 def chat_context_tokens(loaded=None) -> int:
     """The served model's context in tokens (what its position embeddings cover)."""
 
-    config = (loaded or site.site_model()).model.config
+    config = (loaded or runtime.site_model()).model.config
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:

@@ -21,7 +21,7 @@ from steering.engine.sweep import SweepResult
 from steering.engine.sweep import evaluate_dimension
 from steering.models import Evaluation, VectorSet
 from steering.services import jobs
-from steering.serving import site
+from steering.serving import runtime
 
 
 def evaluation_start(
@@ -77,13 +77,13 @@ def evaluation_run(
     def work(job: jobs.Job) -> dict:
         used = references or _references(evaluation.vector_set, evaluation.dimension)
         result = evaluate_dimension(
-            site.site_model(),
-            site.site_vectors(evaluation.vector_set),
+            runtime.site_model(),
+            runtime.site_vectors(evaluation.vector_set),
             evaluation.dimension,
             evaluation.prompts,
             used,
             strengths=evaluation.strengths,
-            hooks=site.site_hooks(),
+            hooks=runtime.site_hooks(),
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
             params=GenerationParams(max_new_tokens=evaluation.max_new_tokens),
             instructions=instructions_for(evaluation.vector_set, evaluation.dimension) if baselines else None,

@@ -25,7 +25,7 @@ from steering.engine.controlvector import (
 from steering.models import VectorSet
 from steering.services import vector_sets
 from steering.services.vector_sets import functional_range_measure
-from steering.serving import site
+from steering.serving import runtime
 
 DIMENSION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
 # The texts whose residual norms give a foreign file SteerLab's unit: the range search's own
@@ -42,7 +42,7 @@ def vector_set_export_gguf(*, vector_set: VectorSet, dimension: str, strength: f
     vector. Raises ControlVectorError (and ValueError) with a message for a bad request."""
     if not vector_set.is_ready or not vector_set.file:
         raise ControlVectorError(f"Vector set {vector_set.pk} is {vector_set.status}, not ready")
-    vectors = site.site_vectors(vector_set) if vector_set.model_id == site.site_model_id() else None
+    vectors = runtime.site_vectors(vector_set) if vector_set.model_id == runtime.site_model_id() else None
     if vectors is None:
         vectors = files.vectors_load(vector_set.file)
     if dimension not in vectors.dimensions:
@@ -54,8 +54,8 @@ def vector_set_export_gguf(*, vector_set: VectorSet, dimension: str, strength: f
 
 def _model_hint(model_id: str) -> str:
     """The architecture name llama.cpp and repeng call the model by ("llama" for SmolLM2)."""
-    if model_id == site.site_model_id():
-        return str(getattr(site.site_model().model.config, "model_type", "") or "")
+    if model_id == runtime.site_model_id():
+        return str(getattr(runtime.site_model().model.config, "model_type", "") or "")
     return ""
 
 
@@ -76,7 +76,7 @@ def vector_set_import_gguf(
     recorded = control.metadata.get("steerlab.labels") or []
     labels = [negative_label or (recorded[0] if len(recorded) == 2 else f"less {dimension}"),
               positive_label or (recorded[1] if len(recorded) == 2 else f"more {dimension}")]
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     residual_norms = _residual_norms(loaded)
     vectors = steering_vectors_from(
         control, dimension=dimension, labels=labels, model_id=loaded.model_id, num_layers=loaded.num_layers,
@@ -86,7 +86,7 @@ def vector_set_import_gguf(
     # was computed, on these same vectors: kept, so a round trip steers exactly as before.
     # Any other file's range is measured as a computed set's is.
     if not (control.metadata.get("steerlab.format") == FORMAT and control.metadata.get("steerlab.model_id") == loaded.model_id):
-        vectors = functional_range_measure(vectors=vectors, loaded=loaded, hooks=site.site_hooks())
+        vectors = functional_range_measure(vectors=vectors, loaded=loaded, hooks=runtime.site_hooks())
     return vector_sets.vector_set_register(vectors=vectors, name=name, owner=owner)
 
 
@@ -97,7 +97,7 @@ def _residual_norms(loaded):
     default = selectors.vector_set_default()
     if default is not None and default.file:
         try:
-            return site.site_vectors(default).residual_norms
+            return runtime.site_vectors(default).residual_norms
         except ValueError:
             pass  # an unreadable default file: measure instead
     _, norms = record_activations(loaded, catalog.range_prompts(NORM_PROMPTS))

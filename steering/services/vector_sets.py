@@ -29,7 +29,7 @@ from steering.engine import (
 from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import jobs
-from steering.serving import site
+from steering.serving import runtime
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def vector_set_compute(
 
 def _forget_vectors(pk: int) -> None:
 
-    site.forget_vector_set(pk)
+    runtime.forget_vector_set(pk)
 
 
 def vector_set_start(*, name: str, dimensions, method: str, top_k: int | None = None, owner=None) -> VectorSet:
@@ -254,7 +254,7 @@ def vector_set_start(*, name: str, dimensions, method: str, top_k: int | None = 
 
     with transaction.atomic():
         vector_set = vector_set_create(
-            name=name, model_id=site.site_model_id(), dimensions=dimensions, method=method, top_k=top_k, owner=owner
+            name=name, model_id=runtime.site_model_id(), dimensions=dimensions, method=method, top_k=top_k, owner=owner
         )
         vector_set_enqueue(vector_set=vector_set)
     return vector_set
@@ -288,7 +288,7 @@ def vector_set_upload(*, upload, name: str, owner=None) -> VectorSet:
             for chunk in upload.chunks():
                 out.write(chunk)
         vectors = SteeringVectors.load(path)
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
     most = settings.STEERLAB_UPLOAD_MAX_DIMENSIONS
     if len(vectors.dimensions) > most:
@@ -300,7 +300,7 @@ def vector_set_upload(*, upload, name: str, owner=None) -> VectorSet:
             f"Functional ranges above this server's ceiling of {ceiling:g} (residual-norm units): "
             + ", ".join(f"{dim} {value:g}" for dim, value in sorted(too_wide.items()))
         )
-    vectors = vectors.with_residual_norms(site.site_residual_norms())
+    vectors = vectors.with_residual_norms(runtime.site_residual_norms())
     return vector_set_register(vectors=vectors, name=name, owner=owner)
 
 
@@ -309,12 +309,12 @@ def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, ma
     ready `vector_set`, generated together in one batch: {strength: text}. Raises ValueError
     when the vector set's file is missing or does not fit the site's model."""
 
-    vectors = site.site_vectors(vector_set)
-    prompt_ids = site.site_model().chat_ids(prompt)
+    vectors = runtime.site_vectors(vector_set)
+    prompt_ids = runtime.site_model().chat_ids(prompt)
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
     strengths = (-1.0, 0.0, 1.0)
     requests = [
         GenerationRequest(prompt_ids=prompt_ids, params=params, steering=vectors.layer_deltas({dimension: strength}))
         for strength in strengths
     ]
-    return dict(zip(strengths, site.site_generate(requests)))
+    return dict(zip(strengths, runtime.site_generate(requests)))

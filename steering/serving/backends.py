@@ -30,7 +30,7 @@ from django.conf import settings
 
 from steering.engine import GenerationParams, GenerationRequest
 from steering.inference import Busy, Scheduler, SchedulerClosed, TooManyForUser
-from steering.serving import redis_streams, site
+from steering.serving import redis_streams, runtime
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class GenerationSpec:
         """Resolve steering against this process's model (loads the vector file once)."""
         return GenerationRequest(
             prompt_ids=self.prompt_ids, params=self.params,
-            steering=site.steering_for(self.vector_set_id, self.strengths, vector_set=self.vector_set),
+            steering=runtime.steering_for(self.vector_set_id, self.strengths, vector_set=self.vector_set),
             generated_ids=list(self.generated_ids),
         )
 
@@ -83,10 +83,10 @@ async def run_on_scheduler(
     dead worker's stream from these ids."""
     try:
         request = await sync_to_async(spec.to_request, thread_sensitive=False)()
-    except site.VectorSetNotFound as exc:
+    except runtime.VectorSetNotFound as exc:
         yield error_event("not_found", str(exc))
         return
-    except site.VectorSetUnavailable as exc:  # the server's fault: its message names no path
+    except runtime.VectorSetUnavailable as exc:  # the server's fault: its message names no path
         yield error_event("vector_set_unavailable", str(exc), 60)
         return
     except (LookupError, ValueError) as exc:  # an unknown dimension, a bad strength or parameter
@@ -143,7 +143,7 @@ class LocalBackend:
     """The scheduler lives in this process (started on first use)."""
 
     def generate(self, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
-        return run_on_scheduler(site.site_scheduler(), spec, cancelled)
+        return run_on_scheduler(runtime.site_scheduler(), spec, cancelled)
 
 
 class WorkerBackend:

@@ -154,7 +154,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_project_modules_import_each_other_without_a_cycle_even_inside_functions():
     modules = _modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
-    assert graph["steering.serving.backends"] >= {"steering.serving.site", "steering.inference"}  # the parser sees imports
+    assert graph["steering.serving.backends"] >= {"steering.serving.runtime", "steering.inference"}  # the parser sees imports
     assert _cycles(graph) == []
 
 
@@ -196,7 +196,7 @@ def test_the_documented_layers_are_the_ones_checked():
     assert layers[0] == ["steering.engine", "steering.data", "steering.modes"]
     assert layers[-1] == ["steering"]
     assert ["steering.serving"] in layers and ["steering.models", "steering.files"] in layers
-    assert _layer_of("steering.serving.site", layers) < _layer_of("steering.selectors", layers)
+    assert _layer_of("steering.serving.runtime", layers) < _layer_of("steering.selectors", layers)
 
 
 def test_each_layer_imports_only_itself_and_the_layers_above_it():

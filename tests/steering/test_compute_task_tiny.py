@@ -53,7 +53,7 @@ def test_a_timeout_leaves_failed_and_no_file(tiny_site, settings):
         positive_examples=[" ".join(CORPUS)] * 3000, negative_examples=[" ".join(CORPUS[::-1])] * 3000,
     )
     vector_set = vector_sets.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[big])
-    from steering.serving.site import site_model
+    from steering.serving.runtime import site_model
 
     loaded = site_model()
     with pytest.raises(TimeoutException), TimeoutHandler(1):  # what a django-q2 worker wraps a task in

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django_q.tasks import async_task
 
 from steering.models import Evaluation, PreferenceDimension, VectorSet
-from steering.serving.site import site_model
+from steering.serving.runtime import site_model
 from steering.services import evaluations, vector_sets
 from tests.tiny_models import CORPUS
 

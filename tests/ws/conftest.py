@@ -10,14 +10,14 @@ from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from steerlab_site.asgi import application
 
 
 @pytest.fixture(scope="session")
 def formality_vectors():
     positive, negative = catalog.examples("formality")
-    return compute_vectors(site.site_model(), {"formality": (positive[:24], negative[:24])},
+    return compute_vectors(runtime.site_model(), {"formality": (positive[:24], negative[:24])},
                            labels={"formality": ["Casual", "Formal"]})
 
 
@@ -65,7 +65,7 @@ class WorkerThread:
 
         from steering.serving.worker import InferenceWorker
 
-        self.worker = InferenceWorker(site.site_scheduler())
+        self.worker = InferenceWorker(runtime.site_scheduler())
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

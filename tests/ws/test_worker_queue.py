@@ -27,7 +27,7 @@ from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import InteractionLog, PreferenceDimension
 from steering.services import vector_sets
-from steering.serving import redis_streams, site
+from steering.serving import redis_streams, runtime
 from tests.ws.conftest import connect
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -88,7 +88,7 @@ def worker_site(settings, tiny_site, transactional_db):
     settings.REDIS_URL = settings.TEST_REDIS_URL
     settings.STEERLAB_QUEUE_PREFIX = f"steerlab-test-{uuid.uuid4().hex[:8]}"
     positive, negative = catalog.examples("formality")
-    vectors = compute_vectors(site.site_model(), {"formality": (positive[:8], negative[:8])},
+    vectors = compute_vectors(runtime.site_model(), {"formality": (positive[:8], negative[:8])},
                               labels={"formality": ["Casual", "Formal"]})
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
     vector_sets.vector_set_register(vectors=vectors, name="default")

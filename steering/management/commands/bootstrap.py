@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand
 
 from steering.data import catalog
 from steering.models import VectorSet
-from steering.serving.site import site_model, site_model_id
+from steering.serving.runtime import site_model, site_model_id
 from steering.services import vector_sets
 
 DEMO_USERNAME = "demo"

@@ -1,4 +1,5 @@
-"""The site's one shared model and what hangs off it, loaded lazily once per process.
+"""This process's runtime: the site's one shared model and what hangs off it, loaded lazily
+once per process.
 
 Lazily, because django-q2 forks its workers from the cluster process: a model (and CUDA)
 initialised before the fork would be shared badly, so each process loads on first use.
@@ -221,7 +222,7 @@ def _forget_deleted(sender, instance: VectorSet, **kwargs) -> None:
     transaction.on_commit(lambda: forget_vector_set(pk))
 
 
-post_delete.connect(_forget_deleted, sender=VectorSet, dispatch_uid="steering.serving.site.forget_deleted")
+post_delete.connect(_forget_deleted, sender=VectorSet, dispatch_uid="steering.serving.runtime.forget_deleted")
 
 
 def loaded_vector_sets() -> list[int]:
