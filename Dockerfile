@@ -53,6 +53,8 @@ ENV DEBUG=0 \
 VOLUME ["/app/var"]
 EXPOSE 8000
 
+# daphne runs without --proxy-headers (it would believe any client's X-Forwarded-For): behind a
+# reverse proxy, name it in STEERLAB_TRUSTED_PROXIES (ops/forwarded.py reads the headers).
 # Migrating at start keeps `docker run` a one-step start; with several replicas on PostgreSQL,
 # run the migration once as its own step instead.
 CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne -b 0.0.0.0 -p 8000 --websocket-max-message-size 262144 --websocket-max-frame-size 262144 steerlab_site.asgi:application"]

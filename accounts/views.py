@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect, render
 
 from accounts.forms import SignupForm
-from ops.throttling import client_address, credentials_refused, credentials_spend, too_many_message
+from ops.throttling import LoginAttempt, client_address, signup_take, too_many_message
 
 
 def _refused(request, template: str, form, *, wait: int, what: str, extra: dict | None = None):
@@ -18,41 +18,41 @@ def _refused(request, template: str, form, *, wait: int, what: str, extra: dict 
 
 
 class LoginView(auth_views.LoginView):
-    """Django's log-in page, throttled per client address and per account name. Only failed
-    attempts count, so a user who types the password right is never held up by others'
-    successes; a guesser is stopped whatever address or account name they rotate."""
+    """Django's log-in page, throttled (ops/throttling.py: per account name and address, per
+    address, per account name). Each attempt is counted before the password is checked and
+    given back when it is right, so only failures spend and concurrent guesses cannot all slip
+    past the budget."""
 
     redirect_authenticated_user = True
 
     def post(self, request, *args, **kwargs):
-        username = request.POST.get("username", "")
-        wait = credentials_refused(scope="login", address=client_address(request), username=username)
-        if wait:
-            return _refused(request, self.template_name, self.form_class(request), wait=wait, what="failed log-in attempts")
+        self.attempt = LoginAttempt(address=client_address(request), username=request.POST.get("username", ""))
+        if self.attempt.wait:
+            return _refused(request, self.template_name, self.form_class(request), wait=self.attempt.wait,
+                            what="failed log-in attempts")
         return super().post(request, *args, **kwargs)
 
-    def form_invalid(self, form):
-        credentials_spend(scope="login", address=client_address(self.request), username=self.request.POST.get("username"))
-        return super().form_invalid(form)
+    def form_valid(self, form):
+        self.attempt.succeeded()
+        return super().form_valid(form)
 
 
 def throttle_log_in(view, *, template: str, form_class, context=lambda request: {}):
-    """A log-in view of someone else's (the admin's) with the same budget as LoginView: refused
-    while the address or account name has none left, and a failure (any answer but the
-    redirect of a success) spends one."""
+    """A log-in view of someone else's (the admin's) with the same budgets as LoginView: any
+    answer but the redirect of a success is a failure."""
 
     @wraps(view)
     def throttled(request, *args, **kwargs):
         if request.method != "POST":
             return view(request, *args, **kwargs)
-        address, username = client_address(request), request.POST.get("username", "")
-        wait = credentials_refused(scope="login", address=address, username=username)
-        if wait:
+        attempt = LoginAttempt(address=client_address(request), username=request.POST.get("username", ""))
+        if attempt.wait:
             form = form_class(request)
-            return _refused(request, template, form, wait=wait, what="failed log-in attempts", extra=context(request))
+            return _refused(request, template, form, wait=attempt.wait, what="failed log-in attempts",
+                            extra=context(request))
         response = view(request, *args, **kwargs)
-        if response.status_code != 302:
-            credentials_spend(scope="login", address=address, username=username)
+        if response.status_code == 302:
+            attempt.succeeded()
         return response
 
     return throttled
@@ -65,11 +65,9 @@ def signup(request):
     form = SignupForm(request.POST or None)
     if request.method == "POST":
         # Every attempt counts: each success is an account, the cheapest thing to abuse.
-        address, username = client_address(request), request.POST.get("username", "")
-        wait = credentials_refused(scope="signup", address=address, username=username)
+        wait = signup_take(address=client_address(request), username=request.POST.get("username", ""))
         if wait:
             return _refused(request, "registration/signup.html", SignupForm(), wait=wait, what="sign-ups")
-        credentials_spend(scope="signup", address=address, username=username)
         if form.is_valid():
             user = form.save()
             login(request, user)

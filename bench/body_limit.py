@@ -56,16 +56,17 @@ class PeakRss(threading.Thread):
         return max(self.peak, rss_mib(self.pid))
 
 
-def send(port: int, total: int, *, chunked: bool) -> tuple[str, int, float]:
-    """POST `total` bytes; stop as soon as the server answers. Returns the status line, the
-    bytes sent and the seconds taken."""
+def send(port: int, total: int, *, chunked: bool, host: str = "127.0.0.1", path: str = "/accounts/login/",
+         headers: str = "Content-Type: application/x-www-form-urlencoded\r\n") -> tuple[str, int, float]:
+    """POST `total` bytes to `path`; stop as soon as the server answers. Returns the status
+    line, the bytes sent and the seconds taken. `headers`: more header lines, each ending CRLF."""
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}"
-    head = (f"POST /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/x-www-form-urlencoded\r\n{framing}\r\nConnection: close\r\n\r\n")
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"{headers}{framing}\r\nConnection: close\r\n\r\n")
     block = b"a" * CHUNK
     piece = (f"{CHUNK:x}\r\n".encode() + block + b"\r\n") if chunked else block
     sent, started, answer = 0, time.monotonic(), b""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
+    with socket.create_connection((host, port)) as sock:
         sock.sendall(head.encode())
         try:
             while sent < total:

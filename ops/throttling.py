@@ -2,9 +2,8 @@
 daphne process counts against the same budget).
 
     budget = Budget("login")              # its rate: REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login"]
-    wait = budget.refused("address", ip)  # seconds to wait, or None while budget is left
-    budget.spend("address", ip)           # one attempt used
-    wait = budget.take("user", 42)        # both at once: spend unless refused
+    wait = budget.take("user", 42)        # spend one: seconds to wait if none was left, else None
+    budget.give_back("user", 42)          # that one did not count after all
 
 A window per key opens at its first attempt and lasts the rate's period; its counter is made
 with cache.add and cache.incr, which Redis does atomically, so two processes counting at once
@@ -13,8 +12,8 @@ the budget across a boundary). One
 budget is shared by every protocol that spends it: REST chat, websocket generate frames and
 the /v1 API all spend the user's "chat" budget through `UserBudgetThrottle` or `Budget`.
 
-Used by: log-in (page and /api/auth/token/) and sign-up, per client address and per account
-name (`credentials_refused`, `credentials_spend`); chat and LEARN feedback per user.
+Used by: log-in (pages and /api/auth/token/: `LoginAttempt`) and sign-up (`signup_take`),
+per client address and account name; chat and LEARN feedback per user.
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import unicodedata
 
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.settings import api_settings
@@ -60,11 +61,6 @@ class Budget:
         until = cache.get(f"{key}:until") or now + self.period
         return key, max(1, math.ceil(until - now))
 
-    def refused(self, kind: str, value) -> int | None:
-        """Seconds until this key's window ends when its budget is spent, else None."""
-        key, left = self._key(kind, value, open_window=False)
-        return left if (cache.get(key) or 0) >= self.limit else None
-
     def _incr(self, key: str, left: int) -> int:
         # add() creates the counter only if missing, so incr() never races a reset; the
         # counter expires with its window.
@@ -75,45 +71,107 @@ class Budget:
             cache.add(key, 1, timeout=left)
             return 1
 
-    def spend(self, kind: str, value) -> None:
-        self._incr(*self._key(kind, value, open_window=True))
-
     def take(self, kind: str, value) -> int | None:
-        """Spend one attempt unless the budget is spent; the seconds to wait if it is."""
+        """Spend one attempt unless the budget is spent; the seconds to wait if it is. The
+        counter is incremented first and the answer read from its new value, so of many
+        concurrent takes at most `limit` get None."""
         key, left = self._key(kind, value, open_window=True)
         return left if self._incr(key, left) > self.limit else None
 
+    def give_back(self, kind: str, value) -> None:
+        """Undo one take that turned out not to count (a refusal elsewhere, a success)."""
+        key, _ = self._key(kind, value, open_window=False)
+        try:
+            if cache.decr(key) < 0:  # the window ended and a new one began in between
+                cache.incr(key)
+        except ValueError:  # the window has ended: nothing to give back
+            pass
+
 
 # -- credentials: log-in, token, sign-up ------------------------------------------------------
+#
+# Log-in (the pages and /api/auth/token/) spends three budgets, each counted before the password
+# is checked (increment first, then decide, so concurrent guesses cannot all slip in):
+#   "login"          per (account name, address): one address guessing one account;
+#   "login_address"  per address, whatever the account: one address guessing many accounts;
+#   "login_account"  per account name from all addresses, larger and slower: many addresses
+#                    guessing one account. It is not spent, and does not refuse, at an address
+#                    the account logged in from in the last STEERLAB_LOGIN_KNOWN_DAYS days, so an
+#                    attack on the account from elsewhere cannot lock its owner out.
+# A refused attempt gives back what it took before the budget that refused it, and a successful
+# log-in gives back all it took: only failures spend.
 
 
 def client_address(request) -> str:
-    """The client's address as daphne reports it (behind a proxy, daphne --proxy-headers sets
-    it from X-Forwarded-For; a header is never read here, so a client cannot pick its own)."""
+    """The client's address: daphne's peer, or behind a trusted proxy the client it forwarded
+    for (ops/forwarded.py rewrites the connection's address before Django sees it; a header is
+    never read here, so a client cannot pick its own)."""
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 
-def _account(username) -> str:
-    # Case-folded: "Alice" and "alice" are one account name to a guesser.
-    return str(username or "").strip().casefold()
+def account_name(username) -> str:
+    """The account a name reaches: as authentication reads it (Django's log-in form strips it
+    and NFKC-normalises it, `AbstractBaseUser.normalize_username`), case-folded (to a guesser
+    "Alice" and "alice" are one target), so "ａlice" in fullwidth letters counts against "alice"."""
+    name = unicodedata.normalize("NFKC", str(username or "").strip())
+    return unicodedata.normalize("NFKC", name.casefold())
 
 
-def credentials_refused(*, scope: str, address: str, username) -> int | None:
-    """Seconds to wait when the address or the account name has spent its budget of `scope`."""
-    budget = Budget(scope)
-    waits = [budget.refused("address", address)]
-    if _account(username):
-        waits.append(budget.refused("account", _account(username)))
-    waits = [w for w in waits if w]
-    return max(waits) if waits else None
+class LoginAttempt:
+    """One log-in attempt, counted before its password is checked.
+
+        attempt = LoginAttempt(address=client_address(request), username=name)
+        if attempt.wait: ...answer 429, Retry-After: attempt.wait
+        ...check the password; on success: attempt.succeeded()
+    """
+
+    def __init__(self, *, address: str, username) -> None:
+        self.address, self.account = address, account_name(username)
+        keys = [(Budget("login_address"), "address", address)]
+        if self.account:
+            keys.append((Budget("login"), "account-address", f"{self.account}\x00{address}"))
+            if not self._known():
+                keys.append((Budget("login_account"), "account", self.account))
+        self.taken: list[tuple[Budget, str, str]] = []
+        self.wait: int | None = None
+        for budget, kind, value in keys:
+            wait = budget.take(kind, value)
+            if wait:
+                self._give_back()
+                self.wait = wait
+                return
+            self.taken.append((budget, kind, value))
+
+    def _known_key(self) -> str:
+        digest = hashlib.sha256(f"{self.account}\x00{self.address}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"known-login:{digest}"
+
+    def _known(self) -> bool:
+        return bool(cache.get(self._known_key()))
+
+    def _give_back(self) -> None:
+        for budget, kind, value in self.taken:
+            budget.give_back(kind, value)
+        self.taken = []
+
+    def succeeded(self) -> None:
+        """The password was right: nothing is spent, and this address is the owner's."""
+        self._give_back()
+        if self.account:
+            cache.set(self._known_key(), 1, timeout=settings.STEERLAB_LOGIN_KNOWN_DAYS * 86400)
 
 
-def credentials_spend(*, scope: str, address: str, username) -> None:
-    """Count one attempt (a failed log-in, a sign-up) against the address and the account name."""
-    budget = Budget(scope)
-    budget.spend("address", address)
-    if _account(username):
-        budget.spend("account", _account(username))
+def signup_take(*, address: str, username) -> int | None:
+    """Count one sign-up attempt (every attempt: each success is an account) against the
+    address and the account name; the seconds to wait when either has none left."""
+    budget = Budget("signup")
+    wait = budget.take("address", address)
+    if wait or not account_name(username):
+        return wait
+    wait = budget.take("account", account_name(username))
+    if wait:
+        budget.give_back("address", address)
+    return wait
 
 
 def too_many_message(wait: int, what: str = "attempts") -> str:

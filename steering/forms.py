@@ -122,6 +122,17 @@ class VectorSetCreateForm(forms.ModelForm):
         # An uploaded set's own dimensions have no examples to compute from, and are its alone.
         self.fields["dimensions"].queryset = PreferenceDimension.objects.filter(private_to__isnull=True)
 
+    def clean_owner(self):
+        from steering.services.vector_sets import UploadQuotaExceeded, vector_set_quota_check
+
+        owner = self.cleaned_data.get("owner")
+        if owner is not None:
+            try:  # what vector_set_start holds the owner to, said on the form rather than as a 500
+                vector_set_quota_check(owner=owner)
+            except UploadQuotaExceeded as exc:
+                raise forms.ValidationError(str(exc).replace("You already have", f"{owner} already has")) from exc
+        return owner
+
 
 class VectorSetChangeForm(forms.ModelForm):
     """An existing vector set: only its name and owner change; the rest is what was computed.

@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP goes to Django, websockets to the Channels consumers.
 
-Served by daphne: `daphne steerlab_site.asgi:application`.
+Served by daphne: `daphne steerlab_site.asgi:application` (without --proxy-headers: forwarded
+headers are read by ops/forwarded.py, from STEERLAB_TRUSTED_PROXIES only).
 """
 
 import os
@@ -19,6 +20,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from ops.body_limit import BodyLimit, install_in_daphne  # noqa: E402
+from ops.forwarded import TrustedProxies  # noqa: E402
 from ops.metrics import count_websockets  # noqa: E402
 from steerlab_site.routing import websocket_urlpatterns  # noqa: E402
 
@@ -31,7 +33,9 @@ http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else
 http_app = BodyLimit(http_app, limit=settings.STEERLAB_MAX_BODY_BYTES)
 install_in_daphne(settings.STEERLAB_MAX_BODY_BYTES)
 
-application = ProtocolTypeRouter(
+# Outermost: the client address and scheme are settled (from a trusted proxy's headers, or the
+# peer itself) before the throttles, logs or HTTPS checks below read them.
+application = TrustedProxies(ProtocolTypeRouter(
     {
         "http": http_app,
         # Browsers send cookies on cross-site websocket handshakes, so the origin check is what
@@ -40,4 +44,4 @@ application = ProtocolTypeRouter(
             AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
-)
+))

@@ -11,6 +11,7 @@ variable required.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -117,6 +118,18 @@ def env_list(name: str, default: Sequence[str] | _Required = REQUIRED) -> list[s
     if value is None:
         return list(_default(name, default))
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(name: str, default: Sequence[str] | _Required = REQUIRED) -> list[str]:
+    """A comma-separated list of IP addresses or networks (CIDR), each written canonically
+    ("10.0.0.7/32", "172.30.80.0/24"); a typo stops start-up instead of trusting nothing."""
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise _bad(name, item, "IP addresses or networks such as 10.0.0.7 or 172.30.80.0/24, comma-separated") from None
+    return networks
 
 
 def env_choice(name: str, default: str | _Required, choices: Iterable[str]) -> str:

@@ -18,6 +18,7 @@ from steerlab_site.env import (
     env_int,
     env_list,
     env_matching,
+    env_networks,
     env_path,
     env_str,
 )
@@ -56,9 +57,13 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTP
 # Opt-in only: with the preload directive anyone may submit the domain to the browsers'
 # built-in HTTPS-only lists, which is slow to undo.
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
-# The header a TLS-terminating proxy sets to "https" (e.g. X-Forwarded-Proto). Trusted only when
-# named, since a client reaching daphne directly could send it; without it, SSL redirects
-# behind a proxy would loop.
+# The reverse proxies in front of daphne (addresses or CIDR networks). Only a connection from one
+# of them may say, in X-Forwarded-For and X-Forwarded-Proto, who the client is and whether it came
+# over HTTPS (ops/forwarded.py, in front of the whole application); from anyone else both headers
+# are dropped, so a client cannot pick the address its throttles count against. Empty: none.
+STEERLAB_TRUSTED_PROXIES = env_networks("STEERLAB_TRUSTED_PROXIES", [])
+# Not needed behind a trusted proxy (its X-Forwarded-Proto sets the request's scheme); kept for
+# a proxy that names the scheme in another header, read only from a trusted proxy as well.
 _PROXY_SSL_HEADER = env_matching("SECURE_PROXY_SSL_HEADER", "", r"[A-Za-z0-9-]*", "a header name such as X-Forwarded-Proto")
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https") if _PROXY_SSL_HEADER else None
@@ -197,6 +202,11 @@ STEERLAB_DEVICE = env_matching(
 STEERLAB_DTYPE = env_choice("STEERLAB_DTYPE", "auto", ["auto", "float32", "bfloat16"])
 # Bounds on what one request may ask: they keep one user from holding the model for minutes.
 STEERLAB_MAX_PROMPT_CHARS = env_int("STEERLAB_MAX_PROMPT_CHARS", 4000, minimum=1)
+# Messages in one /v1 request (system turns and the last user turn included); more are answered
+# 400. Fitting a list to the context costs renders of the chat template, so its length is bounded
+# like its characters. Stored conversations give the model their newest turns only (at most
+# this many; chat.HISTORY_MESSAGES today).
+STEERLAB_MAX_MESSAGES = env_int("STEERLAB_MAX_MESSAGES", 256, minimum=2)
 STEERLAB_MAX_NEW_TOKENS = env_int("STEERLAB_MAX_NEW_TOKENS", 512, minimum=1, maximum=4096)
 STEERLAB_DEFAULT_NEW_TOKENS = env_int("STEERLAB_DEFAULT_NEW_TOKENS", 128, minimum=1, maximum=4096)
 STEERLAB_MAX_UPLOAD_BYTES = env_int("STEERLAB_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1024)
@@ -259,6 +269,12 @@ STEERLAB_UPLOAD_MAX_SETS = env_int("STEERLAB_UPLOAD_MAX_SETS", 20, minimum=1)
 STEERLAB_UPLOAD_QUOTA_BYTES = env_int("STEERLAB_UPLOAD_QUOTA_BYTES", 200 * 1024 * 1024, minimum=1024)
 # Dimensions one uploaded file may bring (each becomes a row private to its set).
 STEERLAB_UPLOAD_MAX_DIMENSIONS = env_int("STEERLAB_UPLOAD_MAX_DIMENSIONS", 32, minimum=1)
+# GGUF control vectors from users are read by a strict reader (steering/engine/ggufread.py) in a
+# child process: the file's size, and the child's wall time and address space. Other bounds
+# (tensors: the model's layer count; metadata counts and lengths) are fixed in GgufLimits.
+STEERLAB_GGUF_MAX_BYTES = env_int("STEERLAB_GGUF_MAX_BYTES", 16 * 1024 * 1024, minimum=1024)
+STEERLAB_GGUF_READ_TIMEOUT = env_float("STEERLAB_GGUF_READ_TIMEOUT", 10.0, minimum=0.5)
+STEERLAB_GGUF_READ_MEMORY_BYTES = env_int("STEERLAB_GGUF_READ_MEMORY_BYTES", 256 * 1024 * 1024, minimum=32 * 1024 * 1024)
 
 # django-q2 runs the long jobs (vector computation, evaluation, LEARN updates). Each worker loads
 # its own copy of the model, so one worker is the default on a small machine.
@@ -299,12 +315,19 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "chat": env_str("THROTTLE_CHAT", "120/min"),
         "compute": env_str("THROTTLE_COMPUTE", "20/hour"),
-        # Failed log-ins (page and /api/auth/token/), per client address and per account name.
+        # Failed log-ins (pages and /api/auth/token/; ops/throttling.py): per (account name,
+        # client address); per address whatever the account; per account name from all
+        # addresses but those it logged in from lately (so an attack cannot lock its owner out).
         "login": env_str("THROTTLE_LOGIN", "10/hour"),
+        "login_address": env_str("THROTTLE_LOGIN_ADDRESS", "30/hour"),
+        "login_account": env_str("THROTTLE_LOGIN_ACCOUNT", "100/day"),
         # Sign-up attempts, per client address and per account name.
         "signup": env_str("THROTTLE_SIGNUP", "10/hour"),
     },
 }
+# An address an account logged in from is its owner's for this long: the account's own budget
+# (login_account above) neither counts nor refuses attempts from it.
+STEERLAB_LOGIN_KNOWN_DAYS = env_int("STEERLAB_LOGIN_KNOWN_DAYS", 30, minimum=1, maximum=365)
 SPECTACULAR_SETTINGS = {
     "TITLE": "SteerLab API",
     "DESCRIPTION": "Personalised chat with one shared language model, steered per user.",

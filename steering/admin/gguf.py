@@ -98,10 +98,18 @@ class ControlVectorAdminMixin:
                 form.add_error("file", str(exc))
             else:
                 self.log_addition(request, vector_set, [{"added": {}}])
-                self.message_user(request, (
-                    f"Imported “{vector_set.name}”: {data['dimension']} on layers {vector_set.layers}, functional "
-                    f"range {vector_set.functional_range[data['dimension']]:.4g}. It is shared and ready to use."
-                ), messages.SUCCESS)
+                if vector_set.is_ready:
+                    self.message_user(request, (
+                        f"Imported “{vector_set.name}”: {data['dimension']} on layers {vector_set.layers}, functional "
+                        f"range {vector_set.functional_range[data['dimension']]:.4g}. It is shared and ready to use."
+                    ), messages.SUCCESS)
+                else:
+                    self.message_user(request, (
+                        f"Imported “{vector_set.name}”: {data['dimension']} on layers {vector_set.layers}. Its functional "
+                        "range is being measured in the background; its status and progress show in the list."
+                    ), messages.INFO)
                 return HttpResponseRedirect(self._url("change", vector_set))
+        # A refused file is a 400, as over the API, with the form and its reasons.
         return TemplateResponse(request, "admin/steering/vectorset/gguf_import.html", self._context(
-            request, title="Import a GGUF control vector", form=form, max_upload_bytes=limit))
+            request, title="Import a GGUF control vector", form=form, max_upload_bytes=limit),
+            status=400 if request.method == "POST" else 200)

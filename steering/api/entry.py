@@ -7,11 +7,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ops.throttling import client_address, credentials_refused, credentials_spend, too_many_message
+from ops.throttling import LoginAttempt, client_address, too_many_message
 from steering.api import serializers as s
 from steering.serving import runtime
 
@@ -36,22 +35,18 @@ class ApiRootView(APIView):
 
 
 class TokenView(ObtainAuthToken):
-    """Your API token for a username and password; failed attempts are throttled per client
-    address and per account name (429 with Retry-After)."""
+    """Your API token for a username and password; failed attempts spend the log-in page's
+    budgets (ops/throttling.py; 429 with Retry-After)."""
 
     throttle_classes = []
 
     @extend_schema(request=AuthTokenSerializer, responses={200: AuthTokenSerializer, 429: s.ErrorSerializer})
     def post(self, request, *args, **kwargs):
-        address = client_address(request)
         username = request.data.get("username") if hasattr(request.data, "get") else None
-        username = username if isinstance(username, str) else ""
-        wait = credentials_refused(scope="login", address=address, username=username)
-        if wait:
-            return Response({"detail": too_many_message(wait, "failed log-in attempts")},
-                            status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)})
-        try:
-            return super().post(request, *args, **kwargs)
-        except ValidationError:
-            credentials_spend(scope="login", address=address, username=username)
-            raise
+        attempt = LoginAttempt(address=client_address(request), username=username if isinstance(username, str) else "")
+        if attempt.wait:
+            return Response({"detail": too_many_message(attempt.wait, "failed log-in attempts")},
+                            status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(attempt.wait)})
+        response = super().post(request, *args, **kwargs)  # a wrong password raises: it stays spent
+        attempt.succeeded()
+        return response

@@ -23,6 +23,7 @@ from steering.services import gguf
 from steering.api import serializers as s
 from steering.api.vector_sets import new_set_owner, upload_refused
 from steering.engine.controlvector import ControlVectorError
+from steering.services import vector_sets
 
 
 class GgufImportSerializer(s.SizedUploadSerializer):
@@ -72,12 +73,16 @@ class VectorSetExportGgufView(APIView):
 
 class VectorSetImportGgufView(APIView):
     """Register a GGUF control vector as a one-dimension vector set, validated against this
-    server's model, its functional range measured. A bad file is a 400 that stores nothing."""
+    server's model. A file SteerLab exported for this model is ready at once (201); any other
+    file's functional range is measured in the background (202: poll the set's detail for its
+    status and progress, as for a computed set). A bad file, or the set quota reached, is a
+    400 with a message that stores nothing."""
 
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "compute"
 
-    @extend_schema(request={"multipart/form-data": GgufImportSerializer}, responses={201: s.VectorSetSerializer})
+    @extend_schema(request={"multipart/form-data": GgufImportSerializer},
+                   responses={201: s.VectorSetSerializer, 202: s.VectorSetSerializer})
     def post(self, request):
         refused = upload_refused(request)
         if refused is not None:
@@ -93,4 +98,7 @@ class VectorSetImportGgufView(APIView):
             )
         except ControlVectorError as exc:
             raise ValidationError({"file": [str(exc)]}) from exc
-        return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=201)
+        except vector_sets.UploadQuotaExceeded as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        status = 201 if vector_set.is_ready else 202
+        return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=status)

@@ -67,13 +67,16 @@ class VectorSetListView(generics.ListAPIView):
         form = s.VectorSetCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        vector_set = vector_sets.vector_set_start(
-            name=data["name"],
-            dimensions=data["dimensions"],
-            method=data["method"],
-            top_k=data.get("top_k"),
-            owner=new_set_owner(request, shared=data["shared"], verb="create"),
-        )
+        try:
+            vector_set = vector_sets.vector_set_start(
+                name=data["name"],
+                dimensions=data["dimensions"],
+                method=data["method"],
+                top_k=data.get("top_k"),
+                owner=new_set_owner(request, shared=data["shared"], verb="create"),
+            )
+        except vector_sets.UploadQuotaExceeded as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
         return Response(self.get_serializer(vector_set).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .ggufread import F32, GgufError, GgufLimits, Isolation, parse_isolated, parse_with_data
 from .vectorfile import METHODS, SteeringVectors
 
 ARCHITECTURE = "controlvector"
@@ -169,27 +170,41 @@ def control_vector_from(
 # -- reading -----------------------------------------------------------------------------------
 
 
-def read_control_vector(path: str | Path) -> ControlVector:
+def read_control_vector(
+    path: str | Path, *, limits: GgufLimits | None = None, isolation: Isolation | None = None
+) -> ControlVector:
     """Read a GGUF control vector, refusing it exactly when llama.cpp's loader would (and
     also when it is not readable GGUF at all, or holds non-finite numbers). Raises
-    ControlVectorError with the loader's reason."""
-    import gguf
+    ControlVectorError with the loader's reason.
 
+    The file may come from anyone: it is read by ggufread's strict reader within `limits`
+    (GgufLimits' defaults when None), in a child process under `isolation`'s time and memory
+    caps when given (untrusted uploads), else in this process."""
+    limits = limits or GgufLimits()
     try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as exc:  # the reader raises whatever numpy or struct raise on garbage
+        if isolation is not None:
+            parsed, chunks = parse_isolated(path, limits, isolation)
+        else:
+            parsed, chunks = parse_with_data(path, limits)
+    except GgufError as exc:
+        raise ControlVectorError(f"Not a readable GGUF file: {exc}") from exc
+    except OSError as exc:
         raise ControlVectorError(f"Not a readable GGUF file: {exc.__class__.__name__}: {exc}") from exc
     directions: dict[int, torch.Tensor] = {}
     n_embd = None
-    for tensor in reader.tensors:
+    names = set()
+    for tensor, chunk in zip(parsed.tensors, chunks):
+        if tensor.name in names:  # gguf's own loader refuses a repeated name
+            raise ControlVectorError(f"Not a readable GGUF file: tensor {tensor.name!r} appears twice")
+        names.add(tensor.name)
         layer = block_index(tensor.name)
         if layer < 0:
             raise ControlVectorError(f"Invalid/unparsable direction tensor layer index: tensor {tensor.name!r}")
         if layer == 0:
             raise ControlVectorError(f"Invalid (zero) direction tensor layer index: tensor {tensor.name!r}")
-        if tensor.tensor_type != gguf.GGMLQuantizationType.F32:
-            raise ControlVectorError(f"Invalid (non-F32) direction tensor type: {tensor.name} is {tensor.tensor_type.name}")
-        shape = [int(n) for n in tensor.shape]
+        if tensor.ggml_type != F32:
+            raise ControlVectorError(f"Invalid (non-F32) direction tensor type: {tensor.name} is {tensor.type_name}")
+        shape = list(tensor.shape)
         while len(shape) > 1 and shape[-1] == 1:  # ggml_n_dims ignores trailing sizes of 1
             shape.pop()
         if len(shape) != 1:
@@ -198,22 +213,25 @@ def read_control_vector(path: str | Path) -> ControlVector:
             n_embd = shape[0]
         elif shape[0] != n_embd:
             raise ControlVectorError(f"Direction tensor {tensor.name} has {shape[0]} values, the previous ones {n_embd}")
-        data = torch.from_numpy(np.array(tensor.data, dtype=np.float32).reshape(-1))
+        data = torch.from_numpy(np.frombuffer(chunk, dtype="<f4").astype(np.float32))
         if not torch.isfinite(data).all():
             raise ControlVectorError(f"Direction tensor {tensor.name} holds non-finite values")
         directions[layer] = directions[layer] + data if layer in directions else data  # repeats add up
     if not directions:
         raise ControlVectorError("No direction tensors found")
-    metadata = {}
-    for name, fld in reader.fields.items():
-        if name.startswith("GGUF.") or not fld.types:
-            continue
-        try:
-            metadata[name] = fld.contents()
-        except Exception:  # a value type the reader cannot decode: nothing we need
-            continue
+    metadata = dict(parsed.metadata)
     model_hint = metadata.pop(f"{ARCHITECTURE}.model_hint", "")
     return ControlVector(directions=directions, model_hint=str(model_hint), metadata=metadata)
+
+
+def recorded_number(metadata: dict, key: str) -> float:
+    """A number a SteerLab file must record (its strength, its range): finite and non-zero,
+    else ControlVectorError naming the key."""
+    value = metadata.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value == 0:
+        shown = "missing" if value is None else repr(value)[:60]
+        raise ControlVectorError(f"{key} must be a non-zero finite number in a {FORMAT} file, not {shown}")
+    return float(value)
 
 
 def steering_vectors_from(
@@ -248,8 +266,9 @@ def steering_vectors_from(
     meta = control.metadata
     ours = meta.get("steerlab.format") == FORMAT
     if ours:
-        scale = float(meta["steerlab.strength"]) * float(meta["steerlab.functional_range"])
-        functional_range, method = abs(float(meta["steerlab.functional_range"])), str(meta.get("steerlab.method", "caa"))
+        strength, recorded_range = recorded_number(meta, "steerlab.strength"), recorded_number(meta, "steerlab.functional_range")
+        scale = strength * recorded_range
+        functional_range, method = abs(recorded_range), str(meta.get("steerlab.method", "caa"))
         if scale < 0:  # exported at a negative strength: the file points at the negative end
             scale, sign = -scale, -1.0
         else:

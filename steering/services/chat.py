@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 
 from steering import selectors
@@ -68,10 +69,16 @@ def chat_prepare(
     strengths.update(clean_preferences(vector_set, preferences or {}))
     strengths = {name: value for name, value in strengths.items() if value != 0.0}
     generation = GenerationParams(**params)  # bad parameters fail here, with a message, before queueing
-    # Earlier turns: the stored conversation's, or those the client sent itself (/v1).
+    # Earlier turns: the stored conversation's newest, or those the client sent itself (/v1).
+    # Both are bounded by STEERLAB_MAX_MESSAGES: fitting them to the context renders the chat
+    # template, and a conversation may have grown to any length.
+    cap = settings.STEERLAB_MAX_MESSAGES
+    if history is not None and len(history) + 1 > cap:
+        raise ValueError(f"{len(history) + 1} messages, more than this server's {cap}")
     history = [{"role": m["role"], "content": m["content"]} for m in history or []]
     if conversation is not None:
-        earlier = list(conversation.messages.order_by("-created_at", "-pk")[:HISTORY_MESSAGES])[::-1]
+        newest = min(HISTORY_MESSAGES, cap - 1)
+        earlier = list(conversation.messages.order_by("-created_at", "-pk")[:newest])[::-1]
         history = [{"role": m.role, "content": m.content} for m in earlier if m.content]
     system = steering_prompt(vector_set=vector_set, strengths=strengths) if vector_set.prompt_with_steering else None
     prompt_ids = chat_fit_context(
@@ -113,14 +120,38 @@ def chat_fit_context(
             f"The prompt is {len(alone)} tokens and max_new_tokens is {max_new_tokens}: {len(alone) + max_new_tokens} "
             f"tokens, more than the model's context of {context} tokens. Shorten the prompt or ask for fewer new tokens."
         )
-    while history:
-        ids = loaded.chat_ids([*framing, *history, question], system=system)
+    # Where the kept turns may start: the whole history, else at a user turn. Which start
+    # fits is monotone (more turns, more tokens), so the oldest start that fits is found by
+    # galloping back from the newest turn and then bisecting: about 2·log2(turns) renders,
+    # each of about as many turns as the context holds, however long the list is. Dropping one
+    # turn at a time and re-rendering the rest made a list of n empty messages cost n renders
+    # of up to n turns (issue 23: 3000 messages, 75 s of CPU).
+    starts = [0, *(i for i in range(1, len(history)) if history[i]["role"] == "user")] if history else []
+
+    def render(index: int) -> list[int]:
+        return loaded.chat_ids([*framing, *history[starts[index]:], question], system=system)
+
+    kept, kept_ids, refused = None, alone, -1  # oldest start known to fit, its ids; newest known not to
+    probe, step = len(starts) - 1, 1
+    while probe >= 0:
+        ids = render(probe)
+        if len(ids) > room:
+            refused = probe
+            break
+        kept, kept_ids = probe, ids
+        if probe == 0:
+            break
+        probe, step = max(0, probe - step), step * 2
+    if kept is None:
+        return alone
+    while kept - refused > 1:
+        middle = (kept + refused) // 2
+        ids = render(middle)
         if len(ids) <= room:
-            return ids
-        history = history[1:]
-        while history and history[0]["role"] != "user":
-            history = history[1:]
-    return alone
+            kept, kept_ids = middle, ids
+        else:
+            refused = middle
+    return kept_ids
 
 
 def steering_prompt(*, vector_set: VectorSet, strengths: dict[str, float]) -> str | None:

@@ -15,7 +15,6 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from steering import files
-
 from steering.data import catalog
 from steering.engine import (
     GenerationParams,
@@ -97,9 +96,11 @@ class UploadQuotaExceeded(ValueError):
     """The owner already has as many vector sets, or bytes of vector files, as one user may."""
 
 
-def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> VectorSet:
+def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None, measure: bool = False) -> VectorSet:
     """Register vectors computed elsewhere as a ready vector set, and rewrite the file into
-    media storage from the validated tensors, never copied byte for byte.
+    media storage from the validated tensors, never copied byte for byte. With `measure`, the
+    set is created pending instead, and its functional range is measured by a background job
+    (vector_set_compute) queued once it commits.
 
     A user's set gets dimensions of its own, private to it, labelled from the file: an upload
     never adds to (or claims a name in) the shared catalogue. A shared set (no owner, staff)
@@ -111,7 +112,7 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> V
     try:
         with transaction.atomic():
             if owner is not None:
-                _upload_quota_check(owner=owner, new_bytes=storage.size(relative))
+                vector_set_quota_check(owner=owner, new_bytes=storage.size(relative))
             vector_set = VectorSet.objects.create(
                 name=name,
                 model_id=vectors.model_id,
@@ -121,8 +122,8 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> V
                 hidden_size=vectors.hidden_size,
                 functional_range=vectors.functional_range,
                 file=relative,
-                status=VectorSet.Status.READY,
-                progress=100,
+                status=VectorSet.Status.PENDING if measure else VectorSet.Status.READY,
+                progress=0 if measure else 100,
                 owner=owner,
             )
             shared = {}
@@ -139,14 +140,18 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None) -> V
                     name=dim, negative_label=negative_label, positive_label=positive_label, private_to=vector_set
                 ))
             vector_set.dimensions.set(dimensions)
+            if measure:
+                vector_set_enqueue(vector_set=vector_set)
     except BaseException:
         storage.delete(relative)
         raise
     return vector_set
 
 
-def _upload_quota_check(*, owner, new_bytes: int) -> None:
-    # The owner's row is locked, so two uploads at once cannot both slip under the quota.
+def vector_set_quota_check(*, owner, new_bytes: int = 0) -> None:
+    """Held by every set a user creates, uploaded, imported or computed here (whose size is
+    not known yet: `new_bytes` 0). The owner's row is locked, so two requests at once cannot
+    both slip under the quota."""
     get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
     owned = list(VectorSet.objects.filter(owner=owner).exclude(file=""))
     count_limit, bytes_limit = settings.STEERLAB_UPLOAD_MAX_SETS, settings.STEERLAB_UPLOAD_QUOTA_BYTES
@@ -208,6 +213,10 @@ def vector_set_compute(
     failure marks it failed (jobs.run says how)."""
 
     def work(job: jobs.Job) -> dict:
+        if loaded.model_id != vector_set.model_id:
+            raise ValueError(f"The vector set is for {vector_set.model_id!r}, but the model loaded is {loaded.model_id!r}")
+        if _is_import(vector_set):
+            return measure(job)
         examples, labels = {}, {}
         for dim in vector_set.dimensions.all():
             if not dim.positive_examples or not dim.negative_examples:
@@ -216,8 +225,6 @@ def vector_set_compute(
             labels[dim.name] = [dim.negative_label, dim.positive_label]
         if not examples:
             raise ValueError("The vector set has no dimensions")
-        if loaded.model_id != vector_set.model_id:
-            raise ValueError(f"The vector set is for {vector_set.model_id!r}, but the model loaded is {loaded.model_id!r}")
         # Extraction takes most of the time, the functional-range search the rest.
         share = EXTRACTION_SHARE if settings.STEERLAB_RANGE_SEARCH else 1.0
         vectors = compute_vectors(
@@ -233,6 +240,14 @@ def vector_set_compute(
             loaded=loaded,
             progress=lambda done, total: job.progress(total * share + (1 - share) * done, total),
         )
+        return stored(job, vectors)
+
+    def measure(job: jobs.Job) -> dict:
+        # An imported set's vectors came with it; only their functional range is measured.
+        vectors = files.vectors_load(vector_set.file)
+        return stored(job, functional_range_measure(vectors=vectors, loaded=loaded, progress=job.progress))
+
+    def stored(job: jobs.Job, vectors: SteeringVectors) -> dict:
         return {
             "file": job.store(f"vectors/{vector_set.pk}-{uuid.uuid4().hex[:8]}.safetensors", vectors.save),
             "layers": vectors.layers,
@@ -244,6 +259,14 @@ def vector_set_compute(
     return jobs.run(vector_set, work, file_field="file", report=report, on_ready=lambda: _forget_vectors(vector_set.pk))
 
 
+def _is_import(vector_set: VectorSet) -> bool:
+    """A set registered from a file whose dimensions have no examples to extract from (a GGUF
+    control vector from another tool): computing it measures its stored vectors' range."""
+    return bool(vector_set.file) and not any(
+        dim.positive_examples or dim.negative_examples for dim in vector_set.dimensions.all()
+    )
+
+
 def _forget_vectors(pk: int) -> None:
 
     runtime.forget_vector_set(pk)
@@ -253,6 +276,8 @@ def vector_set_start(*, name: str, dimensions, method: str, top_k: int | None = 
     """Create a vector set for the site's model and queue its computation (after commit)."""
 
     with transaction.atomic():
+        if owner is not None:
+            vector_set_quota_check(owner=owner, new_bytes=0)
         vector_set = vector_set_create(
             name=name, model_id=runtime.site_model_id(), dimensions=dimensions, method=method, top_k=top_k, owner=owner
         )
@@ -288,6 +313,15 @@ def vector_set_upload(*, upload, name: str, owner=None) -> VectorSet:
             for chunk in upload.chunks():
                 out.write(chunk)
         vectors = SteeringVectors.load(path)
+    return vector_set_register(vectors=vectors_admit(vectors=vectors), name=name, owner=owner)
+
+
+def vectors_admit(*, vectors: SteeringVectors, own_norms: bool = True) -> SteeringVectors:
+    """The safeguards for vectors that come from outside with a functional range of their own
+    (a safetensors upload, a GGUF file SteerLab exported for this model): they must fit the
+    site's model, have at most STEERLAB_UPLOAD_MAX_DIMENSIONS dimensions and ranges within
+    STEERLAB_MAX_FUNCTIONAL_RANGE, and (`own_norms`) get this server's residual norms. Raises
+    VectorFileError naming every dimension over the ceiling."""
     loaded = runtime.site_model()
     vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
     most = settings.STEERLAB_UPLOAD_MAX_DIMENSIONS
@@ -300,8 +334,7 @@ def vector_set_upload(*, upload, name: str, owner=None) -> VectorSet:
             f"Functional ranges above this server's ceiling of {ceiling:g} (residual-norm units): "
             + ", ".join(f"{dim} {value:g}" for dim, value in sorted(too_wide.items()))
         )
-    vectors = vectors.with_residual_norms(runtime.site_residual_norms())
-    return vector_set_register(vectors=vectors, name=name, owner=owner)
+    return vectors.with_residual_norms(runtime.site_residual_norms()) if own_norms else vectors
 
 
 def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, max_new_tokens: int) -> dict[float, str]:

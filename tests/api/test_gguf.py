@@ -5,6 +5,7 @@ bad), and a round trip that keeps the steering."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -12,9 +13,10 @@ import pytest
 import torch
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django_q.models import OrmQ
 
 from steering.engine import GenerationParams, GenerationRequest
-from steering.engine.controlvector import read_control_vector
+from steering.engine.controlvector import control_vector_from, read_control_vector, write_control_vector
 from steering.engine.sweep import RANGE_CANDIDATES
 from steering.models import VectorSet
 from steering.services import vector_sets
@@ -26,7 +28,10 @@ from tests.api.conftest import make_vectors
 def tiny_sets(tiny_site, alice, dimensions):
     loaded = runtime.site_model()
     shape = dict(hidden=loaded.hidden_size, layers=loaded.num_layers)
-    shared = vector_sets.vector_set_register(vectors=make_vectors(["formality", "cost"], range_=0.5, **shape), name="shared")
+    # On this server's residual norms, as every set that comes from outside is: then an
+    # export imported again steers exactly as its source.
+    shared = vector_sets.vector_set_register(name="shared", vectors=make_vectors(
+        ["formality", "cost"], range_=0.5, **shape).with_residual_norms(site.site_residual_norms()))
     private = vector_sets.vector_set_register(vectors=make_vectors(["formality"], seed=1, range_=0.5, **shape),
                                            name="alice's", owner=alice)
     return shared, private
@@ -83,18 +88,30 @@ def test_export_rules_who_and_what(tiny_sets, as_alice, as_bob):
         assert response.status_code == 400, query
 
 
-def test_it_imports_a_foreign_file_and_measures_its_range(tiny_sets, as_alice, alice, tmp_path, settings):
+def test_it_imports_a_foreign_file_and_measures_its_range_in_the_background(
+    tiny_sets, as_alice, alice, tmp_path, settings, django_capture_on_commit_callbacks
+):
     settings.STEERLAB_RANGE_SEARCH = True
     hidden = runtime.site_model().hidden_size
     rng = np.random.default_rng(0)
     content = gguf_bytes({1: rng.standard_normal(hidden), 2: rng.standard_normal(hidden)}, tmp_path)
-    response = as_alice.post("/api/vector-sets/import-gguf/", {
-        "name": "from repeng", "file": upload(content), "dimension": "mood",
-        "negative_label": "Gloomy", "positive_label": "Cheerful",
-    }, format="multipart")
-    assert response.status_code == 201, response.content
-    vector_set = VectorSet.objects.get(pk=response.json()["id"])
-    assert vector_set.is_ready and vector_set.owner == alice and vector_set.layers == [1, 2]
+    with django_capture_on_commit_callbacks() as queued:
+        response = as_alice.post("/api/vector-sets/import-gguf/", {
+            "name": "from repeng", "file": upload(content), "dimension": "mood",
+            "negative_label": "Gloomy", "positive_label": "Cheerful",
+        }, format="multipart")
+    # The request only reads and checks the file; the range search is a job, as computing is.
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "pending" and body["progress"] == 0 and len(queued) == 1
+    assert as_alice.get(f"/api/vector-sets/{body['id']}/").json()["status"] == "pending"
+    reports = []
+    vector_set = vector_sets.vector_set_compute(vector_set=VectorSet.objects.get(pk=body["id"]),
+                                                loaded=site.site_model(), report=reports.append)
+    assert reports and reports == sorted(reports) and reports[-1] <= 99  # progress, as a computed set's
+    vector_set.refresh_from_db()
+    assert vector_set.is_ready and vector_set.progress == 100
+    assert vector_set.owner == alice and vector_set.layers == [1, 2]
     assert vector_set.dimension_names() == ["mood"]
     vectors = runtime.site_vectors(vector_set)
     assert vectors.labels["mood"] == ["Gloomy", "Cheerful"]
@@ -159,7 +176,13 @@ def test_the_commands_export_and_load_gguf(tiny_sets, tmp_path, capsys):
     call_command("load_vectors", str(target), "--dimension", "budget", "--name", "cost again")
     loaded_set = VectorSet.objects.get(name="cost again")
     assert loaded_set.dimension_names() == ["budget"]
-    assert greedy(loaded_set, "budget", 1.0) == greedy(shared, "cost", 0.5)
+    # The file records its strength and range: the set it becomes steers as its source does,
+    # strength for strength.
+    for strength in (0.5, 1.0):
+        assert greedy(loaded_set, "budget", strength) == greedy(shared, "cost", strength)
+        imported = site.site_vectors(loaded_set).layer_deltas({"budget": strength})
+        source = site.site_vectors(shared).layer_deltas({"cost": strength})
+        assert all(torch.allclose(imported[k], source[k], rtol=1e-4) for k in imported)
     with pytest.raises(CommandError, match="--dimension"):
         call_command("export_vectors", str(shared.pk), "--format", "gguf")
     with pytest.raises(CommandError, match="--dimension"):
@@ -168,3 +191,97 @@ def test_the_commands_export_and_load_gguf(tiny_sets, tmp_path, capsys):
     bad.write_bytes(b"nope")
     with pytest.raises(CommandError, match="readable GGUF"):
         call_command("load_vectors", str(bad), "--dimension", "x")
+
+
+def steerlab_file(tmp_path, *, strength=1.0, range_=0.5, scale=1.0, model_id=None, **metadata) -> bytes:
+    """A file in SteerLab's format claiming this server's model (or `model_id`), its recorded
+    strength, range and labels replaced as a hostile user would, its values × `scale`."""
+    loaded = site.site_model()
+    vectors = make_vectors(["mood"], hidden=loaded.hidden_size, layers=loaded.num_layers, range_=range_,
+                           model_id=model_id)
+    control = control_vector_from(vectors, "mood", 1.0, model_hint="llama")
+    control.directions = {layer: v * scale for layer, v in control.directions.items()}
+    control.metadata.update({"steerlab.strength": strength, **metadata})
+    for key in [k for k, v in control.metadata.items() if v is None]:
+        del control.metadata[key]
+    return write_control_vector(control, tmp_path / "steerlab.gguf").read_bytes()
+
+
+def import_(client, content, dimension="mood", **fields):
+    return client.post("/api/vector-sets/import-gguf/", {"name": "imported", "file": upload(content),
+                                                         "dimension": dimension, **fields}, format="multipart")
+
+
+def test_a_steerlab_file_for_this_model_is_held_to_the_range_ceiling(tiny_site, as_alice, tmp_path, settings):
+    settings.STEERLAB_MAX_FUNCTIONAL_RANGE = 1.0
+    response = import_(as_alice, steerlab_file(tmp_path, range_=5.0, strength=1.0))
+    assert response.status_code == 400
+    assert "ceiling of 1" in str(response.json()["file"]) and "mood 5" in str(response.json()["file"])
+    assert not VectorSet.objects.exists()
+
+
+def test_a_steerlab_file_for_this_model_gets_this_servers_norms(tiny_site, as_alice, tmp_path):
+    # Values of 1e15 claim enormous residual norms; the set adds what the server's norms allow.
+    response = import_(as_alice, steerlab_file(tmp_path, range_=0.5, scale=1e15))
+    assert response.status_code == 201, response.content
+    vector_set = VectorSet.objects.get(pk=response.json()["id"])
+    deltas = site.site_vectors(vector_set).layer_deltas({"mood": 1.0})
+    norms = site.site_residual_norms()
+    assert deltas and all(float(delta.norm()) == pytest.approx(0.5 * float(norms[layer]), rel=1e-4)
+                          for layer, delta in deltas.items())
+
+
+def test_a_steerlab_file_for_another_model_is_measured_like_a_foreign_one(tiny_site, as_alice, tmp_path):
+    response = import_(as_alice, steerlab_file(tmp_path, range_=5.0, model_id="someone/else"))
+    assert response.status_code == 202 and response.json()["status"] == "pending"
+
+
+@pytest.mark.parametrize("metadata, words", [
+    ({"strength": 0.0}, "steerlab.strength must be a non-zero finite number"),
+    ({"strength": None}, "not missing"),
+    ({"strength": "strong"}, "not 'strong'"),
+    ({"range_": 0.5, "steerlab.functional_range": "wide"}, "steerlab.functional_range"),
+    ({"steerlab.labels": ["x" * 61, "fine"]}, "negative label recorded in the file"),
+])
+def test_a_malformed_steerlab_file_is_a_400_with_a_message(tiny_site, as_alice, tmp_path, settings, metadata, words):
+    response = import_(as_alice, steerlab_file(tmp_path, **metadata))
+    assert response.status_code == 400, response.content
+    assert words in str(response.json()["file"])
+    assert not VectorSet.objects.exists() and not list(settings.MEDIA_ROOT.rglob("*.safetensors"))
+
+
+def test_labels_over_60_characters_are_refused_from_the_caller_too(tiny_site, as_alice, tmp_path):
+    content = gguf_bytes({1: np.ones(site.site_model().hidden_size)}, tmp_path)
+    response = import_(as_alice, content, positive_label="y" * 61)
+    assert response.status_code == 400 and "positive_label" in response.json()
+    # A label the file records may be replaced by the caller's.
+    response = import_(as_alice, steerlab_file(tmp_path, **{"steerlab.labels": ["x" * 61, "fine"]}),
+                       negative_label="Calm")
+    assert response.status_code == 201, response.content
+
+
+def test_an_import_at_the_set_quota_is_a_400(tiny_site, as_alice, as_bob, tmp_path, settings):
+    settings.STEERLAB_UPLOAD_MAX_SETS = 1
+    content = steerlab_file(tmp_path)
+    assert import_(as_alice, content).status_code == 201
+    refused = import_(as_alice, content, dimension="mood-2")
+    assert refused.status_code == 400 and "1 vector sets" in refused.json()["detail"]
+    foreign = import_(as_alice, gguf_bytes({1: np.ones(site.site_model().hidden_size)}, tmp_path), dimension="m3")
+    assert foreign.status_code == 400 and "1 vector sets" in foreign.json()["detail"]
+    assert VectorSet.objects.count() == 1 and len(list(settings.MEDIA_ROOT.rglob("*.safetensors"))) == 1
+    assert import_(as_bob, content).status_code == 201
+
+
+def test_load_vectors_measures_a_foreign_file_before_it_returns(tiny_site, db, tmp_path, settings, capsys,
+                                                               django_capture_on_commit_callbacks):
+    settings.STEERLAB_RANGE_SEARCH = True
+    path = tmp_path / "repeng.gguf"
+    path.write_bytes(gguf_bytes({1: np.random.default_rng(1).standard_normal(site.site_model().hidden_size)}, tmp_path))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("load_vectors", str(path), "--dimension", "mood", "--name", "from repeng")
+    vector_set = VectorSet.objects.get(name="from repeng")
+    assert vector_set.is_ready and not OrmQ.objects.exists()  # measured here, not queued for a worker
+    # The file before its range was measured is gone: one file, the measured set's.
+    assert [p.name for p in settings.MEDIA_ROOT.rglob("*.safetensors")] == [Path(vector_set.file.name).name]
+    assert vector_set.functional_range["mood"] in (0.0, *RANGE_CANDIDATES)
+    assert "functional range" in capsys.readouterr().out

@@ -202,3 +202,18 @@ def test_computations_are_throttled_per_user(as_alice, as_bob, dimensions, monke
     assert [as_alice.post("/api/vector-sets/", payload, format="json").status_code for _ in range(3)] == [202, 202, 429]
     assert VectorSet.objects.filter(owner__username="alice").count() == 2
     assert as_bob.post("/api/vector-sets/", payload, format="json").status_code == 202  # bob has his own budget
+
+
+def test_computed_sets_count_against_the_set_quota(as_alice, as_bob, alices_set, dimensions, settings,
+                                                    django_capture_on_commit_callbacks):
+    settings.STEERLAB_UPLOAD_MAX_SETS = 2
+    payload = {"name": "x", "dimensions": ["cost"]}
+    with django_capture_on_commit_callbacks() as queued:
+        assert as_alice.post("/api/vector-sets/", payload, format="json").status_code == 202  # her second set
+        refused = as_alice.post("/api/vector-sets/", payload, format="json")
+    assert refused.status_code == 400 and "2 vector sets" in refused.json()["detail"]
+    assert len(queued) == 1  # no job for the refused one
+    assert VectorSet.objects.filter(owner__username="alice").count() == 2
+    assert as_bob.post("/api/vector-sets/", payload, format="json").status_code == 202
+    # A recomputation adds no set: still allowed at the quota.
+    assert as_alice.post(f"/api/vector-sets/{alices_set.pk}/compute/").status_code == 202

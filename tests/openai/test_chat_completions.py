@@ -302,3 +302,34 @@ def test_a_v1_stream_and_a_rest_chat_share_decode_batches(tiny_set, alice, alice
         response = rest.post("/api/chat/", {"prompt": "hello", "max_new_tokens": 3}, format="json")
         assert response.status_code == 200
     assert scheduler.stats().joins > joins
+
+
+def test_a_message_list_over_the_cap_is_refused_in_openai_shape(tiny_set, alice_key, client_for, settings):
+    settings.STEERLAB_MAX_MESSAGES = 256
+    empty = [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}] * 128
+    with pytest.raises(openai.BadRequestError) as caught:
+        client_for(alice_key).chat.completions.create(model=served_model(), messages=[*empty, *MESSAGES], max_tokens=1)
+    assert caught.value.status_code == 400
+    assert caught.value.body["param"] == "messages" and caught.value.body["code"] == "array_above_max_length"
+    assert "at most 256" in caught.value.body["message"]
+    assert not InteractionLog.objects.exists()
+
+
+def test_deeply_nested_json_is_a_400_in_openai_shape(tiny_set, alice_key, live):
+    for depth in (20, 980, 100_000):
+        body = b'{"model": "m", "messages": ' + b"[" * depth + b"]" * depth + b"}"
+        response = httpx.post(f"{live}/v1/chat/completions", content=body, timeout=60,
+                              headers={"Authorization": f"Bearer {alice_key}", "Content-Type": "application/json"})
+        assert response.status_code == 400, depth
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["code"] == "invalid_json" and "deeper" in error["message"]
+
+
+def test_a_body_over_djangos_cap_is_a_413_in_openai_shape(tiny_set, alice_key, live, settings):
+    body = {"model": served_model(), "messages": [{"role": "user", "content": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)}]}
+    response = httpx.post(f"{live}/v1/chat/completions", json=body, timeout=60,
+                          headers={"Authorization": f"Bearer {alice_key}"})
+    assert response.status_code == 413 and response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "request_too_large"
+    assert str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) in error["message"]

@@ -4,7 +4,7 @@ import pytest
 
 from steering.chat.openai.protocol import OpenAIError, StopScanner, parse_request
 
-LIMITS = dict(max_prompt_chars=1000, max_new_tokens=64, default_new_tokens=16)
+LIMITS = dict(max_prompt_chars=1000, max_messages=32, max_new_tokens=64, default_new_tokens=16)
 
 
 def parse(**body):
@@ -83,3 +83,15 @@ def test_nul_characters_are_refused_wherever_they_are():
     assert caught.value.param.startswith("messages")
     with pytest.raises(OpenAIError):
         parse(steering={"preferences": {"co\x00st": 1}})
+
+
+def test_a_message_list_over_the_cap_is_refused_before_it_is_read():
+    # Empty messages count nothing against max_prompt_chars, but each costs a render when the
+    # list is fitted to the context: the count has its own cap.
+    empty = [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}] * 16
+    parse(messages=[*empty[:-1], {"role": "user", "content": "hi"}])  # 32: at the cap
+    with pytest.raises(OpenAIError) as caught:
+        parse(messages=[*empty, {"role": "user", "content": "hi"}])
+    error = caught.value.body()["error"]
+    assert caught.value.status == 400 and error["type"] == "invalid_request_error"
+    assert error["param"] == "messages" and error["code"] == "array_above_max_length" and "at most 32" in error["message"]

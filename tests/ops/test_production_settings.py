@@ -94,3 +94,15 @@ def test_postgres_and_redis_urls_move_every_shared_part_out_of_the_process():
     assert s["REST_FRAMEWORK"]["DEFAULT_THROTTLE_RATES"]
     # django-q2's broker is the ORM on the default database: PostgreSQL here.
     assert s["Q_CLUSTER"]["orm"] == "default"
+
+
+def test_trusted_proxies_are_none_by_default_and_written_canonically():
+    assert settings_with("STEERLAB_TRUSTED_PROXIES")["STEERLAB_TRUSTED_PROXIES"] == []
+    s = settings_with("STEERLAB_TRUSTED_PROXIES", STEERLAB_TRUSTED_PROXIES="172.30.80.10, 10.1.0.0/16,fd00::1")
+    assert s["STEERLAB_TRUSTED_PROXIES"] == ["172.30.80.10/32", "10.1.0.0/16", "fd00::1/128"]
+
+
+def test_a_trusted_proxy_that_is_not_an_address_stops_start_up():
+    assert "STEERLAB_TRUSTED_PROXIES='proxy.internal' is not valid" in error_with(
+        STEERLAB_TRUSTED_PROXIES="10.0.0.1,proxy.internal"
+    )

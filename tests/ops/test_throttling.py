@@ -38,8 +38,11 @@ def test_the_window_opens_at_the_first_attempt_not_on_the_clock(rate):
     assert 58 <= budget.take("user", 1) <= 60
 
 
-def test_refused_only_reads_and_spend_only_counts(rate):
+def test_give_back_undoes_one_take(rate):
     budget = rate("1/min")
-    assert budget.refused("account", "alice") is None
-    budget.spend("account", "alice")
-    assert budget.refused("account", "alice") and budget.refused("account", "alice\x00") is None
+    assert budget.take("account", "alice") is None
+    budget.give_back("account", "alice")
+    assert budget.take("account", "alice") is None
+    assert budget.take("account", "alice") and budget.take("account", "alice\x00") is None
+    budget.give_back("account", "bob")  # nothing taken: nothing happens
+    assert budget.take("account", "bob") is None and budget.take("account", "bob")

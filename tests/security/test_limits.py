@@ -14,7 +14,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from tests.security.routes import ROUTES, WRITES, _param, fill
 from tests.security.test_routes import logged_in, row_counts, send, values
 
-SCOPES = ("chat", "compute", "login", "signup")
+SCOPES = ("chat", "compute", "login", "login_address", "login_account", "signup")
 
 
 def throttled_writes():

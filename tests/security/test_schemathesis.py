@@ -48,7 +48,7 @@ def api(world, monkeypatch, settings):
 
     # Thousands of requests from one user: the throttles would answer most of them 429.
     # (tests/security/test_throttles.py checks that each throttle answers 429, not 5xx.)
-    rates = {scope: "100000/min" for scope in ("chat", "compute", "login", "signup")}
+    rates = {scope: "100000/min" for scope in ("chat", "compute", "login", "login_address", "login_account", "signup")}
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", rates)
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
     runtime.site_model()  # loaded, so /api/health/ answers 200 rather than 503 "loading"

@@ -263,6 +263,16 @@ def test_the_add_form_creates_a_set_for_the_site_model_and_queues_it(
     assert any("queued" in str(m) for m in get_messages(response.wsgi_request))
 
 
+def test_the_add_form_holds_an_owner_to_the_set_quota(staff_client, tone, alice, settings):
+    settings.STEERLAB_UPLOAD_MAX_SETS = 1
+    VectorSet.objects.create(name="alice's", model_id="m", owner=alice)
+    response = staff_client.post(url("steering_vectorset_add"), {"name": "Tone", "dimensions": [tone.pk],
+                                                                "method": "caa", "owner": alice.pk})
+    assert response.status_code == 200
+    assert "alice already has 1 vector sets" in str(response.context["adminform"].form.errors["owner"])
+    assert VectorSet.objects.count() == 1
+
+
 def test_the_add_form_needs_a_dimension(staff_client):
     response = staff_client.post(url("steering_vectorset_add"), {"name": "Empty", "method": "caa"})
     assert response.status_code == 200

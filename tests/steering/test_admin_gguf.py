@@ -67,8 +67,28 @@ def test_the_import_page_registers_a_shared_set_or_says_why_not(staff_client, ti
     assert imported.owner is None and imported.is_ready and imported.layers == [1]
     bad = staff_client.post(url, {"name": "bad", "dimension": "mood2",
                                   "file": gguf_upload(gguf_bytes({1: np.ones(hidden + 3)}, tmp_path))})
-    assert bad.status_code == 200 and "hidden size" in bad.content.decode()
+    assert bad.status_code == 400 and "hidden size" in bad.content.decode()
     assert not VectorSet.objects.filter(name="bad").exists()
+
+
+def test_a_foreign_file_is_measured_in_the_background(staff_client, tiny_set, tmp_path, settings,
+                                                      django_capture_on_commit_callbacks):
+    settings.STEERLAB_RANGE_SEARCH = True
+    file = gguf_upload(gguf_bytes({1: np.ones(site.site_model().hidden_size)}, tmp_path))
+    with django_capture_on_commit_callbacks() as queued:
+        response = staff_client.post(reverse("admin:steering_vectorset_import_gguf"),
+                                     {"name": "mood", "dimension": "mood", "file": file}, follow=True)
+    assert response.status_code == 200 and "measured in the background" in response.content.decode()
+    assert VectorSet.objects.get(name="mood").status == VectorSet.Status.PENDING and len(queued) == 1
+
+
+def test_a_malformed_steerlab_file_is_a_400_with_a_message(staff_client, tiny_set, tmp_path):
+    from tests.api.test_controlvectors import steerlab_file
+
+    response = staff_client.post(reverse("admin:steering_vectorset_import_gguf"), {
+        "name": "zero", "dimension": "mood", "file": gguf_upload(steerlab_file(tmp_path, strength=0.0))})
+    assert response.status_code == 400 and "steerlab.strength must be a non-zero" in response.content.decode()
+    assert not VectorSet.objects.filter(name="zero").exists()
 
 
 def test_non_staff_users_are_sent_to_the_login_page(client, alice, tiny_set):

@@ -103,3 +103,98 @@ async def test_the_websocket_answers_an_error_frame_and_stays_open(vector_set, a
     assert (await ws.receive_json_from(timeout=10))["type"] == "pong"
     assert not await sync_to_async(InteractionLog.objects.exists)()
     await ws.disconnect()
+
+
+class CountingRenders:
+    """The site model, counting its chat-template renders and the messages they held."""
+
+    def __init__(self, loaded):
+        self.loaded, self.renders, self.messages = loaded, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.loaded, name)
+
+    def chat_ids(self, messages, system=None):
+        self.renders += 1
+        self.messages += len(messages)
+        return self.loaded.chat_ids(messages, system=system)
+
+
+def fit_one_turn_at_a_time(*, history, prompt, max_new_tokens, loaded, system=None):
+    """What chat_fit_context did before issue 23: drop the oldest turn, render again."""
+    room = chat.chat_context_tokens(loaded) - max_new_tokens
+    question = {"role": "user", "content": prompt}
+    framing = []
+    while history and history[0]["role"] == "system":
+        framing, history = [*framing, history[0]], history[1:]
+    alone = loaded.chat_ids([*framing, question], system=system)
+    while history:
+        ids = loaded.chat_ids([*framing, *history, question], system=system)
+        if len(ids) <= room:
+            return ids
+        history = history[1:]
+        while history and history[0]["role"] != "user":
+            history = history[1:]
+    return alone
+
+
+def random_history(rng, turns: int) -> list[dict]:
+    history = [{"role": "system", "content": words(rng.randrange(0, 6))} for _ in range(rng.choice([0, 0, 1, 2]))]
+    roles = ["user", "assistant"] if rng.random() < 0.8 else ["assistant", "user"]
+    for n in range(turns):
+        # Mostly alternating, now and then two turns of one role or an empty one, as clients send.
+        role = roles[n % 2] if rng.random() < 0.85 else rng.choice(roles)
+        history.append({"role": role, "content": f"t{n} " + words(rng.randrange(0, 25)) if rng.random() < 0.9 else ""})
+    return history
+
+
+@pytest.mark.django_db
+def test_fitting_keeps_exactly_the_turns_dropping_one_at_a_time_kept(vector_set):
+    import random
+
+    rng = random.Random(23)
+    loaded = site.site_model()
+    for case in range(60):
+        history = random_history(rng, rng.randrange(0, 30))
+        max_new_tokens = rng.choice([8, 32, 64, 128, 180])
+        system = rng.choice([None, "Be brief."])
+        expected = fit_one_turn_at_a_time(history=history, prompt="And now?", max_new_tokens=max_new_tokens,
+                                          loaded=loaded, system=system)
+        fitted = chat.chat_fit_context(history=history, prompt="And now?", max_new_tokens=max_new_tokens,
+                                       loaded=loaded, system=system)
+        assert fitted == expected, case
+
+
+@pytest.mark.django_db
+def test_three_thousand_empty_messages_fit_in_a_few_short_renders(vector_set):
+    loaded = CountingRenders(site.site_model())
+    history = [{"role": ("user", "assistant")[n % 2], "content": ""} for n in range(3000)]
+    ids = chat.chat_fit_context(history=history, prompt="And now?", max_new_tokens=16, loaded=loaded)
+    assert 0 < len(ids) <= CONTEXT - 16
+    # Dropping one turn at a time took some 1500 renders of up to 3000 messages each. Now a
+    # few renders, none of them longer than twice what the context holds: all of them
+    # together hold fewer messages than one render of the whole list.
+    assert loaded.renders <= 2 * 12 + 2
+    assert loaded.messages < len(history)
+    # The newest turns are the ones kept, as many as fit.
+    longer = loaded.loaded.chat_ids([*history[-(len(ids) + 2):], {"role": "user", "content": "And now?"}])
+    assert len(longer) > CONTEXT - 16
+
+
+@pytest.mark.django_db
+def test_a_conversation_gives_at_most_max_messages_of_its_newest_turns(vector_set, alice, settings):
+    settings.STEERLAB_MAX_MESSAGES = 3  # the prompt and two earlier turns
+    conversation = conversation_of(alice, vector_set, turns=200, length=0)
+    text = site.site_model().tokenizer.decode(prepare(alice, "And now?", conversation).prompt_ids)
+    assert "q199" in text and "a199" in text and "a198" not in text
+
+
+@pytest.mark.django_db
+def test_a_client_history_over_max_messages_is_refused(vector_set, alice, settings):
+    settings.STEERLAB_MAX_MESSAGES = 4
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}] * 2
+    with pytest.raises(ValueError, match="5 messages, more than this server's 4"):
+        chat.chat_prepare(user=alice, prompt="And now?", preferences={}, vector_set_id=None,
+                          params={"max_new_tokens": 8}, history=history)
+    chat.chat_prepare(user=alice, prompt="And now?", preferences={}, vector_set_id=None,
+                      params={"max_new_tokens": 8}, history=history[1:])

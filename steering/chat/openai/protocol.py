@@ -11,6 +11,7 @@ default) are accepted and ignored, as many OpenAI-compatible servers do, so stoc
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -21,6 +22,9 @@ from steering.engine.request import LIMITS, MAX_DIMENSIONS, strength_check
 MODEL_PREFIX = "steerlab/"
 ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
+# Nesting a request body may have: a chat request needs 5 (body, messages, message, content
+# parts, part). Deeper bodies are refused before any recursive walk of them.
+MAX_JSON_DEPTH = 16
 
 # Fields a request may carry that would change the answer's shape or meaning: refused rather
 # than dropped, so a client relying on one learns at once that it is unsupported.
@@ -31,7 +35,7 @@ class OpenAIError(Exception):
     """An error in OpenAI's shape: {"error": {message, type, param, code}} with `status`."""
 
     TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-             404: "invalid_request_error", 429: "rate_limit_error"}
+             404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 
     def __init__(self, message: str, *, status: int = 400, param: str | None = None, code: str | None = None,
                  retry_after: int | None = None) -> None:
@@ -49,6 +53,38 @@ class OpenAIError(Exception):
 
 def error_body(message: str, *, type_: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def load_body(raw: bytes):
+    """A request body's JSON. Raises OpenAIError (400) for anything that is not JSON, nested
+    deeper than MAX_JSON_DEPTH included: the decoder recurses per level, and a body of a few
+    thousand brackets would otherwise end in a RecursionError (a 500)."""
+    try:
+        body = json.loads(raw or b"null")
+    except RecursionError:
+        body = None
+        too_deep = True
+    except (ValueError, UnicodeDecodeError):
+        raise OpenAIError("The body is not valid JSON", code="invalid_json") from None
+    else:
+        too_deep = _deeper_than(body, MAX_JSON_DEPTH)
+    if too_deep:
+        raise OpenAIError(f"The body nests JSON deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+    return body
+
+
+def _deeper_than(value, limit: int) -> bool:
+    """Whether `value` nests lists and objects more than `limit` deep (without recursing)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 @dataclass
@@ -126,8 +162,11 @@ def _has_nul(value) -> str | None:
     return None
 
 
-def parse_request(body, *, max_prompt_chars: int, max_new_tokens: int, default_new_tokens: int) -> CompletionRequest:
-    """Validate a decoded JSON body. Raises OpenAIError (400) naming the first bad parameter."""
+def parse_request(
+    body, *, max_prompt_chars: int, max_messages: int, max_new_tokens: int, default_new_tokens: int
+) -> CompletionRequest:
+    """Validate a decoded JSON body (from load_body, which bounds its depth). Raises OpenAIError
+    (400) naming the first bad parameter."""
     if not isinstance(body, dict):
         raise OpenAIError("The request body must be a JSON object", code="invalid_body")
     # PostgreSQL refuses NUL in text: refused here, rather than failing when the turn is logged.
@@ -157,6 +196,11 @@ def parse_request(body, *, max_prompt_chars: int, max_new_tokens: int, default_n
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise OpenAIError("messages must be a non-empty list", param="messages", code="missing_required_parameter")
+    if len(messages) > max_messages:
+        # Counted before any message is read: empty messages cost nothing in characters but a
+        # render each when the list is fitted to the context.
+        raise OpenAIError(f"messages holds {len(messages)} messages; this server takes at most {max_messages}",
+                          param="messages", code="array_above_max_length")
     turns = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:

@@ -13,6 +13,7 @@ import json
 from adrf.views import APIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
@@ -69,12 +70,16 @@ class ChatCompletionsView(ChatBudget, OpenAIView):
     @extend_schema(exclude=True)  # OpenAI's own schema describes it; see docs/interop.md
     async def post(self, request):
         try:
-            body = json.loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
-            return openai_error_response(p.OpenAIError("The body is not valid JSON", code="invalid_json"))
+            raw = request.body
+        except RequestDataTooBig:
+            # Django's own answer to this is an HTML 400, which OpenAI's clients cannot read.
+            return openai_error_response(p.OpenAIError(
+                f"The request body is over this server's {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes", status=413,
+                code="request_too_large"))
         try:
+            body = p.load_body(raw)
             parsed = p.parse_request(
-                body, max_prompt_chars=settings.STEERLAB_MAX_PROMPT_CHARS,
+                body, max_prompt_chars=settings.STEERLAB_MAX_PROMPT_CHARS, max_messages=settings.STEERLAB_MAX_MESSAGES,
                 max_new_tokens=settings.STEERLAB_MAX_NEW_TOKENS, default_new_tokens=settings.STEERLAB_DEFAULT_NEW_TOKENS,
             )
             completion = completions.Completion(user=request.user, request=parsed)

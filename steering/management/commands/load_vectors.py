@@ -51,9 +51,12 @@ class Command(BaseCommand):
                 vector_set = gguf.vector_set_import_gguf(
                     upload=upload, name=name or Path(file).stem, dimension=options["dimension"],
                     negative_label=options["negative_label"], positive_label=options["positive_label"],
+                    background=False,
                 )
         except ControlVectorError as exc:
             raise CommandError(str(exc)) from exc
+        if not vector_set.is_ready:
+            raise CommandError(f"Vector set #{vector_set.pk} '{vector_set.name}' failed: {vector_set.error}")
         self.stdout.write(self.style.SUCCESS(
             f"Registered vector set #{vector_set.pk} '{vector_set.name}': {options['dimension']} on layers "
             f"{vector_set.layers}, functional range {vector_set.functional_range[options['dimension']]:.4g}"
