@@ -20,7 +20,7 @@ def rest(**fields):
 
 def v1(**fields):
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
-    return parse_request(body, max_prompt_chars=1000, max_new_tokens=64, default_new_tokens=16)
+    return parse_request(body, max_prompt_chars=1000, max_messages=32, max_new_tokens=64, default_new_tokens=16)
 
 
 def past(name):
