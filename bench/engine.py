@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from steering import data  # noqa: E402
+from steering.data import catalog  # noqa: E402
 from steering.engine import SteerableModel, record_activations  # noqa: E402
 
-PROMPTS = data.neutral_prompts()
+PROMPTS = catalog.neutral_prompts()
 
 
 def timed_generation(model: SteerableModel, items: list[dict]) -> float:
@@ -49,7 +49,7 @@ def main() -> None:
 
     model = SteerableModel.load()
     model.loaded.stop_ids = frozenset()  # fixed-length runs
-    positive, negative = data.examples("formality")
+    positive, negative = catalog.examples("formality")
     model.add_vectors(model.compute_vectors({"formality": (positive, negative)}), "formality")
 
     def item(i: int, strength: float) -> dict:

@@ -69,10 +69,10 @@ def table_settings(args) -> dict:
     are equal; `vectors` is the part the vector sets depend on."""
     from django.conf import settings
 
-    from steering.serving import site
+    from steering.serving import runtime
 
     vectors = {
-        "model": site.site_model_id(),
+        "model": runtime.site_model_id(),
         "range_search": settings.STEERLAB_RANGE_SEARCH,
         "range_ppl_factor": settings.STEERLAB_RANGE_PPL_FACTOR,
         "data": _fingerprint(list((ROOT / "steering/data").rglob("*.json"))),
@@ -82,7 +82,7 @@ def table_settings(args) -> dict:
         "split": args.split,
         # The dtype the evaluation generates in (STEERLAB_DTYPE as resolved on this machine).
         # `compute_vectors` extracts and searches the range in float32 whatever the setting.
-        "dtype": str(site.site_model().dtype).removeprefix("torch."),
+        "dtype": str(runtime.site_model().dtype).removeprefix("torch."),
         "limit": args.limit,
         "tokens": args.tokens,
         "baselines": not args.no_baselines,
@@ -114,12 +114,12 @@ def check_out_folder(out: Path, settings: dict) -> None:
 def check_dimensions() -> None:
     """The database's dimensions must be the shipped ones: vectors computed from examples
     edited in the admin (or from an older checkout) would not be what the table claims."""
-    from steering import data
+    from steering.data import catalog
     from steering.services import vector_sets
 
-    for name in data.dimension_names():
+    for name in catalog.dimension_names():
         dimension = vector_sets.dimension_import_default(name=name)
-        positive, negative = data.examples(name)
+        positive, negative = catalog.examples(name)
         if (dimension.positive_examples, dimension.negative_examples) != (positive, negative):
             raise StaleResults(
                 f"The database's dimension {name!r} holds other examples than steering/data/dimensions/{name}.json; "
@@ -212,7 +212,7 @@ def table(out: Path) -> str:
 
 
 def main() -> None:
-    from steering import data
+    from steering.data import catalog
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("evaluation"))
@@ -220,7 +220,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=12, help="prompts per strength")
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per answer")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--dimensions", default=",".join(data.dimension_names()))
+    parser.add_argument("--dimensions", default=",".join(catalog.dimension_names()))
     parser.add_argument("--no-baselines", action="store_true",
                         help="leave out the prompting rows (e.g. to compare dtypes on the steering alone)")
     parser.add_argument("--fresh", action="store_true", help="delete the reports and plots under --out first")

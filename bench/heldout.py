@@ -1,6 +1,6 @@
 """The default dimensions on the held-out split, straight on the engine (no database): how
 clearly each steers, beside plain prompting and prompting + steering. One JSON line per
-dimension, with the settings it ran under; then the targets of issue 18 checked.
+dimension, with the settings it ran under; then the evaluation targets (docs/evaluation.md) checked.
 
     .venv/bin/python bench/heldout.py [--method caa] [--limit 8] [--tokens 48] [--vectors FILE]
                                       [--dtype float32|bfloat16] [--as-is] [--answers FILE]
@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from steering import data  # noqa: E402
+from steering.data import catalog  # noqa: E402
 from steering.engine import GenerationParams, SteerableModel, SteeringVectors  # noqa: E402
 from steering.engine.prompting import preference_instruction  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
@@ -84,7 +84,7 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
         sys.exit(f"{path}: no vectors computed under these options; run once with --dtype float32 first")
     if path.exists():
         print(json.dumps({"note": f"{path} was computed under other options; recomputing", "was": recorded}), flush=True)
-    examples = {name: data.examples(name) for name in data.dimension_names()}
+    examples = {name: catalog.examples(name) for name in catalog.dimension_names()}
     vectors = model.compute_vectors(examples, method=args.method, read=args.read,
                                     **({"layers": args.layers} if args.layers else {}))
     vectors = searched(model, vectors, args)
@@ -96,7 +96,7 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
 def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringVectors:
     """`vectors` with the functional ranges and the joint range this code's searches find."""
     started = time.monotonic()
-    found = search_functional_range(model.loaded, vectors, data.range_prompts(args.range_prompts),
+    found = search_functional_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts),
                                     max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks)
     vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
     print(json.dumps({"ranges": {
@@ -105,7 +105,7 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
               "relevances": {str(c): round(x, 3) for c, x in r.relevances.items()},
               "degenerate": {str(c): x for c, x in r.degenerate.items()}}
         for dim, r in found.items()}}), flush=True)
-    joint = search_joint_range(model.loaded, vectors, data.range_prompts(args.range_prompts), hooks=model.hooks)
+    joint = search_joint_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts), hooks=model.hooks)
     vectors = vectors.with_joint_range(joint.joint_range)
     print(json.dumps({"search_seconds": round(time.monotonic() - started), "joint_range": joint.joint_range,
                       "joint_measured": {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in joint.measured.items()}}),
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--search-to", default=None, help="with --as-is: search the ranges anew and save here")
     parser.add_argument("--answers", default=None, help="write every answer to this JSON file")
     parser.add_argument("--tokens", type=int, default=48)
-    parser.add_argument("--dimensions", default=",".join(data.dimension_names()))
+    parser.add_argument("--dimensions", default=",".join(catalog.dimension_names()))
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--vectors", default="/tmp/steerlab-heldout-vectors.safetensors")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -136,7 +136,7 @@ def main() -> None:
     options = {"method": args.method, "read": args.read, "layers": args.layers,
                "range_prompts": args.range_prompts, "data_and_engine": data_fingerprint()}
     vectors = model.add_vectors(vectors_for(model, args, options))
-    split = data.heldout()
+    split = catalog.heldout()
     prompts = split["prompts"][: args.limit]
     settings = {**options, "dtype": args.dtype, "split": "heldout", "prompts": len(prompts), "tokens": args.tokens,
                 "strengths": list(STRENGTHS), "baselines": not args.no_baselines, "layers_steered": list(vectors.layers),
@@ -144,14 +144,14 @@ def main() -> None:
     print(json.dumps({"settings": settings}), flush=True)
     verdicts, answers = {}, {}
     for name in args.dimensions.split(","):
-        spec = data.dimension(name)
+        spec = catalog.dimension(name)
         asked = prompts + split["on_topic"][name]
 
         def instructions(strength, spec=spec):
             return preference_instruction(spec["prompt_positive"], spec["prompt_negative"], strength)
 
         result = evaluate_dimension(
-            model.loaded, vectors, name, asked, data.heldout_references(name), strengths=STRENGTHS,
+            model.loaded, vectors, name, asked, catalog.heldout_references(name), strengths=STRENGTHS,
             hooks=model.hooks, params=GenerationParams(max_new_tokens=args.tokens),
             instructions=None if args.no_baselines else instructions,
         )
@@ -208,12 +208,12 @@ def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: lis
     groups = [texts[i * n : (i + 1) * n] for i in range(len(settings))]
     plain_everyday, steered_everyday = texts[len(settings) * n : len(settings) * n + len(everyday)], texts[-len(everyday):]
     base_cos = prompt_similarities(embedder, prompts, groups[0])
-    base_effects = {dim: sum(effect_scores(embedder, groups[0], *data.heldout_references(dim))) / n for dim in vectors.dimensions}
+    base_effects = {dim: sum(effect_scores(embedder, groups[0], *catalog.heldout_references(dim))) / n for dim in vectors.dimensions}
     figures = []
     for pattern, answered in zip(patterns, groups[1:]):
         moved = {}
         for dim, s in pattern.items():
-            effect = sum(effect_scores(embedder, answered, *data.heldout_references(dim))) / n
+            effect = sum(effect_scores(embedder, answered, *catalog.heldout_references(dim))) / n
             moved[dim] = round(s * (effect - base_effects[dim]), 4)
         kept = relevance(prompt_similarities(embedder, prompts, answered), base_cos)
         figures.append({"pattern": pattern, "relevance": round(kept, 3), "degenerate": degenerate_rate(answered),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from steering import data  # noqa: E402
+from steering.data import catalog  # noqa: E402
 from steering.engine import CHAT_DEFAULTS, GenerationParams, SteerableModel  # noqa: E402
 from steering.engine.measures import answer_nll, perplexity, repetition_rate  # noqa: E402
 
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = SteerableModel.load()
-    prompts = data.neutral_prompts()[: args.prompts]
+    prompts = catalog.neutral_prompts()[: args.prompts]
     ids = [model.loaded.chat_ids(p) for p in prompts]
     for name, base in SETTINGS.items():
         items = []

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from steering import data  # noqa: E402
+from steering.data import catalog  # noqa: E402
 from steering.engine import GenerationParams, GenerationRequest, SteeringHooks, compute_vectors, load_model  # noqa: E402
 from steering.inference import Scheduler  # noqa: E402
 
-PROMPTS = data.neutral_prompts()
+PROMPTS = catalog.neutral_prompts()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -64,7 +64,7 @@ def main() -> None:
 
     loaded = load_model("embedded")
     loaded.stop_ids = frozenset()  # fixed-length runs
-    positive, negative = data.examples("formality")
+    positive, negative = catalog.examples("formality")
     vectors = compute_vectors(loaded, {"formality": (positive[:16], negative[:16])})
     hooks = SteeringHooks(loaded.layers, vectors.layers)
 

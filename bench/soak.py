@@ -42,7 +42,7 @@ GRACE_S = 30
 QUICK_VECTOR_SET = """
 import torch
 from steering.engine import SteeringVectors
-from steering.serving.site import site_model_id
+from steering.serving.runtime import site_model_id
 from steering.services import vector_sets
 dims = ["formality", "cost"]
 for name in dims:

@@ -1,4 +1,4 @@
-"""Every figure of issue 17's Targets list, measured side by side in one run on the embedded
+"""Every figure of the serving targets (docs/benchmarks.md), measured side by side in one run on the embedded
 model, each printed as one JSON line (and a summary table at the end).
 
     .venv/bin/python bench/targets.py [--dtype auto] [--tokens 48] [--soak 600] [--compare-float32]
@@ -45,7 +45,7 @@ import websockets  # noqa: E402
 from bench.chat_load import PROMPTS, percentile  # noqa: E402
 from bench.profile_summary import summarise  # noqa: E402
 from bench.server import BenchServer  # noqa: E402
-from steering import data  # noqa: E402
+from steering.data import catalog  # noqa: E402
 from steering.engine import SteerableModel  # noqa: E402
 from steering.engine.extraction import pad_left  # noqa: E402
 from steering.engine.loading import resolve_dtype  # noqa: E402
@@ -295,7 +295,7 @@ def main() -> None:
 
     model = SteerableModel.load(dtype=dtype)
     model.loaded.stop_ids = frozenset()  # fixed-length runs
-    positive, negative = data.examples("formality")
+    positive, negative = catalog.examples("formality")
     vectors = model.add_vectors(model.compute_vectors({"formality": (positive, negative)}), "formality")
     if args.check_extraction and dtype != torch.float32:
         # Whether extraction may run in the served dtype: the same vectors from a float32 copy.

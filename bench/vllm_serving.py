@@ -1,4 +1,4 @@
-"""Builtin engine vs vLLM, served over the websocket by the same client, in one run (issue 16).
+"""Builtin engine vs vLLM, served over the websocket by the same client, in one run.
 
     OMP_NUM_THREADS=2 .venv-vllm/bin/python bench/vllm_serving.py [--tokens 64] [--rounds 2] [--compiled]
 
@@ -40,10 +40,10 @@ VLLM_OWN = r"""
 import json, os, sys, time
 sys.path.insert(0, os.getcwd())
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "steerlab_site.settings")
-from steering.vllm_engine.engine import configure_environment
+from steering.vllm_inference.engine import configure_environment
 configure_environment()
 from steering.engine import load_model
-from steering.vllm_engine import vllm_model_dir
+from steering.vllm_inference.weights import vllm_model_dir
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 prompts, tokens, cache, eager = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[5] == "eager"
@@ -67,13 +67,13 @@ print("RESULT=" + json.dumps({"tokens_per_s": sorted(rates)[len(rates) // 2], "r
 # registered as the shared default. `bootstrap` computes every shipped dimension and took over
 # 15 minutes on the shared 2-core machine; what is measured here needs one preference.
 REGISTER_FORMALITY = """
-from steering import data
+from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
-from steering.serving import site
-positive, negative = data.examples("formality")
-vectors = compute_vectors(site.site_model(), {"formality": (positive[:24], negative[:24])},
+from steering.serving import runtime
+positive, negative = catalog.examples("formality")
+vectors = compute_vectors(runtime.site_model(), {"formality": (positive[:24], negative[:24])},
                           labels={"formality": ["Casual", "Formal"]})
 PreferenceDimension.objects.get_or_create(name="formality", defaults={"negative_label": "Casual", "positive_label": "Formal"})
 vector_sets.vector_set_register(vectors=vectors, name="default")

@@ -25,8 +25,8 @@ import torch  # noqa: E402
 
 from bench.chat_load import PROMPTS  # noqa: E402
 from steering.engine import GenerationParams, GenerationRequest, load_model  # noqa: E402
-from steering.vllm_engine import vllm_model_dir  # noqa: E402
-from steering.vllm_engine.engine import VllmScheduler  # noqa: E402
+from steering.vllm_inference.weights import vllm_model_dir  # noqa: E402
+from steering.vllm_inference.engine import VllmScheduler  # noqa: E402
 
 
 def main() -> None:

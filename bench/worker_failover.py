@@ -37,12 +37,12 @@ from bench.chat_load import PROMPTS  # noqa: E402
 from bench.server import PYTHON, ROOT, BenchServer, free_port  # noqa: E402
 
 SETUP = """
-from steering import data
+from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
-from steering.serving.site import site_model
+from steering.serving.runtime import site_model
 from steering.services import vector_sets
-positive, negative = data.examples("formality")
+positive, negative = catalog.examples("formality")
 vectors = compute_vectors(site_model(), {"formality": (positive[:24], negative[:24])},
                           labels={"formality": ["Casual", "Formal"]})
 PreferenceDimension.objects.get_or_create(name="formality", defaults=dict(negative_label="Casual", positive_label="Formal"))

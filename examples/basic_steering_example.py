@@ -48,15 +48,15 @@ def main() -> None:
     os.environ["MEDIA_ROOT"] = str(out / "media")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "steerlab_site.settings")
 
-    from steering import data
+    from steering.data import catalog
     from steering.engine import SteerableModel
     from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
 
     step("1. Data")
-    positive, negative = data.examples(args.dimension)
+    positive, negative = catalog.examples(args.dimension)
     if args.quick:
         positive, negative = positive[:20], negative[:20]
-    spec = data.dimension(args.dimension)
+    spec = catalog.dimension(args.dimension)
     for end, texts in (("positive", positive), ("negative", negative)):
         (out / f"{args.dimension}_{end}.json").write_text(json.dumps(texts, indent=1, ensure_ascii=False))
     print(f"{args.dimension}: {spec['negative_label']} ↔ {spec['positive_label']}, {len(positive)} examples a side "
@@ -68,7 +68,7 @@ def main() -> None:
     model = SteerableModel.load()
     vectors = model.compute_vectors({args.dimension: (positive, negative)}, labels={
         args.dimension: [spec["negative_label"], spec["positive_label"]]})
-    search = search_functional_range(model.loaded, vectors, data.range_prompts(RANGE_PROMPTS))[args.dimension]
+    search = search_functional_range(model.loaded, vectors, catalog.range_prompts(RANGE_PROMPTS))[args.dimension]
     vectors = vectors.with_ranges({args.dimension: search.functional_range})
     path = vectors.save(out / f"{args.dimension}.safetensors")
     print(f"method {vectors.method}, layers {vectors.layers[0]}–{vectors.layers[-1]}, "

@@ -31,7 +31,7 @@ STRENGTHS = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
 
 
 def experiment_1(loaded, vectors, dimensions, prompts, params, embedder) -> dict:
-    from steering import data
+    from steering.data import catalog
     from steering.engine.measures import pearson
     from steering.engine.sweep import evaluate_dimension
 
@@ -39,7 +39,7 @@ def experiment_1(loaded, vectors, dimensions, prompts, params, embedder) -> dict
     print("\nExperiment 1: Effect against strength (user units: ±1 = the measured functional range)")
     print(f"{'dimension':<10} {'range':>6} " + " ".join(f"{s:>+7.1f}" for s in STRENGTHS) + "   R²(−1…1)  PPL×(±1.5)")
     for dim in dimensions:
-        spec = data.dimension(dim)
+        spec = catalog.dimension(dim)
         result = evaluate_dimension(
             loaded, vectors, dim, prompts, (spec["reference_positive"], spec["reference_negative"]),
             strengths=STRENGTHS, params=params, embedder=embedder,
@@ -55,7 +55,7 @@ def experiment_1(loaded, vectors, dimensions, prompts, params, embedder) -> dict
 
 
 def experiment_3(loaded, vectors, pair, prompts, params, embedder) -> dict:
-    from steering import data
+    from steering.data import catalog
     from steering.engine import SteeringHooks
     from steering.engine.measures import effect_scores
     from steering.engine.sweep import generate_rows
@@ -69,7 +69,7 @@ def experiment_3(loaded, vectors, pair, prompts, params, embedder) -> dict:
     n = len(ids)
     effects = {}
     for dim in pair:
-        spec = data.dimension(dim)
+        spec = catalog.dimension(dim)
         scores = effect_scores(embedder, answers, spec["reference_positive"], spec["reference_negative"])
         effects[dim] = {cell: sum(scores[k * n : (k + 1) * n]) / n for k, cell in enumerate(grid)}
     print(f"\nExperiment 3: {a} and {b} steered together (mean Effect; rows: {a} strength, columns: {b} strength)")
@@ -144,7 +144,7 @@ def main() -> None:
     if len(pair) != 2:
         parser.error("--pair takes two dimensions")
 
-    from steering import data
+    from steering.data import catalog
     from steering.engine import GenerationParams, SteerableModel
     from steering.engine.embedding import shared_embedder
     from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
@@ -152,12 +152,12 @@ def main() -> None:
     started = time.monotonic()
     model = SteerableModel.load()
     needed = list(dict.fromkeys([*dimensions, *pair]))
-    vectors = model.compute_vectors({d: data.examples(d) for d in needed}, method=args.method)
-    ranges = search_functional_range(model.loaded, vectors, data.range_prompts(RANGE_PROMPTS))
+    vectors = model.compute_vectors({d: catalog.examples(d) for d in needed}, method=args.method)
+    ranges = search_functional_range(model.loaded, vectors, catalog.range_prompts(RANGE_PROMPTS))
     vectors = vectors.with_ranges({d: r.functional_range for d, r in ranges.items()})
     print(f"{args.method} vectors for {', '.join(needed)}; functional ranges "
           f"{ {d: r.functional_range for d, r in ranges.items()} } ({time.monotonic() - started:.0f} s)")
-    prompts = data.neutral_prompts()[: args.prompts]
+    prompts = catalog.neutral_prompts()[: args.prompts]
     params = GenerationParams(max_new_tokens=args.tokens)
     embedder = shared_embedder()
     exp1 = experiment_1(model.loaded, vectors, dimensions, prompts, params, embedder)

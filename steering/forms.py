@@ -6,8 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.core.validators import FileExtensionValidator
 
-from steering.models import Evaluation, PreferenceDimension, VectorSet
-from steering.serving.site import site_model_id
+from steering.models import Evaluation, PreferenceDimension, VectorSet, site_model_id
 
 
 class LinesField(forms.CharField):

@@ -4,7 +4,6 @@ profiles, conversations, interaction logs, feedback and the history of profile c
 from __future__ import annotations
 
 import logging
-import math
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -13,7 +12,16 @@ from django.db import models, transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
+from steering.engine.loading import model_id_for
+from steering.engine.request import strength_check
+
 log = logging.getLogger(__name__)
+
+
+def site_model_id() -> str:
+    """The id of the model this site serves (as vector files record it): only vector sets for
+    it can steer an answer here."""
+    return model_id_for(settings.STEERLAB_MODEL)
 
 
 class PreferenceDimension(models.Model):
@@ -143,7 +151,7 @@ class VectorSet(models.Model):
 @receiver(post_delete, sender=VectorSet)
 def _delete_vector_file(sender, instance: VectorSet, **kwargs) -> None:
     # After commit: a rolled-back delete must not lose the file. (The serving cache drops
-    # the set's vectors through its own receiver, in steering.serving.site.)
+    # the set's vectors through its own receiver, in steering.serving.runtime.)
     if instance.file:
         storage, name = instance.file.storage, instance.file.name
         transaction.on_commit(lambda: storage.delete(name))
@@ -187,16 +195,6 @@ def _delete_evaluation_plot(sender, instance: Evaluation, **kwargs) -> None:
         transaction.on_commit(lambda: storage.delete(name))
 
 
-def _clean_strength(value) -> float:
-    """A strength as stored: a finite float in −1…1 (the engine maps it onto the functional range)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"must be a number, not {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
-        raise ValueError(f"must be between -1 and 1, not {value!r}")
-    return value
-
-
 def clean_preferences(vector_set: VectorSet, preferences) -> dict[str, float]:
     """`preferences` checked against `vector_set`: a mapping of its own dimensions to finite
     strengths in −1…1. Raises ValueError naming every problem at once."""
@@ -209,7 +207,7 @@ def clean_preferences(vector_set: VectorSet, preferences) -> dict[str, float]:
             problems.append(f"unknown dimension {name!r} (this vector set has: {', '.join(sorted(known)) or 'none'})")
             continue
         try:
-            cleaned[name] = _clean_strength(value)
+            cleaned[name] = strength_check(value)
         except ValueError as exc:
             problems.append(f"{name}: {exc}")
     if problems:

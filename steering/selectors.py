@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
 
+from steering.files import VectorSetUnavailable
 from steering.models import (
     Conversation,
     Feedback,
@@ -14,8 +15,8 @@ from steering.models import (
     PreferenceProfile,
     ProfileUpdate,
     VectorSet,
+    site_model_id,
 )
-from steering.serving.site import VectorSetUnavailable, site_model_id
 
 
 def vector_sets_visible(*, user) -> QuerySet[VectorSet]:
@@ -45,6 +46,13 @@ def vector_set_for_chat(*, user, vector_set_id: int | None) -> VectorSet:
     vector_set = vector_sets_visible(user=user).filter(pk=vector_set_id).first()
     if vector_set is None:
         raise LookupError(f"Vector set {vector_set_id} not found")
+    return vector_set_usable(vector_set)
+
+
+def vector_set_usable(vector_set: VectorSet) -> VectorSet:
+    """`vector_set` if a chat can steer with it here, else VectorSetUnavailable or ValueError
+    (as `vector_set_for_chat`); for a set the caller has read already, as visible to its user."""
+    vector_set_id = vector_set.pk
     if vector_set.status == VectorSet.Status.UNAVAILABLE:
         raise VectorSetUnavailable(
             f"Vector set {vector_set_id} is unavailable: its vector file is missing or unusable. "

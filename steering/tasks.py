@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from steering.engine import ModelNotFound
 from steering.models import Evaluation, Feedback, VectorSet
-from steering.serving.site import site_model
+from steering.serving.runtime import site_model
 from steering.services import evaluations, feedback, jobs, vector_sets
 
 

@@ -8,7 +8,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("steering.api.urls")),
-    path("v1/", include("steering.api.openai_urls")),
+    path("v1/", include("steering.chat.openai.urls")),
     path("", include("ops.urls")),
     # ---- steering pages mount here ----
     path("", include("steering.urls")),

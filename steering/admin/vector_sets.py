@@ -1,5 +1,5 @@
 """The admin of vector sets: compute, upload, download, preview, evaluate, recompute (GGUF:
-controlvectors.py). Sets are created and uploaded through the services, never by saving a
+gguf.py). Sets are created and uploaded through the services, never by saving a
 bare row: a set must have its computation queued, and an upload must be validated before
 anything is stored."""
 
@@ -16,8 +16,8 @@ from django.utils.html import format_html
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from steering import data
-from steering.admin.controlvectors import ControlVectorAdminMixin
+from steering.data import catalog
+from steering.admin.gguf import ControlVectorAdminMixin
 from steering.engine import VectorFileError
 from steering.forms import (
     EvaluationStartForm,
@@ -280,7 +280,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
                     vector_set=vector_set,
                     dimension=form.cleaned_data["dimension"].name,
                     strengths=form.cleaned_data["strengths"],
-                    prompts=data.neutral_prompts()[: form.cleaned_data["prompts"]],
+                    prompts=catalog.neutral_prompts()[: form.cleaned_data["prompts"]],
                     max_new_tokens=form.cleaned_data["max_new_tokens"],
                     created_by=request.user,
                 )

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from steering import selectors
 from steering.api import serializers as s
-from steering.api.params import VECTOR_SET_PARAM, vector_set_from_body, vector_set_from_query
+from steering.api.lookups import VECTOR_SET_PARAM, vector_set_from_body, vector_set_from_query
 from steering.models import VectorSet
 from steering.modes import calibrate
 from steering.services import profiles

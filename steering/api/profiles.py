@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from steering import selectors
 from steering.api import serializers as s
-from steering.api.params import VECTOR_SET_PARAM, vector_set_from_query
+from steering.api.lookups import VECTOR_SET_PARAM, vector_set_from_query
 from steering.models import ProfileUpdate
 from steering.services import profiles
 

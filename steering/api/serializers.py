@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
-from steering.chat_request import PreferencesField, StrengthField
+from steering.chat.schema import PreferencesField, StrengthField
 from steering.models import Feedback, InteractionLog, PreferenceDimension, PreferenceProfile, ProfileUpdate, VectorSet
 
 

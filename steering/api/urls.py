@@ -5,13 +5,15 @@ vector-sets/upload/, /vectors → GET vector-sets/."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from steering.api import calibrate, chat, controlvectors, health, interactions, learn, profiles, root, vector_sets
+from steering.chat.rest import ChatView
+
+from steering.api import calibrate, entry, gguf, health, interactions, learn, profiles, vector_sets
 
 urlpatterns = [
-    path("", root.ApiRootView.as_view(), name="api-root"),
-    path("auth/token/", root.TokenView.as_view(), name="api-token"),
+    path("", entry.ApiRootView.as_view(), name="api-root"),
+    path("auth/token/", entry.TokenView.as_view(), name="api-token"),
     path("health/", health.HealthView.as_view(), name="api-health"),
-    path("chat/", chat.ChatView.as_view(), name="api-chat"),
+    path("chat/", ChatView.as_view(), name="api-chat"),
     path("dimensions/", vector_sets.DimensionListView.as_view(), name="api-dimensions"),
     path("dimensions/<slug:name>/", vector_sets.DimensionDetailView.as_view(), name="api-dimension"),
     path("vector-sets/", vector_sets.VectorSetListView.as_view(), name="api-vector-sets"),
@@ -19,8 +21,8 @@ urlpatterns = [
     path("vector-sets/<int:pk>/", vector_sets.VectorSetDetailView.as_view(), name="api-vector-set"),
     path("vector-sets/<int:pk>/compute/", vector_sets.VectorSetComputeView.as_view(), name="api-vector-set-compute"),
     path("vector-sets/<int:pk>/download/", vector_sets.VectorSetDownloadView.as_view(), name="api-vector-set-download"),
-    path("vector-sets/<int:pk>/export.gguf", controlvectors.VectorSetExportGgufView.as_view(), name="api-vector-set-export-gguf"),
-    path("vector-sets/import-gguf/", controlvectors.VectorSetImportGgufView.as_view(), name="api-vector-set-import-gguf"),
+    path("vector-sets/<int:pk>/export.gguf", gguf.VectorSetExportGgufView.as_view(), name="api-vector-set-export-gguf"),
+    path("vector-sets/import-gguf/", gguf.VectorSetImportGgufView.as_view(), name="api-vector-set-import-gguf"),
     path("profile/", profiles.ProfileView.as_view(), name="api-profile"),
     path("profile/history/", profiles.ProfileHistoryView.as_view(), name="api-profile-history"),
     path("profile/history/<int:pk>/undo/", profiles.ProfileUndoView.as_view(), name="api-profile-undo"),

@@ -1,5 +1,5 @@
 """Dimensions and vector sets: list, compute, recompute, upload, download, delete (GGUF import
-and export: controlvectors.py). Ownership is enforced by the selectors' querysets, so another
+and export: gguf.py). Ownership is enforced by the selectors' querysets, so another
 user's set is a 404, never a 403 that confirms it exists."""
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 loading (models, layer discovery) · extraction (activations; CAA, probe and PCA vectors) ·
 layers (default layers, held-out layer scores, top-k choice) · hooks (per-row
-steering) · generation (batched streaming decode) · vectorfile (SteeringVectors and their
-safetensors file) · steerable (SteerableModel, the few-lines API) · embedding (sentence
+steering) · request (GenerationParams, CHAT_DEFAULTS, GenerationRequest, TokenEvent) ·
+generation (the batched streaming decode loop) · detokenizer · sampling (the repetition guard,
+greedy or sampled tokens) · kvcache, cache_merge (the decode loop's KV cache) · vectorfile
+(SteeringVectors and their safetensors file) · steerable (SteerableModel, the few-lines API) · embedding (sentence
 embeddings) · measures (Effect, perplexity, PNE, Spearman, repetition) · sweep (strengths ×
 prompts in one batch: evaluation and the functional-range search) · conditions (conditional
 steering: a topical dimension applies only to turns about it, decided per row in the prefill)
@@ -13,17 +15,20 @@ steering: a topical dimension applies only to turns about it, decided per row in
 from .extraction import (
     compute_vectors, fit_probe, layer_score, mean_difference, pca_direction, probe_direction, record_activations,
 )
-from .generation import CHAT_DEFAULTS, DecodeBatch, GenerationParams, GenerationRequest, TokenEvent, stream_batch
+from .generation import DecodeBatch, stream_batch
 from .hooks import RowSteering, SteeringHooks
 from .layers import default_layers, held_out_likelihood, held_out_separation, top_layers
 from .loading import EMBEDDED, LoadedModel, ModelNotFound, UnsupportedModel, find_layers, load_model
+from .request import (
+    CHAT_DEFAULTS, LIMITS, MAX_DIMENSIONS, STRENGTH, GenerationParams, GenerationRequest, TokenEvent, strength_check,
+)
 from .steerable import SteerableModel
 from .vectorfile import SteeringVectors, UnknownDimension, VectorFileError
 
 __all__ = [
-    "CHAT_DEFAULTS", "EMBEDDED", "DecodeBatch", "GenerationParams", "GenerationRequest", "LoadedModel", "ModelNotFound",
+    "CHAT_DEFAULTS", "EMBEDDED", "LIMITS", "MAX_DIMENSIONS", "STRENGTH", "DecodeBatch", "GenerationParams", "GenerationRequest", "LoadedModel", "ModelNotFound",
     "RowSteering", "SteerableModel", "SteeringHooks", "SteeringVectors", "TokenEvent", "UnknownDimension",
     "UnsupportedModel", "VectorFileError", "compute_vectors", "default_layers", "find_layers", "fit_probe",
     "held_out_likelihood", "held_out_separation", "layer_score", "load_model", "mean_difference", "pca_direction", "probe_direction",
-    "record_activations", "stream_batch", "top_layers",
+    "record_activations", "stream_batch", "strength_check", "top_layers",
 ]

@@ -18,7 +18,8 @@ from typing import Iterator, Sequence
 import torch
 
 from .extraction import compute_vectors
-from .generation import GenerationParams, GenerationRequest, TokenEvent, stream_batch
+from .generation import stream_batch
+from .request import GenerationParams, GenerationRequest, TokenEvent
 from .hooks import SteeringHooks
 from .loading import EMBEDDED, LoadedModel, load_model
 from .vectorfile import SteeringVectors, UnknownDimension

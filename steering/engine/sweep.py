@@ -29,7 +29,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .embedding import SentenceEmbedder, shared_embedder
-from .generation import GenerationParams, GenerationRequest, stream_batch
+from .generation import stream_batch
+from .request import GenerationParams, GenerationRequest
 from .hooks import SteeringHooks
 from .measures import (
     answer_nll,

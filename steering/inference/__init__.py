@@ -1,7 +1,10 @@
 """The inference service: no Django. `Scheduler` owns one model and batches the requests of
-all users on one background thread; each caller follows its request through a `Ticket`."""
+all users on one background thread; each caller follows its request through a `Ticket`.
+`Admission` (admission.py) is what every scheduler shares with its callers, the builtin one
+and vLLM's alike."""
 
-from .scheduler import Busy, Scheduler, SchedulerClosed, SchedulerStats, TooManyForUser
+from .admission import Admission, Busy, SchedulerClosed, SchedulerStats, TooManyForUser
+from .scheduler import Scheduler
 from .ticket import Ticket
 
-__all__ = ["Busy", "Scheduler", "SchedulerClosed", "SchedulerStats", "Ticket", "TooManyForUser"]
+__all__ = ["Admission", "Busy", "Scheduler", "SchedulerClosed", "SchedulerStats", "Ticket", "TooManyForUser"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from steering import data
+from steering.data import catalog
 
 CHOICES = ("a", "slightly_a", "none", "slightly_b", "b")
 MAX_ROUNDS = 5
@@ -23,8 +23,8 @@ MAX_ROUNDS = 5
 # (steering/data/dimensions); other dimensions (uploads, ones made in the admin) get a generic one.
 QUESTIONS = {
     name: spec["calibration_question"]
-    for name in data.dimension_names()
-    if (spec := data.dimension(name)).get("calibration_question")
+    for name in catalog.dimension_names()
+    if (spec := catalog.dimension(name)).get("calibration_question")
 }
 FALLBACK_QUESTION = "What would you recommend I do this evening?"
 

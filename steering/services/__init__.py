@@ -6,6 +6,7 @@ the domain module (`from steering.services import profiles`); there is no hub he
 - jobs: the life of a background job (queued, running, ready or failed)
 - profiles: strengths and their history; SELECT's and CALIBRATE's writes
 - feedback: feedback on answers; LEARN's writes
-- chat, chat_turn: resolving, generating and logging a chat turn
+- chat: resolving a chat turn and logging it (the turn itself: steering.chat.turn)
+- gguf: vector sets as GGUF control vectors, out and in
 - health: whether the site can answer
 """

@@ -1,6 +1,6 @@
 """Chat: resolve a request (profile, overrides, vector set, history fitted to the model's
 context, the prompt-with-steering instruction) and log what was generated (interactions,
-conversations and their messages). The turn itself, streamed, is chat_turn.py."""
+conversations and their messages). The turn itself, streamed, is steering/chat/turn.py."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 
-from steering import data, selectors
+from steering import selectors
+
+from steering.data import catalog
 from steering.engine import GenerationParams
 from steering.models import Conversation, InteractionLog, Message, VectorSet, clean_preferences
-from steering.serving import site
+from steering.serving import runtime
 
 
 HISTORY_MESSAGES = 6  # earlier turns of a conversation given to the model as context
@@ -27,7 +29,8 @@ class ChatPlan:
 
     vector_set: VectorSet
     strengths: dict[str, float]
-    params: dict
+    params: dict  # what the request set, as logged
+    generation: GenerationParams  # those, checked, over the engine's defaults
     prompt_ids: list[int]
     conversation: Conversation | None
 
@@ -41,8 +44,10 @@ def chat_prepare(
     params: dict,
     conversation_id: int | None = None,
     history: list[dict] | None = None,
+    vector_set: VectorSet | None = None,
 ) -> ChatPlan:
-    """Resolve a chat request. The user's profile on the vector set, overridden dimension by
+    """Resolve a chat request (`vector_set`: the set the caller read already, visible to
+    `user`, instead of reading `vector_set_id` again). The user's profile on the vector set, overridden dimension by
     dimension by `preferences`, gives the strengths. Raises LookupError for a vector set or
     conversation the user cannot see, ValueError for anything else wrong, with a message."""
 
@@ -56,7 +61,10 @@ def chat_prepare(
             raise LookupError(f"Conversation {conversation_id} not found")
         if vector_set_id is None and conversation.vector_set_id is not None:
             vector_set_id = conversation.vector_set_id
-    vector_set = selectors.vector_set_for_chat(user=user, vector_set_id=vector_set_id)
+    if vector_set is not None and conversation is None:
+        vector_set = selectors.vector_set_usable(vector_set)
+    else:
+        vector_set = selectors.vector_set_for_chat(user=user, vector_set_id=vector_set_id)
     strengths = selectors.profile_strengths(user=user, vector_set=vector_set)
     strengths.update(clean_preferences(vector_set, preferences or {}))
     strengths = {name: value for name, value in strengths.items() if value != 0.0}
@@ -74,16 +82,16 @@ def chat_prepare(
         history = [{"role": m.role, "content": m.content} for m in earlier if m.content]
     system = steering_prompt(vector_set=vector_set, strengths=strengths) if vector_set.prompt_with_steering else None
     prompt_ids = chat_fit_context(
-        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=site.site_model(),
+        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=runtime.site_model(),
         system=system,
     )
-    return ChatPlan(vector_set, strengths, params, prompt_ids, conversation)
+    return ChatPlan(vector_set, strengths, params, generation, prompt_ids, conversation)
 
 
 def chat_context_tokens(loaded=None) -> int:
     """The served model's context in tokens (what its position embeddings cover)."""
 
-    config = (loaded or site.site_model()).model.config
+    config = (loaded or runtime.site_model()).model.config
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
@@ -155,7 +163,7 @@ def steering_prompt(*, vector_set: VectorSet, strengths: dict[str, float]) -> st
     ends = []
     for dimension in vector_set.dimensions.filter(name__in=list(strengths)).order_by("name"):
         try:
-            spec = data.dimension(dimension.name)
+            spec = catalog.dimension(dimension.name)
         except KeyError:
             spec = {}
         ends.append((

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from django.conf import settings
 from django.db import transaction
 
-from steering import data
+from steering.data import catalog
 from steering.engine import GenerationParams
 from steering.engine.embedding import shared_embedder
 from steering.engine.prompting import preference_instruction
@@ -21,7 +21,7 @@ from steering.engine.sweep import SweepResult
 from steering.engine.sweep import evaluate_dimension
 from steering.models import Evaluation, VectorSet
 from steering.services import jobs
-from steering.serving import site
+from steering.serving import runtime
 
 
 def evaluation_start(
@@ -43,7 +43,7 @@ def evaluation_start(
     strengths = sorted({float(s) for s in strengths})
     if not strengths or not all(math.isfinite(s) and -1 <= s <= 1 for s in strengths):
         raise ValueError("Strengths must be numbers between -1 and 1")
-    prompts = list(prompts) if prompts else data.neutral_prompts()[:Evaluation.DEFAULT_PROMPTS]
+    prompts = list(prompts) if prompts else catalog.neutral_prompts()[:Evaluation.DEFAULT_PROMPTS]
     if not all(isinstance(p, str) and p.strip() for p in prompts):
         raise ValueError("Prompts must be non-empty texts")
     GenerationParams(max_new_tokens=max_new_tokens)  # bounds checked here, with a message
@@ -77,13 +77,13 @@ def evaluation_run(
     def work(job: jobs.Job) -> dict:
         used = references or _references(evaluation.vector_set, evaluation.dimension)
         result = evaluate_dimension(
-            site.site_model(),
-            site.site_vectors(evaluation.vector_set),
+            runtime.site_model(),
+            runtime.site_vectors(evaluation.vector_set),
             evaluation.dimension,
             evaluation.prompts,
             used,
             strengths=evaluation.strengths,
-            hooks=site.site_hooks(),
+            hooks=runtime.site_hooks(),
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
             params=GenerationParams(max_new_tokens=evaluation.max_new_tokens),
             instructions=instructions_for(evaluation.vector_set, evaluation.dimension) if baselines else None,
@@ -116,7 +116,7 @@ def instructions_for(vector_set, name: str) -> Callable[[float], str | None]:
     or else its labels as the database holds them (an upload's dimensions are its set's own)."""
     dimension = vector_set.dimensions.get(name=name)
     try:
-        spec = data.dimension(name)
+        spec = catalog.dimension(name)
     except KeyError:
         spec = {}
     positive = spec.get("prompt_positive") or dimension.positive_label

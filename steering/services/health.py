@@ -6,7 +6,7 @@ import logging
 
 from steering.models import VectorSet
 from steering.services.vector_sets import vector_set_mark_unavailable
-from steering.serving import site
+from steering.serving import runtime
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,12 @@ def health_report() -> dict:
     except Exception as exc:  # any driver error means "not usable"; say which
         log.warning("Health check: database unusable: %s", exc)
         report.update(status="error", database=f"unavailable: {exc.__class__.__name__}")
-    model = site.model_status()
+    model = runtime.model_status()
     report.update(
         model=model["model_id"], model_loaded=model["loaded"], device=model["device"],
-        vector_sets_loaded=site.loaded_vector_sets(),
+        vector_sets_loaded=runtime.loaded_vector_sets(),
     )
-    report["queue_depth"].update(site.inference_queue_depth())
+    report["queue_depth"].update(runtime.inference_queue_depth())
     if report["database"] == "ok":
         unavailable = vector_sets_unavailable()
         report["vector_sets_unavailable"] = unavailable

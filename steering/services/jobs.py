@@ -12,8 +12,8 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from steering import files
 from steering.models import VectorSet
-from steering.services import files
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from steering import data
+from steering import files
+from steering.data import catalog
 from steering.engine import (
     GenerationParams,
     GenerationRequest,
@@ -27,8 +28,8 @@ from steering.engine import (
 from steering.engine.condition_reading import compute_conditions
 from steering.engine.sweep import RANGE_PROMPTS, search_functional_range, search_joint_range
 from steering.models import PreferenceDimension, VectorSet
-from steering.services import files, jobs
-from steering.serving import site
+from steering.services import jobs
+from steering.serving import runtime
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ Progress = Callable[[int, int], None]
 
 def dimension_import_default(*, name: str) -> PreferenceDimension:
     """The shipped dimension `name`, created from steering/data on first use."""
-    spec = data.dimension(name)
-    positive, negative = data.examples(name)
+    spec = catalog.dimension(name)
+    positive, negative = catalog.examples(name)
     feedback = {"feedback_positive": spec.get("feedback_positive", []), "feedback_negative": spec.get("feedback_negative", [])}
     dimension, created = PreferenceDimension.objects.get_or_create(
         name=name,
@@ -194,7 +195,7 @@ def functional_range_measure(
     the budget of their summed addition by the same bar. Unchanged with STEERLAB_RANGE_SEARCH off."""
     if not settings.STEERLAB_RANGE_SEARCH:
         return vectors
-    prompts = data.range_prompts(RANGE_PROMPTS)
+    prompts = catalog.range_prompts(RANGE_PROMPTS)
     bar = {"max_ppl_ratio": settings.STEERLAB_RANGE_PPL_FACTOR, "min_relevance": settings.STEERLAB_RANGE_MIN_RELEVANCE}
     single = (lambda done, total: progress(done, 2 * total)) if progress and len(vectors.dimensions) > 1 else progress
     results = search_functional_range(loaded, vectors, prompts, **bar, hooks=hooks, progress=single)
@@ -220,7 +221,7 @@ def dimension_condition_prompts(dimension: PreferenceDimension) -> list[str]:
     ones of a default dimension, else none (then it has no condition and always applies)."""
     if dimension.condition_prompts:
         return list(dimension.condition_prompts)
-    shipped, _ = data.condition_prompts()
+    shipped, _ = catalog.condition_prompts()
     return list(shipped.get(dimension.name, [])) if dimension.private_to_id is None else []
 
 
@@ -233,7 +234,7 @@ def conditions_compute(
     on_topic = {dim.name: prompts for dim in dimensions if (prompts := dimension_condition_prompts(dim))}
     if not on_topic:
         return vectors
-    conditions, report = compute_conditions(loaded, on_topic, data.condition_prompts()[1])
+    conditions, report = compute_conditions(loaded, on_topic, catalog.condition_prompts()[1])
     log.info("Conditions at layer %d, held-out balanced accuracy %s", report.layer, report.accuracy)
     return vectors.with_conditions(
         conditions, {"layer": report.layer, "accuracy": report.accuracy, "separation": report.separation}
@@ -307,7 +308,7 @@ def _is_import(vector_set: VectorSet) -> bool:
 
 def _forget_vectors(pk: int) -> None:
 
-    site.forget_vector_set(pk)
+    runtime.forget_vector_set(pk)
 
 
 def vector_set_start(*, name: str, dimensions, method: str, top_k: int | None = None, owner=None) -> VectorSet:
@@ -317,7 +318,7 @@ def vector_set_start(*, name: str, dimensions, method: str, top_k: int | None = 
         if owner is not None:
             vector_set_quota_check(owner=owner, new_bytes=0)
         vector_set = vector_set_create(
-            name=name, model_id=site.site_model_id(), dimensions=dimensions, method=method, top_k=top_k, owner=owner
+            name=name, model_id=runtime.site_model_id(), dimensions=dimensions, method=method, top_k=top_k, owner=owner
         )
         vector_set_enqueue(vector_set=vector_set)
     return vector_set
@@ -360,7 +361,7 @@ def vectors_admit(*, vectors: SteeringVectors, own_norms: bool = True) -> Steeri
     site's model, have at most STEERLAB_UPLOAD_MAX_DIMENSIONS dimensions and ranges within
     STEERLAB_MAX_FUNCTIONAL_RANGE, and (`own_norms`) get this server's residual norms. Raises
     VectorFileError naming every dimension over the ceiling."""
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     vectors.check_model(model_id=loaded.model_id, num_layers=loaded.num_layers, hidden_size=loaded.hidden_size)
     most = settings.STEERLAB_UPLOAD_MAX_DIMENSIONS
     if len(vectors.dimensions) > most:
@@ -372,7 +373,7 @@ def vectors_admit(*, vectors: SteeringVectors, own_norms: bool = True) -> Steeri
             f"Functional ranges above this server's ceiling of {ceiling:g} (residual-norm units): "
             + ", ".join(f"{dim} {value:g}" for dim, value in sorted(too_wide.items()))
         )
-    return vectors.with_residual_norms(site.site_residual_norms()) if own_norms else vectors
+    return vectors.with_residual_norms(runtime.site_residual_norms()) if own_norms else vectors
 
 
 def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, max_new_tokens: int) -> dict[float, str]:
@@ -380,12 +381,12 @@ def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, ma
     ready `vector_set`, generated together in one batch: {strength: text}. Raises ValueError
     when the vector set's file is missing or does not fit the site's model."""
 
-    vectors = site.site_vectors(vector_set)
-    prompt_ids = site.site_model().chat_ids(prompt)
+    vectors = runtime.site_vectors(vector_set)
+    prompt_ids = runtime.site_model().chat_ids(prompt)
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
     strengths = (-1.0, 0.0, 1.0)
     requests = [
         GenerationRequest(prompt_ids=prompt_ids, params=params, steering=vectors.layer_deltas({dimension: strength}))
         for strength in strengths
     ]
-    return dict(zip(strengths, site.site_generate(requests)))
+    return dict(zip(strengths, runtime.site_generate(requests)))

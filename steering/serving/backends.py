@@ -6,7 +6,7 @@ backends that generate one and yield the same events.
 - `WorkerBackend` (STEERLAB_INFERENCE=worker): the spec travels through a Redis stream to
   `manage.py inference_worker`, which runs the same scheduler, so several daphne processes
   share one model. Each request is served by one worker at a time; when a worker dies, a
-  survivor resumes its streams (`steering.serving.queue`, `steering.serving.worker`).
+  survivor resumes its streams (`steering.serving.redis_streams`, `steering.serving.worker`).
   With no survivor, the silence of the worker ends the request with an error.
 
 Events are dicts: {"type": "token", "text"} (worker mode also says which worker serves the
@@ -30,7 +30,7 @@ from django.conf import settings
 
 from steering.engine import GenerationParams, GenerationRequest
 from steering.inference import Busy, Scheduler, SchedulerClosed, TooManyForUser
-from steering.serving import queue, site
+from steering.serving import redis_streams, runtime
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +38,33 @@ log = logging.getLogger(__name__)
 @dataclass
 class GenerationSpec:
     """What a generation needs, in plain data: steering is named (vector set and strengths),
-    never shipped as tensors, and resolved by whichever process owns the model."""
+    never shipped as tensors, and resolved by whichever process owns the model. `params` may
+    be given as GenerationParams' keywords (a spec read back from JSON): they are checked once,
+    here."""
 
     prompt_ids: list[int]
-    params: dict = field(default_factory=dict)
+    params: GenerationParams = field(default_factory=GenerationParams)
     vector_set_id: int | None = None
     strengths: dict[str, float] = field(default_factory=dict)
     user: str = ""
     generated_ids: list[int] = field(default_factory=list)  # a resumed stream's tokens so far
+    # The VectorSet row itself when this process read it already (not sent to a worker,
+    # which reads it by id): the local backend then resolves steering without a query.
+    vector_set: object = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.params, dict):
+            self.params = GenerationParams(**self.params)
+
+    def to_json(self) -> str:
+        """The spec as a worker reads it: plain data, the vector set by id only."""
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "vector_set"})
 
     def to_request(self) -> GenerationRequest:
         """Resolve steering against this process's model (loads the vector file once)."""
-        steering, conditions = site.steering_for(self.vector_set_id, self.strengths)
+        steering, conditions = runtime.steering_for(self.vector_set_id, self.strengths, vector_set=self.vector_set)
         return GenerationRequest(
-            prompt_ids=self.prompt_ids, params=GenerationParams(**self.params),
+            prompt_ids=self.prompt_ids, params=self.params,
             steering=steering, conditions=conditions, generated_ids=list(self.generated_ids),
         )
 
@@ -70,10 +83,10 @@ async def run_on_scheduler(
     dead worker's stream from these ids."""
     try:
         request = await sync_to_async(spec.to_request, thread_sensitive=False)()
-    except site.VectorSetNotFound as exc:
+    except runtime.VectorSetNotFound as exc:
         yield error_event("not_found", str(exc))
         return
-    except site.VectorSetUnavailable as exc:  # the server's fault: its message names no path
+    except runtime.VectorSetUnavailable as exc:  # the server's fault: its message names no path
         yield error_event("vector_set_unavailable", str(exc), 60)
         return
     except (LookupError, ValueError) as exc:  # an unknown dimension, a bad strength or parameter
@@ -132,25 +145,25 @@ class LocalBackend:
     """The scheduler lives in this process (started on first use)."""
 
     def generate(self, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
-        return run_on_scheduler(site.site_scheduler(), spec, cancelled)
+        return run_on_scheduler(runtime.site_scheduler(), spec, cancelled)
 
 
 class WorkerBackend:
     """The scheduler lives in `manage.py inference_worker`, reached through Redis streams
-    (`steering.serving.queue`). Follows the request's reply stream in order, accepting
+    (`steering.serving.redis_streams`). Follows the request's reply stream in order, accepting
     events only from the worker that holds the request now; a move to another worker (the
     first one died) shows as a "worker" event in the stream of events, and the previous one
     is told to cancel, in case it was only paused."""
 
     async def generate(self, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
-        r = queue.client()
+        r = redis_streams.client()
         loop = asyncio.get_running_loop()
         request_id = uuid.uuid4().hex
-        reply = queue.reply_key(request_id)
+        reply = redis_streams.reply_key(request_id)
         silence = settings.STEERLAB_WORKER_SILENCE_S
         entry = (
             await r.xadd(
-                queue.requests_key(), {"id": request_id, "spec": json.dumps(asdict(spec))},
+                redis_streams.requests_key(), {"id": request_id, "spec": spec.to_json()},
                 maxlen=MAX_QUEUE_ENTRIES, approximate=True,
             )
         ).decode()
@@ -162,7 +175,7 @@ class WorkerBackend:
         cancel_wait = asyncio.ensure_future(cancelled.wait())
 
         async def tell_to_cancel(worker: str) -> None:
-            await r.publish(queue.cancel_channel(), json.dumps({"id": request_id, "worker": worker}))
+            await r.publish(redis_streams.cancel_channel(), json.dumps({"id": request_id, "worker": worker}))
 
         try:
             while True:
@@ -178,7 +191,7 @@ class WorkerBackend:
                 for _, entries in response or []:
                     for entry_id, fields in entries:
                         last = entry_id
-                        worker, event = queue.decode_reply(fields)
+                        worker, event = redis_streams.decode_reply(fields)
                         if event["type"] == "accepted":
                             if holder is not None and worker != holder:
                                 await tell_to_cancel(holder)  # taken over: the old one may be paused only
@@ -228,7 +241,7 @@ MAX_QUEUE_ENTRIES = 100_000  # a bound on the stream, far above any real backlog
 async def _survivors(r, holder: str | None, silence: float) -> bool:
     """Whether a worker other than the silent `holder` has shown life within the window: one
     that will take the request over once its lease has run out."""
-    alive = await r.zrangebyscore(queue.workers_key(), time.time() - silence, "+inf")
+    alive = await r.zrangebyscore(redis_streams.workers_key(), time.time() - silence, "+inf")
     return any(name.decode() != holder for name in alive)
 
 
@@ -237,8 +250,8 @@ async def _withdraw(r, entry: str, reply: str, *, settled: bool) -> None:
     stream. Acknowledging it revokes the lease: a worker still serving an abandoned request
     is refused its next write and stops."""
     if not settled:
-        await r.xack(queue.requests_key(), queue.GROUP, entry)
-        await r.xdel(queue.requests_key(), entry)
+        await r.xack(redis_streams.requests_key(), redis_streams.GROUP, entry)
+        await r.xdel(redis_streams.requests_key(), entry)
     await r.delete(reply)
 
 

@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from ops import metrics
 from steering.models import InteractionLog
-from steering.serving import queue
+from steering.serving import redis_streams
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,12 @@ class SchedulerCollector(metrics.ScrapeTimeCollector):
     def collect(self):
         # Here, not at the top: site imports torch and transformers, which a process that
         # only migrates or checks (every one installs these collectors) need not load.
-        from steering.serving import site
+        from steering.serving import runtime
 
-        depth = site.inference_queue_depth()
+        depth = runtime.inference_queue_depth()
         yield metrics.gauge("steerlab_inference_waiting", "Generations queued for this process's model.", depth.get("waiting", 0))
         yield metrics.gauge("steerlab_inference_active", "Generations decoding in this process's model now.", depth.get("active", 0))
-        yield metrics.gauge("steerlab_model_loaded", "1 once this process has loaded the site model.", int(site.site_model_loaded()))
+        yield metrics.gauge("steerlab_model_loaded", "1 once this process has loaded the site model.", int(runtime.site_model_loaded()))
 
 
 class WorkerQueueCollector(metrics.ScrapeTimeCollector):
@@ -58,7 +58,7 @@ class WorkerQueueCollector(metrics.ScrapeTimeCollector):
             return
         try:
             with redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2) as client:
-                raw = client.hgetall(queue.stats_key())
+                raw = client.hgetall(redis_streams.stats_key())
         except redis.RedisError as exc:  # the scrape still answers; health reports Redis
             log.warning("Worker queue metrics unavailable: %s", exc)
             return

@@ -1,5 +1,5 @@
 """`manage.py inference_worker`: the inference service as its own process, fed through a
-Redis stream (see `steering.serving.queue`), so that several daphne processes share one
+Redis stream (see `steering.serving.redis_streams`), so that several daphne processes share one
 model and several workers (one per GPU) share the load.
 
 A worker takes new requests with `XREADGROUP` (each goes to one worker only) and writes each
@@ -25,9 +25,8 @@ import uuid
 
 from django.conf import settings
 
-from steering.engine import GenerationParams
 from steering.inference.scheduler import Scheduler
-from steering.serving import queue
+from steering.serving import redis_streams
 from steering.serving.backends import GenerationSpec, error_event, run_on_scheduler
 
 log = logging.getLogger(__name__)
@@ -47,12 +46,12 @@ class InferenceWorker:
         self._tasks: set[asyncio.Task] = set()
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        r = queue.client()
-        await queue.ensure_group(r)
+        r = redis_streams.client()
+        await redis_streams.ensure_group(r)
         await self._beat_once(r)
         pubsub = r.pubsub()
-        await pubsub.subscribe(queue.cancel_channel())
-        log.info("Inference worker %s reading %s", self.name, queue.requests_key())
+        await pubsub.subscribe(redis_streams.cancel_channel())
+        log.info("Inference worker %s reading %s", self.name, redis_streams.requests_key())
         loops = [
             asyncio.ensure_future(self._take_new(r)),
             asyncio.ensure_future(self._take_over(r)),
@@ -80,11 +79,11 @@ class InferenceWorker:
     async def _take_new(self, r) -> None:
         while True:
             try:
-                response = await r.xreadgroup(queue.GROUP, self.name, {queue.requests_key(): ">"}, count=1, block=1000)
-            except queue.redis.ResponseError as exc:
+                response = await r.xreadgroup(redis_streams.GROUP, self.name, {redis_streams.requests_key(): ">"}, count=1, block=1000)
+            except redis_streams.redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
-                await queue.ensure_group(r)  # the stream was deleted (a flushed Redis): start over
+                await redis_streams.ensure_group(r)  # the stream was deleted (a flushed Redis): start over
                 continue
             for _, entries in response or []:
                 for entry, fields in entries:
@@ -95,9 +94,9 @@ class InferenceWorker:
             await asyncio.sleep(HEARTBEAT_S)
             try:
                 _, entries, _ = await r.xautoclaim(
-                    queue.requests_key(), queue.GROUP, self.name, self.silence_ms, "0-0", count=TAKE_OVER_BATCH
+                    redis_streams.requests_key(), redis_streams.GROUP, self.name, self.silence_ms, "0-0", count=TAKE_OVER_BATCH
                 )
-            except queue.redis.ResponseError as exc:
+            except redis_streams.redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 continue
@@ -105,7 +104,7 @@ class InferenceWorker:
                 if fields is None:
                     continue  # deleted meanwhile: its web side gave up on it
                 log.warning("Inference worker %s took over request entry %s", self.name, entry)
-                await queue.count(r, "claims")
+                await redis_streams.count(r, "claims")
                 self._spawn(self._serve(r, entry.decode(), fields, taken_over=True))
 
     async def _listen_for_cancels(self, pubsub) -> None:
@@ -125,8 +124,8 @@ class InferenceWorker:
 
     async def _beat_once(self, r) -> None:
         now = time.time()
-        await r.zadd(queue.workers_key(), {self.name: now})
-        await r.zremrangebyscore(queue.workers_key(), "-inf", now - 3600)  # long gone
+        await r.zadd(redis_streams.workers_key(), {self.name: now})
+        await r.zremrangebyscore(redis_streams.workers_key(), "-inf", now - 3600)  # long gone
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -143,7 +142,7 @@ class InferenceWorker:
         async def write(event: dict | None, mode: str = "event") -> bool:
             nonlocal written
             written = asyncio.get_running_loop().time()
-            held = await queue.holder_write(r, entry=entry, request_id=request_id, worker=self.name, mode=mode, event=event)
+            held = await redis_streams.holder_write(r, entry=entry, request_id=request_id, worker=self.name, mode=mode, event=event)
             if not held:
                 log.warning("Inference worker %s lost request %s to another worker; stopping it", self.name, request_id)
                 cancelled.set()
@@ -168,12 +167,12 @@ class InferenceWorker:
             beating = asyncio.ensure_future(heartbeat())
             try:
                 spec = GenerationSpec(**{**json.loads(fields[b"spec"]), "generated_ids": sent_ids})
-                limit = GenerationParams(**spec.params).max_new_tokens
+                limit = spec.params.max_new_tokens
             except (TypeError, ValueError) as exc:
                 await write(error_event("bad_request", str(exc)), "final")
                 return
             if taken_over:
-                await queue.count(r, "resumptions")
+                await redis_streams.count(r, "resumptions")
             if len(sent_ids) >= limit:  # every token was sent; only the end was missing
                 await write({"type": "done", "finish": "length", "tokens": len(sent_ids), "first_token_ms": None}, "final")
                 return
@@ -198,8 +197,8 @@ class InferenceWorker:
         """The tokens the request's reply stream carries (every one a holder of its lease
         wrote: nobody else can), and whether it has ended."""
         ids, ended = [], False
-        for _, fields in await r.xrange(queue.reply_key(request_id)):
-            _, event = queue.decode_reply(fields)
+        for _, fields in await r.xrange(redis_streams.reply_key(request_id)):
+            _, event = redis_streams.decode_reply(fields)
             if event["type"] == "token" and event.get("token_id") is not None:
                 ids.append(event["token_id"])
             elif event["type"] in ("done", "error"):

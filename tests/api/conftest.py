@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from steering.engine import SteeringVectors
 from steering.models import PreferenceDimension
-from steering.serving.site import site_model_id
+from steering.serving.runtime import site_model_id
 from steering.services import vector_sets
 
 SMOLLM_LAYERS, SMOLLM_HIDDEN = 30, 576

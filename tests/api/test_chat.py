@@ -105,10 +105,10 @@ def test_anonymous_chat_is_refused(client, shared_set):
 def _hold(user_key, count):
     """`count` long generations queued on the site's scheduler under `user_key`."""
     from steering.engine import GenerationParams, GenerationRequest
-    from steering.serving import site
+    from steering.serving import runtime
 
-    loaded = site.site_model()
-    scheduler = site.site_scheduler()
+    loaded = runtime.site_model()
+    scheduler = runtime.site_scheduler()
     return [
         scheduler.submit(GenerationRequest(prompt_ids=loaded.chat_ids("Tell a long story."),
                                            params=GenerationParams(max_new_tokens=2000)), user=user_key)
@@ -117,9 +117,9 @@ def _hold(user_key, count):
 
 
 def test_a_full_queue_answers_503_with_retry_after(as_alice, shared_set):
-    from steering.serving import site
+    from steering.serving import runtime
 
-    scheduler = site.site_scheduler()
+    scheduler = runtime.site_scheduler()
     held = _hold(None, scheduler.max_queue - scheduler.stats().waiting - scheduler.stats().active_rows)
     try:
         response = _chat(as_alice)

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from steering.engine.conditions import Condition
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
 from tests.ws.conftest import connect, frames_until_end
@@ -25,7 +25,7 @@ NEVER = 1.01  # above any cosine: the calibrated threshold of a condition that n
 def conditional_set(tiny_site, dimensions):
     """cost topical with a condition that never holds by its own threshold, formality a style."""
     PreferenceDimension.objects.filter(name="cost").update(kind=PreferenceDimension.Kind.TOPICAL)
-    vectors = make_vectors(["formality", "cost"], model_id=site.site_model_id(), hidden=TINY_HIDDEN,
+    vectors = make_vectors(["formality", "cost"], model_id=runtime.site_model_id(), hidden=TINY_HIDDEN,
                            layers=NUM_LAYERS, range_=0.5)
     direction = torch.nn.functional.normalize(torch.randn(TINY_HIDDEN, generator=torch.Generator().manual_seed(5)), dim=0)
     condition = Condition(layer=1, direction=direction, center=torch.zeros(TINY_HIDDEN), threshold=NEVER)

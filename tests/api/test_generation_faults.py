@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from steering.models import InteractionLog, VectorSet
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
 from tests.ws.conftest import connect, frames_until_end
@@ -25,7 +25,7 @@ TINY_HIDDEN = 64
 
 
 def _vectors(dims, **options):
-    return make_vectors(dims, model_id=site.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, **options)
+    return make_vectors(dims, model_id=runtime.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, **options)
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ class Boom:
 
 
 def test_a_server_fault_answers_500_without_its_internals(api, shared):
-    boom = Boom(site.site_model().layers[1])
+    boom = Boom(runtime.site_model().layers[1])
     try:
         response = _chat(api)
     finally:
@@ -110,7 +110,7 @@ async def test_the_websocket_sends_an_error_frame_for_a_generation_its_steering_
 
 def _break(vector_set, how):
     path = vector_set.file.path
-    site.forget_vector_set(vector_set.pk)
+    runtime.forget_vector_set(vector_set.pk)
     if how == "missing":
         vector_set.file.storage.delete(vector_set.file.name)
     else:
@@ -140,7 +140,7 @@ def test_a_steered_request_on_a_set_with_a_broken_file_answers_503_without_paths
 def test_health_says_degraded_naming_a_set_whose_file_is_missing(shared, charlie, settings):
     staff = Client()
     staff.force_login(charlie)
-    site.site_model()
+    runtime.site_model()
     healthy = staff.get("/api/health/")
     assert healthy.status_code == 200 and healthy.json()["status"] == "ok"
     assert healthy.json()["vector_sets_unavailable"] == []

@@ -6,13 +6,13 @@ pytestmark = pytest.mark.django_db
 
 @pytest.mark.slow
 def test_it_reports_the_model_device_and_queues(client, shared_set, charlie):
-    from steering.serving import site
+    from steering.serving import runtime
 
     client.force_login(charlie)
-    site.site_model()
+    runtime.site_model()
     body = client.get("/api/health/").json()
     assert body["status"] == "ok" and body["database"] == "ok"
-    assert body["model"] == site.site_model_id() and body["model_loaded"] is True and body["device"] == "cpu"
+    assert body["model"] == runtime.site_model_id() and body["model_loaded"] is True and body["device"] == "cpu"
     assert "tasks" in body["queue_depth"]
 
 
@@ -32,10 +32,10 @@ def test_it_answers_503_when_the_database_is_unusable(client, monkeypatch, setti
 def test_it_answers_503_while_the_model_cannot_load(client, settings, tmp_path, charlie):
     client.force_login(charlie)
     settings.STEERLAB_MODEL = str(tmp_path / "no-such-model")
-    from steering.serving import site
+    from steering.serving import runtime
 
     with pytest.raises(Exception):
-        site.site_model()
+        runtime.site_model()
     response = client.get("/api/health/")
     assert response.status_code == 503
     body = response.json()
@@ -44,14 +44,14 @@ def test_it_answers_503_while_the_model_cannot_load(client, settings, tmp_path, 
 
 def _private_set_and_broken_model(settings, tmp_path, alice):
     from tests.api.conftest import make_vectors
-    from steering.serving import site
+    from steering.serving import runtime
     from steering.services import vector_sets
 
     vector_sets.dimension_import_default(name="formality")
     vector_sets.vector_set_register(vectors=make_vectors(["formality"]), name="alice's", owner=alice)
     settings.STEERLAB_MODEL = str(tmp_path / "secret-model-dir")
     with pytest.raises(Exception):
-        site.site_model()
+        runtime.site_model()
 
 
 def test_it_tells_anonymous_callers_the_status_only(client, settings, tmp_path, alice):

@@ -13,7 +13,7 @@ from safetensors.torch import save
 from steering.engine import SteeringVectors
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
 
@@ -23,7 +23,7 @@ TINY_HIDDEN = 64
 
 
 def _vectors(dims=("formality",), **options):
-    return make_vectors(list(dims), model_id=site.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, **options)
+    return make_vectors(list(dims), model_id=runtime.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, **options)
 
 
 def _upload(client, content: bytes, name="up"):
@@ -95,7 +95,7 @@ def test_the_files_residual_norms_give_way_to_the_ones_this_server_measures(tiny
     response = _upload(as_alice, _bytes(huge, tmp_path))
     assert response.status_code == 201, response.json()
     stored = SteeringVectors.load(VectorSet.objects.get().file.path)
-    measured = site.site_residual_norms()
+    measured = runtime.site_residual_norms()
     assert torch.equal(stored.residual_norms, measured)
     assert torch.isfinite(measured).all() and 0 < measured.max() < 1e3
     # A strength of 1 now adds ceiling-bounded amounts, whatever the file claimed.

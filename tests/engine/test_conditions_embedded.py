@@ -3,7 +3,7 @@ answer exactly as it was, and still steers an answer about its subject."""
 
 import pytest
 
-from steering import data
+from steering.data import catalog
 from steering.engine import GenerationParams, GenerationRequest
 from steering.engine.condition_reading import compute_conditions
 from steering.engine.embedding import shared_embedder
@@ -18,8 +18,8 @@ OFF_TOPIC = ["How do I reset a forgotten email password?", "What is the differen
 @pytest.fixture(scope="module")
 def cost(smollm):
     # 0.02: the functional range the site's search measures for cost (bench/conditional.py).
-    vectors = smollm.compute_vectors({"cost": data.examples("cost")}, functional_range=0.02)
-    on_topic, off_topic = data.condition_prompts()
+    vectors = smollm.compute_vectors({"cost": catalog.examples("cost")}, functional_range=0.02)
+    on_topic, off_topic = catalog.condition_prompts()
     conditions, _ = compute_conditions(smollm.loaded, {"cost": on_topic["cost"]}, off_topic)
     return smollm.add_vectors(vectors.with_conditions(conditions), "cost-conditional")
 
@@ -53,5 +53,5 @@ def test_cost_steers_a_question_about_spending_and_leaves_an_everyday_one_alone(
     # On topic: the answers move, and towards their end.
     assert all(a != p for a, p in zip(luxury[on], plain[on])), report
     embedder = shared_embedder()
-    references = data.heldout_references("cost")
+    references = catalog.heldout_references("cost")
     assert sum(effect_scores(embedder, luxury[on], *references)) > sum(effect_scores(embedder, budget[on], *references)), report

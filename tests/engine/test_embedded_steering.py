@@ -6,7 +6,7 @@ import statistics
 import pytest
 import torch
 
-from steering import data
+from steering.data import catalog
 from steering.engine.loading import EMBEDDED_MODEL_ID
 
 pytestmark = pytest.mark.slow
@@ -38,12 +38,12 @@ def formality(text: str) -> float:
 
 
 def test_the_measure_tells_formal_from_casual_examples():
-    positive, negative = data.examples("formality")
+    positive, negative = catalog.examples("formality")
     assert statistics.mean(map(formality, positive)) > statistics.mean(map(formality, negative)) + 0.1
 
 
 def test_the_formality_vector_makes_answers_more_formal_or_more_casual(smollm):
-    vectors = smollm.compute_vectors({"formality": data.examples("formality")})
+    vectors = smollm.compute_vectors({"formality": catalog.examples("formality")})
     smollm.add_vectors(vectors, "formality-test")
     strengths = (-1.0, 0.0, 1.0)
     items = [

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from steering.engine import GenerationParams, GenerationRequest, stream_batch
-from steering.engine.generation import Detokenizer, guard_repetition
+from steering.engine.detokenizer import Detokenizer
+from steering.engine.sampling import guard_repetition
 
 from tests.tiny_models import build_tiny
 

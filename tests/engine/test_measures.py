@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from steering import data
+from steering.data import catalog
 from steering.engine.embedding import shared_embedder
 from steering.engine.measures import (
     AnswerNLL, answer_nll, answer_similarity, composite, degeneracy, degenerate_rate, distinct_n, effect_scores,
@@ -83,7 +83,7 @@ def test_answer_nll_is_the_answers_own_log_loss_whatever_the_batch(family):
 
 
 def test_effect_is_positive_near_the_positive_references_and_negative_near_the_negative_ones():
-    spec = data.dimension("cost")
+    spec = catalog.dimension("cost")
     texts = [
         "Book a suite at a five-star hotel and dine at a Michelin-starred restaurant with a sommelier.",
         "Grab a cheap sandwich from the corner shop and stay at a hostel to save money.",

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from steering.engine import SteeringHooks, compute_vectors
-from steering import data
+from steering.data import catalog
 from steering.engine.sweep import (
     evaluate_dimension, functional_range_from, generate_rows, search_functional_range, search_joint_range, sign_patterns,
 )
@@ -43,8 +43,8 @@ def test_the_range_stops_where_relevance_drops_or_an_answer_turns_degenerate_eve
 def test_the_real_model_search_stops_where_the_answers_stop_answering(smollm):
     # Perplexity may grow 100×: only relevance (or a degenerate answer) can stop the search.
     # At 0.05 of the residual norm formality's answers wander off (issue 24's "opélouise" kind).
-    vectors = smollm.compute_vectors({"formality": data.examples("formality")})
-    prompts = data.range_prompts(2)
+    vectors = smollm.compute_vectors({"formality": catalog.examples("formality")})
+    prompts = catalog.range_prompts(2)
     result = search_functional_range(
         smollm.loaded, vectors, prompts, candidates=(0.002, 0.05), max_ppl_ratio=100.0, min_relevance=0.9,
         params=GenerationParams(max_new_tokens=16),

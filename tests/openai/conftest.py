@@ -16,7 +16,7 @@ from rest_framework.authtoken.models import Token
 
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from tests.tiny_models import slowed_forward
 
 
@@ -101,10 +101,10 @@ def client_for(live):
 def tiny_set(tiny_site, live):
     """A ready, shared vector set with two dimensions on the tiny site model (random vectors:
     they steer, meaninglessly, which is all a protocol test needs)."""
-    from steering.serving import site
+    from steering.serving import runtime
     from tests.api.conftest import make_vectors
 
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     for name in ("formality", "cost"):
         PreferenceDimension.objects.get_or_create(name=name, defaults={"negative_label": "low", "positive_label": "high"})
     vectors = make_vectors(["formality", "cost"], hidden=loaded.hidden_size, layers=loaded.num_layers, range_=0.5)
@@ -115,7 +115,7 @@ def wait_until_idle() -> None:
     """Until the site's scheduler runs and holds nothing: a stream closed by a test leaves the
     batch at the next decode step, which may come after the next test has started."""
     deadline = time.monotonic() + 60
-    while any(site.inference_queue_depth().values()) and time.monotonic() < deadline:
+    while any(runtime.inference_queue_depth().values()) and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -124,7 +124,7 @@ def slow_decode(tiny_set):
     """The site model's forward passes 0.3 s slower (`slowed_forward`), for tests that act
     while a generation is still running."""
     wait_until_idle()  # the site's model is this test's now: nothing of an earlier test left on it
-    with slowed_forward(site.site_model()):
+    with slowed_forward(runtime.site_model()):
         yield
     wait_until_idle()  # the streams a test closed leave the batch before the next test
 

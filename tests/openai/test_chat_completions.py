@@ -13,14 +13,14 @@ import openai
 import pytest
 
 from steering.models import InteractionLog
-from steering.serving import site
+from steering.serving import runtime
 from tests.openai.conftest import token_for
 
 MESSAGES = [{"role": "user", "content": "Say something about coffee."}]
 
 
 def served_model():
-    return site.site_model_id()
+    return runtime.site_model_id()
 
 
 def test_it_answers_a_chat_completion(tiny_set, alice, alice_key, client_for):
@@ -92,7 +92,7 @@ def test_it_lists_the_model_and_one_entry_per_usable_set(tiny_set, alice, bob, a
     from tests.api.conftest import make_vectors
     from steering.services import vector_sets
 
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     private = vector_sets.vector_set_register(
         vectors=make_vectors(["formality"], hidden=loaded.hidden_size, layers=loaded.num_layers), name="bobs", owner=bob
     )
@@ -169,7 +169,7 @@ def test_it_shares_the_chat_throttle(tiny_set, alice_key, client_for, settings):
 def test_a_user_over_the_concurrent_limit_gets_429(tiny_set, alice_key, client_for, live, settings, slow_decode):
     body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 200, "temperature": 0, "stream": True}
     headers = {"Authorization": f"Bearer {alice_key}"}
-    limit = site.site_scheduler().max_per_user
+    limit = runtime.site_scheduler().max_per_user
     held = [httpx.stream("POST", f"{live}/v1/chat/completions", json=body, timeout=60, headers=headers)
             for _ in range(limit)]
     try:
@@ -185,7 +185,7 @@ def test_a_user_over_the_concurrent_limit_gets_429(tiny_set, alice_key, client_f
 
 
 def test_it_answers_503_when_the_queue_is_full(tiny_set, alice_key, bob_key, client_for, live, slow_decode):
-    scheduler = site.site_scheduler()
+    scheduler = runtime.site_scheduler()
     limit = scheduler.max_queue
     scheduler.max_queue = 1
     try:
@@ -236,7 +236,7 @@ def test_a_disconnect_cancels_the_generation(tiny_set, alice_key, live, slow_dec
         time.sleep(0.1)
     assert log is not None and log.status == "cancelled" and log.tokens < 400
     # The row leaves the batch at the scheduler's next decode step.
-    scheduler = site.site_scheduler()
+    scheduler = runtime.site_scheduler()
     while time.monotonic() < deadline and scheduler.stats().active_rows:
         time.sleep(0.05)
     assert scheduler.stats().active_rows == 0 and scheduler.stats().waiting == 0
@@ -290,7 +290,7 @@ def test_a_v1_stream_and_a_rest_chat_share_decode_batches(tiny_set, alice, alice
     """The REST chat of another user joins the batch a /v1 stream is decoding in."""
     from rest_framework.test import APIClient
 
-    scheduler = site.site_scheduler()
+    scheduler = runtime.site_scheduler()
     joins = scheduler.stats().joins
     body = {"model": served_model(), "messages": MESSAGES, "max_tokens": 200, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{live}/v1/chat/completions", json=body, timeout=60,

@@ -1,8 +1,8 @@
-"""steering.openai.protocol alone: request parsing and the stop-sequence scanner."""
+"""steering.chat.openai.protocol alone: request parsing and the stop-sequence scanner."""
 
 import pytest
 
-from steering.openai.protocol import OpenAIError, StopScanner, parse_request
+from steering.chat.openai.protocol import OpenAIError, StopScanner, parse_request
 
 LIMITS = dict(max_prompt_chars=1000, max_messages=32, max_new_tokens=64, default_new_tokens=16)
 

@@ -8,7 +8,7 @@ import pytest
 
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from tests.engine.test_embedded_steering import PROMPTS, formality
 from tests.ws.conftest import formality_vectors  # noqa: F401  (a session fixture: computed once)
 
@@ -24,7 +24,7 @@ def formality_set(live, settings, tmp_path, formality_vectors):  # noqa: F811
 
 def stream_text(client, prompt, strength):
     stream = client.chat.completions.create(
-        model=site.site_model_id(), messages=[{"role": "user", "content": prompt}],
+        model=runtime.site_model_id(), messages=[{"role": "user", "content": prompt}],
         max_tokens=40, temperature=0, stream=True,
         extra_body={"steering": {"preferences": {"formality": strength}}},
     )

@@ -5,7 +5,7 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from steering.serving import site
+from steering.serving import runtime
 from tests.ws.conftest import connect
 
 TOKEN = "scrape-token-0123456789abcdef"
@@ -85,7 +85,7 @@ def test_a_scrape_never_loads_the_model(settings, charlie, tmp_path):
     assert samples[("steerlab_model_loaded",)] == 0
     assert samples[("steerlab_inference_waiting",)] == samples[("steerlab_inference_active",)] == 0
     # Neither loaded nor even tried: a load attempt would have recorded its failure.
-    assert site._key() not in site._sites and site._key() not in site._load_errors
+    assert runtime._key() not in runtime._sites and runtime._key() not in runtime._load_errors
 
 
 @pytest.mark.slow

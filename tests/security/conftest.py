@@ -11,7 +11,7 @@ import pytest
 
 from steering.models import Conversation, Feedback, InteractionLog, Message, ProfileUpdate
 from steering.services import chat, profiles, vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from tests.api.conftest import _client, as_alice, as_bob, as_charlie, dimensions, make_vectors  # noqa: F401
 from tests.tiny_models import NUM_LAYERS
 
@@ -20,7 +20,7 @@ TINY_HIDDEN = 64
 
 
 def tiny_vectors(dims, *, seed=0):
-    return make_vectors(dims, model_id=site.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, seed=seed)
+    return make_vectors(dims, model_id=runtime.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS, seed=seed)
 
 
 def tiny_vector_file(tmp_path, dims=("formality",)) -> bytes:

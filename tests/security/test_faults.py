@@ -20,7 +20,7 @@ from rest_framework.authtoken.models import Token
 
 from steering.models import Conversation, InteractionLog, Message, PreferenceDimension, VectorSet
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from steerlab_site.asgi import application
 from tests.tiny_models import CORPUS, slowed_forward
 from tests.ws.conftest import WorkerThread, connect, frames_until_end, inference_mode  # noqa: F401
@@ -56,7 +56,7 @@ async def wait_until(condition, timeout: float = 20.0) -> None:
 
 
 def generating() -> bool:
-    return site.inference_queue_depth().get("active", 0) > 0
+    return runtime.inference_queue_depth().get("active", 0) > 0
 
 
 # -- the database ---------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def database_down():
 
 
 def test_health_answers_503_while_the_database_is_down_and_200_once_it_is_back(tiny_site, client, alice, settings):
-    site.site_model()
+    runtime.site_model()
     # The details are the metrics token's (a session would need the database that goes down).
     settings.METRICS_TOKEN = "scraper-secret-0123456789"
     client.defaults["HTTP_AUTHORIZATION"] = "Bearer scraper-secret-0123456789"
@@ -103,7 +103,7 @@ def test_health_answers_loading_at_once_while_the_model_loads(tiny_site, setting
     loading, release = threading.Event(), threading.Event()
 
     def slow_load():  # what the loading thread does: hold the site's lock for the whole load
-        with site._lock:
+        with runtime._lock:
             loading.set()
             release.wait(10)
 
@@ -180,7 +180,7 @@ async def test_a_worker_killed_mid_answer_fails_the_turn_whole_and_a_new_worker_
     loop = asyncio.get_running_loop()
     # Slowed, so that the answer is still running when its worker dies (on an idle machine the
     # tiny model finished all 200 tokens before the kill, and the test saw "done").
-    with slowed_forward(site.site_model()):
+    with slowed_forward(runtime.site_model()):
         await ws.send_json_to({"type": "generate", **LONG, "conversation_id": world.conversation.pk})
         assert (await ws.receive_json_from(timeout=30))["type"] == "start"
         assert (await ws.receive_json_from(timeout=30))["type"] == "token"
@@ -226,11 +226,11 @@ def tone(tiny_site):
 
 
 def compute(vector_set, **kwargs) -> VectorSet:
-    return vector_sets.vector_set_compute(vector_set=vector_set, loaded=site.site_model(), **kwargs)
+    return vector_sets.vector_set_compute(vector_set=vector_set, loaded=runtime.site_model(), **kwargs)
 
 
 def test_a_recomputation_that_raises_keeps_the_committed_file_and_a_retry_recovers(tone, settings):
-    vector_set = compute(vector_sets.vector_set_create(name="t", model_id=site.site_model_id(), dimensions=[tone]))
+    vector_set = compute(vector_sets.vector_set_create(name="t", model_id=runtime.site_model_id(), dimensions=[tone]))
     assert vector_set.status == "ready"
     good_file = vector_set.file.name
 
@@ -254,7 +254,7 @@ def test_a_computation_that_times_out_leaves_no_file_and_a_retry_recovers(tone, 
         name="big", negative_label="A", positive_label="B",
         positive_examples=[" ".join(CORPUS)] * 3000, negative_examples=[" ".join(CORPUS[::-1])] * 3000,
     )
-    vector_set = vector_sets.vector_set_create(name="t", model_id=site.site_model_id(), dimensions=[big])
+    vector_set = vector_sets.vector_set_create(name="t", model_id=runtime.site_model_id(), dimensions=[big])
     with pytest.raises(TimeoutException), TimeoutHandler(1):  # how a django-q2 worker ends a task
         compute(vector_set)
     vector_set.refresh_from_db()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from steering.serving import site
+from steering.serving import runtime
 from tests.security.routes import ROUTES, WRITES, fill, requests_of
 from tests.security.test_routes import logged_in, row_counts, send, values
 
@@ -49,7 +49,7 @@ def assert_answered(response, before: dict | None = None):
 
 @pytest.fixture
 def world(world):
-    site.site_model()  # loaded, so /api/health/ answers 200 rather than 503 "loading"
+    runtime.site_model()  # loaded, so /api/health/ answers 200 rather than 503 "loading"
     return world
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from steering.models import InteractionLog, Message, VectorSet
 from steering.services import chat
-from steering.serving import site
+from steering.serving import runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,7 +17,7 @@ ALICES_WORDS = "strongly prefers a formal, polished register"
 def _prompt_text(user, **options):
     plan = chat.chat_prepare(user=user, prompt="Plan my day.", preferences=options.get("preferences"),
                                  vector_set_id=options["vector_set"].pk, params={})
-    return site.site_model().tokenizer.decode(plan.prompt_ids)
+    return runtime.site_model().tokenizer.decode(plan.prompt_ids)
 
 
 def test_each_request_is_told_its_own_users_strengths_and_no_one_elses(world, bob):

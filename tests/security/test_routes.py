@@ -12,10 +12,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from steering.serving import site
-from steering.chat_request import GENERATION_FIELDS
+from steering.serving import runtime
+from steering.chat.schema import GENERATION_FIELDS
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate, VectorSet
-from steering.serving import site
+from steering.serving import runtime
 from tests.conftest import PASSWORD
 from tests.security.conftest import SECRET, alices_data_snapshot, hostile_fields, tiny_gguf_file, tiny_vector_file
 from tests.security.routes import (
@@ -43,7 +43,7 @@ def values(world, tmp_path) -> dict:
         "interaction": world.interaction.pk, "feedback": world.feedback.pk, "conversation": world.conversation.pk, "password": PASSWORD,
         "vector_file": SimpleUploadedFile("v.safetensors", tiny_vector_file(tmp_path)),
         "gguf_file": SimpleUploadedFile("v.gguf", tiny_gguf_file(tmp_path)),
-        "model": site.site_model_id(),
+        "model": runtime.site_model_id(),
     }
 
 
@@ -191,9 +191,9 @@ def test_hostile_fields_are_ignored_by_every_write(world, tmp_path, as_alice, se
     response = send(as_alice, route, method, url, payload)
     assert response.status_code < 400, (response.status_code, response.content[:300])
     assert not (tmp_path / "hostile").exists()  # nothing read, written or run there
-    assert settings.STEERLAB_MODEL == model_setting and site.site_model_id() == str(settings.STEERLAB_MODEL)
+    assert settings.STEERLAB_MODEL == model_setting and runtime.site_model_id() == str(settings.STEERLAB_MODEL)
     for vector_set in VectorSet.objects.all():
-        assert vector_set.model_id == site.site_model_id()
+        assert vector_set.model_id == runtime.site_model_id()
         assert vector_set.owner_id in (None, world.alice.pk)
         assert not vector_set.file or vector_set.file.name.startswith("vectors/")
     for log in InteractionLog.objects.all():

@@ -26,7 +26,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from steering.serving import site
+from steering.serving import runtime
 
 # About two minutes on a shared two-core machine: some two thousand requests.
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def api(world, monkeypatch, settings):
     rates = {scope: "100000/min" for scope in ("chat", "compute", "login", "login_address", "login_account", "signup")}
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", rates)
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
-    site.site_model()  # loaded, so /api/health/ answers 200 rather than 503 "loading"
+    runtime.site_model()  # loaded, so /api/health/ answers 200 rather than 503 "loading"
     # As Django's test client does: the WSGI handler would close the test's database
     # connection after each request, and with it the transaction the test runs in.
     signals.request_started.disconnect(close_old_connections)

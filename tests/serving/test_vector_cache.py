@@ -5,7 +5,7 @@ import pytest
 
 from steering.models import VectorSet
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from tests.api.conftest import make_vectors
 from tests.tiny_models import NUM_LAYERS
 
@@ -13,53 +13,53 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _set(name, seed):
-    vectors = make_vectors(["formality"], model_id=site.site_model_id(), hidden=64, layers=NUM_LAYERS, seed=seed)
+    vectors = make_vectors(["formality"], model_id=runtime.site_model_id(), hidden=64, layers=NUM_LAYERS, seed=seed)
     return vector_sets.vector_set_register(vectors=vectors, name=name)
 
 
 @pytest.fixture
 def sets(tiny_site, settings):
     made = [_set(f"set {i}", i) for i in range(3)]
-    one = site.site_vectors(made[0]).nbytes
-    site.forget_vector_set(made[0].pk)
+    one = runtime.site_vectors(made[0]).nbytes
+    runtime.forget_vector_set(made[0].pk)
     settings.STEERLAB_VECTOR_CACHE_BYTES = 2 * one  # room for two sets
     yield made
     for vector_set in made:
-        site.forget_vector_set(vector_set.pk)
+        runtime.forget_vector_set(vector_set.pk)
 
 
 def _cached(sets):
-    loaded = set(site.loaded_vector_sets())
+    loaded = set(runtime.loaded_vector_sets())
     return [vector_set.pk in loaded for vector_set in sets]
 
 
 def test_it_keeps_at_most_its_bytes_and_evicts_the_least_recently_used(sets):
     first, second, third = sets
-    site.site_vectors(first)
-    site.site_vectors(second)
-    site.site_vectors(first)  # now the second is the least recently used
-    site.site_vectors(third)
+    runtime.site_vectors(first)
+    runtime.site_vectors(second)
+    runtime.site_vectors(first)  # now the second is the least recently used
+    runtime.site_vectors(third)
     assert _cached(sets) == [True, False, True]
-    again = site.site_vectors(second)  # read again from its file, evicting the first
+    again = runtime.site_vectors(second)  # read again from its file, evicting the first
     assert _cached(sets) == [False, True, True]
     assert again.dimensions == ["formality"]
 
 
 def test_a_deleted_set_leaves_the_cache(sets):
-    site.site_vectors(sets[0])
+    runtime.site_vectors(sets[0])
     sets[0].delete()
-    assert site.loaded_vector_sets() == []
+    assert runtime.loaded_vector_sets() == []
 
 
 def test_a_recomputed_set_replaces_its_old_vectors(sets, tmp_path):
     vector_set = sets[0]
-    old = site.site_vectors(vector_set)
-    new_vectors = make_vectors(["formality"], model_id=site.site_model_id(), hidden=64, layers=NUM_LAYERS, seed=9)
+    old = runtime.site_vectors(vector_set)
+    new_vectors = make_vectors(["formality"], model_id=runtime.site_model_id(), hidden=64, layers=NUM_LAYERS, seed=9)
     new_name = "vectors/recomputed.safetensors"
     new_vectors.save(vector_set.file.storage.path(new_name))
     VectorSet.objects.filter(pk=vector_set.pk).update(file=new_name)  # what a recomputation commits
     vector_set.refresh_from_db()
-    fresh = site.site_vectors(vector_set)
+    fresh = runtime.site_vectors(vector_set)
     assert fresh is not old and not fresh.vectors["formality"].equal(old.vectors["formality"])
-    cache = site._site().vectors
+    cache = runtime._site().vectors
     assert [key for key in cache if key[0] == vector_set.pk] == [(vector_set.pk, new_name)]

@@ -1,8 +1,11 @@
 """The code's layering, checked rather than claimed:
 
-- the engine (`steering.engine`) and the scheduler (`steering.inference`) import no Django,
-  and nothing of the platform that does (`steering.models`, `steering.serving`): they run in
-  a bare interpreter, as the benches and the few-lines API use them;
+- the layers docs/architecture.md lists, in its order: each module imports only its own layer
+  and those above it (read from the document, so the document cannot drift from the code);
+- the engine (`steering.engine`), the scheduler (`steering.inference`) and the vLLM scheduler
+  (`steering.vllm_inference`) import no Django, and nothing of the platform that does
+  (`steering.models`, `steering.serving`): they run in a bare interpreter, as the benches and
+  the few-lines API use them;
 - the project's modules import one another without a cycle, counting imports made inside
   functions too. An in-function import that only dodged a cycle would show up here as one;
   those that remain are there for another reason (an app's `ready()`, a heavy or optional
@@ -12,6 +15,7 @@
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +25,12 @@ PACKAGES = ("accounts", "ops", "steering", "steerlab_site")
 
 IMPORT_ALL = """
 import importlib, json, pkgutil, sys
-import steering.engine, steering.inference
+import steering.engine, steering.inference, steering.vllm_inference
 names = []
-for package in (steering.engine, steering.inference):
+for package in (steering.engine, steering.inference, steering.vllm_inference):
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if info.name in ("steering.vllm_inference.engine", "steering.vllm_inference.model_runner"):
+            continue  # they import vLLM, absent from this virtualenv; checked by the source below
         importlib.import_module(info.name)
         names.append(info.name)
 bound = sorted(m for m in sys.modules
@@ -33,7 +39,7 @@ print(json.dumps({"imported": names, "bound": bound}))
 """
 
 
-def test_the_engine_and_the_scheduler_import_no_django():
+def test_the_engine_and_the_schedulers_import_no_django():
     # A fresh interpreter: this one has Django loaded already. No settings module either, so
     # an import that touched Django's settings would fail rather than pass quietly.
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
@@ -42,8 +48,15 @@ def test_the_engine_and_the_scheduler_import_no_django():
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "steering.engine.generation" in report["imported"] and "steering.inference.scheduler" in report["imported"]
+    assert {"steering.engine.generation", "steering.inference.scheduler", "steering.vllm_inference.weights"} <= set(
+        report["imported"]
+    )
     assert report["bound"] == []
+    # The vLLM modules that need vLLM to import: their source names no Django either.
+    modules = _modules()
+    for name in ("steering.vllm_inference.engine", "steering.vllm_inference.model_runner"):
+        bound = {m for m in _imports(name, modules[name], modules) if m.startswith(("steering.models", "steering.serving"))}
+        assert not bound and "django" not in modules[name].read_text(), name
 
 
 def _modules() -> dict[str, Path]:
@@ -141,7 +154,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_project_modules_import_each_other_without_a_cycle_even_inside_functions():
     modules = _modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
-    assert graph["steering.serving.backends"] >= {"steering.serving.site", "steering.inference"}  # the parser sees imports
+    assert graph["steering.serving.backends"] >= {"steering.serving.runtime", "steering.inference"}  # the parser sees imports
     assert _cycles(graph) == []
 
 
@@ -152,3 +165,49 @@ def test_ops_imports_nothing_of_steering():
     for name, path in modules.items():
         if name == "ops" or name.startswith("ops."):
             assert not {m for m in _imports(name, path, modules) if m.split(".")[0] == "steering"}, name
+
+
+def documented_layers() -> list[list[str]]:
+    """The numbered list under "### Layers" in docs/architecture.md: each item's paths
+    (`steering/engine/`, `steering/models.py`, …) as module prefixes, in order."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text.split("### Layers", 1)[1].split("\n## ", 1)[0]
+    layers = []
+    for item in re.findall(r"^\d+\. (.*)$", section, flags=re.M):
+        lead = item.split(":", 1)[0]  # the paths come before the item's first colon
+        paths = re.findall(r"`(steering/[\w/]*(?:\.py)?)`", lead)
+        layers.append([p.removesuffix(".py").removesuffix("/").replace("/", ".") for p in paths])
+    return layers
+
+
+def _layer_of(name: str, layers: list[list[str]]) -> int:
+    """The index of the layer whose path is the longest prefix of module `name`."""
+    best, length = None, -1
+    for index, prefixes in enumerate(layers):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > length:
+                best, length = index, len(prefix)
+    assert best is not None, f"{name} is in no documented layer"
+    return best
+
+
+def test_the_documented_layers_are_the_ones_checked():
+    layers = documented_layers()
+    assert layers[0] == ["steering.engine", "steering.data", "steering.modes"]
+    assert layers[-1] == ["steering"]
+    assert ["steering.serving"] in layers and ["steering.models", "steering.files"] in layers
+    assert _layer_of("steering.serving.runtime", layers) < _layer_of("steering.selectors", layers)
+
+
+def test_each_layer_imports_only_itself_and_the_layers_above_it():
+    layers = documented_layers()
+    modules = _modules()
+    upward = []
+    for name, path in modules.items():
+        if not (name == "steering" or name.startswith("steering.")):
+            continue
+        mine = _layer_of(name, layers)
+        for target in _imports(name, path, modules):
+            if target.startswith("steering.") and _layer_of(target, layers) > mine:
+                upward.append(f"{name} (layer {mine + 1}) imports {target} (layer {_layer_of(target, layers) + 1})")
+    assert upward == []

@@ -13,9 +13,9 @@ from django.urls import reverse
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 
-from steering.serving import site
+from steering.serving import runtime
 from steering.engine import SteeringVectors
-from steering.serving import site
+from steering.serving import runtime
 from steering.models import (
     Conversation,
     Evaluation,
@@ -102,7 +102,7 @@ def vector_file(*, hidden=SITE_HIDDEN, layers=SITE_LAYERS, model_id=None, nan=Fa
         vector[3, 7] = float("nan")
     tensors = {"vector.tone": vector, "residual_norms": torch.full((layers,), 10.0)}
     meta = {
-        "model_id": model_id or site.site_model_id(),
+        "model_id": model_id or runtime.site_model_id(),
         "hidden_size": hidden,
         "num_layers": layers,
         "layers": [10, 11, 12],
@@ -125,7 +125,7 @@ def ready_vector_set(name="Tone set") -> VectorSet:
     """A ready vector set with a file in media, registered without loading a model."""
     tensors = {"vector.tone": torch.randn(SITE_LAYERS, SITE_HIDDEN), "residual_norms": torch.ones(SITE_LAYERS)}
     raw_meta = {
-        "model_id": json.dumps(site.site_model_id()), "hidden_size": "576", "num_layers": "30",
+        "model_id": json.dumps(runtime.site_model_id()), "hidden_size": "576", "num_layers": "30",
         "layers": "[5, 6]", "dimensions": '["tone"]', "functional_range": '{"tone": 0.5}',
     }
     return vector_sets.vector_set_register(vectors=SteeringVectors.from_tensors(tensors, raw_meta), name=name)
@@ -142,7 +142,7 @@ def url(name: str, *args) -> str:
 @pytest.fixture
 def records(alice, tone):
     """One row of every model the admin shows."""
-    vector_set = vector_sets.vector_set_create(name="Tone", model_id=site.site_model_id(), dimensions=[tone])
+    vector_set = vector_sets.vector_set_create(name="Tone", model_id=runtime.site_model_id(), dimensions=[tone])
     profile = PreferenceProfile.objects.create(user=alice, vector_set=vector_set, strengths={"tone": 0.5})
     conversation = Conversation.objects.create(user=alice, title="Dinner", vector_set=vector_set)
     log = InteractionLog.objects.create(
@@ -229,7 +229,7 @@ def test_it_explains_each_changelist(staff_client):
 
 
 def test_the_vector_set_list_shows_progress_dimensions_and_owner(staff_client, tone, alice):
-    shared = vector_sets.vector_set_create(name="Shared tone", model_id=site.site_model_id(), dimensions=[tone])
+    shared = vector_sets.vector_set_create(name="Shared tone", model_id=runtime.site_model_id(), dimensions=[tone])
     VectorSet.objects.filter(pk=shared.pk).update(status=VectorSet.Status.RUNNING, progress=42)
     vector_sets.vector_set_create(name="Alice's", model_id="x/y", dimensions=[tone], owner=alice)
     content = staff_client.get(url("steering_vectorset_changelist")).content.decode()
@@ -246,7 +246,7 @@ def test_the_add_form_creates_a_set_for_the_site_model_and_queues_it(
     staff_client, tone, django_capture_on_commit_callbacks
 ):
     response = staff_client.get(url("steering_vectorset_add"))
-    assert response.context["adminform"].form["model_id"].value() == site.site_model_id()
+    assert response.context["adminform"].form["model_id"].value() == runtime.site_model_id()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = staff_client.post(
             url("steering_vectorset_add"),
@@ -256,7 +256,7 @@ def test_the_add_form_creates_a_set_for_the_site_model_and_queues_it(
     assert response.status_code == 302
     vector_set = VectorSet.objects.get()
     assert response["Location"] == url("steering_vectorset_changelist")
-    assert (vector_set.name, vector_set.model_id, vector_set.method) == ("Tone", site.site_model_id(), "caa")
+    assert (vector_set.name, vector_set.model_id, vector_set.method) == ("Tone", runtime.site_model_id(), "caa")
     assert vector_set.owner is None and vector_set.dimension_names() == ["tone"]
     assert vector_set.status == VectorSet.Status.PENDING
     assert len(callbacks) == 1  # the computation, queued for after the commit
@@ -311,7 +311,7 @@ def test_the_add_form_computes_the_set_for_real(
 
 
 def test_the_change_page_shows_computed_fields_read_only(staff_client, tone):
-    vector_set = vector_sets.vector_set_create(name="Tone", model_id=site.site_model_id(), dimensions=[tone])
+    vector_set = vector_sets.vector_set_create(name="Tone", model_id=runtime.site_model_id(), dimensions=[tone])
     VectorSet.objects.filter(pk=vector_set.pk).update(status=VectorSet.Status.FAILED, error="ValueError: no luck")
     page = url("steering_vectorset_change", vector_set.pk)
     response = staff_client.get(page)
@@ -329,7 +329,7 @@ def test_the_change_page_shows_computed_fields_read_only(staff_client, tone):
 
 
 def test_recompute_queues_a_failed_set_again(staff_client, tone, django_capture_on_commit_callbacks):
-    vector_set = vector_sets.vector_set_create(name="Tone", model_id=site.site_model_id(), dimensions=[tone])
+    vector_set = vector_sets.vector_set_create(name="Tone", model_id=runtime.site_model_id(), dimensions=[tone])
     VectorSet.objects.filter(pk=vector_set.pk).update(status=VectorSet.Status.FAILED, error="boom", progress=30)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = staff_client.post(url("steering_vectorset_recompute", vector_set.pk))
@@ -350,7 +350,7 @@ def test_recompute_leaves_a_ready_set_alone(staff_client, django_capture_on_comm
 
 
 def test_the_recompute_action_queues_only_failed_sets(staff_client, tone, django_capture_on_commit_callbacks):
-    failed = vector_sets.vector_set_create(name="Failed", model_id=site.site_model_id(), dimensions=[tone])
+    failed = vector_sets.vector_set_create(name="Failed", model_id=runtime.site_model_id(), dimensions=[tone])
     VectorSet.objects.filter(pk=failed.pk).update(status=VectorSet.Status.FAILED, error="boom")
     ready = ready_vector_set()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -446,7 +446,7 @@ def test_it_downloads_the_file_of_a_ready_set(staff_client, media):
 
 
 def test_there_is_nothing_to_download_from_a_pending_set(staff_client, tone):
-    vector_set = vector_sets.vector_set_create(name="Tone", model_id=site.site_model_id(), dimensions=[tone])
+    vector_set = vector_sets.vector_set_create(name="Tone", model_id=runtime.site_model_id(), dimensions=[tone])
     assert staff_client.get(url("steering_vectorset_download", vector_set.pk)).status_code == 404
 
 
@@ -476,7 +476,7 @@ def test_bulk_deleting_sets_deletes_their_files(staff_client, media, django_capt
 
 
 def test_a_set_that_is_not_ready_has_no_preview(staff_client, tone):
-    vector_set = vector_sets.vector_set_create(name="Tone", model_id=site.site_model_id(), dimensions=[tone])
+    vector_set = vector_sets.vector_set_create(name="Tone", model_id=runtime.site_model_id(), dimensions=[tone])
     response = staff_client.get(url("steering_vectorset_preview", vector_set.pk))
     assert response["Location"] == url("steering_vectorset_change", vector_set.pk)
 
@@ -484,8 +484,8 @@ def test_a_set_that_is_not_ready_has_no_preview(staff_client, tone):
 @pytest.mark.slow
 def test_the_preview_shows_one_prompt_at_three_strengths(staff_client, media):
     formality = vector_sets.dimension_import_default(name="formality")
-    vector_set = vector_sets.vector_set_create(name="Formality", model_id=site.site_model_id(), dimensions=[formality])
-    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=site.site_model())
+    vector_set = vector_sets.vector_set_create(name="Formality", model_id=runtime.site_model_id(), dimensions=[formality])
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=runtime.site_model())
     assert vector_set.status == VectorSet.Status.READY, vector_set.error
     page = url("steering_vectorset_preview", vector_set.pk)
 
@@ -537,7 +537,7 @@ def test_dimension_examples_are_edited_one_per_line(staff_client, tone):
 
 
 def test_a_dimension_in_use_keeps_its_name(staff_client, tone):
-    vector_sets.vector_set_create(name="Tone", model_id=site.site_model_id(), dimensions=[tone])
+    vector_sets.vector_set_create(name="Tone", model_id=runtime.site_model_id(), dimensions=[tone])
     response = staff_client.get(url("steering_preferencedimension_change", tone.pk))
     assert "name" not in response.context["adminform"].form.fields
 

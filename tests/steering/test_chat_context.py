@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 
 from steering.models import Conversation, InteractionLog, Message
 from steering.services import chat, vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from tests.api.conftest import as_alice, dimensions  # noqa: F401  (fixtures)
 from tests.security.conftest import tiny_vectors
 from tests.ws.conftest import connect
@@ -41,22 +41,22 @@ def prepare(user, prompt, conversation=None, max_new_tokens=16):
 
 @pytest.mark.django_db
 def test_the_context_is_the_served_models(vector_set):
-    assert chat.chat_context_tokens() == CONTEXT == site.site_model().model.config.max_position_embeddings
+    assert chat.chat_context_tokens() == CONTEXT == runtime.site_model().model.config.max_position_embeddings
 
 
 @pytest.mark.django_db
 def test_history_is_trimmed_oldest_turns_first_to_fit(vector_set, alice):
     conversation = conversation_of(alice, vector_set, turns=3, length=12)
-    whole = len(site.site_model().chat_ids(
+    whole = len(runtime.site_model().chat_ids(
         [{"role": m.role, "content": m.content} for m in conversation.messages.order_by("pk")]
         + [{"role": "user", "content": "And now?"}]))
-    last_turn = len(site.site_model().chat_ids(
+    last_turn = len(runtime.site_model().chat_ids(
         [{"role": m.role, "content": m.content} for m in conversation.messages.order_by("pk")][4:]
         + [{"role": "user", "content": "And now?"}]))
     max_new_tokens = CONTEXT - (whole + last_turn) // 2  # room for the newest turn, not for all three
     plan = prepare(alice, "And now?", conversation, max_new_tokens=max_new_tokens)
     assert len(plan.prompt_ids) + max_new_tokens <= CONTEXT
-    text = site.site_model().tokenizer.decode(plan.prompt_ids)
+    text = runtime.site_model().tokenizer.decode(plan.prompt_ids)
     assert "q2" in text and "a2" in text and "And now?" in text  # the newest turn stays
     assert "q0" not in text and "a0" not in text  # the oldest went first
 
@@ -64,7 +64,7 @@ def test_history_is_trimmed_oldest_turns_first_to_fit(vector_set, alice):
 @pytest.mark.django_db
 def test_history_that_fits_is_kept_whole(vector_set, alice):
     conversation = conversation_of(alice, vector_set, turns=2, length=2)
-    text = site.site_model().tokenizer.decode(prepare(alice, "And now?", conversation).prompt_ids)
+    text = runtime.site_model().tokenizer.decode(prepare(alice, "And now?", conversation).prompt_ids)
     assert all(tag in text for tag in ("q0", "a0", "q1", "a1"))
 
 

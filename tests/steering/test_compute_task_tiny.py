@@ -53,7 +53,7 @@ def test_a_timeout_leaves_failed_and_no_file(tiny_site, settings):
         positive_examples=[" ".join(CORPUS)] * 3000, negative_examples=[" ".join(CORPUS[::-1])] * 3000,
     )
     vector_set = vector_sets.vector_set_create(name="t", model_id=str(tiny_site), dimensions=[big])
-    from steering.serving.site import site_model
+    from steering.serving.runtime import site_model
 
     loaded = site_model()
     with pytest.raises(TimeoutException), TimeoutHandler(1):  # what a django-q2 worker wraps a task in
@@ -77,7 +77,7 @@ def test_the_hook_marks_a_set_abandoned_by_the_cluster_as_failed(tiny_site, dime
 
 
 def test_a_computed_set_carries_conditions_for_dimensions_with_on_topic_questions(tiny_site, dimension):
-    from steering.serving.site import site_vectors
+    from steering.serving.runtime import site_vectors
 
     cost = vector_sets.dimension_import_default(name="cost")  # the shipped questions about spending
     dimension.condition_prompts = ["Write me a letter to my landlord.", "Draft an email to my manager."]

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from steering import data
+from steering.data import catalog
 from steering.management.commands.bootstrap import DEMO_PASSWORD, DEMO_USERNAME
 from steering.services import vector_sets
 from tests.api.conftest import make_vectors
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 def default_set_ready(settings, tmp_path):
     """A ready shared set with every shipped dimension, so bootstrap computes nothing."""
     settings.MEDIA_ROOT = tmp_path
-    names = data.dimension_names()
+    names = catalog.dimension_names()
     for name in names:
         vector_sets.dimension_import_default(name=name)
     return vector_sets.vector_set_register(vectors=make_vectors(names), name="default")

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django_q.tasks import async_task
 
 from steering.models import Evaluation, PreferenceDimension, VectorSet
-from steering.serving.site import site_model
+from steering.serving.runtime import site_model
 from steering.services import evaluations, vector_sets
 from tests.tiny_models import CORPUS
 
@@ -111,7 +111,7 @@ def test_the_command_writes_the_json_report_and_the_plot(ready_set, tmp_path, ca
 
 
 def test_the_command_evaluates_on_the_held_out_split(ready_set, tmp_path):
-    from steering import data
+    from steering.data import catalog
 
     output = tmp_path / "report.json"
     call_command(
@@ -119,8 +119,8 @@ def test_the_command_evaluates_on_the_held_out_split(ready_set, tmp_path):
         max_new_tokens=3, output=str(output), split="heldout", no_baselines=True,
     )
     report = json.loads(output.read_text())
-    assert report["prompts"] == data.heldout()["prompts"][:1]
-    assert report["references"]["positive"] == data.heldout_references("formality")[0]
+    assert report["prompts"] == catalog.heldout()["prompts"][:1]
+    assert report["references"]["positive"] == catalog.heldout_references("formality")[0]
     assert report["baselines"] == {} and report["summary"]["baselines"] == {}
 
 

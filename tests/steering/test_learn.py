@@ -3,7 +3,7 @@ sentence-embedding model, and a profile learned over a sequence of logged feedba
 
 import pytest
 
-from steering import data
+from steering.data import catalog
 from steering.modes import learn
 from steering.engine.embedding import relative_similarity, shared_embedder
 
@@ -11,8 +11,8 @@ from steering.engine.embedding import relative_similarity, shared_embedder
 @pytest.fixture(scope="module")
 def reader():
     phrases = [
-        learn.DimensionPhrases(name, data.dimension(name)["feedback_positive"], data.dimension(name)["feedback_negative"])
-        for name in data.dimension_names()
+        learn.DimensionPhrases(name, catalog.dimension(name)["feedback_positive"], catalog.dimension(name)["feedback_negative"])
+        for name in catalog.dimension_names()
     ]
     return learn.FeedbackReader(shared_embedder(), phrases)
 

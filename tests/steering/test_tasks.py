@@ -2,7 +2,7 @@ import pytest
 
 from steering.engine import SteeringVectors
 from steering.models import VectorSet
-from steering.serving.site import site_model_id
+from steering.serving.runtime import site_model_id
 from steering.services import vector_sets
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]

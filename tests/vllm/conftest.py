@@ -23,7 +23,7 @@ ROWS = 12
 @pytest.fixture(scope="session")
 def vllm_site():
     """The site configured for vLLM for the whole session (this pass runs tests/vllm alone):
-    `site.site_scheduler()` then builds the `VllmScheduler` through the same switch as
+    `runtime.site_scheduler()` then builds the `VllmScheduler` through the same switch as
     `STEERLAB_ENGINE=vllm make run`, and the websocket tests' local and worker modes use it."""
     if VLLM_MISSING:
         pytest.skip(SKIP_REASON)
@@ -39,9 +39,9 @@ def vllm_site():
 
 @pytest.fixture(scope="session")
 def loaded(vllm_site):
-    from steering.serving import site
+    from steering.serving import runtime
 
-    return site.site_model()
+    return runtime.site_model()
 
 
 @pytest.fixture(scope="session")
@@ -68,10 +68,10 @@ def steering_for(loaded, residual_norms):
 
 @pytest.fixture(scope="session")
 def vllm_scheduler(vllm_site, loaded):
-    from steering.serving import site
-    from steering.vllm_engine.engine import VllmScheduler
+    from steering.serving import runtime
+    from steering.vllm_inference.engine import VllmScheduler
 
-    scheduler = site.site_scheduler()
+    scheduler = runtime.site_scheduler()
     assert isinstance(scheduler, VllmScheduler)
     scheduler.max_per_user = None  # the tests submit many requests without a user
     return scheduler  # closed at exit by the serving site, as in the server

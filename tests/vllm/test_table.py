@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steering.vllm_engine.table import SteeringTable, TableFull, add_rows
+from steering.vllm_inference.steering_table import SteeringTable, TableFull, add_rows
 
 
 def table(rows: int = 3) -> SteeringTable:
@@ -60,7 +60,7 @@ def test_the_op_traces_under_torch_compile():
 
 
 def test_a_model_without_known_decoder_layers_gets_a_clear_error():
-    from steering.vllm_engine.hook import SteeringUnsupported, find_decoder_layers
+    from steering.vllm_inference.model_runner import SteeringUnsupported, find_decoder_layers
 
     class Odd(torch.nn.Module):
         def __init__(self):

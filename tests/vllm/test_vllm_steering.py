@@ -159,7 +159,7 @@ def test_prefix_cache_keeps_two_steerings_of_one_prompt_apart(vllm_scheduler, lo
 
 
 def test_limits_and_refusals_are_the_schedulers(vllm_scheduler, loaded):
-    from steering.inference.scheduler import TooManyForUser
+    from steering.inference import TooManyForUser
 
     with pytest.raises(ValueError, match="layer 99"):
         vllm_scheduler.submit(request(loaded, PROMPTS[0], {99: torch.zeros(loaded.hidden_size)}))

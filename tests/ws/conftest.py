@@ -6,18 +6,18 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from steering import data
+from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from steerlab_site.asgi import application
 
 
 @pytest.fixture(scope="session")
 def formality_vectors():
-    positive, negative = data.examples("formality")
-    return compute_vectors(site.site_model(), {"formality": (positive[:24], negative[:24])},
+    positive, negative = catalog.examples("formality")
+    return compute_vectors(runtime.site_model(), {"formality": (positive[:24], negative[:24])},
                            labels={"formality": ["Casual", "Formal"]})
 
 
@@ -65,7 +65,7 @@ class WorkerThread:
 
         from steering.serving.worker import InferenceWorker
 
-        self.worker = InferenceWorker(site.site_scheduler())
+        self.worker = InferenceWorker(runtime.site_scheduler())
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -82,9 +82,9 @@ class WorkerThread:
         except BaseException:
             pass
         # Drop the Redis connections, as a dead process's are.
-        from steering.serving import queue
+        from steering.serving import redis_streams
 
-        client = queue._clients.pop(self.loop, None)
+        client = redis_streams._clients.pop(self.loop, None)
         if client is not None:
             self.loop.run_until_complete(client.aclose())
 

@@ -83,7 +83,7 @@ async def test_cancel_stops_the_answer_and_logs_it_cancelled(steerable, alice):
 
 
 async def test_a_closed_socket_frees_its_generation(steerable, alice):
-    from steering.serving import site
+    from steering.serving import runtime
 
     ws, _, _ = await connect(alice)
     await ws.send_json_to({"type": "generate", "prompt": "Write a long essay on rivers.", "max_new_tokens": 400})
@@ -91,10 +91,10 @@ async def test_a_closed_socket_frees_its_generation(steerable, alice):
     await ws.receive_json_from(timeout=60)
     await ws.disconnect()
     for _ in range(100):
-        if site.inference_queue_depth().get("active", 0) == 0:
+        if runtime.inference_queue_depth().get("active", 0) == 0:
             break
         await asyncio.sleep(0.1)
-    assert site.inference_queue_depth().get("active", 0) == 0
+    assert runtime.inference_queue_depth().get("active", 0) == 0
     log = await sync_to_async(InteractionLog.objects.get)(user=alice)
     assert log.status == "cancelled" and log.tokens < 400
 

@@ -23,11 +23,11 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.test import Client
 
-from steering import data
+from steering.data import catalog
 from steering.engine import compute_vectors
 from steering.models import InteractionLog, PreferenceDimension
 from steering.services import vector_sets
-from steering.serving import queue, site
+from steering.serving import redis_streams, runtime
 from tests.ws.conftest import connect
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -87,8 +87,8 @@ def worker_site(settings, tiny_site, transactional_db):
     settings.STEERLAB_WORKER_SILENCE_S = SILENCE_S
     settings.REDIS_URL = settings.TEST_REDIS_URL
     settings.STEERLAB_QUEUE_PREFIX = f"steerlab-test-{uuid.uuid4().hex[:8]}"
-    positive, negative = data.examples("formality")
-    vectors = compute_vectors(site.site_model(), {"formality": (positive[:8], negative[:8])},
+    positive, negative = catalog.examples("formality")
+    vectors = compute_vectors(runtime.site_model(), {"formality": (positive[:8], negative[:8])},
                               labels={"formality": ["Casual", "Formal"]})
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
     vector_sets.vector_set_register(vectors=vectors, name="default")
@@ -170,7 +170,7 @@ def holders() -> dict[int, int]:
     """pid → requests it holds now, from the consumer group (worker names end in pid-xxxxxx)."""
     client = redis.Redis.from_url(django_settings.REDIS_URL)
     counts = {}
-    for consumer in client.xinfo_consumers(queue.requests_key(), queue.GROUP):
+    for consumer in client.xinfo_consumers(redis_streams.requests_key(), redis_streams.GROUP):
         counts[int(consumer["name"].decode().split("-")[-2])] = consumer["pending"]
     return counts
 

@@ -10,9 +10,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from steering import data
+from steering.data import catalog
 from steering.models import VectorSet
-from steering.serving.site import site_model, site_model_id
+from steering.serving.runtime import site_model, site_model_id
 from steering.services import vector_sets
 
 DEMO_USERNAME = "demo"
@@ -26,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         self.demo_account()
 
-        dimensions = [vector_sets.dimension_import_default(name=name) for name in data.dimension_names()]
+        dimensions = [vector_sets.dimension_import_default(name=name) for name in catalog.dimension_names()]
         model_id = site_model_id()
         ready = VectorSet.objects.filter(owner=None, model_id=model_id, status=VectorSet.Status.READY)
         for candidate in ready:

@@ -10,11 +10,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from steering import data
+from steering import files
+
+from steering.data import catalog
 from steering.engine import ModelNotFound, load_model
 from steering.engine.loading import model_id_for
 from steering.models import VectorSet
-from steering.services import files, vector_sets
+from steering.services import vector_sets
 
 MIN_EXAMPLES = 2
 
@@ -45,7 +47,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--preference", required=True,
             help="dimension name, e.g. formality; without data files, shipped dimensions, comma-separated "
-            f"(or 'all': {', '.join(data.dimension_names())})",
+            f"(or 'all': {', '.join(catalog.dimension_names())})",
         )
         parser.add_argument("--positive-data", default=None, help="JSON list of texts for the positive end")
         parser.add_argument("--negative-data", default=None, help="JSON list of texts for the negative end")
@@ -65,11 +67,11 @@ class Command(BaseCommand):
             raise CommandError("Give both --positive-data and --negative-data, or neither (shipped dimensions)")
         shipped = opts["positive_data"] is None
         if shipped:
-            names = data.dimension_names() if opts["preference"] == "all" else opts["preference"].split(",")
-            unknown = [n for n in names if n not in data.dimension_names()]
+            names = catalog.dimension_names() if opts["preference"] == "all" else opts["preference"].split(",")
+            unknown = [n for n in names if n not in catalog.dimension_names()]
             if unknown:
                 raise CommandError(
-                    f"No shipped dimension {', '.join(unknown)} (there are: {', '.join(data.dimension_names())}); "
+                    f"No shipped dimension {', '.join(unknown)} (there are: {', '.join(catalog.dimension_names())}); "
                     "give --positive-data and --negative-data for a new one"
                 )
         else:

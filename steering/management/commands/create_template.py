@@ -8,7 +8,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.text import slugify
 
-from steering import data
+from steering.data import catalog
 
 PLACEHOLDERS = {
     "positive": [
@@ -40,8 +40,8 @@ class Command(BaseCommand):
         if existing and not force:
             raise CommandError(f"{', '.join(existing)} already exist; pass --force to overwrite")
         # A shipped dimension starts from its own examples, a new one from instructions.
-        if name in data.dimension_names():
-            positive, negative = data.examples(name)
+        if name in catalog.dimension_names():
+            positive, negative = catalog.examples(name)
             contents = {"positive": positive, "negative": negative}
         else:
             contents = {end: [line.format(dim=name) for line in lines] for end, lines in PLACEHOLDERS.items()}

@@ -11,9 +11,11 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from steering import data
+from steering import files
+
+from steering.data import catalog
 from steering.models import Evaluation, VectorSet
-from steering.services import evaluations, files
+from steering.services import evaluations
 
 from .compute_vectors import read_examples
 
@@ -85,14 +87,14 @@ class Command(BaseCommand):
         references = None
         if opts["split"] == "heldout":
             try:
-                references = data.heldout_references(opts["dimension"])
+                references = catalog.heldout_references(opts["dimension"])
             except KeyError:
                 raise CommandError(f"The held-out split has no reference texts for {opts['dimension']!r}") from None
-            split = data.heldout()
+            split = catalog.heldout()
             # The suggestion prompts, then this dimension's on-topic ones (--limit counts both).
             default_prompts = split["prompts"] + split.get("on_topic", {}).get(opts["dimension"], [])
         else:
-            default_prompts = data.neutral_prompts()
+            default_prompts = catalog.neutral_prompts()
         prompts = read_prompts(opts["prompts"]) if opts["prompts"] else default_prompts
         try:
             run = evaluations.evaluation_start(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from steering import controlvectors
+from steering import files
+from steering.services import gguf
 from steering.engine.controlvector import ControlVectorError
 from steering.models import VectorSet
-from steering.services import files
 
 
 class Command(BaseCommand):
@@ -44,9 +44,9 @@ class Command(BaseCommand):
             raise CommandError(f"Choose a dimension with --dimension: {', '.join(names)}")
         if not math.isfinite(strength) or strength == 0 or abs(strength) > 1:
             raise CommandError("--strength must be a non-zero number in -1…1")
-        target = Path(output or controlvectors.export_filename(found, dimension, strength))
+        target = Path(output or gguf.export_filename(found, dimension, strength))
         try:
-            controlvectors.vector_set_export_gguf(vector_set=found, dimension=dimension, strength=strength, path=target)
+            gguf.vector_set_export_gguf(vector_set=found, dimension=dimension, strength=strength, path=target)
         except (ControlVectorError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(

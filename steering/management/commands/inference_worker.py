@@ -5,7 +5,7 @@ import asyncio
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from steering.serving import site
+from steering.serving import runtime
 from steering.serving.collectors import worker_registry
 from steering.serving.worker import InferenceWorker
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         if not settings.REDIS_URL:
             raise CommandError("The inference worker takes its requests from Redis: set REDIS_URL.")
         self.stdout.write(f"Loading {settings.STEERLAB_MODEL} …")
-        scheduler = site.site_scheduler()
+        scheduler = runtime.site_scheduler()
         if options["metrics_port"]:
             # Started after the model has loaded, so an answering port also means "ready"
             # (the container health check relies on it).
@@ -33,7 +33,7 @@ class Command(BaseCommand):
 
             start_http_server(options["metrics_port"], options["metrics_host"], registry=worker_registry())
             self.stdout.write(f"Metrics on http://{options['metrics_host']}:{options['metrics_port']}/metrics")
-        self.stdout.write(self.style.SUCCESS(f"Inference worker ready: {site.site_model_id()}"))
+        self.stdout.write(self.style.SUCCESS(f"Inference worker ready: {runtime.site_model_id()}"))
         try:
             asyncio.run(InferenceWorker(scheduler).run())
         except KeyboardInterrupt:

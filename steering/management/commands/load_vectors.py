@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from steering import controlvectors
+from steering.services import gguf
 from steering.engine import SteeringVectors, VectorFileError
 from steering.engine.controlvector import ControlVectorError
 from steering.services import vector_sets
@@ -48,7 +48,7 @@ class Command(BaseCommand):
             raise CommandError(f"No file at {file}")
         try:
             with open(file, "rb") as upload:
-                vector_set = controlvectors.vector_set_import_gguf(
+                vector_set = gguf.vector_set_import_gguf(
                     upload=upload, name=name or Path(file).stem, dimension=options["dimension"],
                     negative_label=options["negative_label"], positive_label=options["positive_label"],
                     background=False,

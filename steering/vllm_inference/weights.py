@@ -1,13 +1,6 @@
-"""SteerLab on vLLM (STEERLAB_ENGINE=vllm): per-request steering inside vLLM's batches.
-
-- `table`: the steering table, the token → row index and the `steerlab::add_rows` op (torch only);
-- `hook`: attaching them to vLLM's V1 model runner;
-- `engine`: `VllmScheduler`, the inference service's scheduler interface over vLLM's engine.
-
-Only `vllm_scheduler_from_settings` reads Django settings; nothing here imports vLLM until a
-scheduler is built, so the main virtualenv (without vLLM) can import this package.
-See docs/vllm.md.
-"""
+"""The site model's weights in a form vLLM loads: a local model directory as it is, the
+embedded GGUF (or any GGUF file) saved once as plain safetensors beside its config and
+tokenizer."""
 
 from __future__ import annotations
 
@@ -68,22 +61,3 @@ def _save_plain(loaded, directory: Path) -> None:
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(directory)
     loaded.tokenizer.save_pretrained(directory)
-
-
-def vllm_scheduler_from_settings(loaded):
-    """The site's `VllmScheduler`, configured like the builtin scheduler."""
-    from django.conf import settings
-
-    from .engine import VllmScheduler
-
-    path = vllm_model_dir(loaded, settings.STEERLAB_MODEL, settings.STEERLAB_VLLM_MODEL_DIR)
-    return VllmScheduler(
-        loaded,
-        path,
-        max_batch=settings.STEERLAB_MAX_BATCH,
-        max_queue=settings.STEERLAB_MAX_QUEUE,
-        max_per_user=settings.STEERLAB_MAX_PER_USER,
-        steered_rows=settings.STEERLAB_VLLM_STEERED_ROWS,
-        eager=settings.STEERLAB_VLLM_EAGER,
-        dtype=str(loaded.dtype).removeprefix("torch."),
-    )

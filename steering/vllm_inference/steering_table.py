@@ -16,7 +16,7 @@ call on static buffers: the table and the index are written in place between pas
 re-traced. Rows are taken when a request is admitted and given back when it leaves; when none
 is free, the caller keeps the request waiting (it must never run unsteered).
 
-Django-free and vLLM-free: the attachment to vLLM's runner is in `steering.vllm_engine.hook`.
+Django-free and vLLM-free: the attachment to vLLM's runner is in `steering.vllm_inference.model_runner`.
 """
 
 from __future__ import annotations

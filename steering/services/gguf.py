@@ -17,7 +17,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from steering import data, selectors
+from steering import files, selectors
+from steering.data import catalog
 from steering.engine import VectorFileError, record_activations
 from steering.engine.controlvector import (
     FORMAT, ControlVector, ControlVectorError, control_vector_from, read_control_vector, steering_vectors_from,
@@ -25,9 +26,9 @@ from steering.engine.controlvector import (
 )
 from steering.engine.ggufread import GgufLimits, Isolation
 from steering.models import PreferenceDimension, VectorSet
-from steering.services import files, vector_sets
+from steering.services import vector_sets
 from steering.services.vector_sets import vectors_admit
-from steering.serving import site
+from steering.serving import runtime
 
 DIMENSION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
 # The texts whose residual norms give a foreign file SteerLab's unit: the range search's own
@@ -45,7 +46,7 @@ def vector_set_export_gguf(*, vector_set: VectorSet, dimension: str, strength: f
     vector. Raises ControlVectorError (and ValueError) with a message for a bad request."""
     if not vector_set.is_ready or not vector_set.file:
         raise ControlVectorError(f"Vector set {vector_set.pk} is {vector_set.status}, not ready")
-    vectors = site.site_vectors(vector_set) if vector_set.model_id == site.site_model_id() else None
+    vectors = runtime.site_vectors(vector_set) if vector_set.model_id == runtime.site_model_id() else None
     if vectors is None:
         vectors = files.vectors_load(vector_set.file)
     if dimension not in vectors.dimensions:
@@ -57,8 +58,8 @@ def vector_set_export_gguf(*, vector_set: VectorSet, dimension: str, strength: f
 
 def _model_hint(model_id: str) -> str:
     """The architecture name llama.cpp and repeng call the model by ("llama" for SmolLM2)."""
-    if model_id == site.site_model_id():
-        return str(getattr(site.site_model().model.config, "model_type", "") or "")
+    if model_id == runtime.site_model_id():
+        return str(getattr(runtime.site_model().model.config, "model_type", "") or "")
     return ""
 
 
@@ -78,7 +79,7 @@ def vector_set_import_gguf(
     is stored then."""
     if not DIMENSION_NAME.fullmatch(dimension or ""):
         raise ControlVectorError("The dimension name must be 1–50 lowercase letters, digits, '-' or '_'")
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.gguf"
         _save_upload(upload, path)
@@ -87,7 +88,7 @@ def vector_set_import_gguf(
     ours = control.metadata.get("steerlab.format") == FORMAT and control.metadata.get("steerlab.model_id") == loaded.model_id
     vectors = steering_vectors_from(
         control, dimension=dimension, labels=labels, model_id=loaded.model_id, num_layers=loaded.num_layers,
-        hidden_size=loaded.hidden_size, residual_norms=site.site_residual_norms() if ours else _residual_norms(loaded),
+        hidden_size=loaded.hidden_size, residual_norms=runtime.site_residual_norms() if ours else _residual_norms(loaded),
     )
     # A file SteerLab exported for this very model carries the range measured when its set was
     # computed: kept, within the ceiling, on this server's norms. Any other file keeps its shape
@@ -148,8 +149,8 @@ def _residual_norms(loaded):
     default = selectors.vector_set_default()
     if default is not None and default.file:
         try:
-            return site.site_vectors(default).residual_norms
+            return runtime.site_vectors(default).residual_norms
         except ValueError:
             pass  # an unreadable default file: measure instead
-    _, norms = record_activations(loaded, data.range_prompts(NORM_PROMPTS))
+    _, norms = record_activations(loaded, catalog.range_prompts(NORM_PROMPTS))
     return norms

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from steering.engine import GenerationParams, GenerationRequest
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from tests.ws.conftest import formality_vectors  # noqa: F401  (a session fixture: computed once)
 
 pytestmark = pytest.mark.slow
@@ -22,11 +22,11 @@ PROMPTS = ["How do I make a cup of tea?", "Can you recommend a good book?"]
 
 
 def greedy_texts(vector_set, dimension, strength):
-    vectors = site.site_vectors(vector_set)
+    vectors = runtime.site_vectors(vector_set)
     params = GenerationParams(max_new_tokens=24, temperature=0.0)
-    requests = [GenerationRequest(prompt_ids=site.site_model().chat_ids(p), params=params,
+    requests = [GenerationRequest(prompt_ids=runtime.site_model().chat_ids(p), params=params,
                                   steering=vectors.layer_deltas({dimension: strength})) for p in PROMPTS]
-    return site.site_generate(requests)
+    return runtime.site_generate(requests)
 
 
 def test_export_then_import_keeps_the_greedy_text(db, alice, settings, tmp_path, formality_vectors):  # noqa: F811

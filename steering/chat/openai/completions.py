@@ -13,7 +13,6 @@ real 503 / 429 status even for a stream, not an error hidden inside a 200.
 
 from __future__ import annotations
 
-import asyncio
 from typing import AsyncIterator
 
 from asgiref.sync import sync_to_async
@@ -21,15 +20,9 @@ from django.db.models import Count
 from django.utils.text import slugify
 
 from steering import selectors
-from steering.models import InteractionLog, VectorSet
-from steering.openai import protocol as p
-from steering.serving.site import site_model_id
-from steering.services import chat_turn
-
-STATUS_CODES = {"bad_request": "invalid_value", "not_found": "not_found", "too_many": "rate_limit_exceeded",
-                "busy": "server_busy", "worker_unavailable": "worker_unavailable",
-                "generation_failed": "generation_failed", "internal": "internal_error"}
-
+from steering.chat.openai import protocol as p
+from steering.chat.turn import ChatError, ChatTurn
+from steering.models import InteractionLog, VectorSet, site_model_id
 
 def model_ids(*, user) -> list[tuple[str, VectorSet | None]]:
     """What /v1/models lists for `user`: the served model, then one `steerlab/<set name
@@ -39,6 +32,7 @@ def model_ids(*, user) -> list[tuple[str, VectorSet | None]]:
         selectors.vector_sets_visible(user=user)
         .filter(status=VectorSet.Status.READY, model_id=served)
         .annotate(n=Count("dimensions"))
+        .prefetch_related("dimensions")
         .order_by("-created_at", "-pk")
     )
     # Slugs, since clients put model ids in URLs, configs and command lines: "Default (six
@@ -51,9 +45,10 @@ def model_ids(*, user) -> list[tuple[str, VectorSet | None]]:
     return entries
 
 
-def model_resolve(*, user, model: str, vector_set_id: int | None) -> int | None:
-    """The vector set a request's `model` (and `steering.vector_set`) select: None for the
-    served model (the profile's set, as in the chat page). Raises OpenAIError 404 for a
+def model_resolve(*, user, model: str, vector_set_id: int | None) -> VectorSet | int | None:
+    """The vector set a request's `model` (and `steering.vector_set`) select: the row itself
+    for a steerlab/ model (read here, and passed on so that nothing reads it again), else
+    `steering.vector_set`'s id, or None (the profile's set, as in the chat page). Raises OpenAIError 404 for a
     model the user cannot use, 400 when `model` and `steering.vector_set` disagree."""
     if model == site_model_id():
         return vector_set_id
@@ -65,14 +60,14 @@ def model_resolve(*, user, model: str, vector_set_id: int | None) -> int | None:
                         f"model {model!r} is vector set {vs.pk}, but steering.vector_set is {vector_set_id}",
                         param="steering.vector_set", code="invalid_value",
                     )
-                return vs.pk
+                return vs
     # The name is not echoed: a guessed name of another user's set must read like any other.
     raise p.OpenAIError("The model does not exist or you do not have access to it; see GET /v1/models",
                         status=404, param="model", code="model_not_found")
 
 
-def openai_error(exc: chat_turn.ChatError) -> p.OpenAIError:
-    return p.OpenAIError(exc.message, status=exc.http_status, code=STATUS_CODES.get(exc.code, exc.code),
+def openai_error(exc: ChatError) -> p.OpenAIError:
+    return p.OpenAIError(exc.message, status=exc.http_status, code=exc.openai_code,
                          param="steering" if exc.code == "not_found" else None, retry_after=exc.retry_after)
 
 
@@ -80,11 +75,10 @@ class Completion:
     def __init__(self, *, user, request: p.CompletionRequest) -> None:
         self.user, self.request = user, request
         self.id, self.created = p.completion_id(), p.now()
-        self.turn: chat_turn.ChatTurn | None = None
+        self.turn: ChatTurn | None = None
         self.scanner = p.StopScanner(request.stop)
         self._pieces: AsyncIterator[str] | None = None
         self._first: str | None = None
-        self._logged: dict | None = None
 
     @property
     def model(self) -> str:
@@ -92,31 +86,30 @@ class Completion:
 
     async def start(self) -> None:
         req = self.request
-        vector_set_id = await sync_to_async(model_resolve, thread_sensitive=False)(
+        resolved = await sync_to_async(model_resolve, thread_sensitive=False)(
             user=self.user, model=req.model, vector_set_id=req.vector_set_id
         )
-        self.turn = chat_turn.ChatTurn(
+        vector_set = resolved if isinstance(resolved, VectorSet) else None
+        self.turn = ChatTurn(
             user=self.user, prompt=req.prompt, history=req.history, preferences=req.preferences,
-            vector_set_id=vector_set_id, params=req.params, session_id=req.user,
+            vector_set_id=vector_set.pk if vector_set else resolved, vector_set=vector_set,
+            params=req.params, session_id=req.user,
             source=InteractionLog.Source.OPENAI,
         )
         try:
             await self.turn.prepare()
-        except chat_turn.ChatError as exc:
+        except ChatError as exc:
             raise openai_error(exc) from exc
-        self._pieces = self.turn.stream()
+        self._pieces = self.turn.run()
         self._first = await self._next()
 
     async def _next(self) -> str | None:
-        """The next piece of text, None at the end. A refusal (busy, over the limit) leaves
-        no record, as in the other paths; a failed generation is logged, then raised."""
+        """The next piece of text, None at the end (the turn logs a failure itself)."""
         try:
             return await self._pieces.__anext__()
         except StopAsyncIteration:
             return None
-        except chat_turn.ChatError as exc:
-            if exc.code not in chat_turn.REFUSED:
-                await self._log()
+        except ChatError as exc:
             raise openai_error(exc) from exc
 
     async def _texts(self) -> AsyncIterator[str]:
@@ -132,7 +125,7 @@ class Completion:
                 if self.scanner.stopped:
                     # The rest is not wanted: free the row now; the generation ends at its
                     # next decode step and the loop drains its last event.
-                    self.turn.cancel()
+                    self.turn.cut(self.scanner.text)
                 piece = await self._next()
             tail = self.scanner.flush()
             if tail:
@@ -140,22 +133,13 @@ class Completion:
             finished = True
         finally:
             if not finished:
-                self.turn.cancel()
-                self.turn.finish_reason = "cancelled"
-                await asyncio.shield(self._log())
+                await self._pieces.aclose()  # the turn cancels itself and logs as cancelled
 
     @property
     def finish_reason(self) -> str:
         if self.scanner.stopped:
             return "stop"
         return "length" if self.turn.finish_reason == "length" else "stop"
-
-    async def _log(self) -> dict:
-        if self._logged is None:
-            if self.scanner.stopped:  # cut by a stop sequence: a complete answer, not a cancelled one
-                self.turn.text, self.turn.finish_reason = self.scanner.text, "stop"
-            self._logged = await self.turn.finish()
-        return self._logged
 
     def usage(self) -> dict:
         return p.usage(len(self.turn.plan.prompt_ids), self.turn.tokens)
@@ -170,7 +154,7 @@ class Completion:
 
     async def result(self) -> dict:
         text = "".join([piece async for piece in self._texts()])
-        logged = await self._log()
+        logged = await self.turn.finish()
         return p.completion(id_=self.id, model=self.model, created=self.created, text=text,
                             finish_reason=self.finish_reason, usage_=self.usage(), steering=self.steering(logged))
 
@@ -185,7 +169,7 @@ class Completion:
         except p.OpenAIError as exc:
             yield exc.body()
             return
-        logged = await self._log()
+        logged = await self.turn.finish()
         yield p.chunk(**meta, delta={}, finish_reason=self.finish_reason, steering=self.steering(logged))
         if self.request.include_usage:
             yield p.chunk(**meta, delta=None, usage_=self.usage())

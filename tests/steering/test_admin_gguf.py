@@ -10,8 +10,8 @@ from django.urls import reverse
 from steering.engine.controlvector import read_control_vector
 from steering.models import VectorSet
 from steering.services import vector_sets
-from steering.serving import site
-from tests.api.test_controlvectors import gguf_bytes
+from steering.serving import runtime
+from tests.api.test_gguf import gguf_bytes
 from tests.conftest import PASSWORD
 
 
@@ -25,7 +25,7 @@ def staff_client(client, django_user_model, tiny_site):
 def tiny_set(tiny_site, db):
     from tests.api.conftest import make_vectors
 
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     vector_sets.dimension_import_default(name="formality")
     vectors = make_vectors(["formality"], hidden=loaded.hidden_size, layers=loaded.num_layers, range_=0.5)
     return vector_sets.vector_set_register(vectors=vectors, name="tiny")
@@ -57,7 +57,7 @@ def test_the_export_page_downloads_the_chosen_dimension_and_strength(staff_clien
 
 def test_the_import_page_registers_a_shared_set_or_says_why_not(staff_client, tiny_set, tmp_path, settings):
     settings.STEERLAB_RANGE_SEARCH = False
-    hidden = site.site_model().hidden_size
+    hidden = runtime.site_model().hidden_size
     url = reverse("admin:steering_vectorset_import_gguf")
     response = staff_client.post(url, {"name": "mood", "dimension": "mood", "negative_label": "Sad",
                                        "positive_label": "Happy",

@@ -4,26 +4,51 @@ their bounds and defaults, and which of them become generation parameters."""
 
 from __future__ import annotations
 
-import math
-
 from django.conf import settings
 from rest_framework import serializers
 
-from steering.engine import CHAT_DEFAULTS
+from steering.engine import CHAT_DEFAULTS, LIMITS, MAX_DIMENSIONS, STRENGTH, strength_check
+from steering.models import InteractionLog
+from steering.chat.turn import ChatTurn
 
 
 class StrengthField(serializers.FloatField):
-    """A strength in −1…1. FloatField alone lets "nan" through (NaN fails no comparison)."""
+    """A strength in −1…1 (the engine's `strength_check`; FloatField alone lets "nan" through)."""
 
     def __init__(self, **kwargs):
-        super().__init__(min_value=-1.0, max_value=1.0, **kwargs)
+        super().__init__(min_value=STRENGTH.low, max_value=STRENGTH.high, **kwargs)
 
     def to_internal_value(self, data):
         if isinstance(data, bool):
             self.fail("invalid")
         value = super().to_internal_value(data)
-        if not math.isfinite(value):
-            raise serializers.ValidationError("Must be a finite number between -1 and 1.")
+        try:
+            return strength_check(value)
+        except ValueError:
+            raise serializers.ValidationError("Must be a finite number between -1 and 1.") from None
+
+
+def limited(name: str, *, high: float | None = None, **kwargs) -> serializers.Field:
+    """A field for the generation parameter `name`, bounded by the engine's `LIMITS` (or
+    `high`, a site setting below the engine's own bound); a float refuses NaN and infinity."""
+    limit = LIMITS[name]
+    high = limit.high if high is None else min(high, limit.high)
+    if limit.integer:
+        return serializers.IntegerField(min_value=int(limit.low), max_value=int(high), **kwargs)
+    return FiniteFloatField(min_value=limit.low, max_value=high, low_open=limit.low_open, **kwargs)
+
+
+class FiniteFloatField(serializers.FloatField):
+    def __init__(self, *, low_open: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.low_open = low_open
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise serializers.ValidationError("Must be a finite number.")
+        if self.low_open and value <= self.min_value:
+            raise serializers.ValidationError(f"Must be greater than {self.min_value:g}.")
         return value
 
 
@@ -34,8 +59,8 @@ class PreferencesField(serializers.DictField):
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
-        if len(value) > 64:
-            raise serializers.ValidationError("At most 64 dimensions.")
+        if len(value) > MAX_DIMENSIONS:
+            raise serializers.ValidationError(f"At most {MAX_DIMENSIONS} dimensions.")
         return value
 
 
@@ -50,30 +75,45 @@ def generation_params(data: dict) -> dict:
     return {name: data[name] for name in GENERATION_FIELDS if data.get(name) is not None}
 
 
+def chat_turn(data: dict, *, user, source: str) -> ChatTurn:
+    """The turn a validated chat request (REST's body or a websocket generate frame) asks for.
+    A CALIBRATE answer is logged as such and never joins a conversation."""
+    calibrating = data.get("purpose") == "calibrate"
+    return ChatTurn(
+        user=user,
+        prompt=data["prompt"],
+        preferences=data["preferences"],
+        vector_set_id=data.get("vector_set"),
+        params=generation_params(data),
+        session_id=data["session_id"],
+        conversation_id=None if calibrating else data.get("conversation_id"),
+        new_conversation=data.get("new_conversation", False) and not calibrating,
+        source=InteractionLog.Source.CALIBRATE if calibrating else source,
+    )
+
+
 class ChatRequestSerializer(serializers.Serializer):
     prompt = serializers.CharField(max_length=settings.STEERLAB_MAX_PROMPT_CHARS)
     preferences = PreferencesField(required=False, default=dict)
-    max_new_tokens = serializers.IntegerField(min_value=1, max_value=settings.STEERLAB_MAX_NEW_TOKENS, required=False)
-    max_length = serializers.IntegerField(
-        min_value=1,
-        max_value=settings.STEERLAB_MAX_NEW_TOKENS,
+    max_new_tokens = limited("max_new_tokens", high=settings.STEERLAB_MAX_NEW_TOKENS, required=False)
+    max_length = limited(
+        "max_new_tokens",
+        high=settings.STEERLAB_MAX_NEW_TOKENS,
         required=False,
         help_text="The seed API's name for max_new_tokens; max_new_tokens wins when both are given.",
     )
     # Defaults: sampling with a repetition guard (CHAT_DEFAULTS), since greedy answers of a
     # small model loop; temperature 0 is greedy, a seed makes sampling reproducible.
-    temperature = serializers.FloatField(
-        min_value=0.0, max_value=2.0, default=CHAT_DEFAULTS.temperature, help_text="0 = greedy."
-    )
-    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, default=CHAT_DEFAULTS.top_p)
-    top_k = serializers.IntegerField(min_value=0, max_value=1000, default=CHAT_DEFAULTS.top_k)
-    seed = serializers.IntegerField(min_value=0, max_value=2**63 - 1, required=False, allow_null=True)
-    repetition_penalty = serializers.FloatField(
-        min_value=1.0, max_value=2.0, default=CHAT_DEFAULTS.repetition_penalty,
+    temperature = limited("temperature", default=CHAT_DEFAULTS.temperature, help_text="0 = greedy.")
+    top_p = limited("top_p", default=CHAT_DEFAULTS.top_p)
+    top_k = limited("top_k", default=CHAT_DEFAULTS.top_k)
+    seed = limited("seed", required=False, allow_null=True)
+    repetition_penalty = limited(
+        "repetition_penalty", default=CHAT_DEFAULTS.repetition_penalty,
         help_text="Divides the scores of tokens the answer already used (1 = off).",
     )
-    no_repeat_ngram_size = serializers.IntegerField(
-        min_value=0, max_value=16, default=CHAT_DEFAULTS.no_repeat_ngram_size,
+    no_repeat_ngram_size = limited(
+        "no_repeat_ngram_size", default=CHAT_DEFAULTS.no_repeat_ngram_size,
         help_text="No run of this many tokens appears twice in the answer (0 = off).",
     )
     session_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
@@ -81,15 +121,7 @@ class ChatRequestSerializer(serializers.Serializer):
         required=False, allow_null=True, help_text="Vector set id; the site's default set when omitted."
     )
 
-    def validate_top_p(self, value):
-        if value <= 0:
-            raise serializers.ValidationError("Must be greater than 0.")
-        return value
-
     def validate(self, attrs):
-        for name in ("temperature", "top_p", "repetition_penalty"):
-            if not math.isfinite(attrs[name]):
-                raise serializers.ValidationError({name: "Must be a finite number."})
         attrs["max_new_tokens"] = attrs.get("max_new_tokens") or attrs.pop("max_length", None) or settings.STEERLAB_DEFAULT_NEW_TOKENS
         attrs.pop("max_length", None)
         return attrs

@@ -15,7 +15,7 @@ Three touch points, all on the runner instance that owns the model:
    `SamplingParams.extra_args["steerlab_row"]` names; finished ones are unbound.
 
 Needs the V1 runner in this process: `VLLM_ENABLE_V1_MULTIPROCESSING=0` and
-`VLLM_USE_V2_MODEL_RUNNER=0`, set by `steering.vllm_engine.engine` before it builds one.
+`VLLM_USE_V2_MODEL_RUNNER=0`, set by `steering.vllm_inference.engine` before it builds one.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from steering.engine.loading import LAYER_PATHS, UnsupportedModel, find_layers
 
-from .table import SteeringTable
+from .steering_table import SteeringTable
 
 ROW_ARG = "steerlab_row"
 

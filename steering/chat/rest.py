@@ -12,17 +12,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
-from ops.throttling import UserBudgetThrottle
 from steering.api import serializers as s
-from steering.chat_request import ChatRequestSerializer, generation_params
-from steering.services import chat_turn
+from steering.chat.schema import ChatRequestSerializer, chat_turn
+from steering.chat.turn import ChatBudget, ChatError
+from steering.models import InteractionLog
 
 
-class ChatView(APIView):
-    # The user's chat budget, which websocket generate frames and LEARN feedback spend too.
-    throttle_classes = [UserBudgetThrottle]
-    throttle_scope = "chat"
-
+class ChatView(ChatBudget, APIView):
     @extend_schema(
         request=ChatRequestSerializer,
         # 400 is either a message per field (the request's shape) or {detail, code} (its
@@ -39,17 +35,11 @@ class ChatView(APIView):
         form = ChatRequestSerializer(data=request.data)
         await sync_to_async(form.is_valid)(raise_exception=True)
         data = form.validated_data
+        turn = chat_turn(data, user=request.user, source=InteractionLog.Source.API)
         try:
-            result = await chat_turn.complete(
-                user=request.user,
-                prompt=data["prompt"],
-                preferences=data["preferences"],
-                vector_set_id=data.get("vector_set"),
-                params=generation_params(data),
-                session_id=data["session_id"],
-                source="api",
-            )
-        except chat_turn.ChatError as exc:
+            await turn.prepare()
+            result = await turn.complete()
+        except ChatError as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
             return Response({"detail": exc.message, "code": exc.code}, status=exc.http_status, headers=headers)
         return Response(s.ChatResponseSerializer(result).data)

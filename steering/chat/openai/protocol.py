@@ -2,7 +2,7 @@
 `CompletionRequest` (or an `OpenAIError` naming the bad parameter), and the shapes of
 `chat.completion`, `chat.completion.chunk`, `/v1/models` and error bodies.
 
-No database and no model here: the service (`steering.openai.completions`) resolves the
+No database and no model here: the service (`steering.chat.openai.completions`) resolves the
 request, the views only translate. Parameters OpenAI defines that SteerLab cannot honour
 (tools, logprobs, n > 1, …) are refused with a 400 naming them, never silently ignored;
 tuning knobs that only shade sampling (presence and frequency penalties, logit bias at its
@@ -16,6 +16,8 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
+
+from steering.engine.request import LIMITS, MAX_DIMENSIONS, strength_check
 
 MODEL_PREFIX = "steerlab/"
 ROLES = ("system", "developer", "user", "assistant")
@@ -102,15 +104,16 @@ class CompletionRequest:
     user: str = ""
 
 
-def _number(body: dict, name: str, low: float, high: float, *, low_open: bool = False) -> float | None:
+def _number(body: dict, name: str, limit: str | None = None) -> float | None:
+    """The number `body[name]` within the engine's `LIMITS[limit or name]`, or None if absent."""
     value = body.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise OpenAIError(f"{name} must be a number", param=name, code="invalid_type")
-    if value < low or value > high or (low_open and value == low):
-        left = "(" if low_open else "["
-        raise OpenAIError(f"{name} must be in {left}{low:g}, {high:g}], not {value!r}", param=name, code="invalid_value")
+    problem = LIMITS[limit or name].problem(name, value)
+    if problem:
+        raise OpenAIError(problem, param=name, code="invalid_value")
     return float(value)
 
 
@@ -221,12 +224,12 @@ def parse_request(
                           param="max_completion_tokens", code="invalid_value")
     params = {"max_new_tokens": max_completion or max_tokens or default_new_tokens}
     # OpenAI's default temperature and top_p are 1; temperature 0 is greedy decoding here.
-    temperature = _number(body, "temperature", 0.0, 2.0)
+    temperature = _number(body, "temperature")
     params["temperature"] = 1.0 if temperature is None else temperature
-    top_p = _number(body, "top_p", 0.0, 1.0, low_open=True)
+    top_p = _number(body, "top_p")
     if top_p is not None:
         params["top_p"] = top_p
-    seed = _integer(body, "seed", 0, 2**63 - 1)
+    seed = _integer(body, "seed", int(LIMITS["seed"].low), int(LIMITS["seed"].high))
     if seed is not None:
         params["seed"] = seed
 
@@ -284,15 +287,16 @@ def parse_steering(steering) -> tuple[dict[str, float], int | None]:
         raise OpenAIError("steering.vector_set must be a vector set id (an integer)", param="steering.vector_set",
                           code="invalid_type")
     preferences = steering.get("preferences") or {}
-    if not isinstance(preferences, dict) or len(preferences) > 64:
-        raise OpenAIError("steering.preferences must be an object of at most 64 dimension: strength pairs",
+    if not isinstance(preferences, dict) or len(preferences) > MAX_DIMENSIONS:
+        raise OpenAIError(f"steering.preferences must be an object of at most {MAX_DIMENSIONS} dimension: strength pairs",
                           param="steering.preferences", code="invalid_type")
     clean = {}
     for name, value in preferences.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not -1 <= value <= 1:
+        try:
+            clean[str(name)] = strength_check(value)
+        except ValueError:
             raise OpenAIError(f"steering.preferences.{name} must be a number in −1…1", param=f"steering.preferences.{name}",
-                              code="invalid_value")
-        clean[str(name)] = float(value)
+                              code="invalid_value") from None
     return clean, vector_set_id
 
 

@@ -1,4 +1,4 @@
-"""The API's front door: what it offers (GET /api/) and an API token for a username and password."""
+"""The API's entry: what it offers (GET /api/) and an API token for a username and password."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from ops.throttling import LoginAttempt, client_address, too_many_message
 from steering.api import serializers as s
-from steering.serving import site
+from steering.serving import runtime
 
 
 class ApiRootView(APIView):
@@ -28,7 +28,7 @@ class ApiRootView(APIView):
         ]
         return Response({
             "name": "SteerLab API",
-            "model": site.site_model_id(),
+            "model": runtime.site_model_id(),
             "websocket": request.build_absolute_uri("/ws/chat/").replace("http", "ws", 1),
             "endpoints": {name.removeprefix("api-"): request.build_absolute_uri(reverse(name)) for name in names},
         })

@@ -35,12 +35,12 @@ import torch
 
 from steering.engine import GenerationRequest, TokenEvent
 from steering.engine.conditions import add_deltas
-from steering.engine.generation import Detokenizer
-from steering.inference.scheduler import Admission
+from steering.engine.detokenizer import Detokenizer
+from steering.inference.admission import Admission
 from steering.inference.ticket import Ticket
 
-from .hook import ROW_ARG, building
-from .table import TableFull
+from .model_runner import ROW_ARG, building
+from .steering_table import TableFull
 
 log = logging.getLogger(__name__)
 

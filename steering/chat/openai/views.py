@@ -1,5 +1,5 @@
 """/v1/: the OpenAI-compatible chat completions and model list (thin: the protocol lives in
-steering.openai.protocol, the work in steering.openai.completions).
+steering.chat.openai.protocol, the work in steering.chat.openai.completions).
 
 Bearer tokens are the tokens of /api/auth/token/; throttles are the chat view's own classes
 and scope, so a user's budget is one budget whichever door they come through. Every error,
@@ -20,9 +20,9 @@ from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
 
 from steering.api.authentication import StrictTokenAuthentication
-from steering.api.chat import ChatView
-from steering.openai import completions
-from steering.openai import protocol as p
+from steering.chat.openai import completions
+from steering.chat.openai import protocol as p
+from steering.chat.turn import ChatBudget
 
 
 class BearerAuthentication(StrictTokenAuthentication):
@@ -66,10 +66,7 @@ class OpenAIView(APIView):
         return _drf_error
 
 
-class ChatCompletionsView(OpenAIView):
-    throttle_classes = ChatView.throttle_classes
-    throttle_scope = ChatView.throttle_scope
-
+class ChatCompletionsView(ChatBudget, OpenAIView):
     @extend_schema(exclude=True)  # OpenAI's own schema describes it; see docs/interop.md
     async def post(self, request):
         try:

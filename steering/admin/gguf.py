@@ -18,7 +18,7 @@ from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from steering import controlvectors
+from steering.services import gguf
 from steering.engine.controlvector import ControlVectorError
 from steering.forms import SizedUploadForm, _OneDimensionForm
 
@@ -71,14 +71,14 @@ class ControlVectorAdminMixin:
             with tempfile.TemporaryDirectory() as tmp:
                 target = Path(tmp) / "export.gguf"
                 try:
-                    controlvectors.vector_set_export_gguf(vector_set=vector_set, dimension=dimension,
+                    gguf.vector_set_export_gguf(vector_set=vector_set, dimension=dimension,
                                                           strength=strength, path=target)
                 except (ControlVectorError, ValueError) as exc:
                     form.add_error(None, str(exc))
                 else:
                     return FileResponse(io.BytesIO(target.read_bytes()), as_attachment=True,
                                         content_type="application/octet-stream",
-                                        filename=controlvectors.export_filename(vector_set, dimension, strength))
+                                        filename=gguf.export_filename(vector_set, dimension, strength))
         return TemplateResponse(request, "admin/steering/vectorset/gguf_export.html", self._context(
             request, title=f"Export “{vector_set.name}” as a GGUF control vector", original=vector_set, form=form))
 
@@ -90,7 +90,7 @@ class ControlVectorAdminMixin:
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                vector_set = controlvectors.vector_set_import_gguf(
+                vector_set = gguf.vector_set_import_gguf(
                     upload=data["file"], name=data["name"], dimension=data["dimension"],
                     negative_label=data["negative_label"], positive_label=data["positive_label"], owner=None,
                 )

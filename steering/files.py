@@ -16,6 +16,11 @@ from django.db.models.fields.files import FieldFile
 from steering.engine import SteeringVectors
 
 
+class VectorSetUnavailable(ValueError):
+    """A ready vector set whose file is missing or unusable; it has been marked unavailable.
+    The message names the set, never a path."""
+
+
 def store(storage: Storage, name: str, write: Callable[[Path], object]) -> str:
     """Write a file with `write(path)` (the engine and matplotlib write to a path) and store it
     as `name`, or a free name beside it: the name stored."""

@@ -1,6 +1,6 @@
 """GGUF control vectors over the API: export one dimension of a set at one strength
 (`GET vector-sets/{id}/export.gguf`) and import a file as a one-dimension set
-(`POST vector-sets/import-gguf/`). The work is steering.controlvectors'."""
+(`POST vector-sets/import-gguf/`). The work is steering.services.gguf's."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from steering import controlvectors, selectors
+from steering import selectors
+from steering.services import gguf
 from steering.api import serializers as s
 from steering.api.vector_sets import new_set_owner, upload_refused
 from steering.engine.controlvector import ControlVectorError
@@ -60,12 +61,12 @@ class VectorSetExportGgufView(APIView):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "export.gguf"
             try:
-                controlvectors.vector_set_export_gguf(vector_set=vector_set, dimension=dimension, strength=strength, path=path)
+                gguf.vector_set_export_gguf(vector_set=vector_set, dimension=dimension, strength=strength, path=path)
             except (ControlVectorError, ValueError) as exc:
                 raise ValidationError({"detail": str(exc)}) from exc
             content = path.read_bytes()
         response = HttpResponse(content, content_type="application/octet-stream")
-        filename = controlvectors.export_filename(vector_set, dimension, strength)
+        filename = gguf.export_filename(vector_set, dimension, strength)
         response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
         return response
 
@@ -93,7 +94,7 @@ class VectorSetImportGgufView(APIView):
         data = form.validated_data
         owner = new_set_owner(request, shared=data["shared"], verb="import")
         try:
-            vector_set = controlvectors.vector_set_import_gguf(
+            vector_set = gguf.vector_set_import_gguf(
                 upload=data["file"], name=data["name"], dimension=data["dimension"],
                 negative_label=data["negative_label"], positive_label=data["positive_label"], owner=owner,
             )

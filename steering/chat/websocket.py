@@ -13,9 +13,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from ops.throttling import too_many_message, user_budget_take
-from steering.chat_request import GenerateFrameSerializer, error_message, generation_params
+from steering.chat.schema import GenerateFrameSerializer, chat_turn, error_message
 from steering.models import InteractionLog
-from steering.services.chat_turn import REFUSED, ChatError, ChatTurn
+from steering.chat.turn import ChatBudget, ChatError, ChatTurn
 
 log = logging.getLogger(__name__)
 
@@ -80,25 +80,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.error("invalid", error_message(form.errors), tag=str(message.get("tag", ""))[:40])
         data = form.validated_data
         # The same budget as REST chat, spent before anything is logged or queued.
-        wait = await sync_to_async(user_budget_take)(scope="chat", user=self.user)
+        wait = await sync_to_async(user_budget_take)(scope=ChatBudget.throttle_scope, user=self.user)
         if wait:
             return await self.error("too_many", too_many_message(wait, "requests"), retry_after=wait, tag=data["tag"])
         if len(self.turns) >= settings.STEERLAB_MAX_PER_USER:
             return await self.error(
                 "too_many", "Generations are already running on this socket; wait or cancel one.", tag=data["tag"]
             )
-        calibrating = data["purpose"] == "calibrate"
-        turn = ChatTurn(
-            user=self.user,
-            prompt=data["prompt"],
-            preferences=data["preferences"],
-            vector_set_id=data.get("vector_set"),
-            params=generation_params(data),
-            session_id=data["session_id"],
-            conversation_id=None if calibrating else data.get("conversation_id"),
-            new_conversation=data["new_conversation"] and not calibrating,
-            source=InteractionLog.Source.CALIBRATE if calibrating else InteractionLog.Source.WEBSOCKET,
-        )
+        turn = chat_turn(data, user=self.user, source=InteractionLog.Source.WEBSOCKET)
         request_id = uuid.uuid4().hex[:12]
         task = asyncio.ensure_future(self.run(request_id, data["tag"], turn))
         self.turns[request_id] = (turn, task)
@@ -114,12 +103,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "vector_set": turn.plan.vector_set.pk,
                 "conversation_id": turn.plan.conversation.pk if turn.plan.conversation else None,
             })
-            async for text in turn.stream():
+            async for text in turn.run():
                 await self.send_json({"type": "token", **ids, "text": text})
             result = await turn.finish()
-        except ChatError as exc:
-            if turn.plan is not None and exc.code not in REFUSED:
-                await turn.finish()
+        except ChatError as exc:  # the turn has logged itself, unless it was refused
             await self.error(exc.code, exc.message, retry_after=exc.retry_after, **ids)
         except Exception:
             # Whatever went wrong, the client hears of it: a turn never ends in silence.

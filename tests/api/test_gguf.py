@@ -20,13 +20,13 @@ from steering.engine.controlvector import control_vector_from, read_control_vect
 from steering.engine.sweep import RANGE_CANDIDATES
 from steering.models import VectorSet
 from steering.services import vector_sets
-from steering.serving import site
+from steering.serving import runtime
 from tests.api.conftest import make_vectors
 
 
 @pytest.fixture
 def tiny_sets(tiny_site, alice, dimensions):
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     shape = dict(hidden=loaded.hidden_size, layers=loaded.num_layers)
     # On this server's residual norms, as every set that comes from outside is: then an
     # export imported again steers exactly as its source.
@@ -57,11 +57,11 @@ def upload(content: bytes, name="x.gguf"):
 
 
 def greedy(vector_set, dimension, strength, prompt="Tell me about tea."):
-    vectors = site.site_vectors(vector_set)
-    request = GenerationRequest(prompt_ids=site.site_model().chat_ids(prompt),
+    vectors = runtime.site_vectors(vector_set)
+    request = GenerationRequest(prompt_ids=runtime.site_model().chat_ids(prompt),
                                 params=GenerationParams(max_new_tokens=12, temperature=0.0),
                                 steering=vectors.layer_deltas({dimension: strength}))
-    return site.site_generate([request])[0]
+    return runtime.site_generate([request])[0]
 
 
 def test_it_exports_a_dimension_at_a_strength(tiny_sets, as_alice, tmp_path):
@@ -71,7 +71,7 @@ def test_it_exports_a_dimension_at_a_strength(tiny_sets, as_alice, tmp_path):
     assert response["Content-Disposition"].endswith(f'filename="vector-set-{shared.pk}-cost-0.5.gguf"')
     (tmp_path / "got.gguf").write_bytes(response.content)
     control = read_control_vector(tmp_path / "got.gguf")
-    deltas = site.site_vectors(shared).layer_deltas({"cost": -0.5})
+    deltas = runtime.site_vectors(shared).layer_deltas({"cost": -0.5})
     assert control.layers == sorted(layer for layer in deltas if layer >= 1)
     assert all(torch.allclose(control.directions[k], deltas[k]) for k in control.layers)
     assert control.model_hint == "llama" and control.metadata["steerlab.dimension"] == "cost"
@@ -92,7 +92,7 @@ def test_it_imports_a_foreign_file_and_measures_its_range_in_the_background(
     tiny_sets, as_alice, alice, tmp_path, settings, django_capture_on_commit_callbacks
 ):
     settings.STEERLAB_RANGE_SEARCH = True
-    hidden = site.site_model().hidden_size
+    hidden = runtime.site_model().hidden_size
     rng = np.random.default_rng(0)
     content = gguf_bytes({1: rng.standard_normal(hidden), 2: rng.standard_normal(hidden)}, tmp_path)
     with django_capture_on_commit_callbacks() as queued:
@@ -113,7 +113,7 @@ def test_it_imports_a_foreign_file_and_measures_its_range_in_the_background(
     assert vector_set.is_ready and vector_set.progress == 100
     assert vector_set.owner == alice and vector_set.layers == [1, 2]
     assert vector_set.dimension_names() == ["mood"]
-    vectors = site.site_vectors(vector_set)
+    vectors = runtime.site_vectors(vector_set)
     assert vectors.labels["mood"] == ["Gloomy", "Cheerful"]
     # Measured: one of the search's candidates (or 0 when none keeps the text fluent), not
     # the file's own scale.
@@ -127,7 +127,7 @@ def test_it_imports_a_foreign_file_and_measures_its_range_in_the_background(
     ("garbage", "readable GGUF"),
 ])
 def test_a_bad_file_is_a_400_that_stores_nothing(tiny_sets, as_alice, tmp_path, problem, words, settings):
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     hidden, layers = loaded.hidden_size, loaded.num_layers
     content = {
         "hidden": lambda: gguf_bytes({1: np.ones(hidden + 1)}, tmp_path),
@@ -145,7 +145,7 @@ def test_a_bad_file_is_a_400_that_stores_nothing(tiny_sets, as_alice, tmp_path, 
 
 
 def test_only_staff_import_shared_sets(tiny_sets, as_bob, tmp_path):
-    content = gguf_bytes({1: np.ones(site.site_model().hidden_size)}, tmp_path)
+    content = gguf_bytes({1: np.ones(runtime.site_model().hidden_size)}, tmp_path)
     response = as_bob.post("/api/vector-sets/import-gguf/", {"name": "s", "file": upload(content), "dimension": "d",
                                                              "shared": True}, format="multipart")
     assert response.status_code == 403
@@ -163,7 +163,7 @@ def test_a_round_trip_keeps_the_greedy_text(tiny_sets, as_alice, tmp_path):
     for strength in (1.0, -0.5):
         assert greedy(back, "formality-back", strength) == greedy(shared, "formality", strength)
     assert greedy(shared, "formality", 1.0) != greedy(shared, "formality", 0.0)
-    assert site.site_vectors(back).labels["formality-back"] == ["formality-low", "formality-high"]
+    assert runtime.site_vectors(back).labels["formality-back"] == ["formality-low", "formality-high"]
 
 
 def test_the_commands_export_and_load_gguf(tiny_sets, tmp_path, capsys):

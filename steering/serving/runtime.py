@@ -1,4 +1,5 @@
-"""The site's one shared model and what hangs off it, loaded lazily once per process.
+"""This process's runtime: the site's one shared model and what hangs off it, loaded lazily
+once per process.
 
 Lazily, because django-q2 forks its workers from the cluster process: a model (and CUDA)
 initialised before the fork would be shared badly, so each process loads on first use.
@@ -28,15 +29,16 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_delete
 
-from steering import data
+from steering import files
+
+from steering.data import catalog
 from steering.engine import (
     GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
 from steering.engine.conditions import ConditionalSteering
-from steering.engine.loading import model_id_for
+from steering.files import VectorSetUnavailable
 from steering.inference import Scheduler
-from steering.models import PreferenceDimension, VectorSet
-from steering.services import files
+from steering.models import PreferenceDimension, VectorSet, site_model_id
 
 _lock = threading.RLock()
 
@@ -51,11 +53,6 @@ class _Site:
     residual_norms: object | None = None  # torch.Tensor [layers], measured on first use
 
 
-class VectorSetUnavailable(ValueError):
-    """A ready vector set whose file is missing or unusable; it has been marked unavailable.
-    The message names the set, never a path."""
-
-
 class VectorSetNotFound(Exception):
     """A generation names a vector set that no longer exists (deleted since it was chosen)."""
 
@@ -68,10 +65,6 @@ _warming_lock = threading.Lock()
 
 def _key() -> tuple[str, str, str]:
     return (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE, settings.STEERLAB_DTYPE)
-
-
-def site_model_id() -> str:
-    return model_id_for(settings.STEERLAB_MODEL)
 
 
 def _site() -> _Site:
@@ -180,7 +173,7 @@ def site_residual_norms():
     site = _site()
     if site.residual_norms is None:
         # Outside the lock: chat requests resolving their vectors meanwhile must not wait.
-        _, norms = record_activations(site.loaded, data.neutral_prompts()[:RESIDUAL_NORM_PROMPTS])
+        _, norms = record_activations(site.loaded, catalog.neutral_prompts()[:RESIDUAL_NORM_PROMPTS])
         with _lock:
             if site.residual_norms is None:
                 site.residual_norms = norms
@@ -200,18 +193,22 @@ def _cache_put(site: _Site, key: tuple[int, str], vectors: SteeringVectors) -> N
             total -= evicted.nbytes
 
 
-def steering_for(vector_set_id: int | None, strengths: dict[str, float]) -> tuple[dict, ConditionalSteering | None]:
+def steering_for(
+    vector_set_id: int | None, strengths: dict[str, float], *, vector_set: VectorSet | None = None
+) -> tuple[dict, ConditionalSteering | None]:
     """What `strengths` on vector set `vector_set_id` add to the site model: (the layer deltas
     {layer: tensor} always added, the topical dimensions added only if the turn is about them),
     resolved in one call so that the backends never query the database. No strengths, no
     steering (and no query). Raises VectorSetNotFound, VectorSetUnavailable, or
-    LookupError/ValueError for an unknown dimension or a bad strength."""
+    LookupError/ValueError for an unknown dimension or a bad strength. `vector_set`: the row,
+    when the caller has read it already."""
     if not strengths:
         return {}, None
-    try:
-        vector_set = VectorSet.objects.get(pk=vector_set_id)
-    except VectorSet.DoesNotExist:
-        raise VectorSetNotFound(f"Vector set {vector_set_id} no longer exists") from None
+    if vector_set is None or vector_set.pk != vector_set_id:
+        try:
+            vector_set = VectorSet.objects.get(pk=vector_set_id)
+        except VectorSet.DoesNotExist:
+            raise VectorSetNotFound(f"Vector set {vector_set_id} no longer exists") from None
     topical = dict(
         vector_set.dimensions.filter(kind=PreferenceDimension.Kind.TOPICAL).values_list("name", "condition_threshold")
     )
@@ -232,7 +229,7 @@ def _forget_deleted(sender, instance: VectorSet, **kwargs) -> None:
     transaction.on_commit(lambda: forget_vector_set(pk))
 
 
-post_delete.connect(_forget_deleted, sender=VectorSet, dispatch_uid="steering.serving.site.forget_deleted")
+post_delete.connect(_forget_deleted, sender=VectorSet, dispatch_uid="steering.serving.runtime.forget_deleted")
 
 
 def loaded_vector_sets() -> list[int]:
@@ -248,9 +245,9 @@ def site_scheduler() -> Scheduler:
     site = _site()
     with _lock:
         if site.scheduler is None and settings.STEERLAB_ENGINE == "vllm":
-            from steering.vllm_engine import vllm_scheduler_from_settings
+            from steering.serving.engines import vllm_scheduler
 
-            site.scheduler = vllm_scheduler_from_settings(site.loaded)  # same interface, vLLM's engine
+            site.scheduler = vllm_scheduler(site.loaded)  # same interface, vLLM's engine
         if site.scheduler is None:
             site.scheduler = Scheduler(
                 site.loaded,

@@ -1,0 +1,11 @@
+"""A chat turn and the three doors it is reached by, each only translating its protocol:
+
+- `turn`: `ChatTurn`, the turn itself (prepare, run, cancel, log once), its error codes and
+  the user's chat budget, the same behind every door;
+- `schema`: the chat request shared by REST and the websocket (fields, bounds from the
+  engine's `LIMITS`, the turn it asks for);
+- `websocket`: /ws/chat/ (`ChatConsumer`);
+- `rest`: POST /api/chat/ (`ChatView`);
+- `openai/`: /v1, OpenAI's chat completions: `protocol` (parsing, response shapes),
+  `completions` (a request as a turn), `views` and `urls`.
+"""

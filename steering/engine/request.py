@@ -1,0 +1,134 @@
+"""What a caller of the decode loop asks for and what it gets back: `GenerationParams` (with
+their bounds), `CHAT_DEFAULTS` (the chat product's sampling policy), `GenerationRequest` (one
+prompt, its parameters, steering and cancel flag) and `TokenEvent` (one row's new text, and how
+it ended)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from .conditions import ConditionalSteering
+
+MAX_NEW_TOKENS_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The bounds of one number a request may set: `low`…`high` (`low` itself excluded when
+    `low_open`), an integer when `integer`; `note` says what its special value means."""
+
+    low: float
+    high: float
+    integer: bool = False
+    low_open: bool = False
+    note: str = ""
+
+    def problem(self, name: str, value) -> str | None:
+        """What is wrong with `value` for the parameter `name`, or None when it fits."""
+        kind = "an integer" if self.integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return f"{name} must be {kind}"
+        if not math.isfinite(value) or value > self.high or value < self.low or (self.low_open and value == self.low):
+            return f"{name} must be {kind} in {self.describe()}, not {value!r}"
+        return None
+
+    def describe(self) -> str:
+        low, high = (int(self.low), int(self.high)) if self.integer else (self.low, self.high)
+        low = f"({low:g}, {high:g}]" if self.low_open else f"{low}…{high}" if self.integer else f"{low:g}…{high:g}"
+        return low + (f" ({self.note})" if self.note else "")
+
+
+# Every bound on what a request may ask, in one table: GenerationParams checks it, and the
+# REST and websocket schema (steering/chat/schema.py) and /v1's parser
+# (steering/chat/openai/protocol.py) are built from it, so no door allows what another refuses.
+LIMITS = {
+    "max_new_tokens": Limit(1, MAX_NEW_TOKENS_LIMIT, integer=True),
+    "temperature": Limit(0.0, 2.0, note="0 = greedy"),
+    "top_p": Limit(0.0, 1.0, low_open=True),
+    "top_k": Limit(0, 1000, integer=True, note="0 = no cut"),
+    "seed": Limit(0, 2**63 - 1, integer=True),
+    "repetition_penalty": Limit(1.0, 2.0, note="1 = off"),
+    "no_repeat_ngram_size": Limit(0, 16, integer=True, note="0 = off"),
+}
+
+# A user's strength for one dimension: −1 (the negative end) … +1 (the positive end), mapped
+# onto the dimension's functional range by `SteeringVectors.layer_deltas`.
+STRENGTH = Limit(-1.0, 1.0)
+MAX_DIMENSIONS = 64  # strengths one request or profile may set
+
+
+def strength_check(value) -> float:
+    """`value` as a strength (a finite float in −1…1), or ValueError saying what is wrong."""
+    problem = STRENGTH.problem("strength", value)
+    if problem:
+        raise ValueError(problem)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k cut
+    seed: int | None = None
+    # The repetition guard, over the row's own generated tokens (see `guard_repetition`).
+    repetition_penalty: float = 1.0  # 1 = off
+    no_repeat_ngram_size: int = 0  # 0 = off
+
+    def __post_init__(self) -> None:
+        problems = [
+            LIMITS[name].problem(name, getattr(self, name))
+            for name in LIMITS
+            if not (name == "seed" and self.seed is None)
+        ]
+        problems = [p for p in problems if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+# What a chat answer uses unless the request says otherwise (REST, websocket, chat page). The
+# engine's own default stays greedy and unguarded, for evaluations and tests; a chat product
+# should not loop, and greedy decoding of a small model does (bench/repetition.py measures it).
+CHAT_DEFAULTS = GenerationParams(temperature=0.7, top_p=0.9, repetition_penalty=1.1, no_repeat_ngram_size=4)
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    params: GenerationParams = field(default_factory=GenerationParams)
+    steering: dict[int, torch.Tensor] = field(default_factory=dict)  # SteeringVectors.layer_deltas
+    cancel: threading.Event = field(default_factory=threading.Event)
+    # Tokens of the answer generated elsewhere already (a stream resumed after its worker
+    # died): prefilled after the prompt, counted against max_new_tokens, never streamed again,
+    # and a seeded sampler draws past them, so the answer goes on as if never interrupted.
+    generated_ids: list[int] = field(default_factory=list)
+    # Topical dimensions, applied only if the prompt is about them (the engine records its
+    # decision on this object, before the prefill); `steering` is then the rest.
+    conditions: ConditionalSteering | None = None
+
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:
+            raise ValueError("The prompt is empty")
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """`text` is the new text of row `index` (may be empty); `finish` is None until the row
+    ends, then "stop" (end of turn), "length" (max_new_tokens), "cancelled" or "error" (this
+    row's logits stopped being finite; the inference service adds its own), with `error`
+    saying what went wrong. `index` is the row's key: its
+    position among the requests, unless the caller gave the batch its own keys."""
+
+    index: int
+    text: str
+    token_id: int | None
+    finish: str | None = None
+    error: str | None = None
+    # With finish "error": "request" when the row's own input caused it (its steering or
+    # parameters), "server" otherwise; callers answer the first 4xx, the second 5xx.
+    fault: str | None = None
