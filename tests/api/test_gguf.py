@@ -31,7 +31,7 @@ def tiny_sets(tiny_site, alice, dimensions):
     # On this server's residual norms, as every set that comes from outside is: then an
     # export imported again steers exactly as its source.
     shared = vector_sets.vector_set_register(name="shared", vectors=make_vectors(
-        ["formality", "cost"], range_=0.5, **shape).with_residual_norms(site.site_residual_norms()))
+        ["formality", "cost"], range_=0.5, **shape).with_residual_norms(runtime.site_residual_norms()))
     private = vector_sets.vector_set_register(vectors=make_vectors(["formality"], seed=1, range_=0.5, **shape),
                                            name="alice's", owner=alice)
     return shared, private
@@ -107,7 +107,7 @@ def test_it_imports_a_foreign_file_and_measures_its_range_in_the_background(
     assert as_alice.get(f"/api/vector-sets/{body['id']}/").json()["status"] == "pending"
     reports = []
     vector_set = vector_sets.vector_set_compute(vector_set=VectorSet.objects.get(pk=body["id"]),
-                                                loaded=site.site_model(), report=reports.append)
+                                                loaded=runtime.site_model(), report=reports.append)
     assert reports and reports == sorted(reports) and reports[-1] <= 99  # progress, as a computed set's
     vector_set.refresh_from_db()
     assert vector_set.is_ready and vector_set.progress == 100
@@ -180,8 +180,8 @@ def test_the_commands_export_and_load_gguf(tiny_sets, tmp_path, capsys):
     # strength for strength.
     for strength in (0.5, 1.0):
         assert greedy(loaded_set, "budget", strength) == greedy(shared, "cost", strength)
-        imported = site.site_vectors(loaded_set).layer_deltas({"budget": strength})
-        source = site.site_vectors(shared).layer_deltas({"cost": strength})
+        imported = runtime.site_vectors(loaded_set).layer_deltas({"budget": strength})
+        source = runtime.site_vectors(shared).layer_deltas({"cost": strength})
         assert all(torch.allclose(imported[k], source[k], rtol=1e-4) for k in imported)
     with pytest.raises(CommandError, match="--dimension"):
         call_command("export_vectors", str(shared.pk), "--format", "gguf")
@@ -196,7 +196,7 @@ def test_the_commands_export_and_load_gguf(tiny_sets, tmp_path, capsys):
 def steerlab_file(tmp_path, *, strength=1.0, range_=0.5, scale=1.0, model_id=None, **metadata) -> bytes:
     """A file in SteerLab's format claiming this server's model (or `model_id`), its recorded
     strength, range and labels replaced as a hostile user would, its values × `scale`."""
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     vectors = make_vectors(["mood"], hidden=loaded.hidden_size, layers=loaded.num_layers, range_=range_,
                            model_id=model_id)
     control = control_vector_from(vectors, "mood", 1.0, model_hint="llama")
@@ -225,8 +225,8 @@ def test_a_steerlab_file_for_this_model_gets_this_servers_norms(tiny_site, as_al
     response = import_(as_alice, steerlab_file(tmp_path, range_=0.5, scale=1e15))
     assert response.status_code == 201, response.content
     vector_set = VectorSet.objects.get(pk=response.json()["id"])
-    deltas = site.site_vectors(vector_set).layer_deltas({"mood": 1.0})
-    norms = site.site_residual_norms()
+    deltas = runtime.site_vectors(vector_set).layer_deltas({"mood": 1.0})
+    norms = runtime.site_residual_norms()
     assert deltas and all(float(delta.norm()) == pytest.approx(0.5 * float(norms[layer]), rel=1e-4)
                           for layer, delta in deltas.items())
 
@@ -251,7 +251,7 @@ def test_a_malformed_steerlab_file_is_a_400_with_a_message(tiny_site, as_alice, 
 
 
 def test_labels_over_60_characters_are_refused_from_the_caller_too(tiny_site, as_alice, tmp_path):
-    content = gguf_bytes({1: np.ones(site.site_model().hidden_size)}, tmp_path)
+    content = gguf_bytes({1: np.ones(runtime.site_model().hidden_size)}, tmp_path)
     response = import_(as_alice, content, positive_label="y" * 61)
     assert response.status_code == 400 and "positive_label" in response.json()
     # A label the file records may be replaced by the caller's.
@@ -266,7 +266,7 @@ def test_an_import_at_the_set_quota_is_a_400(tiny_site, as_alice, as_bob, tmp_pa
     assert import_(as_alice, content).status_code == 201
     refused = import_(as_alice, content, dimension="mood-2")
     assert refused.status_code == 400 and "1 vector sets" in refused.json()["detail"]
-    foreign = import_(as_alice, gguf_bytes({1: np.ones(site.site_model().hidden_size)}, tmp_path), dimension="m3")
+    foreign = import_(as_alice, gguf_bytes({1: np.ones(runtime.site_model().hidden_size)}, tmp_path), dimension="m3")
     assert foreign.status_code == 400 and "1 vector sets" in foreign.json()["detail"]
     assert VectorSet.objects.count() == 1 and len(list(settings.MEDIA_ROOT.rglob("*.safetensors"))) == 1
     assert import_(as_bob, content).status_code == 201
@@ -276,7 +276,7 @@ def test_load_vectors_measures_a_foreign_file_before_it_returns(tiny_site, db, t
                                                                django_capture_on_commit_callbacks):
     settings.STEERLAB_RANGE_SEARCH = True
     path = tmp_path / "repeng.gguf"
-    path.write_bytes(gguf_bytes({1: np.random.default_rng(1).standard_normal(site.site_model().hidden_size)}, tmp_path))
+    path.write_bytes(gguf_bytes({1: np.random.default_rng(1).standard_normal(runtime.site_model().hidden_size)}, tmp_path))
     with django_capture_on_commit_callbacks(execute=True):
         call_command("load_vectors", str(path), "--dimension", "mood", "--name", "from repeng")
     vector_set = VectorSet.objects.get(name="from repeng")
@@ -289,10 +289,10 @@ def test_load_vectors_measures_a_foreign_file_before_it_returns(tiny_site, db, t
 
 def test_an_import_whose_measurement_failed_can_be_measured_again(tiny_site, as_alice, tmp_path, settings):
     settings.STEERLAB_RANGE_SEARCH = True
-    content = gguf_bytes({1: np.random.default_rng(2).standard_normal(site.site_model().hidden_size)}, tmp_path)
+    content = gguf_bytes({1: np.random.default_rng(2).standard_normal(runtime.site_model().hidden_size)}, tmp_path)
     pk = import_(as_alice, content).json()["id"]
     VectorSet.objects.filter(pk=pk).update(status=VectorSet.Status.FAILED, error="The background task failed")
     assert as_alice.post(f"/api/vector-sets/{pk}/compute/").status_code == 202
-    vector_set = vector_sets.vector_set_compute(vector_set=VectorSet.objects.get(pk=pk), loaded=site.site_model())
+    vector_set = vector_sets.vector_set_compute(vector_set=VectorSet.objects.get(pk=pk), loaded=runtime.site_model())
     assert vector_set.is_ready, vector_set.error  # its stored vectors measured, nothing to extract
     assert vector_set.functional_range["mood"] in (0.0, *RANGE_CANDIDATES)

@@ -74,7 +74,7 @@ def test_the_import_page_registers_a_shared_set_or_says_why_not(staff_client, ti
 def test_a_foreign_file_is_measured_in_the_background(staff_client, tiny_set, tmp_path, settings,
                                                       django_capture_on_commit_callbacks):
     settings.STEERLAB_RANGE_SEARCH = True
-    file = gguf_upload(gguf_bytes({1: np.ones(site.site_model().hidden_size)}, tmp_path))
+    file = gguf_upload(gguf_bytes({1: np.ones(runtime.site_model().hidden_size)}, tmp_path))
     with django_capture_on_commit_callbacks() as queued:
         response = staff_client.post(reverse("admin:steering_vectorset_import_gguf"),
                                      {"name": "mood", "dimension": "mood", "file": file}, follow=True)

@@ -153,7 +153,7 @@ def test_fitting_keeps_exactly_the_turns_dropping_one_at_a_time_kept(vector_set)
     import random
 
     rng = random.Random(23)
-    loaded = site.site_model()
+    loaded = runtime.site_model()
     for case in range(60):
         history = random_history(rng, rng.randrange(0, 30))
         max_new_tokens = rng.choice([8, 32, 64, 128, 180])
@@ -167,7 +167,7 @@ def test_fitting_keeps_exactly_the_turns_dropping_one_at_a_time_kept(vector_set)
 
 @pytest.mark.django_db
 def test_three_thousand_empty_messages_fit_in_a_few_short_renders(vector_set):
-    loaded = CountingRenders(site.site_model())
+    loaded = CountingRenders(runtime.site_model())
     history = [{"role": ("user", "assistant")[n % 2], "content": ""} for n in range(3000)]
     ids = chat.chat_fit_context(history=history, prompt="And now?", max_new_tokens=16, loaded=loaded)
     assert 0 < len(ids) <= CONTEXT - 16
@@ -185,7 +185,7 @@ def test_three_thousand_empty_messages_fit_in_a_few_short_renders(vector_set):
 def test_a_conversation_gives_at_most_max_messages_of_its_newest_turns(vector_set, alice, settings):
     settings.STEERLAB_MAX_MESSAGES = 3  # the prompt and two earlier turns
     conversation = conversation_of(alice, vector_set, turns=200, length=0)
-    text = site.site_model().tokenizer.decode(prepare(alice, "And now?", conversation).prompt_ids)
+    text = runtime.site_model().tokenizer.decode(prepare(alice, "And now?", conversation).prompt_ids)
     assert "q199" in text and "a199" in text and "a198" not in text
 
 

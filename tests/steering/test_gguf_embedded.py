@@ -33,7 +33,7 @@ def test_export_then_import_keeps_the_greedy_text(db, alice, settings, tmp_path,
     settings.MEDIA_ROOT = tmp_path / "media"
     PreferenceDimension.objects.create(name="formality", negative_label="Casual", positive_label="Formal")
     source = vector_sets.vector_set_register(
-        vectors=formality_vectors.with_residual_norms(site.site_residual_norms()), name="default")
+        vectors=formality_vectors.with_residual_norms(runtime.site_residual_norms()), name="default")
     client = APIClient()
     client.force_authenticate(alice)
     exported = client.get(f"/api/vector-sets/{source.pk}/export.gguf?dimension=formality&strength=1")
@@ -61,9 +61,9 @@ def test_a_computed_set_comes_back_with_its_directions_and_range(db, alice, sett
     response = client.post("/api/vector-sets/import-gguf/", {"name": "back", "file": file,
                                                              "dimension": "formality-gguf"}, format="multipart")
     assert response.status_code == 201, response.content
-    back = site.site_vectors(VectorSet.objects.get(pk=response.json()["id"]))
+    back = runtime.site_vectors(VectorSet.objects.get(pk=response.json()["id"]))
     assert back.functional_range["formality-gguf"] == pytest.approx(formality_vectors.functional_range["formality"])
-    norms = site.site_residual_norms()
+    norms = runtime.site_residual_norms()
     for layer, delta in back.layer_deltas({"formality-gguf": 1.0}).items():
         original = formality_vectors.layer_deltas({"formality": 1.0})[layer]
         assert float(torch.nn.functional.cosine_similarity(delta, original, dim=0)) == pytest.approx(1.0, abs=1e-5)
