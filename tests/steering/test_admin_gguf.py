@@ -83,7 +83,7 @@ def test_a_foreign_file_is_measured_in_the_background(staff_client, tiny_set, tm
 
 
 def test_a_malformed_steerlab_file_is_a_400_with_a_message(staff_client, tiny_set, tmp_path):
-    from tests.api.test_controlvectors import steerlab_file
+    from tests.api.test_gguf import steerlab_file
 
     response = staff_client.post(reverse("admin:steering_vectorset_import_gguf"), {
         "name": "zero", "dimension": "mood", "file": gguf_upload(steerlab_file(tmp_path, strength=0.0))})
