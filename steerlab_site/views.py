@@ -1,5 +1,11 @@
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.templatetags.static import static
 
 
 def home(request):
-    return render(request, "home.html")
+    return render(request, "home.html", {"welcome": request.session.pop("welcome", False)})
+
+
+def favicon(request):
+    """/favicon.ico, which browsers ask for on pages without an icon link (admin, API docs)."""
+    return redirect(static("favicon.svg"), permanent=True)
