@@ -79,8 +79,14 @@ def feedback_for(*, user) -> QuerySet[Feedback]:
     return Feedback.objects.filter(user=user).select_related("interaction").prefetch_related("profileupdate_set")
 
 
-def conversations_for(*, user) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(user=user)
+def conversations_for(*, user, search: str = "") -> QuerySet[Conversation]:
+    """`user`'s conversations, newest first; `search` matches titles and what was said."""
+    conversations = Conversation.objects.filter(user=user)
+    search = search.strip()
+    if search:
+        matching = Q(title__icontains=search) | Q(messages__content__icontains=search)
+        conversations = conversations.filter(pk__in=Conversation.objects.filter(matching, user=user).values("pk"))
+    return conversations
 
 
 def strength_percent(strength: float) -> int:

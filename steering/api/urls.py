@@ -5,7 +5,18 @@ vector-sets/upload/, /vectors → GET vector-sets/."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from steering.api import calibrate, chat, controlvectors, health, interactions, learn, profiles, root, vector_sets
+from steering.api import (
+    calibrate,
+    chat,
+    controlvectors,
+    conversations,
+    health,
+    interactions,
+    learn,
+    profiles,
+    root,
+    vector_sets,
+)
 
 urlpatterns = [
     path("", root.ApiRootView.as_view(), name="api-root"),
@@ -26,6 +37,8 @@ urlpatterns = [
     path("profile/history/<int:pk>/undo/", profiles.ProfileUndoView.as_view(), name="api-profile-undo"),
     path("calibrate/start/", calibrate.CalibrationStartView.as_view(), name="api-calibrate-start"),
     path("calibrate/choose/", calibrate.CalibrationChooseView.as_view(), name="api-calibrate-choose"),
+    path("conversations/", conversations.ConversationListView.as_view(), name="api-conversations"),
+    path("conversations/<int:pk>/", conversations.ConversationDetailView.as_view(), name="api-conversation"),
     path("interactions/", interactions.InteractionListView.as_view(), name="api-interactions"),
     path("interactions/<int:pk>/", interactions.InteractionDetailView.as_view(), name="api-interaction"),
     path("interactions/<int:pk>/feedback/", learn.InteractionFeedbackView.as_view(), name="api-feedback"),
