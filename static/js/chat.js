@@ -99,10 +99,11 @@
     if (!id || id === conversationId) return;
     conversationId = id;
     history.replaceState(null, "", "/chat/" + id + "/");
-    document.dispatchEvent(new CustomEvent("steerlab:conversation", { detail: { id: id, title: title } }));
-    if (conversations.querySelector('a[href="/chat/' + id + '/"]')) return;
+    const announce = () => document.dispatchEvent(new CustomEvent("steerlab:conversation", { detail: { id: id, title: title } }));
+    if (conversations.querySelector('a[href="/chat/' + id + '/"]')) return announce();
     const empty = conversations.querySelector(".conversation-empty");
     if (empty) empty.remove();
+    for (const link of conversations.querySelectorAll("[aria-current]")) link.removeAttribute("aria-current");
     const item = document.createElement("li");
     item.className = "conversation";
     item.dataset.conversation = id;
@@ -113,6 +114,7 @@
     link.setAttribute("aria-current", "page");
     item.appendChild(link);
     conversations.prepend(item);
+    announce();
   }
 
   // Refused before it started (too long, too many, busy): the bubbles go, the draft stays.
@@ -149,6 +151,7 @@
         current.item.dataset.interaction = frame.stats.interaction_id;
         if (reason === "length") markCut(current.item);
         window.SteerLab.attachFeedback(current.item, frame.stats.interaction_id);
+        document.dispatchEvent(new CustomEvent("steerlab:answered", { detail: { interaction: frame.stats.interaction_id } }));
       }
       follow();
       finish();

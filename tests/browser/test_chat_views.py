@@ -222,3 +222,71 @@ class ChatViewsTest(BrowserTestCase):
 @pytest.mark.parametrize("value,percent", [(0.025, 3), (-0.025, 3), (0.005, 1), (0.0049, 0), (-1.0, 100)])
 def test_strength_percent_rounds_half_away_from_zero(value, percent):
     assert strength_percent(value) == percent
+
+
+class ConversationsTest(BrowserTestCase):
+    def test_the_list_shows_titles_and_times_searches_renames_and_deletes_only_your_own(self):
+        alice, bob = self.user("alice"), self.user("bob")
+        market = chat.conversation_start(user=alice, first_prompt="Where should I eat tonight?", vector_set=self.vector_set)
+        log_answer(alice, market, response="The night market has cheap dumplings.")
+        trattoria = chat.conversation_start(user=alice, first_prompt="Where should I eat tonight?", vector_set=self.vector_set)
+        log_answer(alice, trattoria, response="**A quiet trattoria** with handmade pasta.")
+        bobs = chat.conversation_start(user=bob, first_prompt="Dumplings near me?", vector_set=self.vector_set)
+        log_answer(bob, bobs, response="Bob's dumpling place.")
+        with self.browser() as (new_page, problems):
+            page = new_page(alice)
+            page.goto(f"{self.live_server_url}/chat/{market.pk}/")
+            links = page.locator("#conversation-list .conversation-link")
+            assert links.all_text_contents() == ["A quiet trattoria", "The night market has cheap dumplings"]
+            assert page.locator("#conversation-list .conversation-time").count() == 2
+            assert page.locator("#conversation-title").text_content() == "The night market has cheap dumplings"
+            # Search: by what was said; bob's conversation never shows.
+            page.fill("#conversation-search", "dumpling")
+            page.wait_for_function("() => document.querySelectorAll('#conversation-list .conversation-link').length === 1")
+            assert links.all_text_contents() == ["The night market has cheap dumplings"]
+            page.fill("#conversation-search", "zebra")
+            page.wait_for_selector("#conversation-list .conversation-empty")
+            page.fill("#conversation-search", "")
+            page.wait_for_function("() => document.querySelectorAll('#conversation-list .conversation-link').length === 2")
+            # Rename.
+            page.click("#conversation-rename")
+            page.fill("#conversation-rename-input", "Cheap eats")
+            page.click("#conversation-rename-form button[type=submit]")
+            page.wait_for_function("() => document.getElementById('conversation-title').textContent === 'Cheap eats'")
+            assert page.locator(f'#conversation-list [data-conversation="{market.pk}"] .conversation-link').text_content() == "Cheap eats"
+            # Delete, saying what it erases.
+            page.click("#conversation-delete")
+            assert "erased from your interaction log" in page.locator("#conversation-delete-confirm").text_content()
+            page.click("#conversation-delete-yes")
+            page.wait_for_url(self.live_server_url + "/chat/")
+            assert links.all_text_contents() == ["A quiet trattoria"]
+        assert not type(market).objects.filter(pk=market.pk).exists()
+        assert InteractionLog.objects.get(user=alice, conversation=None).response == ""
+        assert type(market).objects.get(pk=bobs.pk).title == "Bob's dumpling place"
+        assert problems == []
+
+    def test_on_a_phone_the_list_is_a_drawer(self):
+        alice = self.user("alice")
+        conversation = chat.conversation_start(user=alice, first_prompt="Plan a trip", vector_set=self.vector_set)
+        log_answer(alice, conversation, response="# Three days in Rome")
+        with self.browser() as (new_page, problems):
+            page = new_page(alice, width=390, height=844)
+            page.goto(f"{self.live_server_url}/chat/{conversation.pk}/")
+            # Closed: out of sight, and the chat comes first, above the preferences.
+            assert page.locator("#chat-sidebar").is_hidden() or box(page, "#chat-sidebar")["x"] + box(page, "#chat-sidebar")["width"] <= 0
+            assert box(page, ".chat-main")["y"] < box(page, "#pref-panel")["y"]
+            toggle = box(page, "#conversations-toggle")
+            assert toggle["y"] + toggle["height"] <= 844
+            page.click("#conversations-toggle")
+            page.wait_for_function("() => document.getElementById('chat-sidebar').getBoundingClientRect().x >= 0")
+            drawer = box(page, "#chat-sidebar")
+            assert drawer["x"] == 0 and drawer["width"] <= 390 and drawer["height"] >= 800
+            assert page.locator("#conversation-list .conversation-link").text_content() == "Three days in Rome"
+            page.keyboard.press("Escape")
+            page.wait_for_function("() => document.getElementById('chat-sidebar').getBoundingClientRect().right <= 0")
+            # At a desktop width it is a column again, no toggle.
+            page.set_viewport_size({"width": 1366, "height": 768})
+            assert page.locator("#conversations-toggle").is_hidden()
+            sidebar, main = box(page, "#chat-sidebar"), box(page, ".chat-main")
+            assert sidebar["x"] + sidebar["width"] <= main["x"]
+        assert problems == []
