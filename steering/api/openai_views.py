@@ -14,10 +14,10 @@ from adrf.views import APIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse, StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
 
+from steering.api import openai_schema
 from steering.api.authentication import StrictTokenAuthentication
 from steering.api.chat import ChatView
 from steering.openai import completions
@@ -69,7 +69,7 @@ class ChatCompletionsView(OpenAIView):
     throttle_classes = ChatView.throttle_classes
     throttle_scope = ChatView.throttle_scope
 
-    @extend_schema(exclude=True)  # OpenAI's own schema describes it; see docs/interop.md
+    @openai_schema.completions_schema
     async def post(self, request):
         try:
             body = json.loads(request.body or b"null")
@@ -101,7 +101,7 @@ async def _sse(chunks):
 
 
 class ModelsView(OpenAIView):
-    @extend_schema(exclude=True)
+    @openai_schema.models_schema
     async def get(self, request):
         entries = await sync_to_async(completions.model_ids, thread_sensitive=False)(user=request.user)
         data = []

@@ -120,3 +120,15 @@ def test_an_answer_is_rated_once(as_alice, dinners):
     again = as_alice.post(f"/api/interactions/{interaction.pk}/feedback/", {"thumbs": -1, "text": "no"}, format="json")
     assert again.status_code == 409 and "already rated" in again.json()["detail"]
     assert interaction.feedback.count() == 1
+
+
+def test_the_schema_documents_v1_and_groups_operations_by_domain(as_alice):
+    schema = as_alice.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    completions = schema["paths"]["/v1/chat/completions"]["post"]
+    assert completions["tags"] == ["OpenAI-compatible (/v1)"]
+    assert {"bearerAuth": []} in completions["security"]
+    assert "steering" in schema["components"]["schemas"]["V1ChatCompletionRequest"]["properties"]
+    assert schema["paths"]["/v1/models"]["get"]["tags"] == ["OpenAI-compatible (/v1)"]
+    tags = {tag for path in schema["paths"].values() for op in path.values() for tag in op.get("tags", [])}
+    assert "api" not in tags and {"Chat", "Conversations", "Profile", "Vector sets", "Calibrate"} <= tags
+    assert [t["name"] for t in schema["tags"]][:2] == ["Chat", "Conversations"]
