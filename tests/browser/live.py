@@ -8,6 +8,7 @@ import contextlib
 from channels.testing import ChannelsLiveServerTestCase
 from django.contrib.auth import get_user_model
 from django.db import connections
+from django.test import override_settings
 
 from steering.services import vector_sets
 from tests.api.conftest import make_vectors
@@ -19,13 +20,22 @@ PASSWORD = "a long enough passphrase 42"
 class BrowserTestCase(ChannelsLiveServerTestCase):
     serve_static = True
     dimensions = ("formality", "cost")
+    # Settings the server process runs with: enabled before it is forked, so it inherits them.
+    server_settings: dict = {}
 
     @classmethod
     def setUpClass(cls):
+        cls._server_settings = override_settings(**cls.server_settings)
+        cls._server_settings.enable()
         # The server is forked from this process: an SQLite connection open here would be shared
         # by both, and the database file corrupts ("disk image is malformed") on the first flush.
         connections.close_all()
         super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls._server_settings.disable()
 
     def setUp(self):
         for name in self.dimensions:
