@@ -1,5 +1,8 @@
-from django.shortcuts import redirect, render
-from django.templatetags.static import static
+from pathlib import Path
+
+from django.contrib.staticfiles import finders
+from django.http import HttpResponse
+from django.shortcuts import render
 
 
 def home(request):
@@ -7,5 +10,7 @@ def home(request):
 
 
 def favicon(request):
-    """/favicon.ico, which browsers ask for on pages without an icon link (admin, API docs)."""
-    return redirect(static("favicon.svg"), permanent=True)
+    """/favicon.ico, which browsers ask for where a page names no icon: the site's SVG icon."""
+    response = HttpResponse(Path(finders.find("favicon.svg")).read_bytes(), content_type="image/svg+xml")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
