@@ -71,6 +71,8 @@ def signup(request):
         if form.is_valid():
             user = form.save()
             login(request, user)
+            # The home page greets a new account once, with the way into the chat.
+            request.session["welcome"] = True
             return redirect("home")
 
     return render(request, "registration/signup.html", {"form": form})

@@ -252,6 +252,8 @@ class PreferenceProfile(models.Model):
 class Conversation(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True)
+    # Set once the title is final: named by its first answer, or by the user (Rename).
+    titled = models.BooleanField(default=False)
     vector_set = models.ForeignKey(VectorSet, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

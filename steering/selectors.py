@@ -4,6 +4,8 @@ owner's, and another user's object is simply not found."""
 
 from __future__ import annotations
 
+import math
+
 from django.db.models import Count, Q, QuerySet
 
 from steering.files import VectorSetUnavailable
@@ -85,13 +87,26 @@ def feedback_for(*, user) -> QuerySet[Feedback]:
     return Feedback.objects.filter(user=user).select_related("interaction").prefetch_related("profileupdate_set")
 
 
-def conversations_for(*, user) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(user=user)
+def conversations_for(*, user, search: str = "") -> QuerySet[Conversation]:
+    """`user`'s conversations, newest first; `search` matches titles and what was said."""
+    conversations = Conversation.objects.filter(user=user)
+    search = search.strip()
+    if search:
+        matching = Q(title__icontains=search) | Q(messages__content__icontains=search)
+        conversations = conversations.filter(pk__in=Conversation.objects.filter(matching, user=user).values("pk"))
+    return conversations
+
+
+def strength_percent(strength: float) -> int:
+    """|strength| as a whole percentage, rounded half away from zero after cutting float noise at
+    6 decimals, as the pages' JavaScript does (profile_client.js strengthPercent): Python's round() rounds
+    half to even, so 0.025 read "2 %" here and "3 %" in the browser."""
+    return math.floor(round(abs(strength) * 100, 6) + 0.5)
 
 
 def strength_summary(strength: float, negative_label: str, positive_label: str) -> str:
     """How a strength reads to a user: -0.35 on Budget ↔ Luxury is "35 % Budget"."""
-    percent = round(abs(strength) * 100)
+    percent = strength_percent(strength)
     if percent == 0:
         return "Neutral"
     return f"{percent} % {positive_label if strength > 0 else negative_label}"

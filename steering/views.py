@@ -48,19 +48,31 @@ def chat(request, conversation_id: int | None = None):
         # Another user's conversation is simply not found.
         conversation = get_object_or_404(conversations, pk=conversation_id)
     vector_set, profile = _profile(request.user)
-    dimensions = [*selectors.dimensions_all(), *(vector_set.dimensions.all() if vector_set else ())]
-    labels = {d.name: (d.negative_label, d.positive_label) for d in dimensions}
+    labels = _labels(vector_set)
     messages = []
     if conversation is not None:
+        rated = {
+            f.interaction_id: f
+            for f in selectors.feedback_for(user=request.user)
+            .filter(interaction__conversation=conversation, choice="")
+            .order_by("created_at")
+        }
         for message in conversation.messages.select_related("interaction"):
             message.steering = ""
             message.feedback_ready = False
-            if message.interaction is not None:
-                message.steering = steering_label(message.interaction.strengths, labels)
-                if message.interaction.status == InteractionLog.Status.CANCELLED:
+            message.cut = False
+            interaction = message.interaction
+            if interaction is not None:
+                message.steering = steering_label(interaction.strengths, labels)
+                if interaction.status == InteractionLog.Status.CANCELLED:
                     message.steering += " · stopped"
-                # Finished answers can be rated (LEARN), as they are right after streaming.
-                message.feedback_ready = message.interaction.status == InteractionLog.Status.OK
+                # Finished answers can be rated (LEARN), as they are right after streaming; a
+                # rated one shows its rating (and cannot be rated again).
+                message.feedback_ready = interaction.status == InteractionLog.Status.OK
+                message.feedback = rated.get(interaction.pk)
+                # Stopped by the token limit: the page offers to continue it.
+                limit = interaction.params.get("max_new_tokens")
+                message.cut = message.feedback_ready and bool(limit) and interaction.tokens >= limit
             messages.append(message)
     return render(request, "steering/chat.html", {
         "conversations": conversations[:100],
@@ -71,20 +83,36 @@ def chat(request, conversation_id: int | None = None):
         "profile": profile,
         "modes": PreferenceProfile.Mode,
         "calibrate_new_tokens": settings.STEERLAB_CALIBRATE_NEW_TOKENS,
+        "max_prompt_chars": settings.STEERLAB_MAX_PROMPT_CHARS,
+        "max_new_tokens": settings.STEERLAB_MAX_NEW_TOKENS,
     })
+
+
+def _labels(vector_set) -> dict[str, tuple[str, str]]:
+    dimensions = [*selectors.dimensions_all(), *(vector_set.dimensions.all() if vector_set else ())]
+    return {d.name: (d.negative_label, d.positive_label) for d in dimensions}
 
 
 @login_required
 def profile(request):
     vector_set, summary = _profile(request.user)
-    history = (
+    labels = _labels(vector_set)
+    history = list(
         selectors.profile_history(user=request.user, vector_set=vector_set)[:HISTORY_LIMIT] if vector_set else []
     )
+    # The same words and rounding as the chat page ("35 % Budget"), never raw strengths.
+    for u in history:
+        ends = labels.get(u.dimension, (f"−{u.dimension}", f"+{u.dimension}"))
+        u.old_summary = selectors.strength_summary(u.old_strength, *ends)
+        u.new_summary = selectors.strength_summary(u.new_strength, *ends)
+    interactions = list(selectors.interactions_for(user=request.user)[:INTERACTIONS_LIMIT])
+    for i in interactions:
+        i.steering = steering_label(i.strengths, labels)
     return render(request, "steering/profile.html", {
         "vector_set": vector_set,
         "profile": summary,
         "history": history,
-        "interactions": selectors.interactions_for(user=request.user)[:INTERACTIONS_LIMIT],
+        "interactions": interactions,
         "interactions_limit": INTERACTIONS_LIMIT,
         "mode_help": MODE_HELP.get(summary["mode"], "") if summary else "",
     })

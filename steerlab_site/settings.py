@@ -311,7 +311,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "steering.api.schema.DomainAutoSchema",
     # Per user, in the cache (Redis in production, so the limit holds across processes).
     "DEFAULT_THROTTLE_RATES": {
         "chat": env_str("THROTTLE_CHAT", "120/min"),
@@ -338,6 +338,18 @@ SPECTACULAR_SETTINGS = {
     # Content-Security-Policy allows scripts and styles from this origin only.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # One group per domain (steering.api.schema), in this order, and /v1 beside /api/.
+    "TAGS": [
+        {"name": "Chat", "description": "One answer, steered by your profile (streaming: the websocket /ws/chat/, docs/api.md)."},
+        {"name": "Conversations", "description": "Your chat page's conversations: list, search, read, rename, delete."},
+        {"name": "Profile", "description": "Your preference strengths, mode and the history of changes (undoable)."},
+        {"name": "Calibrate", "description": "CALIBRATE: compare two answers a few rounds to set a dimension."},
+        {"name": "Interactions and feedback", "description": "Your logged answers and your feedback on them (LEARN)."},
+        {"name": "Vector sets", "description": "Preference dimensions and the steering vector sets computed for them."},
+        {"name": "OpenAI-compatible (/v1)", "description": "Chat completions and models for OpenAI's SDKs (docs/interop.md)."},
+        {"name": "API and tokens", "description": "The API's root, its schema and your API token."},
+        {"name": "Health", "description": "Whether the site and its model are up."},
+    ],
 }
 
 # /metrics (Prometheus): staff sessions, or `Authorization: Bearer $METRICS_TOKEN` for a

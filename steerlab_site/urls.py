@@ -5,6 +5,7 @@ from steerlab_site import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("steering.api.urls")),

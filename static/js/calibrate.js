@@ -25,11 +25,16 @@
   const { api, renderProfile, refreshHistory } = window.SteerLab;
   // Answer length: the server's STEERLAB_CALIBRATE_NEW_TOKENS (long enough to judge a style).
   const MAX_NEW_TOKENS = Number(section.dataset.maxNewTokens) || 60;
+  // Continue on a cut answer writes it again with twice the tokens (same seed and steering, so
+  // it starts the same), up to the server's limit for one answer.
+  const TOKEN_LIMIT = Number(section.dataset.tokenLimit) || 512;
   const roundsChoice = document.getElementById("calibrate-rounds-choice");
 
   let state = null; // what the server last returned
   let socket = null;
   let finished = { a: false, b: false };
+  let lengths = { a: MAX_NEW_TOKENS, b: MAX_NEW_TOKENS }; // each answer's token limit this round
+  let seed = 0;
   let logged = { a: null, b: null }; // the interaction ids of answers A and B, for the choice's feedback
 
   function setChoicesEnabled(enabled) {
@@ -61,6 +66,7 @@
     const target = answers[tag];
     if (frame.type === "start") {
       target.textContent = "";
+      clearCut(tag);
     } else if (frame.type === "token") {
       target.textContent += frame.text;
     } else if (frame.type === "done") {
@@ -68,6 +74,7 @@
       target.classList.remove("streaming");
       finished[tag] = true;
       logged[tag] = frame.stats ? frame.stats.interaction_id : null;
+      if (frame.stats && frame.stats.finish_reason === "length") markCut(tag);
     } else if (frame.type === "error") {
       target.classList.remove("streaming");
       target.textContent = "";
@@ -101,6 +108,53 @@
     });
   }
 
+  function clearCut(tag) {
+    const note = answers[tag].parentElement.querySelector(".chat-cutoff");
+    if (note) note.remove();
+  }
+
+  // A cut answer says so; Continue (while the limit allows more) writes it out longer.
+  function markCut(tag) {
+    clearCut(tag);
+    const note = document.createElement("div");
+    note.className = "chat-cutoff";
+    note.textContent = "Cut off at " + lengths[tag] + " tokens.";
+    if (lengths[tag] < TOKEN_LIMIT) {
+      const more = document.createElement("button");
+      more.type = "button";
+      more.className = "button button-quiet button-small chat-continue";
+      more.textContent = "Continue";
+      more.addEventListener("click", function () {
+        finished[tag] = false;
+        setChoicesEnabled(false);
+        more.disabled = true;
+        sendSide(tag, Math.min(lengths[tag] * 2, TOKEN_LIMIT));
+      });
+      note.append(" ", more);
+    }
+    answers[tag].after(note);
+  }
+
+  function sendSide(tag, tokens) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) {
+      status.textContent = "The connection was lost; abandon and start again.";
+      return;
+    }
+    lengths[tag] = tokens;
+    answers[tag].classList.add("streaming");
+    const frame = {
+      type: "generate",
+      purpose: "calibrate",
+      tag: tag,
+      prompt: state.question,
+      preferences: { [state.dimension]: tag === "a" ? state.low : state.high },
+      max_new_tokens: tokens,
+      seed: seed,
+    };
+    if (vectorSet) frame.vector_set = vectorSet;
+    socket.send(JSON.stringify(frame));
+  }
+
   async function generateRound() {
     finished = { a: false, b: false };
     logged = { a: null, b: null };
@@ -112,23 +166,12 @@
     questionLine.textContent = state.question;
     status.textContent = "Writing both answers…";
     if (!socket || socket.readyState !== WebSocket.OPEN) socket = await openSocket();
-    const ends = { a: state.low, b: state.high };
     // Answers are sampled by default; one seed for both makes steering their only difference.
-    const seed = Math.floor(Math.random() * 2147483647);
+    seed = Math.floor(Math.random() * 2147483647);
     for (const tag of ["a", "b"]) {
       answers[tag].textContent = "";
-      answers[tag].classList.add("streaming");
-      const frame = {
-        type: "generate",
-        purpose: "calibrate",
-        tag: tag,
-        prompt: state.question,
-        preferences: { [state.dimension]: ends[tag] },
-        max_new_tokens: MAX_NEW_TOKENS,
-        seed: seed,
-      };
-      if (vectorSet) frame.vector_set = vectorSet;
-      socket.send(JSON.stringify(frame));
+      clearCut(tag);
+      sendSide(tag, MAX_NEW_TOKENS);
     }
   }
 

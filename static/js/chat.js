@@ -1,8 +1,10 @@
 // The chat page: sends prompts over the /ws/chat/ websocket and streams the answer in token by
-// token. Model output is only ever written with textContent, never as HTML.
+// token. Answers are rendered as markdown through SteerLab.renderMarkdown (escaped raw HTML,
+// DOMPurify); everything else the server or the model sends is written with textContent.
 (function () {
   "use strict";
 
+  const { renderMarkdown, strengthPercent } = window.SteerLab;
   const list = document.getElementById("chat-messages");
   const form = document.getElementById("chat-form");
   const prompt = document.getElementById("chat-prompt");
@@ -11,24 +13,41 @@
   const status = document.getElementById("chat-status");
   const conversations = document.getElementById("conversation-list");
   const labels = JSON.parse(document.getElementById("dimension-labels").textContent);
+  // Within this many pixels of the bottom, the list follows a streaming answer; a user who
+  // scrolled further up to read is left where they are.
+  const FOLLOW_SLACK_PX = 48;
+  const CONTINUE_PROMPT = "Continue.";
 
   let conversationId = JSON.parse(document.getElementById("conversation-id").textContent) || null;
   let socket = null;
   let retryDelay = 1000;
+  let following = true;
   // The generation in flight: its elements and, once the start frame came, its request_id.
   let current = null;
 
   // "80 % Formal · 35 % Budget", as the server renders it under stored answers.
   function steeringLabel(strengths) {
     const parts = Object.keys(strengths || {}).sort()
-      .filter((name) => strengths[name])
+      .filter((name) => strengthPercent(strengths[name]) > 0)
       .map((name) => {
         const value = strengths[name];
         const ends = labels[name] || ["−" + name, "+" + name];
-        return Math.round(Math.abs(value) * 100) + " % " + (value > 0 ? ends[1] : ends[0]);
+        return strengthPercent(value) + " % " + (value > 0 ? ends[1] : ends[0]);
       });
     return parts.length ? parts.join(" · ") : "unsteered";
   }
+
+  function atBottom() {
+    return list.scrollHeight - list.scrollTop - list.clientHeight <= FOLLOW_SLACK_PX;
+  }
+
+  function follow() {
+    if (following) list.scrollTop = list.scrollHeight;
+  }
+
+  list.addEventListener("scroll", function () {
+    following = atBottom();
+  }, { passive: true });
 
   function addMessage(role, text) {
     const hint = document.getElementById("chat-hint");
@@ -40,7 +59,8 @@
     body.textContent = text;
     item.appendChild(body);
     list.appendChild(item);
-    item.scrollIntoView({ block: "end" });
+    following = true; // sending is a request to see the answer
+    follow();
     return item;
   }
 
@@ -55,20 +75,55 @@
     setBusy(false);
   }
 
+  // An answer stopped by the token limit: say so, and offer to go on from where it stopped.
+  function markCut(item) {
+    item.classList.add("chat-cut");
+    if (item.querySelector(".chat-cutoff")) return;
+    const note = document.createElement("div");
+    note.className = "chat-cutoff";
+    const text = document.createElement("span");
+    text.textContent = "Cut off at the answer length limit.";
+    const more = document.createElement("button");
+    more.type = "button";
+    more.className = "button button-quiet button-small chat-continue";
+    more.textContent = "Continue";
+    more.addEventListener("click", function () {
+      if (generate(CONTINUE_PROMPT, { draft: false })) more.remove();
+    });
+    note.append(text, " ", more);
+    item.querySelector(".chat-text").after(note);
+  }
+
   // A conversation created by this page's first message: show it in the URL and the list.
   function adoptConversation(id, title) {
     if (!id || id === conversationId) return;
     conversationId = id;
     history.replaceState(null, "", "/chat/" + id + "/");
+    const announce = () => document.dispatchEvent(new CustomEvent("steerlab:conversation", { detail: { id: id, title: title } }));
+    if (conversations.querySelector('a[href="/chat/' + id + '/"]')) return announce();
     const empty = conversations.querySelector(".conversation-empty");
     if (empty) empty.remove();
+    for (const link of conversations.querySelectorAll("[aria-current]")) link.removeAttribute("aria-current");
     const item = document.createElement("li");
+    item.className = "conversation";
+    item.dataset.conversation = id;
     const link = document.createElement("a");
     link.href = "/chat/" + id + "/";
+    link.className = "conversation-link";
     link.textContent = title;
     link.setAttribute("aria-current", "page");
     item.appendChild(link);
     conversations.prepend(item);
+    announce();
+  }
+
+  // Refused before it started (too long, too many, busy): the bubbles go, the draft stays.
+  function withdraw(message) {
+    current.userItem.remove();
+    current.item.remove();
+    if (current.draft !== null && !prompt.value) prompt.value = current.draft;
+    status.textContent = message;
+    finish();
   }
 
   // Conditional steering: a topical preference that did not apply to this turn says so, quietly.
@@ -94,21 +149,32 @@
     if (frame.type === "start") {
       current.requestId = frame.request_id;
       current.steering.textContent = steeringLabel(frame.preferences_applied);
+      if (current.draft !== null && prompt.value === current.draft) prompt.value = "";
       adoptConversation(frame.conversation_id, current.title);
     } else if (frame.type === "token") {
-      current.body.textContent += frame.text;
+      current.text += frame.text;
+      renderMarkdown(current.body, current.text);
+      follow();
     } else if (frame.type === "done") {
-      current.body.textContent = frame.text;
-      if (frame.stats && frame.stats.finish_reason === "cancelled") {
+      renderMarkdown(current.body, frame.text);
+      const reason = frame.stats && frame.stats.finish_reason;
+      if (reason === "cancelled") {
         current.item.classList.add("chat-stopped");
         current.steering.textContent += " · stopped";
       } else if (frame.stats && frame.stats.interaction_id) {
         current.item.dataset.interaction = frame.stats.interaction_id;
+        if (reason === "length") markCut(current.item);
         window.SteerLab.attachFeedback(current.item, frame.stats.interaction_id);
+        document.dispatchEvent(new CustomEvent("steerlab:answered", { detail: { interaction: frame.stats.interaction_id } }));
       }
       showConditions(current.item, frame.stats && frame.stats.conditions);
+      follow();
       finish();
     } else if (frame.type === "error") {
+      if (!current.requestId) {
+        withdraw("Not sent: " + frame.message);
+        return;
+      }
       const error = document.createElement("div");
       error.className = "chat-error";
       error.textContent = "Error (" + frame.code + "): " + frame.message;
@@ -146,29 +212,46 @@
     });
   }
 
-  form.addEventListener("submit", function (event) {
-    event.preventDefault();
-    const text = prompt.value.trim();
-    if (!text || current) return;
+  // Send `text` as the next turn. The textarea's draft is cleared only once the server has
+  // accepted the turn (its start frame): a refused prompt is still there to fix.
+  function generate(text, { draft }) {
+    if (!text || current) return false;
     if (!socket || socket.readyState !== WebSocket.OPEN) {
       status.textContent = "Not connected yet; try again in a moment.";
-      return;
+      return false;
     }
-    addMessage("user", text);
+    const length = [...text].length; // characters as the server counts them, not UTF-16 units
+    const maxChars = Number(prompt.dataset.maxChars || 0);
+    if (maxChars && length > maxChars) {
+      status.textContent = "Your message is " + length + " characters long; the limit is " + maxChars +
+        ". Shorten it and send again.";
+      return false;
+    }
+    status.textContent = "";
+    // Continue goes on from the latest answer only: older offers are stale once a turn is sent.
+    for (const offer of list.querySelectorAll(".chat-continue")) offer.remove();
+    const userItem = addMessage("user", text);
     const item = addMessage("assistant", "");
     const body = item.querySelector(".chat-text");
     body.classList.add("streaming");
     const steering = document.createElement("div");
     steering.className = "chat-steering";
     item.appendChild(steering);
-    current = { item: item, body: body, steering: steering, requestId: null, title: text.slice(0, 80) };
-
-    const frame = { type: "generate", prompt: text };
+    current = {
+      item: item, userItem: userItem, body: body, steering: steering, requestId: null, text: "",
+      title: text.slice(0, 80), draft: draft ? prompt.value : null,
+    };
+    const frame = { type: "generate", prompt: text, tag: "chat" };
     if (conversationId) frame.conversation_id = conversationId;
     else frame.new_conversation = true;
     socket.send(JSON.stringify(frame));
-    prompt.value = "";
     setBusy(true);
+    return true;
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    generate(prompt.value.trim(), { draft: true });
   });
 
   // Enter sends, Shift+Enter makes a new line.
@@ -186,6 +269,13 @@
     socket.send(JSON.stringify(frame));
   });
 
+  // Stored answers: markdown, and the Continue offer on those the token limit cut.
+  for (const body of list.querySelectorAll('.chat-text[data-source="markdown"]')) renderMarkdown(body, body.textContent);
+  for (const item of list.querySelectorAll(".chat-assistant.chat-cut")) markCut(item);
+  const answers = list.querySelectorAll(".chat-assistant");
+  for (const offer of list.querySelectorAll(".chat-continue")) {
+    if (offer.closest(".chat-assistant") !== answers[answers.length - 1]) offer.remove();
+  }
   // A long conversation opens at its latest turn.
   list.scrollTop = list.scrollHeight;
   connect();

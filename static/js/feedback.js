@@ -112,8 +112,9 @@
     show(box, feedback);
   }
 
-  function show(box, feedback) {
+  function show(box, feedback, { refresh = true } = {}) {
     const note = box.querySelector(".feedback-note");
+    box.classList.add("feedback-given");
     box.dataset.learnStatus = feedback.learn_status;
     note.replaceChildren();
     const text = document.createElement("span");
@@ -122,7 +123,10 @@
       ? "Saved; learning is taking a while: your preferences will update when it is done."
       : feedback.learn_note || "Thanks, saved.";
     note.appendChild(text);
-    if (feedback.learn_status === "applied") {
+    const undone = (feedback.updates || []).length && feedback.updates.every((u) => u.undone);
+    if (feedback.learn_status === "applied" && undone && !refresh) {
+      text.textContent = (feedback.learn_note || "") + " · undone";
+    } else if (feedback.learn_status === "applied") {
       note.classList.add("feedback-learned");
       const undo = button("Undo", "feedback-undo", "Undo what was learned");
       undo.addEventListener("click", async function () {
@@ -132,7 +136,7 @@
         undo.remove();
       });
       note.appendChild(undo);
-      refreshProfile().catch(() => {});
+      if (refresh) refreshProfile().catch(() => {});
     } else if (feedback.learn_status === "off") {
       const learn = button("Use Learn mode", "feedback-learn-mode");
       learn.addEventListener("click", async function () {
@@ -150,9 +154,25 @@
     }
   }
 
+  // An answer rated before (a reopened conversation): its pressed button and what LEARN made of
+  // it, with the controls off, since an answer is rated once (the server refuses a second).
+  async function restore(item) {
+    const box = item.querySelector(".chat-feedback");
+    const thumbs = Number(item.dataset.thumbs || 0);
+    if (thumbs) box.querySelector(thumbs > 0 ? ".feedback-up" : ".feedback-down").setAttribute("aria-pressed", "true");
+    box.classList.add("feedback-given");
+    setEnabled(box, false);
+    try {
+      show(box, await api("GET", "/api/feedback/" + item.dataset.feedback + "/"), { refresh: false });
+    } catch (err) {
+      box.querySelector(".feedback-note").textContent = "Rated.";
+    }
+  }
+
   // Answers already on the page (an opened conversation) get their controls too.
   for (const item of document.querySelectorAll(".chat-assistant[data-interaction]")) {
     attach(item, item.dataset.interaction);
+    if (item.dataset.feedback) restore(item);
   }
 
   window.SteerLab.attachFeedback = attach;

@@ -55,7 +55,10 @@
     document.body.dataset.steeringMode = event.detail;
   });
   const current = document.getElementById("pref-mode");
-  if (current && modeHelp) modeHelp.textContent = HELP[current.dataset.mode] || "";
+  if (current) {
+    if (modeHelp) modeHelp.textContent = HELP[current.dataset.mode] || "";
+    document.body.dataset.steeringMode = current.dataset.mode;
+  }
 
   refreshHistory();
 })();

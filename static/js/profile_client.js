@@ -53,11 +53,50 @@
     return node ? JSON.parse(node.textContent) : {};
   }
 
+  // |strength| as a whole percentage, exactly as the server rounds it (selectors.strength_percent):
+  // half away from zero, after cutting float noise at 6 decimals, so that one change reads as
+  // one number in the LEARN note, the slider, the history and the answers' labels.
+  function strengthPercent(value) {
+    return Math.floor(Number((Math.abs(value) * 100).toFixed(6)) + 0.5);
+  }
+
   // -0.35 on Budget ↔ Luxury reads "35 % Budget", as the server writes it.
   function strengthSummary(name, value) {
     const ends = labelsOnPage()[name] || ["−" + name, "+" + name];
-    const percent = Math.round(Math.abs(value) * 100);
+    const percent = strengthPercent(value);
     return percent === 0 ? "Neutral" : percent + " % " + (value > 0 ? ends[1] : ends[0]);
+  }
+
+  // Model output as markdown, made safe: raw HTML in it is shown as text (never parsed), and
+  // what marked renders goes through DOMPurify (no scripts, handlers, javascript: links or
+  // images, which would fetch from anywhere). Without the vendored libraries, plain text.
+  let markdownReady = false;
+  function prepareMarkdown() {
+    if (markdownReady || !window.marked || !window.DOMPurify) return markdownReady;
+    const escape = (text) => text.replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";");
+    window.marked.use({ gfm: true, breaks: true, renderer: { html: (token) => escape(token.text || token.raw || "") } });
+    window.DOMPurify.addHook("afterSanitizeAttributes", function (node) {
+      if (node.tagName === "A") {
+        node.setAttribute("rel", "noopener noreferrer nofollow");
+        node.setAttribute("target", "_blank");
+      }
+    });
+    markdownReady = true;
+    return true;
+  }
+
+  function renderMarkdown(element, text) {
+    if (!prepareMarkdown()) {
+      element.textContent = text;
+      return;
+    }
+    const html = window.marked.parse(text, { async: false });
+    element.innerHTML = window.DOMPurify.sanitize(html, {
+      FORBID_TAGS: ["img", "style", "form", "input", "button", "textarea", "select", "iframe", "svg", "math"],
+      FORBID_ATTR: ["style", "class", "id"],
+      ALLOWED_URI_REGEXP: /^(?:https?:|mailto:|#)/i,
+    });
+    element.dataset.markdown = "true";
   }
 
   // Put the server's view of the profile on the page (sliders, summaries, mode switch).
@@ -66,7 +105,7 @@
       const slider = document.getElementById("pref-" + d.name);
       const summary = document.getElementById("summary-" + d.name);
       if (slider) {
-        slider.value = Math.round(d.strength * 100);
+        slider.value = Math.round(d.strength * 100); // the step is 1: no snapping away from the summary
         slider.setAttribute("aria-valuetext", d.summary);
       }
       if (summary) summary.textContent = d.summary;
@@ -148,6 +187,7 @@
   }
 
   window.SteerLab = {
-    MODES, api, chatSocketUrl, csrfToken, renderProfile, refreshProfile, refreshHistory, strengthSummary, undoChange,
+    MODES, api, chatSocketUrl, csrfToken, renderMarkdown, renderProfile, refreshProfile, refreshHistory,
+    strengthPercent, strengthSummary, undoChange,
   };
 })();

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from steering.admin.vector_sets import VectorSetAdmin
+from steering.admin.vector_sets import VectorSetAdmin, layer_ranges, progress_json
 from steering.models import Evaluation
 
 
@@ -40,9 +40,12 @@ class EvaluationAdmin(admin.ModelAdmin):
 
     progress_bar = VectorSetAdmin.progress_bar
 
-    @admin.display(description="Spearman ρ")
-    def spearman(self, obj: Evaluation):
-        return obj.report.get("spearman") if obj.report else None
+    @admin.display(description="Spearman ρ (answers · means)")
+    def spearman(self, obj: Evaluation) -> str:
+        # The same 3 decimals as the run's page, with the ρ of the means per strength beside it.
+        if not obj.report:
+            return "—"
+        return f"{_fmt(obj.report.get('spearman'))} · {_fmt(obj.report.get('spearman_of_means'))}"
 
     @admin.display(description="results")
     def summary_table(self, obj: Evaluation) -> str:
@@ -65,16 +68,24 @@ class EvaluationAdmin(admin.ModelAdmin):
                 for p in way["points"]
             ),
         )
-        rhos = format_html_join(" · ", "{}: {}", ((name, _fmt(way.get("spearman"), 3)) for name, way in ways))
+        rhos = format_html_join(
+            " · ", "{}: {} (means: {})",
+            ((name, _fmt(way.get("spearman")), _fmt(way.get("spearman_of_means"))) for name, way in ways),
+        )
+        layers, functional_range = obj.report.get("layers"), obj.report.get("functional_range")
         return format_html(
             "<table><thead><tr><th>method</th><th>strength</th><th>Effect</th><th>PPL</th><th>PPL / PPL₀</th>"
             "<th>PNE</th><th>relevance</th><th>degenerate</th><th>composite</th><th>repetition</th><th>first answer</th>"
             "</tr></thead><tbody>{}</tbody></table>"
-            "<p>Spearman ρ of Effect with strength: {} · functional range {} · layers {}</p>"
+            '<p>Spearman ρ of Effect with strength: {}</p><p class="help">ρ is computed over every answer '
+            "(each prompt at each strength), so answers that vary from prompt to prompt keep it below 1 even "
+            "when the mean Effect rises at every step; the ρ of the means per strength (in parentheses) is 1.000 "
+            "exactly when the means rise steadily.</p><p>Functional range {} · layers {}</p>"
             "<p>Relevance: the answers' similarity to their prompts over the unsteered answers' (1 = as on-topic; "
             "the functional range keeps it ≥ 0.9). Degenerate: the share of answers that loop or invent words. "
             "Composite: the harmonic mean of concept (Effect moved), relevance and fluency (docs/evaluation.md).</p>",
-            rows, rhos, obj.report.get("functional_range"), obj.report.get("layers"),
+            rows, rhos, f"{functional_range:.3g}" if isinstance(functional_range, (int, float)) else "—",
+            layer_ranges(layers) if layers else "—",
         )
 
     @admin.display(description="plot")
@@ -88,8 +99,12 @@ class EvaluationAdmin(admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("<int:object_id>/plot/", wrap(self.plot_view), name="steering_evaluation_plot"),
+            path("<int:object_id>/progress/", wrap(self.progress_view), name="steering_evaluation_progress"),
             *super().get_urls(),
         ]
+
+    def progress_view(self, request, object_id: int):
+        return progress_json(get_object_or_404(self.get_queryset(request), pk=object_id))
 
     def plot_view(self, request, object_id: int):
         run = get_object_or_404(self.get_queryset(request), pk=object_id)

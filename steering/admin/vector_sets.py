@@ -8,11 +8,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
@@ -50,9 +50,10 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
         "background from its dimensions' examples, or upload a file computed elsewhere. Shared sets (no "
         "owner) are offered to every user; the newest ready shared set with the most dimensions is the default."
     )
+    # The row's actions right after its name: at 1366 px the last columns fall off the screen.
     list_display = [
-        "name", "model_column", "method", "status", "progress_bar", "dimension_list", "owner_or_shared", "created_at",
-        "file_actions",
+        "name", "file_actions", "status", "progress_bar", "dimension_list", "method", "owner_or_shared", "model_column",
+        "created_at",
     ]
     list_filter = ["status", "method", "model_id", SharedFilter]
     search_fields = ["name", "model_id", "dimensions__name"]
@@ -63,12 +64,12 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
     change_fieldsets = [
         (None, {"fields": ["name", "owner", "prompt_with_steering"]}),
         ("Computation", {"fields": ["model_id", "method", "top_k", "dimensions", "status", "progress_bar", "error"]}),
-        ("Vectors", {"fields": ["layers", "num_layers", "hidden_size", "functional_range", "file_link"]}),
+        ("Vectors", {"fields": ["layer_summary", "num_layers", "hidden_size", "range_table", "file_link"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
     computed_fields = [
-        "model_id", "method", "top_k", "dimensions", "status", "progress_bar", "error", "layers", "num_layers", "hidden_size",
-        "functional_range", "file_link", "created_at", "updated_at",
+        "model_id", "method", "top_k", "dimensions", "status", "progress_bar", "error", "layer_summary", "num_layers",
+        "hidden_size", "range_table", "file_link", "created_at", "updated_at",
     ]
 
     def get_queryset(self, request):
@@ -112,8 +113,40 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_bar(self, obj: VectorSet) -> str:
+        # static/js/admin-progress.js polls data-url while the job runs and updates the bar.
+        return progress_html(obj, reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_progress", args=[obj.pk]))
+
+    @admin.display(description="layers")
+    def layer_summary(self, obj: VectorSet) -> str:
+        if not obj.layers:
+            return "—"
+        if obj.top_k:
+            why = f"the {obj.top_k} layers whose activations separate the dimensions' two ends best on held-out examples"
+        else:
+            why = "the middle half of the model's layers (no top-k asked for)"
         return format_html(
-            '<progress class="vs-progress" value="{}" max="100"></progress> {} %', obj.progress, obj.progress
+            '<span class="vs-layers">{} of {}: {}</span><br><span class="help">Steered: {}.</span>',
+            len(obj.layers), obj.num_layers or "?", layer_ranges(obj.layers), why,
+        )
+
+    @admin.display(description="functional range")
+    def range_table(self, obj: VectorSet) -> str:
+        if not obj.functional_range:
+            return "—"
+        labels = {d.name: (d.negative_label, d.positive_label) for d in obj.dimensions.all()}
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (name, *labels.get(name, ("−", "+")), f"±{value:.3g}")
+                for name, value in sorted(obj.functional_range.items())
+            ),
+        )
+        return format_html(
+            '<table class="vs-range"><thead><tr><th>dimension</th><th>−100 %</th><th>+100 %</th>'
+            "<th>largest strength before perplexity degrades</th></tr></thead><tbody>{}</tbody></table>"
+            '<p class="help">A user\'s −100 %…+100 % maps linearly onto this range of the engine\'s strength; '
+            "it was measured as the largest strength before the answers' perplexity degrades.</p>",
+            rows,
         )
 
     @admin.display(description="model", ordering="model_id")
@@ -180,10 +213,14 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
             path("<int:object_id>/download/", wrap(self.download_view), name=f"{prefix}_download"),
             path("<int:object_id>/preview/", wrap(self.preview_view), name=f"{prefix}_preview"),
             path("<int:object_id>/evaluate/", wrap(self.evaluate_view), name=f"{prefix}_evaluate"),
+            path("<int:object_id>/progress/", wrap(self.progress_view), name=f"{prefix}_progress"),
             path("<int:object_id>/recompute/", wrap(require_POST(self.recompute_view)), name=f"{prefix}_recompute"),
             *self.gguf_urls(prefix),
             *super().get_urls(),
         ]
+
+    def progress_view(self, request, object_id: int):
+        return progress_json(self._get_or_404(request, object_id))
 
     def _context(self, request, **extra) -> dict:
         return {**self.admin_site.each_context(request), "opts": self.model._meta, **extra}
@@ -312,3 +349,30 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
             self.log_change(request, vector_set, [{"changed": {"fields": ["status"]}}])
             self.message_user(request, f"The computation of “{vector_set.name}” is queued again.", messages.SUCCESS)
         return HttpResponseRedirect(self._url("change", vector_set))
+
+
+def progress_html(obj, url: str) -> str:
+    """A job's progress bar (vector set or evaluation) that admin-progress.js keeps live."""
+    return format_html(
+        '<span class="job-progress" data-url="{}" data-status="{}"><progress class="vs-progress" value="{}" max="100">'
+        '</progress> <span class="job-progress-text">{} %</span></span>',
+        url, obj.status, obj.progress, obj.progress,
+    )
+
+
+def progress_json(obj) -> JsonResponse:
+    return JsonResponse({"status": obj.status, "progress": obj.progress, "error": obj.error})
+
+
+def layer_ranges(layers: list[int]) -> str:
+    """[3, 4, 5, 9, 11, 12] → "3–5, 9, 11–12"."""
+    ranges, ordered = [], sorted(layers)
+    start = previous = ordered[0]
+    for layer in [*ordered[1:], None]:
+        if layer is not None and layer == previous + 1:
+            previous = layer
+            continue
+        ranges.append(str(start) if start == previous else f"{start}–{previous}")
+        if layer is not None:
+            start = previous = layer
+    return ", ".join(ranges)

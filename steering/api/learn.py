@@ -21,7 +21,7 @@ class InteractionFeedbackView(APIView):
     throttle_classes = [UserBudgetThrottle]
     throttle_scope = "chat"
 
-    @extend_schema(request=s.FeedbackSerializer, responses={201: s.FeedbackSerializer})
+    @extend_schema(request=s.FeedbackSerializer, responses={201: s.FeedbackSerializer, 409: None})
     def post(self, request, pk: int):
         interaction: InteractionLog = get_object_or_404(selectors.interactions_for(user=request.user), pk=pk)
         form = s.FeedbackSerializer(data=request.data)
@@ -30,9 +30,12 @@ class InteractionFeedbackView(APIView):
         if data.get("choice"):
             given = feedback.feedback_create(user=request.user, interaction=interaction, **data)
         else:
-            given = feedback.feedback_submit(
-                user=request.user, interaction=interaction, thumbs=data.get("thumbs"), text=data.get("text", "")
-            )
+            try:
+                given = feedback.feedback_submit(
+                    user=request.user, interaction=interaction, thumbs=data.get("thumbs"), text=data.get("text", "")
+                )
+            except feedback.AlreadyRated as exc:
+                return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(s.FeedbackSerializer(given).data, status=status.HTTP_201_CREATED)
 
 

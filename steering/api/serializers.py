@@ -7,7 +7,16 @@ from django.conf import settings
 from rest_framework import serializers
 
 from steering.chat.schema import PreferencesField, StrengthField
-from steering.models import Feedback, InteractionLog, PreferenceDimension, PreferenceProfile, ProfileUpdate, VectorSet
+from steering.models import (
+    Conversation,
+    Feedback,
+    InteractionLog,
+    Message,
+    PreferenceDimension,
+    PreferenceProfile,
+    ProfileUpdate,
+    VectorSet,
+)
 
 
 class ChatResponseSerializer(serializers.Serializer):
@@ -132,6 +141,36 @@ class ProfileUpdateSerializer(serializers.ModelSerializer):
         model = ProfileUpdate
         fields = ["id", "dimension", "old_strength", "new_strength", "source", "reason", "undone", "created_at"]
         read_only_fields = fields
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    title = serializers.CharField(
+        max_length=200, help_text="Named by the first answer's topic until you rename it.", trim_whitespace=True
+    )
+
+    class Meta:
+        model = Conversation
+        fields = ["id", "title", "vector_set", "created_at", "updated_at"]
+        read_only_fields = ["id", "vector_set", "created_at", "updated_at"]
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = ["id", "role", "content", "interaction", "created_at"]
+        read_only_fields = fields
+
+
+class ConversationDetailSerializer(ConversationSerializer):
+    messages = MessageSerializer(many=True, read_only=True)
+
+    class Meta(ConversationSerializer.Meta):
+        fields = [*ConversationSerializer.Meta.fields, "messages"]
+
+
+class ConversationDeletedSerializer(serializers.Serializer):
+    deleted = serializers.BooleanField()
+    interactions_blanked = serializers.IntegerField(help_text="Logged interactions whose prompt and answer were erased.")
 
 
 class InteractionSerializer(serializers.ModelSerializer):

@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from steering.chat.rest import ChatView
 
-from steering.api import calibrate, entry, gguf, health, interactions, learn, profiles, vector_sets
+from steering.api import calibrate, conversations, entry, gguf, health, interactions, learn, profiles, vector_sets
 
 urlpatterns = [
     path("", entry.ApiRootView.as_view(), name="api-root"),
@@ -28,6 +28,8 @@ urlpatterns = [
     path("profile/history/<int:pk>/undo/", profiles.ProfileUndoView.as_view(), name="api-profile-undo"),
     path("calibrate/start/", calibrate.CalibrationStartView.as_view(), name="api-calibrate-start"),
     path("calibrate/choose/", calibrate.CalibrationChooseView.as_view(), name="api-calibrate-choose"),
+    path("conversations/", conversations.ConversationListView.as_view(), name="api-conversations"),
+    path("conversations/<int:pk>/", conversations.ConversationDetailView.as_view(), name="api-conversation"),
     path("interactions/", interactions.InteractionListView.as_view(), name="api-interactions"),
     path("interactions/<int:pk>/", interactions.InteractionDetailView.as_view(), name="api-interaction"),
     path("interactions/<int:pk>/feedback/", learn.InteractionFeedbackView.as_view(), name="api-feedback"),

@@ -5,6 +5,7 @@ conversations and their messages). The turn itself, streamed, is steering/chat/t
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -174,9 +175,67 @@ def steering_prompt(*, vector_set: VectorSet, strengths: dict[str, float]) -> st
     return preferences_instruction(ends)
 
 
+TITLE_CHARS = 60
+# An answer's opening words that say nothing about its topic.
+_FILLER = re.compile(
+    r"^(?:(?:sure|certainly|of course|absolutely|great question|good question|okay|ok|yes|hello|hi)\b[!,.:]*\s*)+"
+    r"|^(?:here(?:'s| is| are)(?: (?:a|an|some|the|my|few))*\s*)",
+    re.IGNORECASE,
+)
+_MARKUP = re.compile(r"[*_`#>\[\]]+|\(https?://\S+\)")
+
+
+def _short(text: str, limit: int = TITLE_CHARS) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:-") + "…"
+
+
+def conversation_title(*, prompt: str, answer: str) -> str:
+    """A short title that tells conversations apart: the first answer's topic (its first heading
+    or bold phrase, else its first sentence past "Sure! Here are…"), since many chats open with
+    the same question; the prompt when the answer has no words of its own."""
+    emphasis = re.search(r"^#{1,6}\s+(.+)$|\*\*(.+?)\*\*", answer, re.MULTILINE)
+    if emphasis:
+        topic = emphasis.group(1) or emphasis.group(2)
+    else:
+        sentences = [s for s in re.split(r"(?<=[.!?:])\s+|\n+", _MARKUP.sub("", answer)) if s.strip()]
+        topic = ""
+        for sentence in sentences:
+            topic = _FILLER.sub("", sentence.strip()).strip(" .!:")
+            if len(topic) >= 12:
+                break
+    topic = _MARKUP.sub("", topic).strip(" .!:")
+    if len(topic) < 3:
+        topic = prompt
+    return _short(topic[:1].upper() + topic[1:]) or "Conversation"
+
+
 def conversation_start(*, user, first_prompt: str, vector_set: VectorSet | None) -> Conversation:
-    title = " ".join(first_prompt.split())[:80]
-    return Conversation.objects.create(user=user, title=title, vector_set=vector_set)
+    """A new conversation, titled by its prompt until its first answer names it."""
+    return Conversation.objects.create(user=user, title=_short(first_prompt), vector_set=vector_set)
+
+
+def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    title = " ".join(title.split())
+    if not title:
+        raise ValueError("A title needs at least one character that is not a space.")
+    conversation.title = title[:200]
+    conversation.titled = True
+    conversation.save(update_fields=["title", "titled", "updated_at"])
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation) -> int:
+    """Delete a conversation and its messages, and blank the prompt and answer text of its
+    logged interactions, so that no copy of what was said stays behind. The log rows stay,
+    without text (steering, tokens, timings, status), for usage figures. Returns how many logs
+    were blanked."""
+    with transaction.atomic():
+        blanked = InteractionLog.objects.filter(conversation=conversation).update(prompt="", response="")
+        conversation.delete()
+    return blanked
 
 
 def interaction_record(
@@ -225,5 +284,10 @@ def interaction_record(
                 Message.objects.create(
                     conversation=conversation, role=Message.Role.ASSISTANT, content=response, interaction=log_entry
                 )
-            conversation.save(update_fields=["updated_at"])
+            fields = ["updated_at"]
+            if status == InteractionLog.Status.OK and response.strip() and not conversation.titled:
+                # The first whole answer names the conversation; a user's own title stays.
+                conversation.title, conversation.titled = conversation_title(prompt=prompt, answer=response), True
+                fields += ["title", "titled"]
+            conversation.save(update_fields=fields)
     return log_entry

@@ -27,11 +27,19 @@ def feedback_create(
     return Feedback.objects.create(user=user, interaction=interaction, thumbs=thumbs, text=text.strip(), choice=choice)
 
 
+class AlreadyRated(ValueError):
+    """An answer is rated once: a second rating would move a LEARN profile twice for one answer."""
+
+
 def feedback_submit(*, user, interaction: InteractionLog, thumbs: int | None = None, text: str = "") -> Feedback:
     """Log a thumbs up/down and/or a text on one of `user`'s answers. When the profile the
     answer was steered with is in LEARN mode, the feedback is queued for `learn_apply` (after
     commit, in the django-q2 cluster); otherwise it is only logged, and its note says why."""
     with transaction.atomic():
+        # The interaction's row lock orders two racing ratings of one answer; the second is refused.
+        InteractionLog.objects.select_for_update().filter(pk=interaction.pk).first()
+        if Feedback.objects.filter(interaction=interaction, choice="").exists():
+            raise AlreadyRated("This answer is already rated; its rating stays as it was given.")
         feedback = feedback_create(user=user, interaction=interaction, thumbs=thumbs, text=text)
         vector_set = interaction.vector_set
         profile = PreferenceProfile.objects.filter(user=user, vector_set=vector_set).first() if vector_set else None

@@ -136,9 +136,11 @@ class ChatPageTest(ChannelsLiveServerTestCase):
         # The new conversation is in the URL and the list.
         expect(page).to_have_url(re.compile(r"/chat/\d+/$"))
         conversation_path = page.url.removeprefix(url)
-        expect(page.locator(f'#conversation-list a[href="{conversation_path}"]')).to_have_text(
-            "Suggest a place for dinner."
-        )
+        # Its first answer names it (test_conversations.py checks how), in the list and the head.
+        link = page.locator(f'#conversation-list a[href="{conversation_path}"]')
+        expect(link).to_have_count(1)
+        page.wait_for_selector("#conversation-title[data-named]")
+        expect(page.locator("#conversation-title")).to_have_text(link.text_content())
 
         # A long answer, stopped once it has started: it ends early, marked as stopped.
         page.fill("#chat-prompt", "Write a very long and detailed story about a dragon who learns to cook.")
@@ -178,6 +180,7 @@ class ChatPageTest(ChannelsLiveServerTestCase):
         expect(page.locator("#summary-cost")).to_have_text("35 % Budget")
 
         # CALIBRATE: two rounds of two streamed answers, always preferring A (the Budget end).
+        page.check('input[name="pref-mode"][value="calibrate"]')
         page.select_option("#calibrate-dimension", "cost")
         page.select_option("#calibrate-rounds-choice", "2")
         page.click("#calibrate-start")

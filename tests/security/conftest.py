@@ -51,10 +51,15 @@ def world(tiny_site, alice, bob, charlie, dimensions):  # noqa: F811
         vector_set=shared, strengths={"formality": 0.9}, params={}, tokens=3, latency_ms=5, conversation=conversation,
     )
     feedback = Feedback.objects.create(user=alice, interaction=interaction, thumbs=-1, text=f"feedback {SECRET}")
+    # An answer is rated once: the feedback route's own requests rate this one.
+    unrated = chat.interaction_record(
+        user=alice, prompt=f"another prompt {SECRET}", response=f"another answer {SECRET}", status=InteractionLog.Status.OK,
+        vector_set=shared, strengths={}, params={}, tokens=3, latency_ms=5,
+    )
     return SimpleNamespace(
         alice=alice, bob=bob, charlie=charlie, shared=shared, private=private, profile=profile,
         update=ProfileUpdate.objects.get(profile=profile), conversation=conversation, interaction=interaction,
-        feedback=feedback,
+        feedback=feedback, unrated=unrated,
     )
 
 

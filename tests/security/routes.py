@@ -73,6 +73,7 @@ SIGNUP = {"username": "dora", "password1": "a long passphrase 42!", "password2":
 
 ROUTES: dict[str, Route] = {
     "": Route("public", {"GET": ("/", None)}),
+    "favicon.ico": Route("public", {"GET": ("/favicon.ico", None)}),
     "accounts/signup/": Route(
         "public", {"GET": ("/accounts/signup/", None), "POST": ("/accounts/signup/", SIGNUP)}, throttle="signup"
     ),
@@ -147,13 +148,27 @@ ROUTES: dict[str, Route] = {
         "user", {"POST": ("/api/calibrate/choose/", CHOICE)},
         foreign=[("POST", "/api/calibrate/choose/", {**CHOICE, "round": 2, "vector_set": "{set}"})],
     ),
+    "api/conversations/": Route("user", {"GET": ("/api/conversations/", None)}),
+    "api/conversations/<int:pk>/": Route(
+        "user",
+        {
+            "GET": ("/api/conversations/{conversation}/", None),
+            "PATCH": ("/api/conversations/{conversation}/", {"title": "renamed"}),
+            "DELETE": ("/api/conversations/{conversation}/", {}),
+        },
+        foreign=[
+            ("GET", "/api/conversations/{conversation}/", None),
+            ("PATCH", "/api/conversations/{conversation}/", {"title": "bob's now"}),
+            ("DELETE", "/api/conversations/{conversation}/", None),
+        ],
+    ),
     "api/interactions/": Route("user", {"GET": ("/api/interactions/", None)}),
     "api/interactions/<int:pk>/": Route(
         "user", {"GET": ("/api/interactions/{interaction}/", None)},
         foreign=[("GET", "/api/interactions/{interaction}/", None)],
     ),
     "api/interactions/<int:pk>/feedback/": Route(
-        "user", {"POST": ("/api/interactions/{interaction}/feedback/", {"thumbs": 1})},
+        "user", {"POST": ("/api/interactions/{unrated}/feedback/", {"thumbs": 1})},
         foreign=[("POST", "/api/interactions/{interaction}/feedback/", {"thumbs": 1, "text": "more casual"})],
         throttle="chat",
     ),

@@ -33,14 +33,14 @@ from tests.security.routes import (
 pytestmark = pytest.mark.django_db
 
 # Function views whose methods cannot be read from a class.
-FUNCTION_VIEW_METHODS = {"": {"GET"}, "metrics": {"GET"}, "accounts/signup/": {"GET", "POST"}, "chat/": {"GET"},
+FUNCTION_VIEW_METHODS = {"": {"GET"}, "favicon.ico": {"GET"}, "metrics": {"GET"}, "accounts/signup/": {"GET", "POST"}, "chat/": {"GET"},
                          "chat/<int:conversation_id>/": {"GET"}, "profile/": {"GET"}}
 
 
 def values(world, tmp_path) -> dict:
     return {
         "set": world.private.pk, "shared": world.shared.pk, "update": world.update.pk,
-        "interaction": world.interaction.pk, "feedback": world.feedback.pk, "conversation": world.conversation.pk, "password": PASSWORD,
+        "interaction": world.interaction.pk, "unrated": world.unrated.pk, "feedback": world.feedback.pk, "conversation": world.conversation.pk, "password": PASSWORD,
         "vector_file": SimpleUploadedFile("v.safetensors", tiny_vector_file(tmp_path)),
         "gguf_file": SimpleUploadedFile("v.gguf", tiny_gguf_file(tmp_path)),
         "model": runtime.site_model_id(),

@@ -112,7 +112,8 @@ def test_it_shows_strengths_history_and_interactions_on_the_profile_page(client,
 
     assert "25 % Casual" in text
     assert text.count('class="history-entry') == 2
-    assert "0 % → 50 %" in text and "50 % → -25 %" in text
+    # Summaries as the chat page words them, never raw signed percentages (issue 27, item 8).
+    assert "Neutral → 50 % Formal" in text and "50 % Formal → 25 % Casual" in text
     assert "Slider" in text and "REST API" in text
     assert "alice asks about tea" in text
     assert "bob&#x27;s secret question" not in text and "bob's secret question" not in text

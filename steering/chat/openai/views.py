@@ -15,10 +15,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse, StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
 
+from steering.api import openai_schema
 from steering.api.authentication import StrictTokenAuthentication
 from steering.chat.openai import completions
 from steering.chat.openai import protocol as p
@@ -67,7 +67,7 @@ class OpenAIView(APIView):
 
 
 class ChatCompletionsView(ChatBudget, OpenAIView):
-    @extend_schema(exclude=True)  # OpenAI's own schema describes it; see docs/interop.md
+    @openai_schema.completions_schema
     async def post(self, request):
         try:
             raw = request.body
@@ -103,7 +103,7 @@ async def _sse(chunks):
 
 
 class ModelsView(OpenAIView):
-    @extend_schema(exclude=True)
+    @openai_schema.models_schema
     async def get(self, request):
         entries = await sync_to_async(completions.model_ids, thread_sensitive=False)(user=request.user)
         data = []
