@@ -320,20 +320,29 @@ def functional_range_from(
     min_relevance: float = 0.0,
     degenerate: dict[float, int] | None = None,
 ) -> tuple[float, bool]:
-    """The largest candidate such that it and every smaller one keep the answer: perplexity
+    """The largest candidate of the first run of candidates that keep the answer: perplexity
     within `max_ppl_ratio` × unsteered, relevance at least `min_relevance` and no answer made
-    degenerate. When even the smallest does not, the smallest, flagged: steering then stays
-    usable at its gentlest measured setting rather than silently switching off."""
+    degenerate. A failure after a pass ends the search (a larger candidate that dips back below
+    the bar is luck, not a safe setting). Failures below the first pass are skipped: at the
+    gentlest settings the answers barely change, and a few prompts' relevance is noisy there
+    (formality on SmolLM2: 0.85 at 0.005, 0.95 at 0.0075, 1.0 at 0.01, 0.70 at 0.0125), so they
+    must not pin the range to the floor; an empty (NaN) or degenerate answer is no noise and stops it. When no candidate passes, the smallest, flagged:
+    steering then stays usable at its gentlest measured setting rather than silently switching
+    off."""
     candidates = sorted(ratios)
     best = None
     for candidate in candidates:
         kept = (relevances or {}).get(candidate, 1.0)
         # NaN (no tokens, no similarity) fails too
-        if not (ratios[candidate] <= max_ppl_ratio and kept >= min_relevance):
+        passes = ratios[candidate] <= max_ppl_ratio and kept >= min_relevance
+        passes = passes and (degenerate or {}).get(candidate, 0) == 0
+        if passes:
+            best = candidate
+            continue
+        # No answer to measure (NaN) or a broken one is never noise: it ends the search.
+        broken = math.isnan(ratios[candidate]) or math.isnan(kept) or (degenerate or {}).get(candidate, 0) > 0
+        if best is not None or broken:
             break
-        if (degenerate or {}).get(candidate, 0) > 0:
-            break
-        best = candidate
     return (candidates[0], False) if best is None else (best, True)
 
 

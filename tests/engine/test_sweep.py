@@ -36,8 +36,18 @@ def test_the_range_stops_where_relevance_drops_or_an_answer_turns_degenerate_eve
     ratios = {0.01: 1.1, 0.02: 1.2, 0.04: 1.3}
     assert functional_range_from(ratios, 2.0, relevances={0.01: 0.97, 0.02: 0.85, 0.04: 0.95}, min_relevance=0.9) == (0.01, True)
     assert functional_range_from(ratios, 2.0, degenerate={0.01: 0, 0.02: 0, 0.04: 1}) == (0.02, True)
-    assert functional_range_from(ratios, 2.0, relevances={0.01: 0.5}, min_relevance=0.9) == (0.01, False)
+    # A miss at the gentlest setting only is skipped; none passing keeps the gentlest, flagged.
+    assert functional_range_from(ratios, 2.0, relevances={0.01: 0.5}, min_relevance=0.9) == (0.04, True)
+    assert functional_range_from(ratios, 2.0, relevances=dict.fromkeys(ratios, 0.5), min_relevance=0.9) == (0.01, False)
     assert functional_range_from(ratios, 2.0, relevances={0.01: math.nan}, min_relevance=0.9) == (0.01, False)
+
+
+def test_noisy_failures_below_the_first_pass_do_not_pin_the_range_to_the_floor():
+    # Formality on SmolLM2 (admin preview's set): the gentlest step failed by noise, the next two
+    # passed, then relevance really fell. Before, the search kept the floor and −1 read as 0.
+    ratios = {0.005: 1.13, 0.0075: 1.31, 0.01: 1.47, 0.0125: 1.61, 0.015: 1.93}
+    relevances = {0.005: 0.85, 0.0075: 0.95, 0.01: 1.0, 0.0125: 0.7, 0.015: 0.95}
+    assert functional_range_from(ratios, 2.0, relevances=relevances, min_relevance=0.9) == (0.01, True)
 
 
 def test_the_real_model_search_stops_where_the_answers_stop_answering(smollm):
