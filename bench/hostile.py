@@ -90,6 +90,7 @@ class Target:
         self.url, self.token, self.pid, self.user, self.password = url.rstrip("/"), token, pid, user, password
         parsed = urllib.parse.urlsplit(self.url)
         self.host, self.port = parsed.hostname, parsed.port or 80
+        self.own_set: int | None = None  # a ready set of the served model (run_all finds it)
 
     def restart(self) -> None:
         """Start the server again after a runaway case (only for a server this script started)."""
@@ -257,13 +258,53 @@ class Outcome:
     expected: bool  # the answer the issue asks for (a 4xx, a refusal), apart from the bounds
     note: str = ""
     cpu_judged: bool = True  # False where the CPU is the budget's own password checks
+    note_full: bytes = b""
+    after: object = None  # a check of the answer, run once the case's CPU and RSS are read
 
 
 def import_gguf(target: Target, content: bytes, timeout: float) -> Outcome:
     body, kind = multipart({"name": f"hostile-{uuid.uuid4().hex[:8]}", "dimension": "hostile"}, "x.gguf", content)
     status, answer = http(target, "POST", "/api/vector-sets/import-gguf/", body=body, timeout=timeout,
                           headers={"Authorization": f"Token {target.token}", "Content-Type": kind})
-    return Outcome(str(status), 400 <= status < 500, answer[:120].decode(errors="replace"))
+    return Outcome(str(status), 400 <= status < 500, answer[:120].decode(errors="replace"), note_full=answer)
+
+
+def exported_norms(target: Target, vector_set_id: int, timeout: float) -> dict[int, float]:
+    """The norm per block of what a set adds at strength 1, from its GGUF export."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    status, content = http(target, "GET", f"/api/vector-sets/{vector_set_id}/export.gguf?strength=1", timeout=timeout,
+                           headers={"Authorization": f"Token {target.token}"})
+    if status != 200:
+        raise RuntimeError(f"exporting vector set {vector_set_id}: {status} {content[:120]!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "export.gguf"
+        path.write_bytes(content)
+        return {int(t.name.split(".")[1]): float(np.linalg.norm(np.asarray(t.data, dtype=np.float64)))
+                for t in GGUFReader(path).tensors if t.name.startswith("direction.")}
+
+
+def import_huge_values(target: Target, content: bytes, timeout: float) -> Outcome:
+    """Issue 23 item 4: a SteerLab file's values of 1e15 are accepted (201), but the set adds
+    only what this server's residual norms allow at the file's range: per block, about the norm
+    of the bench's own set at the same range (0.02). The server measures its norms on other
+    prompts than the set's extraction, which differ by under 10 %; 1e15 would be 10^14 times.
+    Checked from both sets' GGUF exports after the measured import."""
+    outcome = import_gguf(target, content, timeout)
+    if outcome.status != "201":
+        return Outcome(outcome.status, False, outcome.note)
+
+    def check() -> Outcome:
+        imported = exported_norms(target, json.loads(outcome.note_full)["id"], timeout)
+        own = exported_norms(target, target.own_set, timeout) if target.own_set else {}
+        ratios = [imported[layer] / own[layer] for layer in sorted(set(imported) & set(own))]
+        fits = bool(ratios) and all(0.8 < r < 1.25 for r in ratios)
+        return Outcome(outcome.status, fits,
+                       f"adds ≤ {max(imported.values()):.3g} per block: {min(ratios, default=0):.2f}–"
+                       f"{max(ratios, default=0):.2f} × the server's own set on {len(ratios)} shared blocks")
+
+    return Outcome(outcome.status, False, outcome.note, after=check)
 
 
 def v1_chat(target: Target, body: bytes, timeout: float) -> Outcome:
@@ -339,9 +380,11 @@ def cases(target: Target, model: str, hidden: int, layers: int):
         ("v1: body over the cap, Content-Length (64 MiB)", lambda t, _: oversized(target, over, chunked=False), None),
         ("v1: body over the cap, chunked (64 MiB)", lambda t, _: oversized(target, over, chunked=True), None),
         ("v1: 2500 empty messages", lambda t, _: v1_chat(target, empty, t), None),
+        ("gguf: steerlab file, range 5.0", lambda t, _, content=gguf_steerlab(
+            model, hidden, layers, functional_range=5.0, value=0.01): import_gguf(target, content, t), None),
+        ("gguf: steerlab file, values 1e15 → server norms", lambda t, _, content=gguf_steerlab(
+            model, hidden, layers, functional_range=0.02, value=1e15): import_huge_values(target, content, t), None),
         *[(f"gguf: {name}", lambda t, _, content=content: import_gguf(target, content, t), None) for name, content in [
-            ("steerlab file, range 5.0", gguf_steerlab(model, hidden, layers, functional_range=5.0, value=0.01)),
-            ("steerlab file, values 1e15", gguf_steerlab(model, hidden, layers, functional_range=0.02, value=1e15)),
             ("1 MB, 1M-uint8 metadata array", gguf_metadata_array(UINT8, 1_000_000)),
             ("8 MB, 1M-string metadata array", gguf_metadata_array(STRING, 1_000_000)),
             ("4 MB, 2000 aliased tensors", gguf_aliased_tensors()),
@@ -367,6 +410,8 @@ def run_case(target: Target, name: str, attack, setup, *, timeout: float, guard_
     time.sleep(0.5)  # what the server still does once the client has its answer
     cpu, growth = meter.stop()
     outcome = result[0] if result else Outcome("TIMEOUT", False, f"no answer within {timeout:.0f} s")
+    if outcome.after:
+        outcome = _attempt(lambda _: outcome.after(), timeout)
     if meter.killed:
         outcome = Outcome(outcome.status, False, f"server killed: RSS grew past {guard_mib:.0f} MiB; " + outcome.note)
     within = growth <= RSS_BOUND_MIB and (cpu <= CPU_BOUND_S or not outcome.cpu_judged)
@@ -424,6 +469,10 @@ def run_all(target: Target, args) -> int:
     if len(listed) < 2:
         print("warning: /v1/models lists no ready vector set for the served model; /v1 refuses every chat "
               "before reading its messages, so the message-list case cannot pass (see --vectors)")
+    status, body = http(target, "GET", "/api/vector-sets/", headers={"Authorization": f"Token {target.token}"}, timeout=30)
+    sets = json.loads(body) if status == 200 else []
+    sets = sets.get("results", []) if isinstance(sets, dict) else sets
+    target.own_set = next((vs["id"] for vs in sets if vs.get("status") == "ready" and vs.get("model_id") == model), None)
     selected = [case for case in cases(target, model, args.hidden_size, args.layers) if args.only in case[0]]
     passed = sum(run_case(target, *case, timeout=args.timeout, guard_mib=args.guard_mib, last=n == len(selected) - 1)
                  for n, case in enumerate(selected))
