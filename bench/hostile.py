@@ -14,6 +14,16 @@ the server is killed and started again before the next case (a runaway server is
 once when its RSS grows past --guard-mib, default 1500). The server is killed at the end. With
 --url, CPU and RSS are read only when --pid names the server's process on this machine, and
 nothing is restarted.
+
+The /v1 message-list case needs a ready vector set for the served model, or /v1 refuses every
+chat before it reads the messages, and the case would pass for the wrong reason. The bench
+registers one before the server starts (the first line of its output says which way):
+`--vectors cache` (the default) registers var/bench/hostile-vectors-<model>.safetensors with
+`manage.py load_vectors`, computing it first when it is missing (`manage.py compute_vectors
+--preference formality` with STEERLAB_RANGE_SEARCH=0: one shipped dimension, no functional-range
+search, which none of the cases exercise; minutes, not the quarter of an hour that the default
+set's bootstrap took on a loaded machine); `--vectors bootstrap` runs `manage.py bootstrap`
+(the default six-dimension set, range search included: slow); `--vectors none` registers none.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import struct
@@ -49,6 +60,7 @@ from bench.server import BenchServer  # noqa: E402
 MIB = 1024 * 1024
 RSS_BOUND_MIB, CPU_BOUND_S = 50, 2.0
 PASSWORD = "hostile-bench-passphrase-42"
+VECTOR_CACHE = ROOT / "var" / "bench"  # ignored by git
 
 # The case's server: DEBUG off as compose runs it; budgets as production's defaults, except the
 # per-address log-in budget (every case here comes from 127.0.0.1, and the per-account cases must
@@ -78,6 +90,7 @@ class Target:
         self.url, self.token, self.pid, self.user, self.password = url.rstrip("/"), token, pid, user, password
         parsed = urllib.parse.urlsplit(self.url)
         self.host, self.port = parsed.hostname, parsed.port or 80
+        self.own_set: int | None = None  # a ready set of the served model (run_all finds it)
 
     def restart(self) -> None:
         """Start the server again after a runaway case (only for a server this script started)."""
@@ -245,20 +258,60 @@ class Outcome:
     expected: bool  # the answer the issue asks for (a 4xx, a refusal), apart from the bounds
     note: str = ""
     cpu_judged: bool = True  # False where the CPU is the budget's own password checks
+    note_full: bytes = b""
+    after: object = None  # a check of the answer, run once the case's CPU and RSS are read
 
 
 def import_gguf(target: Target, content: bytes, timeout: float) -> Outcome:
     body, kind = multipart({"name": f"hostile-{uuid.uuid4().hex[:8]}", "dimension": "hostile"}, "x.gguf", content)
     status, answer = http(target, "POST", "/api/vector-sets/import-gguf/", body=body, timeout=timeout,
                           headers={"Authorization": f"Token {target.token}", "Content-Type": kind})
-    return Outcome(str(status), 400 <= status < 500, answer[:120].decode(errors="replace"))
+    return Outcome(str(status), 400 <= status < 500, answer[:120].decode(errors="replace"), note_full=answer)
+
+
+def exported_norms(target: Target, vector_set_id: int, timeout: float) -> dict[int, float]:
+    """The norm per block of what a set adds at strength 1, from its GGUF export."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    status, content = http(target, "GET", f"/api/vector-sets/{vector_set_id}/export.gguf?strength=1", timeout=timeout,
+                           headers={"Authorization": f"Token {target.token}"})
+    if status != 200:
+        raise RuntimeError(f"exporting vector set {vector_set_id}: {status} {content[:120]!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "export.gguf"
+        path.write_bytes(content)
+        return {int(t.name.split(".")[1]): float(np.linalg.norm(np.asarray(t.data, dtype=np.float64)))
+                for t in GGUFReader(path).tensors if t.name.startswith("direction.")}
+
+
+def import_huge_values(target: Target, content: bytes, timeout: float) -> Outcome:
+    """Issue 23 item 4: a SteerLab file's values of 1e15 are accepted (201), but the set adds
+    only what this server's residual norms allow at the file's range: per block, about the norm
+    of the bench's own set at the same range (0.02). The server measures its norms on other
+    prompts than the set's extraction, which differ by under 10 %; 1e15 would be 10^14 times.
+    Checked from both sets' GGUF exports after the measured import."""
+    outcome = import_gguf(target, content, timeout)
+    if outcome.status != "201":
+        return Outcome(outcome.status, False, outcome.note)
+
+    def check() -> Outcome:
+        imported = exported_norms(target, json.loads(outcome.note_full)["id"], timeout)
+        own = exported_norms(target, target.own_set, timeout) if target.own_set else {}
+        ratios = [imported[layer] / own[layer] for layer in sorted(set(imported) & set(own))]
+        fits = bool(ratios) and all(0.8 < r < 1.25 for r in ratios)
+        return Outcome(outcome.status, fits,
+                       f"adds ≤ {max(imported.values()):.3g} per block: {min(ratios, default=0):.2f}–"
+                       f"{max(ratios, default=0):.2f} × the server's own set on {len(ratios)} shared blocks")
+
+    return Outcome(outcome.status, False, outcome.note, after=check)
 
 
 def v1_chat(target: Target, body: bytes, timeout: float) -> Outcome:
     status, answer = http(target, "POST", "/v1/chat/completions", body=body, timeout=timeout,
                           headers={"Authorization": f"Bearer {target.token}", "Content-Type": "application/json"})
     shaped = answer.startswith(b"{") and b'"error"' in answer
-    # A refusal for want of a vector set says nothing about the input: run with --bootstrap.
+    # A refusal for want of a vector set says nothing about the input (see --vectors).
     return Outcome(str(status), status == 400 and shaped and b"vector set" not in answer, answer[:120].decode(errors="replace"))
 
 
@@ -327,9 +380,11 @@ def cases(target: Target, model: str, hidden: int, layers: int):
         ("v1: body over the cap, Content-Length (64 MiB)", lambda t, _: oversized(target, over, chunked=False), None),
         ("v1: body over the cap, chunked (64 MiB)", lambda t, _: oversized(target, over, chunked=True), None),
         ("v1: 2500 empty messages", lambda t, _: v1_chat(target, empty, t), None),
+        ("gguf: steerlab file, range 5.0", lambda t, _, content=gguf_steerlab(
+            model, hidden, layers, functional_range=5.0, value=0.01): import_gguf(target, content, t), None),
+        ("gguf: steerlab file, values 1e15 → server norms", lambda t, _, content=gguf_steerlab(
+            model, hidden, layers, functional_range=0.02, value=1e15): import_huge_values(target, content, t), None),
         *[(f"gguf: {name}", lambda t, _, content=content: import_gguf(target, content, t), None) for name, content in [
-            ("steerlab file, range 5.0", gguf_steerlab(model, hidden, layers, functional_range=5.0, value=0.01)),
-            ("steerlab file, values 1e15", gguf_steerlab(model, hidden, layers, functional_range=0.02, value=1e15)),
             ("1 MB, 1M-uint8 metadata array", gguf_metadata_array(UINT8, 1_000_000)),
             ("8 MB, 1M-string metadata array", gguf_metadata_array(STRING, 1_000_000)),
             ("4 MB, 2000 aliased tensors", gguf_aliased_tensors()),
@@ -355,6 +410,8 @@ def run_case(target: Target, name: str, attack, setup, *, timeout: float, guard_
     time.sleep(0.5)  # what the server still does once the client has its answer
     cpu, growth = meter.stop()
     outcome = result[0] if result else Outcome("TIMEOUT", False, f"no answer within {timeout:.0f} s")
+    if outcome.after:
+        outcome = _attempt(lambda _: outcome.after(), timeout)
     if meter.killed:
         outcome = Outcome(outcome.status, False, f"server killed: RSS grew past {guard_mib:.0f} MiB; " + outcome.note)
     within = growth <= RSS_BOUND_MIB and (cpu <= CPU_BOUND_S or not outcome.cpu_judged)
@@ -381,8 +438,9 @@ def main() -> int:
     parser.add_argument("--pid", type=int, help="with --url: the server's process id, for CPU and RSS")
     parser.add_argument("--user", help="with --url: an account to attack (it gets locked out)")
     parser.add_argument("--password", help="with --url: its password")
-    parser.add_argument("--bootstrap", action="store_true",
-                        help="compute the default vector sets first (slow), which /v1 needs to answer at all")
+    parser.add_argument("--vectors", choices=("cache", "bootstrap", "none"), default="cache",
+                        help="how the server gets the ready vector set /v1 needs: load_vectors from a cached file, "
+                        "computed once without the range search (default); bootstrap's default set (slow); none")
     parser.add_argument("--only", default="", help="run the cases whose name contains this")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per case (default 20)")
     parser.add_argument("--guard-mib", type=float, default=1500.0, help="kill a server growing past this (MiB)")
@@ -397,15 +455,24 @@ def main() -> int:
     if args.url:
         target = Target(args.url, args.token, args.pid, args.user, args.password)
         return run_all(target, args)
-    with BenchServerForHostile(users=1, env=SERVER_ENV, bootstrap=args.bootstrap) as server:
+    with BenchServerForHostile(users=1, env=SERVER_ENV, vectors=args.vectors) as server:
         settings = {k: v for k, v in server.env.items() if k in SERVER_ENV and k != "SECRET_KEY"}
         print(f"server: daphne as compose.yaml runs it, pid {server.pid}, {settings}, other settings default")
+        print(f"vector set: {server.vectors_note}")
         return run_all(LocalTarget(server), args)
 
 
 def run_all(target: Target, args) -> int:
     status, body = http(target, "GET", "/v1/models", headers={"Authorization": f"Bearer {target.token}"}, timeout=30)
-    model = json.loads(body)["data"][0]["id"] if status == 200 else "steerlab"
+    listed = [entry["id"] for entry in json.loads(body)["data"]] if status == 200 else []
+    model = listed[0] if listed else "steerlab"
+    if len(listed) < 2:
+        print("warning: /v1/models lists no ready vector set for the served model; /v1 refuses every chat "
+              "before reading its messages, so the message-list case cannot pass (see --vectors)")
+    status, body = http(target, "GET", "/api/vector-sets/", headers={"Authorization": f"Token {target.token}"}, timeout=30)
+    sets = json.loads(body) if status == 200 else []
+    sets = sets.get("results", []) if isinstance(sets, dict) else sets
+    target.own_set = next((vs["id"] for vs in sets if vs.get("status") == "ready" and vs.get("model_id") == model), None)
     selected = [case for case in cases(target, model, args.hidden_size, args.layers) if args.only in case[0]]
     passed = sum(run_case(target, *case, timeout=args.timeout, guard_mib=args.guard_mib, last=n == len(selected) - 1)
                  for n, case in enumerate(selected))
@@ -414,8 +481,12 @@ def run_all(target: Target, args) -> int:
 
 
 class BenchServerForHostile(BenchServer):
-    """BenchServer with the accounts the log-in cases attack, and without the bootstrap's vector
-    computation unless asked (only the /v1 message-list case needs a vector set)."""
+    """BenchServer with the accounts the log-in cases attack, and the ready vector set that the
+    /v1 message-list case needs, got the way `vectors` says (the module's docstring)."""
+
+    def __init__(self, *, vectors: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.vectors, self.vectors_note = vectors, "none registered (--vectors none)"
 
     def __enter__(self) -> BenchServerForHostile:
         try:
@@ -427,16 +498,39 @@ class BenchServerForHostile(BenchServer):
     def wait_healthy(self, timeout: float = 900) -> None:
         super().wait_healthy(timeout)  # the model loads slowly on a shared machine
 
-    def __init__(self, *, bootstrap: bool, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.bootstrap = bootstrap
-
     def manage(self, *args: str) -> str:
-        if args[:1] == ("bootstrap",) and not self.bootstrap:
-            return ""
+        if args[:1] == ("bootstrap",):
+            return self.register_vectors()
         if args[:1] == ("shell",) and "USERS=" in args[-1]:
             args = (*args[:-1], args[-1] + MAKE_ACCOUNTS)
         return super().manage(*args)
+
+    def register_vectors(self) -> str:
+        started = time.monotonic()
+        if self.vectors == "bootstrap":
+            out = super().manage("bootstrap")
+            self.vectors_note = f"manage.py bootstrap's default set, range search included ({time.monotonic() - started:.0f} s)"
+            return out
+        if self.vectors == "none":
+            return ""
+        model = self.env.get("STEERLAB_MODEL") or "embedded"
+        cached = VECTOR_CACHE / f"hostile-vectors-{re.sub(r'[^A-Za-z0-9.-]+', '_', model)}.safetensors"
+        if cached.is_file():
+            out = super().manage("load_vectors", str(cached), "--name", "hostile bench")
+            how = "manage.py load_vectors"
+        else:
+            VECTOR_CACHE.mkdir(parents=True, exist_ok=True)
+            saved_env = self.env
+            self.env = {**saved_env, "STEERLAB_RANGE_SEARCH": "0"}
+            try:
+                out = super().manage("compute_vectors", "--preference", "formality", "--name", "hostile bench",
+                                     "--output", str(cached))
+            finally:
+                self.env = saved_env
+            how = "computed by manage.py compute_vectors --preference formality with STEERLAB_RANGE_SEARCH=0, saved to"
+        self.vectors_note = (f"{how} {cached.relative_to(ROOT) if cached.is_relative_to(ROOT) else cached} "
+                             f"({time.monotonic() - started:.0f} s)")
+        return out
 
 
 if __name__ == "__main__":
