@@ -18,7 +18,11 @@ FROM ${BASE_IMAGE}
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# glibc gives each thread that allocates its own malloc arena and rarely hands one back: one 8 MiB
+# multipart upload, parsed on Django's thread pool, grew daphne's RSS by about 90 MiB with the
+# default arena count and by about 30 MiB with two (bench/hostile.py, docs/security.md).
+ENV MALLOC_ARENA_MAX=2 \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -273,7 +273,8 @@ STEERLAB_UPLOAD_MAX_DIMENSIONS = env_int("STEERLAB_UPLOAD_MAX_DIMENSIONS", 32, m
 # GGUF control vectors from users are read by a strict reader (steering/engine/ggufread.py) in a
 # child process: the file's size, and the child's wall time and address space. Other bounds
 # (tensors: the model's layer count; metadata counts and lengths) are fixed in GgufLimits.
-STEERLAB_GGUF_MAX_BYTES = env_int("STEERLAB_GGUF_MAX_BYTES", 16 * 1024 * 1024, minimum=1024)
+# A 70B model's control vector is 2.6 MB; an upload declaring more is refused before its form is parsed.
+STEERLAB_GGUF_MAX_BYTES = env_int("STEERLAB_GGUF_MAX_BYTES", 4 * 1024 * 1024, minimum=1024)
 STEERLAB_GGUF_READ_TIMEOUT = env_float("STEERLAB_GGUF_READ_TIMEOUT", 10.0, minimum=0.5)
 STEERLAB_GGUF_READ_MEMORY_BYTES = env_int("STEERLAB_GGUF_READ_MEMORY_BYTES", 256 * 1024 * 1024, minimum=32 * 1024 * 1024)
 

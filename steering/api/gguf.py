@@ -8,6 +8,7 @@ import math
 import tempfile
 from pathlib import Path
 
+from django.conf import settings
 from django.http import HttpResponse
 from django.utils.http import content_disposition_header
 from django.shortcuts import get_object_or_404
@@ -86,7 +87,7 @@ class VectorSetImportGgufView(APIView):
                               400: OpenApiResponse(description="A file refused (the reason under `file`), "
                                                    "or the set quota reached (`detail`); nothing is stored.")})
     def post(self, request):
-        refused = upload_refused(request)
+        refused = upload_refused(request, limit=settings.STEERLAB_GGUF_MAX_BYTES)
         if refused is not None:
             return refused
         form = GgufImportSerializer(data=request.data)

@@ -34,7 +34,10 @@ def media_files(settings) -> list:
 
 
 @pytest.fixture
-def hostile_files(tmp_path):
+def hostile_files(tmp_path, settings):
+    # The 4 and 8 MiB files are over the default size limit, which now refuses them before
+    # their form is parsed; with room for them, they reach the reader and its bounds.
+    settings.STEERLAB_GGUF_MAX_BYTES = 16 * 1024 * 1024
     files = {}
     for name, make in HOSTILE.items():
         files[name] = tmp_path / f"{name}.gguf"
@@ -78,4 +81,14 @@ def test_a_file_over_the_gguf_size_limit_is_refused_by_its_size(tiny_site, as_al
     response = as_alice.post("/api/vector-sets/import-gguf/", {
         "name": "big", "file": upload(b"GGUF" + b"\0" * 10_000), "dimension": "mood"}, format="multipart")
     assert response.status_code == 400 and "over 4096 bytes" in str(response.json()["file"])
+    assert not VectorSet.objects.exists()
+
+
+def test_an_upload_declaring_more_than_the_gguf_limit_is_refused_before_its_form_is_read(tiny_site, as_alice, settings):
+    # The 8 MiB hostile file grew the live server by 60–90 MiB in multipart parsing alone: a
+    # declared length over the GGUF limit (plus the form's overhead) is refused first, 413.
+    settings.STEERLAB_GGUF_MAX_BYTES = 4096
+    response = as_alice.post("/api/vector-sets/import-gguf/", {
+        "name": "big", "file": upload(b"GGUF" + b"\0" * 200_000), "dimension": "mood"}, format="multipart")
+    assert response.status_code == 413 and "limited to 4096 bytes" in response.json()["detail"]
     assert not VectorSet.objects.exists()
