@@ -69,7 +69,7 @@ def test_it_calibrates_on_a_named_vector_set(as_alice, alice, shared_set, alices
     [
         ({"choice": "c"}, "choice", "not a valid choice"),
         ({"low": 0.5, "high": 0.5}, "low", "less than high"),
-        ({"low": -1.5}, "low", "greater than or equal to -1"),
+        ({"low": -1.5}, "low", "between -1 and 1"),
         ({"high": "nan"}, "high", "valid number"),
         ({"rounds": 6}, "rounds", "less than or equal to 5"),
         ({"rounds": 0}, "rounds", "greater than or equal to 1"),

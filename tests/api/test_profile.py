@@ -34,7 +34,7 @@ def test_put_replaces_every_strength(as_alice, shared_set):
 @pytest.mark.parametrize(
     "strengths, message",
     [
-        ({"formality": 1.5}, "less than or equal to 1"),
+        ({"formality": 1.5}, "between -1 and 1"),
         ({"formality": "nan"}, "valid number"),
         ({"formality": "-inf"}, "valid number"),
         ({"formality": True}, "valid number"),

@@ -150,7 +150,7 @@ def test_staff_start_an_evaluation_from_the_admin_and_see_its_report_and_plot(
     bad = client.post(url, {"dimension": ready_set.dimensions.get().pk, "strengths": "5", "prompts": 2, "max_new_tokens": 5})
     assert "between -1 and 1" in bad.content.decode() and not Evaluation.objects.exists()
     with pytest.MonkeyPatch.context() as patch, django_capture_on_commit_callbacks(execute=True):
-        patch.setattr(evaluations.data, "neutral_prompts", lambda: ["Hi there", "What is tea?", "x"])
+        patch.setattr(evaluations.catalog, "neutral_prompts", lambda: ["Hi there", "What is tea?", "x"])
         response = client.post(
             url, {"dimension": ready_set.dimensions.get().pk, "strengths": "-1, 1", "prompts": 2, "max_new_tokens": 5}
         )
