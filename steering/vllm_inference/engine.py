@@ -123,6 +123,9 @@ class VllmScheduler(Admission):
         self.installation = spec["installation"]
         self.table = self.installation.table
         self._live: dict[str, _Live] = {}  # vLLM request id → request, touched under the lock
+        # Taken from the queue but not yet in _live (vLLM's add_request runs outside the lock):
+        # still counted, or a user's second request slips past max_per_user in between.
+        self._admitting: list[Ticket] = []
         self._start_thread(name)
 
     # -- the callers' side (as Scheduler) ---------------------------------------------------
@@ -145,7 +148,7 @@ class VllmScheduler(Admission):
         return ticket
 
     def _running_tickets(self) -> list[Ticket]:
-        return [live.ticket for live in self._live.values() if live is not None]
+        return [live.ticket for live in self._live.values() if live is not None] + self._admitting
 
     def _cancel(self, ticket: Ticket) -> None:
         with self._lock:
@@ -211,6 +214,7 @@ class VllmScheduler(Admission):
                     ticket.push(TokenEvent(ticket.key, "", None, "error", error=str(exc), fault="request"))
                     continue
             self._waiting.popleft()
+            self._admitting.append(ticket)
             admitted.append((ticket, row))
         return admitted
 
@@ -250,11 +254,13 @@ class VllmScheduler(Admission):
             self.table.free(row)
             with self._lock:
                 self._live.pop(request_id, None)
+                self._admitting.remove(ticket)
             fault = "request" if isinstance(exc, ValueError) else "server"
             ticket.push(TokenEvent(ticket.key, "", None, "error", error=f"{type(exc).__name__}: {exc}", fault=fault))
             return
         with self._lock:
             self._live[request_id] = _Live(ticket, request_id, row, detok, budget)
+            self._admitting.remove(ticket)
         self._counts["prefills"] += 1
 
     def _abort_cancelled(self) -> None:
