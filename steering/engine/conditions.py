@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -59,6 +59,14 @@ class ConditionalSteering:
 
     dimensions: dict[str, tuple[Condition, dict[int, torch.Tensor]]]
     decision: dict[str, DimensionDecision] | None = None
+    # The vector set's joint budget (SteeringVectors.within_budget), applied to the final sum.
+    budget: Callable[[dict[int, torch.Tensor]], dict[int, torch.Tensor]] | None = None
+
+    def total(self, always: dict[int, torch.Tensor], applied: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The request's whole addition: its style steering plus the topical deltas that apply,
+        within the budget."""
+        summed = add_deltas(always, applied)
+        return self.budget(summed) if self.budget is not None else summed
 
     @property
     def layers(self) -> set[int]:

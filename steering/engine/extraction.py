@@ -227,6 +227,7 @@ def compute_vectors(
     labels: dict[str, list[str]] | None = None,
     batch_size: int = 16,
     progress: Progress | None = None,
+    steer_prompt: bool = False,
 ) -> SteeringVectors:
     """Steering vectors for each dimension from (positive, negative) example texts.
 
@@ -236,7 +237,8 @@ def compute_vectors(
     held-out data (`layer_score`), kept as `layer_scores`. The steered layers are `layers`
     if given, else the `top_k` best-scoring layers (mean score over dimensions) if given,
     else the middle half. `progress(done, total)` is called after each batch, counted over
-    all dimensions."""
+    all dimensions. `steer_prompt` (see SteeringVectors): a new set steers only the answer,
+    which keeps far more of it on the question at the same Effect (docs/evaluation.md)."""
     if method not in DIRECTIONS:
         raise ValueError(f"Unknown extraction method {method!r}; use one of {', '.join(DIRECTIONS)}")
     if layers is not None and top_k is not None:
@@ -281,6 +283,7 @@ def compute_vectors(
         read=read,
         labels=labels or {},
         layer_scores=scores,
+        steer_prompt=steer_prompt,
     )
 
 

@@ -20,7 +20,6 @@ import torch
 
 from .cache_merge import cache_is_joinable, joined_layer, pad_columns, trim_layer
 from .condition_reading import decide
-from .conditions import add_deltas
 from .detokenizer import Detokenizer
 from .extraction import pad_left
 from .hooks import RowSteering, SteeringHooks
@@ -85,7 +84,10 @@ class DecodeBatch:
         if (any(steered) or conditional) and hooks is None:
             raise ValueError("Steered requests need SteeringHooks")
         if conditional:
-            steered = [add_deltas(s, applied) for s, applied in zip(steered, decide(loaded, hooks, requests))]
+            steered = [
+                s if r.conditions is None else r.conditions.total(s, applied)
+                for s, r, applied in zip(steered, requests, decide(loaded, hooks, requests))
+            ]
         self.steering = RowSteering.from_rows(steered, dtype=loaded.dtype, device=device)
         self.input_ids, self.mask, positions = pad_left(
             [r.prompt_ids + r.generated_ids for r in requests], loaded.pad_id, device
@@ -119,8 +121,11 @@ class DecodeBatch:
         left, on a cache whose layout `merge` knows."""
         return not self.done and not self.prefilling and cache_is_joinable(self.cache)
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        context = self.hooks.active(self.steering) if self.hooks is not None else nullcontext()
+    def _forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, columns: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        steering = self.steering.on_columns(columns) if self.steering is not None else None
+        context = self.hooks.active(steering) if self.hooks is not None else nullcontext()
         with context:
             out = self.loaded.model(
                 input_ids=input_ids,
@@ -144,7 +149,11 @@ class DecodeBatch:
         else:
             start, width = self._prefilled, self.input_ids.shape[1]
             stop = min(width, start + self._chunk_columns)
-            logits = self._forward(self.input_ids[:, start:stop], self.mask[:, :stop], self._positions[:, start:stop])
+            columns = self._prompt_columns(width)
+            logits = self._forward(
+                self.input_ids[:, start:stop], self.mask[:, :stop], self._positions[:, start:stop],
+                None if columns is None else columns[:, start:stop],
+            )
             if stop < width:
                 self._prefilled = stop
                 return self._cancelled_while_prefilling()
@@ -182,6 +191,18 @@ class DecodeBatch:
             next_tokens.append(token)
         self._advance(keep, next_tokens)
         return events
+
+    def _prompt_columns(self, width: int) -> torch.Tensor | None:
+        """[rows, width] weights of the prefill's columns, when a steered row steers only its
+        answer: 1 from its last prompt column on (a resumed answer's tokens were steered when
+        they were generated), 0 before; 1 everywhere for the other rows. None when all steer all."""
+        if self.steering is None or all(row.request.steer_prompt for row in self.rows):
+            return None
+        columns = torch.ones(len(self.rows), width)
+        for i, row in enumerate(self.rows):
+            if not row.request.steer_prompt:
+                columns[i, : width - len(row.request.generated_ids) - 1] = 0.0
+        return columns
 
     def _cancelled_while_prefilling(self) -> list[TokenEvent]:
         # A row cancelled between two prefill chunks leaves now rather than after the prompt.

@@ -27,6 +27,9 @@ class RowSteering:
     A layer absent from `deltas` gets nothing; so does a row whose delta is all zeros."""
 
     deltas: dict[int, torch.Tensor]
+    # For one pass only: [batch, columns] weights of each row's delta per position (a prefill
+    # that steers only some of its columns); None adds each row's delta at every position.
+    columns: torch.Tensor | None = None
 
     @classmethod
     def from_rows(
@@ -50,7 +53,15 @@ class RowSteering:
     def select(self, rows: torch.Tensor | list[int]) -> RowSteering:
         """The same steering for a subset of the batch rows (finished rows dropped)."""
         index = torch.as_tensor(rows, dtype=torch.long)
-        return RowSteering({layer: d[index.to(d.device)] for layer, d in self.deltas.items()})
+        columns = None if self.columns is None else self.columns[index.to(self.columns.device)]
+        return RowSteering({layer: d[index.to(d.device)] for layer, d in self.deltas.items()}, columns)
+
+    def on_columns(self, columns: torch.Tensor | None) -> RowSteering:
+        """This steering weighted per position for one pass (see `columns`)."""
+        if columns is None:
+            return self
+        sample = next(iter(self.deltas.values()))
+        return RowSteering(self.deltas, columns.to(device=sample.device, dtype=sample.dtype))
 
 
 # The steering active in this context, with the hooks it was activated on: a model may carry
@@ -133,7 +144,10 @@ class SteeringHooks:
                     f"Steering has {delta.shape[0]} rows but the batch at layer {index} has {hidden.shape[0]}"
                 )
             self.fired[index] += 1
-            steered = hidden + delta[:, None, :]
+            if steering.columns is None:
+                steered = hidden + delta[:, None, :]
+            else:
+                steered = hidden + delta[:, None, :] * steering.columns[..., None]
             if observer is not None:
                 observer(steered)
             return (steered, *output[1:]) if isinstance(output, tuple) else steered

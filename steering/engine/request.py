@@ -8,10 +8,14 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from .conditions import ConditionalSteering
+
+if TYPE_CHECKING:
+    from .vectorfile import SteeringVectors
 
 MAX_NEW_TOKENS_LIMIT = 4096
 
@@ -110,6 +114,11 @@ class GenerationRequest:
     # Topical dimensions, applied only if the prompt is about them (the engine records its
     # decision on this object, before the prefill); `steering` is then the rest.
     conditions: ConditionalSteering | None = None
+    # False: the prompt's positions are read unsteered and only the answer is steered (from the
+    # last prompt position, whose output is the first answer token, on): the model reads the
+    # question as asked, so the answer still answers it (issue 24's "steer only the generated
+    # tokens"; SteeringVectors.steer_prompt). A resumed answer's tokens are steered, as they were.
+    steer_prompt: bool = True
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -132,3 +141,20 @@ class TokenEvent:
     # With finish "error": "request" when the row's own input caused it (its steering or
     # parameters), "server" otherwise; callers answer the first 4xx, the second 5xx.
     fault: str | None = None
+
+
+def steered_request(
+    vectors: SteeringVectors, prompt_ids: Sequence[int], preferences: dict[str, float], *,
+    topical: dict[str, float | None] | None = None, params: GenerationParams | None = None,
+    generated_ids: Sequence[int] = (),
+) -> GenerationRequest:
+    """One generation steered by `preferences` as the set `vectors` serves it: its topical
+    dimensions (name → threshold, None: the calibrated one) conditional, the sum within its
+    joint budget, the prompt steered or not. The site and the evaluations build their requests
+    here, so a benchmark measures what users get."""
+    steering, conditions = vectors.conditional_deltas(preferences, topical or {})
+    return GenerationRequest(
+        prompt_ids=list(prompt_ids), params=params or GenerationParams(), steering=steering,
+        conditions=conditions, generated_ids=list(generated_ids), steer_prompt=vectors.steer_prompt,
+    )
+

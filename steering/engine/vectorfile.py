@@ -34,6 +34,7 @@ import torch
 from safetensors import SafetensorError
 
 from .conditions import Condition, ConditionalSteering
+from .vectormeta import metadata_problems
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = "1"
@@ -75,6 +76,11 @@ class SteeringVectors:
     conditions: dict[str, Condition] = field(default_factory=dict)
     # How the conditions were chosen: {"layer", "separation": {dim: [per layer]}, "accuracy": {dim}}.
     condition_report: dict = field(default_factory=dict)
+    # Whether the prompt's positions are steered too, or only the answer (GenerationRequest.
+    # steer_prompt). The ranges are measured under it, so it belongs to the set. Files without
+    # it steered the prompt too; sets computed now steer only the answer, which keeps the
+    # question as asked (docs/evaluation.md, "Steering the answer only").
+    steer_prompt: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -157,12 +163,29 @@ class SteeringVectors:
             isinstance(self.joint_range, (int, float)) and math.isfinite(self.joint_range) and self.joint_range > 0
         ):
             problems.append(f"joint range must be a finite number > 0 or absent, not {self.joint_range!r}")
+        if not isinstance(self.steer_prompt, bool):
+            problems.append(f"steer_prompt must be true or false, not {self.steer_prompt!r}")
         if problems:
             raise VectorFileError("Invalid steering vectors: " + "; ".join(problems))
 
     def layer_deltas(self, preferences: dict[str, float]) -> dict[int, torch.Tensor]:
-        """The addition to each steered layer for one request: Σ_dim s · range · scaled unit vector.
-        Empty when every strength is zero."""
+        """The addition to each steered layer for one request: Σ_dim s · range · scaled unit vector,
+        within the joint budget. Empty when every strength is zero."""
+        return self.within_budget(self._summed(preferences))
+
+    def within_budget(self, deltas: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """`deltas` (a request's whole addition) scaled down, never up, to `joint_range` at each
+        layer, direction kept; one dimension within the budget is untouched. Applied to the
+        final sum only: conditional steering sums what applies first, then this."""
+        if self.joint_range is None or not deltas:
+            return deltas
+        capped = {}
+        for layer, delta in deltas.items():
+            size = float(delta.norm()) / max(float(self.residual_norms[layer]), 1e-12)
+            capped[layer] = delta * min(1.0, self.joint_range / max(size, 1e-12))
+        return capped
+
+    def _summed(self, preferences: dict[str, float]) -> dict[int, torch.Tensor]:
         total = None
         for dim, strength in preferences.items():
             if dim not in self.vectors:
@@ -178,10 +201,6 @@ class SteeringVectors:
             total = term if total is None else total + term
         if total is None:
             return {}
-        if self.joint_range is not None:
-            # Scale the sum down (never up) to the budget; one dimension within it is untouched.
-            size = total.norm(dim=-1) / self.residual_norms.clamp_min(1e-12)
-            total = total * (self.joint_range / size.clamp_min(1e-12)).clamp(max=1.0)[:, None]
         return {layer: total[layer] for layer in self.layers}
 
     def conditional_deltas(
@@ -193,14 +212,15 @@ class SteeringVectors:
         topical dimension that has no condition in this set is always added, as before sets
         had conditions."""
         gated = {dim for dim, s in preferences.items() if dim in topical and dim in self.conditions and s != 0}
-        always = self.layer_deltas({dim: s for dim, s in preferences.items() if dim not in gated})
         if not gated:
-            return always, None
+            return self.layer_deltas(preferences), None
+        # Both parts unbudgeted: the budget caps what is finally added (ConditionalSteering.total).
+        always = self._summed({dim: s for dim, s in preferences.items() if dim not in gated})
         dimensions = {
-            dim: (self.conditions[dim].with_threshold(topical[dim]), self.layer_deltas({dim: preferences[dim]}))
+            dim: (self.conditions[dim].with_threshold(topical[dim]), self._summed({dim: preferences[dim]}))
             for dim in sorted(gated)
         }
-        return always, ConditionalSteering(dimensions)
+        return always, ConditionalSteering(dimensions, budget=self.within_budget)
 
     def check_model(self, *, model_id: str | None, num_layers: int, hidden_size: int) -> None:
         """Raise VectorFileError listing every way these vectors do not fit the model."""
@@ -225,6 +245,9 @@ class SteeringVectors:
     def with_conditions(self, conditions: dict[str, Condition], report: dict | None = None) -> SteeringVectors:
         """A copy with these conditions (and how they were chosen) in place of its own."""
         return SteeringVectors(**{**self._fields(), "conditions": dict(conditions), "condition_report": report or {}})
+
+    def with_steer_prompt(self, steer_prompt: bool) -> SteeringVectors:
+        return SteeringVectors(**{**self._fields(), "steer_prompt": steer_prompt})
 
     def with_residual_norms(self, norms: torch.Tensor) -> SteeringVectors:
         """A copy scaled to other residual norms (e.g. measured on the model that serves it)."""
@@ -261,6 +284,7 @@ class SteeringVectors:
             "joint_range": self.joint_range,
             "conditions": {dim: {"layer": c.layer, "threshold": c.threshold} for dim, c in self.conditions.items()},
             "condition_report": self.condition_report,
+            "steer_prompt": self.steer_prompt,
         }
         tmp = path.with_name(f".{path.name}.tmp")
         try:
@@ -295,7 +319,7 @@ class SteeringVectors:
         missing = [key for key in required if key not in meta]
         if missing:
             raise VectorFileError(f"{source}: metadata lacks {', '.join(missing)}")
-        problems = _metadata_problems(meta)
+        problems = metadata_problems(meta)
         if problems:
             raise VectorFileError(f"{source}: malformed metadata: " + "; ".join(problems))
         dims = meta["dimensions"]
@@ -322,6 +346,7 @@ class SteeringVectors:
                 joint_range=None if meta.get("joint_range") is None else float(meta["joint_range"]),
                 conditions=_conditions(tensors, meta.get("conditions", {}), source),
                 condition_report=meta.get("condition_report", {}),
+                steer_prompt=meta.get("steer_prompt", True),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, VectorFileError):
@@ -337,54 +362,3 @@ def _conditions(tensors: dict[str, torch.Tensor], meta: dict, source: str) -> di
             raise VectorFileError(f"{source}: the condition of {str(dim)[:60]!r} lacks its direction or centre tensor")
         conditions[dim] = Condition(int(entry["layer"]), direction.float(), center.float(), float(entry["threshold"]))
     return conditions
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _metadata_problems(meta: dict) -> list[str]:
-    """The JSON shapes of a file's metadata, checked before any of it is used: a file is
-    anyone's upload, and a wrong shape must be a message, not a TypeError."""
-    problems = []
-    if not isinstance(meta["model_id"], str):
-        problems.append("model_id must be a text")
-    for key in ("hidden_size", "num_layers"):
-        if not _is_int(meta[key]):
-            problems.append(f"{key} must be an integer")
-    if not (isinstance(meta["layers"], list) and all(_is_int(layer) for layer in meta["layers"])):
-        problems.append("layers must be a list of integers")
-    if not (isinstance(meta["dimensions"], list) and all(isinstance(dim, str) for dim in meta["dimensions"])):
-        problems.append("dimensions must be a list of names")
-    if not isinstance(meta["functional_range"], dict):
-        problems.append("functional_range must be an object mapping dimensions to numbers")
-    elif not all(_is_number(value) for value in meta["functional_range"].values()):
-        problems.append("each functional range must be a number")
-    for key in ("method", "read", "created_at"):
-        if key in meta and not isinstance(meta[key], str):
-            problems.append(f"{key} must be a text")
-    if "labels" in meta and not isinstance(meta["labels"], dict):
-        problems.append("labels must be an object mapping dimensions to [negative, positive]")
-    if meta.get("joint_range") is not None and not _is_number(meta["joint_range"]):
-        problems.append("joint_range must be a number or null")
-    conditions = meta.get("conditions", {})
-    if not (
-        isinstance(conditions, dict)
-        and all(
-            isinstance(c, dict) and _is_int(c.get("layer")) and _is_number(c.get("threshold"))
-            for c in conditions.values()
-        )
-    ):
-        problems.append("conditions must map dimensions to {layer: integer, threshold: number}")
-    if not isinstance(meta.get("condition_report", {}), dict):
-        problems.append("condition_report must be an object")
-    scores = meta.get("layer_scores", {})
-    if not isinstance(scores, dict):
-        problems.append("layer_scores must be an object mapping dimensions to lists of numbers")
-    elif not all(isinstance(v, list) and all(_is_number(x) for x in v) for v in scores.values()):
-        problems.append("layer_scores must map dimensions to lists of numbers")
-    return problems

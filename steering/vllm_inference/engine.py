@@ -34,7 +34,6 @@ from typing import Hashable
 import torch
 
 from steering.engine import GenerationRequest, TokenEvent
-from steering.engine.conditions import add_deltas
 from steering.engine.detokenizer import Detokenizer
 from steering.inference.admission import Admission
 from steering.inference.ticket import Ticket
@@ -140,7 +139,7 @@ class VllmScheduler(Admission):
         the prefill): a request's topical dimensions steer it always, as before conditions,
         and its decision stays None."""
         if request.conditions is not None:
-            request.steering = add_deltas(request.steering, request.conditions.all_deltas())
+            request.steering = request.conditions.total(request.steering, request.conditions.all_deltas())
             request.conditions = None
         with self._lock:  # reentrant: the thread sees the ticket only once it is complete
             ticket = self._enqueue(request, user, self._cancel)

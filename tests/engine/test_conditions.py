@@ -180,3 +180,19 @@ def test_a_file_whose_condition_lacks_its_tensors_is_refused(tiny, tmp_path):
 def test_scores_are_cosines_from_the_centre():
     condition = fit_condition(0, torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 0.0]]))  # centre (1, 0)
     assert cosine_scores(torch.tensor([[2.0, 0.0], [1.0, 5.0], [-1.0, 0.0]]), condition).tolist() == pytest.approx([1.0, 0.0, -1.0], abs=1e-3)
+
+
+def test_the_joint_budget_caps_the_style_and_topical_steering_once_summed(tiny):
+    """Capped part by part, a style dimension and a topical one that applies would add up to
+    twice the budget; the budget is on what the row finally gets."""
+    vectors = _vectors(tiny, {"cost": _condition(tiny)}).with_joint_range(0.6)
+    preferences = {"cost": 1.0, "formality": 1.0}
+    always, gated = vectors.conditional_deltas(preferences, {"cost": None})
+    _, cost_deltas = gated.dimensions["cost"]
+    total = gated.total(always, cost_deltas)
+    whole = vectors.layer_deltas(preferences)  # the same two dimensions, unconditionally
+    for layer in (1, 2):
+        assert total[layer].norm().item() == pytest.approx(0.6 * vectors.residual_norms[layer].item(), rel=1e-4)
+        assert torch.allclose(total[layer], whole[layer], atol=1e-6)
+    # When the topical dimension does not apply, the style one alone is within the budget: untouched.
+    assert torch.equal(gated.total(always, {})[1], always[1])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from steering.engine import GenerationParams, GenerationRequest, stream_batch
+from steering.engine import GenerationParams, GenerationRequest, SteeringHooks, stream_batch
 from steering.engine.detokenizer import Detokenizer
 from steering.engine.sampling import guard_repetition
 
@@ -159,3 +159,43 @@ def test_it_rejects_bad_parameters_with_a_message(params, message):
 def test_it_rejects_an_empty_prompt():
     with pytest.raises(ValueError, match="empty"):
         GenerationRequest(prompt_ids=[])
+
+
+def test_a_row_that_steers_only_its_answer_reads_its_prompt_unsteered(tiny):
+    """steer_prompt=False: the prompt's cache is the unsteered one but for its last position, so
+    the first answer token is steered, and a batch neighbour steering its prompt is unaffected."""
+    from steering.engine import DecodeBatch
+
+    hooks = SteeringHooks(tiny.layers, [1, 2])
+    g = torch.Generator().manual_seed(3)
+    delta = {layer: 6.0 * torch.randn(tiny.hidden_size, generator=g) for layer in (1, 2)}
+    prompt = tiny.chat_ids("tell me about the sea")
+
+    def first_pass(*requests):
+        batch = DecodeBatch(tiny, hooks, list(requests))
+        batch.step()
+        return batch
+
+    plain = first_pass(GenerationRequest(prompt_ids=prompt, params=GenerationParams(max_new_tokens=4)))
+    answer_only = first_pass(GenerationRequest(prompt_ids=prompt, params=GenerationParams(max_new_tokens=4),
+                                               steering=delta, steer_prompt=False))
+    everywhere = first_pass(GenerationRequest(prompt_ids=prompt, params=GenerationParams(max_new_tokens=4), steering=delta))
+    deep = tiny.num_layers - 1  # a layer after the steered ones: the residual carries the delta
+    keys = [b.cache.layers[deep].keys for b in (plain, answer_only, everywhere)]
+    assert torch.allclose(keys[1][..., :-1, :], keys[0][..., :-1, :], atol=1e-5)  # the prompt as read unsteered
+    assert not torch.allclose(keys[1][..., -1, :], keys[0][..., -1, :], atol=1e-3)  # its last position steered
+    assert not torch.allclose(keys[2][..., :-1, :], keys[0][..., :-1, :], atol=1e-3)  # the default steers it all
+
+    def tokens(requests, **batch):
+        out = [[] for _ in requests]
+        for event in stream_batch(tiny, hooks, requests):
+            if event.token_id is not None:
+                out[event.index].append(event.token_id)
+        return out
+
+    def row(steer_prompt):
+        return GenerationRequest(prompt_ids=prompt, params=GenerationParams(max_new_tokens=6), steering=delta,
+                                 steer_prompt=steer_prompt)
+
+    alone = [tokens([row(False)])[0], tokens([row(True)])[0]]
+    assert tokens([row(False), row(True)]) == alone  # float32: each row as alone

@@ -33,3 +33,32 @@ def test_it_resumes_where_the_first_generation_stopped(params):
         # What a client had been sent (one event a token) and the rest make the whole answer.
         assert "".join(whole_texts[:cut] + rest_texts) == "".join(whole_texts)
         assert rest_finish == "length"
+
+
+@pytest.mark.parametrize("steer_prompt", [True, False], ids=["prompt-and-answer", "answer-only"])
+def test_a_steered_answer_resumes_as_it_was_steered(steer_prompt):
+    """The resumed answer's tokens are steered in its prefill as they were when generated, also
+    when the set steers only the answer (its prompt then stays unsteered)."""
+    import torch
+
+    from steering.engine import SteeringHooks
+
+    loaded = build_tiny("llama")
+    loaded.stop_ids = frozenset()
+    hooks = SteeringHooks(loaded.layers, [1, 2])
+    g = torch.Generator().manual_seed(5)
+    delta = {layer: 4.0 * torch.randn(loaded.hidden_size, generator=g) for layer in (1, 2)}
+
+    def run(generated_ids=()):
+        request = GenerationRequest(
+            prompt_ids=loaded.chat_ids("tell me about the report"), params=GenerationParams(max_new_tokens=16),
+            steering=delta, steer_prompt=steer_prompt, generated_ids=list(generated_ids),
+        )
+        return [e.token_id for e in stream_batch(loaded, hooks, [request]) if e.token_id is not None]
+
+    whole = run()
+    assert whole != [e.token_id for e in stream_batch(loaded, None, [GenerationRequest(
+        prompt_ids=loaded.chat_ids("tell me about the report"), params=GenerationParams(max_new_tokens=16))])
+        if e.token_id is not None]  # the steering matters
+    for cut in (1, 7):
+        assert whole[:cut] + run(whole[:cut]) == whole
