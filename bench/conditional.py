@@ -42,7 +42,7 @@ from steering.engine import GenerationParams, GenerationRequest, SteerableModel,
 from steering.engine.condition_reading import compute_conditions  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import effect_scores  # noqa: E402
-from steering.engine.sweep import MAX_PPL_RATIO, RANGE_PROMPTS, search_functional_range  # noqa: E402
+from steering.engine.range_search import MAX_PPL_RATIO, RANGE_PROMPTS, search_functional_range  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICAL = ["age", "ambiance", "cost", "culture", "time"]
@@ -63,7 +63,7 @@ BATCH = 24
 
 # The code that makes a set's vectors and ranges: a change elsewhere keeps the file. The
 # conditions take seconds, and are fitted afresh on every run.
-MAKERS = ["extraction.py", "layers.py", "sweep.py", "loading.py", "generation.py", "hooks.py"]
+MAKERS = ["extraction.py", "layers.py", "range_search.py", "rows.py", "loading.py", "generation.py", "hooks.py"]
 
 
 def fingerprint(dtype: str) -> str:

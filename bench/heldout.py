@@ -50,10 +50,11 @@ from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import (  # noqa: E402
     answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
 )
-from steering.engine.sweep import (  # noqa: E402
-    MAX_PPL_RATIO, RANGE_PROMPTS, evaluate_dimension, generate_rows, search_functional_range, search_joint_range,
-    sign_patterns,
+from steering.engine.range_search import (  # noqa: E402
+    MAX_PPL_RATIO, RANGE_PROMPTS, search_functional_range, search_joint_range, sign_patterns,
 )
+from steering.engine.rows import generate_rows  # noqa: E402
+from steering.engine.sweep import evaluate_dimension  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)

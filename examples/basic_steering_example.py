@@ -50,7 +50,7 @@ def main() -> None:
 
     from steering.data import catalog
     from steering.engine import SteerableModel
-    from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
+    from steering.engine.range_search import RANGE_PROMPTS, search_functional_range
 
     step("1. Data")
     positive, negative = catalog.examples(args.dimension)

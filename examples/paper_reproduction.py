@@ -58,7 +58,7 @@ def experiment_3(loaded, vectors, pair, prompts, params, embedder) -> dict:
     from steering.data import catalog
     from steering.engine import SteeringHooks
     from steering.engine.measures import effect_scores
-    from steering.engine.sweep import generate_rows
+    from steering.engine.rows import generate_rows
 
     a, b = pair
     grid = [(sa, sb) for sa in (-1.0, 0.0, 1.0) for sb in (-1.0, 0.0, 1.0)]
@@ -147,7 +147,7 @@ def main() -> None:
     from steering.data import catalog
     from steering.engine import GenerationParams, SteerableModel
     from steering.engine.embedding import shared_embedder
-    from steering.engine.sweep import RANGE_PROMPTS, search_functional_range
+    from steering.engine.range_search import RANGE_PROMPTS, search_functional_range
 
     started = time.monotonic()
     model = SteerableModel.load()

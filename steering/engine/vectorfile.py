@@ -70,7 +70,7 @@ class SteeringVectors:
     # How well each layer separates the two ends, per dimension (held-out, see layer_score): the
     # evidence behind the steered layers, kept so a later choice of layers can use it.
     layer_scores: dict[str, list[float]] = field(default_factory=dict)
-    # The budget of the summed addition, a fraction of the residual norm (sweep.search_joint_range)
+    # The budget of the summed addition, a fraction of the residual norm (range_search.search_joint_range)
     joint_range: float | None = None
     # When each topical dimension applies (see conditions.py); a dimension without one always does.
     conditions: dict[str, Condition] = field(default_factory=dict)

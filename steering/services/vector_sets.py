@@ -26,7 +26,7 @@ from steering.engine import (
     compute_vectors,
 )
 from steering.engine.condition_reading import compute_conditions
-from steering.engine.sweep import RANGE_PROMPTS, search_functional_range, search_joint_range
+from steering.engine.range_search import RANGE_PROMPTS, search_functional_range, search_joint_range
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import jobs
 from steering.serving import runtime

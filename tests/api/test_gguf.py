@@ -17,7 +17,7 @@ from django_q.models import OrmQ
 
 from steering.engine import GenerationParams, GenerationRequest
 from steering.engine.controlvector import control_vector_from, read_control_vector, write_control_vector
-from steering.engine.sweep import RANGE_CANDIDATES
+from steering.engine.range_search import RANGE_CANDIDATES
 from steering.models import VectorSet
 from steering.services import vector_sets
 from steering.serving import runtime

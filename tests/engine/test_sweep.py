@@ -4,9 +4,9 @@ import pytest
 
 from steering.engine import SteeringHooks, compute_vectors
 from steering.data import catalog
-from steering.engine.sweep import (
-    evaluate_dimension, functional_range_from, generate_rows, search_functional_range, search_joint_range, sign_patterns,
-)
+from steering.engine.range_search import functional_range_from, search_functional_range, search_joint_range, sign_patterns
+from steering.engine.rows import generate_rows
+from steering.engine.sweep import evaluate_dimension
 from steering.engine import GenerationParams
 
 from tests.tiny_models import CORPUS, build_tiny

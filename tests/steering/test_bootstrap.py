@@ -6,7 +6,7 @@ from django.core.management import call_command
 
 from steering.engine import SteeringVectors
 from steering.engine.loading import EMBEDDED_MODEL_ID
-from steering.engine.sweep import RANGE_CANDIDATES
+from steering.engine.range_search import RANGE_CANDIDATES
 from steering.models import VectorSet
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]

@@ -1,7 +1,7 @@
 import pytest
 
 from steering.engine import SteeringVectors, top_layers
-from steering.engine.sweep import MAX_PPL_RATIO, MIN_RELEVANCE, RANGE_PROMPTS, JointSearch, RangeSearch
+from steering.engine.range_search import MAX_PPL_RATIO, MIN_RELEVANCE, RANGE_PROMPTS, JointSearch, RangeSearch
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import vector_sets
 
