@@ -53,7 +53,9 @@ from steering.engine.measures import (  # noqa: E402
 from steering.engine.range_search import (  # noqa: E402
     MAX_PPL_RATIO, RANGE_PROMPTS, search_functional_range, search_joint_range, sign_patterns,
 )
-from steering.engine.rows import generate_rows  # noqa: E402
+from steering.engine.condition_reading import compute_conditions  # noqa: E402
+from steering.engine.generation import stream_batch  # noqa: E402
+from steering.engine.request import steered_request  # noqa: E402
 from steering.engine.sweep import evaluate_dimension  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,12 +88,19 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
     if path.exists():
         print(json.dumps({"note": f"{path} was computed under other options; recomputing", "was": recorded}), flush=True)
     examples = {name: catalog.examples(name) for name in catalog.dimension_names()}
-    vectors = model.compute_vectors(examples, method=args.method, read=args.read,
+    vectors = model.compute_vectors(examples, method=args.method, read=args.read, steer_prompt=args.steer_prompt,
                                     **({"layers": args.layers} if args.layers else {}))
-    vectors = searched(model, vectors, args)
+    vectors = with_conditions(model, searched(model, vectors, args))
     vectors.save(path)
     recorded_at.write_text(json.dumps(options))
     return vectors
+
+
+def with_conditions(model: SteerableModel, vectors: SteeringVectors) -> SteeringVectors:
+    """The conditions of the topical dimensions, fitted as a computed vector set's are."""
+    on_topic, off_topic = catalog.condition_prompts()
+    conditions, report = compute_conditions(model.loaded, on_topic, off_topic)
+    return vectors.with_conditions(conditions, {"layer": report.layer, "accuracy": report.accuracy})
 
 
 def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringVectors:
@@ -131,17 +140,23 @@ def main() -> None:
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--vectors", default="/tmp/steerlab-heldout-vectors.safetensors")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--steer-prompt", action="store_true",
+                        help="compute a set that steers the prompt too (sets before 2026-12-06); default: the answer only")
     args = parser.parse_args()
 
     model = SteerableModel.load(dtype=args.dtype)
     options = {"method": args.method, "read": args.read, "layers": args.layers,
-               "range_prompts": args.range_prompts, "data_and_engine": data_fingerprint()}
-    vectors = model.add_vectors(vectors_for(model, args, options))
+               "range_prompts": args.range_prompts, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint()}
+    vectors = vectors_for(model, args, options)
+    if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are
+        vectors = with_conditions(model, vectors)
+    vectors = model.add_vectors(vectors)
     split = catalog.heldout()
     prompts = split["prompts"][: args.limit]
     settings = {**options, "dtype": args.dtype, "split": "heldout", "prompts": len(prompts), "tokens": args.tokens,
                 "strengths": list(STRENGTHS), "baselines": not args.no_baselines, "layers_steered": list(vectors.layers),
-                "as_is": args.as_is, "ranges": vectors.functional_range, "joint_range": vectors.joint_range}
+                "as_is": args.as_is, "ranges": vectors.functional_range, "joint_range": vectors.joint_range,
+                "steers_prompt": vectors.steer_prompt, "conditions": sorted(vectors.conditions)}
     print(json.dumps({"settings": settings}), flush=True)
     verdicts, answers = {}, {}
     for name in args.dimensions.split(","):
@@ -183,7 +198,8 @@ def main() -> None:
         print(json.dumps(line), flush=True)
         answers[name] = {"prompts": asked, **{str(p.strength): p.answers for p in result.points}}
     if set(args.dimensions.split(",")) == set(vectors.dimensions):
-        together, answers["together"] = together_check(model, vectors, prompts, split["everyday"], args.tokens)
+        together, answers["together"] = together_check(model, vectors, prompts, split["everyday"], split["on_topic"],
+                                                       args.tokens)
         verdicts["together"] = together
     print(json.dumps({"targets_met": verdicts}), flush=True)
     if args.answers:
@@ -194,46 +210,82 @@ def made_degenerate(answers: list[str], unsteered: list[str]) -> int:
     return sum(is_degenerate(a) and not is_degenerate(u) for a, u in zip(answers, unsteered))
 
 
+def answers_to(model: SteerableModel, requests: list) -> list[str]:
+    """The requests answered in one batch, their texts in order."""
+    texts = [""] * len(requests)
+    for event in stream_batch(model.loaded, model.hooks, requests):
+        texts[event.index] += event.text
+    return texts
+
+
 def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: list[str], everyday: list[str],
-                   tokens: int) -> tuple[dict, dict]:
-    """All dimensions at ±1 together (sign_patterns) on `prompts`, and the topical ones at +1 on
-    the `everyday` prompts: one batch, measured against the unsteered answers."""
+                   on_topic: dict[str, list[str]], tokens: int) -> tuple[dict, dict]:
+    """As served (`steered_request`: the joint budget, the set's prompt policy), in one batch:
+    - all dimensions at ±1 together (sign_patterns) on `prompts`, every one applied (no
+      condition): the most that can be added at once;
+    - the profile of the topical dimensions at +1, conditional as the site serves them, on the
+      `everyday` prompts that concern none of them (answers compared with the unsteered ones)
+      and on each topical dimension's own held-out `on_topic` prompts (its Effect must move)."""
     params = GenerationParams(max_new_tokens=tokens)
     patterns = sign_patterns(vectors.dimensions)
-    topical = {dim: 1.0 for dim in TOPICAL if dim in vectors.dimensions}
+    topical = [dim for dim in TOPICAL if dim in vectors.dimensions]
+    profile, gates = dict.fromkeys(topical, 1.0), dict.fromkeys(topical)
+    topic_prompts = [(dim, p) for dim in topical for p in on_topic[dim]]
+
+    def request(prompt, preferences, conditional=False):
+        return steered_request(vectors, model.loaded.chat_ids(prompt), preferences,
+                               topical=gates if conditional else None, params=params)
+
     settings = [{}, *patterns]
-    rows = [(model.loaded.chat_ids(p), vectors.layer_deltas(s)) for s in settings for p in prompts]
-    rows += [(model.loaded.chat_ids(p), vectors.layer_deltas(s)) for s in ({}, topical) for p in everyday]
-    texts = generate_rows(model.loaded, model.hooks, rows, params)
-    n, embedder = len(prompts), shared_embedder()
+    requests = [request(p, s) for s in settings for p in prompts]
+    requests += [request(p, prefs, True) for prefs in ({}, profile) for p in everyday]
+    requests += [request(p, prefs, True) for prefs in ({}, profile) for _, p in topic_prompts]
+    texts = answers_to(model, requests)
+    decisions = [r.conditions.decision_dict() if r.conditions else None for r in requests]
+    n, e, t, embedder = len(prompts), len(everyday), len(topic_prompts), shared_embedder()
     groups = [texts[i * n : (i + 1) * n] for i in range(len(settings))]
-    plain_everyday, steered_everyday = texts[len(settings) * n : len(settings) * n + len(everyday)], texts[-len(everyday):]
+    rest = texts[len(settings) * n :]
+    plain_everyday, steered_everyday = rest[:e], rest[e : 2 * e]
+    plain_topic, steered_topic = rest[2 * e : 2 * e + t], rest[2 * e + t :]
+    topic_decisions = decisions[len(settings) * n + 2 * e + t :]
+    everyday_decisions = decisions[len(settings) * n + e : len(settings) * n + 2 * e]
     base_cos = prompt_similarities(embedder, prompts, groups[0])
     base_effects = {dim: sum(effect_scores(embedder, groups[0], *catalog.heldout_references(dim))) / n for dim in vectors.dimensions}
     figures = []
     for pattern, answered in zip(patterns, groups[1:]):
         moved = {}
-        for dim, s in pattern.items():
+        for dim, sign in pattern.items():
             effect = sum(effect_scores(embedder, answered, *catalog.heldout_references(dim))) / n
-            moved[dim] = round(s * (effect - base_effects[dim]), 4)
+            moved[dim] = round(sign * (effect - base_effects[dim]), 4)
         kept = relevance(prompt_similarities(embedder, prompts, answered), base_cos)
         figures.append({"pattern": pattern, "relevance": round(kept, 3), "degenerate": degenerate_rate(answered),
                         "made_degenerate": made_degenerate(answered, groups[0]), "moved_its_way": moved})
     everyday_cos = answer_similarity(embedder, steered_everyday, plain_everyday)
+    on_topic_moved, on_topic_applied = {}, {}
+    for dim in topical:
+        idx = [i for i, (d, _) in enumerate(topic_prompts) if d == dim]
+        refs = catalog.heldout_references(dim)
+        before = effect_scores(embedder, [plain_topic[i] for i in idx], *refs)
+        after = effect_scores(embedder, [steered_topic[i] for i in idx], *refs)
+        on_topic_moved[dim] = round((sum(after) - sum(before)) / len(idx), 4)
+        on_topic_applied[dim] = sum(bool(topic_decisions[i] and topic_decisions[i][dim]["applied"]) for i in idx) / len(idx)
+    everyday_applied = {dim: sum(bool(d and d[dim]["applied"]) for d in everyday_decisions) / e for dim in topical}
     met = {
         "relevance": all(f["relevance"] >= 0.85 for f in figures),
         "degenerate": all(f["made_degenerate"] == 0 for f in figures),
         "every_dimension_moves": all(v > 0 for f in figures for v in f["moved_its_way"].values()),
         "everyday_untouched": everyday_cos >= 0.9,
+        "on_topic_moves": all(v > 0 for v in on_topic_moved.values()),
     }
     line = {"together": figures, "everyday_cosine_to_unsteered": round(everyday_cos, 3),
             "everyday_relevance": round(relevance(prompt_similarities(embedder, everyday, steered_everyday),
                                                   prompt_similarities(embedder, everyday, plain_everyday)), 3),
+            "everyday_applied": everyday_applied, "on_topic_moved": on_topic_moved, "on_topic_applied": on_topic_applied,
             "targets_met": met}
     print(json.dumps(line), flush=True)
     return met, {"prompts": prompts, "patterns": patterns, "answers": groups, "everyday": everyday,
-                 "everyday_unsteered": plain_everyday, "everyday_topical_plus1": steered_everyday}
-
+                 "everyday_unsteered": plain_everyday, "everyday_topical_plus1": steered_everyday,
+                 "on_topic": topic_prompts, "on_topic_unsteered": plain_topic, "on_topic_topical_plus1": steered_topic}
 
 if __name__ == "__main__":
     main()

@@ -122,6 +122,7 @@ def _answer_settings(
     params: GenerationParams,
     embedder: SentenceEmbedder | None,
     progress: Progress | None,
+    steer_prompt: bool = True,
 ) -> tuple[_Bar, list[tuple[float, float, int]]]:
     """Every prompt answered unsteered and under each setting (layer deltas), in one batch;
     each setting judged against the unsteered answers."""
@@ -134,7 +135,7 @@ def _answer_settings(
             progress(done, generation_total + len(rows))
 
     with hooks_on(loaded, hooks, layers) as active:
-        answers = generate_rows(loaded, active, rows, params, progress=report)
+        answers = generate_rows(loaded, active, rows, params, progress=report, steer_prompt=steer_prompt)
     nlls = answer_nll(loaded, [ids for ids, _ in rows], answers)
     cosines = prompt_similarities(embedder or shared_embedder(), [p for _ in range(len(settings) + 1) for p in prompts], answers)
     report(generation_total + len(rows), 0)
@@ -171,7 +172,8 @@ def search_functional_range(
     unit = unit_range(vectors)
     keys = [(dim, sign * c) for dim in dimensions for c in sorted(candidates) for sign in (1.0, -1.0)]
     bar, judged = _answer_settings(loaded, hooks, vectors.layers, prompts,
-                                   [unit.layer_deltas({dim: s}) for dim, s in keys], params, embedder, progress)
+                                   [unit.layer_deltas({dim: s}) for dim, s in keys], params, embedder, progress,
+                                   vectors.steer_prompt)
     at = dict(zip(keys, judged))
     results = {}
     for dim in dimensions:
@@ -226,7 +228,8 @@ def search_joint_range(
     patterns = sign_patterns(vectors.dimensions)
     caps: list[float | None] = [*sorted(candidates), None]
     settings = [vectors.with_joint_range(cap).layer_deltas(pattern) for cap in caps for pattern in patterns]
-    _, judged = _answer_settings(loaded, hooks, vectors.layers, prompts, settings, params, embedder, progress)
+    _, judged = _answer_settings(loaded, hooks, vectors.layers, prompts, settings, params, embedder, progress,
+                                 vectors.steer_prompt)
     k = len(patterns)
     measured = {}
     for i, cap in enumerate(caps):

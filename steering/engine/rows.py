@@ -42,10 +42,13 @@ def generate_rows(
     params: GenerationParams,
     *,
     progress: Progress | None = None,
+    steer_prompt: bool = True,
 ) -> list[str]:
     """Each (prompt ids, layer deltas) row answered, all in one batch: the rows' texts in order.
-    `progress(done, total)` counts tokens, a row that ends early counting as complete."""
-    requests = [GenerationRequest(prompt_ids=ids, params=params, steering=steering) for ids, steering in rows]
+    `progress(done, total)` counts tokens, a row that ends early counting as complete.
+    `steer_prompt`: the vector set's (SteeringVectors.steer_prompt), so rows are steered as served."""
+    requests = [GenerationRequest(prompt_ids=ids, params=params, steering=steering, steer_prompt=steer_prompt)
+                for ids, steering in rows]
     texts = [""] * len(requests)
     total, done = len(requests) * params.max_new_tokens, 0
     produced = [0] * len(requests)

@@ -157,7 +157,7 @@ def evaluate_dimension(
             progress(done, total)
 
     with hooks_on(loaded, hooks, vectors.layers) as active:
-        answers = generate_rows(loaded, active, rows, params, progress=report)
+        answers = generate_rows(loaded, active, rows, params, progress=report, steer_prompt=vectors.steer_prompt)
     # Measured with no steering active: perplexity under the unsteered model.
     nlls = answer_nll(loaded, plain_ids, answers)
     embedder = embedder or shared_embedder()
