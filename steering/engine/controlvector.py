@@ -141,6 +141,13 @@ CONDITION_NOTICE = (
     "no conditions, so this control vector carries the steering vector only and steers every turn."
 )
 
+# A set may steer only the answer (SteeringVectors.steer_prompt); llama.cpp adds a control
+# vector at every position, prompt included, where this range was not measured.
+ANSWER_ONLY_NOTICE = (
+    "SteerLab steers only the answer with this set; llama.cpp also steers the prompt, which moves the "
+    "text further at the same scale: start below 1."
+)
+
 
 def control_vector_from(
     vectors: SteeringVectors, dimension: str, strength: float = 1.0, *, model_hint: str = "", source: str = ""
@@ -172,8 +179,13 @@ def control_vector_from(
     }
     if not metadata["steerlab.omitted_layers"]:
         del metadata["steerlab.omitted_layers"]
+    notices = []
     if dimension in vectors.conditions:
-        metadata["steerlab.notice"] = CONDITION_NOTICE.format(dimension=dimension)
+        notices.append(CONDITION_NOTICE.format(dimension=dimension))
+    if not vectors.steer_prompt:
+        notices.append(ANSWER_ONLY_NOTICE)
+    if notices:
+        metadata["steerlab.notice"] = " ".join(notices)
     return ControlVector(directions=directions, model_hint=model_hint, metadata=metadata)
 
 

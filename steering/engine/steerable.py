@@ -92,10 +92,16 @@ class SteerableModel:
         system: str | None = None,
         **params,
     ) -> GenerationRequest:
+        used = [self.vector_sets[vector_set]] if vector_set is not None else [
+            vs for vs in self.vector_sets.values() if set(preferences or ()) & set(vs.vectors)
+        ]
         return GenerationRequest(
             prompt_ids=self.loaded.chat_ids(prompt, system=system),
             params=GenerationParams(**params),
             steering=self.layer_deltas(preferences, vector_set),
+            # Each set's ranges hold under its own prompt policy; sets of both kinds at once
+            # steer the prompt too (the old way) rather than under-steer one of them.
+            steer_prompt=any(vs.steer_prompt for vs in used) if used else True,
         )
 
     def stream_requests(self, requests: Sequence[GenerationRequest]) -> Iterator[TokenEvent]:

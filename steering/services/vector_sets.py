@@ -18,7 +18,6 @@ from steering import files
 from steering.data import catalog
 from steering.engine import (
     GenerationParams,
-    GenerationRequest,
     LoadedModel,
     SteeringHooks,
     SteeringVectors,
@@ -26,6 +25,7 @@ from steering.engine import (
     compute_vectors,
 )
 from steering.engine.condition_reading import compute_conditions
+from steering.engine.request import steered_request
 from steering.engine.range_search import RANGE_PROMPTS, search_functional_range, search_joint_range
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import jobs
@@ -385,8 +385,5 @@ def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, ma
     prompt_ids = runtime.site_model().chat_ids(prompt)
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
     strengths = (-1.0, 0.0, 1.0)
-    requests = [
-        GenerationRequest(prompt_ids=prompt_ids, params=params, steering=vectors.layer_deltas({dimension: strength}))
-        for strength in strengths
-    ]
+    requests = [steered_request(vectors, prompt_ids, {dimension: strength}, params=params) for strength in strengths]
     return dict(zip(strengths, runtime.site_generate(requests)))

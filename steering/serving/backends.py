@@ -62,11 +62,8 @@ class GenerationSpec:
 
     def to_request(self) -> GenerationRequest:
         """Resolve steering against this process's model (loads the vector file once)."""
-        steering, conditions = runtime.steering_for(self.vector_set_id, self.strengths, vector_set=self.vector_set)
-        return GenerationRequest(
-            prompt_ids=self.prompt_ids, params=self.params,
-            steering=steering, conditions=conditions, generated_ids=list(self.generated_ids),
-        )
+        return runtime.steered_request_for(self.vector_set_id, self.strengths, self.prompt_ids, self.params,
+                                           generated_ids=self.generated_ids, vector_set=self.vector_set)
 
 
 def error_event(code: str, message: str, retry_after: int | None = None) -> dict:

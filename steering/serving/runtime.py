@@ -8,8 +8,8 @@ touching the model while the scheduler's thread runs it; steering vectors are re
 vector set's file once per process and kept in a cache bounded by bytes
 (STEERLAB_VECTOR_CACHE_BYTES) that evicts the least recently used set. A set's entry is
 keyed by its file, so a recomputed set (a new file) replaces its old entry; deleting a set
-drops it from this process's cache (other processes let it age out). `steering_for` turns a
-vector set's id and strengths into the layer deltas a generation carries, in one call: the
+drops it from this process's cache (other processes let it age out). `steered_request_for` turns a
+vector set's id and strengths into the generation request, steered as the set serves it: the
 backends name steering, and only this module reads the set from the database.
 
 Everything is keyed by (STEERLAB_MODEL, STEERLAB_DEVICE, STEERLAB_DTYPE), so a test that points the setting
@@ -33,9 +33,9 @@ from steering import files
 
 from steering.data import catalog
 from steering.engine import (
-    GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
+    GenerationParams, GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
-from steering.engine.conditions import ConditionalSteering
+from steering.engine.request import steered_request
 from steering.files import VectorSetUnavailable
 from steering.inference import Scheduler
 from steering.models import PreferenceDimension, VectorSet, site_model_id
@@ -193,17 +193,18 @@ def _cache_put(site: _Site, key: tuple[int, str], vectors: SteeringVectors) -> N
             total -= evicted.nbytes
 
 
-def steering_for(
-    vector_set_id: int | None, strengths: dict[str, float], *, vector_set: VectorSet | None = None
-) -> tuple[dict, ConditionalSteering | None]:
-    """What `strengths` on vector set `vector_set_id` add to the site model: (the layer deltas
-    {layer: tensor} always added, the topical dimensions added only if the turn is about them),
-    resolved in one call so that the backends never query the database. No strengths, no
-    steering (and no query). Raises VectorSetNotFound, VectorSetUnavailable, or
-    LookupError/ValueError for an unknown dimension or a bad strength. `vector_set`: the row,
-    when the caller has read it already."""
+def steered_request_for(
+    vector_set_id: int | None, strengths: dict[str, float], prompt_ids: list[int], params: GenerationParams, *,
+    generated_ids: Sequence[int] = (), vector_set: VectorSet | None = None,
+) -> GenerationRequest:
+    """The generation `strengths` on vector set `vector_set_id` ask of the site model, built as
+    the set serves it (engine.request.steered_request: its topical dimensions conditional, its
+    joint budget, its prompt policy), resolved in one call so that the backends never query
+    the database. No strengths, no steering (and no query). Raises VectorSetNotFound,
+    VectorSetUnavailable, or LookupError/ValueError for an unknown dimension or a bad strength.
+    `vector_set`: the row, when the caller has read it already."""
     if not strengths:
-        return {}, None
+        return GenerationRequest(prompt_ids=list(prompt_ids), params=params, generated_ids=list(generated_ids))
     if vector_set is None or vector_set.pk != vector_set_id:
         try:
             vector_set = VectorSet.objects.get(pk=vector_set_id)
@@ -212,7 +213,8 @@ def steering_for(
     topical = dict(
         vector_set.dimensions.filter(kind=PreferenceDimension.Kind.TOPICAL).values_list("name", "condition_threshold")
     )
-    return site_vectors(vector_set).conditional_deltas(strengths, topical)
+    return steered_request(site_vectors(vector_set), prompt_ids, strengths, topical=topical, params=params,
+                           generated_ids=generated_ids)
 
 
 def forget_vector_set(pk: int) -> None:

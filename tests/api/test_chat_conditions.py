@@ -81,3 +81,20 @@ async def test_the_websocket_done_frame_carries_the_decision(conditional_set, al
     assert done["type"] == "done", done
     assert list(done["stats"]["conditions"]) == ["cost"] and done["stats"]["conditions"]["cost"]["applied"] is False
     await communicator.disconnect()
+
+
+def test_a_set_that_steers_only_the_answer_is_served_so(api, tiny_site, dimensions):
+    """The set's prompt policy reaches the engine from the chat turn, and changes the answer."""
+    from steering.serving.backends import GenerationSpec
+
+    vectors = make_vectors(["formality"], model_id=runtime.site_model_id(), hidden=TINY_HIDDEN, layers=NUM_LAYERS,
+                           range_=0.1)
+    both = vector_sets.vector_set_register(vectors=vectors.with_steer_prompt(True), name="prompt-and-answer")
+    answer = vector_sets.vector_set_register(vectors=vectors.with_steer_prompt(False), name="answer-only")
+    ids = runtime.site_model().chat_ids("hello world")
+    for vector_set, expected in ((both, True), (answer, False)):
+        spec = GenerationSpec(prompt_ids=ids, vector_set_id=vector_set.pk, strengths={"formality": 1.0})
+        assert spec.to_request().steer_prompt is expected
+    texts = [_chat(api, preferences={"formality": 1.0}, vector_set=vs.pk).json()["generated_text"] for vs in (both, answer)]
+    plain = _chat(api, vector_set=answer.pk).json()["generated_text"]
+    assert texts[0] != texts[1] and texts[1] != plain

@@ -196,3 +196,10 @@ def test_a_conditional_dimension_exports_its_vector_only_and_says_so(tmp_path):
     assert "steerlab.notice" not in unconditional.metadata
     reader = gguf.GGUFReader(str(path))
     assert all(t.name.startswith("direction.") for t in reader.tensors)
+
+
+def test_a_set_that_steers_only_the_answer_says_that_llama_cpp_steers_the_prompt_too(tmp_path):
+    answer_only = make_vectors().with_steer_prompt(False)
+    back = read_control_vector(write_control_vector(control_vector_from(answer_only, "formality", 1.0), tmp_path / "a.gguf"))
+    assert "steers only the answer" in back.metadata["steerlab.notice"]
+    assert "start below 1" in back.metadata["steerlab.notice"]

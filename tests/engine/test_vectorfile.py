@@ -31,6 +31,13 @@ def test_it_round_trips_vectors_and_metadata(vectors, tmp_path):
     assert list(tmp_path.iterdir()) == [path]  # the temporary file is gone
     budgeted = SteeringVectors.load(vectors.with_joint_range(0.03).save(tmp_path / "joint.safetensors"))
     assert budgeted.joint_range == 0.03
+    # A computed set steers only the answer; a file from before the policy was recorded steered
+    # the prompt too (its ranges were measured so), and still does.
+    assert loaded.steer_prompt is False
+    assert SteeringVectors.load(vectors.with_steer_prompt(True).save(tmp_path / "both.safetensors")).steer_prompt is True
+    older = tmp_path / "older"
+    older.mkdir()
+    assert SteeringVectors.load(_write(older / "v.safetensors", ONES)).steer_prompt is True
 
 
 def test_the_file_carries_readable_metadata(vectors, tmp_path):
@@ -116,6 +123,7 @@ ONES = {"vector.d": torch.ones(2, 8), "residual_norms": torch.ones(2)}
         ({"created_at": {}}, "created_at"),
         ({"joint_range": "wide"}, "joint_range must be a number"),
         ({"joint_range": -0.1}, "joint range must be a finite number > 0"),
+        ({"steer_prompt": "no"}, "steer_prompt must be true or false"),
     ],
 )
 def test_it_rejects_malformed_metadata_with_a_message(tmp_path, meta, message):
