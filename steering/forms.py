@@ -173,16 +173,16 @@ class VectorSetChangeForm(forms.ModelForm):
 class SizedUploadForm(forms.Form):
     """A form with a `file` field refused above `max_bytes` (the admin passes the setting)."""
 
-    def __init__(self, *args, max_bytes: int, **kwargs) -> None:
+    def __init__(self, *args, max_bytes: int, setting: str = "STEERLAB_MAX_UPLOAD_BYTES", **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.max_bytes = max_bytes
+        self.max_bytes, self.setting = max_bytes, setting
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
         if upload.size > self.max_bytes:
             raise forms.ValidationError(
                 f"The file is {upload.size:,} bytes; the limit is {self.max_bytes:,} bytes "
-                "(setting STEERLAB_MAX_UPLOAD_BYTES)."
+                f"(setting {self.setting})."
             )
         return upload
 

@@ -19,7 +19,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from ops.body_limit import BodyLimit, install_in_daphne  # noqa: E402
+from ops.body_limit import BodyLimit, install_in_daphne, site_uploads  # noqa: E402
 from ops.forwarded import TrustedProxies  # noqa: E402
 from ops.metrics import count_websockets  # noqa: E402
 from steerlab_site.routing import websocket_urlpatterns  # noqa: E402
@@ -29,9 +29,11 @@ from steerlab_site.routing import websocket_urlpatterns  # noqa: E402
 # over with SERVE_STATIC=0.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 # In front of everything HTTP, so no URL and no anonymous client gets a large body buffered;
-# daphne, which buffers bodies before any application runs, gets the same cap.
-http_app = BodyLimit(http_app, limit=settings.STEERLAB_MAX_BODY_BYTES)
-install_in_daphne(settings.STEERLAB_MAX_BODY_BYTES)
+# daphne, which buffers bodies before any application runs, gets the same caps. The GGUF
+# imports' bodies are capped at their file's own limit (STEERLAB_UPLOAD_LIMITS_BY_URL).
+uploads = site_uploads()
+http_app = BodyLimit(http_app, limit=settings.STEERLAB_MAX_BODY_BYTES, uploads=uploads)
+install_in_daphne(settings.STEERLAB_MAX_BODY_BYTES, uploads)
 
 # Outermost: the client address and scheme are settled (from a trusted proxy's headers, or the
 # peer itself) before the throttles, logs or HTTPS checks below read them.

@@ -277,6 +277,14 @@ STEERLAB_UPLOAD_MAX_DIMENSIONS = env_int("STEERLAB_UPLOAD_MAX_DIMENSIONS", 32, m
 STEERLAB_GGUF_MAX_BYTES = env_int("STEERLAB_GGUF_MAX_BYTES", 4 * 1024 * 1024, minimum=1024)
 STEERLAB_GGUF_READ_TIMEOUT = env_float("STEERLAB_GGUF_READ_TIMEOUT", 10.0, minimum=0.5)
 STEERLAB_GGUF_READ_MEMORY_BYTES = env_int("STEERLAB_GGUF_READ_MEMORY_BYTES", 256 * 1024 * 1024, minimum=32 * 1024 * 1024)
+# URLs that take one file under a cap of its own, smaller than STEERLAB_MAX_BODY_BYTES: URL name →
+# that cap (a setting above). Their bodies, the file and its form, are refused with 413 past it
+# (plus ops.body_limit.FORM_OVERHEAD) while they arrive, before daphne or Django buffers them;
+# each view checks the same setting again.
+STEERLAB_UPLOAD_LIMITS_BY_URL = {
+    "api-vector-set-import-gguf": STEERLAB_GGUF_MAX_BYTES,
+    "admin:steering_vectorset_import_gguf": STEERLAB_GGUF_MAX_BYTES,
+}
 
 # django-q2 runs the long jobs (vector computation, evaluation, LEARN updates). Each worker loads
 # its own copy of the model, so one worker is the default on a small machine.

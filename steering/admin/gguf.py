@@ -85,8 +85,10 @@ class ControlVectorAdminMixin:
     def gguf_import_view(self, request):
         if not self.has_add_permission(request):
             raise PermissionDenied
-        limit = settings.STEERLAB_MAX_UPLOAD_BYTES
-        form = GgufImportForm(request.POST or None, request.FILES or None, max_bytes=limit)
+        # The reader's own cap; a body much over it was refused while it arrived (ops.body_limit).
+        limit = settings.STEERLAB_GGUF_MAX_BYTES
+        form = GgufImportForm(request.POST or None, request.FILES or None, max_bytes=limit,
+                              setting="STEERLAB_GGUF_MAX_BYTES")
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from ops.body_limit import FORM_OVERHEAD
 from steering import selectors
 from steering.api import serializers as s
 from steering.engine import VectorFileError
@@ -110,19 +111,15 @@ class VectorSetComputeView(APIView):
         return Response(s.VectorSetSerializer(vector_set, context={"request": request}).data, status=202)
 
 
-# Room for the multipart boundaries and the other form fields around the file itself.
-
-
-UPLOAD_FORM_OVERHEAD = 64 * 1024
-
-
 def upload_refused(request, *, limit: int | None = None) -> Response | None:
     """A 413 for an upload whose declared length is over `limit` (default
-    STEERLAB_MAX_UPLOAD_BYTES), refused before request.data parses the whole body: parsing an
-    8 MiB form grew the web process by 60–90 MiB (bench/hostile.py), whatever the file held."""
+    STEERLAB_MAX_UPLOAD_BYTES) plus its form's overhead, refused before request.data parses the
+    whole body: parsing an 8 MiB form grew the web process by 60–90 MiB (bench/hostile.py),
+    whatever the file held. On a URL in STEERLAB_UPLOAD_LIMITS_BY_URL ops.body_limit has refused
+    such a body already, while it arrived: this is the second line, under any server."""
     declared = request.META.get("CONTENT_LENGTH") or "0"
     limit = settings.STEERLAB_MAX_UPLOAD_BYTES if limit is None else limit
-    if declared.isascii() and declared.isdigit() and int(declared) > limit + UPLOAD_FORM_OVERHEAD:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
         return Response(
             {"detail": f"The request is {declared} bytes; vector files are limited to {limit} bytes."},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
