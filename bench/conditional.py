@@ -40,6 +40,7 @@ import torch  # noqa: E402
 from steering.data import catalog  # noqa: E402
 from steering.engine import GenerationParams, GenerationRequest, SteerableModel, SteeringVectors  # noqa: E402
 from steering.engine.condition_reading import compute_conditions  # noqa: E402
+from steering.engine.request import steered_request  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import effect_scores  # noqa: E402
 from steering.engine.range_search import MAX_PPL_RATIO, RANGE_PROMPTS, search_functional_range  # noqa: E402
@@ -97,19 +98,17 @@ def vectors_for(model: SteerableModel, path: Path, key: str) -> SteeringVectors:
     return vectors.with_conditions(conditions, {"layer": report.layer, "accuracy": report.accuracy})
 
 
+def served(model: SteerableModel, vectors: SteeringVectors, prompt: str, preferences: dict, conditional: bool,
+           tokens: int) -> GenerationRequest:
+    """The request as the site builds it: topical dimensions conditional, or ("always") none."""
+    return steered_request(vectors, model.loaded.chat_ids(prompt), preferences,
+                           topical=dict.fromkeys(TOPICAL) if conditional else None,
+                           params=GenerationParams(max_new_tokens=tokens))
+
+
 def generate(model: SteerableModel, rows: list[tuple[str, dict, bool]], tokens: int, vectors: SteeringVectors):
     """Answers and decisions for (prompt, preferences, conditional) rows."""
-    topical = dict.fromkeys(TOPICAL)
-    requests = []
-    for prompt, preferences, conditional in rows:
-        if conditional:
-            steering, conditions = vectors.conditional_deltas(preferences, topical)
-        else:
-            steering, conditions = (vectors.layer_deltas(preferences) if preferences else {}), None
-        requests.append(GenerationRequest(
-            prompt_ids=model.loaded.chat_ids(prompt), params=GenerationParams(max_new_tokens=tokens),
-            steering=steering, conditions=conditions,
-        ))
+    requests = [served(model, vectors, prompt, preferences, conditional, tokens) for prompt, preferences, conditional in rows]
     texts = [""] * len(requests)
     for start in range(0, len(requests), BATCH):
         part = requests[start : start + BATCH]
@@ -192,12 +191,7 @@ def prefill_cost(model, vectors, prompts, rounds: int = 5) -> None:
         seconds = []
         for _ in range(rounds):
             rows = [(p, preferences, mode == "conditions") for p in prompts]
-            requests = []
-            for prompt, prefs, conditional in rows:
-                steering, conditions = (vectors.conditional_deltas(prefs, dict.fromkeys(TOPICAL)) if conditional
-                                        else (vectors.layer_deltas(prefs) if prefs else {}, None))
-                requests.append(GenerationRequest(prompt_ids=model.loaded.chat_ids(prompt), steering=steering,
-                                                  conditions=conditions, params=GenerationParams(max_new_tokens=1)))
+            requests = [served(model, vectors, prompt, prefs, conditional, 1) for prompt, prefs, conditional in rows]
             started = time.perf_counter()
             batch = DecodeBatch(model.loaded, model.hooks, requests)
             batch.step()
