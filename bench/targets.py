@@ -47,7 +47,7 @@ from bench.profile_summary import summarise  # noqa: E402
 from bench.server import BenchServer  # noqa: E402
 from steering.data import catalog  # noqa: E402
 from steering.engine import SteerableModel  # noqa: E402
-from steering.engine.extraction import pad_left  # noqa: E402
+from steering.engine.loading import pad_left  # noqa: E402
 from steering.engine.loading import resolve_dtype  # noqa: E402
 
 STRENGTHS = [round(-1 + 2 * i / 7, 3) for i in range(8)]  # 8 distinct preferences

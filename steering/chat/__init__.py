@@ -6,6 +6,6 @@
   engine's `LIMITS`, the turn it asks for);
 - `websocket`: /ws/chat/ (`ChatConsumer`);
 - `rest`: POST /api/chat/ (`ChatView`);
-- `openai/`: /v1, OpenAI's chat completions: `protocol` (parsing, response shapes),
-  `completions` (a request as a turn), `views` and `urls`.
+- `openai/`: /v1, OpenAI's chat completions: `protocol` (parsing, response shapes), `views`
+  (the door: `Completion`, a request as a turn; the model list) and `urls`.
 """

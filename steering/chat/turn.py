@@ -136,6 +136,17 @@ class ChatTurn:
     def strengths(self) -> dict[str, float]:
         return dict(self.plan.strengths) if self.plan else {}
 
+    @property
+    def applied(self) -> dict:
+        """What the turn was resolved to, as the doors report it when it starts and ends: the
+        strengths, the vector set and the conversation."""
+        plan = self.plan
+        return {
+            "preferences_applied": self.strengths,
+            "vector_set": plan.vector_set.pk if plan else None,
+            "conversation_id": plan.conversation.pk if plan and plan.conversation else None,
+        }
+
     def cancel(self) -> None:
         self._cancelled.set()
 
@@ -233,13 +244,11 @@ class ChatTurn:
         )
         return {
             "generated_text": self.text,
-            "preferences_applied": self.strengths,
+            **self.applied,
             "tokens": self.tokens,
             "latency_ms": latency_ms,
             "first_token_ms": self.first_token_ms,
             "interaction_id": log_entry.pk,
             "finish_reason": self.finish_reason,
             "conditions": self.conditions,
-            "vector_set": self.plan.vector_set.pk if self.plan else None,
-            "conversation_id": self.plan.conversation.pk if self.plan and self.plan.conversation else None,
         }

@@ -97,12 +97,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         ids = {"request_id": request_id, "tag": tag}
         try:
             await turn.prepare()
-            await self.send_json({
-                "type": "start", **ids,
-                "preferences_applied": turn.strengths,
-                "vector_set": turn.plan.vector_set.pk,
-                "conversation_id": turn.plan.conversation.pk if turn.plan.conversation else None,
-            })
+            await self.send_json({"type": "start", **ids, **turn.applied})
             async for text in turn.run():
                 await self.send_json({"type": "token", **ids, "text": text})
             result = await turn.finish()

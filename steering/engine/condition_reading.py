@@ -15,8 +15,8 @@ from typing import Sequence
 import torch
 
 from .conditions import Condition, ConditionGate, PromptRead, cosine_scores
-from .extraction import pad_left, record_activations
-from .loading import LoadedModel
+from .extraction import record_activations
+from .loading import LoadedModel, pad_left
 
 CONDITION_FOLDS = 5
 # The condition layer is the earliest that separates this well, as a share of the best layer's

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .layers import Classifier, default_layers, held_out_likelihood, held_out_separation, top_layers
-from .loading import LoadedModel
+from .loading import LoadedModel, pad_left
 from .vectorfile import READS, SteeringVectors
 
 Progress = Callable[[int, int], None]
@@ -135,18 +135,6 @@ def layer_score(method: str, positive: torch.Tensor, negative: torch.Tensor) -> 
 def _batches(ids: list[list[int]], batch_size: int):
     for start in range(0, len(ids), batch_size):
         yield start, ids[start : start + batch_size]
-
-
-def pad_left(batch: list[list[int]], pad_id: int, device: torch.device):
-    """Left-padded input ids, attention mask and position ids that ignore the padding."""
-    width = max(len(row) for row in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, row in enumerate(batch):
-        input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    return input_ids.to(device), mask.to(device), positions.to(device)
 
 
 @torch.inference_mode()

@@ -21,10 +21,9 @@ import torch
 from .cache_merge import cache_is_joinable, joined_layer, pad_columns, trim_layer
 from .condition_reading import decide
 from .detokenizer import Detokenizer
-from .extraction import pad_left
 from .hooks import RowSteering, SteeringHooks
 from .kvcache import grow_cache
-from .loading import LoadedModel
+from .loading import LoadedModel, pad_left
 from .request import GenerationRequest, TokenEvent
 from .sampling import NON_FINITE, RowFault, Sampler
 

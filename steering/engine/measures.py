@@ -29,9 +29,8 @@ from typing import Sequence
 import torch
 
 from .embedding import SentenceEmbedder, embedder_path, relative_similarity
-from .extraction import pad_left
 from .generation import accepts_logits_to_keep
-from .loading import LoadedModel
+from .loading import LoadedModel, pad_left
 
 
 def effect_scores(

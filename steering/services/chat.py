@@ -83,7 +83,7 @@ def chat_prepare(
         history = [{"role": m.role, "content": m.content} for m in earlier if m.content]
     system = steering_prompt(vector_set=vector_set, strengths=strengths) if vector_set.prompt_with_steering else None
     prompt_ids = chat_fit_context(
-        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=runtime.site_model(),
+        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=runtime.site_tokenizer(),
         system=system,
     )
     return ChatPlan(vector_set, strengths, params, generation, prompt_ids, conversation)
@@ -91,13 +91,7 @@ def chat_prepare(
 
 def chat_context_tokens(loaded=None) -> int:
     """The served model's context in tokens (what its position embeddings cover)."""
-
-    config = (loaded or runtime.site_model()).model.config
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048  # a config that names none: the smallest context of the common families
+    return (loaded or runtime.site_tokenizer()).context_tokens
 
 
 def chat_fit_context(
@@ -108,7 +102,8 @@ def chat_fit_context(
     never sees an answer without its question. Raises ValueError with the numbers when even
     the prompt alone does not fit. Counted in the served model's own tokens, chat template
     included, because characters say little about tokens (one emoji can be several). `system`
-    is the prompt-with-steering instruction, kept whatever is trimmed."""
+    is the prompt-with-steering instruction, kept whatever is trimmed. `loaded`: the site
+    model or its tokenizer alone (runtime.site_tokenizer)."""
     context = chat_context_tokens(loaded)
     room = context - max_new_tokens
     question = {"role": "user", "content": prompt}

@@ -35,6 +35,7 @@ from steering.data import catalog
 from steering.engine import (
     GenerationParams, GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
+from steering.engine.loading import ChatTokenizer, load_chat_tokenizer
 from steering.engine.request import steered_request
 from steering.files import VectorSetUnavailable
 from steering.inference import Scheduler
@@ -58,6 +59,7 @@ class VectorSetNotFound(Exception):
 
 
 _sites: dict[tuple[str, str, str], _Site] = {}
+_tokenizers: dict[str, ChatTokenizer] = {}  # by model name: worker mode's web process has no model
 _load_errors: dict[tuple[str, str, str], str] = {}
 _warming: threading.Thread | None = None
 _warming_lock = threading.Lock()
@@ -97,15 +99,44 @@ def site_model_loaded() -> bool:
     return _key() in _sites
 
 
+def runs_model() -> bool:
+    """Whether this process runs the site model. Worker mode's web process does not: it sends
+    generations to the inference workers, and needs only the tokenizer to make prompt ids."""
+    return settings.STEERLAB_INFERENCE != "worker"
+
+
+def site_tokenizer() -> LoadedModel | ChatTokenizer:
+    """What a chat turn is tokenised with (`chat_ids`, `context_tokens`): the site model, where
+    this process runs it (or has it loaded anyway); else the tokenizer alone, loaded once."""
+    if runs_model() or site_model_loaded():
+        return site_model()
+    name = _key()[0]
+    with _lock:
+        tokenizer = _tokenizers.get(name)
+        if tokenizer is None:
+            try:
+                tokenizer = _tokenizers[name] = load_chat_tokenizer(name)
+            except Exception as exc:
+                _load_errors[_key()] = f"{exc.__class__.__name__}: {exc}"
+                raise
+            _load_errors.pop(_key(), None)
+        return tokenizer
+
+
+def _ready() -> bool:
+    """Whether what this process needs of the model is loaded (all of it, or the tokenizer)."""
+    return site_model_loaded() or (not runs_model() and _key()[0] in _tokenizers)
+
+
 def warm_up() -> None:
-    """Start loading the model in a background thread (once), so a health probe or the first
-    page view does not wait ~20 s for it."""
+    """Start loading the model (in worker mode's web process, its tokenizer) in a background
+    thread (once), so a health probe or the first page view does not wait ~20 s for it."""
     global _warming
     # Not _lock: the loading thread holds that for the whole load, and a health probe that
     # waited on it would hang (holding Django's one thread for sync views) instead of
     # answering "loading".
     with _warming_lock:
-        if site_model_loaded() or (_warming is not None and _warming.is_alive()):
+        if _ready() or (_warming is not None and _warming.is_alive()):
             return
         _warming = threading.Thread(target=_warm, name="steerlab-model-load", daemon=True)
         _warming.start()
@@ -113,6 +144,9 @@ def warm_up() -> None:
 
 def _warm() -> None:
     try:
+        if not runs_model():
+            site_tokenizer()
+            return
         _site()
         if settings.STEERLAB_ENGINE == "vllm":
             site_scheduler()  # vLLM's start-up takes a minute: here, not on the event loop of a first chat
@@ -127,7 +161,7 @@ def model_status() -> dict:
         warm_up()
     return {
         "model_id": site_model_id(),
-        "loaded": site is not None,
+        "loaded": _ready(),
         "device": str(site.loaded.device) if site is not None else None,
         "dtype": str(site.loaded.dtype).removeprefix("torch.") if site is not None else None,
         "error": error,
@@ -267,6 +301,7 @@ def _forget_in_child() -> None:
     # the scheduler's thread: it must load and schedule for itself.
     global _warming
     _sites.clear()
+    _tokenizers.clear()
     _load_errors.clear()
     _warming = None
 

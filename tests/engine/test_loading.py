@@ -66,7 +66,7 @@ def test_it_formats_prompts_with_the_chat_template():
 def test_the_copy_free_grouped_query_attention_gives_the_same_logits():
     from transformers import AutoModelForCausalLM
 
-    from steering.engine.extraction import pad_left
+    from steering.engine.loading import pad_left
 
     reference = build_tiny("llama")  # 4 query heads share 2 key/value heads
     assert reference.model.config._attn_implementation == "steerlab_sdpa"

@@ -1,2 +1,2 @@
-"""/v1: the OpenAI-compatible chat API. protocol (request parsing, response shapes),
-completions (a request run as a chat turn), views and urls (the door itself)."""
+"""/v1: the OpenAI-compatible chat API. protocol (request parsing, response shapes), views (the
+door: a request run as a chat turn, and the model list) and urls."""

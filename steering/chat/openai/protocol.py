@@ -2,8 +2,8 @@
 `CompletionRequest` (or an `OpenAIError` naming the bad parameter), and the shapes of
 `chat.completion`, `chat.completion.chunk`, `/v1/models` and error bodies.
 
-No database and no model here: the service (`steering.chat.openai.completions`) resolves the
-request, the views only translate. Parameters OpenAI defines that SteerLab cannot honour
+No database and no model here: the door (`steering.chat.openai.views`) resolves the
+request and runs it as a chat turn. Parameters OpenAI defines that SteerLab cannot honour
 (tools, logprobs, n > 1, …) are refused with a 400 naming them, never silently ignored;
 tuning knobs that only shade sampling (presence and frequency penalties, logit bias at its
 default) are accepted and ignored, as many OpenAI-compatible servers do, so stock clients work.
