@@ -108,6 +108,9 @@ class VectorSet(models.Model):
     num_layers = models.PositiveIntegerField(null=True, blank=True)
     hidden_size = models.PositiveIntegerField(null=True, blank=True)
     functional_range = models.JSONField(default=dict, blank=True)
+    # What chose each functional range: {dim: {"candidates", "ppl_ratio", "relevance"}}, the
+    # worse of ±candidate at each strength tried (empty for sets made before it was kept).
+    range_search = models.JSONField(default=dict, blank=True)
     file = models.FileField(upload_to="vectors/", blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
@@ -227,6 +230,9 @@ class PreferenceProfile(models.Model):
     vector_set = models.ForeignKey(VectorSet, on_delete=models.CASCADE, related_name="profiles")
     strengths = models.JSONField(default=dict, blank=True)
     mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.SELECT)
+    # When the user chose this profile's set for their chats; the newest choice still usable
+    # wins, so a chosen set later taken out of use falls back to the one chosen before it.
+    chosen_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

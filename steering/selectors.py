@@ -36,12 +36,33 @@ def vector_set_default() -> VectorSet | None:
     )
 
 
+def vector_sets_choosable(*, user) -> QuerySet[VectorSet]:
+    """The sets `user` may choose for their chats: visible, ready, and for the served model."""
+    return vector_sets_visible(user=user).filter(status=VectorSet.Status.READY, model_id=site_model_id())
+
+
+def vector_set_chosen(*, user) -> VectorSet | None:
+    """The set `user` chose for their chats, while it is still usable (else the one chosen
+    before it); None when they never chose one."""
+    return (
+        vector_sets_choosable(user=user)
+        .filter(profiles__user=user, profiles__chosen_at__isnull=False)
+        .order_by("-profiles__chosen_at")
+        .first()
+    )
+
+
+def vector_set_for_user(*, user) -> VectorSet | None:
+    """What `user` chats with when a request names no set: their choice, else the site default."""
+    return vector_set_chosen(user=user) or vector_set_default()
+
+
 def vector_set_for_chat(*, user, vector_set_id: int | None) -> VectorSet:
-    """The vector set a chat request steers with. Raises LookupError (not found / not visible),
-    VectorSetUnavailable (its file is gone: the server's fault) or ValueError (not usable) with
-    a message for the user."""
+    """The vector set a chat request steers with (the user's own choice when it names none).
+    Raises LookupError (not found / not visible), VectorSetUnavailable (its file is gone: the
+    server's fault) or ValueError (not usable) with a message for the user."""
     if vector_set_id is None:
-        vector_set = vector_set_default()
+        vector_set = vector_set_for_user(user=user)
         if vector_set is None:
             raise ValueError("No default vector set is ready yet; an administrator must compute one")
         return vector_set
@@ -119,6 +140,8 @@ def profile_summary(*, user, vector_set: VectorSet) -> dict:
     strengths = dict(profile.strengths) if profile else {}
     return {
         "vector_set": vector_set.pk,
+        "vector_set_name": vector_set.name,
+        "chosen": vector_set == vector_set_for_user(user=user),
         "mode": profile.mode if profile else PreferenceProfile.Mode.SELECT,
         "strengths": strengths,
         "dimensions": [

@@ -32,11 +32,17 @@ def steering_label(strengths: dict, labels: dict[str, tuple[str, str]]) -> str:
 
 
 def _profile(user):
-    """The user's profile on the site default vector set, or None when no set is ready."""
-    vector_set = selectors.vector_set_default()
+    """The user's profile on the vector set they chat with (their choice, else the site
+    default), or None when no set is ready."""
+    vector_set = selectors.vector_set_for_user(user=user)
     if vector_set is None:
         return None, None
     return vector_set, selectors.profile_summary(user=user, vector_set=vector_set)
+
+
+def _choosable(user) -> list:
+    """The sets the page's selector offers: the ones the user may chat with, by name."""
+    return list(selectors.vector_sets_choosable(user=user).order_by("name", "pk"))
 
 
 @login_required
@@ -80,6 +86,7 @@ def chat(request, conversation_id: int | None = None):
         "chat_messages": messages,
         "dimension_labels": labels,
         "vector_set": vector_set,
+        "vector_sets": _choosable(request.user),
         "profile": profile,
         "modes": PreferenceProfile.Mode,
         "calibrate_new_tokens": settings.STEERLAB_CALIBRATE_NEW_TOKENS,
@@ -110,6 +117,7 @@ def profile(request):
         i.steering = steering_label(i.strengths, labels)
     return render(request, "steering/profile.html", {
         "vector_set": vector_set,
+        "vector_sets": _choosable(request.user),
         "profile": summary,
         "history": history,
         "interactions": interactions,

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from steering.data import catalog
 from steering.admin.gguf import ControlVectorAdminMixin
+from steering.admin.plots import VectorSetPlotsMixin
 from steering.engine import VectorFileError
 from steering.forms import (
     EvaluationStartForm,
@@ -44,7 +45,7 @@ class SharedFilter(admin.SimpleListFilter):
 
 
 @admin.register(VectorSet)
-class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
+class VectorSetAdmin(ControlVectorAdminMixin, VectorSetPlotsMixin, admin.ModelAdmin):
     changelist_help = (
         "A vector set holds one steering vector per dimension for one model. Add one to compute it in the "
         "background from its dimensions' examples, or upload a file computed elsewhere. Shared sets (no "
@@ -65,11 +66,12 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
         (None, {"fields": ["name", "owner", "prompt_with_steering"]}),
         ("Computation", {"fields": ["model_id", "method", "top_k", "dimensions", "status", "progress_bar", "error"]}),
         ("Vectors", {"fields": ["layer_summary", "num_layers", "hidden_size", "range_table", "file_link"]}),
+        ("Plots", {"fields": ["plots"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
     computed_fields = [
         "model_id", "method", "top_k", "dimensions", "status", "progress_bar", "error", "layer_summary", "num_layers",
-        "hidden_size", "range_table", "file_link", "created_at", "updated_at",
+        "hidden_size", "range_table", "file_link", "plots", "created_at", "updated_at",
     ]
 
     def get_queryset(self, request):
@@ -216,6 +218,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, admin.ModelAdmin):
             path("<int:object_id>/progress/", wrap(self.progress_view), name=f"{prefix}_progress"),
             path("<int:object_id>/recompute/", wrap(require_POST(self.recompute_view)), name=f"{prefix}_recompute"),
             *self.gguf_urls(prefix),
+            *self.plot_urls(prefix),
             *super().get_urls(),
         ]
 

@@ -11,7 +11,7 @@ from steering.models import VectorSet
 
 
 VECTOR_SET_PARAM = OpenApiParameter(
-    "vector_set", int, description="Vector set id; the site's default set when omitted.", required=False
+    "vector_set", int, description="Vector set id; the one you chose (else the site's default) when omitted.", required=False
 )
 
 
@@ -25,10 +25,11 @@ def parse_id(raw: str, *, field: str) -> int:
 
 
 def vector_set_from_query(request) -> VectorSet:
-    """The vector set named by ?vector_set= (visible to the caller), else the site default."""
+    """The vector set named by ?vector_set= (visible to the caller), else the caller's chosen
+    set, else the site default."""
     raw = request.query_params.get("vector_set")
     if raw in (None, ""):
-        vector_set = selectors.vector_set_default()
+        vector_set = selectors.vector_set_for_user(user=request.user)
         if vector_set is None:
             raise NotFound("No default vector set is ready yet; pass ?vector_set=<id>.")
         return vector_set
@@ -40,9 +41,10 @@ def vector_set_from_query(request) -> VectorSet:
 
 
 def vector_set_from_body(request, raw) -> VectorSet:
-    """The vector set named by a request body's id (visible to the caller), else the site default."""
+    """The vector set named by a request body's id (visible to the caller), else the caller's
+    chosen set, else the site default."""
     if raw is None:
-        vector_set = selectors.vector_set_default()
+        vector_set = selectors.vector_set_for_user(user=request.user)
         if vector_set is None:
             raise NotFound("No default vector set is ready yet; pass vector_set=<id>.")
         return vector_set

@@ -17,8 +17,9 @@ from steering.services import profiles
 
 
 class ProfileView(APIView):
-    """Your preference profile on a vector set (the seed's /preferences). PUT replaces every
-    strength (dimensions left out go to 0); PATCH changes only those given."""
+    """Your preference profile on a vector set (the seed's /preferences): ?vector_set=, else the
+    set you chose, else the site default. PUT replaces every strength (dimensions left out go to
+    0); PATCH changes only those given. A `vector_set` in the body chooses that set for your chats."""
 
     @extend_schema(parameters=[VECTOR_SET_PARAM], responses=s.ProfileSerializer)
     def get(self, request):
@@ -34,10 +35,13 @@ class ProfileView(APIView):
         return self._write(request, replace=False)
 
     def _write(self, request, *, replace: bool):
-        vector_set = vector_set_from_query(request)
         form = s.ProfileSerializer(data=request.data, partial=not replace)
         form.is_valid(raise_exception=True)
         data = form.validated_data
+        if "vector_set" in data:
+            vector_set = self._choose(request, data["vector_set"])
+        else:
+            vector_set = vector_set_from_query(request)
         if replace and "strengths" not in data:
             raise ValidationError({"strengths": ["PUT needs strengths; use PATCH to change only the mode."]})
         profile = profiles.profile_get_or_create(user=request.user, vector_set=vector_set)
@@ -52,6 +56,16 @@ class ProfileView(APIView):
         except ValueError as exc:
             raise ValidationError({"strengths": [str(exc)]}) from exc
         return Response(s.ProfileSerializer(selectors.profile_summary(user=request.user, vector_set=vector_set)).data)
+
+    def _choose(self, request, vector_set_id: int):
+        """Choose the body's set for the caller's chats; the query may only name the same one."""
+        raw = request.query_params.get("vector_set")
+        if raw not in (None, "") and raw != str(vector_set_id):
+            raise ValidationError({"vector_set": [f"The query names vector set {raw} and the body {vector_set_id}."]})
+        try:
+            return profiles.profile_choose(user=request.user, vector_set_id=vector_set_id).vector_set
+        except ValueError as exc:
+            raise ValidationError({"vector_set": [str(exc)]}) from exc
 
 
 class ProfileHistoryView(generics.ListAPIView):

@@ -125,7 +125,14 @@ class ProfileDimensionSerializer(serializers.Serializer):
 
 
 class ProfileSerializer(serializers.Serializer):
-    vector_set = serializers.IntegerField(read_only=True)
+    vector_set = serializers.IntegerField(
+        required=False, min_value=1,
+        help_text="The profile's vector set. Written (PATCH or PUT), it chooses that set for your chats: requests "
+        "that name no set (the chat page, POST /api/chat/, /v1 with the served model, calibration) steer with it. "
+        "It must be a ready set for the model this server runs (else 400).",
+    )
+    vector_set_name = serializers.CharField(read_only=True)
+    chosen = serializers.BooleanField(read_only=True, help_text="Whether this is the set your chats use.")
     mode = serializers.ChoiceField(choices=PreferenceProfile.Mode.choices, required=False)
     strengths = PreferencesField(required=False)
     dimensions = ProfileDimensionSerializer(many=True, read_only=True)
@@ -243,7 +250,9 @@ class CalibrationChooseSerializer(serializers.Serializer):
     round = serializers.IntegerField(min_value=0, max_value=5)
     rounds = serializers.IntegerField(min_value=1, max_value=5, default=3)
     choice = serializers.ChoiceField(choices=Feedback.Choice.choices)
-    vector_set = serializers.IntegerField(required=False, allow_null=True, help_text="The site default when omitted.")
+    vector_set = serializers.IntegerField(
+        required=False, allow_null=True, help_text="The set you chose (else the site default) when omitted."
+    )
     interaction_a = serializers.IntegerField(
         required=False, allow_null=True, help_text="The logged answer A (its interaction_id); with interaction_b, "
         "the choice is logged as feedback on the pair.",

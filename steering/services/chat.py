@@ -60,8 +60,11 @@ def chat_prepare(
         conversation = selectors.conversations_for(user=user).filter(pk=conversation_id).first()
         if conversation is None:
             raise LookupError(f"Conversation {conversation_id} not found")
+        # The set the user chose wins (it is the one their sliders show); else the one the
+        # conversation started with, though the site default has changed since.
         if vector_set_id is None and conversation.vector_set_id is not None:
-            vector_set_id = conversation.vector_set_id
+            chosen = selectors.vector_set_chosen(user=user)
+            vector_set_id = chosen.pk if chosen else conversation.vector_set_id
     if vector_set is not None and conversation is None:
         vector_set = selectors.vector_set_usable(vector_set)
     else:

@@ -4,6 +4,9 @@ undo), and CALIBRATE's writes (the rule is steering/modes/calibrate.py)."""
 from __future__ import annotations
 
 from django.db import transaction
+from django.utils import timezone
+
+from steering import selectors
 
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate, VectorSet, clean_preferences
 from steering.modes.calibrate import CalibrationState
@@ -13,6 +16,21 @@ from steering.modes.calibrate import result as calibration_result
 
 def profile_get_or_create(*, user, vector_set: VectorSet) -> PreferenceProfile:
     profile, _ = PreferenceProfile.objects.get_or_create(user=user, vector_set=vector_set)
+    return profile
+
+
+def profile_choose(*, user, vector_set_id: int) -> PreferenceProfile:
+    """Make the set `vector_set_id` the one `user`'s chats steer with when a request names none
+    (the chat page, REST, /v1, calibration), keeping their strengths on every set. Raises
+    ValueError, with a message for the user, for a set they cannot see, one not ready, or one
+    for another model than the server runs."""
+    vector_set = selectors.vector_sets_visible(user=user).filter(pk=vector_set_id).first()
+    if vector_set is None:
+        raise ValueError(f"Vector set {vector_set_id} not found")
+    selectors.vector_set_usable(vector_set)  # ValueError (VectorSetUnavailable is one) says why not
+    profile = profile_get_or_create(user=user, vector_set=vector_set)
+    PreferenceProfile.objects.filter(pk=profile.pk).update(chosen_at=timezone.now())
+    profile.refresh_from_db()
     return profile
 
 

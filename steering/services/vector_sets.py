@@ -4,7 +4,6 @@ use."""
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import uuid
 from pathlib import Path
@@ -19,21 +18,15 @@ from steering.data import catalog
 from steering.engine import (
     GenerationParams,
     LoadedModel,
-    SteeringHooks,
     SteeringVectors,
     VectorFileError,
     compute_vectors,
 )
-from steering.engine.condition_reading import compute_conditions
 from steering.engine.request import steered_request
-from steering.engine.range_search import RANGE_PROMPTS, search_functional_range, search_joint_range
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import jobs
+from steering.services.measurement import conditions_compute, functional_range_measure
 from steering.serving import runtime
-
-log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
 
 
 def dimension_import_default(*, name: str) -> PreferenceDimension:
@@ -185,62 +178,6 @@ def vector_set_enqueue(*, vector_set: VectorSet, sync: bool = False) -> None:
     jobs.enqueue("compute_vector_set", vector_set.pk, name="vector-set", sync=sync)
 
 
-def functional_range_measure(
-    *, vectors: SteeringVectors, loaded: LoadedModel, hooks: SteeringHooks | None = None, progress: Progress | None = None
-) -> SteeringVectors:
-    """`vectors` with each dimension's functional range measured on the model (a few neutral
-    prompts, short greedy answers, one batch): the largest strength whose answers still answer
-    (relevance ≥ STEERLAB_RANGE_MIN_RELEVANCE of the unsteered answers', perplexity within
-    STEERLAB_RANGE_PPL_FACTOR × theirs, none made degenerate); then, with several dimensions,
-    the budget of their summed addition by the same bar. Unchanged with STEERLAB_RANGE_SEARCH off."""
-    if not settings.STEERLAB_RANGE_SEARCH:
-        return vectors
-    prompts = catalog.range_prompts(RANGE_PROMPTS)
-    bar = {"max_ppl_ratio": settings.STEERLAB_RANGE_PPL_FACTOR, "min_relevance": settings.STEERLAB_RANGE_MIN_RELEVANCE}
-    single = (lambda done, total: progress(done, 2 * total)) if progress and len(vectors.dimensions) > 1 else progress
-    results = search_functional_range(loaded, vectors, prompts, **bar, hooks=hooks, progress=single)
-    for dim, result in results.items():
-        log.info(
-            "Functional range of %s: %s (PPL ratios %s, relevance %s)%s", dim, result.functional_range,
-            {c: round(r, 2) for c, r in result.ratios.items()}, {c: round(r, 2) for c, r in result.relevances.items()},
-            "" if result.within_limit else ", none within the limit",
-        )
-    vectors = vectors.with_ranges({dim: result.functional_range for dim, result in results.items()})
-    if len(vectors.dimensions) < 2:
-        return vectors
-    joint = search_joint_range(
-        loaded, vectors, prompts, **bar, hooks=hooks,
-        progress=(lambda done, total: progress(total + done, 2 * total)) if progress else None,
-    )
-    log.info("Joint range: %s (worst PPL ratio, relevance, made degenerate per cap: %s)", joint.joint_range, joint.measured)
-    return vectors.with_joint_range(joint.joint_range)
-
-
-def dimension_condition_prompts(dimension: PreferenceDimension) -> list[str]:
-    """The on-topic questions a dimension's condition is fitted from: its own, else the shipped
-    ones of a default dimension, else none (then it has no condition and always applies)."""
-    if dimension.condition_prompts:
-        return list(dimension.condition_prompts)
-    shipped, _ = catalog.condition_prompts()
-    return list(shipped.get(dimension.name, [])) if dimension.private_to_id is None else []
-
-
-def conditions_compute(
-    *, vectors: SteeringVectors, loaded: LoadedModel, dimensions: Sequence[PreferenceDimension]
-) -> SteeringVectors:
-    """`vectors` with a condition for every dimension that has on-topic questions (whatever its
-    kind today: staff may make it topical later without recomputing), fitted against the
-    shipped everyday questions."""
-    on_topic = {dim.name: prompts for dim in dimensions if (prompts := dimension_condition_prompts(dim))}
-    if not on_topic:
-        return vectors
-    conditions, report = compute_conditions(loaded, on_topic, catalog.condition_prompts()[1])
-    log.info("Conditions at layer %d, held-out balanced accuracy %s", report.layer, report.accuracy)
-    return vectors.with_conditions(
-        conditions, {"layer": report.layer, "accuracy": report.accuracy, "separation": report.separation}
-    )
-
-
 EXTRACTION_SHARE = 0.8
 
 
@@ -277,6 +214,7 @@ def vector_set_compute(
             vectors=vectors,
             loaded=loaded,
             progress=lambda done, total: job.progress(total * share + (1 - share) * done, total),
+            searched=searched,
         )
         vectors = conditions_compute(vectors=vectors, loaded=loaded, dimensions=list(vector_set.dimensions.all()))
         return stored(job, vectors)
@@ -284,10 +222,14 @@ def vector_set_compute(
     def measure(job: jobs.Job) -> dict:
         # An imported set's vectors came with it; only their functional range is measured.
         vectors = files.vectors_load(vector_set.file)
-        return stored(job, functional_range_measure(vectors=vectors, loaded=loaded, progress=job.progress))
+        return stored(job, functional_range_measure(vectors=vectors, loaded=loaded, progress=job.progress,
+                                                    searched=searched))
+
+    searched: dict = {}
 
     def stored(job: jobs.Job, vectors: SteeringVectors) -> dict:
         return {
+            "range_search": searched,
             "file": job.store(f"vectors/{vector_set.pk}-{uuid.uuid4().hex[:8]}.safetensors", vectors.save),
             "layers": vectors.layers,
             "num_layers": vectors.num_layers,

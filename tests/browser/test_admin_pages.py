@@ -92,3 +92,23 @@ class VectorSetAdminTest(BrowserTestCase):
             assert "steering: 0.527 (means: 1.000)" in text and "computed over every answer" in text
             assert "layers 7–9, 12" in text
         assert problems == []
+
+    def test_a_set_s_page_plots_each_dimension_with_its_functional_range_marked(self):
+        erin = self.user("erin", is_staff=True, is_superuser=True)
+        with self.browser() as (new_page, problems):
+            page = new_page(erin, width=1366, height=900)
+            page.goto(f"{self.live_server_url}/admin/steering/vectorset/{self.vector_set.pk}/change/")
+            figures = page.locator(".field-plots figure.vs-figure")
+            assert figures.evaluate_all("fs => fs.map(f => f.dataset.dimension)") == ["cost", "formality"]
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.field-plots img.vs-plot-svg')].every(i => i.complete && i.naturalWidth > 0)"
+            )
+            for figure in figures.all():
+                image = figure.locator("img")
+                assert image.bounding_box()["width"] >= 600  # readable, not a thumbnail
+                svg = page.evaluate("async (src) => (await fetch(src)).text()", image.get_attribute("src"))
+                assert 'id="functional-range-effect"' in svg and 'id="functional-range-quality"' in svg
+                assert "range ±0.02" in svg
+            assert figures.first.locator("figcaption a").text_content() == f"evaluation {self.evaluation.pk}"
+            assert "No evaluation of this dimension yet." in figures.last.text_content()
+        assert problems == []

@@ -3,7 +3,7 @@ import pytest
 from steering.engine import SteeringVectors, top_layers
 from steering.engine.range_search import MAX_PPL_RATIO, MIN_RELEVANCE, RANGE_PROMPTS, JointSearch, RangeSearch
 from steering.models import PreferenceDimension, VectorSet
-from steering.services import vector_sets
+from steering.services import measurement, vector_sets
 
 from tests.tiny_models import CORPUS, build_tiny
 
@@ -98,9 +98,12 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
     def fake_search(loaded, vectors, prompts, *, max_ppl_ratio, min_relevance, hooks, progress):
         searched.update(prompts=prompts, factor=max_ppl_ratio, relevance=min_relevance)
         progress(1, 2)
-        return {dim: RangeSearch(dim, 0.045, 10.0, {0.045: 1.2}) for dim in vectors.dimensions}
+        return {
+            dim: RangeSearch(dim, 0.045, 10.0, {0.03: 1.1, 0.045: 1.2, 0.06: float("nan")}, relevances={0.03: 0.97, 0.045: 0.93})
+            for dim in vectors.dimensions
+        }
 
-    monkeypatch.setattr(vector_sets, "search_functional_range", fake_search)
+    monkeypatch.setattr(measurement, "search_functional_range", fake_search)
     vector_set = vector_sets.vector_set_create(name="k", model_id="tiny-llama", dimensions=[formality], top_k=2)
     reported = []
     vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny, report=reported.append)
@@ -110,6 +113,11 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
     assert vector_set.layers == vectors.layers == top_layers(mean_scores, 2)
     # The measured range is stored on the row and in the file, which every generation reads.
     assert vector_set.functional_range == vectors.functional_range == {"formality": 0.045}
+    # What the search tried is kept for the set's plots (JSON: no NaN).
+    vector_set.refresh_from_db()
+    assert vector_set.range_search == {
+        "formality": {"candidates": [0.03, 0.045, 0.06], "ppl_ratio": [1.1, 1.2, None], "relevance": [0.97, 0.93, None]}
+    }
     # The setting's default is the engine's limit, and the search gets the shipped number of prompts.
     assert searched["factor"] == MAX_PPL_RATIO and len(searched["prompts"]) == RANGE_PROMPTS
     assert searched["relevance"] == MIN_RELEVANCE == 0.9
@@ -130,7 +138,7 @@ def test_several_dimensions_get_a_joint_budget_measured_on_their_ranges_and_stor
         progress(1, 1)
         return JointSearch(0.03, {0.03: (1.5, 0.95, 0), None: (3.0, 0.5, 2)})
 
-    monkeypatch.setattr(vector_sets, "search_joint_range", fake_joint)
+    monkeypatch.setattr(measurement, "search_joint_range", fake_joint)
     vector_set = vector_sets.vector_set_create(name="two", model_id="tiny-llama", dimensions=[formality, mood])
     reported = []
     vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny, report=reported.append)

@@ -1,0 +1,93 @@
+"""What computing a vector set measures on the model beyond its vectors: each dimension's
+functional range (and what the search tried, for the set's plots) and the topical dimensions'
+conditions."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable, Sequence
+
+from django.conf import settings
+
+from steering.data import catalog
+from steering.engine import LoadedModel, SteeringHooks, SteeringVectors
+from steering.engine.condition_reading import compute_conditions
+from steering.engine.range_search import RANGE_PROMPTS, search_functional_range, search_joint_range
+from steering.models import PreferenceDimension
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+def functional_range_measure(
+    *, vectors: SteeringVectors, loaded: LoadedModel, hooks: SteeringHooks | None = None, progress: Progress | None = None,
+    searched: dict | None = None,
+) -> SteeringVectors:
+    """`vectors` with each dimension's functional range measured on the model (a few neutral
+    prompts, short greedy answers, one batch): the largest strength whose answers still answer
+    (relevance ≥ STEERLAB_RANGE_MIN_RELEVANCE of the unsteered answers', perplexity within
+    STEERLAB_RANGE_PPL_FACTOR × theirs, none made degenerate); then, with several dimensions,
+    the budget of their summed addition by the same bar. Unchanged with STEERLAB_RANGE_SEARCH off.
+    `searched` receives what was tried, per dimension (VectorSet.range_search), for its plots."""
+    if not settings.STEERLAB_RANGE_SEARCH:
+        return vectors
+    prompts = catalog.range_prompts(RANGE_PROMPTS)
+    bar = {"max_ppl_ratio": settings.STEERLAB_RANGE_PPL_FACTOR, "min_relevance": settings.STEERLAB_RANGE_MIN_RELEVANCE}
+    single = (lambda done, total: progress(done, 2 * total)) if progress and len(vectors.dimensions) > 1 else progress
+    results = search_functional_range(loaded, vectors, prompts, **bar, hooks=hooks, progress=single)
+    for dim, result in results.items():
+        log.info(
+            "Functional range of %s: %s (PPL ratios %s, relevance %s)%s", dim, result.functional_range,
+            {c: round(r, 2) for c, r in result.ratios.items()}, {c: round(r, 2) for c, r in result.relevances.items()},
+            "" if result.within_limit else ", none within the limit",
+        )
+    if searched is not None:
+        searched.update({dim: range_search_of(result) for dim, result in results.items()})
+    vectors = vectors.with_ranges({dim: result.functional_range for dim, result in results.items()})
+    if len(vectors.dimensions) < 2:
+        return vectors
+    joint = search_joint_range(
+        loaded, vectors, prompts, **bar, hooks=hooks,
+        progress=(lambda done, total: progress(total + done, 2 * total)) if progress else None,
+    )
+    log.info("Joint range: %s (worst PPL ratio, relevance, made degenerate per cap: %s)", joint.joint_range, joint.measured)
+    return vectors.with_joint_range(joint.joint_range)
+
+
+def range_search_of(result) -> dict:
+    """One dimension's range search as JSON: each candidate with the worse of ±candidate's
+    perplexity ratio and relevance (NaN, which JSON lacks, as None)."""
+    candidates = sorted(result.ratios)
+    finite = lambda x: x if x is not None and math.isfinite(x) else None  # noqa: E731
+    return {
+        "candidates": candidates,
+        "ppl_ratio": [finite(result.ratios[c]) for c in candidates],
+        "relevance": [finite(result.relevances.get(c)) for c in candidates],
+    }
+
+
+def dimension_condition_prompts(dimension: PreferenceDimension) -> list[str]:
+    """The on-topic questions a dimension's condition is fitted from: its own, else the shipped
+    ones of a default dimension, else none (then it has no condition and always applies)."""
+    if dimension.condition_prompts:
+        return list(dimension.condition_prompts)
+    shipped, _ = catalog.condition_prompts()
+    return list(shipped.get(dimension.name, [])) if dimension.private_to_id is None else []
+
+
+def conditions_compute(
+    *, vectors: SteeringVectors, loaded: LoadedModel, dimensions: Sequence[PreferenceDimension]
+) -> SteeringVectors:
+    """`vectors` with a condition for every dimension that has on-topic questions (whatever its
+    kind today: staff may make it topical later without recomputing), fitted against the
+    shipped everyday questions."""
+    on_topic = {dim.name: prompts for dim in dimensions if (prompts := dimension_condition_prompts(dim))}
+    if not on_topic:
+        return vectors
+    conditions, report = compute_conditions(loaded, on_topic, catalog.condition_prompts()[1])
+    log.info("Conditions at layer %d, held-out balanced accuracy %s", report.layer, report.accuracy)
+    return vectors.with_conditions(
+        conditions, {"layer": report.layer, "accuracy": report.accuracy, "separation": report.separation}
+    )
