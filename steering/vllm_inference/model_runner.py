@@ -12,7 +12,8 @@ Three touch points, all on the runner instance that owns the model:
 2. `_model_forward`: before each pass the token → row index is filled from the batch
    (`input_batch.req_ids` in order, `query_start_loc` for each request's tokens,
    `input_batch.num_computed_tokens_cpu` for the position of each one's first token: vLLM's
-   `_prepare_inputs` computes the pass's positions from the same numbers).
+   `_prepare_inputs` computes the pass's positions from the same numbers; only asynchronous
+   speculative decoding, which SteerLab does not enable, corrects them afterwards on the GPU).
 3. `_update_states`: requests new to the runner are bound to the row their
    `SamplingParams.extra_args["steerlab_row"]` names, from the position
    `extra_args["steerlab_steered_from"]` names (answer-only steering; absent: all of it);
