@@ -11,9 +11,12 @@ runner) and loops: admit waiting requests, abort cancelled ones, `engine.step()`
 - Admission: a steered request takes a row of the steering table first (its deltas written
   there); with every row taken it stays in our queue, FIFO, until one frees. It never goes to
   vLLM without its row, so it never runs unsteered. The row travels to the runner in
-  `SamplingParams.extra_args`.
-- Prefix caching: a steered request's prompt carries a `cache_salt` made from its deltas, so
-  keys and values computed under one steering never serve another (the same steering shares).
+  `SamplingParams.extra_args`, with, for a request that steers only its answer
+  (`steer_prompt` False), its first steered position: its last prompt position (a resumed
+  answer's tokens come after it, steered as when they were generated).
+- Prefix caching: a steered request's prompt carries a `cache_salt` made from its deltas (and
+  an answer-only request's first steered position), so keys and values computed under one
+  steering never serve another (the same steering shares).
 - Text: vLLM does not detokenize; the builtin engine's `Detokenizer` makes the same text.
 - A request that leaves (end of turn, length, cancel, error) gives its row back at once.
 
@@ -38,7 +41,7 @@ from steering.engine.detokenizer import Detokenizer
 from steering.inference.admission import Admission
 from steering.inference.ticket import Ticket
 
-from .model_runner import ROW_ARG, building
+from .model_runner import ROW_ARG, STEERED_FROM_ARG, building
 from .steering_table import TableFull
 
 log = logging.getLogger(__name__)
@@ -56,12 +59,19 @@ def configure_environment(threads: int | None = None) -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
 
-def steering_salt(deltas: dict[int, torch.Tensor]) -> str | None:
+def steering_salt(deltas: dict[int, torch.Tensor], steered_from: int = 0) -> str | None:
     """A prefix-cache salt for this steering: equal deltas give equal salts (they may share
-    cached keys and values), different ones never do. None for an unsteered request."""
+    cached keys and values), different ones never do. None for an unsteered request.
+
+    `steered_from`: the first steered position of a request that steers only its answer. Its
+    keys and values are unsteered before that position and steered after, so they serve only a
+    request with the same deltas steered from the same position (vLLM salts a chain of blocks
+    from its first, so the salt cannot say "unsteered up to here")."""
     if not deltas:
         return None
     digest = hashlib.sha256()
+    if steered_from:
+        digest.update(b"answer-only:" + steered_from.to_bytes(8, "little"))
     for layer in sorted(deltas):
         digest.update(layer.to_bytes(4, "little"))
         digest.update(deltas[layer].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -229,6 +239,10 @@ class VllmScheduler(Admission):
         detok = Detokenizer(self.loaded.tokenizer)
         for token in request.generated_ids:
             detok.push(token)
+        # Answer-only: the prompt is read unsteered but for its last position (whose output is
+        # the first answer token), as the builtin engine's DecodeBatch._prompt_columns.
+        steered_from = 0 if request.steer_prompt or not row else len(request.prompt_ids) - 1
+        extra = {ROW_ARG: row, **({STEERED_FROM_ARG: steered_from} if steered_from else {})}
         try:
             sampling = SamplingParams(
                 max_tokens=max(1, budget),
@@ -241,11 +255,11 @@ class VllmScheduler(Admission):
                 ignore_eos=False,
                 detokenize=False,
                 output_kind=RequestOutputKind.DELTA,
-                extra_args={ROW_ARG: row} if row else None,
+                extra_args=extra if row else None,
                 logprobs=ticket.want_logprobs,
             )
             prompt = TokensPrompt(prompt_token_ids=list(request.prompt_ids) + list(request.generated_ids))
-            salt = steering_salt(request.steering)
+            salt = steering_salt(request.steering, steered_from)
             if salt is not None:
                 prompt["cache_salt"] = salt
             self.engine.add_request(request_id, prompt, sampling)

@@ -10,9 +10,14 @@ Three touch points, all on the runner instance that owns the model:
    builtin engine's hook point. Done at load time, before vLLM compiles or warms up, so a
    compiled model traces the op too.
 2. `_model_forward`: before each pass the token → row index is filled from the batch
-   (`input_batch.req_ids` in order, `query_start_loc` for each request's tokens).
+   (`input_batch.req_ids` in order, `query_start_loc` for each request's tokens,
+   `input_batch.num_computed_tokens_cpu` for the position of each one's first token: vLLM's
+   `_prepare_inputs` computes the pass's positions from the same numbers; only asynchronous
+   speculative decoding, which SteerLab does not enable, corrects them afterwards on the GPU).
 3. `_update_states`: requests new to the runner are bound to the row their
-   `SamplingParams.extra_args["steerlab_row"]` names; finished ones are unbound.
+   `SamplingParams.extra_args["steerlab_row"]` names, from the position
+   `extra_args["steerlab_steered_from"]` names (answer-only steering; absent: all of it);
+   finished ones are unbound.
 
 Needs the V1 runner in this process: `VLLM_ENABLE_V1_MULTIPROCESSING=0` and
 `VLLM_USE_V2_MODEL_RUNNER=0`, set by `steering.vllm_inference.engine` before it builds one.
@@ -29,6 +34,7 @@ from steering.engine.loading import LAYER_PATHS, UnsupportedModel, find_layers
 from .steering_table import SteeringTable
 
 ROW_ARG = "steerlab_row"
+STEERED_FROM_ARG = "steerlab_steered_from"
 
 # vLLM's model classes name their decoder layers as transformers' do, plus one wrapper layout.
 VLLM_LAYER_PATHS = (*LAYER_PATHS, "language_model.model.layers")
@@ -95,8 +101,8 @@ def install(runner, *, rows: int, eager: bool) -> Installation:
     def _model_forward(*args, **kwargs):
         batch = runner.input_batch
         req_ids = list(batch.req_ids)
-        table.fill_index(req_ids, runner.query_start_loc.np[: len(req_ids) + 1])
-        installation.active = any(table.row_of(r) for r in req_ids if r is not None)
+        computed = batch.num_computed_tokens_cpu[: len(req_ids)]
+        installation.active = table.fill_index(req_ids, runner.query_start_loc.np[: len(req_ids) + 1], computed)
         installation.passes += 1
         installation.steered_passes += installation.active
         return original_forward(*args, **kwargs)
@@ -109,7 +115,7 @@ def install(runner, *, rows: int, eager: bool) -> Installation:
             extra = (params.extra_args or {}) if params is not None else {}
             row = int(extra.get(ROW_ARG, 0))
             if row:
-                table.bind(new.req_id, row)
+                table.bind(new.req_id, row, steered_from=int(extra.get(STEERED_FROM_ARG, 0)))
         return original_update(scheduler_output)
 
     runner._model_forward = _model_forward

@@ -8,7 +8,10 @@ cannot be "row i of the batch" as in the builtin engine. Instead:
 - each steered layer l has a table [rows, hidden]: row 0 is zeros (unsteered requests and
   padding tokens point there), row r > 0 holds one live request's delta for layer l;
 - one index [max tokens] says which row each token of the current pass reads; it is shared by
-  all layers and filled before each forward pass from the runner's batch;
+  all layers and filled before each forward pass from the runner's batch; a request that steers
+  only its answer (`GenerationRequest.steer_prompt` False) has its tokens before its first
+  steered position read row 0, by position, so a prompt split over several passes (chunked
+  prefill, a prefix served from the cache) is read as one;
 - `steerlab::add_rows(hidden, table, index)` adds `table[index[:n]]` to the layer's output.
 
 It is a `torch.library.custom_op`, so torch.compile (and CUDA graphs) treat it as one opaque
@@ -65,6 +68,7 @@ class SteeringTable:
         self.index = torch.zeros(max_tokens, dtype=torch.long, device=self.device)
         self._free = list(range(rows, 0, -1))  # pop() hands out row 1 first
         self._by_request: dict[str, int] = {}  # vLLM request id → row
+        self._steered_from: dict[str, int] = {}  # vLLM request id → its first steered position
         self._lock = threading.Lock()
         self.live_rows = 0  # steered requests holding a row; 0 lets an eager pass skip the op
 
@@ -104,36 +108,50 @@ class SteeringTable:
         with self._lock:
             return len(self._free)
 
-    def bind(self, request_id: str, row: int) -> None:
-        """Which row a vLLM request reads (from its SamplingParams.extra_args)."""
+    def bind(self, request_id: str, row: int, *, steered_from: int = 0) -> None:
+        """Which row a vLLM request reads (from its SamplingParams.extra_args), from which of
+        its positions on (0: all; an answer-only request: its last prompt position)."""
         with self._lock:
             self._by_request[request_id] = row
+            if steered_from:
+                self._steered_from[request_id] = steered_from
 
     def unbind(self, request_id: str) -> None:
         with self._lock:
             self._by_request.pop(request_id, None)
+            self._steered_from.pop(request_id, None)
 
     def row_of(self, request_id: str) -> int:
         return self._by_request.get(request_id, 0)
 
     # -- the index -------------------------------------------------------------------------
 
-    def fill_index(self, request_ids, query_start_loc) -> None:
+    def fill_index(self, request_ids, query_start_loc, computed=None) -> bool:
         """Point each token of the coming pass at its request's row: request i's tokens are
-        query_start_loc[i] … query_start_loc[i+1]-1. Tokens past the last request (padding)
-        read row 0."""
+        query_start_loc[i] … query_start_loc[i+1]-1, at positions computed[i] on (the tokens
+        it has in the cache already; None: all 0). Tokens before their request's first steered
+        position, and tokens past the last request (padding), read row 0. Says whether any
+        token of the pass reads a steered row."""
         starts = [int(x) for x in query_start_loc[: len(request_ids) + 1]]
         total = starts[-1] if starts else 0
         if total > self.index.shape[0]:
             raise RuntimeError(f"A pass of {total} tokens exceeds the steering index ({self.index.shape[0]})")
         rows = [self.row_of(rid) if rid is not None else 0 for rid in request_ids]
+        self.index.zero_()
         if not any(rows):
-            self.index.zero_()
-            return
+            return False
         counts = torch.tensor([b - a for a, b in zip(starts, starts[1:])], dtype=torch.long)
         per_token = torch.repeat_interleave(torch.tensor(rows, dtype=torch.long), counts)
-        self.index.zero_()
+        for i, rid in enumerate(request_ids):
+            # Positions, not this pass's offsets: a prompt chunked over passes, or partly
+            # served from the prefix cache, starts a pass past its position 0.
+            unsteered = self._steered_from.get(rid, 0) - (int(computed[i]) if computed is not None else 0)
+            if rows[i] and unsteered > 0:
+                per_token[starts[i] : starts[i] + min(unsteered, int(counts[i]))] = 0
+        if not per_token.any():
+            return False
         self.index[:total] = per_token.to(self.index.device, non_blocking=True)
+        return True
 
     def add(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         return add_rows(hidden, self.tables[layer], self.index)

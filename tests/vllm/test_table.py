@@ -69,3 +69,25 @@ def test_a_model_without_known_decoder_layers_gets_a_clear_error():
 
     with pytest.raises(SteeringUnsupported, match="Odd.*STEERLAB_ENGINE=builtin"):
         find_decoder_layers(Odd())
+
+
+def test_an_answer_only_request_reads_zeros_before_its_last_prompt_position_in_every_chunk():
+    """Its prompt of 7 tokens (positions 0–6) prefilled in chunks of 4 and 3, then decoded,
+    beside a request that steers its prompt too: positions 0–5 read zeros, 6 on its row."""
+    t = table()
+    answer_only, everywhere = t.allocate({1: torch.ones(5)}), t.allocate({1: torch.full((5,), 2.0)})
+    t.bind("ra", answer_only, steered_from=6)
+    t.bind("rb", everywhere)
+
+    def pass_(computed, starts):
+        steered = t.fill_index(["ra", "rb"], starts, computed)
+        return steered, t.add(1, torch.zeros(8, 5))[:, 0].tolist()
+
+    assert pass_([0, 0], [0, 4, 6]) == (True, [0, 0, 0, 0, 2, 2, 0, 0])  # ra's first chunk, rb's prompt
+    assert pass_([4, 2], [0, 3, 4]) == (True, [0, 0, 1, 2, 0, 0, 0, 0])  # ra's last chunk: position 6 steered
+    assert pass_([7, 3], [0, 1, 2]) == (True, [1, 2, 0, 0, 0, 0, 0, 0])  # decoding
+    t.unbind("rb")
+    assert pass_([0, 0], [0, 4, 4]) == (False, [0] * 8), "a pass with no steered token says so"
+    t.unbind("ra")
+    t.bind("ra", answer_only)
+    assert pass_([0, 0], [0, 4, 4])[1][:4] == [1] * 4, "unbinding forgets the policy"

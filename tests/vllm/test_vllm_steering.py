@@ -15,7 +15,7 @@ from tests.vllm.conftest import ROWS, SKIP_REASON
 
 pytest.importorskip("vllm", reason=SKIP_REASON)
 
-from steering.engine import GenerationParams, GenerationRequest, RowSteering, SteeringHooks  # noqa: E402
+from steering.engine import GenerationParams, GenerationRequest, RowSteering, SteeringHooks, stream_batch  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +31,9 @@ PROMPTS = [
 ]
 
 
-def request(loaded, prompt: str, steering=None, tokens: int = 24) -> GenerationRequest:
+def request(loaded, prompt: str, steering=None, tokens: int = 24, **fields) -> GenerationRequest:
     return GenerationRequest(prompt_ids=loaded.chat_ids(prompt), params=GenerationParams(max_new_tokens=tokens),
-                             steering=steering or {})
+                             steering=steering or {}, **fields)
 
 
 def run(scheduler, requests, **kwargs):
@@ -45,10 +45,16 @@ def run(scheduler, requests, **kwargs):
     return tickets
 
 
-def builtin_logprobs(loaded, prompt_ids, steering) -> torch.Tensor:
+def builtin_logprobs(loaded, prompt_ids, steering, *, steer_prompt: bool = True) -> torch.Tensor:
+    """The builtin engine's first-step log-probabilities; `steer_prompt=False` weights the
+    prompt's columns as `DecodeBatch._prompt_columns` does (0, but 1 on the last)."""
     hooks = SteeringHooks(loaded.layers, sorted(steering))
     try:
         rows = RowSteering.from_rows([steering], dtype=loaded.dtype, device=loaded.device)
+        if rows is not None and not steer_prompt:
+            columns = torch.zeros(1, len(prompt_ids))
+            columns[:, -1] = 1.0
+            rows = rows.on_columns(columns)
         with torch.inference_mode(), hooks.active(rows):
             logits = loaded.model(input_ids=torch.tensor([prompt_ids])).logits[0, -1]
     finally:
