@@ -83,8 +83,8 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
         recorded = json.loads(recorded_at.read_text()) if recorded_at.exists() else None
         if recorded == options:
             return SteeringVectors.load(path)
-    if args.dtype != "float32":
-        sys.exit(f"{path}: no vectors computed under these options; run once with --dtype float32 first")
+    if args.dtype != args.compute_dtype:
+        sys.exit(f"{path}: no vectors computed under these options; run once with --dtype {args.compute_dtype} first")
     if path.exists():
         print(json.dumps({"note": f"{path} was computed under other options; recomputing", "was": recorded}), flush=True)
     examples = {name: catalog.examples(name) for name in catalog.dimension_names()}
@@ -140,13 +140,16 @@ def main() -> None:
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--vectors", default="/tmp/steerlab-heldout-vectors.safetensors")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the dtype vectors and ranges are computed in (bfloat16: as the site computes its sets)")
     parser.add_argument("--steer-prompt", action="store_true",
                         help="compute a set that steers the prompt too (sets before 2026-12-06); default: the answer only")
     args = parser.parse_args()
 
     model = SteerableModel.load(dtype=args.dtype)
     options = {"method": args.method, "read": args.read, "layers": args.layers,
-               "range_prompts": args.range_prompts, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint()}
+               "range_prompts": args.range_prompts, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
+               **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
     vectors = vectors_for(model, args, options)
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are
         vectors = with_conditions(model, vectors)

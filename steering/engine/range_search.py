@@ -40,9 +40,12 @@ from .vectorfile import SteeringVectors
 # answers still answer: relevance ≥ MIN_RELEVANCE of the unsteered answers', perplexity ≤
 # MAX_PPL_RATIO × theirs, and no answer made degenerate (measures.is_degenerate); the grid goes
 # down to 0.005 since the bar stops earlier.
+# 2026-12-06: with 6 prompts × 24 tokens the relevance of one candidate varied by ±0.1 (age
+# 0.88 at 0.005, 0.93 at 0.01), so ranges fell to the floor while the held-out answers kept
+# relevance 0.93–1.18 at them (docs/evaluation.md): 12 prompts, read through monotone fits.
 RANGE_CANDIDATES = (0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025)
 RANGE_PARAMS = GenerationParams(max_new_tokens=24)
-RANGE_PROMPTS = 6
+RANGE_PROMPTS = 12
 MAX_PPL_RATIO = 2.0
 MIN_RELEVANCE = 0.9
 # Caps on the summed addition of several dimensions (residual-norm units), for search_joint_range.
@@ -72,30 +75,48 @@ def functional_range_from(
     min_relevance: float = 0.0,
     degenerate: dict[float, int] | None = None,
 ) -> tuple[float, bool]:
-    """The largest candidate of the first run of candidates that keep the answer: perplexity
-    within `max_ppl_ratio` × unsteered, relevance at least `min_relevance` and no answer made
-    degenerate. A failure after a pass ends the search (a larger candidate that dips back below
-    the bar is luck, not a safe setting). Failures below the first pass are skipped: at the
-    gentlest settings the answers barely change, and a few prompts' relevance is noisy there
-    (formality on SmolLM2: 0.85 at 0.005, 0.95 at 0.0075, 1.0 at 0.01, 0.70 at 0.0125), so they
-    must not pin the range to the floor; an empty (NaN) or degenerate answer is no noise and stops it. When no candidate passes, the smallest, flagged:
-    steering then stays usable at its gentlest measured setting rather than silently switching
-    off."""
+    """The largest candidate that keeps the answer: perplexity within `max_ppl_ratio` ×
+    unsteered, relevance at least `min_relevance`, and no answer made degenerate there or at
+    any smaller candidate.
+
+    Perplexity and relevance are read off monotone fits over the candidates (`monotone`), not
+    candidate by candidate: stronger steering cannot, in expectation, make answers more on topic
+    or more likely, and a few prompts' greedy answers are noisy (one changed token changes the
+    rest of the answer). Read one by one, the noise both pinned ranges to the floor (formality on
+    SmolLM2: relevance 0.85 at 0.005, 0.95 at 0.0075, 1.0 at 0.01) and let a lucky larger
+    candidate through; the fit pools such points with their neighbours. An empty (NaN) or
+    degenerate answer is no noise: it ends the search. When no candidate passes, the smallest,
+    flagged: steering then stays usable at its gentlest measured setting rather than silently
+    switching off."""
     candidates = sorted(ratios)
-    best = None
-    for candidate in candidates:
-        kept = (relevances or {}).get(candidate, 1.0)
-        # NaN (no tokens, no similarity) fails too
-        passes = ratios[candidate] <= max_ppl_ratio and kept >= min_relevance
-        passes = passes and (degenerate or {}).get(candidate, 0) == 0
-        if passes:
-            best = candidate
-            continue
-        # No answer to measure (NaN) or a broken one is never noise: it ends the search.
-        broken = math.isnan(ratios[candidate]) or math.isnan(kept) or (degenerate or {}).get(candidate, 0) > 0
-        if best is not None or broken:
+    kept = [(relevances or {}).get(c, 1.0) for c in candidates]
+    ppl = [ratios[c] for c in candidates]
+    usable = 0  # candidates before the first unmeasurable or broken one
+    for c, r, k in zip(candidates, ppl, kept):
+        if math.isnan(r) or math.isnan(k) or (degenerate or {}).get(c, 0) > 0:
             break
+        usable += 1
+    ppl_fit = monotone(ppl[:usable], increasing=True)
+    kept_fit = monotone(kept[:usable], increasing=False)
+    best = None
+    for c, r, k in zip(candidates, ppl_fit, kept_fit):
+        if r > max_ppl_ratio or k < min_relevance:
+            break  # both fits are monotone: no larger candidate passes either
+        best = c
     return (candidates[0], False) if best is None else (best, True)
+
+
+def monotone(values: Sequence[float], *, increasing: bool) -> list[float]:
+    """The least-squares monotone fit of `values` (pool adjacent violators): each run of
+    points that goes the wrong way is replaced by its mean."""
+    sign = 1.0 if increasing else -1.0
+    blocks: list[list[float]] = []  # [mean × sign, count]
+    for value in values:
+        blocks.append([sign * value, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            mean, count = blocks.pop()
+            blocks[-1] = [(blocks[-1][0] * blocks[-1][1] + mean * count) / (blocks[-1][1] + count), blocks[-1][1] + count]
+    return [sign * mean for mean, count in blocks for _ in range(count)]
 
 
 @dataclass

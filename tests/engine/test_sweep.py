@@ -4,7 +4,9 @@ import pytest
 
 from steering.engine import SteeringHooks, compute_vectors
 from steering.data import catalog
-from steering.engine.range_search import functional_range_from, search_functional_range, search_joint_range, sign_patterns
+from steering.engine.range_search import (
+    functional_range_from, monotone, search_functional_range, search_joint_range, sign_patterns,
+)
 from steering.engine.rows import generate_rows
 from steering.engine.sweep import evaluate_dimension
 from steering.engine import GenerationParams
@@ -26,28 +28,43 @@ def vectors(tiny):
 
 def test_the_range_is_the_largest_candidate_below_which_every_one_passes():
     assert functional_range_from({0.01: 1.1, 0.02: 1.5, 0.04: 1.9, 0.08: 3.0}, 2.0) == (0.04, True)
-    # A candidate past the limit ends the search even if a larger one dips back below it.
-    assert functional_range_from({0.01: 1.1, 0.02: 2.5, 0.04: 1.2}, 2.0) == (0.01, True)
     assert functional_range_from({0.01: math.nan, 0.02: 1.0}, 2.0) == (0.01, False)
     assert functional_range_from({0.02: 2.5, 0.01: 3.0}, 2.0) == (0.01, False)  # none passes: the gentlest
 
 
-def test_the_range_stops_where_relevance_drops_or_an_answer_turns_degenerate_even_if_perplexity_allows():
+def test_perplexity_and_relevance_are_read_off_monotone_fits():
+    # A dip back under the limit is pooled with the miss before it: their mean decides.
+    assert functional_range_from({0.01: 1.1, 0.02: 2.5, 0.04: 1.2}, 2.0) == (0.04, True)  # (2.5 + 1.2) / 2 ≤ 2
+    assert functional_range_from({0.01: 1.1, 0.02: 2.9, 0.04: 1.2}, 2.0) == (0.01, True)  # (2.9 + 1.2) / 2 > 2
     ratios = {0.01: 1.1, 0.02: 1.2, 0.04: 1.3}
-    assert functional_range_from(ratios, 2.0, relevances={0.01: 0.97, 0.02: 0.85, 0.04: 0.95}, min_relevance=0.9) == (0.01, True)
-    assert functional_range_from(ratios, 2.0, degenerate={0.01: 0, 0.02: 0, 0.04: 1}) == (0.02, True)
-    # A miss at the gentlest setting only is skipped; none passing keeps the gentlest, flagged.
-    assert functional_range_from(ratios, 2.0, relevances={0.01: 0.5}, min_relevance=0.9) == (0.04, True)
+    assert functional_range_from(ratios, 2.0, relevances={0.01: 0.97, 0.02: 0.80, 0.04: 0.95}, min_relevance=0.9) == (0.01, True)
+    assert functional_range_from(ratios, 2.0, relevances={0.01: 0.97, 0.02: 0.88, 0.04: 0.95}, min_relevance=0.9) == (0.04, True)
     assert functional_range_from(ratios, 2.0, relevances=dict.fromkeys(ratios, 0.5), min_relevance=0.9) == (0.01, False)
+
+
+def test_a_degenerate_or_unmeasurable_answer_ends_the_search_whatever_the_fits_say():
+    ratios = {0.01: 1.1, 0.02: 1.2, 0.04: 1.3}
+    assert functional_range_from(ratios, 2.0, degenerate={0.01: 0, 0.02: 0, 0.04: 1}) == (0.02, True)
+    assert functional_range_from(ratios, 2.0, degenerate={0.01: 0, 0.02: 1, 0.04: 0}) == (0.01, True)
     assert functional_range_from(ratios, 2.0, relevances={0.01: math.nan}, min_relevance=0.9) == (0.01, False)
 
 
 def test_noisy_failures_below_the_first_pass_do_not_pin_the_range_to_the_floor():
     # Formality on SmolLM2 (admin preview's set): the gentlest step failed by noise, the next two
-    # passed, then relevance really fell. Before, the search kept the floor and −1 read as 0.
+    # passed, then relevance really fell. Read one by one, the search kept the floor and −1 read as 0.
     ratios = {0.005: 1.13, 0.0075: 1.31, 0.01: 1.47, 0.0125: 1.61, 0.015: 1.93}
     relevances = {0.005: 0.85, 0.0075: 0.95, 0.01: 1.0, 0.0125: 0.7, 0.015: 0.95}
     assert functional_range_from(ratios, 2.0, relevances=relevances, min_relevance=0.9) == (0.01, True)
+    # The default set's search of 2026-12-06 (6 prompts): ambiance read 0.87 at its two gentlest
+    # candidates and 0.90 at 0.015; the fit pools them all below the bar.
+    ambiance = {0.005: 0.867, 0.0075: 0.866, 0.01: 0.885, 0.0125: 0.872, 0.015: 0.903, 0.02: 0.845}
+    assert functional_range_from(dict.fromkeys(ambiance, 1.2), 2.0, relevances=ambiance, min_relevance=0.9) == (0.005, False)
+
+
+def test_the_monotone_fit_pools_adjacent_violators():
+    assert monotone([1.0, 3.0, 2.0, 4.0], increasing=True) == [1.0, 2.5, 2.5, 4.0]
+    assert monotone([0.85, 0.95, 1.0, 0.7, 0.95], increasing=False) == pytest.approx([0.9333, 0.9333, 0.9333, 0.825, 0.825], abs=1e-4)
+    assert monotone([], increasing=True) == []
 
 
 def test_the_real_model_search_stops_where_the_answers_stop_answering(smollm):
