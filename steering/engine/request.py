@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .conditions import ConditionalSteering
+from .readout import ReadoutProbe
 
 MAX_NEW_TOKENS_LIMIT = 4096
 
@@ -110,6 +111,9 @@ class GenerationRequest:
     # Topical dimensions, applied only if the prompt is about them (the engine records its
     # decision on this object, before the prefill); `steering` is then the rest.
     conditions: ConditionalSteering | None = None
+    # What to read along the way (readout.py; `probe_for(vectors)`): each token's event then
+    # carries the row's reading. Unsteered rows may read too: a reading is not steering.
+    readout: ReadoutProbe | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -132,3 +136,6 @@ class TokenEvent:
     # With finish "error": "request" when the row's own input caused it (its steering or
     # parameters), "server" otherwise; callers answer the first 4xx, the second 5xx.
     fault: str | None = None
+    # The reading of the forward pass that chose `token_id` (one value per dimension of the
+    # request's `readout`), when the request asked for one.
+    readout: tuple[float, ...] | None = None

@@ -18,7 +18,7 @@ The file stores the tensors `vector.<dim>` ([layers, hidden]) and `residual_norm
 A set may also carry conditions (conditional steering, `conditions.py`): for a topical
 dimension, `condition.direction.<dim>` and `condition.center.<dim>` ([hidden] each), with
 their layer and threshold in the metadata's `conditions`. Readers that predate them ignore
-both, and steer those dimensions always.
+both, and steer those dimensions always; they ignore the readout's ends too (readout.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import torch
 from safetensors import SafetensorError
 
 from .conditions import Condition, ConditionalSteering
+from .readout import ReadoutEnds, ends_from_file, ends_problems, ends_tensors
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = "1"
@@ -75,6 +76,8 @@ class SteeringVectors:
     conditions: dict[str, Condition] = field(default_factory=dict)
     # How the conditions were chosen: {"layer", "separation": {dim: [per layer]}, "accuracy": {dim}}.
     condition_report: dict = field(default_factory=dict)
+    # Where each dimension is read and its reference ends there (readout.py); {} before it existed.
+    readout: dict[str, ReadoutEnds] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,6 +149,7 @@ class SteeringVectors:
                     problems.append(f"condition {name} of {dim!r} must be {self.hidden_size} finite values")
             if not math.isfinite(condition.threshold):
                 problems.append(f"condition threshold of {dim!r} must be a finite number")
+        problems += ends_problems(self.readout, self.vectors, self.num_layers, self.hidden_size)
         if tuple(self.residual_norms.shape) != (self.num_layers,) or not torch.isfinite(self.residual_norms).all():
             problems.append(f"residual_norms must be {self.num_layers} finite values")
         for dim, value in self.functional_range.items():
@@ -226,6 +230,9 @@ class SteeringVectors:
         """A copy with these conditions (and how they were chosen) in place of its own."""
         return SteeringVectors(**{**self._fields(), "conditions": dict(conditions), "condition_report": report or {}})
 
+    def with_readout(self, readout: dict[str, ReadoutEnds]) -> SteeringVectors:
+        return SteeringVectors(**{**self._fields(), "readout": dict(readout)})
+
     def with_residual_norms(self, norms: torch.Tensor) -> SteeringVectors:
         """A copy scaled to other residual norms (e.g. measured on the model that serves it)."""
         return SteeringVectors(**{**self._fields(), "residual_norms": norms.float()})
@@ -244,6 +251,7 @@ class SteeringVectors:
         for dim, condition in self.conditions.items():
             tensors[f"condition.direction.{dim}"] = condition.direction.float().contiguous()
             tensors[f"condition.center.{dim}"] = condition.center.float().contiguous()
+        tensors.update(ends_tensors(self.readout))
         meta = {
             "format": FORMAT_VERSION,
             "model_id": self.model_id,
@@ -261,6 +269,7 @@ class SteeringVectors:
             "joint_range": self.joint_range,
             "conditions": {dim: {"layer": c.layer, "threshold": c.threshold} for dim, c in self.conditions.items()},
             "condition_report": self.condition_report,
+            "readout": {dim: {"layer": ends.layer} for dim, ends in self.readout.items()},
         }
         tmp = path.with_name(f".{path.name}.tmp")
         try:
@@ -322,6 +331,7 @@ class SteeringVectors:
                 joint_range=None if meta.get("joint_range") is None else float(meta["joint_range"]),
                 conditions=_conditions(tensors, meta.get("conditions", {}), source),
                 condition_report=meta.get("condition_report", {}),
+                readout=ends_from_file(tensors, meta.get("readout", {})),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, VectorFileError):
