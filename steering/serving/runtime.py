@@ -36,6 +36,7 @@ from steering.engine import (
     GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
 from steering.engine.conditions import ConditionalSteering
+from steering.engine.readout import ReadoutProbe, probe_for
 from steering.files import VectorSetUnavailable
 from steering.inference import Scheduler
 from steering.models import PreferenceDimension, VectorSet, site_model_id
@@ -213,6 +214,23 @@ def steering_for(
         vector_set.dimensions.filter(kind=PreferenceDimension.Kind.TOPICAL).values_list("name", "condition_threshold")
     )
     return site_vectors(vector_set).conditional_deltas(strengths, topical)
+
+
+def readout_for(vector_set_id: int | None, *, vector_set: VectorSet | None = None) -> ReadoutProbe | None:
+    """What a turn on this vector set reads (engine/readout.py), steered or not; None when the
+    set has no readout ends (computed before the readout existed: recomputing it adds them)
+    or cannot be read. A reading is an extra: it never stops an answer, so an unusable set
+    gives None here and only a steered turn fails over it (in `steering_for`)."""
+    if vector_set_id is None:
+        return None
+    try:
+        if vector_set is None or vector_set.pk != vector_set_id:
+            vector_set = VectorSet.objects.get(pk=vector_set_id)
+        if vector_set.status != VectorSet.Status.READY:
+            return None
+        return probe_for(site_vectors(vector_set))
+    except (VectorSet.DoesNotExist, VectorSetUnavailable):
+        return None
 
 
 def forget_vector_set(pk: int) -> None:
