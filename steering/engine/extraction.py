@@ -10,7 +10,7 @@ direction, all pure functions on tensors: `mean_difference` (CAA, the seed's met
 `probe_direction` (a logistic-regression probe, the paper's method) and `pca_direction`
 (first principal component of paired differences). `compute_vectors` applies one of them to
 every layer and dimension, scores every layer on held-out data, and can steer the top k; the
-readout's reference ends (readout.py) are the two classes' mean activations at the read layer.
+readout's reference ends (readout.py) are the two classes' examples read as answers.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .layers import Classifier, default_layers, held_out_likelihood, held_out_separation, top_layers
 from .loading import LoadedModel
-from .readout import ends_from_activations
+from .readout import calibrate_readout
 from .vectorfile import READS, SteeringVectors
 
 Progress = Callable[[int, int], None]
@@ -253,7 +253,7 @@ def compute_vectors(
         if progress:
             progress(offset + done, total)
 
-    vectors, scores, norm_parts, means = {}, {}, [], {}
+    vectors, scores, norm_parts = {}, {}, []
     for dim, (positive, negative) in examples.items():
         acts, norms = record_activations(
             loaded, [*positive, *negative], read=read, batch_size=batch_size, progress=step
@@ -264,7 +264,6 @@ def compute_vectors(
         vectors[dim] = torch.stack([DIRECTIONS[method](pos[:, l], neg[:, l]) for l in per_layer])
         scores[dim] = [layer_score(method, pos[:, l], neg[:, l]) for l in per_layer]
         norm_parts.append(norms)
-        means[dim] = (pos.mean(0, keepdim=True), neg.mean(0, keepdim=True))  # the readout's ends, per layer
     if layers is not None:
         steered = list(layers)
     elif top_k is not None:
@@ -286,7 +285,7 @@ def compute_vectors(
         layer_scores=scores,
     )
     # The readout's read layer depends on the steered layers, known only now.
-    return computed.with_readout({dim: ends_from_activations(computed, dim, *pair) for dim, pair in means.items()})
+    return calibrate_readout(loaded, computed, examples)
 
 
 
