@@ -5,7 +5,8 @@ at a desktop width and on a phone, the phone's conversation drawer open.
     python bench/screenshots.py                       # http://127.0.0.1:8000, the demo account
     python bench/screenshots.py --url URL --username U --password P --out docs/images
 
-Writes chat.png (1280 × 800), chat-phone.png and chat-phone-drawer.png (390 × 844). The answer is
+Writes chat.png (1280 × 800), readout.png (the answer's readout, per token open), chat-phone.png
+and chat-phone-drawer.png (390 × 844). The answer is
 the model's, so each run's text differs; the layout is what the pictures are for.
 """
 
@@ -30,6 +31,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
+    shots = ["chat.png", "chat-phone.png", "chat-phone-drawer.png"]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
@@ -48,6 +50,13 @@ def main() -> None:
             page.wait_for_selector("#conversation-title[data-named]")
             conversation = page.url
             page.screenshot(path=str(args.out / "chat.png"))
+            # The readout under the answer, its per-token view open (a set computed before the
+            # readout has none: recompute it, and this picture is taken).
+            answer = page.locator(".chat-assistant").last
+            if answer.locator(".readout-toggle").count():
+                answer.locator(".readout-toggle").click()
+                answer.locator(".chat-readout").screenshot(path=str(args.out / "readout.png"))
+                shots.append("readout.png")
 
             phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
                                         storage_state=context.storage_state())
@@ -61,7 +70,7 @@ def main() -> None:
             page.screenshot(path=str(args.out / "chat-phone-drawer.png"))
         finally:
             browser.close()
-    for name in ("chat.png", "chat-phone.png", "chat-phone-drawer.png"):
+    for name in shots:
         print(args.out / name)
 
 
