@@ -187,7 +187,10 @@ class BatchReadout:
             None if probe is None else [where[id(probe), j] for j in range(len(probe.dimensions))]
             for probe in self.probes
         ]
-        self._raw = torch.full((len(self.probes), width), float("nan"))
+        # Each read layer's projections of the last pass, left on the model's device until
+        # `readings()`: copying them out inside the pass would stall a GPU at every read layer.
+        self._raw: dict[int, torch.Tensor] = {}
+        self._width = width
 
     @property
     def layers(self) -> list[int]:
@@ -205,12 +208,15 @@ class BatchReadout:
         units = self._units[layer]
         if units.device != last.device:
             units = self._units[layer] = units.to(last.device)
-        self._raw[:, self._by_layer[layer]] = _project(last, units).cpu()
+        self._raw[layer] = _project(last, units)
 
     def readings(self) -> list[tuple[float, ...] | None]:
         """Per row, the values of the last forward pass (−1 and +1 at the ends)."""
+        raw = torch.full((len(self.probes), self._width), float("nan"))
+        for layer, projections in self._raw.items():
+            raw[:, self._by_layer[layer]] = projections.cpu()
         span = (self._high - self._low).clamp_min(1e-12) if len(self._high) else self._high
-        values = -1.0 + 2.0 * (self._raw - self._offset - self._low) / span
+        values = -1.0 + 2.0 * (raw - self._offset - self._low) / span
         rows = values.tolist()
         return [None if cols is None else tuple(rows[i][c] for c in cols) for i, cols in enumerate(self._row_columns)]
 
