@@ -43,7 +43,8 @@ from steering.engine import GenerationParams, GenerationRequest, SteerableModel,
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.extraction import pad_left  # noqa: E402
 from steering.engine.measures import effect_scores, spearman  # noqa: E402
-from steering.engine.readout import calibrate_readout, probe_for  # noqa: E402
+from steering.engine.hooks import RowSteering  # noqa: E402
+from steering.engine.readout import BatchReadout, calibrate_readout, probe_for  # noqa: E402
 
 STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 PROMPTS = catalog.neutral_prompts()
@@ -109,8 +110,25 @@ def cost(model: SteerableModel, vectors: SteeringVectors, args) -> dict:
         model.loaded.stop_ids = stops
 
 
+def readout_work_us(model: SteerableModel, vectors: SteeringVectors, rows: int, steps: int = 2000) -> float:
+    """Microseconds of the readout's own work per decode step of `rows` steered rows (its
+    observers on one step's hidden states, then the readings), timed alone on the thread's
+    CPU clock: what the on/off runs measure through a shared machine's noise."""
+    requests = batch_requests(model, vectors, rows, 1, steered=True, readout=True)
+    steering = RowSteering.from_rows([r.steering for r in requests], dtype=model.loaded.dtype, device=model.loaded.device)
+    meter = BatchReadout([r.readout for r in requests], steering.deltas)
+    hidden = torch.randn(rows, 1, vectors.hidden_size, dtype=model.loaded.dtype)
+    observers = meter.observers()
+    start = time.thread_time()
+    for _ in range(steps):
+        for observe in observers.values():
+            observe(hidden)
+        meter.readings()
+    return (time.thread_time() - start) / steps * 1e6
+
+
 def _cost(model: SteerableModel, vectors: SteeringVectors, args) -> dict:
-    figures = {}
+    figures = {"readout_work_us_per_step": round(readout_work_us(model, vectors, args.batch), 1)}
     for steered in (True, False):
         make = lambda readout: batch_requests(model, vectors, args.batch, args.tokens, steered=steered, readout=readout)  # noqa: E731
         tokens_per_s(model, make(True))  # warm-up
