@@ -44,7 +44,8 @@ from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.extraction import pad_left  # noqa: E402
 from steering.engine.measures import effect_scores, spearman  # noqa: E402
 from steering.engine.hooks import RowSteering  # noqa: E402
-from steering.engine.readout import BatchReadout, calibrate_readout, probe_for  # noqa: E402
+from steering.engine.extraction import calibrate_readout  # noqa: E402
+from steering.engine.readout import BatchReadout, probe_for  # noqa: E402
 
 STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 PROMPTS = catalog.neutral_prompts()

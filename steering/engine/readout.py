@@ -6,7 +6,8 @@ residual stream at the read layer, at the position that chose the token, onto th
 direction, mapped linearly so that the dimension's two reference ends read −1 and +1: the
 ends are the mean activations of its negative and positive training examples at the read
 layer, read as answers in the chat template like the answers they are compared with
-(`ReadoutEnds`, stored in the vector file, measured when the vectors are computed).
+(`ReadoutEnds`, stored in the vector file, measured by `extraction.calibrate_readout` when the
+vectors are computed).
 
 What is read is the model's own part of the residual stream: what the forward pass holds at
 the read layer minus what steering added directly at that layer and at every steered layer
@@ -24,14 +25,12 @@ the pass that generates anyway; nothing is run twice.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 if TYPE_CHECKING:
-    from .loading import LoadedModel
     from .vectorfile import SteeringVectors
 
 
@@ -56,68 +55,6 @@ def read_layer(vectors: SteeringVectors, dimension: str) -> int:
     return max(layers, key=lambda layer: (scores[layer], -abs(layer - layers[len(layers) // 2])))
 
 
-# The question the reference examples answer when the ends are read: they are read as what
-# they will be compared with, an assistant's answer in the chat template (see answer_activations).
-READ_PROMPTS = ("Tell me something.", "Can you help me with this?", "What do you think?", "Any advice?")
-
-
-@torch.inference_mode()
-def answer_activations(loaded: LoadedModel, texts: Sequence[str], layer: int, *, batch_size: int = 16) -> torch.Tensor:
-    """The mean activation at `layer` over the positions that would choose each text's tokens
-    if the model answered it to a short question (the question's last position up to the
-    text's next-to-last): [texts, hidden]. A generated answer is read at exactly those
-    positions, so the ends and the answers are read in one context; read as bare text
-    (extraction's read), everyday answers of SmolLM2 sat near the negative end of every
-    dimension (formality −0.9 and cost −1.0 at strength 0 on the held-out prompts)."""
-    from .extraction import pad_left
-
-    rows, spans = [], []
-    for i, text in enumerate(texts):
-        question = loaded.chat_ids(READ_PROMPTS[i % len(READ_PROMPTS)])
-        answer = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-        rows.append(question + answer)
-        spans.append((len(question) - 1, len(question) + len(answer) - 1))  # [first, stop)
-    out = torch.empty(len(texts), loaded.hidden_size)
-    captured, me = {}, threading.get_ident()  # only this thread's passes: the site's scheduler may run meanwhile
-    handle = loaded.layers[layer].register_forward_hook(
-        lambda module, args, output: captured.__setitem__("h", output[0] if isinstance(output, tuple) else output)
-        if threading.get_ident() == me else None
-    )
-    try:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            input_ids, mask, positions = pad_left(chunk, loaded.pad_id, loaded.device)
-            loaded.model.base_model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False)
-            hidden, width = captured["h"].float(), input_ids.shape[1]
-            for j, row in enumerate(chunk):
-                first, stop = spans[start + j]
-                offset = width - len(row)  # left padding
-                out[start + j] = hidden[j, offset + first : offset + stop].mean(0).cpu()
-    finally:
-        handle.remove()
-    return out
-
-
-def calibrate_readout(
-    loaded: LoadedModel, vectors: SteeringVectors, examples: dict[str, tuple[Sequence[str], Sequence[str]]]
-) -> SteeringVectors:
-    """`vectors` with readout ends for the dimensions of `examples` ({dimension: (positive
-    texts, negative texts)}): at each one's read layer, the mean of its positive and of its
-    negative examples read as answers (`answer_activations`). `compute_vectors` calls it; a set
-    computed before the readout existed can be given ends with it too.
-
-    Only the activations at the read layer are used, so the ends follow whatever steering the
-    model may be under: none here (hooks of other threads' passes are not active in this one)."""
-    ends = dict(vectors.readout)
-    for dim, (positive, negative) in examples.items():
-        if dim not in vectors.vectors or not positive or not negative:
-            continue
-        layer = read_layer(vectors, dim)
-        acts = answer_activations(loaded, [*positive, *negative], layer)
-        ends[dim] = ReadoutEnds(layer, acts[len(positive) :].mean(0), acts[: len(positive)].mean(0))
-    return vectors.with_readout(ends)
-
-
 @dataclass(frozen=True)
 class ReadoutProbe:
     """What a request reads: per dimension (in `dimensions` order) its layer, unit direction
@@ -133,7 +70,7 @@ class ReadoutProbe:
 
 def probe_for(vectors: SteeringVectors) -> ReadoutProbe | None:
     """The probe of a vector set's calibrated dimensions (made once per set and kept on it);
-    None when none is calibrated (a set computed before the readout: `calibrate_readout`)."""
+    None when none is calibrated (a set computed before the readout: `extraction.calibrate_readout`)."""
     cached = getattr(vectors, "_readout_probe", False)
     if cached is not False:
         return cached

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from steering.engine import GenerationParams, GenerationRequest, SteeringHooks, SteeringVectors, compute_vectors, stream_batch
-from steering.engine.readout import calibrate_readout, probe_for, summarise
+from steering.engine.extraction import calibrate_readout
+from steering.engine.readout import probe_for, summarise
 from tests.tiny_models import CORPUS, build_tiny
 
 PROMPTS = ["hello world", "what is the report", "wanna grab coffee"]
