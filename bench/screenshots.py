@@ -8,7 +8,7 @@ the answer's readout, and a vector set's plots in the admin.
         --staff-username S --staff-password P2 [--vector-set ID]
 
 Writes chat.png (1280 × 800), chat-phone.png and chat-phone-drawer.png (390 × 844); readout.png,
-the answer with its readout gauges, when the page shows a readout (skipped, saying so, where it
+the answer with its readout gauges and per-token view open, when the page shows a readout (skipped, saying so, where it
 does not); and, with a staff account, vector-set-plots.png and vector-set-layers.png: one
 dimension's plot (an evaluated one where there is one) and the layer scores, from the admin page
 of the set the demo account chats with (or --vector-set). The answer is the model's, so each
@@ -25,7 +25,6 @@ PROMPT = "Suggest a place for dinner with friends, and say why in a short list."
 STEERING = {"formality": 80, "cost": -60}  # slider positions set for the account before it asks
 ANSWER_TIMEOUT_MS = 300_000  # the site's first answer waits for its model to load
 # The readout gauges under an answer (issue 27, part 4), whatever their exact class.
-READOUT = ".chat-assistant [class*=readout]"
 
 
 def main() -> None:
@@ -63,9 +62,12 @@ def main() -> None:
             conversation = page.url
             page.screenshot(path=str(args.out / "chat.png"))
             written.append("chat.png")
-            readout = page.locator(READOUT)
-            if readout.count():
-                page.locator(".chat-assistant").last.screenshot(path=str(args.out / "readout.png"))
+            # The readout under the answer, its per-token view open (a set computed before the
+            # readout has none: recompute it, and this picture is taken).
+            answer = page.locator(".chat-assistant").last
+            if answer.locator(".readout-toggle").count():
+                answer.locator(".readout-toggle").click()
+                answer.locator(".chat-readout").screenshot(path=str(args.out / "readout.png"))
                 written.append("readout.png")
             else:
                 print("readout.png skipped: this site's chat page shows no readout under its answers")

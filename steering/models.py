@@ -302,6 +302,9 @@ class InteractionLog(models.Model):
     # Worker mode: [{"worker", "from_token"}, …], one item per inference worker that streamed
     # part of the answer; a second item records a move after the first worker died.
     served_by = models.JSONField(default=list, blank=True)
+    # How the answer read on each dimension (engine/readout.py): {"dimensions", "mean":
+    # {dimension: value}, "tokens": [[value per dimension] per token]}; null without a readout.
+    readout = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

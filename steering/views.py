@@ -3,6 +3,8 @@ through the REST API (sliders) or the websocket (chat), which the page's JavaScr
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
@@ -29,6 +31,15 @@ def steering_label(strengths: dict, labels: dict[str, tuple[str, str]]) -> str:
         if value
     ]
     return " · ".join(parts) or "unsteered"
+
+
+def readout_label(readout: dict | None) -> str:
+    """How an answer read, in one line: "formality +0.62 · cost −0.30" (−1 and +1: the
+    dimension's reference ends), or "" without a readout."""
+    means = (readout or {}).get("mean") or {}
+    sign = lambda value: "+" if value > 0 else "−" if value < 0 else ""
+    parts = [f"{name} {sign(v)}{abs(v):.2f}" for name, v in means.items() if isinstance(v, (int, float))]
+    return " · ".join(parts)
 
 
 def _profile(user):
@@ -67,8 +78,10 @@ def chat(request, conversation_id: int | None = None):
             message.steering = ""
             message.feedback_ready = False
             message.cut = False
+            message.readout_json = ""
             interaction = message.interaction
             if interaction is not None:
+                message.readout_json = json.dumps(interaction.readout) if interaction.readout else ""
                 message.steering = steering_label(interaction.strengths, labels)
                 if interaction.status == InteractionLog.Status.CANCELLED:
                     message.steering += " · stopped"
@@ -115,6 +128,7 @@ def profile(request):
     interactions = list(selectors.interactions_for(user=request.user)[:INTERACTIONS_LIMIT])
     for i in interactions:
         i.steering = steering_label(i.strengths, labels)
+        i.readout_summary = readout_label(i.readout)
     return render(request, "steering/profile.html", {
         "vector_set": vector_set,
         "vector_sets": _choosable(request.user),

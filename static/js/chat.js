@@ -167,6 +167,7 @@
         window.SteerLab.attachFeedback(current.item, frame.stats.interaction_id);
         document.dispatchEvent(new CustomEvent("steerlab:answered", { detail: { interaction: frame.stats.interaction_id } }));
       }
+      window.SteerLab.showReadout(current.item, frame.readout, labels);
       showConditions(current.item, frame.stats && frame.stats.conditions);
       follow();
       finish();
@@ -272,6 +273,9 @@
   // Stored answers: markdown, and the Continue offer on those the token limit cut.
   for (const body of list.querySelectorAll('.chat-text[data-source="markdown"]')) renderMarkdown(body, body.textContent);
   for (const item of list.querySelectorAll(".chat-assistant.chat-cut")) markCut(item);
+  for (const item of list.querySelectorAll(".chat-assistant[data-readout]")) {
+    window.SteerLab.showReadout(item, JSON.parse(item.dataset.readout), labels);
+  }
   const answers = list.querySelectorAll(".chat-assistant");
   for (const offer of list.querySelectorAll(".chat-continue")) {
     if (offer.closest(".chat-assistant") !== answers[answers.length - 1]) offer.remove();

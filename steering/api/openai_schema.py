@@ -8,6 +8,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 
+from steering.api.serializers import ReadoutSerializer
+
 TAG = "OpenAI-compatible (/v1)"
 
 _message = inline_serializer("V1Message", {
@@ -62,6 +64,8 @@ completion_response = inline_serializer("V1ChatCompletion", {
     }, many=True),
     "usage": _usage.__class__(),
     "steering": _steering_applied.__class__(help_text="What steered the answer (SteerLab's extension)."),
+    "readout": ReadoutSerializer(allow_null=True, help_text="How the answer reads on each dimension, −1…+1 between "
+                                 "the reference ends (SteerLab's extension; in a stream, on the last chunk)."),
 })
 
 models_response = inline_serializer("V1ModelList", {

@@ -19,6 +19,14 @@ from steering.models import (
 )
 
 
+class ReadoutSerializer(serializers.Serializer):
+    dimensions = serializers.ListField(child=serializers.CharField())
+    mean = serializers.DictField(child=serializers.FloatField(allow_null=True),
+                                 help_text="Per dimension, the mean over the answer's tokens.")
+    tokens = serializers.ListField(child=serializers.ListField(child=serializers.FloatField()),
+                                   help_text="Per token, one value per dimension (in `dimensions` order).")
+
+
 class ChatResponseSerializer(serializers.Serializer):
     generated_text = serializers.CharField()
     preferences_applied = serializers.DictField(child=serializers.FloatField())
@@ -31,6 +39,11 @@ class ChatResponseSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Conditional steering: for each topical dimension asked for, whether it applied to this turn "
         "{applied, score, threshold}; null when no topical dimension was gated.",
+    )
+    readout = ReadoutSerializer(
+        allow_null=True,
+        help_text="How the answer reads on each dimension of the vector set, as the model represents it "
+        "(−1 and +1: the dimension's reference ends); null when the vector set has no readout.",
     )
 
 
@@ -185,7 +198,7 @@ class InteractionSerializer(serializers.ModelSerializer):
         model = InteractionLog
         fields = [
             "id", "prompt", "response", "strengths", "params", "tokens", "latency_ms", "first_token_ms",
-            "status", "error", "source", "session_id", "vector_set", "conversation", "created_at",
+            "status", "error", "source", "session_id", "vector_set", "conversation", "readout", "created_at",
         ]
         read_only_fields = fields
 

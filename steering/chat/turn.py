@@ -98,6 +98,7 @@ class ChatTurn:
         self.tokens = 0
         self.first_token_ms: int | None = None
         self.conditions: dict | None = None  # the topical dimensions' decisions (conditional steering)
+        self.readout: dict | None = None  # how the answer read per dimension (engine/readout.py)
         self.error = ""
         self.served_by: list[dict] = []  # worker mode: each worker that streamed part of the answer
         self._cancelled = asyncio.Event()
@@ -202,6 +203,7 @@ class ChatTurn:
                     self.finish_reason, self.tokens = event["finish"], event["tokens"]
                     self.first_token_ms = event.get("first_token_ms")
                     self.conditions = event.get("conditions")
+                    self.readout = event.get("readout")
                 elif event["type"] == "worker":
                     self.served_by.append({"worker": event["worker"], "from_token": event["resumed_at"]})
                 elif event["type"] == "error":
@@ -241,6 +243,7 @@ class ChatTurn:
             session_id=self.session_id,
             conversation=self.plan.conversation if self.plan else None,
             served_by=self.served_by,
+            readout=self.readout,
         )
         return {
             "generated_text": self.text,
@@ -251,4 +254,5 @@ class ChatTurn:
             "interaction_id": log_entry.pk,
             "finish_reason": self.finish_reason,
             "conditions": self.conditions,
+            "readout": self.readout,
         }

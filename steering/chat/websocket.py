@@ -113,7 +113,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 for k in ("tokens", "latency_ms", "first_token_ms", "finish_reason", "interaction_id", "conditions")
             }
             await self.send_json({"type": "done", **ids, "text": result["generated_text"], "stats": stats,
-                                  "preferences_applied": result["preferences_applied"]})
+                                  "preferences_applied": result["preferences_applied"], "readout": result["readout"]})
 
     async def cancel(self, request_id) -> None:
         if request_id is not None and not isinstance(request_id, str):

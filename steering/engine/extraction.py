@@ -9,7 +9,8 @@ Three ways to turn one layer's positive and negative activations ([n, hidden] ea
 direction, all pure functions on tensors: `mean_difference` (CAA, the seed's method),
 `probe_direction` (a logistic-regression probe, the paper's method) and `pca_direction`
 (first principal component of paired differences). `compute_vectors` applies one of them to
-every layer and dimension, scores every layer on held-out data, and can steer the top k.
+every layer and dimension, scores every layer on held-out data, and can steer the top k; the
+readout's reference ends (readout.py) are the two classes' examples read as answers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from .layers import Classifier, default_layers, held_out_likelihood, held_out_separation, top_layers
 from .loading import LoadedModel, pad_left
+from .readout import ReadoutEnds, read_layer
 from .vectorfile import READS, SteeringVectors
 
 Progress = Callable[[int, int], None]
@@ -259,7 +261,7 @@ def compute_vectors(
     else:
         steered = default_layers(loaded.num_layers)
     ranges = functional_range if isinstance(functional_range, dict) else dict.fromkeys(vectors, functional_range)
-    return SteeringVectors(
+    computed = SteeringVectors(
         model_id=loaded.model_id,
         hidden_size=loaded.hidden_size,
         num_layers=loaded.num_layers,
@@ -273,6 +275,8 @@ def compute_vectors(
         layer_scores=scores,
         steer_prompt=steer_prompt,
     )
+    # The readout's read layer depends on the steered layers, known only now.
+    return calibrate_readout(loaded, computed, examples)
 
 
 
@@ -295,3 +299,63 @@ def orthogonalised(vectors: SteeringVectors) -> SteeringVectors:
     inverse_root = basis @ torch.diag_embed(values.clamp_min(1e-3).rsqrt()) @ basis.transpose(1, 2)
     turned = torch.where(solid[:, None, None], (inverse_root @ units) * sizes, stacked)
     return SteeringVectors(**{**vectors._fields(), "vectors": {dim: turned[:, i].contiguous() for i, dim in enumerate(dims)}})
+
+
+# The question the reference examples answer when the ends are read: they are read as what
+# they will be compared with, an assistant's answer in the chat template (see answer_activations).
+READ_PROMPTS = ("Tell me something.", "Can you help me with this?", "What do you think?", "Any advice?")
+
+
+@torch.inference_mode()
+def answer_activations(loaded: LoadedModel, texts: Sequence[str], layer: int, *, batch_size: int = 16) -> torch.Tensor:
+    """The mean activation at `layer` over the positions that would choose each text's tokens
+    if the model answered it to a short question (the question's last position up to the
+    text's next-to-last): [texts, hidden]. A generated answer is read at exactly those
+    positions, so the ends and the answers are read in one context; read as bare text
+    (extraction's read), everyday answers of SmolLM2 sat near the negative end of every
+    dimension (formality −0.9 and cost −1.0 at strength 0 on the held-out prompts)."""
+    rows, spans = [], []
+    for i, text in enumerate(texts):
+        question = loaded.chat_ids(READ_PROMPTS[i % len(READ_PROMPTS)])
+        answer = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        rows.append(question + answer)
+        spans.append((len(question) - 1, len(question) + len(answer) - 1))  # [first, stop)
+    out = torch.empty(len(texts), loaded.hidden_size)
+    captured, me = {}, threading.get_ident()  # only this thread's passes: the site's scheduler may run meanwhile
+    handle = loaded.layers[layer].register_forward_hook(
+        lambda module, args, output: captured.__setitem__("h", output[0] if isinstance(output, tuple) else output)
+        if threading.get_ident() == me else None
+    )
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            input_ids, mask, positions = pad_left(chunk, loaded.pad_id, loaded.device)
+            loaded.model.base_model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False)
+            hidden, width = captured["h"].float(), input_ids.shape[1]
+            for j, row in enumerate(chunk):
+                first, stop = spans[start + j]
+                offset = width - len(row)  # left padding
+                out[start + j] = hidden[j, offset + first : offset + stop].mean(0).cpu()
+    finally:
+        handle.remove()
+    return out
+
+
+def calibrate_readout(
+    loaded: LoadedModel, vectors: SteeringVectors, examples: dict[str, tuple[Sequence[str], Sequence[str]]]
+) -> SteeringVectors:
+    """`vectors` with readout ends for the dimensions of `examples` ({dimension: (positive
+    texts, negative texts)}): at each one's read layer, the mean of its positive and of its
+    negative examples read as answers (`answer_activations`). `compute_vectors` calls it; a set
+    computed before the readout existed can be given ends with it too.
+
+    Only the activations at the read layer are used, so the ends follow whatever steering the
+    model may be under: none here (hooks of other threads' passes are not active in this one)."""
+    ends = dict(vectors.readout)
+    for dim, (positive, negative) in examples.items():
+        if dim not in vectors.vectors or not positive or not negative:
+            continue
+        layer = read_layer(vectors, dim)
+        acts = answer_activations(loaded, [*positive, *negative], layer)
+        ends[dim] = ReadoutEnds(layer, acts[len(positive) :].mean(0), acts[: len(positive)].mean(0))
+    return vectors.with_readout(ends)

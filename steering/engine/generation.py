@@ -24,6 +24,7 @@ from .detokenizer import Detokenizer
 from .hooks import RowSteering, SteeringHooks
 from .kvcache import grow_cache
 from .loading import LoadedModel, pad_left
+from .readout import BatchReadout
 from .request import GenerationRequest, TokenEvent
 from .sampling import NON_FINITE, RowFault, Sampler
 
@@ -88,6 +89,12 @@ class DecodeBatch:
                 for s, r, applied in zip(steered, requests, decide(loaded, hooks, requests))
             ]
         self.steering = RowSteering.from_rows(steered, dtype=loaded.dtype, device=device)
+        self.readout: BatchReadout | None = None
+        if any(r.readout is not None for r in requests):
+            if hooks is None:
+                raise ValueError("Requests with a readout need SteeringHooks")
+            self._read()
+            hooks.attach(self.readout.layers)
         self.input_ids, self.mask, positions = pad_left(
             [r.prompt_ids + r.generated_ids for r in requests], loaded.pad_id, device
         )
@@ -120,11 +127,17 @@ class DecodeBatch:
         left, on a cache whose layout `merge` knows."""
         return not self.done and not self.prefilling and cache_is_joinable(self.cache)
 
+    def _read(self) -> None:
+        # Rebuilt when the rows or their steering change: its offsets are per row.
+        probes = [row.request.readout for row in self.rows]
+        self.readout = BatchReadout(probes, self.steering.deltas if self.steering else None) if any(probes) else None
+
     def _forward(
         self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, columns: torch.Tensor | None = None
     ) -> torch.Tensor:
         steering = self.steering.on_columns(columns) if self.steering is not None else None
-        context = self.hooks.active(steering) if self.hooks is not None else nullcontext()
+        observers = self.readout.observers() if self.readout is not None else None
+        context = self.hooks.active(steering, observers) if self.hooks is not None else nullcontext()
         with context:
             out = self.loaded.model(
                 input_ids=input_ids,
@@ -164,6 +177,7 @@ class DecodeBatch:
         finite = torch.isfinite(logits).all(-1).tolist()
         stop_ids = self.loaded.stop_ids
         events, keep, next_tokens = [], [], []
+        readings = self.readout.readings() if self.readout is not None else [None] * len(self.rows)
         for position, row in enumerate(self.rows):
             if row.request.cancel.is_set():
                 events.append(TokenEvent(row.index, row.detok.flush(), None, "cancelled"))
@@ -178,14 +192,14 @@ class DecodeBatch:
             except RowFault as fault:
                 events.append(TokenEvent(row.index, row.detok.flush(), None, "error", error=str(fault), fault="request"))
                 continue
-            if token in stop_ids:
+            if token in stop_ids:  # not part of the answer: nor is its reading
                 events.append(TokenEvent(row.index, row.detok.flush(), token, "stop"))
                 continue
             text = row.detok.push(token)
             if len(row.detok.ids) >= row.params.max_new_tokens:
-                events.append(TokenEvent(row.index, text + row.detok.flush(), token, "length"))
+                events.append(TokenEvent(row.index, text + row.detok.flush(), token, "length", readout=readings[position]))
                 continue
-            events.append(TokenEvent(row.index, text, token))
+            events.append(TokenEvent(row.index, text, token, readout=readings[position]))
             keep.append(position)
             next_tokens.append(token)
         self._advance(keep, next_tokens)
@@ -220,6 +234,8 @@ class DecodeBatch:
         self.next_position = self.next_position[index]
         if self.steering is not None:
             self.steering = self.steering.select(keep)
+        if self.readout is not None:
+            self._read()
         return events
 
     def cancel_all(self) -> None:
@@ -239,6 +255,8 @@ class DecodeBatch:
             self.next_position = self.next_position[index]
             if self.steering is not None:
                 self.steering = self.steering.select(keep)
+            if self.readout is not None:
+                self._read()
             self._drop_shared_padding()
         self.input_ids = torch.tensor(next_tokens, device=device)[:, None]
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(keep), 1)], dim=1)
@@ -294,6 +312,8 @@ class DecodeBatch:
         self.input_ids = torch.cat([self.input_ids, other.input_ids])
         self._positions = torch.cat([self._positions, other._positions])
         self.next_position = torch.cat([self.next_position, other.next_position])
+        if self.readout is not None or other.readout is not None:
+            self._read()
         other.rows, other.cache = [], None
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from .conditions import ConditionalSteering
+from .readout import ReadoutProbe
 
 if TYPE_CHECKING:
     from .vectorfile import SteeringVectors
@@ -119,6 +120,9 @@ class GenerationRequest:
     # question as asked, so the answer still answers it (issue 24's "steer only the generated
     # tokens"; SteeringVectors.steer_prompt). A resumed answer's tokens are steered, as they were.
     steer_prompt: bool = True
+    # What to read along the way (readout.py; `probe_for(vectors)`): each token's event then
+    # carries the row's reading. Unsteered rows may read too: a reading is not steering.
+    readout: ReadoutProbe | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -158,3 +162,6 @@ def steered_request(
         conditions=conditions, generated_ids=list(generated_ids), steer_prompt=vectors.steer_prompt,
     )
 
+    # The reading of the forward pass that chose `token_id` (one value per dimension of the
+    # request's `readout`), when the request asked for one.
+    readout: tuple[float, ...] | None = None

@@ -18,7 +18,7 @@ The file stores the tensors `vector.<dim>` ([layers, hidden]) and `residual_norm
 A set may also carry conditions (conditional steering, `conditions.py`): for a topical
 dimension, `condition.direction.<dim>` and `condition.center.<dim>` ([hidden] each), with
 their layer and threshold in the metadata's `conditions`. Readers that predate them ignore
-both, and steer those dimensions always.
+both, and steer those dimensions always; they ignore the readout's ends too (readout.py).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 
 from .conditions import Condition, ConditionalSteering
 from .vectormeta import metadata_problems
+from .readout import ReadoutEnds, ends_from_file, ends_problems, ends_tensors
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = "1"
@@ -81,6 +82,8 @@ class SteeringVectors:
     # it steered the prompt too; sets computed now steer only the answer, which keeps the
     # question as asked (docs/evaluation.md, "Steering the answer only").
     steer_prompt: bool = True
+    # Where each dimension is read and its reference ends there (readout.py); {} before it existed.
+    readout: dict[str, ReadoutEnds] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -152,6 +155,7 @@ class SteeringVectors:
                     problems.append(f"condition {name} of {dim!r} must be {self.hidden_size} finite values")
             if not math.isfinite(condition.threshold):
                 problems.append(f"condition threshold of {dim!r} must be a finite number")
+        problems += ends_problems(self.readout, self.vectors, self.num_layers, self.hidden_size)
         if tuple(self.residual_norms.shape) != (self.num_layers,) or not torch.isfinite(self.residual_norms).all():
             problems.append(f"residual_norms must be {self.num_layers} finite values")
         for dim, value in self.functional_range.items():
@@ -248,6 +252,8 @@ class SteeringVectors:
 
     def with_steer_prompt(self, steer_prompt: bool) -> SteeringVectors:
         return SteeringVectors(**{**self._fields(), "steer_prompt": steer_prompt})
+    def with_readout(self, readout: dict[str, ReadoutEnds]) -> SteeringVectors:
+        return SteeringVectors(**{**self._fields(), "readout": dict(readout)})
 
     def with_residual_norms(self, norms: torch.Tensor) -> SteeringVectors:
         """A copy scaled to other residual norms (e.g. measured on the model that serves it)."""
@@ -267,6 +273,7 @@ class SteeringVectors:
         for dim, condition in self.conditions.items():
             tensors[f"condition.direction.{dim}"] = condition.direction.float().contiguous()
             tensors[f"condition.center.{dim}"] = condition.center.float().contiguous()
+        tensors.update(ends_tensors(self.readout))
         meta = {
             "format": FORMAT_VERSION,
             "model_id": self.model_id,
@@ -285,6 +292,7 @@ class SteeringVectors:
             "conditions": {dim: {"layer": c.layer, "threshold": c.threshold} for dim, c in self.conditions.items()},
             "condition_report": self.condition_report,
             "steer_prompt": self.steer_prompt,
+            "readout": {dim: {"layer": ends.layer} for dim, ends in self.readout.items()},
         }
         tmp = path.with_name(f".{path.name}.tmp")
         try:
@@ -347,6 +355,7 @@ class SteeringVectors:
                 conditions=_conditions(tensors, meta.get("conditions", {}), source),
                 condition_report=meta.get("condition_report", {}),
                 steer_prompt=meta.get("steer_prompt", True),
+                readout=ends_from_file(tensors, meta.get("readout", {})),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, VectorFileError):

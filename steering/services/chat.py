@@ -253,6 +253,7 @@ def interaction_record(
     session_id: str = "",
     conversation: Conversation | None = None,
     served_by: list[dict] | None = None,
+    readout: dict | None = None,
 ) -> InteractionLog:
     """Log one generation and, inside a conversation, append its two messages, together."""
     # A model can emit a NUL character (any byte is a token), which PostgreSQL's text columns
@@ -272,6 +273,7 @@ def interaction_record(
             first_token_ms=first_token_ms,
             error=error[:2000],
             served_by=served_by or [],
+            readout=readout,
             source=source,
             session_id=session_id,
             conversation=conversation,

@@ -11,7 +11,7 @@ backends that generate one and yield the same events.
 
 Events are dicts: {"type": "token", "text"} (worker mode also says which worker serves the
 request: {"type": "worker", "worker", "resumed_at"}, again after each move), then one of {"type": "done", "finish", "tokens",
-"first_token_ms", "conditions"} or {"type": "error", "code", "message", "retry_after"}.
+"first_token_ms", "conditions", "readout"} or {"type": "error", "code", "message", "retry_after"}.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from steering.engine import GenerationParams, GenerationRequest
+from steering.engine.readout import summarise
 from steering.inference import Busy, Scheduler, SchedulerClosed, TooManyForUser
 from steering.serving import redis_streams, runtime
 
@@ -62,8 +63,10 @@ class GenerationSpec:
 
     def to_request(self) -> GenerationRequest:
         """Resolve steering against this process's model (loads the vector file once)."""
-        return runtime.steered_request_for(self.vector_set_id, self.strengths, self.prompt_ids, self.params,
-                                           generated_ids=self.generated_ids, vector_set=self.vector_set)
+        request = runtime.steered_request_for(self.vector_set_id, self.strengths, self.prompt_ids, self.params,
+                                              generated_ids=self.generated_ids, vector_set=self.vector_set)
+        request.readout = runtime.readout_for(self.vector_set_id, vector_set=self.vector_set)
+        return request
 
 
 def error_event(code: str, message: str, retry_after: int | None = None) -> dict:
@@ -108,8 +111,11 @@ async def run_on_scheduler(
         yield error_event("bad_request", str(exc))
         return
     watcher = asyncio.ensure_future(_cancel_when(cancelled, ticket))
+    readings = []
     try:
         async for event in ticket:
+            if event.readout is not None:
+                readings.append(event.readout)
             if every_token and event.token_id is not None and event.finish != "stop":
                 yield {"type": "token", "text": event.text, "token_id": event.token_id}
             elif event.text:
@@ -127,6 +133,8 @@ async def run_on_scheduler(
                 "first_token_ms": None if ticket.time_to_first_token is None else round(ticket.time_to_first_token * 1000),
                 # Which topical dimensions applied, and why (None: no topical dimension was gated).
                 "conditions": request.conditions.decision_dict() if request.conditions is not None else None,
+                # How the answer read on each dimension (None: no readout; see engine/readout.py).
+                "readout": summarise(request.readout.dimensions, readings) if request.readout and readings else None,
             }
     finally:
         watcher.cancel()

@@ -36,6 +36,7 @@ from steering.engine import (
     GenerationParams, GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
 from steering.engine.loading import ChatTokenizer, load_chat_tokenizer
+from steering.engine.readout import ReadoutProbe, probe_for
 from steering.engine.request import steered_request
 from steering.files import VectorSetUnavailable
 from steering.inference import Scheduler
@@ -249,6 +250,23 @@ def steered_request_for(
     )
     return steered_request(site_vectors(vector_set), prompt_ids, strengths, topical=topical, params=params,
                            generated_ids=generated_ids)
+
+
+def readout_for(vector_set_id: int | None, *, vector_set: VectorSet | None = None) -> ReadoutProbe | None:
+    """What a turn on this vector set reads (engine/readout.py), steered or not; None when the
+    set has no readout ends (computed before the readout existed: recomputing it adds them)
+    or cannot be read. A reading is an extra: it never stops an answer, so an unusable set
+    gives None here and only a steered turn fails over it (in `steered_request_for`)."""
+    if vector_set_id is None:
+        return None
+    try:
+        if vector_set is None or vector_set.pk != vector_set_id:
+            vector_set = VectorSet.objects.get(pk=vector_set_id)
+        if vector_set.status != VectorSet.Status.READY:
+            return None
+        return probe_for(site_vectors(vector_set))
+    except (VectorSet.DoesNotExist, VectorSetUnavailable):
+        return None
 
 
 def forget_vector_set(pk: int) -> None:

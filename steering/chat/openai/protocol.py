@@ -312,18 +312,21 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def completion(*, id_: str, model: str, created: int, text: str, finish_reason: str, usage_: dict, steering: dict) -> dict:
+def completion(*, id_: str, model: str, created: int, text: str, finish_reason: str, usage_: dict, steering: dict,
+               readout: dict | None = None) -> dict:
+    """`steering` and `readout` (how the answer read per dimension) are our extension fields."""
     return {
         "id": id_, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": None,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                      "logprobs": None, "finish_reason": finish_reason}],
         "usage": usage_,
         "steering": steering,
+        "readout": readout,
     }
 
 
 def chunk(*, id_: str, model: str, created: int, delta: dict | None, finish_reason: str | None = None,
-          usage_: dict | None = None, steering: dict | None = None) -> dict:
+          usage_: dict | None = None, steering: dict | None = None, readout: dict | None = None) -> dict:
     """One chat.completion.chunk; `delta` None gives the usage chunk's empty choices."""
     body = {"id": id_, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": None,
@@ -333,6 +336,8 @@ def chunk(*, id_: str, model: str, created: int, delta: dict | None, finish_reas
         body["usage"] = usage_
     if steering is not None:
         body["steering"] = steering
+    if readout is not None:  # the last chunk's, once the answer is whole
+        body["readout"] = readout
     return body
 
 

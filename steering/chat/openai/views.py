@@ -172,7 +172,8 @@ class Completion:
         text = "".join([piece async for piece in self._texts()])
         logged = await self.turn.finish()
         return p.completion(id_=self.id, model=self.model, created=self.created, text=text,
-                            finish_reason=self.finish_reason, usage_=self.usage(), steering=self.steering(logged))
+                            finish_reason=self.finish_reason, usage_=self.usage(), steering=self.steering(logged),
+                            readout=self.turn.readout)
 
     async def chunks(self) -> AsyncIterator[dict]:
         """Role first (with the steering echo), content deltas, the finish reason, then the
@@ -186,7 +187,8 @@ class Completion:
             yield exc.body()
             return
         logged = await self.turn.finish()
-        yield p.chunk(**meta, delta={}, finish_reason=self.finish_reason, steering=self.steering(logged))
+        yield p.chunk(**meta, delta={}, finish_reason=self.finish_reason, steering=self.steering(logged),
+                      readout=self.turn.readout)
         if self.request.include_usage:
             yield p.chunk(**meta, delta=None, usage_=self.usage())
 
