@@ -145,6 +145,9 @@ class TokenEvent:
     # With finish "error": "request" when the row's own input caused it (its steering or
     # parameters), "server" otherwise; callers answer the first 4xx, the second 5xx.
     fault: str | None = None
+    # The reading of the forward pass that chose `token_id` (one value per dimension of the
+    # request's `readout`), when the request asked for one.
+    readout: tuple[float, ...] | None = None
 
 
 def steered_request(
@@ -161,7 +164,3 @@ def steered_request(
         prompt_ids=list(prompt_ids), params=params or GenerationParams(), steering=steering,
         conditions=conditions, generated_ids=list(generated_ids), steer_prompt=vectors.steer_prompt,
     )
-
-    # The reading of the forward pass that chose `token_id` (one value per dimension of the
-    # request's `readout`), when the request asked for one.
-    readout: tuple[float, ...] | None = None
