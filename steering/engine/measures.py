@@ -202,7 +202,10 @@ def is_word(word: str) -> bool:
     """Whether `word` (letters only) is a word: single letters always are; otherwise it, or a
     base form of it, is in `known_words`. Hyphenated and apostrophe parts are checked apart."""
     word = word.lower()
-    return len(word) < 2 or any(form in known_words() for form in _inflections(word))
+    forms = _inflections(word)
+    if word.endswith("in") and len(word) > 3:  # casual speech's dropped g: talkin', somethin'
+        forms += _inflections(word + "g")
+    return len(word) < 2 or any(form in known_words() for form in forms)
 
 
 def nonword_share(text: str) -> float:

@@ -118,6 +118,14 @@ def test_words_that_are_words_are_known_in_their_inflected_forms_and_names_of_pl
         assert not is_word(word), word
 
 
+def test_casual_speech_that_drops_its_gs_is_not_garbled():
+    # Formality at −1 on SmolLM2 (bf16, 2026-12-06): the casual end, not a broken answer.
+    casual = ("A new day in the city, huh? You're talkin' about a dream? I'm all about helpin' you out there, "
+              "makin' plans for the future. You're lookin' for somethin' to")
+    assert nonword_share(casual) == 0.0 and not is_degenerate(casual)
+    assert not is_word("opélouisin")  # a made-up word ending so is still one
+
+
 def test_the_nonword_share_is_near_zero_for_a_normal_answer_and_high_for_a_garbled_one():
     assert nonword_share(NORMAL) == 0.0
     assert nonword_share(GARBLED) > 0.15
