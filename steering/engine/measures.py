@@ -220,11 +220,14 @@ class Degeneracy:
     distinct2: float  # unique word bigrams over all
     nonwords: float  # share of words that are not words
     words: int
+    # Share of letters among the characters that are not spaces (1 for a text too short to judge)
+    letters: float = 1.0
 
     @property
     def degenerate(self) -> bool:
         return (
             self.words == 0
+            or self.letters < DEGENERATE_LETTERS
             or self.repetition > DEGENERATE_REPETITION
             or self.distinct2 < DEGENERATE_DISTINCT2
             or self.nonwords > DEGENERATE_NONWORDS
@@ -239,10 +242,22 @@ class Degeneracy:
 DEGENERATE_REPETITION = 0.5
 DEGENERATE_DISTINCT2 = 0.5
 DEGENERATE_NONWORDS = 0.12
+# Mostly digits and punctuation ("A: 1000000000000 ⏎ 1.11.10.2018 ⏎ 2.11.10.2018", culture at −1,
+# 2026-12-06) is not an answer in words either; a text under 20 characters is not judged so.
+DEGENERATE_LETTERS = 0.5
+LETTERS_JUDGED_FROM = 20  # characters, spaces not counted
+
+
+def letter_share(text: str) -> float:
+    chars = [c for c in text if not c.isspace()]
+    if len(chars) < LETTERS_JUDGED_FROM:
+        return 1.0
+    return sum(c.isalpha() for c in chars) / len(chars)
 
 
 def degeneracy(text: str) -> Degeneracy:
-    return Degeneracy(repetition_rate(text), distinct_n(text, 2), nonword_share(text), len(_LETTERS.findall(text)))
+    return Degeneracy(repetition_rate(text), distinct_n(text, 2), nonword_share(text), len(_LETTERS.findall(text)),
+                      letter_share(text))
 
 
 def is_degenerate(text: str) -> bool:

@@ -126,6 +126,11 @@ def test_casual_speech_that_drops_its_gs_is_not_garbled():
     assert not is_word("opélouisin")  # a made-up word ending so is still one
 
 
+def test_an_answer_of_digits_and_dots_is_degenerate_and_figures_among_words_are_not():
+    assert is_degenerate("A: 1000000000000\n1.11.10.2018\n2.11.10.2018\n3.11.")  # culture at −1, bf16
+    assert not is_degenerate("It boils at about 93 °C (199 °F) at 2,000 m.")  # figures among words
+
+
 def test_the_nonword_share_is_near_zero_for_a_normal_answer_and_high_for_a_garbled_one():
     assert nonword_share(NORMAL) == 0.0
     assert nonword_share(GARBLED) > 0.15
