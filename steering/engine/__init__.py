@@ -2,12 +2,14 @@
 
 loading (models, layer discovery) · extraction (activations; CAA, probe and PCA vectors) ·
 layers (default layers, held-out layer scores, top-k choice) · hooks (per-row
-steering) · request (GenerationParams, CHAT_DEFAULTS, GenerationRequest, TokenEvent) ·
+steering) · request (GenerationParams, CHAT_DEFAULTS, GenerationRequest, TokenEvent, and
+steered_request: a request as a vector set serves it) ·
 generation (the batched streaming decode loop) · detokenizer · sampling (the repetition guard,
 greedy or sampled tokens) · kvcache, cache_merge (the decode loop's KV cache) · vectorfile
-(SteeringVectors and their safetensors file) · steerable (SteerableModel, the few-lines API) · embedding (sentence
-embeddings) · measures (Effect, perplexity, PNE, Spearman, repetition) · sweep (strengths ×
-prompts in one batch: evaluation and the functional-range search) · conditions (conditional
+(SteeringVectors and their safetensors file; vectormeta checks its metadata) · steerable (SteerableModel, the few-lines API) · embedding (sentence
+embeddings) · measures (Effect, perplexity, PNE, Spearman, repetition) · rows (prompt rows
+answered in one batch) · sweep (strengths × prompts: the evaluation) · range_search (the
+functional and joint ranges) · readout (how an answer reads on each dimension) · conditions (conditional
 steering: a topical dimension applies only to turns about it, decided per row in the prefill)
 · condition_reading (prompts read at the condition layer: conditions fitted, then decided).
 """
