@@ -24,7 +24,6 @@ CHROMIUM = "/usr/bin/chromium"
 PROMPT = "Suggest a place for dinner with friends, and say why in a short list."
 STEERING = {"formality": 80, "cost": -60}  # slider positions set for the account before it asks
 ANSWER_TIMEOUT_MS = 300_000  # the site's first answer waits for its model to load
-# The readout gauges under an answer (issue 27, part 4), whatever their exact class.
 
 
 def main() -> None:
