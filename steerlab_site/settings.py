@@ -259,6 +259,9 @@ STEERLAB_RANGE_SEARCH = env_bool("STEERLAB_RANGE_SEARCH", True)
 # the answer, not only keep it fluent (the engine's sweep.MAX_PPL_RATIO and docs/evaluation.md).
 STEERLAB_RANGE_PPL_FACTOR = env_float("STEERLAB_RANGE_PPL_FACTOR", 2.0, minimum=1.05, maximum=100.0)
 STEERLAB_RANGE_MIN_RELEVANCE = env_float("STEERLAB_RANGE_MIN_RELEVANCE", 0.9, minimum=0.0, maximum=1.0)
+# The neutral prompts the searches answer: fewer is faster and noisier (12 since 2026-12-06: with
+# 6, one candidate's relevance varied by ±0.1; docs/evaluation.md, "Second pass").
+STEERLAB_RANGE_PROMPTS = env_int("STEERLAB_RANGE_PROMPTS", 12, minimum=2, maximum=40)
 
 # Vector sets, against abuse (docs/security.md): the largest functional range a set may
 # declare, in residual-norm units (measured ranges are 0.01–0.03); the bytes of vectors each

@@ -42,3 +42,8 @@ else:
     # then already replaced with the test database's name ("test_test_…" does not exist).
     DATABASES["default"].setdefault("TEST", {})  # noqa: F405
     DATABASES["default"]["TEST"].setdefault("NAME", "test_" + DATABASES["default"]["NAME"])  # noqa: F405
+
+# The functional-range search on the real model (bootstrap's default set) answers 12 prompts per
+# candidate in production; the tests check that it runs, chooses a candidate and is stored, not
+# how noisy it is, and 3 prompts keep the bootstrap test to minutes.
+STEERLAB_RANGE_PROMPTS = 3

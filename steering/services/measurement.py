@@ -13,7 +13,7 @@ from django.conf import settings
 from steering.data import catalog
 from steering.engine import LoadedModel, SteeringHooks, SteeringVectors
 from steering.engine.condition_reading import compute_conditions
-from steering.engine.range_search import RANGE_PROMPTS, search_functional_range, search_joint_range
+from steering.engine.range_search import search_functional_range, search_joint_range
 from steering.models import PreferenceDimension
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def functional_range_measure(
     `searched` receives what was tried, per dimension (VectorSet.range_search), for its plots."""
     if not settings.STEERLAB_RANGE_SEARCH:
         return vectors
-    prompts = catalog.range_prompts(RANGE_PROMPTS)
+    prompts = catalog.range_prompts(settings.STEERLAB_RANGE_PROMPTS)
     bar = {"max_ppl_ratio": settings.STEERLAB_RANGE_PPL_FACTOR, "min_relevance": settings.STEERLAB_RANGE_MIN_RELEVANCE}
     single = (lambda done, total: progress(done, 2 * total)) if progress and len(vectors.dimensions) > 1 else progress
     results = search_functional_range(loaded, vectors, prompts, **bar, hooks=hooks, progress=single)

@@ -1,7 +1,7 @@
 import pytest
 
 from steering.engine import SteeringVectors, top_layers
-from steering.engine.range_search import MAX_PPL_RATIO, MIN_RELEVANCE, RANGE_PROMPTS, JointSearch, RangeSearch
+from steering.engine.range_search import MAX_PPL_RATIO, MIN_RELEVANCE, JointSearch, RangeSearch
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import measurement, vector_sets
 
@@ -92,7 +92,7 @@ def test_it_computes_with_the_chosen_method(tiny, formality, media, method):
     assert vectors.layer_scores["formality"] and len(vectors.layer_scores["formality"]) == 4
 
 
-def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, formality, media, monkeypatch):
+def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, formality, media, monkeypatch, settings):
     searched = {}
 
     def fake_search(loaded, vectors, prompts, *, max_ppl_ratio, min_relevance, hooks, progress):
@@ -118,8 +118,9 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
     assert vector_set.range_search == {
         "formality": {"candidates": [0.03, 0.045, 0.06], "ppl_ratio": [1.1, 1.2, None], "relevance": [0.97, 0.93, None]}
     }
-    # The setting's default is the engine's limit, and the search gets the shipped number of prompts.
-    assert searched["factor"] == MAX_PPL_RATIO and len(searched["prompts"]) == RANGE_PROMPTS
+    # The setting's default is the engine's limit, and the search gets the configured number of
+    # prompts (production's default is the engine's RANGE_PROMPTS; the tests' settings ask fewer).
+    assert searched["factor"] == MAX_PPL_RATIO and len(searched["prompts"]) == settings.STEERLAB_RANGE_PROMPTS
     assert searched["relevance"] == MIN_RELEVANCE == 0.9
     assert 80 <= max(reported[:-1]) < 100  # extraction fills 0–80 %, the search the rest
 
