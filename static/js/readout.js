@@ -39,10 +39,22 @@
     return row;
   }
 
-  // One line per dimension across the answer's tokens, on the same −1 … +1 scale.
+  // The mean of each window of `size` tokens around each token: single tokens swing far past
+  // the ends (a token's own reading depends on the token), the trend is what a reader looks for.
+  function runningMean(values, size) {
+    return values.map((_, i) => {
+      const part = values.slice(Math.max(0, i - size + 1), i + 1);
+      return part.reduce((a, b) => a + b, 0) / part.length;
+    });
+  }
+
+  // One chart per dimension across the answer's tokens: each token faint, the running mean of
+  // 8 bold, on a scale that holds the largest reading (never less than −1 … +1, the ends dashed).
   function sparkline(name, values, labels) {
     const [low, high] = ends(labels, name);
     const width = 240, height = 36;
+    const extent = Math.max(1, ...values.map((v) => Math.abs(v)));
+    const y = (v) => ((1 - v / extent) * height / 2).toFixed(1);
     const svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("viewBox", "0 0 " + width + " " + height);
     svg.setAttribute("class", "readout-spark");
@@ -53,12 +65,21 @@
     zero.setAttribute("x1", "0"); zero.setAttribute("x2", String(width));
     zero.setAttribute("y1", String(height / 2)); zero.setAttribute("y2", String(height / 2));
     zero.setAttribute("class", "readout-zero");
-    const line = document.createElementNS(SVG, "polyline");
     const step = values.length > 1 ? width / (values.length - 1) : 0;
-    line.setAttribute("points", values.map((v, i) =>
-      (i * step).toFixed(1) + "," + ((1 - clamp(v)) * height / 2).toFixed(1)).join(" "));
-    line.setAttribute("class", "readout-line");
-    svg.append(zero, line);
+    const polyline = (series, css) => {
+      const line = document.createElementNS(SVG, "polyline");
+      line.setAttribute("points", series.map((v, i) => (i * step).toFixed(1) + "," + y(v)).join(" "));
+      line.setAttribute("class", css);
+      return line;
+    };
+    const endLines = [-1, 1].map((v) => {
+      const end = document.createElementNS(SVG, "line");
+      end.setAttribute("x1", "0"); end.setAttribute("x2", String(width));
+      end.setAttribute("y1", y(v)); end.setAttribute("y2", y(v));
+      end.setAttribute("class", "readout-end-line");
+      return end;
+    });
+    svg.append(zero, ...endLines, polyline(values, "readout-line-token"), polyline(runningMean(values, 8), "readout-line"));
     const row = document.createElement("div");
     row.className = "readout-tokens-row";
     const label = document.createElement("span");

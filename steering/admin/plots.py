@@ -104,6 +104,11 @@ def _draw_dimension(effect_axes, quality, name, labels, functional_range, evalua
     quality.set_ylabel("perplexity / unsteered (red)", color=PPL_COLOUR)
     relevance_axes.set_ylabel("relevance (green)", color=RELEVANCE_COLOUR)
     _mark_range(quality, functional_range, "functional-range-quality")
+    # Strengths are small numbers with long labels (-0.015): a few ticks, not one per 0.005.
+    from matplotlib.ticker import MaxNLocator
+
+    for axes in (effect_axes, quality):
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=5, symmetric=True))
 
 
 def layers_svg(*, layer_scores: dict[str, list[float]], layers: list[int]) -> str:

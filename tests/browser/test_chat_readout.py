@@ -49,12 +49,21 @@ class ChatReadoutTest(BrowserTestCase):
             assert label.startswith("Casual to Formal: reads "), label
             mark, track = box(page, ".chat-assistant .readout-mark"), box(page, ".chat-assistant .readout-track")
             assert track["x"] - mark["width"] <= mark["x"] <= track["x"] + track["width"]  # on its track
+            # At either end the mark stays off its labels (a reading of −1.04 sat on "Touristy").
+            low_label = box(page, ".chat-assistant .readout-low")
+            assert track["x"] - mark["width"] / 2 >= low_label["x"] + low_label["width"]
 
             toggle = answer.locator(".readout-toggle")
             assert toggle.get_attribute("aria-expanded") == "false" and not answer.locator(".readout-tokens").is_visible()
             toggle.click()
             assert toggle.get_attribute("aria-expanded") == "true"
-            assert answer.locator(".readout-tokens svg polyline").count() == 2
+            # Per dimension: each token (faint) and their running mean, on a scale that holds them.
+            assert answer.locator(".readout-tokens svg polyline.readout-line").count() == 2
+            assert answer.locator(".readout-tokens svg polyline.readout-line-token").count() == 2
+            heights = page.eval_on_selector_all(
+                ".chat-assistant .readout-tokens polyline",
+                "lines => lines.flatMap(l => l.getAttribute('points').split(' ').map(p => +p.split(',')[1]))")
+            assert heights and all(0 <= h <= 36 for h in heights)
 
             # Reopened, the conversation shows the stored readout; the profile lists it.
             page.reload()
