@@ -37,8 +37,13 @@ def readout_label(readout: dict | None) -> str:
     """How an answer read, in one line: "formality +0.62 · cost −0.30" (−1 and +1: the
     dimension's reference ends), or "" without a readout."""
     means = (readout or {}).get("mean") or {}
+    # In the set's order (the readout's `dimensions` list): PostgreSQL's jsonb does not keep the
+    # order of an object's keys.
+    order = [name for name in (readout or {}).get("dimensions") or [] if name in means]
+    order += [name for name in means if name not in order]
     sign = lambda value: "+" if value > 0 else "−" if value < 0 else ""
-    parts = [f"{name} {sign(v)}{abs(v):.2f}" for name, v in means.items() if isinstance(v, (int, float))]
+    parts = [f"{name} {sign(means[name])}{abs(means[name]):.2f}" for name in order
+             if isinstance(means[name], (int, float))]
     return " · ".join(parts)
 
 
