@@ -4,8 +4,8 @@ loading (models, layer discovery) · extraction (activations; CAA, probe and PCA
 layers (default layers, held-out layer scores, top-k choice) · hooks (per-row
 steering) · request (GenerationParams, CHAT_DEFAULTS, GenerationRequest, TokenEvent, and
 steered_request: a request as a vector set serves it) ·
-generation (the batched streaming decode loop) · detokenizer · sampling (the repetition guard,
-greedy or sampled tokens) · kvcache, cache_merge (the decode loop's KV cache) · vectorfile
+generation (the batched streaming decode loop) · tokens (the repetition guard, greedy or
+sampled tokens, the Detokenizer) · kvcache, cache_merge (the decode loop's KV cache) · vectorfile
 (SteeringVectors and their safetensors file; vectormeta checks its metadata) · steerable (SteerableModel, the few-lines API) · embedding (sentence
 embeddings) · measures (Effect, perplexity, PNE, Spearman, repetition) · rows (prompt rows
 answered in one batch) · sweep (strengths × prompts: the evaluation) · range_search (the

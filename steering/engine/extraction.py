@@ -139,6 +139,35 @@ def _batches(ids: list[list[int]], batch_size: int):
         yield start, ids[start : start + batch_size]
 
 
+# The short questions texts answer when they are read as answers ("answer" read): read as
+# bare text, everyday answers of SmolLM2 sat near the negative end of every dimension
+# (formality −0.9 and cost −1.0 at strength 0 on the held-out prompts), because an answer's
+# activations are not a bare text's.
+READ_PROMPTS = ("Tell me something.", "Can you help me with this?", "What do you think?", "Any advice?")
+
+
+def paired_questions(positive: Sequence[str], negative: Sequence[str]) -> list[str]:
+    """The question each of [*positive, *negative] answers: READ_PROMPTS in turn within each
+    class, so the two texts of a contrast pair answer the same question and it cancels out of
+    their difference."""
+    return [READ_PROMPTS[i % len(READ_PROMPTS)] for texts in (positive, negative) for i in range(len(texts))]
+
+
+def _answer_rows(
+    loaded: LoadedModel, texts: Sequence[str], questions: Sequence[str]
+) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """Each text as an assistant's answer to its question, and the span [first, stop) of
+    positions that choose its tokens: the question's last position up to the text's
+    next-to-last. Answer-only steering adds its delta at exactly those positions of a chat turn."""
+    rows, spans = [], []
+    for text, asked in zip(texts, questions, strict=True):
+        question = loaded.chat_ids(asked)
+        answer = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+        rows.append(question + answer)
+        spans.append((len(question) - 1, len(question) + len(answer) - 1))
+    return rows, spans
+
+
 @torch.inference_mode()
 def record_activations(
     loaded: LoadedModel,
@@ -147,33 +176,50 @@ def record_activations(
     read: str = "mean",
     batch_size: int = 16,
     progress: Progress | None = None,
+    layers: Sequence[int] | None = None,
+    questions: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Activations of every layer for each text: ([texts, layers, hidden], token_norms) where
-    token_norms is [layers], the mean residual norm per layer over all counted tokens."""
+    """Activations of every layer (or of `layers`) for each text: ([texts, layers, hidden],
+    token_norms) where token_norms is [layers], the mean residual norm per layer over all
+    counted tokens.
+
+    `read`: "mean" over the text's tokens (the first skipped: the attention sink), "last" its
+    last token, "answer" the mean over the positions that would choose its tokens were it an
+    assistant's answer in the chat template (`_answer_rows`) to its question in `questions`
+    (READ_PROMPTS in turn if not given), where the answers it is compared with are read and
+    where answer-only steering adds its delta."""
     if read not in READS:
         raise ValueError(f"read must be one of {', '.join(READS)}, not {read!r}")
     if not texts:
         raise ValueError("No texts to record activations from")
-    # A text is tokenized as it is; token ids (a chat turn through its template) are taken as given.
-    ids = [list(text) if isinstance(text, list) else loaded.tokenizer(text)["input_ids"] for text in texts]
-    short = [i for i, row in enumerate(ids) if len(row) < 2]
+    if read == "answer":
+        if any(not isinstance(text, str) for text in texts):
+            raise ValueError('read="answer" takes texts, not token ids')
+        asked = questions or [READ_PROMPTS[i % len(READ_PROMPTS)] for i in range(len(texts))]
+        ids, spans = _answer_rows(loaded, texts, asked)
+    else:
+        # A text is tokenized as it is; token ids (a chat turn through its template) are taken as given.
+        ids = [list(text) if isinstance(text, list) else loaded.tokenizer(text)["input_ids"] for text in texts]
+        spans = [(1, len(row)) for row in ids]
+    short = [i for i, (first, stop) in enumerate(spans) if stop - first < 1]
     if short:
         raise ValueError(f"Texts {short} are too short: at least two tokens are needed (the first is skipped)")
+    recorded = list(range(loaded.num_layers)) if layers is None else list(layers)
     # Longest first keeps padding within a batch small.
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    out = torch.empty(len(texts), loaded.num_layers, loaded.hidden_size)
-    norm_sum = torch.zeros(loaded.num_layers, dtype=torch.float64)
+    out = torch.empty(len(texts), len(recorded), loaded.hidden_size)
+    norm_sum = torch.zeros(len(recorded), dtype=torch.float64)
     token_count = 0
     captured: dict[int, torch.Tensor] = {}
     # Only this thread's passes: the site's scheduler may be running the same model meanwhile.
     me = threading.get_ident()
     handles = [
-        layer.register_forward_hook(
+        loaded.layers[layer].register_forward_hook(
             lambda module, args, output, index=index: captured.__setitem__(
                 index, output[0] if isinstance(output, tuple) else output
             ) if threading.get_ident() == me else None
         )
-        for index, layer in enumerate(loaded.layers)
+        for index, layer in enumerate(recorded)
     ]
     base = loaded.model.base_model  # skips the LM head: only layer outputs are needed
     try:
@@ -181,18 +227,23 @@ def record_activations(
         for _, chunk in _batches([ids[i] for i in order], batch_size):
             input_ids, mask, positions = pad_left(chunk, loaded.pad_id, loaded.device)
             base(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False)
-            counted = mask.bool() & (positions > 0)  # [B, T]
+            width = input_ids.shape[1]
+            counted = torch.zeros_like(mask, dtype=torch.bool)  # [B, T]
+            for j, row in enumerate(chunk):
+                first, stop = spans[order[done + j]]
+                offset = width - len(row)  # left padding
+                counted[j, offset + first : offset + stop] = True
             weights = counted / counted.sum(-1, keepdim=True)
             token_count += int(counted.sum())
-            for index in range(loaded.num_layers):
+            for index in range(len(recorded)):
                 # Zeroed, not multiplied by the mask: with eager attention, padding positions
                 # can hold NaN, and NaN × 0 is NaN.
                 hidden = captured[index].float().masked_fill(~counted[..., None], 0.0)  # [B, T, H]
                 norm_sum[index] += hidden.norm(dim=-1).sum().double().cpu()
-                if read == "mean":
-                    reduced = torch.einsum("bt,bth->bh", weights, hidden)
-                else:
+                if read == "last":
                     reduced = hidden[:, -1, :]  # left padding puts every text's last token last
+                else:
+                    reduced = torch.einsum("bt,bth->bh", weights, hidden)
                 for j, row in enumerate(reduced.cpu()):
                     out[order[done + j], index] = row
             done += len(chunk)
@@ -246,7 +297,8 @@ def compute_vectors(
     vectors, scores, norm_parts = {}, {}, []
     for dim, (positive, negative) in examples.items():
         acts, norms = record_activations(
-            loaded, [*positive, *negative], read=read, batch_size=batch_size, progress=step
+            loaded, [*positive, *negative], read=read, batch_size=batch_size, progress=step,
+            questions=paired_questions(positive, negative) if read == "answer" else None,
         )
         offset += len(positive) + len(negative)
         pos, neg = acts[: len(positive)], acts[len(positive) :]
@@ -301,52 +353,12 @@ def orthogonalised(vectors: SteeringVectors) -> SteeringVectors:
     return SteeringVectors(**{**vectors._fields(), "vectors": {dim: turned[:, i].contiguous() for i, dim in enumerate(dims)}})
 
 
-# The question the reference examples answer when the ends are read: they are read as what
-# they will be compared with, an assistant's answer in the chat template (see answer_activations).
-READ_PROMPTS = ("Tell me something.", "Can you help me with this?", "What do you think?", "Any advice?")
-
-
-@torch.inference_mode()
-def answer_activations(loaded: LoadedModel, texts: Sequence[str], layer: int, *, batch_size: int = 16) -> torch.Tensor:
-    """The mean activation at `layer` over the positions that would choose each text's tokens
-    if the model answered it to a short question (the question's last position up to the
-    text's next-to-last): [texts, hidden]. A generated answer is read at exactly those
-    positions, so the ends and the answers are read in one context; read as bare text
-    (extraction's read), everyday answers of SmolLM2 sat near the negative end of every
-    dimension (formality −0.9 and cost −1.0 at strength 0 on the held-out prompts)."""
-    rows, spans = [], []
-    for i, text in enumerate(texts):
-        question = loaded.chat_ids(READ_PROMPTS[i % len(READ_PROMPTS)])
-        answer = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-        rows.append(question + answer)
-        spans.append((len(question) - 1, len(question) + len(answer) - 1))  # [first, stop)
-    out = torch.empty(len(texts), loaded.hidden_size)
-    captured, me = {}, threading.get_ident()  # only this thread's passes: the site's scheduler may run meanwhile
-    handle = loaded.layers[layer].register_forward_hook(
-        lambda module, args, output: captured.__setitem__("h", output[0] if isinstance(output, tuple) else output)
-        if threading.get_ident() == me else None
-    )
-    try:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            input_ids, mask, positions = pad_left(chunk, loaded.pad_id, loaded.device)
-            loaded.model.base_model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False)
-            hidden, width = captured["h"].float(), input_ids.shape[1]
-            for j, row in enumerate(chunk):
-                first, stop = spans[start + j]
-                offset = width - len(row)  # left padding
-                out[start + j] = hidden[j, offset + first : offset + stop].mean(0).cpu()
-    finally:
-        handle.remove()
-    return out
-
-
 def calibrate_readout(
     loaded: LoadedModel, vectors: SteeringVectors, examples: dict[str, tuple[Sequence[str], Sequence[str]]]
 ) -> SteeringVectors:
     """`vectors` with readout ends for the dimensions of `examples` ({dimension: (positive
     texts, negative texts)}): at each one's read layer, the mean of its positive and of its
-    negative examples read as answers (`answer_activations`). `compute_vectors` calls it; a set
+    negative examples read as answers (`record_activations`' "answer" read). `compute_vectors` calls it; a set
     computed before the readout existed can be given ends with it too.
 
     Only the activations at the read layer are used, so the ends follow whatever steering the
@@ -356,6 +368,8 @@ def calibrate_readout(
         if dim not in vectors.vectors or not positive or not negative:
             continue
         layer = read_layer(vectors, dim)
-        acts = answer_activations(loaded, [*positive, *negative], layer)
+        acts = record_activations(
+            loaded, [*positive, *negative], read="answer", layers=[layer], questions=paired_questions(positive, negative)
+        )[0][:, 0]
         ends[dim] = ReadoutEnds(layer, acts[len(positive) :].mean(0), acts[: len(positive)].mean(0))
     return vectors.with_readout(ends)

@@ -20,13 +20,12 @@ import torch
 
 from .cache_merge import cache_is_joinable, joined_layer, pad_columns, trim_layer
 from .condition_reading import decide
-from .detokenizer import Detokenizer
 from .hooks import RowSteering, SteeringHooks
 from .kvcache import grow_cache
 from .loading import LoadedModel, pad_left
 from .readout import BatchReadout
 from .request import GenerationRequest, TokenEvent
-from .sampling import NON_FINITE, RowFault, Sampler
+from .tokens import NON_FINITE, Detokenizer, RowFault, Sampler
 
 class _Row:
     def __init__(self, index: int, request: GenerationRequest, tokenizer, device: torch.device) -> None:

@@ -59,7 +59,7 @@ def read_layer(vectors: SteeringVectors, dimension: str) -> int:
 class ReadoutProbe:
     """What a request reads: per dimension (in `dimensions` order) its layer, unit direction
     ([hidden]), and the projections of its ends. The same object serves every request on one
-    vector set (`probe_for`)."""
+    vector set (`SteeringVectors.readout_probe`)."""
 
     dimensions: tuple[str, ...]
     layers: tuple[int, ...]
@@ -69,11 +69,9 @@ class ReadoutProbe:
 
 
 def probe_for(vectors: SteeringVectors) -> ReadoutProbe | None:
-    """The probe of a vector set's calibrated dimensions (made once per set and kept on it);
-    None when none is calibrated (a set computed before the readout: `extraction.calibrate_readout`)."""
-    cached = getattr(vectors, "_readout_probe", False)
-    if cached is not False:
-        return cached
+    """The probe of a vector set's calibrated dimensions; None when none is calibrated (a set
+    computed before the readout: `extraction.calibrate_readout`). A served set keeps its own
+    (`SteeringVectors.readout_probe`), made once."""
     dims = [dim for dim in vectors.dimensions if dim in vectors.readout]
     probe = None
     if dims:
@@ -83,7 +81,6 @@ def probe_for(vectors: SteeringVectors) -> ReadoutProbe | None:
         negative = torch.stack([units[i] @ vectors.readout[dim].negative.float() for i, dim in enumerate(dims)])
         positive = torch.stack([units[i] @ vectors.readout[dim].positive.float() for i, dim in enumerate(dims)])
         probe = ReadoutProbe(tuple(dims), tuple(layers), units, negative, positive)
-    object.__setattr__(vectors, "_readout_probe", probe)
     return probe
 
 

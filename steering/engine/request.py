@@ -120,7 +120,7 @@ class GenerationRequest:
     # question as asked, so the answer still answers it (issue 24's "steer only the generated
     # tokens"; SteeringVectors.steer_prompt). A resumed answer's tokens are steered, as they were.
     steer_prompt: bool = True
-    # What to read along the way (readout.py; `probe_for(vectors)`): each token's event then
+    # What to read along the way (readout.py; `vectors.readout_probe`): each token's event then
     # carries the row's reading. Unsteered rows may read too: a reading is not steering.
     readout: ReadoutProbe | None = None
 

@@ -28,6 +28,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -35,12 +36,12 @@ from safetensors import SafetensorError
 
 from .conditions import Condition, ConditionalSteering
 from .vectormeta import metadata_problems
-from .readout import ReadoutEnds, ends_from_file, ends_problems, ends_tensors
+from .readout import ReadoutEnds, ReadoutProbe, ends_from_file, ends_problems, ends_tensors, probe_for
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = "1"
 METHODS = ("caa", "probe", "pca")
-READS = ("mean", "last")
+READS = ("mean", "last", "answer")
 # Dimension names and labels end up in URLs, pages and the database: short slugs, short labels.
 DIMENSION_NAME = re.compile(r"[-a-zA-Z0-9_]{1,50}\Z")  # a Django slug, as PreferenceDimension.name
 MAX_LABEL_CHARS = 60
@@ -252,6 +253,12 @@ class SteeringVectors:
 
     def with_steer_prompt(self, steer_prompt: bool) -> SteeringVectors:
         return SteeringVectors(**{**self._fields(), "steer_prompt": steer_prompt})
+    @cached_property
+    def readout_probe(self) -> ReadoutProbe | None:
+        """What every answer on these vectors reads (readout.py), made on first use and kept:
+        a served set is loaded once per process, so its requests only read it."""
+        return probe_for(self)
+
     def with_readout(self, readout: dict[str, ReadoutEnds]) -> SteeringVectors:
         return SteeringVectors(**{**self._fields(), "readout": dict(readout)})
 

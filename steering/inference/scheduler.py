@@ -34,8 +34,7 @@ from typing import Hashable
 
 from steering.engine import DecodeBatch, GenerationRequest, LoadedModel, SteeringHooks, TokenEvent
 
-from .admission import Admission
-from .ticket import Ticket
+from .admission import Admission, Ticket
 
 log = logging.getLogger(__name__)
 

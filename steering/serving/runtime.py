@@ -36,7 +36,7 @@ from steering.engine import (
     GenerationParams, GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
 from steering.engine.loading import ChatTokenizer, load_chat_tokenizer
-from steering.engine.readout import ReadoutProbe, probe_for
+from steering.engine.readout import ReadoutProbe
 from steering.engine.request import steered_request
 from steering.files import VectorSetUnavailable
 from steering.inference import Scheduler
@@ -264,7 +264,7 @@ def readout_for(vector_set_id: int | None, *, vector_set: VectorSet | None = Non
             vector_set = VectorSet.objects.get(pk=vector_set_id)
         if vector_set.status != VectorSet.Status.READY:
             return None
-        return probe_for(site_vectors(vector_set))
+        return site_vectors(vector_set).readout_probe
     except (VectorSet.DoesNotExist, VectorSetUnavailable):
         return None
 

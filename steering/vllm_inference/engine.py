@@ -37,9 +37,8 @@ from typing import Hashable
 import torch
 
 from steering.engine import GenerationRequest, TokenEvent
-from steering.engine.detokenizer import Detokenizer
-from steering.inference.admission import Admission
-from steering.inference.ticket import Ticket
+from steering.engine.tokens import Detokenizer
+from steering.inference.admission import Admission, Ticket
 
 from .model_runner import ROW_ARG, STEERED_FROM_ARG, building
 from .steering_table import TableFull

@@ -19,7 +19,7 @@ def test_it_extracts_one_vector_per_layer(tiny):
     assert vectors.model_id == tiny.model_id
 
 
-@pytest.mark.parametrize("read", ["mean", "last"])
+@pytest.mark.parametrize("read", ["mean", "last", "answer"])
 def test_it_gives_the_same_vector_whatever_the_batch_padding(tiny, read):
     alone = compute_vectors(tiny, {"f": (POSITIVE, NEGATIVE)}, read=read, batch_size=1)
     padded = compute_vectors(tiny, {"f": (POSITIVE, NEGATIVE)}, read=read, batch_size=6)
@@ -27,7 +27,7 @@ def test_it_gives_the_same_vector_whatever_the_batch_padding(tiny, read):
     assert torch.allclose(alone.residual_norms, padded.residual_norms, atol=1e-6)
 
 
-def _layer_outputs(loaded, text):
+def _layer_outputs(loaded, text=None, *, ids=None):
     captured = {}
     handles = [
         layer.register_forward_hook(
@@ -37,7 +37,7 @@ def _layer_outputs(loaded, text):
     ]
     try:
         with torch.inference_mode():
-            loaded.model(torch.tensor([loaded.tokenizer(text)["input_ids"]]))
+            loaded.model(torch.tensor([ids if ids is not None else loaded.tokenizer(text)["input_ids"]]))
     finally:
         for h in handles:
             h.remove()
@@ -53,6 +53,31 @@ def test_it_reads_the_mean_without_the_first_token_and_the_last_token(tiny):
         assert torch.allclose(mean[0, layer], hidden[1:].float().mean(0), atol=1e-6)
         assert torch.allclose(last[0, layer], hidden[-1].float(), atol=1e-6)
         assert not torch.allclose(mean[0, layer], hidden.float().mean(0), atol=1e-6)
+
+
+def test_the_answer_read_is_the_mean_over_the_positions_that_choose_the_texts_tokens(tiny):
+    text, question = CORPUS[2], "Any advice?"
+    asked = tiny.chat_ids(question)
+    answer = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
+    outputs = _layer_outputs(tiny, ids=asked + answer)
+    read, norms = record_activations(tiny, [text], read="answer", questions=[question])
+    # The question's last position chooses the answer's first token; the answer's last token
+    # chooses nothing of it.
+    first, stop = len(asked) - 1, len(asked) + len(answer) - 1
+    for layer, hidden in outputs.items():
+        assert torch.allclose(read[0, layer], hidden[first:stop].float().mean(0), atol=1e-5)
+        assert torch.allclose(norms[layer], hidden[first:stop].float().norm(dim=-1).mean(), atol=1e-4)
+    # Only the asked layers, the same values.
+    some, _ = record_activations(tiny, [text], read="answer", questions=[question], layers=[1, 0])
+    assert torch.equal(some[0], read[0, [1, 0]])
+
+
+def test_the_two_texts_of_a_contrast_pair_answer_the_same_question():
+    from steering.engine.extraction import READ_PROMPTS, paired_questions
+
+    questions = paired_questions(["a"] * 6, ["b"] * 6)
+    assert questions[:6] == questions[6:]
+    assert set(questions) == set(READ_PROMPTS)
 
 
 def test_it_is_the_difference_of_the_class_means(tiny):

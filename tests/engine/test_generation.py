@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from steering.engine import GenerationParams, GenerationRequest, SteeringHooks, stream_batch
-from steering.engine.detokenizer import Detokenizer
-from steering.engine.sampling import guard_repetition
+from steering.engine.tokens import Detokenizer, guard_repetition
 
 from tests.tiny_models import build_tiny
 

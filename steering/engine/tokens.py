@@ -1,6 +1,9 @@
-"""Choosing one row's next token: the repetition guard over its own answer, then greedy or
-sampled (temperature, top-k, top-p) with the row's own seeded generator. A row whose logits
-cannot be sampled raises `RowFault`, which ends that row only."""
+"""A row's tokens: choosing the next one, and the text they make as they come.
+
+Choosing: the repetition guard over the row's own answer, then greedy or sampled
+(temperature, top-k, top-p) with the row's own seeded generator. A row whose logits cannot be
+sampled raises `RowFault`, which ends that row only. The text: `Detokenizer`, shared by the
+builtin engine and vLLM's."""
 
 from __future__ import annotations
 
@@ -108,3 +111,33 @@ class Sampler:
         if not bool(torch.isfinite(probs).all()):
             raise RowFault(NON_FINITE)
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+class Detokenizer:
+    """Incremental decoding that never splits a multi-byte character or a word-initial space:
+    the new text is the difference between decoding a short window with and without the
+    newest tokens."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self.ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def _decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=True)
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        self._prefix = self._read = len(self.ids)
+        return after[len(before) :]
