@@ -51,12 +51,13 @@ from steering.engine.measures import (  # noqa: E402
     answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
 )
 from steering.engine.range_search import (  # noqa: E402
-    MAX_PPL_RATIO, RANGE_PROMPTS, search_functional_range, search_joint_range, sign_patterns,
+    MAX_PPL_RATIO, RANGE_PARAMS, RANGE_PROMPTS, search_functional_range, search_joint_range, sign_patterns,
 )
 from steering.engine.condition_reading import compute_conditions  # noqa: E402
 from steering.engine.generation import stream_batch  # noqa: E402
 from steering.engine.request import steered_request  # noqa: E402
 from steering.engine.sweep import evaluate_dimension  # noqa: E402
+from steering.engine.extraction import orthogonalised  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -90,6 +91,8 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
     examples = {name: catalog.examples(name) for name in catalog.dimension_names()}
     vectors = model.compute_vectors(examples, method=args.method, read=args.read, steer_prompt=args.steer_prompt,
                                     **({"layers": args.layers} if args.layers else {}))
+    if args.orthogonalise:
+        vectors = orthogonalised(vectors)
     vectors = with_conditions(model, searched(model, vectors, args))
     vectors.save(path)
     recorded_at.write_text(json.dumps(options))
@@ -106,8 +109,9 @@ def with_conditions(model: SteerableModel, vectors: SteeringVectors) -> Steering
 def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringVectors:
     """`vectors` with the functional ranges and the joint range this code's searches find."""
     started = time.monotonic()
+    params = GenerationParams(max_new_tokens=args.range_tokens)
     found = search_functional_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts),
-                                    max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks)
+                                    max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks, params=params)
     vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
     print(json.dumps({"ranges": {
         dim: {"range": r.functional_range, "within": r.within_limit,
@@ -115,7 +119,8 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
               "relevances": {str(c): round(x, 3) for c, x in r.relevances.items()},
               "degenerate": {str(c): x for c, x in r.degenerate.items()}}
         for dim, r in found.items()}}), flush=True)
-    joint = search_joint_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts), hooks=model.hooks)
+    joint = search_joint_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts), hooks=model.hooks,
+                               params=params)
     vectors = vectors.with_joint_range(joint.joint_range)
     print(json.dumps({"search_seconds": round(time.monotonic() - started), "joint_range": joint.joint_range,
                       "joint_measured": {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in joint.measured.items()}}),
@@ -128,9 +133,13 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="caa", choices=["caa", "probe", "pca"])
-    parser.add_argument("--read", default="mean")
+    parser.add_argument("--read", default="answer", choices=["answer", "mean", "last"])
     parser.add_argument("--layers", type=lambda t: [int(x) for x in t.split(",")], default=None)
     parser.add_argument("--range-prompts", type=int, default=RANGE_PROMPTS)
+    parser.add_argument("--orthogonalise", action="store_true",
+                        help="make the dimensions' directions mutually orthogonal before the search (extraction.orthogonalised)")
+    parser.add_argument("--range-tokens", type=int, default=RANGE_PARAMS.max_new_tokens,
+                        help="the length of the range searches' answers")
     parser.add_argument("--limit", type=int, default=8, help="held-out suggestion prompts per strength")
     parser.add_argument("--as-is", action="store_true", help="evaluate the --vectors file as it is")
     parser.add_argument("--search-to", default=None, help="with --as-is: search the ranges anew and save here")
@@ -148,7 +157,7 @@ def main() -> None:
 
     model = SteerableModel.load(dtype=args.dtype)
     options = {"method": args.method, "read": args.read, "layers": args.layers,
-               "range_prompts": args.range_prompts, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
+               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
                **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
     vectors = vectors_for(model, args, options)
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are

@@ -261,7 +261,7 @@ def compute_vectors(
     examples: dict[str, tuple[Sequence[str], Sequence[str]]],
     *,
     method: str = "caa",
-    read: str = "mean",
+    read: str = "answer",
     layers: Sequence[int] | None = None,
     top_k: int | None = None,
     functional_range: float | dict[str, float] = DEFAULT_FUNCTIONAL_RANGE,
@@ -279,7 +279,10 @@ def compute_vectors(
     if given, else the `top_k` best-scoring layers (mean score over dimensions) if given,
     else the middle half. `progress(done, total)` is called after each batch, counted over
     all dimensions. `steer_prompt` (see SteeringVectors): a new set steers only the answer,
-    which keeps far more of it on the question at the same Effect (docs/evaluation.md)."""
+    which keeps far more of it on the question at the same Effect (docs/evaluation.md).
+    `read` (record_activations): a new set reads its examples as answers, where it steers;
+    on SmolLM2 that kept the answers closer to their questions at the same Effect than
+    reading them as bare text ("mean"; docs/evaluation.md, third pass)."""
     if method not in DIRECTIONS:
         raise ValueError(f"Unknown extraction method {method!r}; use one of {', '.join(DIRECTIONS)}")
     if layers is not None and top_k is not None:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from steering.engine import compute_vectors, default_layers, record_activations
-from steering.engine.extraction import orthogonalised
+from steering.engine.extraction import READ_PROMPTS, orthogonalised, paired_questions
 
 from tests.tiny_models import CORPUS
 
@@ -73,18 +73,23 @@ def test_the_answer_read_is_the_mean_over_the_positions_that_choose_the_texts_to
 
 
 def test_the_two_texts_of_a_contrast_pair_answer_the_same_question():
-    from steering.engine.extraction import READ_PROMPTS, paired_questions
-
     questions = paired_questions(["a"] * 6, ["b"] * 6)
     assert questions[:6] == questions[6:]
     assert set(questions) == set(READ_PROMPTS)
 
 
-def test_it_is_the_difference_of_the_class_means(tiny):
-    vectors = compute_vectors(tiny, {"f": (POSITIVE, NEGATIVE)})
-    pos, _ = record_activations(tiny, POSITIVE)
-    neg, _ = record_activations(tiny, NEGATIVE)
+@pytest.mark.parametrize("read", ["answer", "mean"])
+def test_it_is_the_difference_of_the_class_means(tiny, read):
+    vectors = compute_vectors(tiny, {"f": (POSITIVE, NEGATIVE)}, read=read)
+    questions = paired_questions(POSITIVE, NEGATIVE) if read == "answer" else None
+    both, _ = record_activations(tiny, [*POSITIVE, *NEGATIVE], read=read, questions=questions)
+    pos, neg = both[: len(POSITIVE)], both[len(POSITIVE) :]
     assert torch.allclose(vectors.vectors["f"], pos.mean(0) - neg.mean(0), atol=1e-6)
+    assert vectors.read == read
+
+
+def test_a_new_set_reads_its_examples_as_answers(tiny):
+    assert compute_vectors(tiny, {"f": (POSITIVE, NEGATIVE)}).read == "answer"
 
 
 def test_it_reports_progress_over_all_dimensions(tiny):
