@@ -84,8 +84,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if wait:
             return await self.error("too_many", too_many_message(wait, "requests"), retry_after=wait, tag=data["tag"])
         if len(self.turns) >= settings.STEERLAB_MAX_PER_USER:
+            # Every refusal says when to try again, as the scheduler's own per-user one does.
             return await self.error(
-                "too_many", "Generations are already running on this socket; wait or cancel one.", tag=data["tag"]
+                "too_many", "Generations are already running on this socket; wait or cancel one.", retry_after=1,
+                tag=data["tag"],
             )
         turn = chat_turn(data, user=self.user, source=InteractionLog.Source.WEBSOCKET)
         request_id = uuid.uuid4().hex[:12]

@@ -129,3 +129,19 @@ async def test_calibration_answers_are_logged_as_such_and_never_join_a_conversat
     assert logs == [("calibrate", None), ("calibrate", None)]
     assert not await sync_to_async(Conversation.objects.exists)()
     await ws.disconnect()
+
+
+async def test_a_generation_past_the_sockets_limit_is_refused_with_retry_after(steerable, alice, settings):
+    settings.STEERLAB_MAX_PER_USER = 1
+    ws, _, _ = await connect(alice)
+    await ws.send_json_to({"type": "generate", "prompt": "Write a long essay on rivers.", "max_new_tokens": 400})
+    start = await ws.receive_json_from(timeout=60)
+    await ws.send_json_to({"type": "generate", "prompt": "And one on lakes.", "tag": "second"})
+    frame = await ws.receive_json_from(timeout=60)
+    while frame["type"] == "token":  # the first answer streams meanwhile
+        frame = await ws.receive_json_from(timeout=60)
+    assert frame["type"] == "error" and frame["code"] == "too_many" and frame["tag"] == "second", frame
+    assert isinstance(frame["retry_after"], int) and frame["retry_after"] > 0, frame
+    await ws.send_json_to({"type": "cancel", "request_id": start["request_id"]})
+    assert (await frames_until_end(ws))[-1]["stats"]["finish_reason"] == "cancelled"
+    await ws.disconnect()
