@@ -38,6 +38,12 @@ def _client(user):
     return client
 
 
+def tiny_chat(client, **payload):
+    """A short greedy REST chat: on the tiny site its text is noise, its fields are what count."""
+    return client.post("/api/chat/", {"prompt": "hello world", "max_new_tokens": 6, "temperature": 0, **payload},
+                       format="json")
+
+
 @pytest.fixture
 def as_alice(alice):
     return _client(alice)

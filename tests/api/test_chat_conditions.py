@@ -5,13 +5,12 @@ threshold on the dimension decides it."""
 
 import pytest
 import torch
-from rest_framework.test import APIClient
 
 from steering.engine.conditions import Condition
 from steering.models import PreferenceDimension
 from steering.services import vector_sets
 from steering.serving import runtime
-from tests.api.conftest import make_vectors
+from tests.api.conftest import make_vectors, tiny_chat as _chat
 from tests.tiny_models import NUM_LAYERS
 from tests.ws.conftest import connect, frames_until_end
 
@@ -32,22 +31,10 @@ def conditional_set(tiny_site, dimensions):
     return vector_sets.vector_set_register(vectors=vectors.with_conditions({"cost": condition}), name="shared")
 
 
-@pytest.fixture
-def api(alice):
-    client = APIClient()
-    client.force_authenticate(alice)
-    return client
-
-
-def _chat(client, **payload):
-    return client.post("/api/chat/", {"prompt": "hello world", "max_new_tokens": 6, "temperature": 0, **payload},
-                       format="json")
-
-
-def test_a_topical_dimension_that_does_not_apply_leaves_the_answer_and_says_so(api, conditional_set):
-    plain = _chat(api).json()
+def test_a_topical_dimension_that_does_not_apply_leaves_the_answer_and_says_so(as_alice, conditional_set):
+    plain = _chat(as_alice).json()
     assert plain["conditions"] is None  # nothing topical asked for, nothing decided
-    skipped = _chat(api, preferences={"cost": 1.0}).json()
+    skipped = _chat(as_alice, preferences={"cost": 1.0}).json()
     assert skipped["conditions"]["cost"]["applied"] is False
     assert skipped["conditions"]["cost"]["threshold"] == NEVER
     assert -1 <= skipped["conditions"]["cost"]["score"] <= 1
@@ -55,20 +42,20 @@ def test_a_topical_dimension_that_does_not_apply_leaves_the_answer_and_says_so(a
     assert skipped["preferences_applied"] == {"cost": 1.0}  # the profile is unchanged; only this turn skipped it
 
 
-def test_staffs_threshold_on_the_dimension_overrides_the_calibrated_one(api, conditional_set):
-    plain = _chat(api).json()["generated_text"]
+def test_staffs_threshold_on_the_dimension_overrides_the_calibrated_one(as_alice, conditional_set):
+    plain = _chat(as_alice).json()["generated_text"]
     PreferenceDimension.objects.filter(name="cost").update(condition_threshold=-1.0)  # every prompt passes
-    applied = _chat(api, preferences={"cost": 1.0}).json()
+    applied = _chat(as_alice, preferences={"cost": 1.0}).json()
     assert applied["conditions"]["cost"] == {**applied["conditions"]["cost"], "applied": True, "threshold": -1.0}
     assert applied["generated_text"] != plain
 
 
-def test_a_style_dimension_and_a_dimension_made_style_always_apply(api, conditional_set):
-    plain = _chat(api).json()["generated_text"]
-    formal = _chat(api, preferences={"formality": 1.0}).json()
+def test_a_style_dimension_and_a_dimension_made_style_always_apply(as_alice, conditional_set):
+    plain = _chat(as_alice).json()["generated_text"]
+    formal = _chat(as_alice, preferences={"formality": 1.0}).json()
     assert formal["conditions"] is None and formal["generated_text"] != plain
     PreferenceDimension.objects.filter(name="cost").update(kind=PreferenceDimension.Kind.STYLE)
-    cost = _chat(api, preferences={"cost": 1.0}).json()
+    cost = _chat(as_alice, preferences={"cost": 1.0}).json()
     assert cost["conditions"] is None and cost["generated_text"] != plain
 
 
@@ -83,7 +70,7 @@ async def test_the_websocket_done_frame_carries_the_decision(conditional_set, al
     await communicator.disconnect()
 
 
-def test_a_set_that_steers_only_the_answer_is_served_so(api, tiny_site, dimensions):
+def test_a_set_that_steers_only_the_answer_is_served_so(as_alice, tiny_site, dimensions):
     """The set's prompt policy reaches the engine from the chat turn, and changes the answer."""
     from steering.serving.backends import GenerationSpec
 
@@ -95,6 +82,6 @@ def test_a_set_that_steers_only_the_answer_is_served_so(api, tiny_site, dimensio
     for vector_set, expected in ((both, True), (answer, False)):
         spec = GenerationSpec(prompt_ids=ids, vector_set_id=vector_set.pk, strengths={"formality": 1.0})
         assert spec.to_request().steer_prompt is expected
-    texts = [_chat(api, preferences={"formality": 1.0}, vector_set=vs.pk).json()["generated_text"] for vs in (both, answer)]
-    plain = _chat(api, vector_set=answer.pk).json()["generated_text"]
+    texts = [_chat(as_alice, preferences={"formality": 1.0}, vector_set=vs.pk).json()["generated_text"] for vs in (both, answer)]
+    plain = _chat(as_alice, vector_set=answer.pk).json()["generated_text"]
     assert texts[0] != texts[1] and texts[1] != plain

@@ -6,13 +6,12 @@ import math
 
 import pytest
 import torch
-from rest_framework.test import APIClient
 
 from steering.engine.readout import ReadoutEnds
 from steering.models import InteractionLog
 from steering.services import vector_sets
 from steering.serving import runtime
-from tests.api.conftest import make_vectors
+from tests.api.conftest import make_vectors, tiny_chat as _chat
 from tests.tiny_models import NUM_LAYERS
 from tests.ws.conftest import connect, frames_until_end
 
@@ -40,18 +39,6 @@ def readout_set(tiny_site, dimensions):
     return vector_sets.vector_set_register(vectors=readout_vectors(), name="shared")
 
 
-@pytest.fixture
-def api(alice):
-    client = APIClient()
-    client.force_authenticate(alice)
-    return client
-
-
-def _chat(client, **payload):
-    return client.post("/api/chat/", {"prompt": "hello world", "max_new_tokens": 6, "temperature": 0, **payload},
-                       format="json")
-
-
 def _check(readout, tokens):
     assert readout["dimensions"] == ["formality", "cost"]
     assert len(readout["tokens"]) == tokens and all(len(values) == 2 for values in readout["tokens"])
@@ -61,30 +48,28 @@ def _check(readout, tokens):
         assert readout["mean"][dim] == pytest.approx(sum(column) / len(column), abs=2e-3)
 
 
-def test_a_steered_answer_and_an_unsteered_one_both_come_with_their_readout(api, readout_set):
-    steered = _chat(api, preferences={"formality": 1.0}).json()
-    plain = _chat(api).json()
+def test_a_steered_answer_and_an_unsteered_one_both_come_with_their_readout(as_alice, readout_set):
+    steered = _chat(as_alice, preferences={"formality": 1.0}).json()
+    plain = _chat(as_alice).json()
     _check(steered["readout"], steered["tokens"])
     _check(plain["readout"], plain["tokens"])
     assert steered["readout"]["tokens"] != plain["readout"]["tokens"]
 
 
-def test_the_readout_is_logged_with_the_interaction_and_listed_to_its_owner_only(api, readout_set, bob):
-    answer = _chat(api, preferences={"cost": -1.0}).json()
+def test_the_readout_is_logged_with_the_interaction_and_listed_to_its_owner_only(as_alice, readout_set, as_bob):
+    answer = _chat(as_alice, preferences={"cost": -1.0}).json()
     logged = InteractionLog.objects.get(pk=answer["interaction_id"])
     assert logged.readout == answer["readout"] and logged.strengths == {"cost": -1.0}
-    listed = api.get("/api/interactions/").json()
+    listed = as_alice.get("/api/interactions/").json()
     rows = listed["results"] if isinstance(listed, dict) else listed
     assert rows[0]["readout"] == answer["readout"]
-    other = APIClient()
-    other.force_authenticate(bob)
-    listed = other.get("/api/interactions/").json()
+    listed = as_bob.get("/api/interactions/").json()
     assert not (listed["results"] if isinstance(listed, dict) else listed)
 
 
-def test_a_set_computed_before_the_readout_answers_with_a_null_readout(api, tiny_site, dimensions):
+def test_a_set_computed_before_the_readout_answers_with_a_null_readout(as_alice, tiny_site, dimensions):
     vector_sets.vector_set_register(vectors=readout_vectors(ends=False), name="shared")
-    answer = _chat(api, preferences={"formality": 1.0})
+    answer = _chat(as_alice, preferences={"formality": 1.0})
     assert answer.status_code == 200 and answer.json()["readout"] is None
 
 
