@@ -11,8 +11,9 @@ daphne on it per engine: the builtin engine from this interpreter, vLLM from .ve
 STEERLAB_ENGINE=vllm (docs/vllm.md), in the site's default dtype unless --dtype says otherwise.
 Before the servers start, the builtin model's forward-only decode throughput (bench/targets.py)
 at each level's batch, min(users, STEERLAB_MAX_BATCH), is measured in this process: the
-physical limit the curve is compared with. vLLM's own limit at the served dtype has no helper
-here yet (bench/vllm_serving.py's `LLM.generate` run pins float32); the output says so.
+physical limit the curve is compared with. vLLM's own limit at the served dtype is not measured
+here: bench/vllm_serving.py measures it (`LLM.generate` of 8 prompts, in the served dtype)
+beside both engines served to 8 users; the output says so.
 
 Per engine and level, one JSON line:
 - aggregate tokens/s: all answered tokens of a round over its wall time (first send to last
@@ -356,8 +357,8 @@ async def run_servers(args, levels: list[int], engines: list[str]) -> tuple[dict
                               "tokens_per_s_at_batch": {b: round(v, 1) for b, v in limits.items()}}), flush=True)
         if "vllm" in engines:
             print(json.dumps({"limit": "vllm", "measured": False,
-                              "why": "no helper in bench/ measures vLLM's own LLM.generate at the served dtype "
-                                     "(bench/vllm_serving.py's pins float32)"}), flush=True)
+                              "why": "vLLM's own LLM.generate at the served dtype is measured by "
+                                     "bench/vllm_serving.py (8 prompts), not per level here"}), flush=True)
         for engine in engines:
             started = time.perf_counter()
             restart(server, engine_python(engine, args), {"STEERLAB_ENGINE": engine})
