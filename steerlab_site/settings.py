@@ -237,6 +237,9 @@ STEERLAB_ENGINE = env_choice("STEERLAB_ENGINE", "builtin", ["builtin", "vllm"])
 STEERLAB_VLLM_MODEL_DIR = env_path("STEERLAB_VLLM_MODEL_DIR", BASE_DIR / "var" / "vllm-models")
 STEERLAB_VLLM_STEERED_ROWS = env_int("STEERLAB_VLLM_STEERED_ROWS", 16, minimum=1)
 STEERLAB_VLLM_EAGER = env_bool("STEERLAB_VLLM_EAGER", True)
+# vLLM only: tensor parallelism, the model split over this many devices (CPU: processes), each
+# rank steering every request (docs/vllm.md, "Tensor parallelism").
+STEERLAB_VLLM_TENSOR_PARALLEL = env_int("STEERLAB_VLLM_TENSOR_PARALLEL", 1, minimum=1)
 # The Redis keys of worker mode's request queue and reply streams start with this (several
 # sites may share one Redis); see docs/deployment.md.
 STEERLAB_QUEUE_PREFIX = env_str("STEERLAB_QUEUE_PREFIX", "steerlab")

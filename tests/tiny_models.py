@@ -100,3 +100,24 @@ def slowed_forward(loaded: LoadedModel, seconds: float = 0.3):
         yield
     finally:
         handle.remove()
+
+
+def build_tiny_llama_for_vllm(*, seed: int = 0, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """A tiny random Llama that vLLM can load and split in two: head size 32 (the smallest
+    vLLM's CPU attention takes), 4 query and 2 key-value heads (2 and 1 per rank at tensor
+    parallel size 2; the embedded SmolLM2's 9 and 3 do not divide), float32 (vLLM takes no
+    float64), 2048 positions (the context `VllmScheduler` asks for). Its weights are drawn wider
+    than transformers' default (0.02), so that its next-token distributions are peaked (greedy
+    choices do not flip on rounding) and its greedy texts vary with the steering instead of
+    repeating one token."""
+    tokenizer = make_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, initializer_range=0.1,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id="tiny-llama-vllm")

@@ -20,5 +20,6 @@ def vllm_scheduler(loaded):
         max_per_user=settings.STEERLAB_MAX_PER_USER,
         steered_rows=settings.STEERLAB_VLLM_STEERED_ROWS,
         eager=settings.STEERLAB_VLLM_EAGER,
+        tensor_parallel=settings.STEERLAB_VLLM_TENSOR_PARALLEL,
         dtype=str(loaded.dtype).removeprefix("torch."),
     )

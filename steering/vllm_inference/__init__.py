@@ -3,7 +3,8 @@ peer of `steering.inference` for the vLLM engine, behind the same scheduler inte
 
 - `steering_table`: the steering table, the token → row index and the `steerlab::add_rows` op
   (torch only);
-- `model_runner`: attaching them to vLLM's V1 model runner;
+- `model_runner`: attaching them to vLLM's V1 model runner, on every rank, through
+  `workers` (vLLM's CPU and CUDA worker classes with the hook);
 - `engine`: `VllmScheduler`, built on `steering.inference.admission.Admission` over vLLM's engine;
 - `weights`: the site model's weights in a form vLLM loads.
 

@@ -5,12 +5,13 @@ back the same `Ticket`s with the same `TokenEvent`s, refusals (`Busy`, `TooManyF
 `SchedulerClosed`, ValueError) and `stats()`, so the local backend, the Redis worker and the
 metrics work unchanged whichever engine generates.
 
-One background thread owns the engine (in this process: the steering hook lives on its model
-runner) and loops: admit waiting requests, abort cancelled ones, `engine.step()`, publish.
+One background thread owns the engine (its engine core in this process; the model runs here,
+or with `tensor_parallel` > 1 in one vLLM worker process per rank) and loops: admit waiting
+requests, abort cancelled ones, run calls to the workers, `engine.step()`, publish.
 
-- Admission: a steered request takes a row of the steering table first (its deltas written
-  there); with every row taken it stays in our queue, FIFO, until one frees. It never goes to
-  vLLM without its row, so it never runs unsteered. The row travels to the runner in
+- Admission: a steered request takes a row of the steering table first; with every row taken
+  it stays in our queue, FIFO, until one frees. It never goes to vLLM without its row, so it
+  never runs unsteered. The row and the deltas travel to every rank's runner in
   `SamplingParams.extra_args`, with, for a request that steers only its answer
   (`steer_prompt` False), its first steered position: its last prompt position (a resumed
   answer's tokens come after it, steered as when they were generated).
@@ -31,6 +32,8 @@ import hashlib
 import logging
 import os
 import time
+from collections import deque
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Hashable
 
@@ -40,22 +43,25 @@ from steering.engine import GenerationRequest, TokenEvent
 from steering.engine.tokens import Detokenizer
 from steering.inference.admission import Admission, Ticket
 
-from .model_runner import ROW_ARG, STEERED_FROM_ARG, building
-from .steering_table import TableFull
+from .model_runner import CONFIG_KEY, DELTAS_ARG, ROW_ARG, STEERED_FROM_ARG, worker_class_name
+from .steering_table import SteeringRows, TableFull, pack_deltas
 
 log = logging.getLogger(__name__)
 
 
 def configure_environment(threads: int | None = None) -> None:
-    """vLLM's settings that this integration relies on, set before vLLM reads them."""
-    # The engine core and the V1 runner in this process: the hook is installed on the runner
-    # when it loads, and the steering table is shared with this scheduler's thread.
+    """vLLM's settings that this integration relies on, set before vLLM reads them (vLLM's
+    worker processes inherit them)."""
+    # The engine core in this process, stepped by the scheduler's thread (the tests reach its
+    # scheduler); the steering itself travels with each request and works wherever the runner is.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    # The V1 runner: the hook's touch points (`_update_states`, `_model_forward`) are its methods.
     os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the embedded model needs little
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per rank; the embedded model needs little
     # In-process vLLM sets torch to one thread unless told otherwise (10.8 vs ~68 tok/s on 2 cores).
+    # VLLM_CPU_OMP_THREADS_BIND is left to vLLM: only its worker processes (tensor parallelism)
+    # read it, one core list per rank (docs/vllm.md).
     os.environ.setdefault("OMP_NUM_THREADS", str(threads or os.cpu_count() or 1))
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
 
 def steering_salt(deltas: dict[int, torch.Tensor], steered_from: int = 0) -> str | None:
@@ -90,7 +96,8 @@ class _Live:
 
 class VllmScheduler(Admission):
     """See the module docstring. `loaded` is the site's builtin model (tokenizer, stop ids,
-    shapes); `model_path` the safetensors directory vLLM loads (the same weights)."""
+    shapes); `model_path` the safetensors directory vLLM loads (the same weights);
+    `tensor_parallel`: vLLM's `tensor_parallel_size` (ranks in worker processes of their own)."""
 
     def __init__(
         self,
@@ -105,6 +112,7 @@ class VllmScheduler(Admission):
         dtype: str = "float32",
         max_model_len: int = 2048,
         enable_prefix_caching: bool = True,
+        tensor_parallel: int = 1,
         name: str = "steerlab-vllm",
     ) -> None:
         self._admission_init(max_batch=max_batch, max_queue=max_queue, max_per_user=max_per_user)
@@ -123,18 +131,27 @@ class VllmScheduler(Admission):
             seed=0,
             disable_log_stats=True,
             generation_config="vllm",  # every sampling setting comes from the request, none from the model
+            tensor_parallel_size=tensor_parallel,
+            # Every rank's worker is ours (the hook installed when its model loads), told its rows.
+            worker_cls=worker_class_name(),
+            additional_config={CONFIG_KEY: {"rows": steered_rows}},
         )
-        with building(rows=steered_rows, eager=eager) as spec:
-            self.engine = LLMEngine.from_engine_args(args)
-        if spec["installation"] is None:
-            raise RuntimeError("The steering hook was not installed on vLLM's model runner (is it the V1 runner?)")
-        self.installation = spec["installation"]
-        self.table = self.installation.table
+        self.engine = LLMEngine.from_engine_args(args)
+        self.table = SteeringRows(num_layers=loaded.num_layers, hidden_size=loaded.hidden_size, rows=steered_rows)
         self._live: dict[str, _Live] = {}  # vLLM request id → request, touched under the lock
         # Taken from the queue but not yet in _live (vLLM's add_request runs outside the lock):
         # still counted, or a user's second request slips past max_per_user in between.
         self._admitting: list[Ticket] = []
+        self._calls: deque[tuple[str, Future]] = deque()  # collective_rpc calls for the thread
         self._start_thread(name)
+        try:
+            states = self.runner_state(timeout=300)
+        except Exception:
+            self.close()
+            raise
+        if len(states) != tensor_parallel:  # each rank's worker answered: each has its hook
+            self.close()
+            raise RuntimeError(f"{len(states)} of vLLM's {tensor_parallel} ranks have SteerLab's steering hook")
 
     # -- the callers' side (as Scheduler) ---------------------------------------------------
 
@@ -155,6 +172,18 @@ class VllmScheduler(Admission):
             ticket.want_logprobs, ticket.logprobs, ticket.cached_tokens = logprobs, [], None
         return ticket
 
+    def runner_state(self, timeout: float | None = 60) -> list[dict]:
+        """Each rank's steering hook, as its worker reports it (`SteeringWorkerMixin.steerlab_state`):
+        passes run, steered passes, requests bound, rows holding a vector. Asked between two
+        steps by the engine's thread, the only one that may talk to vLLM's workers."""
+        future: Future = Future()
+        with self._lock:
+            if self._closing or not self._thread.is_alive():
+                raise RuntimeError("The vLLM scheduler is closed")
+            self._calls.append(("steerlab_state", future))
+            self._lock.notify_all()
+        return future.result(timeout)
+
     def _running_tickets(self) -> list[Ticket]:
         return [live.ticket for live in self._live.values() if live is not None] + self._admitting
 
@@ -173,14 +202,21 @@ class VllmScheduler(Admission):
         try:
             while True:
                 with self._lock:
-                    while not self._closing and not self._live and not self._admissible():
+                    while not self._closing and not self._live and not self._admissible() and not self._calls:
                         self._lock.wait(0.5)
                     if self._closing:
                         return
                     admitted = self._admit()
+                    calls = list(self._calls)
+                    self._calls.clear()
                 for ticket, row in admitted:
                     self._add(ticket, row)
                 self._abort_cancelled()
+                for method, future in calls:
+                    try:
+                        future.set_result(self.engine.collective_rpc(method))
+                    except Exception as exc:
+                        future.set_exception(exc)
                 if not self._live:
                     continue
                 started = time.perf_counter()
@@ -241,7 +277,8 @@ class VllmScheduler(Admission):
         # Answer-only: the prompt is read unsteered but for its last position (whose output is
         # the first answer token), as the builtin engine's DecodeBatch._prompt_columns.
         steered_from = 0 if request.steer_prompt or not row else len(request.prompt_ids) - 1
-        extra = {ROW_ARG: row, **({STEERED_FROM_ARG: steered_from} if steered_from else {})}
+        extra = {ROW_ARG: row, DELTAS_ARG: pack_deltas(request.steering),
+                 **({STEERED_FROM_ARG: steered_from} if steered_from else {})}
         try:
             sampling = SamplingParams(
                 max_tokens=max(1, budget),
@@ -354,3 +391,11 @@ class VllmScheduler(Admission):
             self._leave(l, TokenEvent(l.ticket.key, "", None, "error", error=message, fault="server"))
         for ticket in waiting:
             ticket.push(TokenEvent(ticket.key, "", None, "error", error=message, fault="server"))
+        for _, future in self._calls:
+            future.set_exception(RuntimeError(message))
+        self._calls.clear()
+        try:
+            # Ends vLLM's worker processes (tensor parallelism) now rather than at exit.
+            self.engine.engine_core.shutdown()
+        except Exception:
+            log.exception("Shutting vLLM's engine down failed")

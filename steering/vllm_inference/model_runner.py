@@ -1,40 +1,52 @@
 """Attaching the steering table to vLLM's V1 model runner (vLLM 0.32.0; GPU and CPU runners).
 
-Three touch points, all on the runner instance that owns the model:
+The hook lives wherever vLLM runs the model: in this process (one device, in-process engine),
+or in worker processes (tensor or pipeline parallelism: one per rank, each with its own
+model shard and its own table). So nothing here is shared with the engine's side but what
+vLLM itself ships to every rank with each request:
 
-1. `load_model` (patched on the runner classes, in this process, while an engine is being
-   built): after the weights load, a forward hook on each decoder layer adds the layer's
-   table rows through the `steerlab::add_rows` op. vLLM's Llama-like layers return
-   `(hidden_states, residual)` and add the two at the start of the next layer (or in the
-   final norm), so adding to `hidden_states` adds to the output of decoder layer l, the
-   builtin engine's hook point. Done at load time, before vLLM compiles or warms up, so a
-   compiled model traces the op too.
+- **The worker class.** `SteeringWorkerMixin` is mixed into the platform's worker
+  (`worker_class_name()`, passed as vLLM's `worker_cls`, so every rank's process builds it):
+  its `load_model` installs the hook right after the weights load, before vLLM compiles or
+  warms the model up, with the number of rows from `additional_config["steerlab"]`.
+- **The request.** A steered request's `SamplingParams.extra_args` carry its row
+  (`steerlab_row`), its deltas (`steerlab_deltas`, `pack_deltas`) and, for answer-only
+  steering, its first steered position (`steerlab_steered_from`). vLLM hands every rank the
+  same scheduler output, so each rank's `_update_states` writes the same row of its own table.
+
+On the runner, three touch points:
+
+1. After `load_model`: a forward hook on each decoder layer adds the layer's table rows through
+   the `steerlab::add_rows` op. vLLM's Llama-like layers return `(hidden_states, residual)`
+   and add the two at the start of the next layer (or in the final norm), so adding to
+   `hidden_states` adds to the output of decoder layer l, the builtin engine's hook point.
+   With tensor parallelism the layer's output is whole on every rank (its row-parallel
+   projections all-reduce before returning), so each rank adds the whole delta. With pipeline
+   parallelism a rank's hooks fire only on the layers it holds.
 2. `_model_forward`: before each pass the token → row index is filled from the batch
    (`input_batch.req_ids` in order, `query_start_loc` for each request's tokens,
    `input_batch.num_computed_tokens_cpu` for the position of each one's first token: vLLM's
    `_prepare_inputs` computes the pass's positions from the same numbers; only asynchronous
    speculative decoding, which SteerLab does not enable, corrects them afterwards on the GPU).
-3. `_update_states`: requests new to the runner are bound to the row their
-   `SamplingParams.extra_args["steerlab_row"]` names, from the position
-   `extra_args["steerlab_steered_from"]` names (answer-only steering; absent: all of it);
-   finished ones are unbound.
+3. `_update_states`: requests new to the runner are bound to their row with their deltas;
+   finished ones are unbound (their row zeroed).
 
-Needs the V1 runner in this process: `VLLM_ENABLE_V1_MULTIPROCESSING=0` and
-`VLLM_USE_V2_MODEL_RUNNER=0`, set by `steering.vllm_inference.engine` before it builds one.
+Needs the V1 runner: `VLLM_USE_V2_MODEL_RUNNER=0`, set by `steering.vllm_inference.engine`
+before it builds an engine (worker processes inherit it).
 """
 
 from __future__ import annotations
-
-import threading
 
 import torch
 
 from steering.engine.loading import LAYER_PATHS, UnsupportedModel, find_layers
 
-from .steering_table import SteeringTable
+from .steering_table import SteeringTable, unpack_deltas
 
 ROW_ARG = "steerlab_row"
+DELTAS_ARG = "steerlab_deltas"
 STEERED_FROM_ARG = "steerlab_steered_from"
+CONFIG_KEY = "steerlab"  # vLLM's additional_config: {"steerlab": {"rows": …}}
 
 # vLLM's model classes name their decoder layers as transformers' do, plus one wrapper layout.
 VLLM_LAYER_PATHS = (*LAYER_PATHS, "language_model.model.layers")
@@ -54,9 +66,6 @@ class Installation:
         self.passes = 0
         self.steered_passes = 0
         self.active = False  # the coming pass has a steered token (eager mode skips the op otherwise)
-
-
-_pending = threading.local()
 
 
 def find_decoder_layers(model: torch.nn.Module):
@@ -115,7 +124,8 @@ def install(runner, *, rows: int, eager: bool) -> Installation:
             extra = (params.extra_args or {}) if params is not None else {}
             row = int(extra.get(ROW_ARG, 0))
             if row:
-                table.bind(new.req_id, row, steered_from=int(extra.get(STEERED_FROM_ARG, 0)))
+                table.bind(new.req_id, row, unpack_deltas(extra[DELTAS_ARG]),
+                           steered_from=int(extra.get(STEERED_FROM_ARG, 0)))
         return original_update(scheduler_output)
 
     runner._model_forward = _model_forward
@@ -124,45 +134,43 @@ def install(runner, *, rows: int, eager: bool) -> Installation:
     return installation
 
 
-def patch_runner_classes() -> None:
-    """Make the V1 runners install the hook right after loading their model, when an engine
-    is being built by `building(...)` in this thread. Idempotent."""
-    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+class SteeringWorkerMixin:
+    """Mixed into vLLM's worker class (see `worker_class_name`): every rank's worker installs
+    the hook on its own runner as soon as its model is loaded, and answers `steerlab_state`
+    (through `collective_rpc`) with what its hook has done."""
 
-    classes = [GPUModelRunner]
-    try:
-        from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+    def load_model(self, *args, **kwargs):
+        result = super().load_model(*args, **kwargs)
+        settings = (self.vllm_config.additional_config or {}).get(CONFIG_KEY)
+        if settings is None:
+            raise RuntimeError(f"SteerLab's vLLM worker needs additional_config[{CONFIG_KEY!r}] (its number of rows)")
+        install(self.model_runner, rows=int(settings["rows"]), eager=self.model_config.enforce_eager)
+        return result
 
-        classes.append(CPUModelRunner)
-    except ImportError:  # a CUDA build without the CPU runner
-        pass
-    for cls in classes:
-        if "load_model" not in cls.__dict__ or getattr(cls.__dict__["load_model"], "_steerlab", False):
-            continue
-        original = cls.__dict__["load_model"]
-
-        def load_model(self, *args, _original=original, **kwargs):
-            result = _original(self, *args, **kwargs)
-            spec = getattr(_pending, "spec", None)
-            if spec is not None and not hasattr(self, "steerlab_steering"):
-                spec["installation"] = install(self, rows=spec["rows"], eager=spec["eager"])
-            return result
-
-        load_model._steerlab = True
-        cls.load_model = load_model
+    def steerlab_state(self) -> dict:
+        """This rank's hook: passes run, passes with a steered token, requests bound, and the
+        rows holding a non-zero vector."""
+        installation: Installation = self.model_runner.steerlab_steering
+        table = installation.table
+        nonzero = (table.tables != 0).any(dim=2).any(dim=0)  # per row, over layers and the hidden size
+        return {
+            "rank": self.rank,
+            "passes": installation.passes,
+            "steered_passes": installation.steered_passes,
+            "bound": table.bound,
+            "nonzero_rows": [int(row) for row in nonzero.nonzero().flatten()],
+        }
 
 
-class building:
-    """`with building(rows=…, eager=…) as spec:` build an in-process engine; afterwards
-    `spec["installation"]` is the runner's `Installation`."""
+def worker_class_name() -> str:
+    """vLLM's `worker_cls` for this platform, with the steering hook mixed in. Named, not
+    passed as a class: each rank's process imports it (vLLM refuses class objects there)."""
+    from vllm.platforms import current_platform
 
-    def __init__(self, *, rows: int, eager: bool) -> None:
-        self.spec = {"rows": rows, "eager": eager, "installation": None}
-
-    def __enter__(self) -> dict:
-        patch_runner_classes()
-        _pending.spec = self.spec
-        return self.spec
-
-    def __exit__(self, *exc) -> None:
-        _pending.spec = None
+    if current_platform.is_cpu():
+        return "steering.vllm_inference.workers.cpu.SteeringCPUWorker"
+    if current_platform.is_cuda_alike():
+        return "steering.vllm_inference.workers.gpu.SteeringGPUWorker"
+    raise SteeringUnsupported(
+        f"SteerLab's vLLM steering hook supports vLLM's CPU and CUDA/ROCm workers, not {current_platform.device_name}"
+    )

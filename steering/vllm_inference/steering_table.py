@@ -16,8 +16,16 @@ cannot be "row i of the batch" as in the builtin engine. Instead:
 
 It is a `torch.library.custom_op`, so torch.compile (and CUDA graphs) treat it as one opaque
 call on static buffers: the table and the index are written in place between passes, never
-re-traced. Rows are taken when a request is admitted and given back when it leaves; when none
-is free, the caller keeps the request waiting (it must never run unsteered).
+re-traced.
+
+Two sides, which may live in different processes (vLLM's workers; with tensor parallelism one
+per rank, each holding its own table):
+
+- `SteeringRows`, the engine's side: which row numbers are taken. A request takes one when it is
+  admitted and gives it back when it leaves; when none is free, the caller keeps the request
+  waiting (it must never run unsteered).
+- `SteeringTable`, the model runner's side: a request's deltas travel with it (`pack_deltas`,
+  in its SamplingParams) and are written to its row when the runner first sees it.
 
 Django-free and vLLM-free: the attachment to vLLM's runner is in `steering.vllm_inference.model_runner`.
 """
@@ -45,12 +53,68 @@ class TableFull(Exception):
     """Every steering row is taken; the request must wait for one to free."""
 
 
+def pack_deltas(deltas: Mapping[int, torch.Tensor]) -> list[list]:
+    """`deltas` (layer → [hidden]) as `[[layer, float32 bytes], …]`: plain ints and bytes, which
+    every hop between vLLM's processes carries (msgpack to an engine core process, pickle to
+    its workers) and SamplingParams' extra_args accepts. float32 holds a bf16 or float16 delta
+    exactly; the table casts to the model's dtype."""
+    return [
+        [int(layer), delta.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()]
+        for layer, delta in sorted(deltas.items())
+    ]
+
+
+def unpack_deltas(packed) -> dict[int, torch.Tensor]:
+    return {int(layer): torch.frombuffer(bytearray(data), dtype=torch.float32) for layer, data in packed}
+
+
+class SteeringRows:
+    """The engine's side of the table: which of `rows` steering rows (1…rows; row 0 is the
+    zeros) are taken. `allocate` checks the deltas against the model's shape first, so a bad
+    request is refused before it takes a row. Thread-safe."""
+
+    def __init__(self, *, num_layers: int, hidden_size: int, rows: int) -> None:
+        if rows < 1:
+            raise ValueError("The steering table needs at least one row")
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.rows = rows
+        self._free = list(range(rows, 0, -1))  # pop() hands out row 1 first
+        self._lock = threading.Lock()
+
+    def allocate(self, deltas: Mapping[int, torch.Tensor]) -> int:
+        """A row for `deltas` (layer → [hidden]); raises TableFull when none is free."""
+        for layer, delta in deltas.items():
+            if not 0 <= layer < self.num_layers:
+                raise ValueError(f"Steering names layer {layer}; the model has {self.num_layers} layers")
+            if tuple(delta.shape) != (self.hidden_size,):
+                raise ValueError(f"Steering for layer {layer} has shape {tuple(delta.shape)}; needs ({self.hidden_size},)")
+        with self._lock:
+            if not self._free:
+                raise TableFull(f"All {self.rows} steering rows are in use")
+            return self._free.pop()
+
+    def free(self, row: int) -> None:
+        """Give a row back (a no-op for row 0 and for a row already free)."""
+        if row == 0:
+            return
+        with self._lock:
+            if row not in self._free:
+                self._free.append(row)
+
+    @property
+    def free_rows(self) -> int:
+        with self._lock:
+            return len(self._free)
+
+
 class SteeringTable:
-    """The vectors of the live steered requests, per layer, and the token → row index.
+    """The model runner's side: the vectors of the live steered requests, per layer, and the
+    token → row index.
 
     `rows` is the number of requests that can be steered at once (row 0, the zeros, comes on
-    top). `allocate` / `free` are called by the engine's thread between forward passes;
-    `fill_index` by the model runner before each one. Thread-safe for that split."""
+    top). `bind` / `unbind` are called as the runner's requests come and go, `fill_index`
+    before each forward pass, `add` by each decoder layer's hook."""
 
     def __init__(
         self, *, num_layers: int, hidden_size: int, rows: int, max_tokens: int, dtype: torch.dtype, device
@@ -66,63 +130,45 @@ class SteeringTable:
         # and a zero row costs one gather-add per layer, nothing next to the layer itself.
         self.tables = torch.zeros(num_layers, rows + 1, hidden_size, dtype=dtype, device=self.device)
         self.index = torch.zeros(max_tokens, dtype=torch.long, device=self.device)
-        self._free = list(range(rows, 0, -1))  # pop() hands out row 1 first
         self._by_request: dict[str, int] = {}  # vLLM request id → row
         self._steered_from: dict[str, int] = {}  # vLLM request id → its first steered position
         self._lock = threading.Lock()
-        self.live_rows = 0  # steered requests holding a row; 0 lets an eager pass skip the op
 
-    # -- rows ------------------------------------------------------------------------------
+    # -- requests --------------------------------------------------------------------------
 
-    def allocate(self, deltas: Mapping[int, torch.Tensor]) -> int:
-        """A row holding `deltas` (layer → [hidden]); raises TableFull when none is free."""
+    def bind(self, request_id: str, row: int, deltas: Mapping[int, torch.Tensor], *, steered_from: int = 0) -> None:
+        """Request `request_id` reads row `row`, which now holds `deltas` (layer → [hidden]),
+        from its position `steered_from` on (0: all; an answer-only request: its last prompt
+        position). The engine hands a row to one live request at a time."""
+        if not 1 <= row <= self.rows:
+            raise ValueError(f"Steering row {row} is outside the table (1…{self.rows})")
         for layer, delta in deltas.items():
-            if not 0 <= layer < self.num_layers:
-                raise ValueError(f"Steering names layer {layer}; the model has {self.num_layers} layers")
-            if tuple(delta.shape) != (self.hidden_size,):
-                raise ValueError(f"Steering for layer {layer} has shape {tuple(delta.shape)}; needs ({self.hidden_size},)")
+            if not 0 <= layer < self.num_layers or tuple(delta.shape) != (self.hidden_size,):
+                raise ValueError(f"Steering for layer {layer} of shape {tuple(delta.shape)} does not fit the model")
         with self._lock:
-            if not self._free:
-                raise TableFull(f"All {self.rows} steering rows are in use")
-            row = self._free.pop()
             self.tables[:, row].zero_()
             for layer, delta in deltas.items():
                 self.tables[layer, row] = delta.to(device=self.device, dtype=self.dtype)
-            self.live_rows += 1
-        return row
-
-    def free(self, row: int) -> None:
-        """Give a row back (a no-op for row 0); its vectors are zeroed so that a stale index
-        entry could only ever add nothing."""
-        if row == 0:
-            return
-        with self._lock:
-            if row in self._free:
-                return
-            self.tables[:, row].zero_()
-            self._free.append(row)
-            self.live_rows -= 1
-
-    @property
-    def free_rows(self) -> int:
-        with self._lock:
-            return len(self._free)
-
-    def bind(self, request_id: str, row: int, *, steered_from: int = 0) -> None:
-        """Which row a vLLM request reads (from its SamplingParams.extra_args), from which of
-        its positions on (0: all; an answer-only request: its last prompt position)."""
-        with self._lock:
             self._by_request[request_id] = row
             if steered_from:
                 self._steered_from[request_id] = steered_from
 
     def unbind(self, request_id: str) -> None:
+        """The request has left: its row is zeroed (unless another request reads it already),
+        so that a stale index entry could only ever add nothing."""
         with self._lock:
-            self._by_request.pop(request_id, None)
+            row = self._by_request.pop(request_id, 0)
             self._steered_from.pop(request_id, None)
+            if row and row not in self._by_request.values():
+                self.tables[:, row].zero_()
 
     def row_of(self, request_id: str) -> int:
         return self._by_request.get(request_id, 0)
+
+    @property
+    def bound(self) -> int:
+        """Steered requests the runner holds; 0 lets an eager pass skip the op."""
+        return len(self._by_request)
 
     # -- the index -------------------------------------------------------------------------
 

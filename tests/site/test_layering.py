@@ -23,13 +23,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("accounts", "ops", "steering", "steerlab_site")
 
-IMPORT_ALL = """
+# The vLLM scheduler's modules that import vLLM itself.
+VLLM_MODULES = ("steering.vllm_inference.engine", "steering.vllm_inference.model_runner",
+                "steering.vllm_inference.workers.cpu", "steering.vllm_inference.workers.gpu")
+
+IMPORT_ALL = f"VLLM_MODULES = {VLLM_MODULES!r}\n" + """
 import importlib, json, pkgutil, sys
 import steering.engine, steering.inference, steering.vllm_inference
 names = []
 for package in (steering.engine, steering.inference, steering.vllm_inference):
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        if info.name in ("steering.vllm_inference.engine", "steering.vllm_inference.model_runner"):
+        if info.name in VLLM_MODULES:
             continue  # they import vLLM, absent from this virtualenv; checked by the source below
         importlib.import_module(info.name)
         names.append(info.name)
@@ -54,7 +58,7 @@ def test_the_engine_and_the_schedulers_import_no_django():
     assert report["bound"] == []
     # The vLLM modules that need vLLM to import: their source names no Django either.
     modules = _modules()
-    for name in ("steering.vllm_inference.engine", "steering.vllm_inference.model_runner"):
+    for name in VLLM_MODULES:
         bound = {m for m in _imports(name, modules[name], modules) if m.startswith(("steering.models", "steering.serving"))}
         assert not bound and "django" not in modules[name].read_text(), name
 

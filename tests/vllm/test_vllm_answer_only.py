@@ -60,14 +60,14 @@ def test_an_answer_only_prompt_prefilled_in_chunks_reads_as_in_one_pass(vllm_sch
     whole = run(vllm_scheduler, [request(loaded, prompt, steering, tokens=12, steer_prompt=False)], logprobs=20)[0]
     core = vllm_scheduler.engine.engine_core.engine_core.scheduler
     budget, core.max_num_scheduled_tokens = core.max_num_scheduled_tokens, 8  # tokens per pass
-    passes = vllm_scheduler.installation.passes
+    passes = vllm_scheduler.runner_state()[0]["passes"]
     try:
         vllm_scheduler.engine.reset_prefix_cache()
         chunked = run(vllm_scheduler, [request(loaded, prompt, steering, tokens=12, steer_prompt=False)],
                       logprobs=20)[0]
     finally:
         core.max_num_scheduled_tokens = budget
-    assert vllm_scheduler.installation.passes - passes >= -(-len(ids) // 8) + 11, "the prompt took several passes"
+    assert vllm_scheduler.runner_state()[0]["passes"] - passes >= -(-len(ids) // 8) + 11, "the prompt took several passes"
     assert chunked.text == whole.text
     assert_matches(chunked.logprobs[0], builtin_logprobs(loaded, ids, steering, steer_prompt=False))
 

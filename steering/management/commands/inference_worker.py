@@ -33,7 +33,8 @@ class Command(BaseCommand):
 
             start_http_server(options["metrics_port"], options["metrics_host"], registry=worker_registry())
             self.stdout.write(f"Metrics on http://{options['metrics_host']}:{options['metrics_port']}/metrics")
-        self.stdout.write(self.style.SUCCESS(f"Inference worker ready: {runtime.site_model_id()}"))
+        self.stdout.write(self.style.SUCCESS(
+            f"Inference worker ready: {runtime.site_model_id()} ({settings.STEERLAB_ENGINE} engine)"))
         try:
             asyncio.run(InferenceWorker(scheduler).run())
         except KeyboardInterrupt:
