@@ -114,6 +114,7 @@ class VllmScheduler(Admission):
         enable_prefix_caching: bool = True,
         tensor_parallel: int = 1,
         name: str = "steerlab-vllm",
+        load_format: str = "auto",
     ) -> None:
         self._admission_init(max_batch=max_batch, max_queue=max_queue, max_per_user=max_per_user)
         configure_environment()
@@ -135,6 +136,9 @@ class VllmScheduler(Admission):
             # Every rank's worker is ours (the hook installed when its model loads), told its rows.
             worker_cls=worker_class_name(),
             additional_config={CONFIG_KEY: {"rows": steered_rows}},
+            # "dummy": random weights of the directory's config, for benchmarks of model shapes
+            # nobody can download here (bench/vllm_gpu.py).
+            load_format=load_format,
         )
         self.engine = LLMEngine.from_engine_args(args)
         self.table = SteeringRows(num_layers=loaded.num_layers, hidden_size=loaded.hidden_size, rows=steered_rows)
