@@ -1,7 +1,7 @@
 """SteerLab on vLLM (STEERLAB_ENGINE=vllm): per-request steering inside vLLM's batches; the
 peer of `steering.inference` for the vLLM engine, behind the same scheduler interface.
 
-- `steering_table`: the steering table, the token → row index and the `steerlab::add_rows` op
+- `steering_table`: the steering table, the token → row index and the `steerlab::add_rows` op, the prefix-cache salt of a steering
   (torch only);
 - `model_runner`: attaching them to vLLM's V1 model runner, on every rank, through
   `workers` (vLLM's CPU and CUDA worker classes with the hook);

@@ -28,7 +28,6 @@ generator, so sampled texts differ between the engines; greedy texts agree.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -37,14 +36,12 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Hashable
 
-import torch
-
 from steering.engine import GenerationRequest, TokenEvent
 from steering.engine.tokens import Detokenizer
 from steering.inference.admission import Admission, Ticket
 
 from .model_runner import CONFIG_KEY, DELTAS_ARG, ROW_ARG, STEERED_FROM_ARG, worker_class_name
-from .steering_table import SteeringRows, TableFull, pack_deltas
+from .steering_table import SteeringRows, TableFull, pack_deltas, steering_salt
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +59,6 @@ def configure_environment(threads: int | None = None) -> None:
     # VLLM_CPU_OMP_THREADS_BIND is left to vLLM: only its worker processes (tensor parallelism)
     # read it, one core list per rank (docs/vllm.md).
     os.environ.setdefault("OMP_NUM_THREADS", str(threads or os.cpu_count() or 1))
-
-
-def steering_salt(deltas: dict[int, torch.Tensor], steered_from: int = 0) -> str | None:
-    """A prefix-cache salt for this steering: equal deltas give equal salts (they may share
-    cached keys and values), different ones never do. None for an unsteered request.
-
-    `steered_from`: the first steered position of a request that steers only its answer. Its
-    keys and values are unsteered before that position and steered after, so they serve only a
-    request with the same deltas steered from the same position (vLLM salts a chain of blocks
-    from its first, so the salt cannot say "unsteered up to here")."""
-    if not deltas:
-        return None
-    digest = hashlib.sha256()
-    if steered_from:
-        digest.update(b"answer-only:" + steered_from.to_bytes(8, "little"))
-    for layer in sorted(deltas):
-        digest.update(layer.to_bytes(4, "little"))
-        digest.update(deltas[layer].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return "steerlab-" + digest.hexdigest()[:32]
 
 
 class _Live:

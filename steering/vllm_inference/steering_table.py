@@ -32,6 +32,7 @@ Django-free and vLLM-free: the attachment to vLLM's runner is in `steering.vllm_
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from typing import Mapping
 
@@ -201,3 +202,22 @@ class SteeringTable:
 
     def add(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         return add_rows(hidden, self.tables[layer], self.index)
+
+
+def steering_salt(deltas: dict[int, torch.Tensor], steered_from: int = 0) -> str | None:
+    """A prefix-cache salt for this steering: equal deltas give equal salts (they may share
+    cached keys and values), different ones never do. None for an unsteered request.
+
+    `steered_from`: the first steered position of a request that steers only its answer. Its
+    keys and values are unsteered before that position and steered after, so they serve only a
+    request with the same deltas steered from the same position (vLLM salts a chain of blocks
+    from its first, so the salt cannot say "unsteered up to here")."""
+    if not deltas:
+        return None
+    digest = hashlib.sha256()
+    if steered_from:
+        digest.update(b"answer-only:" + steered_from.to_bytes(8, "little"))
+    for layer in sorted(deltas):
+        digest.update(layer.to_bytes(4, "little"))
+        digest.update(deltas[layer].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return "steerlab-" + digest.hexdigest()[:32]
