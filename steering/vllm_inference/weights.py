@@ -17,7 +17,11 @@ CONVERTED_MARK = "steerlab-converted.json"
 def vllm_model_dir(loaded, name: str, cache_dir: Path) -> Path:
     """A directory vLLM can load for the site model `name`: a local model directory as it is;
     otherwise (the embedded GGUF, any GGUF file) the builtin engine's own weights saved once
-    as safetensors under `cache_dir`, so both engines compute with the same numbers."""
+    as safetensors under `cache_dir`, so both engines compute with the same numbers.
+
+    One directory per dtype: a float32 server reusing weights a bfloat16 one saved would
+    compute with rounded weights while its builtin model does not (the vLLM pass failed so on
+    a checkout where a bf16 benchmark had run first)."""
     from steering.engine.loading import EMBEDDED
 
     path = Path(name).expanduser()
@@ -26,15 +30,18 @@ def vllm_model_dir(loaded, name: str, cache_dir: Path) -> Path:
     if name != EMBEDDED and not path.is_file():
         return Path(name)  # a hub name: vLLM fetches it itself
     source = str(path) if name != EMBEDDED else "embedded"
-    target = Path(cache_dir) / (loaded.model_id.replace("/", "--") + ("" if name == EMBEDDED else "-" + path.stem))
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    target = Path(cache_dir) / (
+        loaded.model_id.replace("/", "--") + ("" if name == EMBEDDED else "-" + path.stem) + "-" + dtype
+    )
     mark = target / CONVERTED_MARK
-    if mark.is_file() and json.loads(mark.read_text()).get("source") == source:
+    if mark.is_file() and json.loads(mark.read_text()) == {"source": source, "model_id": loaded.model_id, "dtype": dtype}:
         return target
     log.info("Converting %s to safetensors for vLLM in %s", source, target)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     _save_plain(loaded, partial)
-    (partial / CONVERTED_MARK).write_text(json.dumps({"source": source, "model_id": loaded.model_id}))
+    (partial / CONVERTED_MARK).write_text(json.dumps({"source": source, "model_id": loaded.model_id, "dtype": dtype}))
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)  # whole or not at all: a half-written directory is never loaded
     return target
