@@ -240,7 +240,9 @@ async def test_it_resumes_the_streams_of_a_killed_worker_on_the_survivor(start_w
     for log in moved:
         assert log.status == "ok"
         assert str(busiest) in log.served_by[0]["worker"] and str(busiest) not in log.served_by[1]["worker"]
-        assert 0 < log.served_by[1]["from_token"] < log.tokens
+        # Taken over mid-stream; at most after the last token, when the worker died between
+        # streaming it and its end (CI saw 11 of 11): the survivor then only ends the stream.
+        assert 0 < log.served_by[1]["from_token"] <= log.tokens
     assert loop.time() - killed_at < 30
 
     client = await sync_to_async(Client)()
