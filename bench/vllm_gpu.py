@@ -114,12 +114,7 @@ def main() -> None:
             requests = [GenerationRequest(prompt_ids=ids, params=GenerationParams(max_new_tokens=args.tokens),
                                           steering=steerings[i]) for i, ids in enumerate(prompts(batch, loaded))]
             start = time.perf_counter()
-            tickets = [scheduler.submit(request) for request in requests]
-            for ticket in tickets:
-                ticket.wait()
-            failed = [t.error for t in tickets if t.finish == "error"]
-            if failed:
-                raise RuntimeError(f"{len(failed)} requests failed: {failed[0]}")
+            tickets = scheduler.complete(requests)
             return sum(t.tokens for t in tickets) / (time.perf_counter() - start)
 
         results = {}

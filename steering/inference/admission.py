@@ -287,6 +287,17 @@ class Admission:
                 **self._counts,
             )
 
+    def complete(self, requests: Iterable[GenerationRequest]) -> list[Ticket]:
+        """Submit `requests` together (they share batches), wait for all and return their
+        tickets; RuntimeError with the first failure's message if any failed."""
+        tickets = [self.submit(request) for request in requests]
+        for ticket in tickets:
+            ticket.wait()
+        failed = [t.error for t in tickets if t.finish == "error"]
+        if failed:
+            raise RuntimeError(f"Generation failed: {failed[0]}")
+        return tickets
+
     def close(self, timeout: float | None = 30.0) -> None:
         """Stop the thread after its current forward pass; requests still waiting or running
         end with finish "error". Idempotent."""

@@ -349,11 +349,4 @@ def inference_queue_depth() -> dict[str, int]:
 def site_generate(requests: Sequence[GenerationRequest]) -> list[str]:
     """Generate `requests` to completion on the scheduler and return their texts (admin
     previews): they share batches with chat instead of running the model beside it."""
-    scheduler = site_scheduler()
-    tickets = [scheduler.submit(request) for request in requests]
-    for ticket in tickets:
-        ticket.wait()
-    failed = [t.error for t in tickets if t.finish == "error"]
-    if failed:
-        raise RuntimeError(f"Generation failed: {failed[0]}")
-    return [ticket.text for ticket in tickets]
+    return [ticket.text for ticket in site_scheduler().complete(requests)]
