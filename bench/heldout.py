@@ -110,7 +110,10 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
     """`vectors` with the functional ranges and the joint range this code's searches find."""
     started = time.monotonic()
     params = GenerationParams(max_new_tokens=args.range_tokens)
+    # As a computed set's (services.measurement): a topical dimension on the questions about its subject.
+    on_topic = catalog.condition_prompts()[0] if args.search_on == "topic" else {}
     found = search_functional_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts),
+                                    prompts_for={dim: on_topic[dim] for dim in TOPICAL if dim in on_topic},
                                     max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks, params=params)
     vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
     print(json.dumps({"ranges": {
@@ -138,6 +141,9 @@ def main() -> None:
     parser.add_argument("--range-prompts", type=int, default=RANGE_PROMPTS)
     parser.add_argument("--orthogonalise", action="store_true",
                         help="make the dimensions' directions mutually orthogonal before the search (extraction.orthogonalised)")
+    parser.add_argument("--search-on", default="topic", choices=["topic", "neutral"],
+                        help="the prompts a topical dimension's range is searched on: its on-topic questions "
+                             "(as the site computes sets), or the neutral prompts (sets before 2026-12-06 evening)")
     parser.add_argument("--range-tokens", type=int, default=RANGE_PARAMS.max_new_tokens,
                         help="the length of the range searches' answers")
     parser.add_argument("--limit", type=int, default=8, help="held-out suggestion prompts per strength")
@@ -157,7 +163,7 @@ def main() -> None:
 
     model = SteerableModel.load(dtype=args.dtype)
     options = {"method": args.method, "read": args.read, "layers": args.layers,
-               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
+               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
                **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
     vectors = vectors_for(model, args, options)
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -172,6 +172,7 @@ def search_functional_range(
     vectors: SteeringVectors,
     prompts: Sequence[str],
     *,
+    prompts_for: Mapping[str, Sequence[str]] | None = None,
     dimensions: Sequence[str] | None = None,
     candidates: Sequence[float] = RANGE_CANDIDATES,
     max_ppl_ratio: float = MAX_PPL_RATIO,
@@ -184,21 +185,37 @@ def search_functional_range(
     """For each dimension, the functional range: see `functional_range_from`. Answers are
     greedy, at +candidate and −candidate (residual-norm units) for every candidate; their
     perplexity is measured under the unsteered model and their relevance and degeneracy
-    against the unsteered answers'."""
+    against the unsteered answers'.
+
+    A dimension in `prompts_for` is searched on its own prompts (as many as `prompts`), the
+    rest on `prompts`. A topical dimension steers only turns about its subject (conditions), so
+    its range is measured where it applies: pushed towards "luxury", an answer about a hotel
+    can stay an answer, one about a refrigerator cannot, and a range searched on the latter
+    kept topical dimensions at the grid's floor."""
     if not prompts or not candidates:
         raise ValueError("The search needs prompts and candidate ranges")
     if not max_ppl_ratio > 1:
         raise ValueError("max_ppl_ratio must be above 1")
     dimensions = list(dimensions or vectors.dimensions)
     unit = unit_range(vectors)
-    keys = [(dim, sign * c) for dim in dimensions for c in sorted(candidates) for sign in (1.0, -1.0)]
-    bar, judged = _answer_settings(loaded, hooks, vectors.layers, prompts,
-                                   [unit.layer_deltas({dim: s}) for dim, s in keys], params, embedder, progress,
-                                   vectors.steer_prompt)
-    at = dict(zip(keys, judged))
+    groups: dict[tuple[str, ...], list[str]] = {}  # the prompts → the dimensions searched on them
+    for dim in dimensions:
+        own = (prompts_for or {}).get(dim)
+        groups.setdefault(tuple(own[: len(prompts)] if own else prompts), []).append(dim)
+    rows_total = sum(len(group) * (2 * len(candidates) + 1) * len(asked) for asked, group in groups.items())
+    at, done = {}, 0
+    for asked, group in groups.items():
+        keys = [(dim, sign * c) for dim in group for c in sorted(candidates) for sign in (1.0, -1.0)]
+        share = len(group) * (2 * len(candidates) + 1) * len(asked)
+        bar, judged = _answer_settings(loaded, hooks, vectors.layers, asked,
+                                       [unit.layer_deltas({dim: s}) for dim, s in keys], params, embedder,
+                                       _part_of(progress, done, share, rows_total), vectors.steer_prompt)
+        at.update({key: (bar, result) for key, result in zip(keys, judged)})
+        done += share
     results = {}
     for dim in dimensions:
-        sides = {c: (at[(dim, c)], at[(dim, -c)]) for c in sorted(candidates)}
+        bar = at[(dim, sorted(candidates)[0])][0]
+        sides = {c: (at[(dim, c)][1], at[(dim, -c)][1]) for c in sorted(candidates)}
         ratios = {c: max(a[0], b[0]) for c, (a, b) in sides.items()}
         relevances = {c: min(a[1], b[1]) for c, (a, b) in sides.items()}
         degenerate = {c: a[2] + b[2] for c, (a, b) in sides.items()}
@@ -206,6 +223,15 @@ def search_functional_range(
                                                min_relevance=min_relevance, degenerate=degenerate)
         results[dim] = RangeSearch(dim, chosen, bar.perplexity, ratios, within, relevances, degenerate)
     return results
+
+
+def _part_of(progress: Progress | None, before: float, share: float, total: float) -> Progress | None:
+    """`progress` for one part of a search: its (done, total) mapped onto the whole, of which it
+    is `share` units after `before` (its own total may change as it goes)."""
+    if progress is None or share == total:
+        return progress
+    scale = 1000
+    return lambda done, part_total: progress(round(scale * (before + share * done / max(part_total, 1)) / total), scale)
 
 
 def sign_patterns(dimensions: Sequence[str]) -> list[dict[str, float]]:

@@ -23,20 +23,23 @@ Progress = Callable[[int, int], None]
 
 def functional_range_measure(
     *, vectors: SteeringVectors, loaded: LoadedModel, hooks: SteeringHooks | None = None, progress: Progress | None = None,
-    searched: dict | None = None,
+    searched: dict | None = None, dimensions: Sequence[PreferenceDimension] = (),
 ) -> SteeringVectors:
     """`vectors` with each dimension's functional range measured on the model (a few neutral
-    prompts, short greedy answers, one batch): the largest strength whose answers still answer
+    prompts, short greedy answers): the largest strength whose answers still answer
     (relevance ≥ STEERLAB_RANGE_MIN_RELEVANCE of the unsteered answers', perplexity within
     STEERLAB_RANGE_PPL_FACTOR × theirs, none made degenerate); then, with several dimensions,
     the budget of their summed addition by the same bar. Unchanged with STEERLAB_RANGE_SEARCH off.
-    `searched` receives what was tried, per dimension (VectorSet.range_search), for its plots."""
+    `searched` receives what was tried, per dimension (VectorSet.range_search), for its plots.
+    Of `dimensions` (the set's), each topical one with on-topic questions is searched on them:
+    it steers only turns about its subject (search_functional_range)."""
     if not settings.STEERLAB_RANGE_SEARCH:
         return vectors
     prompts = catalog.range_prompts(settings.STEERLAB_RANGE_PROMPTS)
     bar = {"max_ppl_ratio": settings.STEERLAB_RANGE_PPL_FACTOR, "min_relevance": settings.STEERLAB_RANGE_MIN_RELEVANCE}
     single = (lambda done, total: progress(done, 2 * total)) if progress and len(vectors.dimensions) > 1 else progress
-    results = search_functional_range(loaded, vectors, prompts, **bar, hooks=hooks, progress=single)
+    results = search_functional_range(loaded, vectors, prompts, prompts_for=topical_prompts(dimensions), **bar,
+                                      hooks=hooks, progress=single)
     for dim, result in results.items():
         log.info(
             "Functional range of %s: %s (PPL ratios %s, relevance %s)%s", dim, result.functional_range,
@@ -75,6 +78,12 @@ def dimension_condition_prompts(dimension: PreferenceDimension) -> list[str]:
         return list(dimension.condition_prompts)
     shipped, _ = catalog.condition_prompts()
     return list(shipped.get(dimension.name, [])) if dimension.private_to_id is None else []
+
+
+def topical_prompts(dimensions: Sequence[PreferenceDimension]) -> dict[str, list[str]]:
+    """{topical dimension: the on-topic questions its range is searched on}."""
+    return {dim.name: prompts for dim in dimensions
+            if dim.kind == PreferenceDimension.Kind.TOPICAL and (prompts := dimension_condition_prompts(dim))}
 
 
 def conditions_compute(

@@ -193,7 +193,8 @@ def vector_set_compute(
         if _is_import(vector_set):
             return measure(job)
         examples, labels = {}, {}
-        for dim in vector_set.dimensions.all():
+        dimensions = list(vector_set.dimensions.all())
+        for dim in dimensions:
             if not dim.positive_examples or not dim.negative_examples:
                 raise ValueError(f"Dimension {dim.name!r} has no training examples for one of its ends")
             examples[dim.name] = (dim.positive_examples, dim.negative_examples)
@@ -215,15 +216,16 @@ def vector_set_compute(
             loaded=loaded,
             progress=lambda done, total: job.progress(total * share + (1 - share) * done, total),
             searched=searched,
+            dimensions=dimensions,
         )
-        vectors = conditions_compute(vectors=vectors, loaded=loaded, dimensions=list(vector_set.dimensions.all()))
+        vectors = conditions_compute(vectors=vectors, loaded=loaded, dimensions=dimensions)
         return stored(job, vectors)
 
     def measure(job: jobs.Job) -> dict:
         # An imported set's vectors came with it; only their functional range is measured.
         vectors = files.vectors_load(vector_set.file)
         return stored(job, functional_range_measure(vectors=vectors, loaded=loaded, progress=job.progress,
-                                                    searched=searched))
+                                                    searched=searched, dimensions=list(vector_set.dimensions.all())))
 
     searched: dict = {}
 

@@ -184,3 +184,21 @@ def test_the_joint_search_measures_every_cap_and_the_plain_sum_over_the_sign_pat
     # 50× the residual norm per dimension wrecks the text; a cap of 1e-4 barely moves it.
     assert found.measured[None][0] > 1.1 and found.measured[1e-4][0] == pytest.approx(1.0, abs=0.05)
     assert found.joint_range == 1e-4 and found.within_limit
+
+
+def test_a_dimension_with_its_own_prompts_is_searched_on_them(tiny, vectors):
+    # The same search as each dimension alone on its prompts: a topical dimension's range is
+    # measured on questions about its subject, the others' on the shared prompts.
+    own = ["Where should I stay tonight?", "Which restaurant is best?"]
+    kwargs = {"candidates": (1e-3, 50.0), "max_ppl_ratio": 1.1, "params": GenerationParams(max_new_tokens=6)}
+    seen = []
+    both = search_functional_range(tiny, vectors, PROMPTS, prompts_for={"f": own},
+                                   progress=lambda done, total: seen.append(done / total), **kwargs)
+    alone_f = search_functional_range(tiny, vectors, own, dimensions=["f"], **kwargs)["f"]
+    alone_g = search_functional_range(tiny, vectors, PROMPTS, dimensions=["g"], **kwargs)["g"]
+    shared_f = search_functional_range(tiny, vectors, PROMPTS, dimensions=["f"], **kwargs)["f"]
+    assert both["f"].ratios == pytest.approx(alone_f.ratios) and both["f"].relevances == pytest.approx(alone_f.relevances)
+    assert both["f"].baseline_perplexity == pytest.approx(alone_f.baseline_perplexity)
+    assert both["f"].baseline_perplexity != pytest.approx(shared_f.baseline_perplexity)
+    assert both["g"].ratios == pytest.approx(alone_g.ratios)
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
