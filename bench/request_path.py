@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
 DOORS = {
-    "websocket": ("steering/chat/websocket.py", "receive"),
-    "rest": ("steering/chat/rest.py", "post"),
+    "websocket": ("steering/chat/native.py", "receive"),
+    "rest": ("steering/chat/native.py", "post"),
     "v1": ("steering/chat/openai/views.py", "post"),
 }
 PROMPT = "Give me one tip for a weekend trip."

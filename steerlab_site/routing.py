@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from steering.chat.websocket import ChatConsumer
+from steering.chat.native import ChatConsumer
 
 websocket_urlpatterns = [
     path("ws/chat/", ChatConsumer.as_asgi()),

@@ -205,7 +205,7 @@ STEERLAB_MAX_PROMPT_CHARS = env_int("STEERLAB_MAX_PROMPT_CHARS", 4000, minimum=1
 # Messages in one /v1 request (system turns and the last user turn included); more are answered
 # 400. Fitting a list to the context costs renders of the chat template, so its length is bounded
 # like its characters. Stored conversations give the model their newest turns only (at most
-# this many; chat.HISTORY_MESSAGES today).
+# this many; turn.HISTORY_MESSAGES in steering/chat/turn.py today).
 STEERLAB_MAX_MESSAGES = env_int("STEERLAB_MAX_MESSAGES", 256, minimum=2)
 STEERLAB_MAX_NEW_TOKENS = env_int("STEERLAB_MAX_NEW_TOKENS", 512, minimum=1, maximum=4096)
 STEERLAB_DEFAULT_NEW_TOKENS = env_int("STEERLAB_DEFAULT_NEW_TOKENS", 128, minimum=1, maximum=4096)

@@ -8,7 +8,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 
-from steering.api.serializers import ReadoutSerializer
+from steering.chat.native import ReadoutSerializer
 
 TAG = "OpenAI-compatible (/v1)"
 

@@ -1,12 +1,14 @@
 """Request and response shapes of the REST API. Validation of shape and bounds lives here;
-whether a dimension belongs to a vector set is the model layer's rule (clean_preferences)."""
+whether a dimension belongs to a vector set is the model layer's rule (clean_preferences).
+The chat's own request and response, with their strength fields, live with its doors
+(steering/chat/native.py)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from rest_framework import serializers
 
-from steering.chat.schema import PreferencesField, StrengthField
+from steering.chat.native import PreferencesField, StrengthField
 from steering.models import (
     Conversation,
     Feedback,
@@ -17,34 +19,6 @@ from steering.models import (
     ProfileUpdate,
     VectorSet,
 )
-
-
-class ReadoutSerializer(serializers.Serializer):
-    dimensions = serializers.ListField(child=serializers.CharField())
-    mean = serializers.DictField(child=serializers.FloatField(allow_null=True),
-                                 help_text="Per dimension, the mean over the answer's tokens.")
-    tokens = serializers.ListField(child=serializers.ListField(child=serializers.FloatField()),
-                                   help_text="Per token, one value per dimension (in `dimensions` order).")
-
-
-class ChatResponseSerializer(serializers.Serializer):
-    generated_text = serializers.CharField()
-    preferences_applied = serializers.DictField(child=serializers.FloatField())
-    tokens = serializers.IntegerField()
-    latency_ms = serializers.IntegerField()
-    interaction_id = serializers.IntegerField()
-    finish_reason = serializers.CharField()
-    vector_set = serializers.IntegerField()
-    conditions = serializers.DictField(
-        allow_null=True,
-        help_text="Conditional steering: for each topical dimension asked for, whether it applied to this turn "
-        "{applied, score, threshold}; null when no topical dimension was gated.",
-    )
-    readout = ReadoutSerializer(
-        allow_null=True,
-        help_text="How the answer reads on each dimension of the vector set, as the model represents it "
-        "(−1 and +1: the dimension's reference ends); null when the vector set has no readout.",
-    )
 
 
 class DimensionSerializer(serializers.ModelSerializer):

@@ -5,7 +5,7 @@ vector-sets/upload/, /vectors → GET vector-sets/."""
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from steering.chat.rest import ChatView
+from steering.chat.native import ChatView
 
 from steering.api import calibrate, conversations, entry, gguf, health, interactions, learn, profiles, vector_sets
 

@@ -1,7 +1,8 @@
 """One chat turn, behind every door (the websocket, POST /api/chat/, /v1): resolve the request
-(profile, overrides, vector set, prompt), generate it on the inference backend while
-streaming, and log it. The turn owns what happens when it runs, is refused, fails or is
-cancelled; the doors only translate to and from their protocol.
+(`chat_prepare`: profile, overrides, vector set, history fitted to the model's context, the
+prompt-with-steering instruction), generate it on the inference backend while streaming, and
+log it (the rows: steering/services/chat.py). The turn owns what happens when it runs, is
+refused, fails or is cancelled; the doors only translate to and from their protocol.
 
     turn = ChatTurn(user=..., prompt=..., preferences=..., params=..., source=...)
     await turn.prepare()                 # ChatError for anything the user must fix
@@ -18,15 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from ops.throttling import UserBudgetThrottle
+from steering import selectors
+from steering.data import catalog
+from steering.engine import GenerationParams
+from steering.engine.prompting import preferences_instruction
 from steering.files import VectorSetUnavailable
-from steering.models import InteractionLog
+from steering.models import Conversation, InteractionLog, VectorSet, clean_preferences
 from steering.services import chat
+from steering.serving import runtime
 from steering.serving.backends import GenerationSpec, backend
 
 # Every error code a turn raises → (HTTP status, OpenAI's error code): REST answers the status
@@ -70,6 +79,149 @@ class ChatError(Exception):
         return ERRORS[self.code][1] if self.code in ERRORS else self.code
 
 
+HISTORY_MESSAGES = 6  # earlier turns of a conversation given to the model as context
+
+
+@dataclass
+class ChatPlan:
+    """Everything a chat generation needs, resolved before it is queued: the strengths the
+    user's profile and overrides amount to, and the tokenised prompt. The steering tensors are
+    made by whichever process runs the model (GenerationSpec.to_request), not here."""
+
+    vector_set: VectorSet
+    strengths: dict[str, float]
+    params: dict  # what the request set, as logged
+    generation: GenerationParams  # those, checked, over the engine's defaults
+    prompt_ids: list[int]
+    conversation: Conversation | None
+
+
+def chat_prepare(
+    *, user, prompt: str, preferences: dict | None, vector_set_id: int | None, params: dict,
+    conversation_id: int | None = None, history: list[dict] | None = None, vector_set: VectorSet | None = None,
+) -> ChatPlan:
+    """Resolve a chat request (`vector_set`: the set the caller read already, visible to
+    `user`, instead of reading `vector_set_id` again). The user's profile on the vector set,
+    overridden dimension by dimension by `preferences`, gives the strengths. Raises LookupError
+    for a vector set or conversation the user cannot see, ValueError for anything else wrong."""
+    prompt = prompt.strip()
+    if not prompt:
+        raise ValueError("The prompt is empty")
+    conversation = None
+    if conversation_id is not None:
+        conversation = selectors.conversations_for(user=user).filter(pk=conversation_id).first()
+        if conversation is None:
+            raise LookupError(f"Conversation {conversation_id} not found")
+        # The set the user chose wins (it is the one their sliders show); else the one the
+        # conversation started with, though the site default has changed since.
+        if vector_set_id is None and conversation.vector_set_id is not None:
+            chosen = selectors.vector_set_chosen(user=user)
+            vector_set_id = chosen.pk if chosen else conversation.vector_set_id
+    if vector_set is not None and conversation is None:
+        vector_set = selectors.vector_set_usable(vector_set)
+    else:
+        vector_set = selectors.vector_set_for_chat(user=user, vector_set_id=vector_set_id)
+    strengths = selectors.profile_strengths(user=user, vector_set=vector_set)
+    strengths.update(clean_preferences(vector_set, preferences or {}))
+    strengths = {name: value for name, value in strengths.items() if value != 0.0}
+    generation = GenerationParams(**params)  # bad parameters fail here, with a message, before queueing
+    # Earlier turns: the stored conversation's newest, or those the client sent itself (/v1).
+    # Both are bounded by STEERLAB_MAX_MESSAGES: fitting them to the context renders the chat
+    # template, and a conversation may have grown to any length.
+    cap = settings.STEERLAB_MAX_MESSAGES
+    if history is not None and len(history) + 1 > cap:
+        raise ValueError(f"{len(history) + 1} messages, more than this server's {cap}")
+    history = [{"role": m["role"], "content": m["content"]} for m in history or []]
+    if conversation is not None:
+        newest = min(HISTORY_MESSAGES, cap - 1)
+        earlier = list(conversation.messages.order_by("-created_at", "-pk")[:newest])[::-1]
+        history = [{"role": m.role, "content": m.content} for m in earlier if m.content]
+    system = steering_prompt(vector_set=vector_set, strengths=strengths) if vector_set.prompt_with_steering else None
+    prompt_ids = chat_fit_context(
+        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=runtime.site_tokenizer(),
+        system=system,
+    )
+    return ChatPlan(vector_set, strengths, params, generation, prompt_ids, conversation)
+
+
+def chat_context_tokens(loaded=None) -> int:
+    """The served model's context in tokens (what its position embeddings cover)."""
+    return (loaded or runtime.site_tokenizer()).context_tokens
+
+
+def chat_fit_context(
+    *, history: list[dict], prompt: str, max_new_tokens: int, loaded, system: str | None = None
+) -> list[int]:
+    """The prompt's token ids with as much of `history` (oldest first) as fits the model's
+    context beside `max_new_tokens`: whole turns are dropped, oldest first, so that the model
+    never sees an answer without its question. Raises ValueError with the numbers when even
+    the prompt alone does not fit. Counted in the served model's own tokens, chat template
+    included, because characters say little about tokens (one emoji can be several). `system`
+    is the prompt-with-steering instruction, kept whatever is trimmed. `loaded`: the site
+    model or its tokenizer alone (runtime.site_tokenizer)."""
+    context = chat_context_tokens(loaded)
+    room = context - max_new_tokens
+    question = {"role": "user", "content": prompt}
+    # A /v1 caller's leading system turns frame every answer: trimming drops chat turns only.
+    framing = list(itertools.takewhile(lambda message: message["role"] == "system", history))
+    history = history[len(framing):]
+    alone = loaded.chat_ids([*framing, question], system=system)
+    if len(alone) > room:
+        raise ValueError(
+            f"The prompt is {len(alone)} tokens and max_new_tokens is {max_new_tokens}: {len(alone) + max_new_tokens} "
+            f"tokens, more than the model's context of {context} tokens. Shorten the prompt or ask for fewer new tokens."
+        )
+    # Where the kept turns may start: the whole history, else at a user turn. Which start
+    # fits is monotone (more turns, more tokens), so the oldest start that fits is found by
+    # galloping back from the newest turn and then bisecting: about 2·log2(turns) renders,
+    # each of about as many turns as the context holds, however long the list is (dropping one
+    # turn at a time cost n renders of up to n turns: 3000 empty messages, 75 s of CPU).
+    starts = [0, *(i for i in range(1, len(history)) if history[i]["role"] == "user")] if history else []
+
+    def render(index: int) -> list[int]:
+        return loaded.chat_ids([*framing, *history[starts[index]:], question], system=system)
+
+    kept, kept_ids, refused = None, alone, -1  # oldest start known to fit, its ids; newest known not to
+    probe, step = len(starts) - 1, 1
+    while probe >= 0:
+        ids = render(probe)
+        if len(ids) > room:
+            refused = probe
+            break
+        kept, kept_ids = probe, ids
+        if probe == 0:
+            break
+        probe, step = max(0, probe - step), step * 2
+    if kept is None:
+        return alone
+    while kept - refused > 1:
+        middle = (kept + refused) // 2
+        ids = render(middle)
+        if len(ids) <= room:
+            kept, kept_ids = middle, ids
+        else:
+            refused = middle
+    return kept_ids
+
+
+def steering_prompt(*, vector_set: VectorSet, strengths: dict[str, float]) -> str | None:
+    """The system prompt of a "prompt with steering" vector set for one request: `strengths`
+    (that request's, from its own user's profile and overrides) in words. It lives only in
+    that request's token ids: no conversation, log or other request ever holds it."""
+    ends = []
+    for dimension in vector_set.dimensions.filter(name__in=list(strengths)).order_by("name"):
+        try:
+            spec = catalog.dimension(dimension.name)
+        except KeyError:
+            spec = {}
+        ends.append((
+            spec.get("prompt_positive") or dimension.positive_label,
+            spec.get("prompt_negative") or dimension.negative_label,
+            strengths[dimension.name],
+        ))
+    return preferences_instruction(ends)
+
+
 class ChatTurn:
     def __init__(
         self,
@@ -92,7 +244,7 @@ class ChatTurn:
         self.history = history or []  # earlier messages sent by the client (/v1), oldest first
         self.session_id, self.conversation_id = session_id, conversation_id
         self.new_conversation, self.source = new_conversation, source
-        self.plan: chat.ChatPlan | None = None
+        self.plan: ChatPlan | None = None
         self.text = ""
         self.finish_reason = "error"
         self.tokens = 0
@@ -116,16 +268,10 @@ class ChatTurn:
         except ValueError as exc:
             raise ChatError("bad_request", str(exc)) from exc
 
-    def _prepare(self) -> chat.ChatPlan:
-        plan = chat.chat_prepare(
-            user=self.user,
-            prompt=self.prompt,
-            preferences=self.preferences,
-            vector_set_id=self.vector_set_id,
-            params=self.params,
-            conversation_id=self.conversation_id,
-            history=self.history,
-            vector_set=self.vector_set,
+    def _prepare(self) -> ChatPlan:
+        plan = chat_prepare(
+            user=self.user, prompt=self.prompt, preferences=self.preferences, vector_set_id=self.vector_set_id,
+            params=self.params, conversation_id=self.conversation_id, history=self.history, vector_set=self.vector_set,
         )
         if plan.conversation is None and self.new_conversation:
             plan.conversation = chat.conversation_start(
@@ -227,23 +373,13 @@ class ChatTurn:
             status = InteractionLog.Status.CANCELLED
         else:
             status = InteractionLog.Status.OK
+        plan = self.plan
         log_entry = await sync_to_async(chat.interaction_record, thread_sensitive=False)(
-            user=self.user,
-            prompt=self.prompt,
-            response=self.text,
-            status=status,
-            vector_set=self.plan.vector_set if self.plan else None,
-            strengths=self.strengths,
-            params=self.params,
-            tokens=self.tokens,
-            latency_ms=latency_ms,
-            first_token_ms=self.first_token_ms,
-            error=self.error,
-            source=self.source,
-            session_id=self.session_id,
-            conversation=self.plan.conversation if self.plan else None,
-            served_by=self.served_by,
-            readout=self.readout,
+            user=self.user, prompt=self.prompt, response=self.text, status=status,
+            vector_set=plan.vector_set if plan else None, conversation=plan.conversation if plan else None,
+            strengths=self.strengths, params=self.params, tokens=self.tokens, latency_ms=latency_ms,
+            first_token_ms=self.first_token_ms, error=self.error, source=self.source, session_id=self.session_id,
+            served_by=self.served_by, readout=self.readout,
         )
         return {
             "generated_text": self.text,

@@ -48,7 +48,7 @@ class Limit:
 
 
 # Every bound on what a request may ask, in one table: GenerationParams checks it, and the
-# REST and websocket schema (steering/chat/schema.py) and /v1's parser
+# REST and websocket schema (steering/chat/native.py) and /v1's parser
 # (steering/chat/openai/protocol.py) are built from it, so no door allows what another refuses.
 LIMITS = {
     "max_new_tokens": Limit(1, MAX_NEW_TOKENS_LIMIT, integer=True),

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from steering.chat import turn
 from steering.models import InteractionLog, Message, VectorSet
-from steering.services import chat
 from steering.serving import runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -15,7 +15,7 @@ ALICES_WORDS = "strongly prefers a formal, polished register"
 
 
 def _prompt_text(user, **options):
-    plan = chat.chat_prepare(user=user, prompt="Plan my day.", preferences=options.get("preferences"),
+    plan = turn.chat_prepare(user=user, prompt="Plan my day.", preferences=options.get("preferences"),
                                  vector_set_id=options["vector_set"].pk, params={})
     return runtime.site_model().tokenizer.decode(plan.prompt_ids)
 

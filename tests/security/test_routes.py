@@ -13,7 +13,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from steering.serving import runtime
-from steering.chat.schema import GENERATION_FIELDS
+from steering.chat.native import GENERATION_FIELDS
 from steering.models import Feedback, InteractionLog, PreferenceProfile, ProfileUpdate, VectorSet
 from steering.serving import runtime
 from tests.conftest import PASSWORD

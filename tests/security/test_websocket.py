@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from steering.chat.schema import GENERATION_FIELDS
+from steering.chat.native import GENERATION_FIELDS
 from steering.models import InteractionLog, Message
 from steerlab_site.asgi import application
 from tests.security.conftest import SECRET, alices_data_snapshot, hostile_fields

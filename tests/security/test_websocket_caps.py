@@ -4,7 +4,7 @@ frames at what the chat protocol needs, and requirements.txt asks for a daphne t
 import re
 from pathlib import Path
 
-from steering.chat.websocket import MAX_FRAME_BYTES, MAX_FRAME_CHARS
+from steering.chat.native import MAX_FRAME_BYTES, MAX_FRAME_CHARS
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHERS = ["Makefile", "Dockerfile", "compose.yaml", "compose.gpu.yaml", "bench/server.py"]

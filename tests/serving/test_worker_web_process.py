@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from steering.services import chat, vector_sets
+from steering.chat import turn
+from steering.services import vector_sets
 from steering.serving import runtime
 from tests.api.conftest import dimensions  # noqa: F401  (fixture)
 from tests.security.conftest import tiny_vectors
@@ -36,12 +37,12 @@ def test_it_prepares_a_chat_turn_with_the_tokenizer_alone(web_process, dimension
     monkeypatch.setattr(runtime, "load_model", refuse_to_load)
     vector_sets.vector_set_register(vectors=tiny_vectors(["formality", "cost"]), name="shared")
     history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
-    plan = chat.chat_prepare(user=alice, prompt="A tip for a trip?", preferences={"formality": 0.5},
+    plan = turn.chat_prepare(user=alice, prompt="A tip for a trip?", preferences={"formality": 0.5},
                              vector_set_id=None, params={"max_new_tokens": 8}, history=history)
     assert not runtime.site_model_loaded()
     # The same ids the model's own tokenizer gives, chat template and history included.
     assert plan.prompt_ids == web_process.chat_ids([*history, {"role": "user", "content": "A tip for a trip?"}])
-    assert chat.chat_context_tokens() == web_process.model.config.max_position_embeddings
+    assert turn.chat_context_tokens() == web_process.model.config.max_position_embeddings
     assert plan.strengths == {"formality": 0.5}
 
 

@@ -4,7 +4,7 @@ parameter and for strengths, so no door lets through what the engine would then 
 
 import pytest
 
-from steering.chat.schema import ChatRequestSerializer
+from steering.chat.native import ChatRequestSerializer
 from steering.engine import LIMITS, MAX_DIMENSIONS, GenerationParams
 from steering.models import VectorSet, clean_preferences
 from steering.chat.openai.protocol import OpenAIError, parse_request

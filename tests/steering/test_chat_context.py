@@ -6,8 +6,9 @@ answers 400 with the numbers (REST), or an error frame (websocket)."""
 import pytest
 from asgiref.sync import sync_to_async
 
+from steering.chat import turn
 from steering.models import Conversation, InteractionLog, Message
-from steering.services import chat, vector_sets
+from steering.services import vector_sets
 from steering.serving import runtime
 from tests.api.conftest import as_alice, dimensions  # noqa: F401  (fixtures)
 from tests.security.conftest import tiny_vectors
@@ -34,14 +35,14 @@ def conversation_of(user, vector_set, turns: int, length: int) -> Conversation:
 
 
 def prepare(user, prompt, conversation=None, max_new_tokens=16):
-    return chat.chat_prepare(user=user, prompt=prompt, preferences={}, vector_set_id=None,
+    return turn.chat_prepare(user=user, prompt=prompt, preferences={}, vector_set_id=None,
                                  params={"max_new_tokens": max_new_tokens},
                                  conversation_id=conversation.pk if conversation else None)
 
 
 @pytest.mark.django_db
 def test_the_context_is_the_served_models(vector_set):
-    assert chat.chat_context_tokens() == CONTEXT == runtime.site_model().model.config.max_position_embeddings
+    assert turn.chat_context_tokens() == CONTEXT == runtime.site_model().model.config.max_position_embeddings
 
 
 @pytest.mark.django_db
@@ -122,7 +123,7 @@ class CountingRenders:
 
 def fit_one_turn_at_a_time(*, history, prompt, max_new_tokens, loaded, system=None):
     """What chat_fit_context did before issue 23: drop the oldest turn, render again."""
-    room = chat.chat_context_tokens(loaded) - max_new_tokens
+    room = turn.chat_context_tokens(loaded) - max_new_tokens
     question = {"role": "user", "content": prompt}
     framing = []
     while history and history[0]["role"] == "system":
@@ -160,7 +161,7 @@ def test_fitting_keeps_exactly_the_turns_dropping_one_at_a_time_kept(vector_set)
         system = rng.choice([None, "Be brief."])
         expected = fit_one_turn_at_a_time(history=history, prompt="And now?", max_new_tokens=max_new_tokens,
                                           loaded=loaded, system=system)
-        fitted = chat.chat_fit_context(history=history, prompt="And now?", max_new_tokens=max_new_tokens,
+        fitted = turn.chat_fit_context(history=history, prompt="And now?", max_new_tokens=max_new_tokens,
                                        loaded=loaded, system=system)
         assert fitted == expected, case
 
@@ -169,7 +170,7 @@ def test_fitting_keeps_exactly_the_turns_dropping_one_at_a_time_kept(vector_set)
 def test_three_thousand_empty_messages_fit_in_a_few_short_renders(vector_set):
     loaded = CountingRenders(runtime.site_model())
     history = [{"role": ("user", "assistant")[n % 2], "content": ""} for n in range(3000)]
-    ids = chat.chat_fit_context(history=history, prompt="And now?", max_new_tokens=16, loaded=loaded)
+    ids = turn.chat_fit_context(history=history, prompt="And now?", max_new_tokens=16, loaded=loaded)
     assert 0 < len(ids) <= CONTEXT - 16
     # Dropping one turn at a time took some 1500 renders of up to 3000 messages each. Now a
     # few renders, none of them longer than twice what the context holds: all of them
@@ -194,7 +195,7 @@ def test_a_client_history_over_max_messages_is_refused(vector_set, alice, settin
     settings.STEERLAB_MAX_MESSAGES = 4
     history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}] * 2
     with pytest.raises(ValueError, match="5 messages, more than this server's 4"):
-        chat.chat_prepare(user=alice, prompt="And now?", preferences={}, vector_set_id=None,
+        turn.chat_prepare(user=alice, prompt="And now?", preferences={}, vector_set_id=None,
                           params={"max_new_tokens": 8}, history=history)
-    chat.chat_prepare(user=alice, prompt="And now?", preferences={}, vector_set_id=None,
+    turn.chat_prepare(user=alice, prompt="And now?", preferences={}, vector_set_id=None,
                       params={"max_new_tokens": 8}, history=history[1:])
