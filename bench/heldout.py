@@ -51,7 +51,7 @@ from steering.engine.measures import (  # noqa: E402
     answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
 )
 from steering.engine.range_search import (  # noqa: E402
-    MAX_PPL_RATIO, RANGE_PARAMS, RANGE_PROMPTS, search_functional_range, search_joint_range, sign_patterns,
+    MAX_PPL_RATIO, RANGE_PARAMS, RANGE_PROMPTS, joint_prompts, search_functional_range, search_joint_range, sign_patterns,
 )
 from steering.engine.condition_reading import compute_conditions  # noqa: E402
 from steering.engine.generation import stream_batch  # noqa: E402
@@ -112,8 +112,8 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
     params = GenerationParams(max_new_tokens=args.range_tokens)
     # As a computed set's (services.measurement): a topical dimension on the questions about its subject.
     on_topic = catalog.condition_prompts()[0] if args.search_on == "topic" else {}
-    found = search_functional_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts),
-                                    prompts_for={dim: on_topic[dim] for dim in TOPICAL if dim in on_topic},
+    prompts, topical = catalog.range_prompts(args.range_prompts), {dim: on_topic[dim] for dim in TOPICAL if dim in on_topic}
+    found = search_functional_range(model.loaded, vectors, prompts, prompts_for=topical,
                                     max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks, params=params)
     vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
     print(json.dumps({"ranges": {
@@ -122,8 +122,8 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
               "relevances": {str(c): round(x, 3) for c, x in r.relevances.items()},
               "degenerate": {str(c): x for c, x in r.degenerate.items()}}
         for dim, r in found.items()}}), flush=True)
-    joint = search_joint_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts), hooks=model.hooks,
-                               params=params)
+    joint = search_joint_range(model.loaded, vectors, joint_prompts(prompts, topical) if args.joint_on == "topic" else prompts,
+                               hooks=model.hooks, params=params)
     vectors = vectors.with_joint_range(joint.joint_range)
     print(json.dumps({"search_seconds": round(time.monotonic() - started), "joint_range": joint.joint_range,
                       "joint_measured": {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in joint.measured.items()}}),
@@ -144,6 +144,9 @@ def main() -> None:
     parser.add_argument("--search-on", default="topic", choices=["topic", "neutral"],
                         help="the prompts a topical dimension's range is searched on: its on-topic questions "
                              "(as the site computes sets), or the neutral prompts (sets before 2026-12-06 evening)")
+    parser.add_argument("--joint-on", default="topic", choices=["topic", "neutral"],
+                        help="the prompts the joint budget is searched on: the topical dimensions' on-topic questions "
+                             "in turn (as the site computes sets), or the neutral prompts")
     parser.add_argument("--range-tokens", type=int, default=RANGE_PARAMS.max_new_tokens,
                         help="the length of the range searches' answers")
     parser.add_argument("--limit", type=int, default=8, help="held-out suggestion prompts per strength")
@@ -163,7 +166,7 @@ def main() -> None:
 
     model = SteerableModel.load(dtype=args.dtype)
     options = {"method": args.method, "read": args.read, "layers": args.layers,
-               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
+               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "joint_on": args.joint_on, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
                **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
     vectors = vectors_for(model, args, options)
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are

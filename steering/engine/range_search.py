@@ -244,6 +244,16 @@ def sign_patterns(dimensions: Sequence[str]) -> list[dict[str, float]]:
     ]
 
 
+def joint_prompts(prompts: Sequence[str], prompts_for: Mapping[str, Sequence[str]] | None) -> list[str]:
+    """The questions the joint budget is searched on: as many as `prompts`, taken in turn from
+    each topical dimension's own (`prompts_for`), else `prompts`. Topical dimensions steer
+    together only on turns about their subjects (conditions): a budget measured on neutral
+    questions, where no topical dimension fires, said little about the answers it caps."""
+    lists = [list(own) for own in (prompts_for or {}).values() if own]
+    mixed = [own[i] for i in range(max(map(len, lists), default=0)) for own in lists if i < len(own)]
+    return mixed[: len(prompts)] or list(prompts)
+
+
 @dataclass
 class JointSearch:
     joint_range: float | None  # None: no candidate cap was needed (the plain sum kept the answer)

@@ -13,7 +13,7 @@ from django.conf import settings
 from steering.data import catalog
 from steering.engine import LoadedModel, SteeringHooks, SteeringVectors
 from steering.engine.condition_reading import compute_conditions
-from steering.engine.range_search import search_functional_range, search_joint_range
+from steering.engine.range_search import joint_prompts, search_functional_range, search_joint_range
 from steering.models import PreferenceDimension
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ def functional_range_measure(
     prompts = catalog.range_prompts(settings.STEERLAB_RANGE_PROMPTS)
     bar = {"max_ppl_ratio": settings.STEERLAB_RANGE_PPL_FACTOR, "min_relevance": settings.STEERLAB_RANGE_MIN_RELEVANCE}
     single = (lambda done, total: progress(done, 2 * total)) if progress and len(vectors.dimensions) > 1 else progress
-    results = search_functional_range(loaded, vectors, prompts, prompts_for=topical_prompts(dimensions), **bar,
-                                      hooks=hooks, progress=single)
+    topical = topical_prompts(dimensions)
+    results = search_functional_range(loaded, vectors, prompts, prompts_for=topical, **bar, hooks=hooks, progress=single)
     for dim, result in results.items():
         log.info(
             "Functional range of %s: %s (PPL ratios %s, relevance %s)%s", dim, result.functional_range,
@@ -52,7 +52,7 @@ def functional_range_measure(
     if len(vectors.dimensions) < 2:
         return vectors
     joint = search_joint_range(
-        loaded, vectors, prompts, **bar, hooks=hooks,
+        loaded, vectors, joint_prompts(prompts, topical), **bar, hooks=hooks,
         progress=(lambda done, total: progress(total + done, 2 * total)) if progress else None,
     )
     log.info("Joint range: %s (worst PPL ratio, relevance, made degenerate per cap: %s)", joint.joint_range, joint.measured)

@@ -5,7 +5,7 @@ import pytest
 from steering.engine import SteeringHooks, compute_vectors
 from steering.data import catalog
 from steering.engine.range_search import (
-    functional_range_from, monotone, search_functional_range, search_joint_range, sign_patterns,
+    functional_range_from, joint_prompts, monotone, search_functional_range, search_joint_range, sign_patterns,
 )
 from steering.engine.rows import generate_rows
 from steering.engine.sweep import evaluate_dimension
@@ -202,3 +202,10 @@ def test_a_dimension_with_its_own_prompts_is_searched_on_them(tiny, vectors):
     assert both["f"].baseline_perplexity != pytest.approx(shared_f.baseline_perplexity)
     assert both["g"].ratios == pytest.approx(alone_g.ratios)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+
+
+def test_the_joint_budget_is_searched_on_the_topical_dimensions_questions_in_turn():
+    shared = ["s1", "s2", "s3", "s4"]
+    assert joint_prompts(shared, {"cost": ["c1", "c2", "c3"], "time": ["t1"]}) == ["c1", "t1", "c2", "c3"]
+    assert joint_prompts(shared[:2], {"cost": ["c1", "c2", "c3"], "time": ["t1"]}) == ["c1", "t1"]
+    assert joint_prompts(shared, {}) == joint_prompts(shared, None) == shared  # no topical dimension: the shared ones
