@@ -44,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steering.data import catalog  # noqa: E402
-from steering.engine import GenerationParams, SteerableModel, SteeringVectors  # noqa: E402
+from steering.engine import GenerationParams, SteerableModel, SteeringVectors, served_greedy  # noqa: E402
 from steering.engine.prompting import preference_instruction  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import (  # noqa: E402
@@ -109,7 +109,7 @@ def with_conditions(model: SteerableModel, vectors: SteeringVectors) -> Steering
 def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringVectors:
     """`vectors` with the functional ranges and the joint range this code's searches find."""
     started = time.monotonic()
-    params = GenerationParams(max_new_tokens=args.range_tokens)
+    params = answer_params(args, args.range_tokens)
     # As a computed set's (services.measurement): a topical dimension on the questions about its subject.
     on_topic = catalog.condition_prompts()[0] if args.search_on == "topic" else {}
     prompts, topical = catalog.range_prompts(args.range_prompts), {dim: on_topic[dim] for dim in TOPICAL if dim in on_topic}
@@ -147,6 +147,8 @@ def main() -> None:
     parser.add_argument("--joint-on", default="topic", choices=["topic", "neutral"],
                         help="the prompts the joint budget is searched on: the topical dimensions' on-topic questions "
                              "in turn (as the site computes sets), or the neutral prompts")
+    parser.add_argument("--unguarded", action="store_true",
+                        help="plain greedy answers, without the served chat's repetition guards (runs before 2026-12-06 evening)")
     parser.add_argument("--range-tokens", type=int, default=RANGE_PARAMS.max_new_tokens,
                         help="the length of the range searches' answers")
     parser.add_argument("--limit", type=int, default=8, help="held-out suggestion prompts per strength")
@@ -166,7 +168,7 @@ def main() -> None:
 
     model = SteerableModel.load(dtype=args.dtype)
     options = {"method": args.method, "read": args.read, "layers": args.layers,
-               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "joint_on": args.joint_on, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
+               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
                **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
     vectors = vectors_for(model, args, options)
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are
@@ -189,7 +191,7 @@ def main() -> None:
 
         result = evaluate_dimension(
             model.loaded, vectors, name, asked, catalog.heldout_references(name), strengths=STRENGTHS,
-            hooks=model.hooks, params=GenerationParams(max_new_tokens=args.tokens),
+            hooks=model.hooks, params=answer_params(args, args.tokens),
             instructions=None if args.no_baselines else instructions,
         )
         rows = {"steering": (result.points, result.spearman_of_means, result.spearman)}
@@ -220,11 +222,16 @@ def main() -> None:
         answers[name] = {"prompts": asked, **{str(p.strength): p.answers for p in result.points}}
     if set(args.dimensions.split(",")) == set(vectors.dimensions):
         together, answers["together"] = together_check(model, vectors, prompts, split["everyday"], split["on_topic"],
-                                                       args.tokens)
+                                                       answer_params(args, args.tokens))
         verdicts["together"] = together
     print(json.dumps({"targets_met": verdicts}), flush=True)
     if args.answers:
         Path(args.answers).write_text(json.dumps(answers, indent=1, ensure_ascii=False))
+
+
+def answer_params(args, tokens: int) -> GenerationParams:
+    """Greedy answers of `tokens`, with the served chat's repetition guards unless --unguarded."""
+    return GenerationParams(max_new_tokens=tokens) if args.unguarded else served_greedy(tokens)
 
 
 def made_degenerate(answers: list[str], unsteered: list[str]) -> int:
@@ -240,14 +247,13 @@ def answers_to(model: SteerableModel, requests: list) -> list[str]:
 
 
 def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: list[str], everyday: list[str],
-                   on_topic: dict[str, list[str]], tokens: int) -> tuple[dict, dict]:
+                   on_topic: dict[str, list[str]], params: GenerationParams) -> tuple[dict, dict]:
     """As served (`steered_request`: the joint budget, the set's prompt policy), in one batch:
     - all dimensions at ±1 together (sign_patterns) on `prompts`, every one applied (no
       condition): the most that can be added at once;
     - the profile of the topical dimensions at +1, conditional as the site serves them, on the
       `everyday` prompts that concern none of them (answers compared with the unsteered ones)
       and on each topical dimension's own held-out `on_topic` prompts (its Effect must move)."""
-    params = GenerationParams(max_new_tokens=tokens)
     patterns = sign_patterns(vectors.dimensions)
     topical = [dim for dim in TOPICAL if dim in vectors.dimensions]
     profile, gates = dict.fromkeys(topical, 1.0), dict.fromkeys(topical)

@@ -22,7 +22,8 @@ from .hooks import RowSteering, SteeringHooks
 from .layers import default_layers, held_out_likelihood, held_out_separation, top_layers
 from .loading import EMBEDDED, LoadedModel, ModelNotFound, UnsupportedModel, find_layers, load_model
 from .request import (
-    CHAT_DEFAULTS, LIMITS, MAX_DIMENSIONS, STRENGTH, GenerationParams, GenerationRequest, TokenEvent, strength_check,
+    CHAT_DEFAULTS, LIMITS, MAX_DIMENSIONS, STRENGTH, GenerationParams, GenerationRequest, TokenEvent, served_greedy,
+    strength_check,
 )
 from .steerable import SteerableModel
 from .vectorfile import SteeringVectors, UnknownDimension, VectorFileError
@@ -32,5 +33,5 @@ __all__ = [
     "RowSteering", "SteerableModel", "SteeringHooks", "SteeringVectors", "TokenEvent", "UnknownDimension",
     "UnsupportedModel", "VectorFileError", "compute_vectors", "default_layers", "find_layers", "fit_probe",
     "held_out_likelihood", "held_out_separation", "layer_score", "load_model", "mean_difference", "pca_direction", "probe_direction",
-    "record_activations", "stream_batch", "strength_check", "top_layers",
+    "record_activations", "served_greedy", "stream_batch", "strength_check", "top_layers",
 ]

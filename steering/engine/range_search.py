@@ -21,7 +21,7 @@ from .embedding import SentenceEmbedder, shared_embedder
 from .hooks import SteeringHooks
 from .loading import LoadedModel
 from .measures import answer_nll, is_degenerate, perplexity, prompt_similarities, relevance
-from .request import GenerationParams
+from .request import GenerationParams, served_greedy
 from .rows import Progress, generate_rows, hooks_on, unit_range
 from .vectorfile import SteeringVectors
 
@@ -44,7 +44,7 @@ from .vectorfile import SteeringVectors
 # 0.88 at 0.005, 0.93 at 0.01), so ranges fell to the floor while the held-out answers kept
 # relevance 0.93–1.18 at them (docs/evaluation.md): 12 prompts, read through monotone fits.
 RANGE_CANDIDATES = (0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025)
-RANGE_PARAMS = GenerationParams(max_new_tokens=24)
+RANGE_PARAMS = served_greedy(24)
 RANGE_PROMPTS = 12
 MAX_PPL_RATIO = 2.0
 MIN_RELEVANCE = 0.9

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -100,6 +100,15 @@ class GenerationParams:
 # engine's own default stays greedy and unguarded, for evaluations and tests; a chat product
 # should not loop, and greedy decoding of a small model does (bench/repetition.py measures it).
 CHAT_DEFAULTS = GenerationParams(temperature=0.7, top_p=0.9, repetition_penalty=1.1, no_repeat_ngram_size=4)
+
+
+def served_greedy(max_new_tokens: int) -> GenerationParams:
+    """What evaluations and the functional-range search generate: the chat's answer with its
+    repetition guards, as a user reads it, but greedy so that a run repeats. Unguarded greedy
+    SmolLM2 tips from "Porto e Portugal!" into "Porto e Portugal e Portugal e …" at the
+    gentlest steering, which no user of the chat would read: such answers counted as steering
+    making answers degenerate, and pinned ranges to the search's floor."""
+    return replace(CHAT_DEFAULTS, temperature=0.0, max_new_tokens=max_new_tokens)
 
 
 @dataclass

@@ -33,12 +33,12 @@ from .measures import (
     spearman,
 )
 from .loading import LoadedModel
-from .request import GenerationParams
+from .request import GenerationParams, served_greedy
 from .rows import Progress, generate_rows, hooks_on
 from .vectorfile import SteeringVectors
 
 DEFAULT_STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
-EVALUATION_PARAMS = GenerationParams(max_new_tokens=48)
+EVALUATION_PARAMS = served_greedy(48)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 
 from steering.data import catalog
-from steering.engine import GenerationParams
+from steering.engine import GenerationParams, served_greedy
 from steering.engine.embedding import shared_embedder
 from steering.engine.prompting import preference_instruction
 from steering.engine.sweep import SweepResult
@@ -85,7 +85,7 @@ def evaluation_run(
             strengths=evaluation.strengths,
             hooks=runtime.site_hooks(),
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
-            params=GenerationParams(max_new_tokens=evaluation.max_new_tokens),
+            params=served_greedy(evaluation.max_new_tokens),
             instructions=instructions_for(evaluation.vector_set, evaluation.dimension) if baselines else None,
             progress=job.progress,
         )

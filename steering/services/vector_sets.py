@@ -15,13 +15,7 @@ from django.db import transaction
 
 from steering import files
 from steering.data import catalog
-from steering.engine import (
-    GenerationParams,
-    LoadedModel,
-    SteeringVectors,
-    VectorFileError,
-    compute_vectors,
-)
+from steering.engine import LoadedModel, SteeringVectors, VectorFileError, compute_vectors, served_greedy
 from steering.engine.request import steered_request
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import jobs
@@ -327,7 +321,7 @@ def vector_set_preview(*, vector_set: VectorSet, dimension: str, prompt: str, ma
 
     vectors = runtime.site_vectors(vector_set)
     prompt_ids = runtime.site_model().chat_ids(prompt)
-    params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    params = served_greedy(max_new_tokens)
     strengths = (-1.0, 0.0, 1.0)
     requests = [steered_request(vectors, prompt_ids, {dimension: strength}, params=params) for strength in strengths]
     return dict(zip(strengths, runtime.site_generate(requests)))
