@@ -63,5 +63,7 @@ def generate_rows(
 
 
 def unit_range(vectors: SteeringVectors) -> SteeringVectors:
-    """A copy whose strength s adds s × residual norm: strengths in residual-norm units."""
-    return vectors.with_ranges(dict.fromkeys(vectors.dimensions, 1.0))
+    """A copy whose strength s adds s × residual norm: strengths in residual-norm units. Without
+    the set's joint budget, which would cap a candidate above it (a set re-measured with one
+    measured every candidate over it as the budget)."""
+    return vectors.with_ranges(dict.fromkeys(vectors.dimensions, 1.0)).with_joint_range(None)

@@ -209,3 +209,14 @@ def test_the_joint_budget_is_searched_on_the_topical_dimensions_questions_in_tur
     assert joint_prompts(shared, {"cost": ["c1", "c2", "c3"], "time": ["t1"]}) == ["c1", "t1", "c2", "c3"]
     assert joint_prompts(shared[:2], {"cost": ["c1", "c2", "c3"], "time": ["t1"]}) == ["c1", "t1"]
     assert joint_prompts(shared, {}) == joint_prompts(shared, None) == shared  # no topical dimension: the shared ones
+
+
+def test_a_set_that_carries_a_joint_budget_is_searched_as_if_it_had_none(tiny, vectors):
+    # The budget caps the summed addition; one dimension's candidate above it must still be
+    # measured at its own strength (re-measuring a computed set measured every large candidate
+    # at the budget instead).
+    kwargs = {"candidates": (1e-3, 50.0), "max_ppl_ratio": 1.1, "params": GenerationParams(max_new_tokens=6)}
+    plain = search_functional_range(tiny, vectors, PROMPTS, dimensions=["f"], **kwargs)["f"]
+    budgeted = search_functional_range(tiny, vectors.with_joint_range(1e-3), PROMPTS, dimensions=["f"], **kwargs)["f"]
+    assert budgeted.ratios == pytest.approx(plain.ratios)
+    assert plain.ratios[50.0] != pytest.approx(plain.ratios[1e-3])
