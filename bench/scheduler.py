@@ -10,7 +10,7 @@
   alone, and p50 / p95 of time to first token (over `--rounds` rounds), and p95 over the
   single request's
 - the same clients arriving at once: aggregate tokens/s against the model's forward-only
-  decode at that batch (bench/targets.py's `forward_only`, measured in the same run), the
+  decode at that batch (bench/targets.py's `forward_only`, measured before each round), the
   in-process counterpart of the served "8 users / forward-only batch 8" target
 
 End-of-turn stops are switched off so every request generates exactly `--tokens` tokens.
@@ -104,9 +104,15 @@ def main() -> None:
         run(scheduler, [request(0, 0.5)], 0)  # warm-up
         alone = rounds(scheduler, [[request(r, 0.8)] for r in range(args.rounds)], 0)
         staggered = rounds(scheduler, clients, args.stagger)
-        at_once = rounds(scheduler, clients, 0)
+        # Each round of simultaneous arrivals right after a forward-only measurement, so that
+        # a shared machine's changing load weighs on both sides of the ratio alike.
+        limits, at_once = [], []
+        for requests in clients:
+            limits.append(forward_only(SimpleNamespace(loaded=loaded), args.clients))
+            at_once.append(rounds(scheduler, [requests], 0)["tokens_per_s"])
         stats = scheduler.stats()
-    limit = statistics.median(forward_only(SimpleNamespace(loaded=loaded), args.clients) for _ in range(3))
+    limit = statistics.median(limits)
+    at_once = {"tokens_per_s": statistics.median(at_once)}
     print(json.dumps({
         "model": loaded.model_id,
         "device": str(loaded.device),
