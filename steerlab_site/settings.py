@@ -218,9 +218,12 @@ STEERLAB_MAX_BODY_BYTES = env_int("STEERLAB_MAX_BODY_BYTES", STEERLAB_MAX_UPLOAD
 STEERLAB_MAX_BATCH = env_int("STEERLAB_MAX_BATCH", 16, minimum=1)
 STEERLAB_MAX_QUEUE = env_int("STEERLAB_MAX_QUEUE", 64, minimum=1)
 STEERLAB_MAX_PER_USER = env_int("STEERLAB_MAX_PER_USER", 2, minimum=1)
-# Newcomers that arrive while others decode prefill this many tokens per forward pass, between
-# the running streams' steps, so a long prompt never stalls them (0: whole prompts at once).
-STEERLAB_PREFILL_CHUNK = env_int("STEERLAB_PREFILL_CHUNK", 64, minimum=0)
+# Newcomers that arrive while others decode prefill at most this many tokens per forward pass,
+# between the running streams' steps, so a long prompt never stalls them (0: whole prompts at
+# once). A pass takes whole prompts in order of arrival, as many as fit: 128 holds about three
+# chat prompts, so newcomers a few steps apart get their first token from one pass
+# (docs/benchmarks.md, "Staggered arrivals").
+STEERLAB_PREFILL_CHUNK = env_int("STEERLAB_PREFILL_CHUNK", 128, minimum=0)
 # Where generation runs: "local" (a scheduler thread inside each daphne process) or "worker"
 # (`manage.py inference_worker` processes fed through a Redis stream, so several daphne
 # processes share one model). A worker silent this long is taken for dead: a surviving worker

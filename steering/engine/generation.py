@@ -25,6 +25,7 @@ from .kvcache import grow_cache
 from .loading import LoadedModel, pad_left
 from .readout import BatchReadout
 from .request import GenerationRequest, TokenEvent
+from .stepmask import StepMask, decode_mask_applies
 from .tokens import NON_FINITE, Detokenizer, RowFault, Sampler
 
 class _Row:
@@ -94,9 +95,11 @@ class DecodeBatch:
                 raise ValueError("Requests with a readout need SteeringHooks")
             self._read()
             hooks.attach(self.readout.layers)
-        self.input_ids, self.mask, positions = pad_left(
+        self.input_ids, mask, positions = pad_left(
             [r.prompt_ids + r.generated_ids for r in requests], loaded.pad_id, device
         )
+        self._mask = StepMask(mask)
+        self._decode_mask = decode_mask_applies(loaded.model)
         self.next_position = positions[:, -1] + 1
         self.cache = None
         self._extra = {"logits_to_keep": 1} if accepts_logits_to_keep(loaded.model) else {}
@@ -106,6 +109,9 @@ class DecodeBatch:
         self._chunk_columns = width if prefill_chunk is None else max(1, prefill_chunk // len(requests))
         self._prefilled: int | None = 0  # prompt columns already in the cache; None once all are
         self.steps = 0
+
+    # The padding mask [rows, columns] (filled part of the `StepMask`); assigning adopts it.
+    mask = property(lambda self: self._mask.value, lambda self, mask: setattr(self._mask, "value", mask))
 
     @property
     def done(self) -> bool:
@@ -156,7 +162,8 @@ class DecodeBatch:
         if self.done:
             return []
         if not self.prefilling:
-            logits = self._forward(self.input_ids, self.mask, self._positions)
+            mask = self._mask.decode_mask() if self._decode_mask else self.mask
+            logits = self._forward(self.input_ids, mask, self._positions)
         else:
             start, width = self._prefilled, self.input_ids.shape[1]
             stop = min(width, start + self._chunk_columns)
@@ -250,7 +257,7 @@ class DecodeBatch:
                 return
             index = torch.tensor(keep, device=device)
             self.cache.batch_select_indices(index)
-            self.mask = self.mask[index]
+            self._mask.select(index)
             self.next_position = self.next_position[index]
             if self.steering is not None:
                 self.steering = self.steering.select(keep)
@@ -258,7 +265,7 @@ class DecodeBatch:
                 self._read()
             self._drop_shared_padding()
         self.input_ids = torch.tensor(next_tokens, device=device)[:, None]
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(keep), 1)], dim=1)
+        self._mask.extend()
         self._positions = self.next_position[:, None]
         self.next_position = self.next_position + 1
 

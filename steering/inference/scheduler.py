@@ -8,9 +8,14 @@ own and merges them into the running batch (`DecodeBatch.merge`), up to `max_bat
 newcomer waits for one forward pass, not for the others to end. Each row streams its own
 events into its ticket and leaves the batch when it ends or is cancelled.
 
-With `prefill_chunk`, newcomers that arrive while rows are streaming prefill that many tokens
-per forward pass, one decode step of the running batch between two passes, so a long prompt
-delays the running streams' next token by one chunk, not by the whole prompt. Newcomers that
+With `prefill_chunk`, newcomers that arrive while rows are streaming prefill at most that many
+tokens per forward pass, one decode step of the running batch between two passes, so a long
+prompt delays the running streams' next token by one chunk, not by the whole prompt. A pass
+takes whole prompts in order of arrival, as many as fit the budget; only a prompt longer than
+the budget is cut, and it goes alone. The others wait for the next pass, one decode step later,
+rather than share the budget: shared, every newcomer's prompt was cut into several passes and
+each newcomer waited for all of them (and whoever arrived meanwhile for those too), which is
+what kept staggered arrivals' first token at 8× a solo one (issue 25). Newcomers that
 arrived while no row was streaming yet (nothing ran, or the rows now running were still in
 their first prefill: a burst of simultaneous arrivals, which cannot all make the first pass)
 prefill whole, as one batch: chunking them would make every one of them wait for the others'
@@ -37,6 +42,11 @@ from steering.engine import DecodeBatch, GenerationRequest, LoadedModel, Steerin
 from .admission import Admission, Ticket
 
 log = logging.getLogger(__name__)
+
+
+def _prompt_tokens(ticket: Ticket) -> int:
+    """The columns a request's prefill takes: its prompt and any answer resumed after it."""
+    return len(ticket.request.prompt_ids) + len(ticket.request.generated_ids)
 
 
 class Scheduler(Admission):
@@ -128,11 +138,19 @@ class Scheduler(Admission):
             return running is None or ticket.submitted_at <= self._streaming_since
 
         # The waiting line is in order of arrival, so a burst's requests come first; they go in
-        # alone, whole, and those that came after the streams began follow in chunks.
+        # alone, whole, and those that came after the streams began follow within the budget.
         whole = bool(self._waiting) and burst(self._waiting[0])
-        newcomers = []
+        newcomers, width = [], 0
         while self._waiting and len(newcomers) < room and burst(self._waiting[0]) == whole:
-            ticket = self._waiting.popleft()
+            ticket = self._waiting[0]
+            # Whole prompts, in order of arrival, as many as fit one pass of `prefill_chunk`
+            # tokens (rows × the longest, padding included); the first always goes in (chunked,
+            # alone, if longer than that). Splitting the budget over every waiting prompt
+            # instead made each of them wait for several passes, with a decode step after each.
+            width = max(width, _prompt_tokens(ticket))
+            if newcomers and not whole and self.prefill_chunk is not None and (len(newcomers) + 1) * width > self.prefill_chunk:
+                break
+            self._waiting.popleft()
             self._running[ticket.key] = ticket
             newcomers.append(ticket)
         return newcomers, whole

@@ -105,3 +105,41 @@ def test_a_burst_prefills_whole_and_only_later_arrivals_are_chunked():
     assert stats.prefills == 3 and stats.joins == 2
     for key, ticket in zip("abcd", (a, b, c, d)):
         assert ticket.text == _alone(loaded, hooks, _request(loaded, *specs[key])), key
+
+
+def test_newcomers_prefill_whole_in_order_of_arrival_as_many_as_fit_the_budget():
+    # B and C arrive together while A streams, and the budget holds one of their prompts, not
+    # both: B prefills whole in one pass and has its first token at once; C follows, whole,
+    # one decode step later. (Sharing the budget, both prompts were cut in chunks and each
+    # waited for all of them.) Everyone gets their solo text.
+    loaded = build_tiny("llama")
+    loaded.stop_ids = frozenset()
+    hooks = SteeringHooks(loaded.layers, [1, 2])
+    specs = {
+        "a": ("hello world", 30, _delta(loaded, 1)),
+        "b": ("wanna grab coffee later", 6, _delta(loaded, 2)),
+        "c": ("see you at the station tomorrow", 6, None),
+    }
+    width = max(len(loaded.chat_ids(specs[k][0])) for k in "bc")
+    gate = Gate(loaded.layers[0])
+    scheduler = Scheduler(loaded, hooks, max_per_user=None, prefill_chunk=width + 1)
+    try:
+        gate.hold()
+        a = scheduler.submit(_request(loaded, *specs["a"]))
+        gate.allow(3)  # A's prefill and two decode steps; the third waits at the gate
+        _take(a, 3)
+        b, c = (scheduler.submit(_request(loaded, *specs[k])) for k in "bc")
+        gate.allow(2)  # the decode step already waiting, then one pass: B's whole prompt
+        assert b.get(timeout=TIMEOUT).token_id is not None
+        assert c.tokens == 0
+        gate.allow(2)  # a decode step of A and B, then C's whole prompt
+        assert c.get(timeout=TIMEOUT).token_id is not None
+        gate.open()
+        assert all(t.wait(TIMEOUT) for t in (a, b, c))
+        stats = scheduler.stats()
+    finally:
+        gate.remove()
+        scheduler.close()
+    assert stats.prefills == 3 and stats.joins == 2
+    for key, ticket in zip("abc", (a, b, c)):
+        assert ticket.text == _alone(loaded, hooks, _request(loaded, *specs[key])), key
