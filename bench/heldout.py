@@ -110,7 +110,7 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
     """`vectors` with the functional ranges and the joint range this code's searches find."""
     started = time.monotonic()
     params = answer_params(args, args.range_tokens)
-    # As a computed set's (services.measurement): a topical dimension on the questions about its subject.
+    # --search-on topic: a topical dimension on the questions about its subject (measured, not kept).
     on_topic = catalog.condition_prompts()[0] if args.search_on == "topic" else {}
     prompts, topical = catalog.range_prompts(args.range_prompts), {dim: on_topic[dim] for dim in TOPICAL if dim in on_topic}
     found = search_functional_range(model.loaded, vectors, prompts, prompts_for=topical,
@@ -141,12 +141,13 @@ def main() -> None:
     parser.add_argument("--range-prompts", type=int, default=RANGE_PROMPTS)
     parser.add_argument("--orthogonalise", action="store_true",
                         help="make the dimensions' directions mutually orthogonal before the search (extraction.orthogonalised)")
-    parser.add_argument("--search-on", default="topic", choices=["topic", "neutral"],
-                        help="the prompts a topical dimension's range is searched on: its on-topic questions "
-                             "(as the site computes sets), or the neutral prompts (sets before 2026-12-06 evening)")
-    parser.add_argument("--joint-on", default="topic", choices=["topic", "neutral"],
-                        help="the prompts the joint budget is searched on: the topical dimensions' on-topic questions "
-                             "in turn (as the site computes sets), or the neutral prompts")
+    parser.add_argument("--search-on", default="neutral", choices=["topic", "neutral"],
+                        help="the prompts a topical dimension's range is searched on: the neutral prompts (as the "
+                             "site computes sets), or its on-topic questions (measured 2026-12-06 and not kept: "
+                             "docs/evaluation.md, fourth pass)")
+    parser.add_argument("--joint-on", default="neutral", choices=["topic", "neutral"],
+                        help="the prompts the joint budget is searched on: the neutral prompts (as the site computes "
+                             "sets), or the topical dimensions' on-topic questions in turn (measured, not kept)")
     parser.add_argument("--unguarded", action="store_true",
                         help="plain greedy answers, without the served chat's repetition guards (runs before 2026-12-06 evening)")
     parser.add_argument("--range-tokens", type=int, default=RANGE_PARAMS.max_new_tokens,

@@ -188,10 +188,11 @@ def search_functional_range(
     against the unsteered answers'.
 
     A dimension in `prompts_for` is searched on its own prompts (as many as `prompts`), the
-    rest on `prompts`. A topical dimension steers only turns about its subject (conditions), so
-    its range is measured where it applies: pushed towards "luxury", an answer about a hotel
-    can stay an answer, one about a refrigerator cannot, and a range searched on the latter
-    kept topical dimensions at the grid's floor."""
+    rest on `prompts`: e.g. a topical dimension on questions about its subject, where it
+    steers (`bench/heldout.py --search-on topic`). Measured on the held-out split (2026-12-06,
+    docs/evaluation.md, fourth pass), that found culture and cost leaving the question sooner
+    and let age go further than the held-out answers bear; the site searches every dimension on
+    the neutral prompts."""
     if not prompts or not candidates:
         raise ValueError("The search needs prompts and candidate ranges")
     if not max_ppl_ratio > 1:
@@ -246,9 +247,9 @@ def sign_patterns(dimensions: Sequence[str]) -> list[dict[str, float]]:
 
 def joint_prompts(prompts: Sequence[str], prompts_for: Mapping[str, Sequence[str]] | None) -> list[str]:
     """The questions the joint budget is searched on: as many as `prompts`, taken in turn from
-    each topical dimension's own (`prompts_for`), else `prompts`. Topical dimensions steer
-    together only on turns about their subjects (conditions): a budget measured on neutral
-    questions, where no topical dimension fires, said little about the answers it caps."""
+    each topical dimension's own (`prompts_for`), else `prompts`: where topical dimensions
+    steer together (`bench/heldout.py --joint-on topic`; measured, not kept for the site: the
+    all-+1 pattern kept less relevance under the budget it chose)."""
     lists = [list(own) for own in (prompts_for or {}).values() if own]
     mixed = [own[i] for i in range(max(map(len, lists), default=0)) for own in lists if i < len(own)]
     return mixed[: len(prompts)] or list(prompts)

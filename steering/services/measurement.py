@@ -13,7 +13,7 @@ from django.conf import settings
 from steering.data import catalog
 from steering.engine import LoadedModel, SteeringHooks, SteeringVectors
 from steering.engine.condition_reading import compute_conditions
-from steering.engine.range_search import joint_prompts, search_functional_range, search_joint_range
+from steering.engine.range_search import search_functional_range, search_joint_range
 from steering.models import PreferenceDimension
 
 log = logging.getLogger(__name__)
@@ -23,23 +23,20 @@ Progress = Callable[[int, int], None]
 
 def functional_range_measure(
     *, vectors: SteeringVectors, loaded: LoadedModel, hooks: SteeringHooks | None = None, progress: Progress | None = None,
-    searched: dict | None = None, dimensions: Sequence[PreferenceDimension] = (),
+    searched: dict | None = None,
 ) -> SteeringVectors:
     """`vectors` with each dimension's functional range measured on the model (a few neutral
-    prompts, short greedy answers): the largest strength whose answers still answer
+    prompts, short greedy answers, one batch): the largest strength whose answers still answer
     (relevance ≥ STEERLAB_RANGE_MIN_RELEVANCE of the unsteered answers', perplexity within
     STEERLAB_RANGE_PPL_FACTOR × theirs, none made degenerate); then, with several dimensions,
     the budget of their summed addition by the same bar. Unchanged with STEERLAB_RANGE_SEARCH off.
-    `searched` receives what was tried, per dimension (VectorSet.range_search), for its plots.
-    Of `dimensions` (the set's), each topical one with on-topic questions is searched on them:
-    it steers only turns about its subject (search_functional_range)."""
+    `searched` receives what was tried, per dimension (VectorSet.range_search), for its plots."""
     if not settings.STEERLAB_RANGE_SEARCH:
         return vectors
     prompts = catalog.range_prompts(settings.STEERLAB_RANGE_PROMPTS)
     bar = {"max_ppl_ratio": settings.STEERLAB_RANGE_PPL_FACTOR, "min_relevance": settings.STEERLAB_RANGE_MIN_RELEVANCE}
     single = (lambda done, total: progress(done, 2 * total)) if progress and len(vectors.dimensions) > 1 else progress
-    topical = topical_prompts(dimensions)
-    results = search_functional_range(loaded, vectors, prompts, prompts_for=topical, **bar, hooks=hooks, progress=single)
+    results = search_functional_range(loaded, vectors, prompts, **bar, hooks=hooks, progress=single)
     for dim, result in results.items():
         log.info(
             "Functional range of %s: %s (PPL ratios %s, relevance %s)%s", dim, result.functional_range,
@@ -52,7 +49,7 @@ def functional_range_measure(
     if len(vectors.dimensions) < 2:
         return vectors
     joint = search_joint_range(
-        loaded, vectors, joint_prompts(prompts, topical), **bar, hooks=hooks,
+        loaded, vectors, prompts, **bar, hooks=hooks,
         progress=(lambda done, total: progress(total + done, 2 * total)) if progress else None,
     )
     log.info("Joint range: %s (worst PPL ratio, relevance, made degenerate per cap: %s)", joint.joint_range, joint.measured)
@@ -78,12 +75,6 @@ def dimension_condition_prompts(dimension: PreferenceDimension) -> list[str]:
         return list(dimension.condition_prompts)
     shipped, _ = catalog.condition_prompts()
     return list(shipped.get(dimension.name, [])) if dimension.private_to_id is None else []
-
-
-def topical_prompts(dimensions: Sequence[PreferenceDimension]) -> dict[str, list[str]]:
-    """{topical dimension: the on-topic questions its range is searched on}."""
-    return {dim.name: prompts for dim in dimensions
-            if dim.kind == PreferenceDimension.Kind.TOPICAL and (prompts := dimension_condition_prompts(dim))}
 
 
 def conditions_compute(

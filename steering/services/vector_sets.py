@@ -210,7 +210,6 @@ def vector_set_compute(
             loaded=loaded,
             progress=lambda done, total: job.progress(total * share + (1 - share) * done, total),
             searched=searched,
-            dimensions=dimensions,
         )
         vectors = conditions_compute(vectors=vectors, loaded=loaded, dimensions=dimensions)
         return stored(job, vectors)
@@ -219,7 +218,7 @@ def vector_set_compute(
         # An imported set's vectors came with it; only their functional range is measured.
         vectors = files.vectors_load(vector_set.file)
         return stored(job, functional_range_measure(vectors=vectors, loaded=loaded, progress=job.progress,
-                                                    searched=searched, dimensions=list(vector_set.dimensions.all())))
+                                                    searched=searched))
 
     searched: dict = {}
 

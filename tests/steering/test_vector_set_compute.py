@@ -95,8 +95,8 @@ def test_it_computes_with_the_chosen_method(tiny, formality, media, method):
 def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, formality, media, monkeypatch, settings):
     searched = {}
 
-    def fake_search(loaded, vectors, prompts, *, prompts_for, max_ppl_ratio, min_relevance, hooks, progress):
-        searched.update(prompts=prompts, factor=max_ppl_ratio, relevance=min_relevance, prompts_for=prompts_for)
+    def fake_search(loaded, vectors, prompts, *, max_ppl_ratio, min_relevance, hooks, progress):
+        searched.update(prompts=prompts, factor=max_ppl_ratio, relevance=min_relevance)
         progress(1, 2)
         return {
             dim: RangeSearch(dim, 0.045, 10.0, {0.03: 1.1, 0.045: 1.2, 0.06: float("nan")}, relevances={0.03: 0.97, 0.045: 0.93})
@@ -122,20 +122,7 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
     # prompts (production's default is the engine's RANGE_PROMPTS; the tests' settings ask fewer).
     assert searched["factor"] == MAX_PPL_RATIO and len(searched["prompts"]) == settings.STEERLAB_RANGE_PROMPTS
     assert searched["relevance"] == MIN_RELEVANCE == 0.9
-    assert searched["prompts_for"] == {}  # a style applies to every answer: the shared prompts
     assert 80 <= max(reported[:-1]) < 100  # extraction fills 0–80 %, the search the rest
-
-
-def test_a_topical_dimension_s_range_is_searched_on_its_own_questions(formality):
-    # The search itself honours prompts_for (tests/engine/test_sweep.py); this is who gets them.
-    questions = ["Which hotel should I book?", "Where should we eat tonight?", "What watch should I buy?"]
-    cost = PreferenceDimension.objects.create(
-        name="cost", negative_label="Budget", positive_label="Luxury", kind=PreferenceDimension.Kind.TOPICAL,
-        condition_prompts=questions, positive_examples=CORPUS[1::2], negative_examples=CORPUS[0::2][::-1],
-    )
-    assert measurement.topical_prompts([formality, cost]) == {"cost": questions}
-    formality.kind = PreferenceDimension.Kind.TOPICAL  # topical, but with no questions of its own
-    assert measurement.topical_prompts([formality, cost]) == {"cost": questions}
 
 
 def test_several_dimensions_get_a_joint_budget_measured_on_their_ranges_and_stored_in_the_file(
