@@ -204,25 +204,25 @@ def search_functional_range(
         own = (prompts_for or {}).get(dim)
         groups.setdefault(tuple(own[: len(prompts)] if own else prompts), []).append(dim)
     rows_total = sum(len(group) * (2 * len(candidates) + 1) * len(asked) for asked, group in groups.items())
-    at, done = {}, 0
+    at, bars, done = {}, {}, 0
     for asked, group in groups.items():
         keys = [(dim, sign * c) for dim in group for c in sorted(candidates) for sign in (1.0, -1.0)]
         share = len(group) * (2 * len(candidates) + 1) * len(asked)
         bar, judged = _answer_settings(loaded, hooks, vectors.layers, asked,
                                        [unit.layer_deltas({dim: s}) for dim, s in keys], params, embedder,
                                        _part_of(progress, done, share, rows_total), vectors.steer_prompt)
-        at.update({key: (bar, result) for key, result in zip(keys, judged)})
+        at.update(zip(keys, judged))
+        bars.update(dict.fromkeys(group, bar))
         done += share
     results = {}
     for dim in dimensions:
-        bar = at[(dim, sorted(candidates)[0])][0]
-        sides = {c: (at[(dim, c)][1], at[(dim, -c)][1]) for c in sorted(candidates)}
+        sides = {c: (at[(dim, c)], at[(dim, -c)]) for c in sorted(candidates)}
         ratios = {c: max(a[0], b[0]) for c, (a, b) in sides.items()}
         relevances = {c: min(a[1], b[1]) for c, (a, b) in sides.items()}
         degenerate = {c: a[2] + b[2] for c, (a, b) in sides.items()}
         chosen, within = functional_range_from(ratios, max_ppl_ratio, relevances=relevances,
                                                min_relevance=min_relevance, degenerate=degenerate)
-        results[dim] = RangeSearch(dim, chosen, bar.perplexity, ratios, within, relevances, degenerate)
+        results[dim] = RangeSearch(dim, chosen, bars[dim].perplexity, ratios, within, relevances, degenerate)
     return results
 
 
