@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steering.data import catalog  # noqa: E402
 from steering.engine import GenerationParams, SteerableModel, SteeringVectors, served_greedy  # noqa: E402
-from steering.engine.prompting import preference_instruction  # noqa: E402
+from steering.engine.prompting import SITE_SYSTEM_PROMPT, preference_instruction  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import (  # noqa: E402
     answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
@@ -165,10 +165,13 @@ def main() -> None:
                         help="the dtype vectors and ranges are computed in (bfloat16: as the site computes its sets)")
     parser.add_argument("--steer-prompt", action="store_true",
                         help="compute a set that steers the prompt too (sets before 2026-12-06); default: the answer only")
+    parser.add_argument("--system-prompt", default=SITE_SYSTEM_PROMPT,
+                        help="what frames every chat, as STEERLAB_SYSTEM_PROMPT does the site's (default: the site's); "
+                             "'' keeps the chat template's own (runs before 2026-12-06 evening)")
     args = parser.parse_args()
 
-    model = SteerableModel.load(dtype=args.dtype)
-    options = {"method": args.method, "read": args.read, "layers": args.layers,
+    model = SteerableModel.load(dtype=args.dtype, system_prompt=args.system_prompt)
+    options = {"system_prompt": args.system_prompt, "method": args.method, "read": args.read, "layers": args.layers,
                "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
                **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
     vectors = vectors_for(model, args, options)

@@ -89,6 +89,8 @@ class LoadedModel:
     model: nn.Module
     tokenizer: object
     model_id: str
+    # The site's system prompt: what frames a chat that brings none (see `chat_ids`).
+    system_prompt: str | None = None
     layers: nn.ModuleList = field(init=False)
     stop_ids: frozenset[int] = field(init=False)
 
@@ -126,7 +128,7 @@ class LoadedModel:
         return context_tokens(self.model.config)
 
     def chat_ids(self, prompt: str | list[dict], system: str | None = None) -> list[int]:
-        return chat_ids(self.tokenizer, prompt, system)
+        return chat_ids(self.tokenizer, prompt, system, site_system=self.system_prompt)
 
 
 @dataclass
@@ -137,24 +139,51 @@ class ChatTokenizer:
 
     tokenizer: object
     context_tokens: int
+    system_prompt: str | None = None
 
     def chat_ids(self, prompt: str | list[dict], system: str | None = None) -> list[int]:
-        return chat_ids(self.tokenizer, prompt, system)
+        return chat_ids(self.tokenizer, prompt, system, site_system=self.system_prompt)
 
 
-def chat_ids(tokenizer, prompt: str | list[dict], system: str | None = None) -> list[int]:
+def chat_ids(
+    tokenizer, prompt: str | list[dict], system: str | None = None, *, site_system: str | None = None
+) -> list[int]:
     """Token ids of a prompt (a user message or a list of chat messages), ready for the
-    assistant's answer: through the chat template when the tokenizer has one."""
+    assistant's answer: through the chat template when the tokenizer has one.
+
+    `system` (a request's own instruction, e.g. prompt-with-steering's preferences) leads the
+    chat. `site_system` frames a chat that brings no system turn of its own, in place of the
+    template's default (SmolLM2's names itself "SmolLM, trained by Hugging Face"): answers,
+    vectors, conditions and ranges are all read under the one framing the site serves, since
+    they all make their ids here. A template without a system role (Gemma) gets the
+    instructions at the head of the first user turn instead, as its own docs advise."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if system:
-        messages = [{"role": "system", "content": system}, *messages]
-    if getattr(tokenizer, "chat_template", None):
+    framed = any(m["role"] == "system" for m in messages)
+    lead = "\n\n".join(part for part in (None if framed else site_system, system) if part)
+    if lead:
+        messages = [{"role": "system", "content": lead}, *messages]
+    if not getattr(tokenizer, "chat_template", None):
+        text = "\n".join(m["content"] for m in messages) + "\n"
+        return tokenizer(text)["input_ids"]
+    try:
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        # transformers 4 returns the ids (a list); 5 a BatchEncoding, which is a Mapping but
-        # not a dict (list() of it would be its keys).
-        return list(ids if isinstance(ids, list) else ids["input_ids"])
-    text = "\n".join(m["content"] for m in messages) + "\n"
-    return tokenizer(text)["input_ids"]
+    except Exception as exc:  # jinja2's TemplateError, raised by the template's own check
+        if not lead or "system" not in str(exc).lower():
+            raise
+        ids = tokenizer.apply_chat_template(_system_in_first_user_turn(messages), add_generation_prompt=True, tokenize=True)
+    # transformers 4 returns the ids (a list); 5 a BatchEncoding, which is a Mapping but
+    # not a dict (list() of it would be its keys).
+    return list(ids if isinstance(ids, list) else ids["input_ids"])
+
+
+def _system_in_first_user_turn(messages: list[dict]) -> list[dict]:
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [m for m in messages if m["role"] != "system"]
+    for i, message in enumerate(rest):
+        if message["role"] == "user":
+            rest[i] = {**message, "content": f"{system}\n\n{message['content']}"}
+            break
+    return rest
 
 
 def context_tokens(config) -> int:
@@ -277,10 +306,11 @@ def _not_found(name: str, exc: Exception) -> ModelNotFound:
 
 
 def load_model(
-    name: str = EMBEDDED, *, device: str = "auto", dtype: torch.dtype | str | None = None
+    name: str = EMBEDDED, *, device: str = "auto", dtype: torch.dtype | str | None = None, system_prompt: str | None = None
 ) -> LoadedModel:
     """Load a causal LM by hub name, local directory, GGUF file or "embedded", in `dtype`
-    (see `resolve_dtype`: None is float32 on a CPU, "auto" bfloat16 where the CPU has it)."""
+    (see `resolve_dtype`: None is float32 on a CPU, "auto" bfloat16 where the CPU has it), its
+    chats framed by `system_prompt` (`chat_ids`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = resolve_device(device)
@@ -292,10 +322,10 @@ def load_model(
     except (OSError, ValueError) as exc:
         raise _not_found(name, exc) from exc
     model.to(target).eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id_for(name))
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id_for(name), system_prompt=system_prompt or None)
 
 
-def load_chat_tokenizer(name: str = EMBEDDED) -> ChatTokenizer:
+def load_chat_tokenizer(name: str = EMBEDDED, *, system_prompt: str | None = None) -> ChatTokenizer:
     """The tokenizer and context length of the model `load_model(name)` loads, without its
     weights (the config says the context)."""
     from transformers import AutoConfig, AutoTokenizer
@@ -306,7 +336,7 @@ def load_chat_tokenizer(name: str = EMBEDDED) -> ChatTokenizer:
         config = AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise _not_found(name, exc) from exc
-    return ChatTokenizer(tokenizer=tokenizer, context_tokens=context_tokens(config))
+    return ChatTokenizer(tokenizer=tokenizer, context_tokens=context_tokens(config), system_prompt=system_prompt or None)
 
 
 def find_layers(model: nn.Module, paths: tuple[str, ...] = LAYER_PATHS) -> nn.ModuleList:

@@ -32,8 +32,10 @@ class SteerableModel:
         self.hooks = SteeringHooks(loaded.layers)
 
     @classmethod
-    def load(cls, name: str = EMBEDDED, *, device: str = "auto", dtype: torch.dtype | str | None = None) -> SteerableModel:
-        return cls(load_model(name, device=device, dtype=dtype))
+    def load(
+        cls, name: str = EMBEDDED, *, device: str = "auto", dtype: torch.dtype | str | None = None, system_prompt: str | None = None
+    ) -> SteerableModel:
+        return cls(load_model(name, device=device, dtype=dtype, system_prompt=system_prompt))
 
     # -- vectors ------------------------------------------------------------------------
 

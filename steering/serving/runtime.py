@@ -36,6 +36,7 @@ from steering.engine import (
     GenerationParams, GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
 from steering.engine.loading import ChatTokenizer, load_chat_tokenizer
+from steering.engine.prompting import SITE_SYSTEM_PROMPT
 from steering.engine.readout import ReadoutProbe
 from steering.engine.request import steered_request
 from steering.files import VectorSetUnavailable
@@ -70,6 +71,22 @@ def _key() -> tuple[str, str, str]:
     return (settings.STEERLAB_MODEL, settings.STEERLAB_DEVICE, settings.STEERLAB_DTYPE)
 
 
+def site_system_prompt() -> str | None:
+    """What frames every chat that brings no system turn (STEERLAB_SYSTEM_PROMPT): unset, the
+    engine's SITE_SYSTEM_PROMPT; "template", the chat template's own default (None)."""
+    value = settings.STEERLAB_SYSTEM_PROMPT
+    if value is None:
+        return SITE_SYSTEM_PROMPT
+    return None if value == "template" else value
+
+
+def _framed(loaded: LoadedModel | ChatTokenizer) -> LoadedModel | ChatTokenizer:
+    # Set on every access rather than at load: the setting is not part of the model's key (a
+    # change of framing needs no reload), and tests change it.
+    loaded.system_prompt = site_system_prompt()
+    return loaded
+
+
 def _site() -> _Site:
     key = _key()
     with _lock:
@@ -85,6 +102,7 @@ def _site() -> _Site:
                 raise
             _load_errors.pop(key, None)
             site = _sites[key] = _Site(loaded, SteeringHooks(loaded.layers, range(loaded.num_layers)))
+        _framed(site.loaded)
         return site
 
 
@@ -121,7 +139,7 @@ def site_tokenizer() -> LoadedModel | ChatTokenizer:
                 _load_errors[_key()] = f"{exc.__class__.__name__}: {exc}"
                 raise
             _load_errors.pop(_key(), None)
-        return tokenizer
+        return _framed(tokenizer)
 
 
 def _ready() -> bool:

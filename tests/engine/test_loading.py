@@ -63,6 +63,38 @@ def test_it_formats_prompts_with_the_chat_template():
     assert text == "<|system|>be nice<|im_end|><|user|>hello<|im_end|><|assistant|>"
 
 
+def test_the_site_system_prompt_frames_a_chat_that_brings_none_and_leads_a_requests_own():
+    tiny = build_tiny("gpt2")
+    tiny.system_prompt = "Answer directly."
+    assert tiny.tokenizer.decode(tiny.chat_ids("hello")) == "<|system|>Answer directly.<|im_end|><|user|>hello<|im_end|><|assistant|>"
+    # prompt-with-steering's preferences come after the site's framing, in the same turn
+    assert tiny.tokenizer.decode(tiny.chat_ids("hello", system="be nice")) == (
+        "<|system|>Answer directly.\n\nbe nice<|im_end|><|user|>hello<|im_end|><|assistant|>"
+    )
+    # a /v1 caller's own system turn frames its chat instead: the site's is not added
+    own = [{"role": "system", "content": "Talk like a pirate."}, {"role": "user", "content": "hello"}]
+    assert tiny.tokenizer.decode(tiny.chat_ids(own)) == "<|system|>Talk like a pirate.<|im_end|><|user|>hello<|im_end|><|assistant|>"
+    tiny.system_prompt = None
+    assert tiny.tokenizer.decode(tiny.chat_ids("hello")) == "<|user|>hello<|im_end|><|assistant|>"
+
+
+def test_a_template_without_a_system_role_gets_the_instructions_in_the_first_user_turn():
+    tiny = build_tiny("gemma2")
+    # Gemma's own template refuses a system turn with this exception
+    tiny.tokenizer.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        + tiny.tokenizer.chat_template
+    )
+    tiny.system_prompt = "Answer directly."
+    assert tiny.tokenizer.decode(tiny.chat_ids("hello", system="be nice")) == (
+        "<|user|>Answer directly.\n\nbe nice\n\nhello<|im_end|><|assistant|>"
+    )
+    # any other template error is the template's, not ours to paper over
+    tiny.tokenizer.chat_template = "{{ raise_exception('broken template') }}"
+    with pytest.raises(Exception, match="broken template"):
+        tiny.chat_ids("hello")
+
+
 def test_the_copy_free_grouped_query_attention_gives_the_same_logits():
     from transformers import AutoModelForCausalLM
 

@@ -40,7 +40,9 @@ def test_it_prepares_a_chat_turn_with_the_tokenizer_alone(web_process, dimension
     plan = turn.chat_prepare(user=alice, prompt="A tip for a trip?", preferences={"formality": 0.5},
                              vector_set_id=None, params={"max_new_tokens": 8}, history=history)
     assert not runtime.site_model_loaded()
-    # The same ids the model's own tokenizer gives, chat template and history included.
+    # The same ids the model's own tokenizer gives, chat template, the site's system prompt and
+    # history included.
+    web_process.system_prompt = runtime.site_system_prompt()
     assert plan.prompt_ids == web_process.chat_ids([*history, {"role": "user", "content": "A tip for a trip?"}])
     assert turn.chat_context_tokens() == web_process.model.config.max_position_embeddings
     assert plan.strengths == {"formality": 0.5}

@@ -7,6 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from steering.chat import turn
+from steering.engine.prompting import SITE_SYSTEM_PROMPT
 from steering.models import Conversation, InteractionLog, Message
 from steering.services import vector_sets
 from steering.serving import runtime
@@ -199,3 +200,16 @@ def test_a_client_history_over_max_messages_is_refused(vector_set, alice, settin
                           params={"max_new_tokens": 8}, history=history)
     turn.chat_prepare(user=alice, prompt="And now?", preferences={}, vector_set_id=None,
                       params={"max_new_tokens": 8}, history=history[1:])
+
+
+def test_a_chat_turn_is_framed_by_the_sites_system_prompt(vector_set, alice, settings):
+    # The default: the engine's SITE_SYSTEM_PROMPT, in place of the template's own default turn.
+    settings.STEERLAB_SYSTEM_PROMPT = None
+    text = runtime.site_tokenizer().tokenizer.decode(prepare(alice, "hello").prompt_ids)
+    assert text.startswith(f"<|system|>{SITE_SYSTEM_PROMPT}<|im_end|><|user|>hello")
+    settings.STEERLAB_SYSTEM_PROMPT = "Be brief."
+    text = runtime.site_tokenizer().tokenizer.decode(prepare(alice, "hello").prompt_ids)
+    assert text.startswith("<|system|>Be brief.<|im_end|><|user|>hello")
+    settings.STEERLAB_SYSTEM_PROMPT = "template"  # the chat template's own (the tiny one has none)
+    text = runtime.site_tokenizer().tokenizer.decode(prepare(alice, "hello").prompt_ids)
+    assert text.startswith("<|user|>hello")

@@ -16,6 +16,7 @@ from steering.data import catalog
 from steering.engine import ModelNotFound, load_model
 from steering.engine.loading import model_id_for
 from steering.models import VectorSet
+from steering.serving import runtime
 from steering.services import vector_sets
 
 MIN_EXAMPLES = 2
@@ -82,7 +83,8 @@ class Command(BaseCommand):
         model = opts["model"] or settings.STEERLAB_MODEL
         self.stdout.write(f"Loading {model}…")
         try:
-            loaded = load_model(model, device=opts["device"] or settings.STEERLAB_DEVICE)
+            # Under the site's system prompt: the vectors are read where they will steer.
+            loaded = load_model(model, device=opts["device"] or settings.STEERLAB_DEVICE, system_prompt=runtime.site_system_prompt())
         except (ModelNotFound, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         if opts["top_k"] is not None and opts["top_k"] >= loaded.num_layers:
