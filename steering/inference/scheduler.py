@@ -15,7 +15,15 @@ takes whole prompts in order of arrival, as many as fit the budget; only a promp
 the budget is cut, and it goes alone. The others wait for the next pass, one decode step later,
 rather than share the budget: shared, every newcomer's prompt was cut into several passes and
 each newcomer waited for all of them (and whoever arrived meanwhile for those too), which is
-what kept staggered arrivals' first token at 8× a solo one (issue 25). Newcomers that
+what kept staggered arrivals' first token at 8× a solo one (issue 25). While a prompt longer
+than the budget is being prefilled in chunks, newcomers whose whole prompts fit one pass
+overtake it: they prefill whole, in a pass of their own taken instead of its next chunk (in
+order of arrival, as many as fit the budget), and join the running batch, so a short prompt's
+first token waits for one chunk of the long one, not for all of them (issue 25). At most one
+such pass comes between two of its chunks, so however many short prompts keep coming, the long
+one still gets every other pass. A newcomer too long for a pass waits for the chunked prefill
+to end: each turn of the loop has one prefill pass, and two chunked prefills would take turns
+with each other, both first tokens later than one after the other. Newcomers that
 arrived while no row was streaming yet (nothing ran, or the rows now running were still in
 their first prefill: a burst of simultaneous arrivals, which cannot all make the first pass)
 prefill whole, as one batch: chunking them would make every one of them wait for the others'
@@ -79,6 +87,7 @@ class Scheduler(Admission):
         self._running: dict[int, Ticket] = {}  # key → ticket, for the rows of `_batch`
         self._batch: DecodeBatch | None = None  # touched by the scheduler's thread only
         self._prefill: DecodeBatch | None = None  # newcomers between two prefill chunks (same)
+        self._overtaken = False  # whether a pass overtook `_prefill` since its last chunk (same)
         # When `_batch`'s first rows got their first token (time.monotonic(); same thread):
         # requests submitted before it arrived while no row was streaming.
         self._streaming_since = 0.0
@@ -130,9 +139,9 @@ class Scheduler(Admission):
         running = self._batch
         if running is not None and not running.joinable:
             return [], True  # this cache cannot take newcomers: they start with the next batch
+        room = self.max_batch - sum(len(batch.rows) for batch in (running, self._prefill) if batch is not None)
         if self._prefill is not None:
-            return [], True  # one prefill at a time: the next newcomers go in after this one's last chunk
-        room = self.max_batch - (len(running.rows) if running is not None else 0)
+            return self._overtakers(room), True
 
         def burst(ticket: Ticket) -> bool:  # arrived while no row was streaming
             return running is None or ticket.submitted_at <= self._streaming_since
@@ -155,6 +164,29 @@ class Scheduler(Admission):
             newcomers.append(ticket)
         return newcomers, whole
 
+    def _overtakers(self, room: int) -> list[Ticket]:
+        """Move the waiting requests that prefill whole before the next chunk of `_prefill`
+        into the running set (under the lock): short prompts, in order of arrival, as many as
+        fit one pass; none if a pass overtook it since its last chunk."""
+        if self._overtaken:
+            return []  # its turn: it moves on by one chunk between two overtaking passes
+        newcomers, width = [], 0
+        for ticket in self._waiting:
+            if len(newcomers) >= room:
+                break
+            tokens = _prompt_tokens(ticket)
+            if tokens > self.prefill_chunk:
+                continue  # chunked too, it waits for `_prefill` to end
+            width = max(width, tokens)
+            if (len(newcomers) + 1) * width > self.prefill_chunk:
+                break  # the next short prompt waits for the next such pass: none overtakes another
+            newcomers.append(ticket)
+        for ticket in newcomers:
+            self._waiting.remove(ticket)
+            self._running[ticket.key] = ticket
+        self._overtaken = bool(newcomers)
+        return newcomers
+
     def _start(self, newcomers: list[Ticket], *, whole: bool) -> None:
         """Prefill the newcomers together (whole, or in chunks while others stream: see the
         module docstring), then merge them into the running batch."""
@@ -173,19 +205,20 @@ class Scheduler(Admission):
         self._prefill_step(batch)
 
     def _prefill_step(self, batch: DecodeBatch) -> None:
-        """One prefill pass of the newcomers' `batch`; after its last, they join."""
+        """One prefill pass of the newcomers' `batch`; after its last, they join. Until then
+        it is `_prefill`; a pass that overtakes it leaves it there."""
+        if batch is self._prefill:
+            self._prefill = None  # again below while chunks are left
         try:
             events = batch.step()
         except Exception as exc:
-            self._prefill = None
             self._fail([self._running[key] for key in batch.keys], exc)  # the running batch was not part of this pass
             return
         ended = time.monotonic()  # before anyone sees these first tokens
         self._publish(events)
         if batch.prefilling and not batch.done:
-            self._prefill = batch
+            self._prefill, self._overtaken = batch, False
             return
-        self._prefill = None
         self._counts["prefills"] += 1
         if batch.done:
             return
