@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steering.data import catalog  # noqa: E402
 from steering.engine import GenerationParams, SteerableModel, SteeringVectors, served_greedy  # noqa: E402
-from steering.engine.prompting import SITE_SYSTEM_PROMPT, preference_instruction  # noqa: E402
+from steering.engine.prompting import preference_instruction  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import (  # noqa: E402
     answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
@@ -165,9 +165,10 @@ def main() -> None:
                         help="the dtype vectors and ranges are computed in (bfloat16: as the site computes its sets)")
     parser.add_argument("--steer-prompt", action="store_true",
                         help="compute a set that steers the prompt too (sets before 2026-12-06); default: the answer only")
-    parser.add_argument("--system-prompt", default=SITE_SYSTEM_PROMPT,
-                        help="what frames every chat, as STEERLAB_SYSTEM_PROMPT does the site's (default: the site's); "
-                             "'' keeps the chat template's own (runs before 2026-12-06 evening)")
+    parser.add_argument("--system-prompt", default="",
+                        help="what frames every chat, as STEERLAB_SYSTEM_PROMPT does the site's (default: the chat "
+                             "template's own, as the site's default); measured 2026-12-06 and not kept: \"You are a "
+                             "helpful assistant. Answer the user's question directly and concretely.\" (docs/evaluation.md)")
     args = parser.parse_args()
 
     model = SteerableModel.load(dtype=args.dtype, system_prompt=args.system_prompt)

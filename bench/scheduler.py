@@ -12,6 +12,10 @@
 - the same clients arriving at once: aggregate tokens/s against the model's forward-only
   decode at that batch (bench/targets.py's `forward_only`, measured before each round), the
   in-process counterpart of the served "8 users / forward-only batch 8" target
+- with `--long-prompt N` (and a `--prefill-chunk`): while one request streams, a prompt of
+  about N tokens arrives, and a short one right after it; the short one's time to first token
+  against a request alone's, beside the long one's. Before short newcomers overtook a long
+  prompt's chunked prefill, the short one's first token came after the long one's
 
 End-of-turn stops are switched off so every request generates exactly `--tokens` tokens.
 `--dtype` defaults to the engine's own (float32 on a CPU); `auto` is what the site serves.
@@ -74,6 +78,23 @@ def _round(scheduler: Scheduler, requests: list[GenerationRequest], stagger: flo
     return {"tokens_per_s": sum(t.tokens for t in tickets) / elapsed, "ttfts": [t.time_to_first_token for t in tickets]}
 
 
+def long_and_short(scheduler: Scheduler, loaded, request, long_tokens: int) -> dict:
+    """One request streaming; a prompt of about `long_tokens` tokens arrives, then a short one
+    just after: both times to first token."""
+    streaming = scheduler.submit(request(0, 0.3))
+    while streaming.tokens == 0 and not streaming.done:
+        time.sleep(0.005)
+    words = " ".join(PROMPTS) * (1 + long_tokens // 200)
+    long_ids = loaded.chat_ids(words)[-long_tokens:]
+    long = scheduler.submit(GenerationRequest(prompt_ids=long_ids, params=request(0, 0.0).params,
+                                              steering=request(0, -0.3).steering))
+    time.sleep(0.02)  # its prefill has started in chunks
+    short = scheduler.submit(request(1, 0.6))
+    for ticket in (streaming, long, short):
+        ticket.wait()
+    return {"long_tokens": len(long_ids), "long": long.time_to_first_token, "short": short.time_to_first_token}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=48)
@@ -82,6 +103,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of each measurement (TTFT percentiles over all)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or auto (default: the engine's own)")
     parser.add_argument("--prefill-chunk", type=int, default=0, help="the scheduler's prefill_chunk (0: whole prompts)")
+    parser.add_argument("--long-prompt", type=int, default=0, help="tokens of the long prompt a short newcomer arrives behind (0: not measured)")
     args = parser.parse_args()
 
     loaded = load_model("embedded", dtype=args.dtype)
@@ -110,6 +132,7 @@ def main() -> None:
         for requests in clients:
             limits.append(forward_only(SimpleNamespace(loaded=loaded), args.clients))
             at_once.append(rounds(scheduler, [requests], 0)["tokens_per_s"])
+        behind_long = [long_and_short(scheduler, loaded, request, args.long_prompt) for _ in range(args.rounds)] if args.long_prompt else []
         stats = scheduler.stats()
     limit = statistics.median(limits)
     at_once = {"tokens_per_s": statistics.median(at_once)}
@@ -134,6 +157,11 @@ def main() -> None:
         "at_once_tokens_per_s": round(at_once["tokens_per_s"], 2),
         "forward_only_tokens_per_s": round(limit, 2),
         "at_once_over_forward_only": round(at_once["tokens_per_s"] / limit, 3),
+        **({"long_prompt_tokens": behind_long[0]["long_tokens"],
+            "behind_long_short_ttft_s": round(statistics.median(r["short"] for r in behind_long), 3),
+            "behind_long_long_ttft_s": round(statistics.median(r["long"] for r in behind_long), 3),
+            "behind_long_short_over_single": round(statistics.median(r["short"] for r in behind_long) / alone["ttft_p50_s"], 2)}
+           if behind_long else {}),
         "joins": stats.joins,
         "prefills": stats.prefills,
     }))

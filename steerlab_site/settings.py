@@ -201,11 +201,12 @@ STEERLAB_DEVICE = env_matching(
 # (avx512_bf16 or AMX; about 1.9× float32 there), float32 elsewhere; float32 or bfloat16 force one.
 STEERLAB_DTYPE = env_choice("STEERLAB_DTYPE", "auto", ["auto", "float32", "bfloat16"])
 # What frames every chat that brings no system turn of its own, in place of the chat template's
-# default (SmolLM2's refuses more often). Unset: the engine's SITE_SYSTEM_PROMPT
-# (steering/engine/prompting.py); "template": the chat template's own. Vector sets are computed
-# and measured under the prompt the site serves: a set computed under another may steer less
-# cleanly (docs/evaluation.md, "The site's system prompt").
-STEERLAB_SYSTEM_PROMPT = env_str("STEERLAB_SYSTEM_PROMPT", None)
+# default; unset, the template's own. Vector sets are computed and measured under the framing
+# the site serves, so compute them again after changing it. Not set by default: measured on
+# the held-out split, "You are a helpful assistant. Answer the user's question directly and
+# concretely." kept fewer of the answer-quality targets than SmolLM2's own default (24 of 36
+# against 31: docs/evaluation.md, "The site's system prompt").
+STEERLAB_SYSTEM_PROMPT = env_str("STEERLAB_SYSTEM_PROMPT", "")
 # Bounds on what one request may ask: they keep one user from holding the model for minutes.
 STEERLAB_MAX_PROMPT_CHARS = env_int("STEERLAB_MAX_PROMPT_CHARS", 4000, minimum=1)
 # Messages in one /v1 request (system turns and the last user turn included); more are answered

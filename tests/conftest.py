@@ -44,13 +44,9 @@ def tiny_model_dir(tmp_path_factory):
 def tiny_site(settings, tmp_path, tiny_model_dir):
     """A tiny Llama saved to a directory and made the site's model (STEERLAB_MODEL), so that
     tasks and commands load it by path as they would any model (once per process, keyed by
-    its path); media go to a temporary folder. Its chats keep the template's own framing: the
-    tiny tokenizer spends 49 of the tiny model's 256 tokens of context on the site's system
-    prompt, which the context tests' arithmetic does not expect (the framing has its own test,
-    test_a_chat_turn_is_framed_by_the_sites_system_prompt)."""
+    its path); media go to a temporary folder."""
     settings.STEERLAB_MODEL = str(tiny_model_dir)
     settings.STEERLAB_DEVICE = "cpu"
-    settings.STEERLAB_SYSTEM_PROMPT = "template"
     settings.MEDIA_ROOT = tmp_path / "media"
     return tiny_model_dir
 

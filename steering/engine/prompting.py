@@ -8,15 +8,6 @@ from __future__ import annotations
 
 import math
 
-# What frames every chat the site serves that brings no system turn of its own
-# (`LoadedModel.system_prompt`; STEERLAB_SYSTEM_PROMPT overrides it, "" keeps the template's
-# own). SmolLM2's default ("a helpful AI assistant named SmolLM, trained by Hugging Face")
-# refused 6 of 41 of the conditions' and neutral prompts unsteered ("as a chatbot … I don't
-# have the capability"), and steering gentle enough to keep the answer leaves a refusal a
-# refusal; under this one it refused 3, and the answers sat closer to their questions (MiniLM
-# cosine 0.661 against 0.618). Chosen on those fitting prompts, never on the held-out split.
-SITE_SYSTEM_PROMPT = "You are a helpful assistant. Answer the user's question directly and concretely."
-
 # |strength| at or above each bound → the wording; below the last one, no instruction.
 DEGREES = ((0.75, "strongly prefers"), (0.25, "somewhat prefers"))
 

@@ -36,7 +36,6 @@ from steering.engine import (
     GenerationParams, GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
 from steering.engine.loading import ChatTokenizer, load_chat_tokenizer
-from steering.engine.prompting import SITE_SYSTEM_PROMPT
 from steering.engine.readout import ReadoutProbe
 from steering.engine.request import steered_request
 from steering.files import VectorSetUnavailable
@@ -72,12 +71,9 @@ def _key() -> tuple[str, str, str]:
 
 
 def site_system_prompt() -> str | None:
-    """What frames every chat that brings no system turn (STEERLAB_SYSTEM_PROMPT): unset, the
-    engine's SITE_SYSTEM_PROMPT; "template", the chat template's own default (None)."""
-    value = settings.STEERLAB_SYSTEM_PROMPT
-    if value is None:
-        return SITE_SYSTEM_PROMPT
-    return None if value == "template" else value
+    """What frames every chat that brings no system turn (STEERLAB_SYSTEM_PROMPT); None: the
+    chat template's own default."""
+    return settings.STEERLAB_SYSTEM_PROMPT or None
 
 
 def _framed(loaded: LoadedModel | ChatTokenizer) -> LoadedModel | ChatTokenizer:

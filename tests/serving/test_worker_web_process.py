@@ -33,8 +33,9 @@ def refuse_to_load(*args, **kwargs):
 
 
 @pytest.mark.django_db
-def test_it_prepares_a_chat_turn_with_the_tokenizer_alone(web_process, dimensions, alice, monkeypatch):  # noqa: F811
+def test_it_prepares_a_chat_turn_with_the_tokenizer_alone(web_process, dimensions, alice, monkeypatch, settings):  # noqa: F811
     monkeypatch.setattr(runtime, "load_model", refuse_to_load)
+    settings.STEERLAB_SYSTEM_PROMPT = "Be brief."
     vector_sets.vector_set_register(vectors=tiny_vectors(["formality", "cost"]), name="shared")
     history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
     plan = turn.chat_prepare(user=alice, prompt="A tip for a trip?", preferences={"formality": 0.5},
@@ -42,7 +43,7 @@ def test_it_prepares_a_chat_turn_with_the_tokenizer_alone(web_process, dimension
     assert not runtime.site_model_loaded()
     # The same ids the model's own tokenizer gives, chat template, the site's system prompt and
     # history included.
-    web_process.system_prompt = runtime.site_system_prompt()
+    web_process.system_prompt = "Be brief."
     assert plan.prompt_ids == web_process.chat_ids([*history, {"role": "user", "content": "A tip for a trip?"}])
     assert turn.chat_context_tokens() == web_process.model.config.max_position_embeddings
     assert plan.strengths == {"formality": 0.5}

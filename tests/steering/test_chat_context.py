@@ -7,7 +7,6 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from steering.chat import turn
-from steering.engine.prompting import SITE_SYSTEM_PROMPT
 from steering.models import Conversation, InteractionLog, Message
 from steering.services import vector_sets
 from steering.serving import runtime
@@ -203,13 +202,16 @@ def test_a_client_history_over_max_messages_is_refused(vector_set, alice, settin
 
 
 def test_a_chat_turn_is_framed_by_the_sites_system_prompt(vector_set, alice, settings):
-    # The default: the engine's SITE_SYSTEM_PROMPT, in place of the template's own default turn.
-    settings.STEERLAB_SYSTEM_PROMPT = None
+    # Unset: the chat template's own framing (the tiny template adds no system turn).
     text = runtime.site_tokenizer().tokenizer.decode(prepare(alice, "hello").prompt_ids)
-    assert text.startswith(f"<|system|>{SITE_SYSTEM_PROMPT}<|im_end|><|user|>hello")
+    assert text.startswith("<|user|>hello")
     settings.STEERLAB_SYSTEM_PROMPT = "Be brief."
     text = runtime.site_tokenizer().tokenizer.decode(prepare(alice, "hello").prompt_ids)
     assert text.startswith("<|system|>Be brief.<|im_end|><|user|>hello")
-    settings.STEERLAB_SYSTEM_PROMPT = "template"  # the chat template's own (the tiny one has none)
-    text = runtime.site_tokenizer().tokenizer.decode(prepare(alice, "hello").prompt_ids)
-    assert text.startswith("<|user|>hello")
+    # a request's own instruction (prompt with steering) follows it, in the same turn
+    vector_set.prompt_with_steering = True
+    vector_set.save()
+    plan = turn.chat_prepare(user=alice, prompt="hello", preferences={"formality": 1.0}, vector_set_id=vector_set.pk,
+                             params={"max_new_tokens": 8})
+    text = runtime.site_tokenizer().tokenizer.decode(plan.prompt_ids)
+    assert text.startswith("<|system|>Be brief.\n\nAnswer for someone who strongly prefers")
