@@ -121,7 +121,9 @@ def main() -> None:
 
     strengths = [round(-1 + 2 * i / max(args.clients - 1, 1), 3) for i in range(args.clients)]
     clients = [[request(r * args.clients + i, s) for i, s in enumerate(strengths)] for r in range(args.rounds)]
-    with Scheduler(loaded, hooks, max_batch=args.clients, max_queue=4 * args.clients, max_per_user=None,
+    # --long-prompt runs three rows at once (a stream, the long prompt, the short newcomer).
+    max_batch = max(args.clients, 3 if args.long_prompt else 1)
+    with Scheduler(loaded, hooks, max_batch=max_batch, max_queue=4 * args.clients, max_per_user=None,
                    prefill_chunk=args.prefill_chunk or None) as scheduler:
         run(scheduler, [request(0, 0.5)], 0)  # warm-up
         alone = rounds(scheduler, [[request(r, 0.8)] for r in range(args.rounds)], 0)
@@ -142,6 +144,7 @@ def main() -> None:
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "prefill_chunk": args.prefill_chunk or None,
+        "max_batch": max_batch,
         "tokens_per_request": args.tokens,
         "rounds": args.rounds,
         "single_tokens_per_s": round(alone["tokens_per_s"], 2),
