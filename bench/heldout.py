@@ -112,7 +112,8 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
     params = answer_params(args, args.range_tokens)
     # --search-on topic: a topical dimension on the questions about its subject (measured, not kept).
     on_topic = catalog.condition_prompts()[0] if args.search_on == "topic" else {}
-    prompts, topical = catalog.range_prompts(args.range_prompts), {dim: on_topic[dim] for dim in TOPICAL if dim in on_topic}
+    prompts = catalog.suggestion_prompts() if args.search_on == "suggestions" else catalog.range_prompts(args.range_prompts)
+    topical = {dim: on_topic[dim] for dim in TOPICAL if dim in on_topic}
     found = search_functional_range(model.loaded, vectors, prompts, prompts_for=topical,
                                     max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks, params=params)
     vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
@@ -141,10 +142,11 @@ def main() -> None:
     parser.add_argument("--range-prompts", type=int, default=RANGE_PROMPTS)
     parser.add_argument("--orthogonalise", action="store_true",
                         help="make the dimensions' directions mutually orthogonal before the search (extraction.orthogonalised)")
-    parser.add_argument("--search-on", default="neutral", choices=["topic", "neutral"],
+    parser.add_argument("--search-on", default="neutral", choices=["topic", "neutral", "suggestions"],
                         help="the prompts a topical dimension's range is searched on: the neutral prompts (as the "
                              "site computes sets), or its on-topic questions (measured 2026-12-06 and not kept: "
-                             "docs/evaluation.md, fourth pass)")
+                             "docs/evaluation.md, fourth pass), or open suggestion requests (steering/data/prompts/"
+                             "suggestions.json, every dimension and the joint budget; measured 2026-12-06)")
     parser.add_argument("--joint-on", default="neutral", choices=["topic", "neutral"],
                         help="the prompts the joint budget is searched on: the neutral prompts (as the site computes "
                              "sets), or the topical dimensions' on-topic questions in turn (measured, not kept)")

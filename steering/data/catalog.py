@@ -37,6 +37,11 @@ def neutral_prompts() -> list[str]:
     return json.loads((DATA_DIR / "prompts" / "neutral.json").read_text())["prompts"]
 
 
+def suggestion_prompts() -> list[str]:
+    """Open requests for a suggestion, of the held-out split's shape (none of its prompts)."""
+    return json.loads((DATA_DIR / "prompts" / "suggestions.json").read_text())["prompts"]
+
+
 def range_prompts(count: int) -> list[str]:
     """The neutral prompts the functional-range search answers: the last `count` of the
     shipped set, since evaluations take theirs from the start."""

@@ -5,7 +5,8 @@ from steering.data import catalog
 
 def fitting_prompts() -> set[str]:
     on_topic, off_topic = catalog.condition_prompts()
-    return set(catalog.neutral_prompts()) | set(off_topic) | {p for prompts in on_topic.values() for p in prompts}
+    return (set(catalog.neutral_prompts()) | set(catalog.suggestion_prompts()) | set(off_topic)
+            | {p for prompts in on_topic.values() for p in prompts})
 
 
 def test_the_held_out_split_shares_no_prompt_with_the_fitting_and_search_prompts():
