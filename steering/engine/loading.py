@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from jinja2 import TemplateError
 from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -167,7 +168,7 @@ def chat_ids(
         return tokenizer(text)["input_ids"]
     try:
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    except Exception as exc:  # jinja2's TemplateError, raised by the template's own check
+    except TemplateError as exc:  # raised by the template's own check (`raise_exception`)
         if not lead or "system" not in str(exc).lower():
             raise
         ids = tokenizer.apply_chat_template(_system_in_first_user_turn(messages), add_generation_prompt=True, tokenize=True)
@@ -325,7 +326,7 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id_for(name), system_prompt=system_prompt or None)
 
 
-def load_chat_tokenizer(name: str = EMBEDDED, *, system_prompt: str | None = None) -> ChatTokenizer:
+def load_chat_tokenizer(name: str = EMBEDDED) -> ChatTokenizer:
     """The tokenizer and context length of the model `load_model(name)` loads, without its
     weights (the config says the context)."""
     from transformers import AutoConfig, AutoTokenizer
@@ -336,7 +337,7 @@ def load_chat_tokenizer(name: str = EMBEDDED, *, system_prompt: str | None = Non
         config = AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise _not_found(name, exc) from exc
-    return ChatTokenizer(tokenizer=tokenizer, context_tokens=context_tokens(config), system_prompt=system_prompt or None)
+    return ChatTokenizer(tokenizer=tokenizer, context_tokens=context_tokens(config))
 
 
 def find_layers(model: nn.Module, paths: tuple[str, ...] = LAYER_PATHS) -> nn.ModuleList:

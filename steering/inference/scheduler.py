@@ -157,11 +157,10 @@ class Scheduler(Admission):
             # alone, if longer than that). Splitting the budget over every waiting prompt
             # instead made each of them wait for several passes, with a decode step after each.
             width = max(width, _prompt_tokens(ticket))
-            if newcomers and not whole and self.prefill_chunk is not None and (len(newcomers) + 1) * width > self.prefill_chunk:
+            if newcomers and not whole and not self._fits_one_pass(len(newcomers) + 1, width):
                 break
-            self._waiting.popleft()
-            self._running[ticket.key] = ticket
-            newcomers.append(ticket)
+            newcomers.append(self._waiting.popleft())
+        self._now_running(newcomers)
         return newcomers, whole
 
     def _overtakers(self, room: int) -> list[Ticket]:
@@ -178,14 +177,23 @@ class Scheduler(Admission):
             if tokens > self.prefill_chunk:
                 continue  # chunked too, it waits for `_prefill` to end
             width = max(width, tokens)
-            if (len(newcomers) + 1) * width > self.prefill_chunk:
+            if not self._fits_one_pass(len(newcomers) + 1, width):
                 break  # the next short prompt waits for the next such pass: none overtakes another
             newcomers.append(ticket)
         for ticket in newcomers:
             self._waiting.remove(ticket)
-            self._running[ticket.key] = ticket
+        self._now_running(newcomers)
         self._overtaken = bool(newcomers)
         return newcomers
+
+    def _fits_one_pass(self, rows: int, width: int) -> bool:
+        """Whether `rows` prompts, padded to `width` tokens, fit one prefill pass."""
+        return self.prefill_chunk is None or rows * width <= self.prefill_chunk
+
+    def _now_running(self, tickets: list[Ticket]) -> None:
+        """Count `tickets`, taken off the waiting line, as running (under the lock)."""
+        for ticket in tickets:
+            self._running[ticket.key] = ticket
 
     def _start(self, newcomers: list[Ticket], *, whole: bool) -> None:
         """Prefill the newcomers together (whole, or in chunks while others stream: see the
