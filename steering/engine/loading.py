@@ -18,6 +18,7 @@ decode step for SmolLM2 (3 key/value heads for 9 queries). Results are the same.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -311,7 +312,38 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM by hub name, local directory, GGUF file or "embedded", in `dtype`
     (see `resolve_dtype`: None is float32 on a CPU, "auto" bfloat16 where the CPU has it), its
-    chats framed by `system_prompt` (`chat_ids`)."""
+    chats framed by `system_prompt` (`chat_ids`). The loading runs in a thread of its own
+    (`in_passing_thread`)."""
+    return in_passing_thread(_load_model, name, device, dtype, system_prompt)
+
+
+def in_passing_thread(function, *args):
+    """`function(*args)`, run in a new thread that ends with it; its result, or its exception.
+
+    Why: every thread that runs a parallel torch op on the CPU keeps an OpenMP team of
+    workers for as long as it lives, and libgomp cuts the spin-wait of every team in the
+    process once their threads outnumber the cores. A server decodes on a thread of its own
+    (the scheduler's); had the model been loaded on another thread that lives on (the main
+    thread, a request's), the decoding thread's forward passes would run about a third slower
+    on 2 cores (`bench/omp_teams.py`: 196 against 305 tok/s at batch 8). A thread that ends
+    takes its team with it."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = function(*args)
+        except BaseException as exc:  # handed to the caller, raised there
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="steerlab-passing")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _load_model(name: str, device: str, dtype, system_prompt: str | None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = resolve_device(device)

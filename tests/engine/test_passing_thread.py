@@ -1,0 +1,58 @@
+"""The model loads in a thread that ends (`loading.in_passing_thread`): a thread that ran a
+parallel torch op keeps its OpenMP workers while it lives, and with more of them than cores
+every team's forward passes slow down (bench/omp_teams.py). Checked in a subprocess with two
+OpenMP threads, whatever this test run's own thread settings are."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+from steering.engine import load_model, loading
+from tests.tiny_models import build_tiny
+
+COUNT_WORKERS = """
+import os, torch
+from steering.engine.loading import in_passing_thread
+def threads(): return len(os.listdir("/proc/self/task"))
+def matmul(): torch.ones(512, 512) @ torch.ones(512, 512)
+before = threads()
+in_passing_thread(matmul)
+after_passing = threads()
+matmul()
+after_here = threads()
+print(before, after_passing, after_here)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through Linux's /proc")
+def test_a_passing_thread_leaves_no_openmp_workers_behind_where_the_calling_thread_would():
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", COUNT_WORKERS], capture_output=True, text=True, env=env, check=True)
+    before, after_passing, after_here = map(int, out.stdout.split())
+    assert after_passing == before
+    assert after_here > before  # the same op on the calling thread keeps a worker: the count can tell
+
+
+def test_load_model_runs_the_loading_in_another_thread_and_returns_its_model(tmp_path, monkeypatch):
+    tiny = build_tiny("llama", dtype=torch.float32)
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    seen = []
+    real = loading._load_model
+    monkeypatch.setattr(loading, "_load_model", lambda *args: seen.append(threading.current_thread()) or real(*args))
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert seen and seen[0] is not threading.current_thread() and not seen[0].is_alive()
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.allclose(loaded.model(ids).logits, tiny.model(ids).logits, atol=1e-5)
+
+
+def test_an_error_in_the_passing_thread_is_raised_to_the_caller():
+    def fail():
+        raise ValueError("no such model")
+
+    with pytest.raises(ValueError, match="no such model"):
+        loading.in_passing_thread(fail)
