@@ -143,6 +143,8 @@ class OwnRuns:
     machine whose speed drifts by ±10 % from minute to minute, each ratio is of two runs taken
     seconds apart."""
 
+    KINDS = ("plain", "served_sampling")  # VLLM_OWN's sampling settings
+
     def __init__(self, args):
         self.process = subprocess.Popen(
             [args.vllm_python, "-c", VLLM_OWN, json.dumps(PROMPTS[:8]), str(args.tokens), args.model_cache,
@@ -181,12 +183,12 @@ async def serve(server, python: str, engine: str, args, own: OwnRuns | None = No
     rounds = []
     for _ in range(args.rounds):
         served = (await together(server, 8, args.tokens, 1))["tokens_per_s"]
-        rounds.append({"served": served, **({kind: own.round(kind) for kind in ("plain", "served_sampling")} if own else {})})
+        rounds.append({"served": served, **({kind: own.round(kind) for kind in OwnRuns.KINDS} if own else {})})
     eight = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     result = {"engine": engine, "python": python, "ready_s": round(ready, 1), "one_user": one,
               "eight_users_tokens_per_s": eight["served"], "rounds": rounds}
     if own:
-        for kind in ("plain", "served_sampling"):
+        for kind in OwnRuns.KINDS:
             result[f"own_{kind}_tokens_per_s"] = eight[kind]
             result[f"over_own_{kind}"] = statistics.median(r["served"] / r[kind] for r in rounds)
     emit("served", **result)

@@ -18,7 +18,7 @@ decode step for SmolLM2 (3 key/value heads for 9 queries). Results are the same.
 from __future__ import annotations
 
 import importlib.util
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -327,20 +327,9 @@ def in_passing_thread(function, *args):
     thread, a request's), the decoding thread's forward passes would run about a third slower
     on 2 cores (`bench/omp_teams.py`: 196 against 305 tok/s at batch 8). A thread that ends
     takes its team with it."""
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = function(*args)
-        except BaseException as exc:  # handed to the caller, raised there
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="steerlab-passing")
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+    # The pool's exit joins its one thread, which then ends; `result` re-raises its exception.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="steerlab-passing") as pool:
+        return pool.submit(function, *args).result()
 
 
 def _load_model(name: str, device: str, dtype, system_prompt: str | None) -> LoadedModel:
