@@ -51,7 +51,8 @@ from steering.engine.measures import (  # noqa: E402
     answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
 )
 from steering.engine.range_search import (  # noqa: E402
-    MAX_PPL_RATIO, RANGE_PARAMS, RANGE_PROMPTS, joint_prompts, search_functional_range, search_joint_range, sign_patterns,
+    MAX_PPL_RATIO, RANGE_PARAMS, RANGE_PROMPTS, joint_prompts, measured_ranges, search_functional_range,
+    search_joint_range, sign_patterns,
 )
 from steering.engine.condition_reading import compute_conditions  # noqa: E402
 from steering.engine.generation import stream_batch  # noqa: E402
@@ -114,11 +115,13 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
     on_topic = catalog.condition_prompts()[0] if args.search_on == "topic" else {}
     prompts = catalog.suggestion_prompts() if args.search_on == "suggestions" else catalog.range_prompts(args.range_prompts)
     topical = {dim: on_topic[dim] for dim in TOPICAL if dim in on_topic}
-    found = search_functional_range(model.loaded, vectors, prompts, prompts_for=topical,
+    found = search_functional_range(model.loaded, vectors, prompts, prompts_for=topical, per_side=args.sides == "each",
                                     max_ppl_ratio=MAX_PPL_RATIO, hooks=model.hooks, params=params)
-    vectors = vectors.with_ranges({dim: r.functional_range for dim, r in found.items()})
+    vectors = vectors.with_ranges(*measured_ranges(found))
     print(json.dumps({"ranges": {
-        dim: {"range": r.functional_range, "within": r.within_limit,
+        dim: {"range": r.functional_range, "negative": r.negative_range, "within": r.within_limit,
+              "sides": {side: {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in by.items()}
+                        for side, by in r.sides.items()},
               "ratios": {str(c): round(x, 2) for c, x in r.ratios.items()},
               "relevances": {str(c): round(x, 3) for c, x in r.relevances.items()},
               "degenerate": {str(c): x for c, x in r.degenerate.items()}}
@@ -142,6 +145,9 @@ def main() -> None:
     parser.add_argument("--range-prompts", type=int, default=RANGE_PROMPTS)
     parser.add_argument("--orthogonalise", action="store_true",
                         help="make the dimensions' directions mutually orthogonal before the search (extraction.orthogonalised)")
+    parser.add_argument("--sides", default="worse", choices=["worse", "each"],
+                        help="one range for the worse of the two ends (the site's default), or each end its own "
+                             "(negative_range; STEERLAB_RANGE_PER_SIDE; measured 2026-12-07 and not kept)")
     parser.add_argument("--search-on", default="neutral", choices=["topic", "neutral", "suggestions"],
                         help="the prompts a topical dimension's range is searched on: the neutral prompts (as the "
                              "site computes sets), or its on-topic questions (measured 2026-12-06 and not kept: "
@@ -175,7 +181,7 @@ def main() -> None:
 
     model = SteerableModel.load(dtype=args.dtype, system_prompt=args.system_prompt)
     options = {"system_prompt": args.system_prompt, "method": args.method, "read": args.read, "layers": args.layers,
-               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
+               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "sides": args.sides, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
                **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
     vectors = vectors_for(model, args, options)
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are
@@ -185,7 +191,8 @@ def main() -> None:
     prompts = split["prompts"][: args.limit]
     settings = {**options, "dtype": args.dtype, "split": "heldout", "prompts": len(prompts), "tokens": args.tokens,
                 "strengths": list(STRENGTHS), "baselines": not args.no_baselines, "layers_steered": list(vectors.layers),
-                "as_is": args.as_is, "ranges": vectors.functional_range, "joint_range": vectors.joint_range,
+                "as_is": args.as_is, "ranges": vectors.functional_range, "negative_ranges": vectors.negative_range,
+                "joint_range": vectors.joint_range,
                 "steers_prompt": vectors.steer_prompt, "conditions": sorted(vectors.conditions)}
     print(json.dumps({"settings": settings}), flush=True)
     verdicts, answers = {}, {}
@@ -203,7 +210,7 @@ def main() -> None:
         )
         rows = {"steering": (result.points, result.spearman_of_means, result.spearman)}
         rows.update({k: (b.points, b.spearman_of_means, b.spearman) for k, b in result.baselines.items()})
-        line = {"dimension": name, "range": vectors.functional_range[name], "seconds": result.seconds}
+        line = {"dimension": name, "range": vectors.range_text(name), "seconds": result.seconds}
         for kind, (points, rho_means, rho) in rows.items():
             at = {p.strength: p for p in points}
             figures = {

@@ -14,6 +14,7 @@ from django.dispatch import receiver
 
 from steering.engine.loading import model_id_for
 from steering.engine.request import strength_check
+from steering.engine.vectorfile import range_text
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,12 @@ class VectorSet(models.Model):
     num_layers = models.PositiveIntegerField(null=True, blank=True)
     hidden_size = models.PositiveIntegerField(null=True, blank=True)
     functional_range = models.JSONField(default=dict, blank=True)
+    # A dimension's range towards its negative end where it differs from functional_range (then
+    # the positive end's): mirrors SteeringVectors.negative_range, for display.
+    negative_range = models.JSONField(default=dict, blank=True)
     # What chose each functional range: {dim: {"candidates", "ppl_ratio", "relevance"}}, the
-    # worse of ±candidate at each strength tried (empty for sets made before it was kept).
+    # worse of ±candidate at each strength tried, and each side's where searched apart (empty for
+    # sets made before it was kept).
     range_search = models.JSONField(default=dict, blank=True)
     file = models.FileField(upload_to="vectors/", blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
@@ -140,6 +145,15 @@ class VectorSet(models.Model):
 
     def dimension_names(self) -> list[str]:
         return [d.name for d in self.dimensions.all()]
+
+    def range_sides(self, dimension: str) -> tuple[float, float]:
+        """(towards the negative end, towards the positive end) of a dimension's range."""
+        positive = self.functional_range[dimension]
+        return self.negative_range.get(dimension, positive), positive
+
+    def range_text(self, dimension: str) -> str:
+        negative, positive = self.range_sides(dimension)
+        return range_text(positive, negative)
 
     def mark_unavailable(self, reason: str) -> None:
         """A ready set whose file turned out missing or unusable: take it out of use, saying why

@@ -275,6 +275,11 @@ STEERLAB_RANGE_MIN_RELEVANCE = env_float("STEERLAB_RANGE_MIN_RELEVANCE", 0.9, mi
 # The neutral prompts the searches answer: fewer is faster and noisier (12 since 2026-12-06: with
 # 6, one candidate's relevance varied by ±0.1; docs/evaluation.md, "Second pass").
 STEERLAB_RANGE_PROMPTS = env_int("STEERLAB_RANGE_PROMPTS", 12, minimum=2, maximum=40)
+# On: each end of a dimension gets its own range (the answers towards one end may bear a stronger
+# push than towards the other). Off (the default): one range, the worse end's. Measured on the
+# held-out split, per-end ranges moved Effect further but the wider ends lost relevance and
+# perplexity there (28 of 36 targets against 31: docs/evaluation.md, "Ranges per end").
+STEERLAB_RANGE_PER_SIDE = env_bool("STEERLAB_RANGE_PER_SIDE", False)
 
 # Vector sets, against abuse (docs/security.md): the largest functional range a set may
 # declare, in residual-norm units (measured ranges are 0.01–0.03); the bytes of vectors each

@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from steering.engine.vectorfile import range_text
 from steering.admin.vector_sets import VectorSetAdmin, layer_ranges, progress_json
 from steering.models import Evaluation
 
@@ -73,6 +74,11 @@ class EvaluationAdmin(admin.ModelAdmin):
             ((name, _fmt(way.get("spearman")), _fmt(way.get("spearman_of_means"))) for name, way in ways),
         )
         layers, functional_range = obj.report.get("layers"), obj.report.get("functional_range")
+        if isinstance(functional_range, (int, float)):
+            negative = obj.report.get("negative_range")
+            functional_range = range_text(functional_range, negative if isinstance(negative, (int, float)) else functional_range)
+        else:
+            functional_range = "—"
         return format_html(
             "<table><thead><tr><th>method</th><th>strength</th><th>Effect</th><th>PPL</th><th>PPL / PPL₀</th>"
             "<th>PNE</th><th>relevance</th><th>degenerate</th><th>composite</th><th>repetition</th><th>first answer</th>"
@@ -84,7 +90,7 @@ class EvaluationAdmin(admin.ModelAdmin):
             "<p>Relevance: the answers' similarity to their prompts over the unsteered answers' (1 = as on-topic; "
             "the functional range keeps it ≥ 0.9). Degenerate: the share of answers that loop or invent words. "
             "Composite: the harmonic mean of concept (Effect moved), relevance and fluency (docs/evaluation.md).</p>",
-            rows, rhos, f"{functional_range:.3g}" if isinstance(functional_range, (int, float)) else "—",
+            rows, rhos, functional_range,
             layer_ranges(layers) if layers else "—",
         )
 

@@ -103,7 +103,7 @@ class ControlVectorAdminMixin:
                 if vector_set.is_ready:
                     self.message_user(request, (
                         f"Imported “{vector_set.name}”: {data['dimension']} on layers {vector_set.layers}, functional "
-                        f"range {vector_set.functional_range[data['dimension']]:.4g}. It is shared and ready to use."
+                        f"range {vector_set.range_text(data['dimension'])}. It is shared and ready to use."
                     ), messages.SUCCESS)
                 else:
                     self.message_user(request, (

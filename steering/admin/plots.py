@@ -24,6 +24,7 @@ from django.utils.html import format_html, format_html_join
 
 from steering import files
 from steering.engine import VectorFileError
+from steering.engine.vectorfile import range_text
 from steering.models import Evaluation, VectorSet
 
 RANGE_COLOUR, PPL_COLOUR, RELEVANCE_COLOUR, EFFECT_COLOUR = "#4c78a8", "#d62728", "#2ca02c", "#1f4e9c"
@@ -52,30 +53,33 @@ def _finite(values) -> list[float]:
     return [v if isinstance(v, (int, float)) and math.isfinite(v) else math.nan for v in values]
 
 
-def _mark_range(axes, functional_range: float, gid: str) -> None:
-    """The functional range: shaded between ±range, with its edges drawn."""
-    axes.axvspan(-functional_range, functional_range, color=RANGE_COLOUR, alpha=0.1, gid=gid, linewidth=0)
-    for edge in (-functional_range, functional_range):
+def _mark_range(axes, ranges: tuple[float, float], gid: str) -> None:
+    """The functional range: shaded from −(negative end's) to +(positive end's), edges drawn."""
+    low, high = -ranges[0], ranges[1]
+    axes.axvspan(low, high, color=RANGE_COLOUR, alpha=0.1, gid=gid, linewidth=0)
+    for edge in (low, high):
         axes.axvline(edge, color=RANGE_COLOUR, linestyle="--", linewidth=0.8)
 
 
 def dimension_svg(
-    *, name: str, labels: tuple[str, str], functional_range: float, evaluation: dict | None, searched: dict | None
+    *, name: str, labels: tuple[str, str], ranges: tuple[float, float], evaluation: dict | None, searched: dict | None
 ) -> str:
     """One dimension: Effect (left) and PPL ratio with relevance (right) against strength, in the
     engine's units (a fraction of the residual norm, so that the range search's candidates and
-    an evaluation's −1…1 share one axis), with ±`functional_range` marked. `evaluation`: a
-    report's {"points", "functional_range"}; `searched`: VectorSet.range_search[name]."""
+    an evaluation's −1…1 share one axis), with the range marked: `ranges` is (towards the
+    negative end, towards the positive end), VectorSet.range_sides. `evaluation`: a report's
+    {"points", "functional_range", "negative_range"}; `searched`: VectorSet.range_search[name]."""
     with _drawing() as plt:
         figure, (effect_axes, quality) = plt.subplots(1, 2, figsize=(8.6, 3.0), constrained_layout=True)
-        _draw_dimension(effect_axes, quality, name, labels, functional_range, evaluation, searched)
+        _draw_dimension(effect_axes, quality, name, labels, ranges, evaluation, searched)
         return _svg(plt, figure)
 
 
-def _draw_dimension(effect_axes, quality, name, labels, functional_range, evaluation, searched) -> None:
+def _draw_dimension(effect_axes, quality, name, labels, ranges, evaluation, searched) -> None:
     points = (evaluation or {}).get("points") or []
-    scale = (evaluation or {}).get("functional_range") or functional_range
-    xs = [p["strength"] * scale for p in points]
+    positive = (evaluation or {}).get("functional_range") or ranges[1]
+    negative = (evaluation or {}).get("negative_range") or ((evaluation or {}).get("functional_range") or ranges[0])
+    xs = [p["strength"] * (negative if p["strength"] < 0 else positive) for p in points]
     low, high = labels
     if points:
         effect_axes.plot(xs, _finite(p.get("effect") for p in points), marker="o", color=EFFECT_COLOUR)
@@ -84,26 +88,30 @@ def _draw_dimension(effect_axes, quality, name, labels, functional_range, evalua
         effect_axes.text(0.5, 0.5, "No evaluation yet:\n“Evaluate” measures Effect", ha="center", va="center",
                          transform=effect_axes.transAxes, color="grey")
     effect_axes.set(title=f"{name}: Effect ({low} ← → {high})", xlabel="strength (× residual norm)", ylabel="Effect")
-    _mark_range(effect_axes, functional_range, "functional-range-effect")
+    _mark_range(effect_axes, ranges, "functional-range-effect")
 
     relevance_axes = quality.twinx()
     if searched and searched.get("candidates"):
-        # The search measured the worse of ±candidate: drawn on both sides.
+        # Each side as the search measured it: the worse of ±candidate drawn on both sides, or,
+        # where each end got its own range, each side's own.
         candidates = searched["candidates"]
         both = [-c for c in reversed(candidates)] + list(candidates)
-        ratios, kept = _finite(searched.get("ppl_ratio", [])), _finite(searched.get("relevance", []))
-        quality.plot(both, ratios[::-1] + ratios, marker="x", linestyle=":", color=PPL_COLOUR)
-        relevance_axes.plot(both, kept[::-1] + kept, marker="x", linestyle=":", color=RELEVANCE_COLOUR)
+        sides = searched.get("sides") or {}
+        minus, plus = sides.get("−", searched), sides.get("+", searched)
+        for key, axes, colour in (("ppl_ratio", quality, PPL_COLOUR), ("relevance", relevance_axes, RELEVANCE_COLOUR)):
+            axes.plot(both, _finite(minus.get(key, []))[::-1] + _finite(plus.get(key, [])), marker="x", linestyle=":",
+                      color=colour)
     if points:
         quality.plot(xs, _finite(p.get("ppl_ratio") for p in points), marker="o", color=PPL_COLOUR)
         relevance_axes.plot(xs, _finite(p.get("relevance") for p in points), marker="o", color=RELEVANCE_COLOUR)
     # The bar the range search holds answers to.
     quality.axhline(settings.STEERLAB_RANGE_PPL_FACTOR, color=PPL_COLOUR, linewidth=0.6, linestyle="-.")
     relevance_axes.axhline(settings.STEERLAB_RANGE_MIN_RELEVANCE, color=RELEVANCE_COLOUR, linewidth=0.6, linestyle="-.")
-    quality.set(title=f"perplexity and relevance · range ±{functional_range:.3g}", xlabel="strength (× residual norm)")
+    quality.set(title=f"perplexity and relevance · range {range_text(ranges[1], ranges[0])}",
+                xlabel="strength (× residual norm)")
     quality.set_ylabel("perplexity / unsteered (red)", color=PPL_COLOUR)
     relevance_axes.set_ylabel("relevance (green)", color=RELEVANCE_COLOUR)
-    _mark_range(quality, functional_range, "functional-range-quality")
+    _mark_range(quality, ranges, "functional-range-quality")
     # Strengths are small numbers with long labels (-0.015): a few ticks, not one per 0.005.
     from matplotlib.ticker import MaxNLocator
 
@@ -205,7 +213,7 @@ class VectorSetPlotsMixin:
         run = newest_evaluation(vector_set, dimension)
         return _image(dimension_svg(
             name=dimension, labels=(found.negative_label, found.positive_label),
-            functional_range=vector_set.functional_range[dimension],
+            ranges=vector_set.range_sides(dimension),
             evaluation=run.report if run else None, searched=vector_set.range_search.get(dimension),
         ))
 

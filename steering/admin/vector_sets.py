@@ -139,15 +139,17 @@ class VectorSetAdmin(ControlVectorAdminMixin, VectorSetPlotsMixin, admin.ModelAd
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (name, *labels.get(name, ("−", "+")), f"±{value:.3g}")
-                for name, value in sorted(obj.functional_range.items())
+                (name, *labels.get(name, ("−", "+")), obj.range_text(name))
+                for name in sorted(obj.functional_range)
             ),
         )
         return format_html(
             '<table class="vs-range"><thead><tr><th>dimension</th><th>−100 %</th><th>+100 %</th>'
-            "<th>largest strength before perplexity degrades</th></tr></thead><tbody>{}</tbody></table>"
-            '<p class="help">A user\'s −100 %…+100 % maps linearly onto this range of the engine\'s strength; '
-            "it was measured as the largest strength before the answers' perplexity degrades.</p>",
+            "<th>strongest steering at which answers still answer</th></tr></thead><tbody>{}</tbody></table>"
+            '<p class="help">A user\'s −100 %…+100 % maps linearly onto this range of the engine\'s strength '
+            "(× the residual stream's norm). It was measured as the strongest steering at which the answers still "
+            "answer: relevance to the question, perplexity and no garbled answer, against the unsteered answers. "
+            "Where the two ends bear different pushes, each has its own (−negative / +positive).</p>",
             rows,
         )
 

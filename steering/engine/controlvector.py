@@ -147,6 +147,12 @@ ANSWER_ONLY_NOTICE = (
     "SteerLab steers only the answer with this set; llama.cpp also steers the prompt, which moves the "
     "text further at the same scale: start below 1."
 )
+# A set whose two ends bear different pushes (SteeringVectors.negative_range) exports one side.
+SIDED_NOTICE = (
+    "{dimension} reaches {negative:.4g} towards its negative end and {positive:.4g} towards its positive end "
+    "(× residual norm); llama.cpp scales one vector both ways, so this file, exported at strength {strength:g}, "
+    "holds the {side} side: export the other side at a strength of the other sign for it."
+)
 
 
 def control_vector_from(
@@ -174,7 +180,7 @@ def control_vector_from(
         "steerlab.labels": list(labels[:2]),
         "steerlab.method": vectors.method,
         "steerlab.strength": float(strength),
-        "steerlab.functional_range": float(vectors.functional_range[dimension]),
+        "steerlab.functional_range": float(vectors.range_at(dimension, strength)),
         "steerlab.omitted_layers": [layer for layer in deltas if layer < 1],
     }
     if not metadata["steerlab.omitted_layers"]:
@@ -184,6 +190,10 @@ def control_vector_from(
         notices.append(CONDITION_NOTICE.format(dimension=dimension))
     if not vectors.steer_prompt:
         notices.append(ANSWER_ONLY_NOTICE)
+    positive, negative = vectors.range_at(dimension, 1.0), vectors.range_at(dimension, -1.0)
+    if positive != negative:
+        notices.append(SIDED_NOTICE.format(dimension=dimension, negative=negative, positive=positive, strength=strength,
+                                           side="negative" if strength < 0 else "positive"))
     if notices:
         metadata["steerlab.notice"] = " ".join(notices)
     return ControlVector(directions=directions, model_hint=model_hint, metadata=metadata)

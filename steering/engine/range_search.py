@@ -65,6 +65,18 @@ class RangeSearch:
     relevances: dict[float, float] = field(default_factory=dict)
     # candidate → answers at ±candidate that are degenerate where the unsteered one is not
     degenerate: dict[float, int] = field(default_factory=dict)
+    # The negative side's range where each side was searched on its own (`per_side`); then
+    # `functional_range` is the positive side's. None: one range for both sides.
+    negative_range: float | None = None
+    # "+" / "−" → candidate → (perplexity ratio, relevance, answers made degenerate) of that side
+    sides: dict[str, dict[float, tuple[float, float, int]]] = field(default_factory=dict)
+
+
+def measured_ranges(results: Mapping[str, RangeSearch]) -> tuple[dict[str, float], dict[str, float]]:
+    """(the ranges, the negative sides' where searched apart) of a search, for
+    `SteeringVectors.with_ranges`."""
+    return ({dim: r.functional_range for dim, r in results.items()},
+            {dim: r.negative_range for dim, r in results.items() if r.negative_range is not None})
 
 
 def functional_range_from(
@@ -181,6 +193,7 @@ def search_functional_range(
     params: GenerationParams = RANGE_PARAMS,
     embedder: SentenceEmbedder | None = None,
     progress: Progress | None = None,
+    per_side: bool = False,
 ) -> dict[str, RangeSearch]:
     """For each dimension, the functional range: see `functional_range_from`. Answers are
     greedy, at +candidate and −candidate (residual-norm units) for every candidate; their
@@ -192,7 +205,10 @@ def search_functional_range(
     steers (`bench/heldout.py --search-on topic`). Measured on the held-out split (2026-12-06,
     docs/evaluation.md, fourth pass), that found culture and cost leaving the question sooner
     and let age go further than the held-out answers bear; the site searches every dimension on
-    the neutral prompts."""
+    the neutral prompts.
+
+    `per_side`: each side gets its own range, the largest candidate at which that side's
+    answers keep the bar, instead of one range for the worse of the two."""
     if not prompts or not candidates:
         raise ValueError("The search needs prompts and candidate ranges")
     if not max_ppl_ratio > 1:
@@ -216,14 +232,27 @@ def search_functional_range(
         done += share
     results = {}
     for dim in dimensions:
-        sides = {c: (at[(dim, c)], at[(dim, -c)]) for c in sorted(candidates)}
-        ratios = {c: max(a[0], b[0]) for c, (a, b) in sides.items()}
-        relevances = {c: min(a[1], b[1]) for c, (a, b) in sides.items()}
-        degenerate = {c: a[2] + b[2] for c, (a, b) in sides.items()}
-        chosen, within = functional_range_from(ratios, max_ppl_ratio, relevances=relevances,
-                                               min_relevance=min_relevance, degenerate=degenerate)
-        results[dim] = RangeSearch(dim, chosen, bars[dim].perplexity, ratios, within, relevances, degenerate)
+        side = {name: {c: at[(dim, sign * c)] for c in sorted(candidates)} for name, sign in (("+", 1.0), ("−", -1.0))}
+        both = {c: (side["+"][c], side["−"][c]) for c in sorted(candidates)}
+        worse = {c: (max(a[0], b[0]), min(a[1], b[1]), a[2] + b[2]) for c, (a, b) in both.items()}
+        bar = dict(max_ppl_ratio=max_ppl_ratio, min_relevance=min_relevance)
+        chosen, within = _range_of(worse, **bar)
+        negative = None
+        if per_side:
+            (chosen, up), (negative, down) = _range_of(side["+"], **bar), _range_of(side["−"], **bar)
+            within = up and down
+        results[dim] = RangeSearch(dim, chosen, bars[dim].perplexity, {c: m[0] for c, m in worse.items()}, within,
+                                   {c: m[1] for c, m in worse.items()}, {c: m[2] for c, m in worse.items()},
+                                   negative, side)
     return results
+
+
+def _range_of(measured: Mapping[float, tuple[float, float, int]], *, max_ppl_ratio: float,
+              min_relevance: float) -> tuple[float, bool]:
+    """`functional_range_from` over candidate → (perplexity ratio, relevance, made degenerate)."""
+    return functional_range_from({c: m[0] for c, m in measured.items()}, max_ppl_ratio,
+                                 relevances={c: m[1] for c, m in measured.items()}, min_relevance=min_relevance,
+                                 degenerate={c: m[2] for c, m in measured.items()})
 
 
 def _part_of(progress: Progress | None, before: float, share: float, total: float) -> Progress | None:

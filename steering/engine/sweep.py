@@ -97,6 +97,8 @@ class SweepResult:
     baselines: dict[str, Baseline] = field(default_factory=dict)
     # Of the mean Effect at each strength with strength: 1.0 when every step up raises it.
     spearman_of_means: float = math.nan
+    # The range towards the negative end where it differs (functional_range is then the positive end's).
+    negative_range: float | None = None
 
     def at(self, strength: float) -> StrengthPoint:
         for point in self.points:
@@ -209,6 +211,7 @@ def evaluate_dimension(
         dimension=dimension,
         method=vectors.method,
         functional_range=vectors.functional_range[dimension],
+        negative_range=vectors.negative_range.get(dimension),
         layers=list(vectors.layers),
         prompts=list(prompts),
         params=asdict(params),

@@ -56,6 +56,11 @@ class UnknownDimension(KeyError):
         return str(self.args[0])
 
 
+def range_text(positive: float, negative: float) -> str:
+    """A dimension's range as people read it: "±0.015", or "−0.01 / +0.02" when its ends differ."""
+    return f"±{positive:.3g}" if positive == negative else f"−{negative:.3g} / +{positive:.3g}"
+
+
 @dataclass
 class SteeringVectors:
     model_id: str
@@ -85,6 +90,10 @@ class SteeringVectors:
     steer_prompt: bool = True
     # Where each dimension is read and its reference ends there (readout.py); {} before it existed.
     readout: dict[str, ReadoutEnds] = field(default_factory=dict)
+    # A dimension's range at negative strengths, where it differs from `functional_range` (which
+    # is then the positive side's): the two ends of a preference need not bear the same push
+    # before answers stop answering (range_search measures each side on its own).
+    negative_range: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -159,11 +168,12 @@ class SteeringVectors:
         problems += ends_problems(self.readout, self.vectors, self.num_layers, self.hidden_size)
         if tuple(self.residual_norms.shape) != (self.num_layers,) or not torch.isfinite(self.residual_norms).all():
             problems.append(f"residual_norms must be {self.num_layers} finite values")
-        for dim, value in self.functional_range.items():
-            if dim not in self.vectors:
-                problems.append(f"functional range names unknown dimension {str(dim)[:60]!r}")
-            elif not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                problems.append(f"functional range of {dim!r} must be a finite number ≥ 0, not {value!r}")
+        for side, ranges in (("functional range", self.functional_range), ("negative range", self.negative_range)):
+            for dim, value in ranges.items():
+                if dim not in self.vectors:
+                    problems.append(f"{side} names unknown dimension {str(dim)[:60]!r}")
+                elif not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                    problems.append(f"{side} of {dim!r} must be a finite number ≥ 0, not {value!r}")
         if self.joint_range is not None and not (
             isinstance(self.joint_range, (int, float)) and math.isfinite(self.joint_range) and self.joint_range > 0
         ):
@@ -202,11 +212,20 @@ class SteeringVectors:
                 raise ValueError(f"Strength for {dim!r} must be a finite number, not {strength!r}")
             if strength == 0.0:
                 continue
-            term = (strength * self.functional_range[dim]) * self._scaled[dim]
+            term = (strength * self.range_at(dim, strength)) * self._scaled[dim]
             total = term if total is None else total + term
         if total is None:
             return {}
         return {layer: total[layer] for layer in self.layers}
+
+    def range_at(self, dimension: str, strength: float) -> float:
+        """The range that strength ±1 of `dimension` reaches on the side of `strength`."""
+        if strength < 0:
+            return self.negative_range.get(dimension, self.functional_range[dimension])
+        return self.functional_range[dimension]
+
+    def range_text(self, dimension: str) -> str:
+        return range_text(self.range_at(dimension, 1.0), self.range_at(dimension, -1.0))
 
     def conditional_deltas(
         self, preferences: dict[str, float], topical: dict[str, float | None]
@@ -239,9 +258,13 @@ class SteeringVectors:
         if problems:
             raise VectorFileError("These steering vectors do not fit the model: " + "; ".join(problems))
 
-    def with_ranges(self, ranges: dict[str, float]) -> SteeringVectors:
-        """A copy with these dimensions' functional ranges replaced (e.g. by measured ones)."""
-        return SteeringVectors(**{**self._fields(), "functional_range": {**self.functional_range, **ranges}})
+    def with_ranges(self, ranges: dict[str, float], negative: dict[str, float] | None = None) -> SteeringVectors:
+        """A copy with these dimensions' ranges replaced (e.g. by measured ones): `ranges` on
+        both sides, or on the positive side where `negative` names the negative side's."""
+        kept = {dim: value for dim, value in self.negative_range.items() if dim not in ranges}
+        differs = {dim: value for dim, value in (negative or {}).items() if value != ranges.get(dim)}
+        return SteeringVectors(**{**self._fields(), "functional_range": {**self.functional_range, **ranges},
+                                  "negative_range": {**kept, **differs}})
 
     def with_joint_range(self, joint_range: float | None) -> SteeringVectors:
         """A copy with this budget for the summed addition (None: no cap)."""
@@ -291,6 +314,7 @@ class SteeringVectors:
             "read": self.read,
             "dimensions": self.dimensions,
             "functional_range": self.functional_range,
+            "negative_range": self.negative_range,
             "labels": self.labels,
             "norms": {dim: [round(x, 6) for x in self.norms(dim).tolist()] for dim in self.vectors},
             "created_at": self.created_at,
@@ -353,6 +377,7 @@ class SteeringVectors:
                 vectors={dim: tensors[f"vector.{dim}"].float() for dim in dims},
                 residual_norms=tensors["residual_norms"].float(),
                 functional_range={dim: float(v) for dim, v in meta["functional_range"].items()},
+                negative_range={dim: float(v) for dim, v in meta.get("negative_range", {}).items()},
                 method=meta.get("method", "caa"),
                 read=meta.get("read", "mean"),
                 labels=meta.get("labels", {}),

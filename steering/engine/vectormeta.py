@@ -23,10 +23,12 @@ def metadata_problems(meta: dict) -> list[str]:
         problems.append("layers must be a list of integers")
     if not (isinstance(meta["dimensions"], list) and all(isinstance(dim, str) for dim in meta["dimensions"])):
         problems.append("dimensions must be a list of names")
-    if not isinstance(meta["functional_range"], dict):
-        problems.append("functional_range must be an object mapping dimensions to numbers")
-    elif not all(_is_number(value) for value in meta["functional_range"].values()):
-        problems.append("each functional range must be a number")
+    for key in ("functional_range", "negative_range"):
+        ranges = meta.get(key, {})
+        if not isinstance(ranges, dict):
+            problems.append(f"{key} must be an object mapping dimensions to numbers")
+        elif not all(_is_number(value) for value in ranges.values()):
+            problems.append(f"each {key.replace('_', ' ')} must be a number")
     for key in ("method", "read", "created_at"):
         if key in meta and not isinstance(meta[key], str):
             problems.append(f"{key} must be a text")

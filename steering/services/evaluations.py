@@ -16,6 +16,7 @@ from django.db import transaction
 from steering.data import catalog
 from steering.engine import GenerationParams, served_greedy
 from steering.engine.embedding import shared_embedder
+from steering.engine.vectorfile import range_text
 from steering.engine.prompting import preference_instruction
 from steering.engine.sweep import SweepResult
 from steering.engine.sweep import evaluate_dimension
@@ -201,7 +202,7 @@ def plot_evaluation(result: SweepResult, path: Path) -> Path:
     low, high = (result.labels + ["−", "+"])[:2] if len(result.labels) >= 2 else ("−", "+")
     left.set(xlabel=f"strength ({low} ← → {high})", ylabel="Effect", title=f"{result.dimension}: Effect, ρ = {result.spearman:.2f}")
     right.plot(strengths, [p.perplexity for p in result.points], marker="o", color="tab:red")
-    right.set(xlabel="strength", ylabel="perplexity (unsteered model)", title=f"{result.method}, range {result.functional_range:g}")
+    right.set(xlabel="strength", ylabel="perplexity (unsteered model)", title=f"{result.method}, range {range_text(result.functional_range, result.negative_range or result.functional_range)}")
     # Relevance on its own axis: does the answer still answer (1 = as unsteered; 0.9 the bar)?
     kept = right.twinx()
     kept.plot(strengths, [p.relevance for p in result.points], marker="s", color="tab:green")

@@ -13,7 +13,7 @@ from django.conf import settings
 from steering.data import catalog
 from steering.engine import LoadedModel, SteeringHooks, SteeringVectors
 from steering.engine.condition_reading import compute_conditions
-from steering.engine.range_search import search_functional_range, search_joint_range
+from steering.engine.range_search import measured_ranges, search_functional_range, search_joint_range
 from steering.models import PreferenceDimension
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ def functional_range_measure(
     """`vectors` with each dimension's functional range measured on the model (a few neutral
     prompts, short greedy answers, one batch): the largest strength whose answers still answer
     (relevance ≥ STEERLAB_RANGE_MIN_RELEVANCE of the unsteered answers', perplexity within
-    STEERLAB_RANGE_PPL_FACTOR × theirs, none made degenerate); then, with several dimensions,
+    STEERLAB_RANGE_PPL_FACTOR × theirs, none made degenerate), each end its own with
+    STEERLAB_RANGE_PER_SIDE; then, with several dimensions,
     the budget of their summed addition by the same bar. Unchanged with STEERLAB_RANGE_SEARCH off.
     `searched` receives what was tried, per dimension (VectorSet.range_search), for its plots."""
     if not settings.STEERLAB_RANGE_SEARCH:
@@ -36,16 +37,18 @@ def functional_range_measure(
     prompts = catalog.range_prompts(settings.STEERLAB_RANGE_PROMPTS)
     bar = {"max_ppl_ratio": settings.STEERLAB_RANGE_PPL_FACTOR, "min_relevance": settings.STEERLAB_RANGE_MIN_RELEVANCE}
     single = (lambda done, total: progress(done, 2 * total)) if progress and len(vectors.dimensions) > 1 else progress
-    results = search_functional_range(loaded, vectors, prompts, **bar, hooks=hooks, progress=single)
+    results = search_functional_range(loaded, vectors, prompts, **bar, hooks=hooks, progress=single,
+                                      per_side=settings.STEERLAB_RANGE_PER_SIDE)
     for dim, result in results.items():
         log.info(
-            "Functional range of %s: %s (PPL ratios %s, relevance %s)%s", dim, result.functional_range,
+            "Functional range of %s: %s%s (PPL ratios %s, relevance %s)%s", dim, result.functional_range,
+            "" if result.negative_range is None else f", towards the negative end {result.negative_range}",
             {c: round(r, 2) for c, r in result.ratios.items()}, {c: round(r, 2) for c, r in result.relevances.items()},
             "" if result.within_limit else ", none within the limit",
         )
     if searched is not None:
         searched.update({dim: range_search_of(result) for dim, result in results.items()})
-    vectors = vectors.with_ranges({dim: result.functional_range for dim, result in results.items()})
+    vectors = vectors.with_ranges(*measured_ranges(results))
     if len(vectors.dimensions) < 2:
         return vectors
     joint = search_joint_range(
@@ -58,14 +61,20 @@ def functional_range_measure(
 
 def range_search_of(result) -> dict:
     """One dimension's range search as JSON: each candidate with the worse of ±candidate's
-    perplexity ratio and relevance (NaN, which JSON lacks, as None)."""
+    perplexity ratio and relevance, and each side's where the sides got their own ranges
+    ("sides": {"+"/"−": {"ppl_ratio", "relevance"}}); NaN, which JSON lacks, as None."""
     candidates = sorted(result.ratios)
     finite = lambda x: x if x is not None and math.isfinite(x) else None  # noqa: E731
-    return {
+    found = {
         "candidates": candidates,
         "ppl_ratio": [finite(result.ratios[c]) for c in candidates],
         "relevance": [finite(result.relevances.get(c)) for c in candidates],
     }
+    if result.negative_range is not None:
+        found["sides"] = {side: {"ppl_ratio": [finite(measured[c][0]) for c in candidates],
+                                 "relevance": [finite(measured[c][1]) for c in candidates]}
+                          for side, measured in result.sides.items()}
+    return found
 
 
 def dimension_condition_prompts(dimension: PreferenceDimension) -> list[str]:

@@ -110,6 +110,7 @@ def vector_set_register(*, vectors: SteeringVectors, name: str, owner=None, meas
                 num_layers=vectors.num_layers,
                 hidden_size=vectors.hidden_size,
                 functional_range=vectors.functional_range,
+                negative_range=vectors.negative_range,
                 file=relative,
                 status=VectorSet.Status.PENDING if measure else VectorSet.Status.READY,
                 progress=0 if measure else 100,
@@ -230,6 +231,7 @@ def vector_set_compute(
             "num_layers": vectors.num_layers,
             "hidden_size": vectors.hidden_size,
             "functional_range": vectors.functional_range,
+            "negative_range": vectors.negative_range,
         }
 
     return jobs.run(vector_set, work, file_field="file", report=report, on_ready=lambda: _forget_vectors(vector_set.pk))
@@ -304,7 +306,8 @@ def vectors_admit(*, vectors: SteeringVectors, own_norms: bool = True) -> Steeri
     if len(vectors.dimensions) > most:
         raise VectorFileError(f"The file has {len(vectors.dimensions)} dimensions; an upload may have at most {most}")
     ceiling = settings.STEERLAB_MAX_FUNCTIONAL_RANGE
-    too_wide = {dim: value for dim, value in vectors.functional_range.items() if value > ceiling}
+    too_wide = {dim: max(vectors.range_at(dim, 1.0), vectors.range_at(dim, -1.0)) for dim in vectors.dimensions}
+    too_wide = {dim: value for dim, value in too_wide.items() if value > ceiling}
     if too_wide:
         raise VectorFileError(
             f"Functional ranges above this server's ceiling of {ceiling:g} (residual-norm units): "

@@ -112,6 +112,14 @@ def test_functional_ranges_above_the_ceiling_are_refused(tiny_site, as_alice, se
     assert _upload(as_alice, _bytes(_vectors(range_=0.5), tmp_path)).status_code == 201
 
 
+def test_a_negative_side_above_the_ceiling_is_refused_too(tiny_site, as_alice, settings, tmp_path):
+    settings.STEERLAB_MAX_FUNCTIONAL_RANGE = 0.5
+    wide = _vectors(range_=0.02).with_ranges({"formality": 0.02}, negative={"formality": 1e30})
+    response = _upload(as_alice, _bytes(wide, tmp_path))
+    assert response.status_code == 400 and "formality 1e+30" in response.json()["file"][0]
+    _nothing_kept(settings)
+
+
 def test_an_upload_may_bring_only_so_many_dimensions(tiny_site, as_alice, settings, tmp_path):
     settings.STEERLAB_UPLOAD_MAX_DIMENSIONS = 2
     response = _upload(as_alice, _bytes(_vectors(["a", "b", "c"]), tmp_path))

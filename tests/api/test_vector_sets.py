@@ -30,6 +30,12 @@ def test_it_shows_detail_with_status_and_progress(as_alice, alices_set):
     assert body["status"] == "ready" and body["progress"] == 100
     assert body["dimensions"] == ["formality"] and body["shared"] is False and body["owner"] == "alice"
     assert body["download_url"].endswith(f"/api/vector-sets/{alices_set.pk}/download/")
+    # Each end's range: functional_range towards the positive end, negative_range where the
+    # negative end's differs.
+    assert body["negative_range"] == {}
+    alices_set.negative_range = {"formality": 0.01}
+    alices_set.save()
+    assert as_alice.get(f"/api/vector-sets/{alices_set.pk}/").json()["negative_range"] == {"formality": 0.01}
 
 
 def test_bob_gets_404_on_alices_set_everywhere(as_bob, alices_set):

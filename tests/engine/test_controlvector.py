@@ -203,3 +203,17 @@ def test_a_set_that_steers_only_the_answer_says_that_llama_cpp_steers_the_prompt
     back = read_control_vector(write_control_vector(control_vector_from(answer_only, "formality", 1.0), tmp_path / "a.gguf"))
     assert "steers only the answer" in back.metadata["steerlab.notice"]
     assert "start below 1" in back.metadata["steerlab.notice"]
+
+
+@pytest.mark.parametrize("strength, side", [(1.0, 0.05), (-0.5, 0.02)])
+def test_a_set_with_two_ranges_exports_the_side_of_the_strength_and_says_so(tmp_path, strength, side):
+    sided = make_vectors(layers=(2, 3)).with_ranges({"formality": 0.05}, negative={"formality": 0.02})
+    back = read_control_vector(write_control_vector(control_vector_from(sided, "formality", strength), tmp_path / "s.gguf"))
+    assert back.metadata["steerlab.functional_range"] == pytest.approx(side)
+    assert "llama.cpp scales one vector both ways" in back.metadata["steerlab.notice"]
+    # The file is that side's steering at that strength, and reads back as it.
+    assert all(torch.allclose(back.directions[layer], delta, rtol=1e-5, atol=1e-6)
+               for layer, delta in sided.layer_deltas({"formality": strength}).items())
+    read = steering_vectors_from(back, dimension="formality", labels=["Casual", "Formal"], model_id="m",
+                                 num_layers=LAYERS, hidden_size=HIDDEN, residual_norms=torch.ones(LAYERS))
+    assert read.functional_range == {"formality": pytest.approx(side)} and read.negative_range == {}

@@ -5,7 +5,7 @@ import pytest
 from steering.engine import SteeringHooks, compute_vectors
 from steering.data import catalog
 from steering.engine.range_search import (
-    functional_range_from, joint_prompts, monotone, search_functional_range, search_joint_range, sign_patterns,
+    functional_range_from, joint_prompts, measured_ranges, monotone, search_functional_range, search_joint_range, sign_patterns,
 )
 from steering.engine.rows import generate_rows
 from steering.engine.sweep import evaluate_dimension
@@ -97,6 +97,32 @@ def test_the_search_keeps_gentle_steering_and_rejects_steering_that_wrecks_the_t
         assert result.ratios[1e-4] == pytest.approx(1.0, abs=0.05)
         assert result.ratios[50.0] > 1.1 and result.ratios[500.0] > 1.1
         assert result.baseline_perplexity > 1.0
+
+
+def test_each_side_can_get_its_own_range_from_the_same_answers(tiny, vectors):
+    # The same answers judged per side: the one-range search reads the worse of the two, the
+    # per-side search each side alone, so each side's range is at least the shared one.
+    kwargs = {"candidates": (1e-4, 1e-3, 50.0), "max_ppl_ratio": 1.1, "params": GenerationParams(max_new_tokens=6)}
+    shared = search_functional_range(tiny, vectors, PROMPTS, **kwargs)
+    sided = search_functional_range(tiny, vectors, PROMPTS, per_side=True, **kwargs)
+    for dim in ("f", "g"):
+        one, each = shared[dim], sided[dim]
+        assert one.negative_range is None and each.negative_range is not None
+        assert each.ratios == pytest.approx(one.ratios)
+        for c in kwargs["candidates"]:
+            plus, minus = each.sides["+"][c], each.sides["−"][c]
+            assert one.ratios[c] == pytest.approx(max(plus[0], minus[0]))
+            assert one.relevances[c] == pytest.approx(min(plus[1], minus[1]))
+            assert one.degenerate[c] == plus[2] + minus[2]
+        for side, chosen in (("+", each.functional_range), ("−", each.negative_range)):
+            measured = each.sides[side]
+            assert (chosen, True) == functional_range_from(
+                {c: m[0] for c, m in measured.items()}, 1.1, relevances={c: m[1] for c, m in measured.items()},
+                min_relevance=0.9, degenerate={c: m[2] for c, m in measured.items()})
+            assert chosen >= one.functional_range
+    ranges, negative = measured_ranges(sided)
+    sided_vectors = vectors.with_ranges(ranges, negative)
+    assert all(sided_vectors.range_at(dim, -1.0) == sided[dim].negative_range for dim in ("f", "g"))
 
 
 def test_the_search_reports_progress_up_to_its_total(tiny, vectors):

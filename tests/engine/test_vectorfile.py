@@ -112,6 +112,8 @@ ONES = {"vector.d": torch.ones(2, 8), "residual_norms": torch.ones(2)}
         ({"functional_range": [0.1]}, "functional_range must be an object"),
         ({"functional_range": {"d": "big"}}, "functional range"),
         ({"functional_range": {"d": 0.1, "junk": 1}}, "functional range names unknown dimension 'junk'"),
+        ({"negative_range": [0.1]}, "negative_range must be an object"),
+        ({"negative_range": {"d": "big"}}, "each negative range must be a number"),
         ({"layers": 3}, "layers must be a list"),
         ({"layers": [True]}, "layers must be a list"),
         ({"hidden_size": "8"}, "hidden_size"),
@@ -158,6 +160,26 @@ def test_strengths_scale_unit_directions_by_the_residual_norm(vectors):
     for layer in vectors.layers:  # dimensions combine additively
         assert torch.allclose(both[layer], deltas[layer] + mood[layer])
     assert vectors.layer_deltas({"formality": 0.0}) == {}
+
+
+def test_a_negative_range_steers_the_negative_side_only_and_survives_the_file(vectors, tmp_path):
+    sided = vectors.with_ranges({"formality": 0.02, "mood": 0.01}, negative={"formality": 0.005, "mood": 0.01})
+    assert sided.negative_range == {"formality": 0.005}  # mood's sides agree: no override kept
+    assert sided.range_text("formality") == "−0.005 / +0.02" and sided.range_text("mood") == "±0.01"
+    for layer in vectors.layers:
+        norm = vectors.residual_norms[layer].item()
+        assert sided.layer_deltas({"formality": 1.0})[layer].norm().item() == pytest.approx(0.02 * norm, rel=1e-5)
+        assert sided.layer_deltas({"formality": -0.5})[layer].norm().item() == pytest.approx(0.0025 * norm, rel=1e-5)
+        assert sided.layer_deltas({"mood": -1.0})[layer].norm().item() == pytest.approx(0.01 * norm, rel=1e-5)
+    loaded = SteeringVectors.load(sided.save(tmp_path / "sided.safetensors"))
+    assert loaded.negative_range == {"formality": 0.005} and loaded.functional_range == sided.functional_range
+    # New ranges for a dimension replace both of its sides; other dimensions keep theirs.
+    assert vectors.with_ranges({"formality": 0.02}, negative={"formality": 0.005}).with_ranges({"formality": 0.03}).negative_range == {}
+    assert sided.with_ranges({"mood": 0.03}).negative_range == {"formality": 0.005}
+    with pytest.raises(VectorFileError, match="negative range of 'formality' must be a finite number"):
+        vectors.with_ranges({}, negative={"formality": -0.01})
+    with pytest.raises(VectorFileError, match="negative range names unknown dimension 'junk'"):
+        vectors.with_ranges({}, negative={"junk": 0.01})
 
 
 def test_it_rejects_unknown_dimensions_and_non_finite_strengths(vectors):

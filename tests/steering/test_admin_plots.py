@@ -72,6 +72,21 @@ def test_a_dimensions_plot_is_an_svg_with_the_functional_range_marked(client, ch
     assert 'id="steered-layer-25"' not in layers
 
 
+def test_a_set_whose_ends_have_their_own_ranges_shows_and_plots_each(client, charlie, plotted_set):
+    plotted_set.negative_range = {"formality": 0.03}
+    plotted_set.range_search["formality"]["sides"] = {
+        "+": {"ppl_ratio": [1.1, 1.3, 2.9], "relevance": [0.97, 0.93, None]},
+        "−": {"ppl_ratio": [1.2, 1.9, 4.0], "relevance": [0.95, 0.85, 0.6]},
+    }
+    plotted_set.save()
+    client.force_login(charlie)
+    page = client.get(reverse("admin:steering_vectorset_change", args=[plotted_set.pk])).content.decode()
+    assert "<td>formality</td><td>Casual</td><td>Formal</td><td>−0.03 / +0.045</td>" in page
+    assert "<td>cost</td><td>Budget</td><td>Luxury</td><td>±0.045</td>" in page
+    svg = client.get(reverse("admin:steering_vectorset_dimension_plot", args=[plotted_set.pk, "formality"])).content.decode()
+    assert "range −0.03 / +0.045" in svg and 'id="functional-range-effect"' in svg
+
+
 def test_plots_are_staff_only_and_only_of_the_sets_dimensions(client, alice, charlie, plotted_set):
     plot = reverse("admin:steering_vectorset_dimension_plot", args=[plotted_set.pk, "formality"])
     client.force_login(alice)

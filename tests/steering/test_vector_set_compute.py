@@ -95,8 +95,8 @@ def test_it_computes_with_the_chosen_method(tiny, formality, media, method):
 def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, formality, media, monkeypatch, settings):
     searched = {}
 
-    def fake_search(loaded, vectors, prompts, *, max_ppl_ratio, min_relevance, hooks, progress):
-        searched.update(prompts=prompts, factor=max_ppl_ratio, relevance=min_relevance)
+    def fake_search(loaded, vectors, prompts, *, max_ppl_ratio, min_relevance, hooks, progress, per_side):
+        searched.update(prompts=prompts, factor=max_ppl_ratio, relevance=min_relevance, per_side=per_side)
         progress(1, 2)
         return {
             dim: RangeSearch(dim, 0.045, 10.0, {0.03: 1.1, 0.045: 1.2, 0.06: float("nan")}, relevances={0.03: 0.97, 0.045: 0.93})
@@ -121,8 +121,42 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
     # The setting's default is the engine's limit, and the search gets the configured number of
     # prompts (production's default is the engine's RANGE_PROMPTS; the tests' settings ask fewer).
     assert searched["factor"] == MAX_PPL_RATIO and len(searched["prompts"]) == settings.STEERLAB_RANGE_PROMPTS
-    assert searched["relevance"] == MIN_RELEVANCE == 0.9
+    assert searched["relevance"] == MIN_RELEVANCE == 0.9 and searched["per_side"] is settings.STEERLAB_RANGE_PER_SIDE
     assert 80 <= max(reported[:-1]) < 100  # extraction fills 0–80 %, the search the rest
+
+
+@pytest.mark.parametrize("per_side", [True, False])
+def test_each_end_gets_its_own_range_in_the_file_on_the_row_and_in_the_search_kept(
+    tiny, formality, media, monkeypatch, settings, per_side
+):
+    settings.STEERLAB_RANGE_PER_SIDE = per_side
+    candidates = (0.01, 0.02)
+
+    def fake_search(loaded, vectors, prompts, *, max_ppl_ratio, min_relevance, hooks, progress, per_side):
+        sides = {"+": {0.01: (1.1, 0.95, 0), 0.02: (1.3, 0.92, 0)}, "−": {0.01: (1.2, 0.93, 0), 0.02: (3.0, 0.7, 1)}}
+        worse = {c: (max(sides["+"][c][0], sides["−"][c][0]), min(sides["+"][c][1], sides["−"][c][1])) for c in candidates}
+        return {dim: RangeSearch(dim, 0.02 if per_side else 0.01, 10.0, {c: w[0] for c, w in worse.items()},
+                                 relevances={c: w[1] for c, w in worse.items()},
+                                 negative_range=0.01 if per_side else None, sides=sides if per_side else {})
+                for dim in vectors.dimensions}
+
+    monkeypatch.setattr(measurement, "search_functional_range", fake_search)
+    vector_set = vector_sets.vector_set_create(name="sided", model_id="tiny-llama", dimensions=[formality])
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    assert vector_set.status == VectorSet.Status.READY, vector_set.error
+    vectors = SteeringVectors.load(media / vector_set.file.name)
+    vector_set.refresh_from_db()
+    if per_side:
+        assert vectors.functional_range == vector_set.functional_range == {"formality": 0.02}
+        assert vectors.negative_range == vector_set.negative_range == {"formality": 0.01}
+        assert vector_set.range_text("formality") == "−0.01 / +0.02"
+        assert vector_set.range_search["formality"]["sides"] == {
+            "+": {"ppl_ratio": [1.1, 1.3], "relevance": [0.95, 0.92]},
+            "−": {"ppl_ratio": [1.2, 3.0], "relevance": [0.93, 0.7]},
+        }
+    else:
+        assert vectors.negative_range == vector_set.negative_range == {} and vector_set.range_text("formality") == "±0.01"
+        assert "sides" not in vector_set.range_search["formality"]
 
 
 def test_several_dimensions_get_a_joint_budget_measured_on_their_ranges_and_stored_in_the_file(

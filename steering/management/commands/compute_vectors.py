@@ -123,6 +123,6 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Vector set #{vector_set.pk} '{vector_set.name}' is ready: layers {vector_set.layers}, "
-                f"functional range {vector_set.functional_range}"
+                "functional range " + ", ".join(f"{dim} {vector_set.range_text(dim)}" for dim in sorted(vector_set.functional_range))
             )
         )

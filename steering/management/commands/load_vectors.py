@@ -59,5 +59,5 @@ class Command(BaseCommand):
             raise CommandError(f"Vector set #{vector_set.pk} '{vector_set.name}' failed: {vector_set.error}")
         self.stdout.write(self.style.SUCCESS(
             f"Registered vector set #{vector_set.pk} '{vector_set.name}': {options['dimension']} on layers "
-            f"{vector_set.layers}, functional range {vector_set.functional_range[options['dimension']]:.4g}"
+            f"{vector_set.layers}, functional range {vector_set.range_text(options['dimension'])}"
         ))
