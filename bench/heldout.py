@@ -233,7 +233,8 @@ def main() -> None:
             line[kind] = figures
         verdicts[name] = line["steering"]["targets_met"]
         print(json.dumps(line), flush=True)
-        answers[name] = {"prompts": asked, **{str(p.strength): p.answers for p in result.points}}
+        answers[name] = {"prompts": asked, **{str(p.strength): p.answers for p in result.points},
+                         **{kind: {str(p.strength): p.answers for p in b.points} for kind, b in result.baselines.items()}}
     if set(args.dimensions.split(",")) == set(vectors.dimensions):
         together, answers["together"] = together_check(model, vectors, prompts, split["everyday"], split["on_topic"],
                                                        answer_params(args, args.tokens))
