@@ -164,8 +164,9 @@ class VectorSetChangeForm(forms.ModelForm):
             "num_layers": "Decoder layers of the model the vectors were computed on.",
             "hidden_size": "Width of that model's residual stream.",
             "functional_range": "Per dimension, the strength that ±100 % maps to, as a fraction of the "
-            "residual stream's norm: the largest at which answers stay within STEERLAB_RANGE_PPL_FACTOR × "
-            "the unsteered perplexity, measured when the set was computed.",
+            "residual stream's norm: the strongest at which answers still answer (relevance to the question, "
+            "perplexity within STEERLAB_RANGE_PPL_FACTOR × the unsteered, no garbled answer), measured when the "
+            "set was computed; an end that bears a different push has its own (−negative / +positive).",
             "file_link": "The safetensors file with the vectors; deleting the vector set deletes it.",
         }
 
