@@ -74,9 +74,9 @@ class EvaluationAdmin(admin.ModelAdmin):
             ((name, _fmt(way.get("spearman")), _fmt(way.get("spearman_of_means"))) for name, way in ways),
         )
         layers, functional_range = obj.report.get("layers"), obj.report.get("functional_range")
+        negative = obj.report.get("negative_range")
         if isinstance(functional_range, (int, float)):
-            negative = obj.report.get("negative_range")
-            functional_range = range_text(functional_range, negative if isinstance(negative, (int, float)) else functional_range)
+            functional_range = range_text(functional_range, negative if isinstance(negative, (int, float)) else None)
         else:
             functional_range = "—"
         return format_html(

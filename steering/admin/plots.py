@@ -76,9 +76,11 @@ def dimension_svg(
 
 
 def _draw_dimension(effect_axes, quality, name, labels, ranges, evaluation, searched) -> None:
-    points = (evaluation or {}).get("points") or []
-    positive = (evaluation or {}).get("functional_range") or ranges[1]
-    negative = (evaluation or {}).get("negative_range") or ((evaluation or {}).get("functional_range") or ranges[0])
+    report = evaluation or {}
+    points = report.get("points") or []
+    # The ranges the evaluation ran at (one for both ends unless it recorded a negative one).
+    positive = report.get("functional_range") or ranges[1]
+    negative = report.get("negative_range") or (positive if report.get("functional_range") else ranges[0])
     xs = [p["strength"] * (negative if p["strength"] < 0 else positive) for p in points]
     low, high = labels
     if points:

@@ -190,7 +190,7 @@ def control_vector_from(
         notices.append(CONDITION_NOTICE.format(dimension=dimension))
     if not vectors.steer_prompt:
         notices.append(ANSWER_ONLY_NOTICE)
-    positive, negative = vectors.range_at(dimension, 1.0), vectors.range_at(dimension, -1.0)
+    negative, positive = vectors.range_sides(dimension)
     if positive != negative:
         notices.append(SIDED_NOTICE.format(dimension=dimension, negative=negative, positive=positive, strength=strength,
                                            side="negative" if strength < 0 else "positive"))

@@ -230,12 +230,11 @@ def search_functional_range(
         at.update(zip(keys, judged))
         bars.update(dict.fromkeys(group, bar))
         done += share
-    results = {}
+    results, bar = {}, {"max_ppl_ratio": max_ppl_ratio, "min_relevance": min_relevance}
     for dim in dimensions:
         side = {name: {c: at[(dim, sign * c)] for c in sorted(candidates)} for name, sign in (("+", 1.0), ("−", -1.0))}
-        both = {c: (side["+"][c], side["−"][c]) for c in sorted(candidates)}
-        worse = {c: (max(a[0], b[0]), min(a[1], b[1]), a[2] + b[2]) for c, (a, b) in both.items()}
-        bar = dict(max_ppl_ratio=max_ppl_ratio, min_relevance=min_relevance)
+        worse = {c: (max(up[0], down[0]), min(up[1], down[1]), up[2] + down[2])
+                 for c, up, down in zip(side["+"], side["+"].values(), side["−"].values())}
         chosen, within = _range_of(worse, **bar)
         negative = None
         if per_side:

@@ -56,9 +56,12 @@ class UnknownDimension(KeyError):
         return str(self.args[0])
 
 
-def range_text(positive: float, negative: float) -> str:
-    """A dimension's range as people read it: "±0.015", or "−0.01 / +0.02" when its ends differ."""
-    return f"±{positive:.3g}" if positive == negative else f"−{negative:.3g} / +{positive:.3g}"
+def range_text(positive: float, negative: float | None = None) -> str:
+    """A dimension's range as people read it: "±0.015", or "−0.01 / +0.02" when its ends differ
+    (`negative` None: they do not)."""
+    if negative is None or negative == positive:
+        return f"±{positive:.3g}"
+    return f"−{negative:.3g} / +{positive:.3g}"
 
 
 @dataclass
@@ -224,8 +227,13 @@ class SteeringVectors:
             return self.negative_range.get(dimension, self.functional_range[dimension])
         return self.functional_range[dimension]
 
+    def range_sides(self, dimension: str) -> tuple[float, float]:
+        """(towards the negative end, towards the positive end) of a dimension's range."""
+        return self.range_at(dimension, -1.0), self.range_at(dimension, 1.0)
+
     def range_text(self, dimension: str) -> str:
-        return range_text(self.range_at(dimension, 1.0), self.range_at(dimension, -1.0))
+        negative, positive = self.range_sides(dimension)
+        return range_text(positive, negative)
 
     def conditional_deltas(
         self, preferences: dict[str, float], topical: dict[str, float | None]

@@ -202,7 +202,7 @@ def plot_evaluation(result: SweepResult, path: Path) -> Path:
     low, high = (result.labels + ["−", "+"])[:2] if len(result.labels) >= 2 else ("−", "+")
     left.set(xlabel=f"strength ({low} ← → {high})", ylabel="Effect", title=f"{result.dimension}: Effect, ρ = {result.spearman:.2f}")
     right.plot(strengths, [p.perplexity for p in result.points], marker="o", color="tab:red")
-    right.set(xlabel="strength", ylabel="perplexity (unsteered model)", title=f"{result.method}, range {range_text(result.functional_range, result.negative_range or result.functional_range)}")
+    right.set(xlabel="strength", ylabel="perplexity (unsteered model)", title=f"{result.method}, range {range_text(result.functional_range, result.negative_range)}")
     # Relevance on its own axis: does the answer still answer (1 = as unsteered; 0.9 the bar)?
     kept = right.twinx()
     kept.plot(strengths, [p.relevance for p in result.points], marker="s", color="tab:green")

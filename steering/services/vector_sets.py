@@ -306,8 +306,8 @@ def vectors_admit(*, vectors: SteeringVectors, own_norms: bool = True) -> Steeri
     if len(vectors.dimensions) > most:
         raise VectorFileError(f"The file has {len(vectors.dimensions)} dimensions; an upload may have at most {most}")
     ceiling = settings.STEERLAB_MAX_FUNCTIONAL_RANGE
-    too_wide = {dim: max(vectors.range_at(dim, 1.0), vectors.range_at(dim, -1.0)) for dim in vectors.dimensions}
-    too_wide = {dim: value for dim, value in too_wide.items() if value > ceiling}
+    widest = {dim: max(vectors.range_sides(dim)) for dim in vectors.dimensions}
+    too_wide = {dim: value for dim, value in widest.items() if value > ceiling}
     if too_wide:
         raise VectorFileError(
             f"Functional ranges above this server's ceiling of {ceiling:g} (residual-norm units): "
