@@ -45,14 +45,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steering.data import catalog  # noqa: E402
 from steering.engine import GenerationParams, SteerableModel, SteeringVectors, served_greedy  # noqa: E402
-from steering.engine.prompting import preference_instruction  # noqa: E402
+from steering.engine.prompting import WordedPrompt, preference_instruction  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import (  # noqa: E402
     answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
 )
 from steering.engine.range_search import (  # noqa: E402
-    MAX_PPL_RATIO, RANGE_PARAMS, RANGE_PROMPTS, joint_prompts, measured_ranges, search_functional_range,
-    search_joint_range, sign_patterns,
+    MAX_PPL_RATIO, RANGE_PARAMS, RANGE_PROMPTS, choose_worded, joint_prompts, measured_ranges,
+    search_functional_range, search_joint_range, sign_patterns,
 )
 from steering.engine.condition_reading import compute_conditions  # noqa: E402
 from steering.engine.generation import stream_batch  # noqa: E402
@@ -156,6 +156,10 @@ def main() -> None:
     parser.add_argument("--joint-on", default="neutral", choices=["topic", "neutral"],
                         help="the prompts the joint budget is searched on: the neutral prompts (as the site computes "
                              "sets), or the topical dimensions' on-topic questions in turn (measured, not kept)")
+    parser.add_argument("--worded", default="none",
+                        help="the dimensions also said in words where they apply (gated prompt + steering): none, "
+                             "auto (range_search.choose_worded on the search's prompts, as a computed set), or a "
+                             "comma-separated list")
     parser.add_argument("--unguarded", action="store_true",
                         help="plain greedy answers, without the served chat's repetition guards (runs before 2026-12-06 evening)")
     parser.add_argument("--range-tokens", type=int, default=RANGE_PARAMS.max_new_tokens,
@@ -187,13 +191,14 @@ def main() -> None:
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are
         vectors = with_conditions(model, vectors)
     vectors = model.add_vectors(vectors)
+    worded = worded_dimensions(model, vectors, args)
     split = catalog.heldout()
     prompts = split["prompts"][: args.limit]
     settings = {**options, "dtype": args.dtype, "split": "heldout", "prompts": len(prompts), "tokens": args.tokens,
                 "strengths": list(STRENGTHS), "baselines": not args.no_baselines, "layers_steered": list(vectors.layers),
                 "as_is": args.as_is, "ranges": vectors.functional_range, "negative_ranges": vectors.negative_range,
                 "joint_range": vectors.joint_range,
-                "steers_prompt": vectors.steer_prompt, "conditions": sorted(vectors.conditions)}
+                "steers_prompt": vectors.steer_prompt, "conditions": sorted(vectors.conditions), "worded": worded}
     print(json.dumps({"settings": settings}), flush=True)
     verdicts, answers = {}, {}
     for name in args.dimensions.split(","):
@@ -206,11 +211,11 @@ def main() -> None:
         result = evaluate_dimension(
             model.loaded, vectors, name, asked, catalog.heldout_references(name), strengths=STRENGTHS,
             hooks=model.hooks, params=answer_params(args, args.tokens),
-            instructions=None if args.no_baselines else instructions,
+            instructions=None if args.no_baselines else instructions, words=instructions if name in worded else None,
         )
         rows = {"steering": (result.points, result.spearman_of_means, result.spearman)}
         rows.update({k: (b.points, b.spearman_of_means, b.spearman) for k, b in result.baselines.items()})
-        line = {"dimension": name, "range": vectors.range_text(name), "seconds": result.seconds}
+        line = {"dimension": name, "range": vectors.range_text(name), "worded": name in worded, "seconds": result.seconds}
         for kind, (points, rho_means, rho) in rows.items():
             at = {p.strength: p for p in points}
             figures = {
@@ -237,11 +242,36 @@ def main() -> None:
                          **{kind: {str(p.strength): p.answers for p in b.points} for kind, b in result.baselines.items()}}
     if set(args.dimensions.split(",")) == set(vectors.dimensions):
         together, answers["together"] = together_check(model, vectors, prompts, split["everyday"], split["on_topic"],
-                                                       answer_params(args, args.tokens))
+                                                       answer_params(args, args.tokens), worded)
         verdicts["together"] = together
     print(json.dumps({"targets_met": verdicts}), flush=True)
     if args.answers:
         Path(args.answers).write_text(json.dumps(answers, indent=1, ensure_ascii=False))
+
+
+def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> list[str]:
+    """--worded: the dimensions said in words where they apply; with "auto", chosen as a computed
+    set's are, on the range search's prompts (never the held-out split)."""
+    if args.worded == "none":
+        return []
+    if args.worded != "auto":
+        return [dim for dim in args.worded.split(",") if dim]
+    started = time.monotonic()
+    ends = {dim: (catalog.dimension(dim)["prompt_positive"], catalog.dimension(dim)["prompt_negative"])
+            for dim in vectors.dimensions}
+    choice = choose_worded(model.loaded, vectors, catalog.range_prompts(args.range_prompts), ends, hooks=model.hooks,
+                           params=answer_params(args, args.range_tokens))
+    print(json.dumps({"worded": choice.worded, "seconds": round(time.monotonic() - started),
+                      "measured": {dim: {side: [round(m[0], 2), round(m[1], 3), m[2]] for side, m in by.items()}
+                                   for dim, by in choice.measured.items()}}), flush=True)
+    return choice.worded
+
+
+def words_of(prompt: str, preferences: dict[str, float], worded: list[str]) -> WordedPrompt:
+    """`preferences` of the `worded` dimensions in words, for one question."""
+    ends = {dim: (catalog.dimension(dim)["prompt_positive"], catalog.dimension(dim)["prompt_negative"], strength)
+            for dim, strength in preferences.items() if dim in worded}
+    return WordedPrompt([{"role": "user", "content": prompt}], ends)
 
 
 def answer_params(args, tokens: int) -> GenerationParams:
@@ -262,13 +292,14 @@ def answers_to(model: SteerableModel, requests: list) -> list[str]:
 
 
 def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: list[str], everyday: list[str],
-                   on_topic: dict[str, list[str]], params: GenerationParams) -> tuple[dict, dict]:
+                   on_topic: dict[str, list[str]], params: GenerationParams, worded: list[str]) -> tuple[dict, dict]:
     """As served (`steered_request`: the joint budget, the set's prompt policy), in one batch:
     - all dimensions at ±1 together (sign_patterns) on `prompts`, every one applied (no
       condition): the most that can be added at once;
     - the profile of the topical dimensions at +1, conditional as the site serves them, on the
       `everyday` prompts that concern none of them (answers compared with the unsteered ones)
-      and on each topical dimension's own held-out `on_topic` prompts (its Effect must move)."""
+      and on each topical dimension's own held-out `on_topic` prompts (its Effect must move).
+    The `worded` dimensions are said in words too, each where it applies (GenerationRequest.apply_words)."""
     patterns = sign_patterns(vectors.dimensions)
     topical = [dim for dim in TOPICAL if dim in vectors.dimensions]
     profile, gates = dict.fromkeys(topical, 1.0), dict.fromkeys(topical)
@@ -276,7 +307,8 @@ def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: lis
 
     def request(prompt, preferences, conditional=False):
         return steered_request(vectors, model.loaded.chat_ids(prompt), preferences,
-                               topical=gates if conditional else None, params=params)
+                               topical=gates if conditional else None, params=params,
+                               worded=words_of(prompt, preferences, worded))
 
     settings = [{}, *patterns]
     requests = [request(p, s) for s in settings for p in prompts]
@@ -284,6 +316,7 @@ def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: lis
     requests += [request(p, prefs, True) for prefs in ({}, profile) for _, p in topic_prompts]
     texts = answers_to(model, requests)
     decisions = [r.conditions.decision_dict() if r.conditions else None for r in requests]
+    everyday_worded = [r.words or [] for r in requests[len(settings) * len(prompts) + len(everyday):][:len(everyday)]]
     n, e, t, embedder = len(prompts), len(everyday), len(topic_prompts), shared_embedder()
     groups = [texts[i * n : (i + 1) * n] for i in range(len(settings))]
     rest = texts[len(settings) * n :]
@@ -322,7 +355,7 @@ def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: lis
     line = {"together": figures, "everyday_cosine_to_unsteered": round(everyday_cos, 3),
             "everyday_relevance": round(relevance(prompt_similarities(embedder, everyday, steered_everyday),
                                                   prompt_similarities(embedder, everyday, plain_everyday)), 3),
-            "everyday_applied": everyday_applied, "on_topic_moved": on_topic_moved, "on_topic_applied": on_topic_applied,
+            "everyday_applied": everyday_applied, "everyday_worded": everyday_worded, "on_topic_moved": on_topic_moved, "on_topic_applied": on_topic_applied,
             "targets_met": met}
     print(json.dumps(line), flush=True)
     return met, {"prompts": prompts, "patterns": patterns, "answers": groups, "everyday": everyday,

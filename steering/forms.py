@@ -170,6 +170,22 @@ class VectorSetChangeForm(forms.ModelForm):
             "file_link": "The safetensors file with the vectors; deleting the vector set deletes it.",
         }
 
+    # The dimensions said in words too: chosen among the set's own, as checkboxes (a JSON list
+    # in the row).
+    worded_dimensions = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Worded dimensions",
+        help_text=VectorSet._meta.get_field("worded_dimensions").help_text,
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "worded_dimensions" in self.fields:
+            names = self.instance.dimension_names() if self.instance.pk else []
+            self.fields["worded_dimensions"].choices = [(name, name) for name in names]
+
+    def clean_worded_dimensions(self) -> list[str]:
+        return sorted(self.cleaned_data.get("worded_dimensions") or [])
+
 
 class SizedUploadForm(forms.Form):
     """A form with a `file` field refused above `max_bytes` (the admin passes the setting)."""

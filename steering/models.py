@@ -12,6 +12,7 @@ from django.db import models, transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
+from steering.data import catalog
 from steering.engine.loading import model_id_for
 from steering.engine.request import strength_check
 from steering.engine.vectorfile import range_text
@@ -80,6 +81,15 @@ class PreferenceDimension(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.negative_label} ↔ {self.positive_label})"
 
+    def words(self) -> tuple[str, str]:
+        """(positive end, negative end) in a few words, for saying a preference in a system
+        prompt: the shipped wording of a default dimension, else its labels."""
+        try:
+            spec = catalog.dimension(self.name) if self.private_to_id is None else {}
+        except KeyError:
+            spec = {}
+        return spec.get("prompt_positive") or self.positive_label, spec.get("prompt_negative") or self.negative_label
+
 
 class VectorSet(models.Model):
     """Steering vectors for some dimensions on one model, computed in the background.
@@ -126,6 +136,15 @@ class VectorSet(models.Model):
         default=False,
         help_text="Also tell the model each request's preferences in a system prompt (built per request from that "
         "user's own strengths; never shown to or shared with anyone else).",
+    )
+    # Gated prompting + steering (issue 24): these dimensions are also said in words, on each
+    # turn they apply to (a topical one only when its condition holds, as for its steering).
+    worded_dimensions = models.JSONField(
+        default=list, blank=True,
+        help_text="Dimensions whose preference is also said in words (\"Answer for someone who strongly prefers "
+        "…\"), in that request's system prompt only, and for a topical dimension only on turns about its subject. "
+        "Chosen when the set is computed: those whose answers with words and steering still answer the search's "
+        "questions. Ignored when \"prompt with steering\" words every dimension on every turn.",
     )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="vector_sets"

@@ -280,6 +280,9 @@ STEERLAB_RANGE_PROMPTS = env_int("STEERLAB_RANGE_PROMPTS", 12, minimum=2, maximu
 # held-out split, per-end ranges moved Effect further but the wider ends lost relevance and
 # perplexity there (28 of 36 targets against 31: docs/evaluation.md, "Ranges per end").
 STEERLAB_RANGE_PER_SIDE = env_bool("STEERLAB_RANGE_PER_SIDE", False)
+# On: computing a set (after its ranges) chooses the dimensions also said in words where they
+# apply (VectorSet.worded_dimensions; range_search.choose_worded, on the same neutral prompts).
+STEERLAB_WORD_PREFERENCES = env_bool("STEERLAB_WORD_PREFERENCES", True)
 
 # Vector sets, against abuse (docs/security.md): the largest functional range a set may
 # declare, in residual-norm units (measured ranges are 0.01–0.03); the bytes of vectors each

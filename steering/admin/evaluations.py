@@ -55,7 +55,9 @@ class EvaluationAdmin(admin.ModelAdmin):
             return "—"
         # The steering first, then the baselines it is measured against (plain prompting and
         # prompting + steering), each at the same strengths on the same prompts.
-        ways = [("steering", obj.report)] + list((obj.report.get("baselines") or {}).items())
+        # A worded dimension's steering is measured with its words, as the set serves it.
+        steering = "steering + words" if obj.report.get("worded") else "steering"
+        ways = [(steering, obj.report)] + list((obj.report.get("baselines") or {}).items())
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"

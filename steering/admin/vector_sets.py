@@ -63,7 +63,7 @@ class VectorSetAdmin(ControlVectorAdminMixin, VectorSetPlotsMixin, admin.ModelAd
     actions = ["recompute"]
     add_fieldsets = [(None, {"fields": ["name", "dimensions", "method", "top_k", "model_id", "owner"]})]
     change_fieldsets = [
-        (None, {"fields": ["name", "owner", "prompt_with_steering"]}),
+        (None, {"fields": ["name", "owner", "prompt_with_steering", "worded_dimensions"]}),
         ("Computation", {"fields": ["model_id", "method", "top_k", "dimensions", "status", "progress_bar", "error"]}),
         ("Vectors", {"fields": ["layer_summary", "num_layers", "hidden_size", "range_table", "file_link"]}),
         ("Plots", {"fields": ["plots"]}),

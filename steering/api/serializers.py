@@ -46,8 +46,8 @@ class VectorSetSerializer(serializers.ModelSerializer):
         model = VectorSet
         fields = [
             "id", "name", "model_id", "method", "top_k", "dimensions", "status", "progress", "error", "layers",
-            "num_layers", "hidden_size", "functional_range", "negative_range", "shared", "owner", "created_at", "updated_at",
-            "download_url",
+            "num_layers", "hidden_size", "functional_range", "negative_range", "worded_dimensions", "shared", "owner",
+            "created_at", "updated_at", "download_url",
         ]
         read_only_fields = fields
 

@@ -29,9 +29,8 @@ from django.conf import settings
 
 from ops.throttling import UserBudgetThrottle
 from steering import selectors
-from steering.data import catalog
 from steering.engine import GenerationParams
-from steering.engine.prompting import preferences_instruction
+from steering.engine.prompting import WordedPrompt, preferences_instruction
 from steering.files import VectorSetUnavailable
 from steering.models import Conversation, InteractionLog, VectorSet, clean_preferences
 from steering.services import chat
@@ -94,6 +93,9 @@ class ChatPlan:
     generation: GenerationParams  # those, checked, over the engine's defaults
     prompt_ids: list[int]
     conversation: Conversation | None
+    # The dimensions also said in words where they apply (VectorSet.worded_dimensions); then
+    # `prompt_ids` are without words.
+    worded: WordedPrompt | None = None
 
 
 def chat_prepare(
@@ -136,12 +138,20 @@ def chat_prepare(
         newest = min(HISTORY_MESSAGES, cap - 1)
         earlier = list(conversation.messages.order_by("-created_at", "-pk")[:newest])[::-1]
         history = [{"role": m.role, "content": m.content} for m in earlier if m.content]
-    system = steering_prompt(vector_set=vector_set, strengths=strengths) if vector_set.prompt_with_steering else None
-    prompt_ids = chat_fit_context(
-        history=history, prompt=prompt, max_new_tokens=generation.max_new_tokens, loaded=runtime.site_tokenizer(),
-        system=system,
-    )
-    return ChatPlan(vector_set, strengths, params, generation, prompt_ids, conversation)
+    loaded = runtime.site_tokenizer()
+    fit = {"history": history, "prompt": prompt, "max_new_tokens": generation.max_new_tokens, "loaded": loaded}
+    if vector_set.prompt_with_steering:  # every dimension in words, on every turn
+        system = steering_prompt(vector_set=vector_set, strengths=strengths)
+        return ChatPlan(vector_set, strengths, params, generation, chat_fit_context(**fit, system=system), conversation)
+    ends = preference_ends(vector_set, strengths, vector_set.worded_dimensions) if vector_set.worded_dimensions else {}
+    if not ends:
+        return ChatPlan(vector_set, strengths, params, generation, chat_fit_context(**fit), conversation)
+    # Gated: fitted with every word, so that whichever apply, the prompt fits; the ids are the
+    # prompt without words, on which the engine reads the conditions before wording it.
+    worded = WordedPrompt([], ends)
+    messages, ids = chat_fit_messages(**fit, system=worded.instruction(ends))
+    worded = WordedPrompt(messages, ends, tokens=len(ids))
+    return ChatPlan(vector_set, strengths, params, generation, loaded.chat_ids(messages), conversation, worded)
 
 
 def chat_context_tokens(loaded=None) -> int:
@@ -152,13 +162,22 @@ def chat_context_tokens(loaded=None) -> int:
 def chat_fit_context(
     *, history: list[dict], prompt: str, max_new_tokens: int, loaded, system: str | None = None
 ) -> list[int]:
+    """The prompt's token ids, fitted: see `chat_fit_messages`."""
+    return chat_fit_messages(history=history, prompt=prompt, max_new_tokens=max_new_tokens, loaded=loaded,
+                             system=system)[1]
+
+
+def chat_fit_messages(
+    *, history: list[dict], prompt: str, max_new_tokens: int, loaded, system: str | None = None
+) -> tuple[list[dict], list[int]]:
     """The prompt's token ids with as much of `history` (oldest first) as fits the model's
     context beside `max_new_tokens`: whole turns are dropped, oldest first, so that the model
     never sees an answer without its question. Raises ValueError with the numbers when even
     the prompt alone does not fit. Counted in the served model's own tokens, chat template
     included, because characters say little about tokens (one emoji can be several). `system`
     is the prompt-with-steering instruction, kept whatever is trimmed. `loaded`: the site
-    model or its tokenizer alone (runtime.site_tokenizer)."""
+    model or its tokenizer alone (runtime.site_tokenizer). Returns the messages kept (without
+    `system`) and their ids (with it)."""
     context = chat_context_tokens(loaded)
     room = context - max_new_tokens
     question = {"role": "user", "content": prompt}
@@ -178,8 +197,11 @@ def chat_fit_context(
     # turn at a time cost n renders of up to n turns: 3000 empty messages, 75 s of CPU).
     starts = [0, *(i for i in range(1, len(history)) if history[i]["role"] == "user")] if history else []
 
+    def messages(index: int | None) -> list[dict]:
+        return [*framing, *(history[starts[index]:] if index is not None else []), question]
+
     def render(index: int) -> list[int]:
-        return loaded.chat_ids([*framing, *history[starts[index]:], question], system=system)
+        return loaded.chat_ids(messages(index), system=system)
 
     kept, kept_ids, refused = None, alone, -1  # oldest start known to fit, its ids; newest known not to
     probe, step = len(starts) - 1, 1
@@ -193,7 +215,7 @@ def chat_fit_context(
             break
         probe, step = max(0, probe - step), step * 2
     if kept is None:
-        return alone
+        return messages(None), alone
     while kept - refused > 1:
         middle = (kept + refused) // 2
         ids = render(middle)
@@ -201,25 +223,22 @@ def chat_fit_context(
             kept, kept_ids = middle, ids
         else:
             refused = middle
-    return kept_ids
+    return messages(kept), kept_ids
 
 
 def steering_prompt(*, vector_set: VectorSet, strengths: dict[str, float]) -> str | None:
     """The system prompt of a "prompt with steering" vector set for one request: `strengths`
     (that request's, from its own user's profile and overrides) in words. It lives only in
     that request's token ids: no conversation, log or other request ever holds it."""
-    ends = []
-    for dimension in vector_set.dimensions.filter(name__in=list(strengths)).order_by("name"):
-        try:
-            spec = catalog.dimension(dimension.name)
-        except KeyError:
-            spec = {}
-        ends.append((
-            spec.get("prompt_positive") or dimension.positive_label,
-            spec.get("prompt_negative") or dimension.negative_label,
-            strengths[dimension.name],
-        ))
-    return preferences_instruction(ends)
+    return preferences_instruction(list(preference_ends(vector_set, strengths).values()))
+
+
+def preference_ends(vector_set: VectorSet, strengths: dict[str, float], names=None) -> dict[str, tuple[str, str, float]]:
+    """{dimension: (positive end, negative end) in words and the strength} for the dimensions
+    of `strengths` (those in `names`, when given), by name."""
+    chosen = list(strengths) if names is None else [name for name in strengths if name in names]
+    return {dimension.name: (*dimension.words(), strengths[dimension.name])
+            for dimension in vector_set.dimensions.filter(name__in=chosen).order_by("name")}
 
 
 class ChatTurn:
@@ -338,6 +357,7 @@ class ChatTurn:
             vector_set=self.plan.vector_set,
             strengths=self.plan.strengths,
             user=str(self.user.pk),
+            worded=self.plan.worded,
         )
         self._started = time.monotonic()
         async with contextlib.aclosing(backend().generate(spec, self._cancelled)) as events:

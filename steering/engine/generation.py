@@ -78,7 +78,6 @@ class DecodeBatch:
         self.loaded = loaded
         self.hooks = hooks
         device = loaded.device
-        self.rows = [_Row(key, r, loaded.tokenizer, device) for key, r in zip(keys, requests)]
         steered = [r.steering for r in requests]
         conditional = any(r.conditions is not None for r in requests)
         if (any(steered) or conditional) and hooks is None:
@@ -88,6 +87,9 @@ class DecodeBatch:
                 s if r.conditions is None else r.conditions.total(s, applied)
                 for s, r, applied in zip(steered, requests, decide(loaded, hooks, requests))
             ]
+        for request in requests:  # after the decision, which reads each prompt without words
+            request.apply_words(loaded)
+        self.rows = [_Row(key, r, loaded.tokenizer, device) for key, r in zip(keys, requests)]
         self.steering = RowSteering.from_rows(steered, dtype=loaded.dtype, device=device)
         self.readout: BatchReadout | None = None
         if any(r.readout is not None for r in requests):

@@ -7,6 +7,8 @@
   hundred short rows.
 - `search_joint_range`: the same bar for every dimension at ±1 together, over caps on the summed
   addition (`SteeringVectors.joint_range`).
+- `choose_worded`: the dimensions whose preference may also be said in words where they apply
+  (prompting.WordedPrompt): those whose answers keep the same bar at ±1 with words and steering.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from .embedding import SentenceEmbedder, shared_embedder
 from .hooks import SteeringHooks
 from .loading import LoadedModel
+from .prompting import preference_instruction
 from .measures import answer_nll, is_degenerate, perplexity, prompt_similarities, relevance
 from .request import GenerationParams, served_greedy
 from .rows import Progress, generate_rows, hooks_on, unit_range
@@ -156,11 +159,15 @@ def _answer_settings(
     embedder: SentenceEmbedder | None,
     progress: Progress | None,
     steer_prompt: bool = True,
+    systems: Sequence[str | None] | None = None,
 ) -> tuple[_Bar, list[tuple[float, float, int]]]:
-    """Every prompt answered unsteered and under each setting (layer deltas), in one batch;
-    each setting judged against the unsteered answers."""
+    """Every prompt answered unsteered and under each setting (layer deltas, and with
+    `systems` each setting's own system prompt), in one batch; each setting judged against the
+    unsteered answers, its perplexity taken given the plain prompt (the question as asked)."""
     prompt_ids = [loaded.chat_ids(prompt) for prompt in prompts]
-    rows = [(ids, steer) for steer in [{}, *settings] for ids in prompt_ids]
+    asked = [prompt_ids, *([loaded.chat_ids(prompt, system=system) for prompt in prompts] if system else prompt_ids
+                           for system in (systems or [None] * len(settings)))]
+    rows = [(ids, steer) for steer, ids_of in zip([{}, *settings], asked) for ids in ids_of]
     generation_total = len(rows) * params.max_new_tokens
 
     def report(done: int, _: int) -> None:
@@ -169,7 +176,7 @@ def _answer_settings(
 
     with hooks_on(loaded, hooks, layers) as active:
         answers = generate_rows(loaded, active, rows, params, progress=report, steer_prompt=steer_prompt)
-    nlls = answer_nll(loaded, [ids for ids, _ in rows], answers)
+    nlls = answer_nll(loaded, prompt_ids * (len(settings) + 1), answers)
     cosines = prompt_similarities(embedder or shared_embedder(), [p for _ in range(len(settings) + 1) for p in prompts], answers)
     report(generation_total + len(rows), 0)
     n = len(prompts)
@@ -329,3 +336,54 @@ def search_joint_range(
         min_relevance=min_relevance, degenerate={c: measured[c][2] for c in finite},
     )
     return JointSearch(chosen, measured, within)
+
+
+@dataclass
+class WordingChoice:
+    worded: list[str]  # the dimensions whose words kept the bar at both ends
+    # dimension → "+" / "−" → (perplexity ratio, relevance, answers made degenerate) at ±1 with words
+    measured: dict[str, dict[str, tuple[float, float, int]]]
+
+
+def choose_worded(
+    loaded: LoadedModel,
+    vectors: SteeringVectors,
+    prompts: Sequence[str],
+    ends: Mapping[str, tuple[str, str]],
+    *,
+    prompts_for: Mapping[str, Sequence[str]] | None = None,
+    max_ppl_ratio: float = MAX_PPL_RATIO,
+    min_relevance: float = MIN_RELEVANCE,
+    hooks: SteeringHooks | None = None,
+    params: GenerationParams = RANGE_PARAMS,
+    embedder: SentenceEmbedder | None = None,
+    progress: Progress | None = None,
+) -> WordingChoice:
+    """Which of the dimensions of `ends` ({dimension: (positive end, negative end) in words})
+    to also say in words (gated prompt + steering): those whose answers at ±1, steered within
+    `vectors`' functional ranges and told the preference in words, keep the functional range's
+    bar on `prompts` (the search's, never the evaluation's), judged as one candidate of the
+    range search is: perplexity within `max_ppl_ratio`, relevance at least
+    `min_relevance`, none made degenerate. Words move a preference further than steering
+    within its range (on the held-out split, 2026-12-07: age, ambiance and time reached every
+    target only with them), but some dimensions' words pull the answer off the question
+    (cost +1 there: "the luxury of an extended stay in Europe", relevance 0.74)."""
+    if not prompts:
+        raise ValueError("The choice needs prompts")
+    dimensions = [dim for dim in vectors.dimensions if dim in ends]
+    groups: dict[tuple[str, ...], list[str]] = {}  # the prompts → the dimensions judged on them
+    for dim in dimensions:
+        own = (prompts_for or {}).get(dim)
+        groups.setdefault(tuple(own[: len(prompts)] if own else prompts), []).append(dim)
+    measured: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for done, (asked, group) in enumerate(groups.items()):
+        keys = [(dim, sign) for dim in group for sign in (1.0, -1.0)]
+        _, judged = _answer_settings(loaded, hooks, vectors.layers, asked,
+                                     [vectors.layer_deltas({dim: sign}) for dim, sign in keys], params, embedder,
+                                     _part_of(progress, done, 1, len(groups)), vectors.steer_prompt,
+                                     [preference_instruction(*ends[dim], sign) for dim, sign in keys])
+        for (dim, sign), figures in zip(keys, judged):
+            measured.setdefault(dim, {})["+" if sign > 0 else "−"] = figures
+    worded = [dim for dim in dimensions
+              if all(r <= max_ppl_ratio and k >= min_relevance and made == 0 for r, k, made in measured[dim].values())]
+    return WordingChoice(worded, measured)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from .conditions import ConditionalSteering
+from .prompting import WordedPrompt
 from .readout import ReadoutProbe
 
 if TYPE_CHECKING:
@@ -132,10 +133,32 @@ class GenerationRequest:
     # What to read along the way (readout.py; `vectors.readout_probe`): each token's event then
     # carries the row's reading. Unsteered rows may read too: a reading is not steering.
     readout: ReadoutProbe | None = None
+    # Preferences also said in words, each once its dimension applies (prompting.WordedPrompt):
+    # `prompt_ids` is then the prompt without words, on which the conditions are read, until
+    # `apply_words` renders it with them. `words` records which dimensions were worded.
+    worded: WordedPrompt | None = None
+    words: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
             raise ValueError("The prompt is empty")
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The prompt's length once worded (the longest it can become), for admission."""
+        return max(len(self.prompt_ids), self.worded.tokens if self.worded is not None else 0)
+
+    def apply_words(self, loaded) -> None:
+        """Render the prompt with the words of the worded dimensions that apply: every one that
+        is not conditional, and the conditional ones the engine decided apply (`conditions.decision`;
+        undecided, as on an engine that does not read conditions, they all apply). Once."""
+        if self.worded is None or self.words is not None:
+            return
+        gated = self.conditions.dimensions if self.conditions is not None else {}
+        decided = (self.conditions.decision if self.conditions is not None else None) or {}
+        self.words = [dim for dim in sorted(self.worded.ends)
+                      if dim not in gated or dim not in decided or decided[dim].applied]
+        self.prompt_ids = self.worded.prompt_ids(loaded, self.words)
 
 
 @dataclass(frozen=True)
@@ -162,14 +185,15 @@ class TokenEvent:
 def steered_request(
     vectors: SteeringVectors, prompt_ids: Sequence[int], preferences: dict[str, float], *,
     topical: dict[str, float | None] | None = None, params: GenerationParams | None = None,
-    generated_ids: Sequence[int] = (),
+    generated_ids: Sequence[int] = (), worded: WordedPrompt | None = None,
 ) -> GenerationRequest:
     """One generation steered by `preferences` as the set `vectors` serves it: its topical
     dimensions (name → threshold, None: the calibrated one) conditional, the sum within its
-    joint budget, the prompt steered or not. The site and the evaluations build their requests
-    here, so a benchmark measures what users get."""
+    joint budget, the prompt steered or not, `worded` dimensions said in words where they apply.
+    The site and the evaluations build their requests here, so a benchmark measures what users get."""
     steering, conditions = vectors.conditional_deltas(preferences, topical or {})
     return GenerationRequest(
         prompt_ids=list(prompt_ids), params=params or GenerationParams(), steering=steering,
         conditions=conditions, generated_ids=list(generated_ids), steer_prompt=vectors.steer_prompt,
+        worded=worded if worded is not None and worded.ends else None,
     )

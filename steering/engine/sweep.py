@@ -122,12 +122,15 @@ def evaluate_dimension(
     embedder: SentenceEmbedder | None = None,
     params: GenerationParams = EVALUATION_PARAMS,
     instructions: Callable[[float], str | None] | None = None,
+    words: Callable[[float], str | None] | None = None,
     progress: Progress | None = None,
 ) -> SweepResult:
     """Answer every prompt at every strength (user units, −1…1 of the functional range) in one
     batch and measure the answers. `references` are the (positive, negative) reference texts.
     Strength 0 is always measured, since PNE compares with it. `instructions(strength)` (a
-    system prompt, None at 0) adds the "prompt" and "prompt+steering" baselines.
+    system prompt, None at 0) adds the "prompt" and "prompt+steering" baselines. `words(strength)`
+    is the steering's own system prompt, for a dimension the set also says in words where it
+    applies (prompting.WordedPrompt): the steering is then measured as it is served.
 
     Perplexity is always taken given the plain prompt, without any system prompt: how
     surprising the answer is as an answer to the question, the same yardstick for all three."""
@@ -148,7 +151,8 @@ def evaluate_dimension(
                 continue
             steer = vectors.layer_deltas({dimension: s}) if kind != "prompt" else {}
             for prompt, ids in zip(prompts, prompt_ids):
-                rows.append((loaded.chat_ids(prompt, system=texts[s]) if kind != "steering" else ids, steer))
+                system = texts[s] if kind != "steering" else words(s) if words and s else None
+                rows.append((loaded.chat_ids(prompt, system=system) if system else ids, steer))
                 plain_ids.append(ids)
             keys.append((kind, s))
     generation_total = len(rows) * params.max_new_tokens

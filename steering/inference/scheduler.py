@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 def _prompt_tokens(ticket: Ticket) -> int:
     """The columns a request's prefill takes: its prompt and any answer resumed after it."""
-    return len(ticket.request.prompt_ids) + len(ticket.request.generated_ids)
+    return ticket.request.prompt_tokens + len(ticket.request.generated_ids)
 
 
 class Scheduler(Admission):

@@ -77,6 +77,7 @@ def evaluation_run(
 
     def work(job: jobs.Job) -> dict:
         used = references or _references(evaluation.vector_set, evaluation.dimension)
+        words = served_words(evaluation.vector_set, evaluation.dimension)
         result = evaluate_dimension(
             runtime.site_model(),
             runtime.site_vectors(evaluation.vector_set),
@@ -88,12 +89,15 @@ def evaluation_run(
             embedder=shared_embedder(settings.STEERLAB_EMBEDDER),
             params=served_greedy(evaluation.max_new_tokens),
             instructions=instructions_for(evaluation.vector_set, evaluation.dimension) if baselines else None,
+            words=words,
             progress=job.progress,
         )
         return {
             "report": {
                 **report_of(result, vector_set=evaluation.vector_set),
                 "references": {"positive": list(used[0]), "negative": list(used[1])},
+                # The steering rows were told the preference in words too, as the set serves them.
+                "worded": words is not None,
             },
             "plot": job.store(
                 f"evaluations/{evaluation.pk}-{uuid.uuid4().hex[:8]}.png", lambda path: plot_evaluation(result, path)
@@ -113,16 +117,17 @@ def _references(vector_set, name: str) -> tuple[list[str], list[str]]:
 
 def instructions_for(vector_set, name: str) -> Callable[[float], str | None]:
     """The plain-prompting baseline's system prompt for each strength of dimension `name` of
-    `vector_set`: the shipped dimension's words for its ends ("expensive, luxurious options"),
-    or else its labels as the database holds them (an upload's dimensions are its set's own)."""
-    dimension = vector_set.dimensions.get(name=name)
-    try:
-        spec = catalog.dimension(name)
-    except KeyError:
-        spec = {}
-    positive = spec.get("prompt_positive") or dimension.positive_label
-    negative = spec.get("prompt_negative") or dimension.negative_label
+    `vector_set`, in its words (PreferenceDimension.words: the shipped dimension's, "expensive,
+    luxurious options", or its labels)."""
+    positive, negative = vector_set.dimensions.get(name=name).words()
     return lambda strength: preference_instruction(positive, negative, strength)
+
+
+def served_words(vector_set, name: str) -> Callable[[float], str | None] | None:
+    """The words the set says with dimension `name`'s steering, where it applies (its worded
+    dimensions, or every one with "prompt with steering"): the evaluation measures them so."""
+    worded = vector_set.prompt_with_steering or name in vector_set.worded_dimensions
+    return instructions_for(vector_set, name) if worded else None
 
 
 def _rounded(value: float, digits: int = 4) -> float | None:

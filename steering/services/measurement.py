@@ -1,6 +1,6 @@
 """What computing a vector set measures on the model beyond its vectors: each dimension's
-functional range (and what the search tried, for the set's plots) and the topical dimensions'
-conditions."""
+functional range (and what the search tried, for the set's plots), the topical dimensions'
+conditions, and the dimensions also said in words where they apply."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.conf import settings
 from steering.data import catalog
 from steering.engine import LoadedModel, SteeringHooks, SteeringVectors
 from steering.engine.condition_reading import compute_conditions
-from steering.engine.range_search import measured_ranges, search_functional_range, search_joint_range
+from steering.engine.range_search import choose_worded, measured_ranges, search_functional_range, search_joint_range
 from steering.models import PreferenceDimension
 
 log = logging.getLogger(__name__)
@@ -100,3 +100,24 @@ def conditions_compute(
     return vectors.with_conditions(
         conditions, {"layer": report.layer, "accuracy": report.accuracy, "separation": report.separation}
     )
+
+
+def worded_choose(
+    *, vectors: SteeringVectors, loaded: LoadedModel, dimensions: Sequence[PreferenceDimension],
+    hooks: SteeringHooks | None = None,
+) -> list[str]:
+    """The dimensions whose preference is also said in words where they apply
+    (VectorSet.worded_dimensions): those whose answers at ±1, with words and steering within
+    their measured ranges, keep the range search's bar on its neutral prompts
+    (range_search.choose_worded). None with STEERLAB_WORD_PREFERENCES or the range search off:
+    the bar is the search's."""
+    if not (settings.STEERLAB_WORD_PREFERENCES and settings.STEERLAB_RANGE_SEARCH):
+        return []
+    choice = choose_worded(
+        loaded, vectors, catalog.range_prompts(settings.STEERLAB_RANGE_PROMPTS),
+        {dim.name: dim.words() for dim in dimensions}, hooks=hooks,
+        max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR, min_relevance=settings.STEERLAB_RANGE_MIN_RELEVANCE,
+    )
+    log.info("Worded: %s (perplexity ratio, relevance, made degenerate at ±1 with words: %s)", choice.worded,
+             choice.measured)
+    return choice.worded

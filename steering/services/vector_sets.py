@@ -19,7 +19,7 @@ from steering.engine import LoadedModel, SteeringVectors, VectorFileError, compu
 from steering.engine.request import steered_request
 from steering.models import PreferenceDimension, VectorSet
 from steering.services import jobs
-from steering.services.measurement import conditions_compute, functional_range_measure
+from steering.services.measurement import conditions_compute, functional_range_measure, worded_choose
 from steering.serving import runtime
 
 
@@ -213,6 +213,7 @@ def vector_set_compute(
             searched=searched,
         )
         vectors = conditions_compute(vectors=vectors, loaded=loaded, dimensions=dimensions)
+        worded[:] = worded_choose(vectors=vectors, loaded=loaded, dimensions=dimensions)
         return stored(job, vectors)
 
     def measure(job: jobs.Job) -> dict:
@@ -222,6 +223,7 @@ def vector_set_compute(
                                                     searched=searched))
 
     searched: dict = {}
+    worded: list[str] = []  # an import's dimensions have no words chosen for them
 
     def stored(job: jobs.Job, vectors: SteeringVectors) -> dict:
         return {
@@ -232,6 +234,7 @@ def vector_set_compute(
             "hidden_size": vectors.hidden_size,
             "functional_range": vectors.functional_range,
             "negative_range": vectors.negative_range,
+            "worded_dimensions": worded,
         }
 
     return jobs.run(vector_set, work, file_field="file", report=report, on_ready=lambda: _forget_vectors(vector_set.pk))

@@ -29,6 +29,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from steering.engine import GenerationParams, GenerationRequest
+from steering.engine.prompting import WordedPrompt
 from steering.engine.readout import summarise
 from steering.inference import Busy, Scheduler, SchedulerClosed, TooManyForUser
 from steering.serving import redis_streams, runtime
@@ -49,6 +50,8 @@ class GenerationSpec:
     strengths: dict[str, float] = field(default_factory=dict)
     user: str = ""
     generated_ids: list[int] = field(default_factory=list)  # a resumed stream's tokens so far
+    # Preferences also said in words where they apply (the prompt ids are then without words).
+    worded: WordedPrompt | None = None
     # The VectorSet row itself when this process read it already (not sent to a worker,
     # which reads it by id): the local backend then resolves steering without a query.
     vector_set: object = field(default=None, compare=False, repr=False)
@@ -56,6 +59,8 @@ class GenerationSpec:
     def __post_init__(self) -> None:
         if isinstance(self.params, dict):
             self.params = GenerationParams(**self.params)
+        if isinstance(self.worded, dict):
+            self.worded = WordedPrompt(**self.worded)
 
     def to_json(self) -> str:
         """The spec as a worker reads it: plain data, the vector set by id only."""
@@ -64,7 +69,8 @@ class GenerationSpec:
     def to_request(self) -> GenerationRequest:
         """Resolve steering against this process's model (loads the vector file once)."""
         request = runtime.steered_request_for(self.vector_set_id, self.strengths, self.prompt_ids, self.params,
-                                              generated_ids=self.generated_ids, vector_set=self.vector_set)
+                                              generated_ids=self.generated_ids, vector_set=self.vector_set,
+                                              worded=self.worded)
         request.readout = runtime.readout_for(self.vector_set_id, vector_set=self.vector_set)
         return request
 

@@ -36,6 +36,7 @@ from steering.engine import (
     GenerationParams, GenerationRequest, LoadedModel, SteeringHooks, SteeringVectors, VectorFileError, load_model, record_activations,
 )
 from steering.engine.loading import ChatTokenizer, load_chat_tokenizer
+from steering.engine.prompting import WordedPrompt
 from steering.engine.readout import ReadoutProbe
 from steering.engine.request import steered_request
 from steering.files import VectorSetUnavailable
@@ -244,14 +245,15 @@ def _cache_put(site: _Site, key: tuple[int, str], vectors: SteeringVectors) -> N
 
 def steered_request_for(
     vector_set_id: int | None, strengths: dict[str, float], prompt_ids: list[int], params: GenerationParams, *,
-    generated_ids: Sequence[int] = (), vector_set: VectorSet | None = None,
+    generated_ids: Sequence[int] = (), vector_set: VectorSet | None = None, worded: WordedPrompt | None = None,
 ) -> GenerationRequest:
     """The generation `strengths` on vector set `vector_set_id` ask of the site model, built as
     the set serves it (engine.request.steered_request: its topical dimensions conditional, its
     joint budget, its prompt policy), resolved in one call so that the backends never query
     the database. No strengths, no steering (and no query). Raises VectorSetNotFound,
     VectorSetUnavailable, or LookupError/ValueError for an unknown dimension or a bad strength.
-    `vector_set`: the row, when the caller has read it already."""
+    `vector_set`: the row, when the caller has read it already. `worded`: the dimensions said in
+    words where they apply (the turn's `WordedPrompt`)."""
     if not strengths:
         return GenerationRequest(prompt_ids=list(prompt_ids), params=params, generated_ids=list(generated_ids))
     if vector_set is None or vector_set.pk != vector_set_id:
@@ -263,7 +265,7 @@ def steered_request_for(
         vector_set.dimensions.filter(kind=PreferenceDimension.Kind.TOPICAL).values_list("name", "condition_threshold")
     )
     return steered_request(site_vectors(vector_set), prompt_ids, strengths, topical=topical, params=params,
-                           generated_ids=generated_ids)
+                           generated_ids=generated_ids, worded=worded)
 
 
 def readout_for(vector_set_id: int | None, *, vector_set: VectorSet | None = None) -> ReadoutProbe | None:

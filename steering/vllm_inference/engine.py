@@ -145,10 +145,11 @@ class VllmScheduler(Admission):
 
         Conditional steering is not decided here (vLLM's batches are not ours to read during
         the prefill): a request's topical dimensions steer it always, as before conditions,
-        and its decision stays None."""
+        and its decision stays None; so are the words of its worded dimensions (GenerationRequest.apply_words)."""
         if request.conditions is not None:
             request.steering = request.conditions.total(request.steering, request.conditions.all_deltas())
             request.conditions = None
+        request.apply_words(self.loaded)
         with self._lock:  # reentrant: the thread sees the ticket only once it is complete
             ticket = self._enqueue(request, user, self._cancel)
             ticket.want_logprobs, ticket.logprobs, ticket.cached_tokens = logprobs, [], None

@@ -40,3 +40,21 @@ def test_the_system_prompt_is_never_stored(world, as_alice):
     log = InteractionLog.objects.get(pk=response.json()["interaction_id"])
     assert log.prompt == "Plan my day." and "prefers" not in str(log.params)
     assert not Message.objects.filter(content__contains="prefers").exists()
+
+
+def test_a_worded_set_words_each_request_with_its_own_users_strengths_only(world, bob):
+    """Gated prompt + steering: the words a request may get, once its dimensions apply, are its
+    own user's, and the prompt ids it is queued with hold no words at all."""
+    VectorSet.objects.filter(name="shared").update(worded_dimensions=["cost", "formality"])
+    shared = VectorSet.objects.get(name="shared")
+
+    def plan(user, **preferences):
+        return turn.chat_prepare(user=user, prompt="Plan my day.", preferences=preferences or None,
+                                 vector_set_id=shared.pk, params={})
+
+    alices = plan(world.alice)
+    assert ALICES_WORDS in alices.worded.instruction(alices.worded.ends)  # her profile: formality 0.9
+    assert "prefers" not in runtime.site_model().tokenizer.decode(alices.prompt_ids)
+    assert plan(bob).worded is None  # no profile, nothing to say
+    bobs = plan(bob, cost=-0.5).worded
+    assert list(bobs.ends) == ["cost"] and "formal" not in bobs.instruction(bobs.ends)

@@ -317,7 +317,7 @@ def test_the_change_page_shows_computed_fields_read_only(staff_client, tone):
     response = staff_client.get(page)
     content = response.content.decode()
     assert "ValueError: no luck" in content
-    assert set(response.context["adminform"].form.fields) == {"name", "owner", "prompt_with_steering"}
+    assert set(response.context["adminform"].form.fields) == {"name", "owner", "prompt_with_steering", "worded_dimensions"}
     assert 'name="status"' not in content and 'name="layers"' not in content
     assert "Recompute" in content and url("steering_vectorset_recompute", vector_set.pk) in content
     assert "Download file" not in content  # nothing to download from a failed set
@@ -593,3 +593,17 @@ def test_staff_make_a_dimension_topical_with_its_threshold_and_questions(staff_c
     assert (tone.kind, tone.condition_threshold, tone.condition_prompts) == ("topical", 0.2, ["Write a letter", "Draft an email"])
     content = staff_client.get(url("steering_preferencedimension_changelist")).content.decode()
     assert '<td class="field-kind">Topical</td>' in content
+
+
+def test_staff_choose_a_sets_worded_dimensions_among_its_own(staff_client, tone):
+    vector_set = vector_sets.vector_set_create(name="Tone", model_id=runtime.site_model_id(), dimensions=[tone])
+    page = url("steering_vectorset_change", vector_set.pk)
+    content = staff_client.get(page).content.decode()
+    assert 'name="worded_dimensions" value="tone"' in content and "said in words" in content
+    refused = staff_client.post(page, {"name": "Tone", "owner": "", "worded_dimensions": ["cost"]})
+    assert refused.status_code == 200 and "Select a valid choice" in refused.content.decode()
+    vector_set.refresh_from_db()
+    assert vector_set.worded_dimensions == []
+    assert staff_client.post(page, {"name": "Tone", "owner": "", "worded_dimensions": ["tone"]}).status_code == 302
+    vector_set.refresh_from_db()
+    assert vector_set.worded_dimensions == ["tone"]

@@ -174,3 +174,19 @@ def test_non_staff_never_reach_evaluations(ready_set, alice, client):
     ):
         response = client.get(url)
         assert response.status_code == 302 and "/login/" in response.url
+
+
+def test_a_worded_dimension_is_evaluated_with_its_words_as_served(ready_set):
+    """A set's worded dimension is served with its words (where it applies): its steering rows are
+    then the prompt + steering rows, answer for answer, and the report and admin say so."""
+    plain = evaluations.evaluation_run(evaluation=_start(ready_set, enqueue=False)).report
+    assert plain["worded"] is False
+    VectorSet.objects.filter(pk=ready_set.pk).update(worded_dimensions=["formality"])
+    ready_set.refresh_from_db()
+    report = evaluations.evaluation_run(evaluation=_start(ready_set, enqueue=False)).report
+    assert report["worded"] is True
+    both = {p["strength"]: p["answers"] for p in report["baselines"]["prompt+steering"]["points"]}
+    for point in report["points"]:
+        assert point["answers"] == both[point["strength"]]
+    moved = [p["answers"] != q["answers"] for p, q in zip(plain["points"], report["points"]) if p["strength"]]
+    assert any(moved)  # the words changed the steered answers

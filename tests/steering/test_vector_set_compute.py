@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from steering.engine import SteeringVectors, top_layers
 from steering.engine.range_search import MAX_PPL_RATIO, MIN_RELEVANCE, JointSearch, RangeSearch
@@ -233,3 +234,46 @@ def test_a_set_deleted_before_its_task_runs_ends_the_task_quietly(formality, med
     assert tasks.compute_vector_set(vector_set.pk) == "deleted"
     assert vector_sets.vector_set_compute(vector_set=vector_set, loaded=None) is vector_set
     assert not VectorSet.objects.exists()
+
+
+@pytest.mark.parametrize("word", [True, False])
+def test_computing_a_set_chooses_its_worded_dimensions_by_the_ranges_bar(tiny, formality, media, settings, word):
+    """The set's worded dimensions are range_search.choose_worded's on the search's prompts, under
+    the site's bar; none with STEERLAB_WORD_PREFERENCES off."""
+    from steering.data import catalog
+    from steering.engine.range_search import choose_worded
+
+    settings.STEERLAB_WORD_PREFERENCES = word
+    vector_set = vector_sets.vector_set_create(name="w", model_id="tiny-llama", dimensions=[formality])
+    vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny)
+    assert vector_set.status == VectorSet.Status.READY, vector_set.error
+    vector_set.refresh_from_db()
+    if not word:
+        assert vector_set.worded_dimensions == []
+        return
+    vectors = SteeringVectors.load(media / vector_set.file.name)
+    choice = choose_worded(tiny, vectors, catalog.range_prompts(settings.STEERLAB_RANGE_PROMPTS),
+                           {"formality": formality.words()}, max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR,
+                           min_relevance=settings.STEERLAB_RANGE_MIN_RELEVANCE)
+    assert vector_set.worded_dimensions == choice.worded
+    assert set(choice.measured["formality"]) == {"+", "−"}
+
+
+def test_a_dimension_is_worded_only_if_both_ends_keep_the_bar(tiny, formality):
+    from steering.data import catalog
+    from steering.engine.range_search import choose_worded
+
+    vectors = SteeringVectors(
+        model_id="tiny-llama", hidden_size=tiny.hidden_size, num_layers=tiny.num_layers, layers=[1, 2],
+        vectors={name: torch.randn(tiny.num_layers, tiny.hidden_size, generator=torch.Generator().manual_seed(i))
+                 for i, name in enumerate(("formality", "cost"))},
+        residual_norms=torch.full((tiny.num_layers,), 10.0), functional_range={"formality": 0.02, "cost": 0.02},
+    )
+    prompts, ends = catalog.range_prompts(2), {"formality": ("formal", "casual"), "cost": ("luxury", "thrift")}
+    lax = choose_worded(tiny, vectors, prompts, ends, max_ppl_ratio=1e9, min_relevance=-1e9)
+    for dim, sides in lax.measured.items():
+        assert set(sides) == {"+", "−"}
+        assert (dim in lax.worded) == all(made == 0 for _, _, made in sides.values())
+    assert choose_worded(tiny, vectors, prompts, ends, min_relevance=1e9).worded == []
+    only = choose_worded(tiny, vectors, prompts, {"cost": ends["cost"]}, max_ppl_ratio=1e9, min_relevance=-1e9)
+    assert set(only.measured) == {"cost"}  # a dimension without words is not tried

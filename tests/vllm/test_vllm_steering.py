@@ -204,3 +204,20 @@ async def test_the_service_streams_token_and_done_events(vllm_scheduler, loaded)
             cancelled.set()
     assert events[-1] == {**events[-1], "type": "done", "finish": "cancelled"}
     assert vllm_scheduler.stats().active_rows == 0
+
+
+def test_a_worded_request_is_worded_for_every_dimension_since_vllm_reads_no_conditions(vllm_scheduler, loaded, steering_for):
+    """vLLM applies a request's topical dimensions unconditionally (its prefill is not ours to
+    read first), so their words too: the text is that of the prompt with every word."""
+    from steering.engine.conditions import Condition, ConditionalSteering
+    from steering.engine.prompting import WordedPrompt
+
+    never = Condition(layer=1, direction=torch.ones(loaded.hidden_size) / loaded.hidden_size ** 0.5,
+                      center=torch.zeros(loaded.hidden_size), threshold=1.01)
+    worded = WordedPrompt([{"role": "user", "content": PROMPTS[1]}], {"cost": ("luxury", "thrift", 1.0)})
+    conditional = request(loaded, PROMPTS[1], conditions=ConditionalSteering({"cost": (never, steering_for(5))}),
+                          worded=worded)
+    said = request(loaded, PROMPTS[1], steering_for(5))
+    said.prompt_ids = loaded.chat_ids(PROMPTS[1], system="Answer for someone who strongly prefers luxury.")
+    got, expected = run(vllm_scheduler, [conditional]), run(vllm_scheduler, [said])
+    assert conditional.words == ["cost"] and got[0].text == expected[0].text
