@@ -137,19 +137,21 @@ class VectorSetAdmin(ControlVectorAdminMixin, VectorSetPlotsMixin, admin.ModelAd
             return "—"
         labels = {d.name: (d.negative_label, d.positive_label) for d in obj.dimensions.all()}
         rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (name, *labels.get(name, ("−", "+")), obj.range_text(name))
+                (name, *labels.get(name, ("−", "+")), obj.range_text(name), words_text(obj, name))
                 for name in sorted(obj.functional_range)
             ),
         )
         return format_html(
             '<table class="vs-range"><thead><tr><th>dimension</th><th>−100 %</th><th>+100 %</th>'
-            "<th>strongest steering at which answers still answer</th></tr></thead><tbody>{}</tbody></table>"
-            '<p class="help">A user\'s −100 %…+100 % maps linearly onto this range of the engine\'s strength '
-            "(× the residual stream's norm). It was measured as the strongest steering at which the answers still "
-            "answer: relevance to the question, perplexity and no garbled answer, against the unsteered answers. "
-            "Where the two ends bear different pushes, each has its own (−negative / +positive).</p>",
+            "<th>strongest steering at which answers still answer</th><th>also said in words</th></tr></thead>"
+            '<tbody>{}</tbody></table><p class="help">A user\'s −100 %…+100 % maps linearly onto this range of the '
+            "engine's strength (× the residual stream's norm). It was measured as the strongest steering at which the "
+            "answers still answer: relevance to the question, perplexity and no garbled answer, against the unsteered "
+            "answers. Where the two ends bear different pushes, each has its own (−negative / +positive). A dimension "
+            "also said in words gets them on the turns it applies to; the figures are its answers' at −100 % / +100 % "
+            "with words and steering, measured when the set was computed.</p>",
             rows,
         )
 
@@ -367,6 +369,17 @@ def progress_html(obj, url: str) -> str:
 
 def progress_json(obj) -> JsonResponse:
     return JsonResponse({"status": obj.status, "progress": obj.progress, "error": obj.error})
+
+
+def words_text(vector_set: VectorSet, name: str) -> str:
+    """Whether dimension `name` is also said in words, with its answers' relevance at −1 / +1
+    with words, as computing the set measured them."""
+    said = "yes" if name in vector_set.worded_dimensions else "no"
+    sides = (vector_set.range_search.get(name) or {}).get("words")
+    if not sides:
+        return said
+    kept = [sides.get(side, {}).get("relevance") for side in ("−", "+")]
+    return f"{said} (relevance with words {' / '.join('—' if k is None else f'{k:.2f}' for k in kept)})"
 
 
 def layer_ranges(layers: list[int]) -> str:

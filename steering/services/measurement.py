@@ -59,12 +59,16 @@ def functional_range_measure(
     return vectors.with_joint_range(joint.joint_range)
 
 
+def finite(value: float | None) -> float | None:
+    """`value` as JSON holds it: NaN, which JSON lacks, as None."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def range_search_of(result) -> dict:
     """One dimension's range search as JSON: each candidate with the worse of ±candidate's
     perplexity ratio and relevance, and each side's where the sides got their own ranges
     ("sides": {"+"/"−": {"ppl_ratio", "relevance"}}); NaN, which JSON lacks, as None."""
     candidates = sorted(result.ratios)
-    finite = lambda x: x if x is not None and math.isfinite(x) else None  # noqa: E731
     found = {
         "candidates": candidates,
         "ppl_ratio": [finite(result.ratios[c]) for c in candidates],
@@ -104,13 +108,14 @@ def conditions_compute(
 
 def worded_choose(
     *, vectors: SteeringVectors, loaded: LoadedModel, dimensions: Sequence[PreferenceDimension],
-    hooks: SteeringHooks | None = None,
+    hooks: SteeringHooks | None = None, searched: dict | None = None,
 ) -> list[str]:
     """The dimensions whose preference is also said in words where they apply
     (VectorSet.worded_dimensions): those whose answers at ±1, with words and steering within
     their measured ranges, keep the range search's bar on its neutral prompts
     (range_search.choose_worded). None with STEERLAB_WORD_PREFERENCES or the range search off:
-    the bar is the search's."""
+    the bar is the search's. `searched` (VectorSet.range_search) receives each dimension's figures
+    with words, per end ("words": {"−"/"+": {"ppl_ratio", "relevance", "made_degenerate"}})."""
     if not (settings.STEERLAB_WORD_PREFERENCES and settings.STEERLAB_RANGE_SEARCH):
         return []
     choice = choose_worded(
@@ -120,4 +125,10 @@ def worded_choose(
     )
     log.info("Worded: %s (perplexity ratio, relevance, made degenerate at ±1 with words: %s)", choice.worded,
              choice.measured)
+    if searched is not None:
+        for dim, sides in choice.measured.items():
+            searched.setdefault(dim, {})["words"] = {
+                side: {"ppl_ratio": finite(ratio), "relevance": finite(kept), "made_degenerate": made}
+                for side, (ratio, kept, made) in sides.items()
+            }
     return choice.worded

@@ -213,7 +213,7 @@ def vector_set_compute(
             searched=searched,
         )
         vectors = conditions_compute(vectors=vectors, loaded=loaded, dimensions=dimensions)
-        worded[:] = worded_choose(vectors=vectors, loaded=loaded, dimensions=dimensions)
+        worded[:] = worded_choose(vectors=vectors, loaded=loaded, dimensions=dimensions, searched=searched)
         return stored(job, vectors)
 
     def measure(job: jobs.Job) -> dict:

@@ -607,3 +607,10 @@ def test_staff_choose_a_sets_worded_dimensions_among_its_own(staff_client, tone)
     assert staff_client.post(page, {"name": "Tone", "owner": "", "worded_dimensions": ["tone"]}).status_code == 302
     vector_set.refresh_from_db()
     assert vector_set.worded_dimensions == ["tone"]
+    # The range table says which dimensions are said in words, with what computing the set measured.
+    VectorSet.objects.filter(pk=vector_set.pk).update(
+        functional_range={"tone": 0.02},
+        range_search={"tone": {"words": {"−": {"relevance": 0.94}, "+": {"relevance": 0.915}}}},
+    )
+    content = staff_client.get(page).content.decode()
+    assert "also said in words" in content and "yes (relevance with words 0.94 / 0.92)" in content

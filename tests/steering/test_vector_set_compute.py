@@ -257,6 +257,10 @@ def test_computing_a_set_chooses_its_worded_dimensions_by_the_ranges_bar(tiny, f
                            min_relevance=settings.STEERLAB_RANGE_MIN_RELEVANCE)
     assert vector_set.worded_dimensions == choice.worded
     assert set(choice.measured["formality"]) == {"+", "−"}
+    # What the choice measured is kept beside the range search, for the admin's table.
+    kept = vector_set.range_search["formality"]["words"]
+    for side, (ratio, relevance, made) in choice.measured["formality"].items():
+        assert kept[side] == {"ppl_ratio": ratio, "relevance": relevance, "made_degenerate": made}
 
 
 def test_a_dimension_is_worded_only_if_both_ends_keep_the_bar(tiny, formality):
