@@ -222,10 +222,7 @@ def search_functional_range(
         raise ValueError("max_ppl_ratio must be above 1")
     dimensions = list(dimensions or vectors.dimensions)
     unit = unit_range(vectors)
-    groups: dict[tuple[str, ...], list[str]] = {}  # the prompts → the dimensions searched on them
-    for dim in dimensions:
-        own = (prompts_for or {}).get(dim)
-        groups.setdefault(tuple(own[: len(prompts)] if own else prompts), []).append(dim)
+    groups = _grouped(dimensions, prompts, prompts_for)
     rows_total = sum(len(group) * (2 * len(candidates) + 1) * len(asked) for asked, group in groups.items())
     at, bars, done = {}, {}, 0
     for asked, group in groups.items():
@@ -251,6 +248,23 @@ def search_functional_range(
                                    {c: m[1] for c, m in worse.items()}, {c: m[2] for c, m in worse.items()},
                                    negative, side)
     return results
+
+
+def _keeps_bar(measured: tuple[float, float, int], max_ppl_ratio: float, min_relevance: float) -> bool:
+    """Whether one setting's (perplexity ratio, relevance, answers made degenerate) keep the bar."""
+    ratio, kept, made = measured
+    return ratio <= max_ppl_ratio and kept >= min_relevance and made == 0
+
+
+def _grouped(dimensions: Sequence[str], prompts: Sequence[str],
+             prompts_for: Mapping[str, Sequence[str]] | None) -> dict[tuple[str, ...], list[str]]:
+    """The prompts → the dimensions answered on them: a dimension in `prompts_for` on its own (as
+    many as `prompts`), the rest on `prompts`."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for dim in dimensions:
+        own = (prompts_for or {}).get(dim)
+        groups.setdefault(tuple(own[: len(prompts)] if own else prompts), []).append(dim)
+    return groups
 
 
 def _range_of(measured: Mapping[float, tuple[float, float, int]], *, max_ppl_ratio: float,
@@ -328,7 +342,7 @@ def search_joint_range(
     for i, cap in enumerate(caps):
         worst = judged[i * k : (i + 1) * k]
         measured[cap] = (max(x[0] for x in worst), min(x[1] for x in worst), sum(x[2] for x in worst))
-    if measured[None][0] <= max_ppl_ratio and measured[None][1] >= min_relevance and measured[None][2] == 0:
+    if _keeps_bar(measured[None], max_ppl_ratio, min_relevance):
         return JointSearch(None, measured)
     finite = [c for c in caps if c is not None]
     chosen, within = functional_range_from(
@@ -371,10 +385,7 @@ def choose_worded(
     if not prompts:
         raise ValueError("The choice needs prompts")
     dimensions = [dim for dim in vectors.dimensions if dim in ends]
-    groups: dict[tuple[str, ...], list[str]] = {}  # the prompts → the dimensions judged on them
-    for dim in dimensions:
-        own = (prompts_for or {}).get(dim)
-        groups.setdefault(tuple(own[: len(prompts)] if own else prompts), []).append(dim)
+    groups = _grouped(dimensions, prompts, prompts_for)
     measured: dict[str, dict[str, tuple[float, float, int]]] = {}
     for done, (asked, group) in enumerate(groups.items()):
         keys = [(dim, sign) for dim in group for sign in (1.0, -1.0)]
@@ -384,6 +395,5 @@ def choose_worded(
                                      [preference_instruction(*ends[dim], sign) for dim, sign in keys])
         for (dim, sign), figures in zip(keys, judged):
             measured.setdefault(dim, {})["+" if sign > 0 else "−"] = figures
-    worded = [dim for dim in dimensions
-              if all(r <= max_ppl_ratio and k >= min_relevance and made == 0 for r, k, made in measured[dim].values())]
+    worded = [dim for dim in dimensions if all(_keeps_bar(m, max_ppl_ratio, min_relevance) for m in measured[dim].values())]
     return WordingChoice(worded, measured)

@@ -53,7 +53,7 @@ def test_create_template_starts_a_shipped_dimension_from_its_examples(tmp_path):
     assert len(json.loads((tmp_path / "formality_positive.json").read_text())) >= 50
 
 
-def test_compute_vectors_computes_and_registers_a_vector_set(model_dir, example_files, tmp_path, media):
+def test_compute_vectors_computes_and_registers_a_vector_set(model_dir, example_files, tmp_path, media, capsys):
     positive, negative = example_files
     output = tmp_path / "out" / "formality.safetensors"
     call_command(
@@ -61,6 +61,8 @@ def test_compute_vectors_computes_and_registers_a_vector_set(model_dir, example_
         negative_data=negative, positive_label="Formal", negative_label="Casual", output=str(output),
     )
     vector_set = VectorSet.objects.get()
+    said = ", ".join(vector_set.worded_dimensions) or "none"
+    assert f"said in words where they apply: {said}" in capsys.readouterr().out
     assert vector_set.status == VectorSet.Status.READY and vector_set.model_id == str(model_dir)
     assert vector_set.name == "formality (caa)"
     dimension = PreferenceDimension.objects.get(name="formality")

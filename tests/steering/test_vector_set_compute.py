@@ -116,6 +116,8 @@ def test_it_steers_the_top_k_layers_and_measures_each_functional_range(tiny, for
     assert vector_set.functional_range == vectors.functional_range == {"formality": 0.045}
     # What the search tried is kept for the set's plots (JSON: no NaN).
     vector_set.refresh_from_db()
+    words = vector_set.range_search["formality"].pop("words")  # the worded choice's, beside it
+    assert set(words) == {"+", "−"}
     assert vector_set.range_search == {
         "formality": {"candidates": [0.03, 0.045, 0.06], "ppl_ratio": [1.1, 1.2, None], "relevance": [0.97, 0.93, None]}
     }

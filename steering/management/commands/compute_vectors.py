@@ -124,5 +124,6 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"Vector set #{vector_set.pk} '{vector_set.name}' is ready: layers {vector_set.layers}, "
                 "functional range " + ", ".join(f"{dim} {vector_set.range_text(dim)}" for dim in sorted(vector_set.functional_range))
+                + "; said in words where they apply: " + (", ".join(vector_set.worded_dimensions) or "none")
             )
         )
