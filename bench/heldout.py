@@ -160,6 +160,9 @@ def main() -> None:
                         help="the dimensions also said in words where they apply (gated prompt + steering): none, "
                              "auto (range_search.choose_worded on the search's prompts, as a computed set), or a "
                              "comma-separated list")
+    parser.add_argument("--joint-words", action="store_true",
+                        help="with --worded: search the joint budget again with the worded dimensions said in words in "
+                             "every pattern (measured 2026-12-07 and not kept: docs/evaluation.md, gated prompt + steering)")
     parser.add_argument("--unguarded", action="store_true",
                         help="plain greedy answers, without the served chat's repetition guards (runs before 2026-12-06 evening)")
     parser.add_argument("--range-tokens", type=int, default=RANGE_PARAMS.max_new_tokens,
@@ -192,13 +195,16 @@ def main() -> None:
         vectors = with_conditions(model, vectors)
     vectors = model.add_vectors(vectors)
     worded = worded_dimensions(model, vectors, args)
+    if args.joint_words and worded:
+        vectors = model.add_vectors(joint_with_words(model, vectors, worded, args))
     split = catalog.heldout()
     prompts = split["prompts"][: args.limit]
     settings = {**options, "dtype": args.dtype, "split": "heldout", "prompts": len(prompts), "tokens": args.tokens,
                 "strengths": list(STRENGTHS), "baselines": not args.no_baselines, "layers_steered": list(vectors.layers),
                 "as_is": args.as_is, "ranges": vectors.functional_range, "negative_ranges": vectors.negative_range,
                 "joint_range": vectors.joint_range,
-                "steers_prompt": vectors.steer_prompt, "conditions": sorted(vectors.conditions), "worded": worded}
+                "steers_prompt": vectors.steer_prompt, "conditions": sorted(vectors.conditions), "worded": worded,
+                "joint_words": args.joint_words}
     print(json.dumps({"settings": settings}), flush=True)
     verdicts, answers = {}, {}
     for name in args.dimensions.split(","):
@@ -265,6 +271,18 @@ def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> 
                       "measured": {dim: {side: [round(m[0], 2), round(m[1], 3), m[2]] for side, m in by.items()}
                                    for dim, by in choice.measured.items()}}), flush=True)
     return choice.worded
+
+
+def joint_with_words(model: SteerableModel, vectors: SteeringVectors, worded: list[str], args) -> SteeringVectors:
+    """`vectors` with the joint budget searched as patterns with words are served: the `worded`
+    dimensions said in words in every sign pattern."""
+    words = {dim: (catalog.dimension(dim)["prompt_positive"], catalog.dimension(dim)["prompt_negative"]) for dim in worded}
+    joint = search_joint_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts), hooks=model.hooks,
+                               params=answer_params(args, args.range_tokens), words=words)
+    print(json.dumps({"joint_range_with_words": joint.joint_range,
+                      "joint_measured": {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in joint.measured.items()}}),
+          flush=True)
+    return vectors.with_joint_range(joint.joint_range)
 
 
 def words_of(prompt: str, preferences: dict[str, float], worded: list[str]) -> WordedPrompt:

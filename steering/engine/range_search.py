@@ -22,7 +22,7 @@ import torch
 from .embedding import SentenceEmbedder, shared_embedder
 from .hooks import SteeringHooks
 from .loading import LoadedModel
-from .prompting import preference_instruction
+from .prompting import preference_instruction, preferences_instruction
 from .measures import answer_nll, is_degenerate, perplexity, prompt_similarities, relevance
 from .request import GenerationParams, served_greedy
 from .rows import Progress, generate_rows, hooks_on, unit_range
@@ -324,19 +324,23 @@ def search_joint_range(
     params: GenerationParams = RANGE_PARAMS,
     embedder: SentenceEmbedder | None = None,
     progress: Progress | None = None,
+    words: Mapping[str, tuple[str, str]] | None = None,
 ) -> JointSearch:
     """The budget of the summed addition (residual-norm units; `SteeringVectors.joint_range`):
     the largest candidate cap at which every dimension at full strength together (the
     `sign_patterns`) keeps the answer by the functional range's bar. `vectors` carry their
     functional ranges already. Without a cap the sum of six full-strength vectors is measured
-    too; when it passes, no cap is needed (None)."""
+    too; when it passes, no cap is needed (None). `words` ({dimension: (positive end, negative
+    end)}, the worded dimensions): each pattern also says those in words, as served."""
     if not prompts or not candidates:
         raise ValueError("The search needs prompts and candidate caps")
     patterns = sign_patterns(vectors.dimensions)
     caps: list[float | None] = [*sorted(candidates), None]
     settings = [vectors.with_joint_range(cap).layer_deltas(pattern) for cap in caps for pattern in patterns]
+    said = [preferences_instruction([(*words[dim], sign) for dim, sign in pattern.items() if dim in words])
+            for pattern in patterns] if words else None
     _, judged = _answer_settings(loaded, hooks, vectors.layers, prompts, settings, params, embedder, progress,
-                                 vectors.steer_prompt)
+                                 vectors.steer_prompt, said * len(caps) if said else None)
     k = len(patterns)
     measured = {}
     for i, cap in enumerate(caps):

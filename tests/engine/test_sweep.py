@@ -212,6 +212,17 @@ def test_the_joint_search_measures_every_cap_and_the_plain_sum_over_the_sign_pat
     assert found.joint_range == 1e-4 and found.within_limit
 
 
+def test_the_joint_search_with_words_says_the_worded_dimensions_in_every_pattern(tiny, vectors):
+    """`words` (bench/heldout.py --joint-words): the patterns are answered with the worded
+    dimensions in words, so they measure other answers; none worded is the plain search."""
+    ranged = vectors.with_ranges({"f": 0.02, "g": 0.02})
+    kwargs = {"candidates": (1e-4,), "max_ppl_ratio": 1.1, "params": GenerationParams(max_new_tokens=6)}
+    plain = search_joint_range(tiny, ranged, PROMPTS, **kwargs)
+    assert search_joint_range(tiny, ranged, PROMPTS, words={}, **kwargs).measured == plain.measured
+    worded = search_joint_range(tiny, ranged, PROMPTS, words={"f": ("formal words", "casual words")}, **kwargs)
+    assert worded.measured[1e-4] != plain.measured[1e-4]
+
+
 def test_a_dimension_with_its_own_prompts_is_searched_on_them(tiny, vectors):
     # The same search as each dimension alone on its prompts: a topical dimension's range is
     # measured on questions about its subject, the others' on the shared prompts.
