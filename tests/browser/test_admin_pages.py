@@ -81,7 +81,7 @@ class VectorSetAdminTest(BrowserTestCase):
                 assert action in tools
             rows = page.locator(".vs-range tbody tr")
             assert rows.count() == 2
-            assert rows.first.locator("td").all_text_contents() == ["cost", "Budget", "Luxury", "±0.02"]
+            assert rows.first.locator("td").all_text_contents() == ["cost", "Budget", "Luxury", "±0.02", "no"]
             assert page.locator(".vs-layers").text_content() == "15 of 30: 7–21"
 
             # ρ: three decimals in the list and on the page, and what it is computed over.
