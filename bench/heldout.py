@@ -255,6 +255,12 @@ def main() -> None:
         Path(args.answers).write_text(json.dumps(answers, indent=1, ensure_ascii=False))
 
 
+def catalog_words(dimension: str) -> tuple[str, str]:
+    """(positive end, negative end) of a shipped dimension in words, as PreferenceDimension.words gives them."""
+    spec = catalog.dimension(dimension)
+    return spec["prompt_positive"], spec["prompt_negative"]
+
+
 def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> list[str]:
     """--worded: the dimensions said in words where they apply; with "auto", chosen as a computed
     set's are, on the range search's prompts (never the held-out split)."""
@@ -263,8 +269,7 @@ def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> 
     if args.worded != "auto":
         return [dim for dim in args.worded.split(",") if dim]
     started = time.monotonic()
-    ends = {dim: (catalog.dimension(dim)["prompt_positive"], catalog.dimension(dim)["prompt_negative"])
-            for dim in vectors.dimensions}
+    ends = {dim: catalog_words(dim) for dim in vectors.dimensions}
     choice = choose_worded(model.loaded, vectors, catalog.range_prompts(args.range_prompts), ends, hooks=model.hooks,
                            params=answer_params(args, args.range_tokens))
     print(json.dumps({"worded": choice.worded, "seconds": round(time.monotonic() - started),
@@ -276,7 +281,7 @@ def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> 
 def joint_with_words(model: SteerableModel, vectors: SteeringVectors, worded: list[str], args) -> SteeringVectors:
     """`vectors` with the joint budget searched as patterns with words are served: the `worded`
     dimensions said in words in every sign pattern."""
-    words = {dim: (catalog.dimension(dim)["prompt_positive"], catalog.dimension(dim)["prompt_negative"]) for dim in worded}
+    words = {dim: catalog_words(dim) for dim in worded}
     joint = search_joint_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts), hooks=model.hooks,
                                params=answer_params(args, args.range_tokens), words=words)
     print(json.dumps({"joint_range_with_words": joint.joint_range,
@@ -287,8 +292,7 @@ def joint_with_words(model: SteerableModel, vectors: SteeringVectors, worded: li
 
 def words_of(prompt: str, preferences: dict[str, float], worded: list[str]) -> WordedPrompt:
     """`preferences` of the `worded` dimensions in words, for one question."""
-    ends = {dim: (catalog.dimension(dim)["prompt_positive"], catalog.dimension(dim)["prompt_negative"], strength)
-            for dim, strength in preferences.items() if dim in worded}
+    ends = {dim: (*catalog_words(dim), strength) for dim, strength in preferences.items() if dim in worded}
     return WordedPrompt([{"role": "user", "content": prompt}], ends)
 
 

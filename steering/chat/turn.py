@@ -148,8 +148,7 @@ def chat_prepare(
         return ChatPlan(vector_set, strengths, params, generation, chat_fit_context(**fit), conversation)
     # Gated: fitted with every word, so that whichever apply, the prompt fits; the ids are the
     # prompt without words, on which the engine reads the conditions before wording it.
-    worded = WordedPrompt([], ends)
-    messages, ids = chat_fit_messages(**fit, system=worded.instruction(ends))
+    messages, ids = chat_fit_messages(**fit, system=preferences_instruction(list(ends.values())))
     worded = WordedPrompt(messages, ends, tokens=len(ids))
     return ChatPlan(vector_set, strengths, params, generation, loaded.chat_ids(messages), conversation, worded)
 
