@@ -126,8 +126,10 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
               "relevances": {str(c): round(x, 3) for c, x in r.relevances.items()},
               "degenerate": {str(c): x for c, x in r.degenerate.items()}}
         for dim, r in found.items()}}), flush=True)
+    # As a computed set: the worded dimensions are chosen on these ranges and said in every pattern.
+    words = {} if args.joint_without_words else {dim: catalog_words(dim) for dim in worded_dimensions(model, vectors, args)}
     joint = search_joint_range(model.loaded, vectors, joint_prompts(prompts, topical) if args.joint_on == "topic" else prompts,
-                               hooks=model.hooks, params=params)
+                               hooks=model.hooks, params=params, words=words)
     vectors = vectors.with_joint_range(joint.joint_range)
     print(json.dumps({"search_seconds": round(time.monotonic() - started), "joint_range": joint.joint_range,
                       "joint_measured": {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in joint.measured.items()}}),
@@ -161,8 +163,11 @@ def main() -> None:
                              "auto (range_search.choose_worded on the search's prompts, as a computed set), or a "
                              "comma-separated list")
     parser.add_argument("--joint-words", action="store_true",
-                        help="with --worded: search the joint budget again with the worded dimensions said in words in "
-                             "every pattern (measured 2026-12-07 and not kept: docs/evaluation.md, gated prompt + steering)")
+                        help="with --as-is and --worded: search the file's joint budget again with the worded dimensions "
+                             "said in every pattern, as a computed set's is (a search run here always does)")
+    parser.add_argument("--joint-without-words", action="store_true",
+                        help="search the joint budget with no words said, as sets computed before 2026-12-07 were "
+                             "(docs/evaluation.md, 'A budget that leaves one dimension alone')")
     parser.add_argument("--unguarded", action="store_true",
                         help="plain greedy answers, without the served chat's repetition guards (runs before 2026-12-06 evening)")
     parser.add_argument("--range-tokens", type=int, default=RANGE_PARAMS.max_new_tokens,
@@ -188,7 +193,7 @@ def main() -> None:
 
     model = SteerableModel.load(dtype=args.dtype, system_prompt=args.system_prompt)
     options = {"system_prompt": args.system_prompt, "method": args.method, "read": args.read, "layers": args.layers,
-               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "sides": args.sides, "orthogonalise": args.orthogonalise, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
+               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "sides": args.sides, "orthogonalise": args.orthogonalise, "worded": args.worded, "joint_without_words": args.joint_without_words, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
                **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
     vectors = vectors_for(model, args, options)
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are

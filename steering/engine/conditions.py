@@ -22,7 +22,7 @@ centre (the midpoint of the two classes) and a threshold. A prompt's score is th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -59,14 +59,21 @@ class ConditionalSteering:
 
     dimensions: dict[str, tuple[Condition, dict[int, torch.Tensor]]]
     decision: dict[str, DimensionDecision] | None = None
-    # The vector set's joint budget (SteeringVectors.within_budget), applied to the final sum.
-    budget: Callable[[dict[int, torch.Tensor]], dict[int, torch.Tensor]] | None = None
+    # The vector set's joint budget (SteeringVectors.within_budget), applied to the final sum,
+    # which it caps by the sizes of the terms summed: each topical dimension's (`sizes`) and
+    # the always-applied ones' (`always_sizes`).
+    budget: Callable[[dict[int, torch.Tensor], Sequence[float]], dict[int, torch.Tensor]] | None = None
+    sizes: dict[str, float] = field(default_factory=dict)
+    always_sizes: Sequence[float] = ()
 
     def total(self, always: dict[int, torch.Tensor], applied: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """The request's whole addition: its style steering plus the topical deltas that apply,
-        within the budget."""
+        """The request's whole addition: its style steering plus the topical deltas that apply
+        (every one before a decision, as on an engine without conditions), within the budget."""
         summed = add_deltas(always, applied)
-        return self.budget(summed) if self.budget is not None else summed
+        if self.budget is None:
+            return summed
+        on = [dim for dim in self.dimensions if self.decision is None or self.decision[dim].applied]
+        return self.budget(summed, [*self.always_sizes, *(self.sizes.get(dim, 0.0) for dim in on)])
 
     @property
     def layers(self) -> set[int]:

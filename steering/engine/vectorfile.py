@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -189,19 +190,35 @@ class SteeringVectors:
     def layer_deltas(self, preferences: dict[str, float]) -> dict[int, torch.Tensor]:
         """The addition to each steered layer for one request: Σ_dim s · range · scaled unit vector,
         within the joint budget. Empty when every strength is zero."""
-        return self.within_budget(self._summed(preferences))
+        return self.within_budget(self._summed(preferences), self.term_sizes(preferences))
 
-    def within_budget(self, deltas: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """`deltas` (a request's whole addition) scaled down, never up, to `joint_range` at each
-        layer, direction kept; one dimension within the budget is untouched. Applied to the
-        final sum only: conditional steering sums what applies first, then this."""
+    def term_sizes(self, preferences: dict[str, float]) -> list[float]:
+        """Each steering dimension's own addition, a fraction of the residual norm (the same at
+        every layer: |s| · its range)."""
+        return [abs(float(s)) * self.range_at(dim, float(s)) for dim, s in preferences.items() if float(s) != 0.0]
+
+    def within_budget(self, deltas: dict[int, torch.Tensor], sizes: Sequence[float] = ()) -> dict[int, torch.Tensor]:
+        """`deltas` (a request's whole addition, the sum of terms of `sizes`) scaled down, never
+        up, at each layer, direction kept, to the cap `joint_cap(sizes)`. Applied to the final
+        sum only: conditional steering sums what applies first, then this."""
         if self.joint_range is None or not deltas:
             return deltas
+        cap = self.joint_cap(sizes)
         capped = {}
         for layer, delta in deltas.items():
             size = float(delta.norm()) / max(float(self.residual_norms[layer]), 1e-12)
-            capped[layer] = delta * min(1.0, self.joint_range / max(size, 1e-12))
+            capped[layer] = delta * min(1.0, cap / max(size, 1e-12))
         return capped
+
+    def joint_cap(self, sizes: Sequence[float]) -> float:
+        """The budget of a sum of terms of `sizes`: `joint_range`, or more where one term leads
+        the rest, by as much as it exceeds all the others together. The budget is measured for
+        dimensions steering together; one dimension alone keeps its own measured range (which
+        may exceed the budget), and a second one joining it at a small strength takes the cap
+        down gradually, not at once (measured: docs/evaluation.md, "A budget that leaves one
+        dimension alone")."""
+        lead = 2 * max(sizes, default=0.0) - sum(sizes)
+        return max(self.joint_range, lead) if self.joint_range is not None else math.inf
 
     def _summed(self, preferences: dict[str, float]) -> dict[int, torch.Tensor]:
         total = None
@@ -252,7 +269,9 @@ class SteeringVectors:
             dim: (self.conditions[dim].with_threshold(topical[dim]), self._summed({dim: preferences[dim]}))
             for dim in sorted(gated)
         }
-        return always, ConditionalSteering(dimensions, budget=self.within_budget)
+        sizes = {dim: self.term_sizes({dim: preferences[dim]})[0] for dim in gated}
+        kept = self.term_sizes({dim: s for dim, s in preferences.items() if dim not in gated})
+        return always, ConditionalSteering(dimensions, budget=self.within_budget, sizes=sizes, always_sizes=kept)
 
     def check_model(self, *, model_id: str | None, num_layers: int, hidden_size: int) -> None:
         """Raise VectorFileError listing every way these vectors do not fit the model."""

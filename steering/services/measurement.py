@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from django.conf import settings
 
@@ -23,7 +23,7 @@ Progress = Callable[[int, int], None]
 
 def functional_range_measure(
     *, vectors: SteeringVectors, loaded: LoadedModel, hooks: SteeringHooks | None = None, progress: Progress | None = None,
-    searched: dict | None = None,
+    searched: dict | None = None, words_for: Callable[[SteeringVectors], Mapping[str, tuple[str, str]]] | None = None,
 ) -> SteeringVectors:
     """`vectors` with each dimension's functional range measured on the model (a few neutral
     prompts, short greedy answers, one batch): the largest strength whose answers still answer
@@ -31,7 +31,11 @@ def functional_range_measure(
     STEERLAB_RANGE_PPL_FACTOR × theirs, none made degenerate), each end its own with
     STEERLAB_RANGE_PER_SIDE; then, with several dimensions,
     the budget of their summed addition by the same bar. Unchanged with STEERLAB_RANGE_SEARCH off.
-    `searched` receives what was tried, per dimension (VectorSet.range_search), for its plots."""
+    `searched` receives what was tried, per dimension (VectorSet.range_search), for its plots.
+    `words_for(ranged)`, called once the ranges are found, gives the dimensions said in words
+    where they apply ({dimension: (positive end, negative end)}); the budget is searched with
+    them said, as they are served (docs/evaluation.md, "A budget that leaves one dimension
+    alone")."""
     if not settings.STEERLAB_RANGE_SEARCH:
         return vectors
     prompts = catalog.range_prompts(settings.STEERLAB_RANGE_PROMPTS)
@@ -49,10 +53,11 @@ def functional_range_measure(
     if searched is not None:
         searched.update({dim: range_search_of(result) for dim, result in results.items()})
     vectors = vectors.with_ranges(*measured_ranges(results))
+    words = words_for(vectors) if words_for else None
     if len(vectors.dimensions) < 2:
         return vectors
     joint = search_joint_range(
-        loaded, vectors, prompts, **bar, hooks=hooks,
+        loaded, vectors, prompts, **bar, hooks=hooks, words=words,
         progress=(lambda done, total: progress(total + done, 2 * total)) if progress else None,
     )
     log.info("Joint range: %s (worst PPL ratio, relevance, made degenerate per cap: %s)", joint.joint_range, joint.measured)

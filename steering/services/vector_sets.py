@@ -206,14 +206,20 @@ def vector_set_compute(
             labels=labels,
             progress=lambda done, total: job.progress(share * done, total),
         )
+
+        def words_for(ranged: SteeringVectors) -> dict[str, tuple[str, str]]:
+            # Chosen on the ranges just found; the joint budget is then searched with them said.
+            worded[:] = worded_choose(vectors=ranged, loaded=loaded, dimensions=dimensions, searched=searched)
+            return {dim.name: dim.words() for dim in dimensions if dim.name in worded}
+
         vectors = functional_range_measure(
             vectors=vectors,
             loaded=loaded,
             progress=lambda done, total: job.progress(total * share + (1 - share) * done, total),
             searched=searched,
+            words_for=words_for,
         )
         vectors = conditions_compute(vectors=vectors, loaded=loaded, dimensions=dimensions)
-        worded[:] = worded_choose(vectors=vectors, loaded=loaded, dimensions=dimensions, searched=searched)
         return stored(job, vectors)
 
     def measure(job: jobs.Job) -> dict:

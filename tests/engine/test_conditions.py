@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from steering.engine import GenerationParams, GenerationRequest, SteeringHooks, SteeringVectors, record_activations, stream_batch
 from steering.engine.condition_reading import calibrate_threshold, fit_condition
-from steering.engine.conditions import ConditionalSteering, ConditionGate, cosine_scores
+from steering.engine.conditions import ConditionalSteering, ConditionGate, DimensionDecision, cosine_scores
 from steering.engine.vectorfile import VectorFileError
 
 ON, OFF, PLAIN = "please find the documents", "wanna grab coffee", "hello world"
@@ -196,3 +196,18 @@ def test_the_joint_budget_caps_the_style_and_topical_steering_once_summed(tiny):
         assert torch.allclose(total[layer], whole[layer], atol=1e-6)
     # When the topical dimension does not apply, the style one alone is within the budget: untouched.
     assert torch.equal(gated.total(always, {})[1], always[1])
+
+
+def test_a_topical_dimension_that_applies_alone_keeps_its_range_over_the_budget(tiny):
+    """The budget is measured for dimensions steering together: a row whose only applying
+    dimension is topical gets its whole range, as one style dimension alone would, and the
+    budget returns when a style dimension steers beside it."""
+    vectors = _vectors(tiny, {"cost": _condition(tiny)}).with_joint_range(0.3)  # each range is 0.5
+    for preferences, expected in (({"cost": 1.0}, 0.5), ({"cost": 1.0, "formality": 1.0}, 0.3)):
+        always, gated = vectors.conditional_deltas(preferences, {"cost": None})
+        gated.decision = {"cost": DimensionDecision(True, 0.9, 0.0)}
+        total = gated.total(always, gated.dimensions["cost"][1])
+        assert total[1].norm().item() == pytest.approx(expected, rel=1e-4)
+    # Decided off, the style dimension alone is left its own range too.
+    gated.decision = {"cost": DimensionDecision(False, -0.9, 0.0)}
+    assert gated.total(always, {})[1].norm().item() == pytest.approx(0.5, rel=1e-4)

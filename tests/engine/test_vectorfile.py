@@ -1,5 +1,7 @@
 import json
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -203,3 +205,22 @@ def test_a_joint_range_caps_the_summed_addition_and_leaves_one_dimension_within_
         assert torch.nn.functional.cosine_similarity(both_capped[layer], both[layer], dim=0).item() == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(VectorFileError, match="joint range"):
         vectors.with_joint_range(0.0)
+
+
+def test_one_dimension_alone_keeps_its_range_over_the_budget_and_a_second_lowers_the_cap_gradually(vectors):
+    """The budget caps dimensions steering together; one alone keeps the range measured for it
+    alone, and a second joining it at a small strength moves the cap by as much, not at once."""
+    budgeted = vectors.with_ranges({"formality": 0.03, "mood": 0.02}).with_joint_range(0.025)
+    unbudgeted = budgeted.with_joint_range(None)
+    alone = budgeted.layer_deltas({"formality": 1.0})
+    assert all(torch.equal(alone[layer], unbudgeted.layer_deltas({"formality": 1.0})[layer]) for layer in vectors.layers)
+    assert budgeted.joint_cap([0.03]) == pytest.approx(0.03)
+    assert budgeted.joint_cap([0.03, 0.002]) == pytest.approx(0.028)  # leads by 0.028
+    assert budgeted.joint_cap([0.03, 0.02]) == pytest.approx(0.025)  # leads by 0.01 < the budget
+    assert unbudgeted.joint_cap([0.03, 0.02]) == math.inf
+    nudged = budgeted.layer_deltas({"formality": 1.0, "mood": 0.1})  # mood adds 0.002
+    together = budgeted.layer_deltas({"formality": 1.0, "mood": -1.0})
+    for layer in vectors.layers:
+        norm = vectors.residual_norms[layer].item()
+        assert nudged[layer].norm().item() == pytest.approx(0.028 * norm, rel=1e-4)
+        assert together[layer].norm().item() == pytest.approx(0.025 * norm, rel=1e-4)

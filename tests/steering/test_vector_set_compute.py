@@ -171,8 +171,8 @@ def test_several_dimensions_get_a_joint_budget_measured_on_their_ranges_and_stor
     )
     seen = {}
 
-    def fake_joint(loaded, vectors, prompts, *, max_ppl_ratio, min_relevance, hooks, progress):
-        seen.update(ranges=dict(vectors.functional_range), factor=max_ppl_ratio, relevance=min_relevance)
+    def fake_joint(loaded, vectors, prompts, *, max_ppl_ratio, min_relevance, hooks, progress, words):
+        seen.update(ranges=dict(vectors.functional_range), factor=max_ppl_ratio, relevance=min_relevance, words=words)
         progress(1, 1)
         return JointSearch(0.03, {0.03: (1.5, 0.95, 0), None: (3.0, 0.5, 2)})
 
@@ -185,6 +185,8 @@ def test_several_dimensions_get_a_joint_budget_measured_on_their_ranges_and_stor
     assert vectors.joint_range == 0.03
     # The budget is measured on the ranges just found, by the same bar.
     assert seen["ranges"] == vectors.functional_range and seen["factor"] == MAX_PPL_RATIO and seen["relevance"] == 0.9
+    # ... with the dimensions chosen to be worded said in every pattern, as they are served.
+    assert seen["words"] == {dim.name: dim.words() for dim in (formality, mood) if dim.name in vector_set.worded_dimensions}
     assert reported == sorted(reported)
 
 
