@@ -266,6 +266,8 @@ class ChatTurn:
         self.text = ""
         self.finish_reason = "error"
         self.tokens = 0
+        # The prompt's length as served, with the words said (the engine's; None until it says).
+        self.prompt_tokens: int | None = None
         self.first_token_ms: int | None = None
         self.conditions: dict | None = None  # the topical dimensions' decisions (conditional steering)
         self.readout: dict | None = None  # how the answer read per dimension (engine/readout.py)
@@ -366,6 +368,7 @@ class ChatTurn:
                     yield event["text"]
                 elif event["type"] == "done":
                     self.finish_reason, self.tokens = event["finish"], event["tokens"]
+                    self.prompt_tokens = event.get("prompt_tokens")
                     self.first_token_ms = event.get("first_token_ms")
                     self.conditions = event.get("conditions")
                     self.readout = event.get("readout")

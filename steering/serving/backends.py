@@ -11,7 +11,7 @@ backends that generate one and yield the same events.
 
 Events are dicts: {"type": "token", "text"} (worker mode also says which worker serves the
 request: {"type": "worker", "worker", "resumed_at"}, again after each move), then one of {"type": "done", "finish", "tokens",
-"first_token_ms", "conditions", "readout"} or {"type": "error", "code", "message", "retry_after"}.
+"prompt_tokens", "first_token_ms", "conditions", "readout"} or {"type": "error", "code", "message", "retry_after"}.
 """
 
 from __future__ import annotations
@@ -136,6 +136,8 @@ async def run_on_scheduler(
                 "type": "done",
                 "finish": ticket.finish,
                 "tokens": ticket.tokens,
+                # The prompt as served: with the words of the worded dimensions that applied.
+                "prompt_tokens": len(request.prompt_ids),
                 "first_token_ms": None if ticket.time_to_first_token is None else round(ticket.time_to_first_token * 1000),
                 # Which topical dimensions applied, and why (None: no topical dimension was gated).
                 "conditions": request.conditions.decision_dict() if request.conditions is not None else None,

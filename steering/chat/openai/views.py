@@ -158,7 +158,7 @@ class Completion:
         return "length" if self.turn.finish_reason == "length" else "stop"
 
     def usage(self) -> dict:
-        return p.usage(len(self.turn.plan.prompt_ids), self.turn.tokens)
+        return p.usage(self.turn.prompt_tokens or len(self.turn.plan.prompt_ids), self.turn.tokens)
 
     def steering(self, logged: dict | None = None) -> dict:
         """The extension field echoing what steered this answer."""
