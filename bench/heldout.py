@@ -162,6 +162,8 @@ def main() -> None:
                         help="the dimensions also said in words where they apply (gated prompt + steering): none, "
                              "auto (range_search.choose_worded on the search's prompts, as a computed set), or a "
                              "comma-separated list")
+    parser.add_argument("--words-on", default="neutral", choices=["neutral", "suggestions"],
+                        help="the prompts --worded auto judges a topical dimension's words on")
     parser.add_argument("--joint-words", action="store_true",
                         help="with --as-is and --worded: search the file's joint budget again with the worded dimensions "
                              "said in every pattern, as a computed set's is (a search run here always does)")
@@ -193,7 +195,7 @@ def main() -> None:
 
     model = SteerableModel.load(dtype=args.dtype, system_prompt=args.system_prompt)
     options = {"system_prompt": args.system_prompt, "method": args.method, "read": args.read, "layers": args.layers,
-               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "sides": args.sides, "orthogonalise": args.orthogonalise, "worded": args.worded, "joint_without_words": args.joint_without_words, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
+               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "sides": args.sides, "orthogonalise": args.orthogonalise, "worded": args.worded, "words_on": args.words_on, "joint_without_words": args.joint_without_words, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
                **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
     vectors = vectors_for(model, args, options)
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are
@@ -275,8 +277,11 @@ def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> 
         return [dim for dim in args.worded.split(",") if dim]
     started = time.monotonic()
     ends = {dim: catalog_words(dim) for dim in vectors.dimensions}
+    # --words-on suggestions: a topical dimension judged on open suggestion requests, the kind of
+    # turn its words are said on (its condition gates them); a style dimension on the neutral prompts.
+    own = {dim: catalog.suggestion_prompts() for dim in TOPICAL} if args.words_on == "suggestions" else None
     choice = choose_worded(model.loaded, vectors, catalog.range_prompts(args.range_prompts), ends, hooks=model.hooks,
-                           params=answer_params(args, args.range_tokens))
+                           params=answer_params(args, args.range_tokens), prompts_for=own)
     print(json.dumps({"worded": choice.worded, "seconds": round(time.monotonic() - started),
                       "measured": {dim: {side: [round(m[0], 2), round(m[1], 3), m[2]] for side, m in by.items()}
                                    for dim, by in choice.measured.items()}}), flush=True)
