@@ -4,6 +4,9 @@ Three users, as in healthchecks: alice owns data, bob is another user who must n
 change it, and charlie is staff (shared vector sets, the admin).
 """
 
+import signal
+import sys
+
 import pytest
 
 PASSWORD = "correct horse battery staple"
@@ -58,6 +61,26 @@ def _fresh_cache():
 
     cache.clear()
     yield
+
+
+@pytest.fixture
+def timeout_never_lost(monkeypatch):
+    """For tests that end a task with django-q2's SIGALRM timeout (TimeoutHandler): the alarm's
+    exception surfaces in whatever Python code runs when it lands, and if that is a weakref or
+    gc callback (hypothesis installs one), Python reports it as unraisable and drops it; a real
+    worker's guard then kills the process (the hook tests cover that). Re-arm once the exception
+    was dropped, so the test sees the exception our code does see, never a lost one."""
+    from django_q.exceptions import TimeoutException
+
+    dropped = sys.unraisablehook
+
+    def rearm(unraisable):
+        if isinstance(unraisable.exc_value, TimeoutException):
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+        else:
+            dropped(unraisable)
+
+    monkeypatch.setattr(sys, "unraisablehook", rearm)
 
 
 @pytest.hookimpl(trylast=True)

@@ -248,7 +248,7 @@ def test_a_recomputation_that_raises_keeps_the_committed_file_and_a_retry_recove
     assert_files_match_sets(settings)  # the old file went once the new one was in place
 
 
-def test_a_computation_that_times_out_leaves_no_file_and_a_retry_recovers(tone, settings):
+def test_a_computation_that_times_out_leaves_no_file_and_a_retry_recovers(tone, settings, timeout_never_lost):
     # Enough text that extraction on the tiny model outlasts a one-second timeout.
     big = PreferenceDimension.objects.create(
         name="big", negative_label="A", positive_label="B",

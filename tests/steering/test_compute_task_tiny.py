@@ -1,9 +1,6 @@
 """The vector computation task end to end, through django-q2, on a tiny model that the site
 loads from a local directory as it would any model named by STEERLAB_MODEL."""
 
-import signal
-import sys
-
 import pytest
 from django_q.models import Task
 from django_q.tasks import async_task
@@ -49,20 +46,7 @@ def test_a_failing_task_leaves_failed_with_the_reason_and_no_file(tiny_site, set
     assert _files(settings) == []
 
 
-def test_a_timeout_leaves_failed_and_no_file(tiny_site, settings, monkeypatch):
-    # SIGALRM's exception surfaces in whatever Python code runs when it lands; if that is a
-    # weakref callback, Python reports it as unraisable and drops it (a real worker's guard then
-    # kills the process: the hook test below covers that). Re-arm once the exception was
-    # dropped, so this test sees the exception our code does see, never a lost one.
-    dropped = sys.unraisablehook
-
-    def rearm(unraisable):
-        if isinstance(unraisable.exc_value, TimeoutException):
-            signal.setitimer(signal.ITIMER_REAL, 0.05)
-        else:
-            dropped(unraisable)
-
-    monkeypatch.setattr(sys, "unraisablehook", rearm)
+def test_a_timeout_leaves_failed_and_no_file(tiny_site, settings, timeout_never_lost):
     # Enough text that extraction on the tiny model outlasts a one-second timeout.
     big = PreferenceDimension.objects.create(
         name="big", negative_label="A", positive_label="B",
