@@ -18,6 +18,7 @@ decode step for SmolLM2 (3 key/value heads for 9 queries). Results are the same.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,6 +331,37 @@ def in_passing_thread(function, *args):
     # The pool's exit joins its one thread, which then ends; `result` re-raises its exception.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="steerlab-passing") as pool:
         return pool.submit(function, *args).result()
+
+
+_engine_threads: int | None = None
+_claim_lock = threading.Lock()
+
+
+def claim_cores() -> int:
+    """Called by an engine's thread as it starts (the schedulers' `_run`): this thread keeps the
+    process's torch thread count (OMP_NUM_THREADS, else the cores), and every thread that runs
+    its first parallel torch op after this runs it on one thread. Returns the count kept.
+
+    Why: `in_passing_thread` covers the model's loading, but any other long-lived thread that
+    runs one parallel op keeps an OpenMP team too, with the same cost to every forward pass of
+    the engine (libgomp's throttled spin-wait): a request's thread reading a vector set of six
+    dimensions, or embedding a feedback text, or measuring residual norms. One 512×512 matmul on
+    the main thread cut the builtin engine's 8-row decoding to 0.83× for the rest of the process
+    (docs/benchmarks.md, "One OpenMP team"). With this, such work runs serially beside the
+    engine instead, which on a serving process's cores is where it belongs. PyTorch reads a
+    thread's count once, at its first parallel op, from the process-wide setting; threads that
+    had already read it (a test's main thread) keep theirs."""
+    global _engine_threads
+    with _claim_lock:
+        if _engine_threads is None:
+            _engine_threads = torch.get_num_threads()  # the process's setting, before any lowering
+        kept = _engine_threads
+        torch._C.set_num_threads(kept)  # for this thread's own first read, just below
+        torch._C.get_num_threads()  # read: this thread keeps `kept`
+        # The process-wide setting, lowered from a thread that ends: set_num_threads also sets
+        # its caller's own count, which must stay `kept` here.
+        in_passing_thread(torch._C.set_num_threads, 1)
+    return kept
 
 
 def _load_model(name: str, device: str, dtype, system_prompt: str | None) -> LoadedModel:

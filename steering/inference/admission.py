@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable
 
 from steering.engine import GenerationRequest, LoadedModel, TokenEvent
+from steering.engine.loading import claim_cores
 
 
 class Ticket:
@@ -233,8 +234,12 @@ class Admission:
         self._step_seconds = 0.0
 
     def _start_thread(self, name: str) -> None:
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._engine_thread, name=name, daemon=True)
         self._thread.start()
+
+    def _engine_thread(self) -> None:
+        claim_cores()  # the cores are the engine's (loading.claim_cores says why)
+        self._run()
 
     def _run(self) -> None:
         raise NotImplementedError
