@@ -31,9 +31,15 @@ def decide(loaded, hooks, requests: Sequence) -> list[dict[int, torch.Tensor]]:
     left alone) and return, per request, the deltas of its topical dimensions that apply ({}
     for none). The prompts of the requests with conditions are read in one pass that stops at
     the deepest condition layer, through `hooks` (which must hook those layers); each row's
-    mean is its own, so no row's decision depends on another."""
-    rows = [i for i, r in enumerate(requests) if r.conditions is not None]
-    added: list[dict[int, torch.Tensor]] = [{} for _ in requests]
+    mean is its own, so no row's decision depends on another. A request that comes with its
+    decision (a stream resumed on another worker: `ConditionalSteering.decided`) keeps it
+    unread: read again in another batch, a bfloat16 score near its threshold could flip, and
+    change the steering and the words of an answer half written."""
+    added: list[dict[int, torch.Tensor]] = [
+        r.conditions.applied_deltas() if r.conditions is not None and r.conditions.decision is not None else {}
+        for r in requests
+    ]
+    rows = [i for i, r in enumerate(requests) if r.conditions is not None and r.conditions.decision is None]
     if not rows:
         return added
     prompts = [requests[i].prompt_ids for i in rows]

@@ -79,6 +79,21 @@ class ConditionalSteering:
     def layers(self) -> set[int]:
         return {condition.layer for condition, _ in self.dimensions.values()}
 
+    def applied_deltas(self) -> dict[int, torch.Tensor]:
+        """The deltas of the dimensions the decision applied (none before a decision)."""
+        decision = self.decision or {}
+        return add_deltas({}, *(deltas for dim, (_, deltas) in self.dimensions.items()
+                                if dim in decision and decision[dim].applied))
+
+    def decided(self, decision: dict[str, dict] | None) -> bool:
+        """Take `decision` (`decision_dict`'s form, as a resumed stream carries it) as this
+        request's, where it covers every dimension; says whether it did."""
+        if not decision or set(decision) != set(self.dimensions):
+            return False
+        self.decision = {dim: DimensionDecision(bool(d["applied"]), float(d["score"]), float(d["threshold"]))
+                         for dim, d in decision.items()}
+        return True
+
     def all_deltas(self) -> dict[int, torch.Tensor]:
         """Every dimension's deltas summed, as if each applied (for engines without conditions)."""
         return add_deltas({}, *(deltas for _, deltas in self.dimensions.values()))

@@ -50,6 +50,8 @@ class GenerationSpec:
     strengths: dict[str, float] = field(default_factory=dict)
     user: str = ""
     generated_ids: list[int] = field(default_factory=list)  # a resumed stream's tokens so far
+    # A resumed stream's conditions as its first worker decided them (ConditionalSteering.decided).
+    decided: dict | None = None
     # Preferences also said in words where they apply (the prompt ids are then without words).
     worded: WordedPrompt | None = None
     # The VectorSet row itself when this process read it already (not sent to a worker,
@@ -72,6 +74,8 @@ class GenerationSpec:
                                               generated_ids=self.generated_ids, vector_set=self.vector_set,
                                               worded=self.worded)
         request.readout = runtime.readout_for(self.vector_set_id, vector_set=self.vector_set)
+        if self.decided and request.conditions is not None:
+            request.conditions.decided(self.decided)
         return request
 
 
@@ -85,8 +89,9 @@ async def run_on_scheduler(
     """Generate `spec` on a scheduler in this process, yielding events; setting `cancelled`
     frees the row at the next decode step. Used by the local backend and by the worker.
     `every_token` (the worker) yields a token event with its `token_id` for every token of the
-    answer, also those whose text is held back (part of a character): a survivor resumes a
-    dead worker's stream from these ids."""
+    answer, also those whose text is held back (part of a character), and before the first one
+    a "decided" event (the conditions as decided, the prompt's length as served): a survivor
+    resumes a dead worker's stream from these, with the same steering and words."""
     try:
         request = await sync_to_async(spec.to_request, thread_sensitive=False)()
     except runtime.VectorSetNotFound as exc:
@@ -118,8 +123,13 @@ async def run_on_scheduler(
         return
     watcher = asyncio.ensure_future(_cancel_when(cancelled, ticket))
     readings = []
+    told = not every_token
     try:
         async for event in ticket:
+            if not told:  # the prompt is read by now: its conditions decided, its words said
+                told = True
+                yield {"type": "decided", "prompt_tokens": len(request.prompt_ids),
+                       "conditions": request.conditions.decision_dict() if request.conditions is not None else None}
             if event.readout is not None:
                 readings.append(event.readout)
             if every_token and event.token_id is not None and event.finish != "stop":
@@ -220,7 +230,7 @@ class WorkerBackend:
                             await tell_to_cancel(worker)
                             continue
                         heard = loop.time()
-                        if event["type"] == "heartbeat":
+                        if event["type"] in ("heartbeat", "decided"):  # the workers' own bookkeeping
                             continue
                         if event["type"] == "token":
                             if event["text"]:

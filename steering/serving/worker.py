@@ -157,8 +157,9 @@ class InferenceWorker:
         beating = None
         try:
             sent_ids: list[int] = []
+            decided: dict = {}
             if taken_over:
-                sent_ids, ended = await self._sent_so_far(r, request_id)
+                sent_ids, decided, ended = await self._sent_so_far(r, request_id)
                 if ended:  # the holder wrote its last event, then died before settling
                     await write(None, "settle")
                     return
@@ -166,7 +167,8 @@ class InferenceWorker:
                 return
             beating = asyncio.ensure_future(heartbeat())
             try:
-                spec = GenerationSpec(**{**json.loads(fields[b"spec"]), "generated_ids": sent_ids})
+                spec = GenerationSpec(**{**json.loads(fields[b"spec"]), "generated_ids": sent_ids,
+                                         "decided": decided.get("conditions")})
                 limit = spec.params.max_new_tokens
             except (TypeError, ValueError) as exc:
                 await write(error_event("bad_request", str(exc)), "final")
@@ -174,7 +176,8 @@ class InferenceWorker:
             if taken_over:
                 await redis_streams.count(r, "resumptions")
             if len(sent_ids) >= limit:  # every token was sent; only the end was missing
-                await write({"type": "done", "finish": "length", "tokens": len(sent_ids), "first_token_ms": None}, "final")
+                await write({"type": "done", "finish": "length", "tokens": len(sent_ids), "first_token_ms": None,
+                             **{key: decided[key] for key in ("prompt_tokens", "conditions") if key in decided}}, "final")
                 return
             async with contextlib.aclosing(run_on_scheduler(self.scheduler, spec, cancelled, every_token=True)) as events:
                 async for event in events:
@@ -193,14 +196,17 @@ class InferenceWorker:
             self._cancels.pop(request_id, None)
 
     @staticmethod
-    async def _sent_so_far(r, request_id: str) -> tuple[list[int], bool]:
+    async def _sent_so_far(r, request_id: str) -> tuple[list[int], dict, bool]:
         """The tokens the request's reply stream carries (every one a holder of its lease
-        wrote: nobody else can), and whether it has ended."""
-        ids, ended = [], False
+        wrote: nobody else can), its first holder's "decided" event ({} if none was written),
+        and whether it has ended."""
+        ids, decided, ended = [], {}, False
         for _, fields in await r.xrange(redis_streams.reply_key(request_id)):
             _, event = redis_streams.decode_reply(fields)
             if event["type"] == "token" and event.get("token_id") is not None:
                 ids.append(event["token_id"])
+            elif event["type"] == "decided" and not decided:
+                decided = event
             elif event["type"] in ("done", "error"):
                 ended = True
-        return ids, ended
+        return ids, decided, ended

@@ -98,6 +98,25 @@ def test_a_prompt_prefilled_in_chunks_is_decided_and_steered_as_a_whole_one(tiny
         assert a.conditions.decision["topic"].score == pytest.approx(b.conditions.decision["topic"].score, abs=1e-5)
 
 
+def test_a_decision_carried_in_is_kept_unread_and_steers_as_decided(tiny):
+    # A stream resumed on another worker carries its first worker's decision: read again in
+    # another batch, a bfloat16 score near the threshold could flip.
+    hooks = SteeringHooks(tiny.layers, [1, 2])
+    condition, topical = _condition(tiny), _delta(tiny, 1)
+    read = _request(tiny, OFF, topical=topical, condition=condition)
+    _tokens(tiny, hooks, [read])
+    assert read.conditions.decision["topic"].applied is False
+    flipped = {"topic": {**read.conditions.decision_dict()["topic"], "applied": True}}
+    carried = _request(tiny, OFF, topical=topical, condition=condition)
+    assert carried.conditions.decided(flipped)
+    neighbour = _request(tiny, ON, topical=topical, condition=condition)  # still read, beside it
+    tokens = _tokens(tiny, hooks, [carried, neighbour])
+    assert carried.conditions.decision_dict() == flipped
+    assert neighbour.conditions.decision["topic"].applied is True
+    assert tokens[0] == _tokens(tiny, hooks, [_request(tiny, OFF, style=topical)])[0]  # steered as carried
+    assert not _request(tiny, OFF, topical=topical, condition=condition).conditions.decided({"other": flipped["topic"]})
+
+
 def test_a_threshold_above_every_score_turns_the_dimension_off(tiny):
     hooks = SteeringHooks(tiny.layers, [1, 2])
     condition, topical = _condition(tiny), _delta(tiny, 1)
