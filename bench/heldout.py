@@ -77,14 +77,16 @@ def data_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
+def vectors_for(model: SteerableModel, args, options: dict) -> tuple[SteeringVectors, list[str] | None]:
+    """The vectors to evaluate, and the worded dimensions when searching them chose these
+    already (None: not chosen yet; the choice is deterministic, so it is made once)."""
     path, recorded_at = Path(args.vectors), Path(args.vectors).with_suffix(".options.json")
     if args.as_is:
-        return SteeringVectors.load(path) if not args.search_to else searched(model, SteeringVectors.load(path), args)
+        return searched(model, SteeringVectors.load(path), args) if args.search_to else (SteeringVectors.load(path), None)
     if path.exists():
         recorded = json.loads(recorded_at.read_text()) if recorded_at.exists() else None
         if recorded == options:
-            return SteeringVectors.load(path)
+            return SteeringVectors.load(path), None
     if args.dtype != args.compute_dtype:
         sys.exit(f"{path}: no vectors computed under these options; run once with --dtype {args.compute_dtype} first")
     if path.exists():
@@ -94,10 +96,11 @@ def vectors_for(model: SteerableModel, args, options: dict) -> SteeringVectors:
                                     **({"layers": args.layers} if args.layers else {}))
     if args.orthogonalise:
         vectors = orthogonalised(vectors)
-    vectors = with_conditions(model, searched(model, vectors, args))
+    vectors, worded = searched(model, vectors, args)
+    vectors = with_conditions(model, vectors)
     vectors.save(path)
     recorded_at.write_text(json.dumps(options))
-    return vectors
+    return vectors, worded
 
 
 def with_conditions(model: SteerableModel, vectors: SteeringVectors) -> SteeringVectors:
@@ -107,8 +110,9 @@ def with_conditions(model: SteerableModel, vectors: SteeringVectors) -> Steering
     return vectors.with_conditions(conditions, {"layer": report.layer, "accuracy": report.accuracy})
 
 
-def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringVectors:
-    """`vectors` with the functional ranges and the joint range this code's searches find."""
+def searched(model: SteerableModel, vectors: SteeringVectors, args) -> tuple[SteeringVectors, list[str] | None]:
+    """`vectors` with the functional ranges and the joint range this code's searches find, and
+    the worded dimensions chosen on those ranges (None with --joint-without-words)."""
     started = time.monotonic()
     params = answer_params(args, args.range_tokens)
     # --search-on topic: a topical dimension on the questions about its subject (measured, not kept).
@@ -127,16 +131,12 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> SteeringV
               "degenerate": {str(c): x for c, x in r.degenerate.items()}}
         for dim, r in found.items()}}), flush=True)
     # As a computed set: the worded dimensions are chosen on these ranges and said in every pattern.
-    words = {} if args.joint_without_words else {dim: catalog_words(dim) for dim in worded_dimensions(model, vectors, args)}
-    joint = search_joint_range(model.loaded, vectors, joint_prompts(prompts, topical) if args.joint_on == "topic" else prompts,
-                               hooks=model.hooks, params=params, words=words)
-    vectors = vectors.with_joint_range(joint.joint_range)
-    print(json.dumps({"search_seconds": round(time.monotonic() - started), "joint_range": joint.joint_range,
-                      "joint_measured": {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in joint.measured.items()}}),
-          flush=True)
+    worded = None if args.joint_without_words else worded_dimensions(model, vectors, args)
+    vectors = with_joint_searched(model, vectors, joint_prompts(prompts, topical) if args.joint_on == "topic" else prompts,
+                                  worded or [], args, started)
     if args.search_to:
         vectors.save(args.search_to)
-    return vectors
+    return vectors, worded
 
 
 def main() -> None:
@@ -197,13 +197,15 @@ def main() -> None:
     options = {"system_prompt": args.system_prompt, "method": args.method, "read": args.read, "layers": args.layers,
                "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "sides": args.sides, "orthogonalise": args.orthogonalise, "worded": args.worded, "words_on": args.words_on, "joint_without_words": args.joint_without_words, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
                **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
-    vectors = vectors_for(model, args, options)
+    vectors, worded = vectors_for(model, args, options)
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are
         vectors = with_conditions(model, vectors)
     vectors = model.add_vectors(vectors)
-    worded = worded_dimensions(model, vectors, args)
+    if worded is None:
+        worded = worded_dimensions(model, vectors, args)
     if args.joint_words and worded:
-        vectors = model.add_vectors(joint_with_words(model, vectors, worded, args))
+        vectors = model.add_vectors(with_joint_searched(model, vectors, catalog.range_prompts(args.range_prompts),
+                                                        worded, args, time.monotonic()))
     split = catalog.heldout()
     prompts = split["prompts"][: args.limit]
     settings = {**options, "dtype": args.dtype, "split": "heldout", "prompts": len(prompts), "tokens": args.tokens,
@@ -288,13 +290,15 @@ def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> 
     return choice.worded
 
 
-def joint_with_words(model: SteerableModel, vectors: SteeringVectors, worded: list[str], args) -> SteeringVectors:
-    """`vectors` with the joint budget searched as patterns with words are served: the `worded`
+def with_joint_searched(model: SteerableModel, vectors: SteeringVectors, prompts: list[str], worded: list[str],
+                        args, started: float) -> SteeringVectors:
+    """`vectors` with the joint budget searched on `prompts` as patterns are served: the `worded`
     dimensions said in words in every sign pattern."""
     words = {dim: catalog_words(dim) for dim in worded}
-    joint = search_joint_range(model.loaded, vectors, catalog.range_prompts(args.range_prompts), hooks=model.hooks,
+    joint = search_joint_range(model.loaded, vectors, prompts, hooks=model.hooks,
                                params=answer_params(args, args.range_tokens), words=words)
-    print(json.dumps({"joint_range_with_words": joint.joint_range,
+    print(json.dumps({"search_seconds": round(time.monotonic() - started), "joint_range": joint.joint_range,
+                      "worded": worded,
                       "joint_measured": {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in joint.measured.items()}}),
           flush=True)
     return vectors.with_joint_range(joint.joint_range)

@@ -179,13 +179,11 @@ class ConditionGate:
             if row is None:
                 added.append({})
                 continue
-            decision, applied = {}, []
-            for dim, (condition, deltas) in row.dimensions.items():
+            decision = {}
+            for dim, (condition, _) in row.dimensions.items():
                 score = float(cosine_scores(self._sums[condition.layer][i][None], condition)[0])
-                on = math.isfinite(score) and score >= condition.threshold
-                decision[dim] = DimensionDecision(on, score, condition.threshold)
-                if on:
-                    applied.append(deltas)
+                decision[dim] = DimensionDecision(math.isfinite(score) and score >= condition.threshold, score,
+                                                  condition.threshold)
             row.decision = decision
-            added.append(add_deltas({}, *applied))
+            added.append(row.applied_deltas())
         return added
