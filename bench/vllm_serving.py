@@ -201,7 +201,8 @@ async def both(args) -> tuple[dict, dict]:
     # changes the strength unit, not what is measured here.
     bench_server.PYTHON = args.builtin_python
     env = {"STEERLAB_DTYPE": args.dtype, "STEERLAB_DEVICE": "cpu", "STEERLAB_RANGE_SEARCH": "0",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "STEERLAB_VLLM_MODEL_DIR": args.model_cache}
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "STEERLAB_VLLM_MODEL_DIR": args.model_cache,
+           "STEERLAB_STREAM_INTERVAL_MS": str(args.stream_interval_ms)}
     with QuickBenchServer(users=8, env=env) as server:
         builtin = await serve(server, args.builtin_python, "builtin", args)
         own = OwnRuns(args)  # started before the served vLLM, so its start-up does not count in ready_s
@@ -232,6 +233,8 @@ def main() -> None:
     parser.add_argument("--compiled", action="store_true", help="vLLM with torch.compile (STEERLAB_VLLM_EAGER=0)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="what every engine runs in; auto: what the site serves on this CPU")
+    parser.add_argument("--stream-interval-ms", type=int, default=100,
+                        help="STEERLAB_STREAM_INTERVAL_MS for both engines (the site's default 100; 0: a frame per token)")
     args = parser.parse_args()
     args.dtype = served_dtype(args.dtype)
     load_before = os.getloadavg()
@@ -241,6 +244,7 @@ def main() -> None:
     v8, b8 = vllm["eight_users_tokens_per_s"], builtin["eight_users_tokens_per_s"]
     emit("settings", date=when, tokens=args.tokens, rounds=args.rounds, dtype=args.dtype, device="cpu",
          omp_threads=os.environ.get("OMP_NUM_THREADS", "2"), cpus=os.cpu_count(), vllm_eager=not args.compiled,
+         stream_interval_ms=args.stream_interval_ms,
          loadavg_before=[round(x, 2) for x in load_before], loadavg_after=[round(x, 2) for x in load_after])
     emit("ratios",
          builtin_1=round(builtin["one_user"]["tokens_per_s"], 1), builtin_8=round(b8, 1),

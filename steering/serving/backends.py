@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -84,10 +85,13 @@ def error_event(code: str, message: str, retry_after: int | None = None) -> dict
 
 
 async def run_on_scheduler(
-    scheduler: Scheduler, spec: GenerationSpec, cancelled: asyncio.Event, *, every_token: bool = False
+    scheduler: Scheduler, spec: GenerationSpec, cancelled: asyncio.Event, *, every_token: bool = False,
+    interval: float = 0.0,
 ) -> AsyncIterator[dict]:
     """Generate `spec` on a scheduler in this process, yielding events; setting `cancelled`
     frees the row at the next decode step. Used by the local backend and by the worker.
+    `interval` > 0 joins the text of the tokens that arrived within it into one token event
+    (one frame per interval for the doors; the first and the last are not held back).
     `every_token` (the worker) yields a token event with its `token_id` for every token of the
     answer, also those whose text is held back (part of a character), and before the first one
     a "decided" event (the conditions as decided, the prompt's length as served): a survivor
@@ -125,17 +129,20 @@ async def run_on_scheduler(
     readings = []
     told = not every_token
     try:
-        async for event in ticket:
+        async for events in ticket.batches(interval):
             if not told:  # the prompt is read by now: its conditions decided, its words said
                 told = True
                 yield {"type": "decided", "prompt_tokens": len(request.prompt_ids),
                        "conditions": request.conditions.decision_dict() if request.conditions is not None else None}
-            if event.readout is not None:
-                readings.append(event.readout)
-            if every_token and event.token_id is not None and event.finish != "stop":
-                yield {"type": "token", "text": event.text, "token_id": event.token_id}
-            elif event.text:
-                yield {"type": "token", "text": event.text}
+            readings += [event.readout for event in events if event.readout is not None]
+            if every_token:
+                for event in events:
+                    if event.token_id is not None and event.finish != "stop":
+                        yield {"type": "token", "text": event.text, "token_id": event.token_id}
+                    elif event.text:
+                        yield {"type": "token", "text": event.text}
+            elif text := "".join(event.text for event in events):
+                yield {"type": "token", "text": text}
         if ticket.finish == "error" and ticket.fault == "request":
             yield error_event("unprocessable", ticket.error or "The generation failed")
         elif ticket.finish == "error":
@@ -168,7 +175,8 @@ class LocalBackend:
     """The scheduler lives in this process (started on first use)."""
 
     def generate(self, spec: GenerationSpec, cancelled: asyncio.Event) -> AsyncIterator[dict]:
-        return run_on_scheduler(runtime.site_scheduler(), spec, cancelled)
+        return run_on_scheduler(runtime.site_scheduler(), spec, cancelled,
+                                interval=settings.STEERLAB_STREAM_INTERVAL_MS / 1000)
 
 
 class WorkerBackend:
@@ -195,6 +203,7 @@ class WorkerBackend:
         heard = loop.time()
         last = "0-0"
         read: asyncio.Future | None = None
+        frames = _Frames(settings.STEERLAB_STREAM_INTERVAL_MS / 1000, loop.time)
         cancel_wait = asyncio.ensure_future(cancelled.wait())
 
         async def tell_to_cancel(worker: str) -> None:
@@ -203,7 +212,7 @@ class WorkerBackend:
         try:
             while True:
                 if read is None:
-                    read = asyncio.ensure_future(r.xread({reply: last}, count=64, block=1000))
+                    read = asyncio.ensure_future(r.xread({reply: last}, count=64, block=frames.wait_ms(1000)))
                 done, _ = await asyncio.wait({read, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if cancel_wait in done:
                     await tell_to_cancel(holder or "*")  # it answers with a "cancelled" done event
@@ -221,6 +230,8 @@ class WorkerBackend:
                             holder, heard = worker, loop.time()
                             if cancelled.is_set():
                                 await tell_to_cancel(holder)
+                            if text := frames.take():
+                                yield {"type": "token", "text": text}
                             yield {"type": "worker", "worker": worker, "resumed_at": event.get("resumed_at", 0)}
                             continue
                         if worker != holder:
@@ -233,13 +244,16 @@ class WorkerBackend:
                         if event["type"] in ("heartbeat", "decided"):  # the workers' own bookkeeping
                             continue
                         if event["type"] == "token":
-                            if event["text"]:
-                                yield {"type": "token", "text": event["text"]}
+                            frames.add(event["text"])
                             continue
+                        if text := frames.take():
+                            yield {"type": "token", "text": text}
                         settled = event["type"] in ("done", "error")
                         yield event
                         if settled:
                             return
+                if text := frames.take_due():
+                    yield {"type": "token", "text": text}
                 quiet = loop.time() - heard
                 if quiet >= silence and not (quiet < 2 * silence + 2 and await _survivors(r, holder, silence)):
                     # Nobody left to take it over (or nobody did in time): the error frame.
@@ -256,6 +270,34 @@ class WorkerBackend:
             if not settled:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(tell_to_cancel(holder or "*"))
+
+
+class _Frames:
+    """The text of the tokens read from a worker's reply stream, given out at most once per
+    `interval` (one frame each, as `Ticket.batches` does in this process): the first text as
+    soon as it is read, the rest when the interval is out or before any other event."""
+
+    def __init__(self, interval: float, clock) -> None:
+        self.interval, self.clock = interval, clock
+        self.text, self.due = "", 0.0
+
+    def add(self, text: str) -> None:
+        self.text += text
+
+    def take(self) -> str:
+        text, self.text = self.text, ""
+        if text:
+            self.due = self.clock() + self.interval
+        return text
+
+    def take_due(self) -> str:
+        return self.take() if self.clock() >= self.due else ""
+
+    def wait_ms(self, longest: int) -> int:
+        """How long a read may block: no longer than until the held text is due."""
+        if not self.text:
+            return longest
+        return max(1, min(longest, math.ceil((self.due - self.clock()) * 1000)))
 
 
 MAX_QUEUE_ENTRIES = 100_000  # a bound on the stream, far above any real backlog (settled entries are deleted)

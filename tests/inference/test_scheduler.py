@@ -379,6 +379,85 @@ async def test_an_asyncio_reader_can_be_cancelled_and_another_read_on(loaded, ga
     assert len(events) == 4 and events[-1].finish == "length"
 
 
+async def _wait_until(condition, what: str) -> None:
+    for _ in range(int(TIMEOUT / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_batches_read_the_first_token_at_once_then_once_per_interval_and_the_end_at_once(
+    loaded, hooks, gate, make_scheduler
+):
+    scheduler = make_scheduler()
+    expected = _alone(loaded, hooks, _request(loaded, max_new_tokens=12))
+    gate.hold()
+    ticket = scheduler.submit(_request(loaded, max_new_tokens=12))
+    batches = []
+
+    async def read() -> None:
+        async for events in ticket.batches(30.0):  # far longer than the test: only the end may cut it short
+            batches.append(events)
+
+    reader = asyncio.ensure_future(read())
+    gate.allow(1)  # the prefill: the first token
+    await _wait_until(lambda: batches, "the first token")
+    assert [len(events) for events in batches] == [1]
+    gate.allow(5)  # five decode steps while the reader waits out its interval
+    await _wait_until(lambda: ticket.tokens == 6, "six tokens")
+    await asyncio.sleep(0.05)
+    assert len(batches) == 1, "a token was read before the interval was out"
+    gate.open()  # the rest, and the end: read at once, not 30 s later
+    await asyncio.wait_for(reader, 10)
+    assert [len(events) for events in batches] == [1, 11]
+    assert batches[-1][-1].finish == "length"
+    assert "".join(event.text for events in batches for event in events) == expected == ticket.text
+    assert ticket._end_wakers == []  # nothing left behind for the scheduler to wake
+
+
+async def test_batches_read_a_token_at_once_after_a_quiet_interval(loaded, gate, make_scheduler):
+    scheduler = make_scheduler()
+    gate.hold()
+    ticket = scheduler.submit(_request(loaded, max_new_tokens=3))
+    arrived = []
+
+    async def read() -> None:
+        async for events in ticket.batches(1.0):
+            arrived.append((asyncio.get_running_loop().time(), len(events)))
+
+    reader = asyncio.ensure_future(read())
+    gate.allow(1)
+    await _wait_until(lambda: arrived, "the first token")
+    await asyncio.sleep(1.2)  # the interval is out and nothing came
+    allowed = asyncio.get_running_loop().time()
+    gate.allow(1)
+    await _wait_until(lambda: len(arrived) == 2, "the second token")
+    assert arrived[1][1] == 1 and arrived[1][0] - allowed < 0.8  # not a whole interval after it came
+    gate.open()
+    await asyncio.wait_for(reader, 10)
+    assert sum(count for _, count in arrived) == 3
+
+
+async def test_a_batch_reader_cancelled_in_its_interval_leaves_nothing_behind(loaded, gate, make_scheduler):
+    scheduler = make_scheduler()
+    gate.hold()
+    ticket = scheduler.submit(_request(loaded, max_new_tokens=6))
+    batches = ticket.batches(30.0)
+    gate.allow(1)
+    first = await asyncio.wait_for(batches.__anext__(), TIMEOUT)
+    waiting = asyncio.ensure_future(batches.__anext__())
+    await _wait_until(lambda: ticket._end_wakers, "the reader to wait out its interval")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert ticket._end_wakers == []
+    gate.open()
+    assert ticket.wait(TIMEOUT)
+    rest = [event async for event in ticket]  # another reader goes on from where the first stopped
+    assert len(first) + len(rest) == 6 and rest[-1].finish == "length"
+
+
 def test_close_ends_every_request_left_and_stops_the_thread(loaded, gate, make_scheduler):
     scheduler = make_scheduler(max_batch=1)
     gate.hold()

@@ -40,6 +40,28 @@ async def test_it_streams_start_tokens_done_and_logs_the_turn(steerable, alice):
     await ws.disconnect()
 
 
+async def test_tokens_go_out_one_frame_per_interval_and_the_answer_is_the_same(steerable, alice, settings):
+    """STEERLAB_STREAM_INTERVAL_MS joins the tokens that arrive within it into one frame: the
+    same answer in fewer frames, no more than one per interval after the first."""
+    ws, connected, _ = await connect(alice)
+    assert connected
+    answers = {}
+    for interval in (0, 300):
+        settings.STEERLAB_STREAM_INTERVAL_MS = interval
+        await ws.send_json_to({"type": "generate", "prompt": "Describe a good morning routine.", "max_new_tokens": 40,
+                               "temperature": 0})
+        started = asyncio.get_running_loop().time()
+        start, *tokens, done = await frames_until_end(ws)
+        elapsed = asyncio.get_running_loop().time() - started
+        assert done["type"] == "done" and done["text"] == "".join(f["text"] for f in tokens)
+        answers[interval] = (done["text"], len(tokens), done["stats"]["tokens"], elapsed)
+    (every, frames_every, tokens_every, _), (joined, frames_joined, _, elapsed) = answers[0], answers[300]
+    assert joined == every and tokens_every == 40
+    assert frames_every >= 30  # a frame per token (a few hold part of a character or nothing)
+    assert frames_joined <= 2 + elapsed / 0.3 and frames_joined < frames_every / 2
+    await ws.disconnect()
+
+
 @pytest.mark.parametrize(
     "frame, code, words",
     [
