@@ -1,6 +1,7 @@
-// The chat page: sends prompts over the /ws/chat/ websocket and streams the answer in token by
-// token. Answers are rendered as markdown through SteerLab.renderMarkdown (escaped raw HTML,
-// DOMPurify); everything else the server or the model sends is written with textContent.
+// The chat page: sends prompts over the /ws/chat/ websocket and streams the answer in as it
+// comes (a frame holds the tokens of up to 100 ms, STEERLAB_STREAM_INTERVAL_MS). Answers are
+// rendered as markdown through SteerLab.renderMarkdown (escaped raw HTML, DOMPurify); everything
+// else the server or the model sends is written with textContent.
 (function () {
   "use strict";
 
