@@ -339,9 +339,9 @@ _claim_lock = threading.Lock()
 
 def claim_cores() -> int:
     """Called by an engine's thread as it starts (`Admission._engine_thread`, before either
-    scheduler's `_run`): this thread keeps the
-    process's torch thread count (OMP_NUM_THREADS, else the cores), and every thread that runs
-    its first parallel torch op after this runs it on one thread. Returns the count kept.
+    scheduler's `_run`): this thread keeps the process's torch thread count (OMP_NUM_THREADS,
+    else the cores), and every thread that runs its first parallel torch op after this runs it
+    on one thread. Returns the count kept.
 
     Why: `in_passing_thread` covers the model's loading, but any other long-lived thread that
     runs one parallel op keeps an OpenMP team too, with the same cost to every forward pass of
