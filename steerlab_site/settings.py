@@ -231,8 +231,8 @@ STEERLAB_MAX_PER_USER = env_int("STEERLAB_MAX_PER_USER", 2, minimum=1)
 # chat prompts, so newcomers a few steps apart get their first token from one pass
 # (docs/benchmarks.md, "Staggered arrivals").
 STEERLAB_PREFILL_CHUNK = env_int("STEERLAB_PREFILL_CHUNK", 128, minimum=0)
-# A stream's tokens that arrive within this many milliseconds go out as one frame (websocket,
-# SSE, /v1 chunks); the first token and the end are never held back. Per-token frames cost the
+# A stream's tokens that arrive within this many milliseconds go out as one frame (the websocket's,
+# /v1's streamed chunks); the first token and the end are never held back. Per-token frames cost the
 # event loop's Python as much GIL time as decoding under load (docs/vllm.md); 0: a frame per token.
 STEERLAB_STREAM_INTERVAL_MS = env_int("STEERLAB_STREAM_INTERVAL_MS", 100, minimum=0, maximum=2000)
 # Where generation runs: "local" (a scheduler thread inside each daphne process) or "worker"
