@@ -102,6 +102,9 @@ class ChatPageTest(ChannelsLiveServerTestCase):
         expect(page.locator(".pref-slider")).to_have_count(2)
         expect(page.locator("#summary-cost")).to_have_text("Neutral")
         expect(page.locator("#pref-mode")).to_have_attribute("data-mode", "select")
+        # The panel's script has run (it marks the body as it starts): a slider moved before
+        # that would change nothing, as no listener would hear it yet.
+        expect(page.locator("body")).to_have_attribute("data-steering-mode", "select")
 
         # Move a slider: the summary changes to the server's, and the profile is saved.
         page.locator("#pref-cost").fill("-35")
