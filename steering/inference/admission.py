@@ -126,6 +126,12 @@ class Ticket:
     def __aiter__(self) -> Ticket:
         return self
 
+    async def __anext__(self) -> TokenEvent:
+        event = await self.next()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
     async def batches(self, interval: float) -> AsyncIterator[list[TokenEvent]]:
         """The events in lists: every event that has arrived, read at most once per `interval`
         seconds, except that the last one is read as soon as it comes (the stream's end never
@@ -165,12 +171,6 @@ class Ticket:
             with self._changed:
                 if (loop, waker) in self._end_wakers:
                     self._end_wakers.remove((loop, waker))
-
-    async def __anext__(self) -> TokenEvent:
-        event = await self.next()
-        if event is None:
-            raise StopAsyncIteration
-        return event
 
     # -- writing, from the scheduler -------------------------------------------------------
 
