@@ -149,11 +149,14 @@ async def test_a_rest_client_leaving_mid_answer_frees_the_row_and_logs_it_cancel
 
 async def test_a_socket_closed_mid_answer_leaves_its_conversation_whole(world):
     ws, _, _ = await connect(world.alice)
-    await ws.send_json_to({"type": "generate", **LONG, "conversation_id": world.conversation.pk})
-    assert (await ws.receive_json_from(timeout=30))["type"] == "start"
-    assert (await ws.receive_json_from(timeout=30))["type"] == "token"
-    await ws.disconnect()
-    await wait_until(lambda: InteractionLog.objects.filter(conversation=world.conversation, status="cancelled").exists())
+    # Slowed, so that the answer is still running when the socket closes: with tokens joined
+    # per interval, the tiny model's whole answer can follow its first frame before the close.
+    with slowed_forward(runtime.site_model()):
+        await ws.send_json_to({"type": "generate", **LONG, "conversation_id": world.conversation.pk})
+        assert (await ws.receive_json_from(timeout=30))["type"] == "start"
+        assert (await ws.receive_json_from(timeout=30))["type"] == "token"
+        await ws.disconnect()
+        await wait_until(lambda: InteractionLog.objects.filter(conversation=world.conversation, status="cancelled").exists())
     await wait_until(lambda: not generating())
     await sync_to_async(assert_nothing_half_written)()
 
