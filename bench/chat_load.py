@@ -79,7 +79,8 @@ print("SERVED=" + json.dumps({
     "engine": s.STEERLAB_ENGINE, "model": s.STEERLAB_MODEL, "device": str(device),
     "dtype": str(resolve_dtype(s.STEERLAB_DTYPE, device)).removeprefix("torch."),
     "max_batch": s.STEERLAB_MAX_BATCH, "max_queue": s.STEERLAB_MAX_QUEUE, "max_per_user": s.STEERLAB_MAX_PER_USER,
-    "prefill_chunk": s.STEERLAB_PREFILL_CHUNK, "vllm_steered_rows": s.STEERLAB_VLLM_STEERED_ROWS,
+    "prefill_chunk": s.STEERLAB_PREFILL_CHUNK, "stream_interval_ms": s.STEERLAB_STREAM_INTERVAL_MS,
+    "vllm_steered_rows": s.STEERLAB_VLLM_STEERED_ROWS,
     "vllm_eager": s.STEERLAB_VLLM_EAGER,
 }))
 """

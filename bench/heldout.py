@@ -162,8 +162,10 @@ def main() -> None:
                         help="the dimensions also said in words where they apply (gated prompt + steering): none, "
                              "auto (range_search.choose_worded on the search's prompts, as a computed set), or a "
                              "comma-separated list")
-    parser.add_argument("--words-on", default="neutral", choices=["neutral", "suggestions"],
-                        help="the prompts --worded auto judges a topical dimension's words on")
+    parser.add_argument("--words-on", default="both", choices=["neutral", "suggestions", "both"],
+                        help="the prompts --worded auto judges a topical dimension's words on: both the neutral "
+                             "prompts and open suggestion requests (as a computed set's, since 2026-12-07 evening), "
+                             "one of them (measured, not kept: docs/evaluation.md)")
     parser.add_argument("--joint-words", action="store_true",
                         help="with --as-is and --worded: search the file's joint budget again with the worded dimensions "
                              "said in every pattern, as a computed set's is (a search run here always does)")
@@ -280,10 +282,13 @@ def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> 
     started = time.monotonic()
     ends = {dim: catalog_words(dim) for dim in vectors.dimensions}
     # --words-on suggestions: a topical dimension judged on open suggestion requests, the kind of
-    # turn its words are said on (its condition gates them); a style dimension on the neutral prompts.
-    own = {dim: catalog.suggestion_prompts() for dim in TOPICAL} if args.words_on == "suggestions" else None
+    # turn its words are said on (its condition gates them), instead of the neutral prompts; both:
+    # on both sets, as a computed set's are. A style dimension is judged on the neutral prompts.
+    suggestions = {dim: catalog.suggestion_prompts() for dim in TOPICAL}
     choice = choose_worded(model.loaded, vectors, catalog.range_prompts(args.range_prompts), ends, hooks=model.hooks,
-                           params=answer_params(args, args.range_tokens), prompts_for=own)
+                           params=answer_params(args, args.range_tokens),
+                           prompts_for=suggestions if args.words_on == "suggestions" else None,
+                           also_on=suggestions if args.words_on == "both" else None)
     print(json.dumps({"worded": choice.worded, "seconds": round(time.monotonic() - started),
                       "measured": {dim: {side: [round(m[0], 2), round(m[1], 3), m[2]] for side, m in by.items()}
                                    for dim, by in choice.measured.items()}}), flush=True)

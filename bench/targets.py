@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import statistics
@@ -291,7 +292,8 @@ def main() -> None:
 
     dtype = resolve_dtype(args.dtype, torch.device("cpu"))
     dtype_name = str(dtype).removeprefix("torch.")
-    emit("setup", dtype=dtype_name, threads=torch.get_num_threads(), tokens=args.tokens, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    emit("setup", dtype=dtype_name, threads=torch.get_num_threads(), tokens=args.tokens, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+         server_settings={k: v for k, v in sorted(os.environ.items()) if k.startswith("STEERLAB_")})
 
     model = SteerableModel.load(dtype=dtype)
     model.loaded.stop_ids = frozenset()  # fixed-length runs

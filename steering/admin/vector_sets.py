@@ -151,7 +151,8 @@ class VectorSetAdmin(ControlVectorAdminMixin, VectorSetPlotsMixin, admin.ModelAd
             "answers still answer: relevance to the question, perplexity and no garbled answer, against the unsteered "
             "answers. Where the two ends bear different pushes, each has its own (−negative / +positive). A dimension "
             "also said in words gets them on the turns it applies to; the figures are its answers' at −100 % / +100 % "
-            "with words and steering, measured when the set was computed.</p>",
+            "with words and steering, measured when the set was computed (a topical dimension's the worse of the neutral "
+            "questions and open suggestion requests).</p>",
             rows,
         )
 

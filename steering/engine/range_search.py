@@ -237,8 +237,7 @@ def search_functional_range(
     results, bar = {}, {"max_ppl_ratio": max_ppl_ratio, "min_relevance": min_relevance}
     for dim in dimensions:
         side = {name: {c: at[(dim, sign * c)] for c in sorted(candidates)} for name, sign in (("+", 1.0), ("−", -1.0))}
-        worse = {c: (max(up[0], down[0]), min(up[1], down[1]), up[2] + down[2])
-                 for c, up, down in zip(side["+"], side["+"].values(), side["−"].values())}
+        worse = {c: _worse(up, down) for c, up, down in zip(side["+"], side["+"].values(), side["−"].values())}
         chosen, within = _range_of(worse, **bar)
         negative = None
         if per_side:
@@ -248,6 +247,12 @@ def search_functional_range(
                                    {c: m[1] for c, m in worse.items()}, {c: m[2] for c, m in worse.items()},
                                    negative, side)
     return results
+
+
+def _worse(one: tuple[float, float, int], other: tuple[float, float, int]) -> tuple[float, float, int]:
+    """Two settings' (perplexity ratio, relevance, answers made degenerate) taken together: the
+    higher ratio, the lower relevance, every answer made degenerate."""
+    return max(one[0], other[0]), min(one[1], other[1]), one[2] + other[2]
 
 
 def _keeps_bar(measured: tuple[float, float, int], max_ppl_ratio: float, min_relevance: float) -> bool:
@@ -370,6 +375,7 @@ def choose_worded(
     ends: Mapping[str, tuple[str, str]],
     *,
     prompts_for: Mapping[str, Sequence[str]] | None = None,
+    also_on: Mapping[str, Sequence[str]] | None = None,
     max_ppl_ratio: float = MAX_PPL_RATIO,
     min_relevance: float = MIN_RELEVANCE,
     hooks: SteeringHooks | None = None,
@@ -385,19 +391,30 @@ def choose_worded(
     `min_relevance`, none made degenerate. Words move a preference further than steering
     within its range (on the held-out split, 2026-12-07: age, ambiance and time reached every
     target only with them), but some dimensions' words pull the answer off the question
-    (cost +1 there: "the luxury of an extended stay in Europe", relevance 0.74)."""
+    (cost +1 there: "the luxury of an extended stay in Europe", relevance 0.74).
+
+    `also_on`: a dimension listed there must keep the bar on those prompts too, each end judged
+    by the worse of the two sets: a topical dimension's words are said only on turns about its
+    subject, so they are judged on such requests as well as on the neutral prompts."""
     if not prompts:
         raise ValueError("The choice needs prompts")
     dimensions = [dim for dim in vectors.dimensions if dim in ends]
-    groups = _grouped(dimensions, prompts, prompts_for)
+    groups = list(_grouped(dimensions, prompts, prompts_for).items())
+    also: dict[tuple[str, ...], list[str]] = {}
+    for dim, asked in (also_on or {}).items():
+        if dim in dimensions and asked:
+            also.setdefault(tuple(asked), []).append(dim)
+    groups += also.items()
     measured: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for done, (asked, group) in enumerate(groups.items()):
+    for done, (asked, group) in enumerate(groups):
         keys = [(dim, sign) for dim in group for sign in (1.0, -1.0)]
         _, judged = _answer_settings(loaded, hooks, vectors.layers, asked,
                                      [vectors.layer_deltas({dim: sign}) for dim, sign in keys], params, embedder,
                                      _part_of(progress, done, 1, len(groups)), vectors.steer_prompt,
                                      [preference_instruction(*ends[dim], sign) for dim, sign in keys])
         for (dim, sign), figures in zip(keys, judged):
-            measured.setdefault(dim, {})["+" if sign > 0 else "−"] = figures
+            sides = measured.setdefault(dim, {})
+            side = "+" if sign > 0 else "−"
+            sides[side] = _worse(sides[side], figures) if side in sides else figures
     worded = [dim for dim in dimensions if all(_keeps_bar(m, max_ppl_ratio, min_relevance) for m in measured[dim].values())]
     return WordingChoice(worded, measured)

@@ -117,8 +117,9 @@ def worded_choose(
 ) -> list[str]:
     """The dimensions whose preference is also said in words where they apply
     (VectorSet.worded_dimensions): those whose answers at ±1, with words and steering within
-    their measured ranges, keep the range search's bar on its neutral prompts
-    (range_search.choose_worded). None with STEERLAB_WORD_PREFERENCES or the range search off:
+    their measured ranges, keep the range search's bar on its neutral prompts and, for a topical
+    dimension, on the shipped open suggestion requests too, the kind of turn its words are said
+    on (range_search.choose_worded). None with STEERLAB_WORD_PREFERENCES or the range search off:
     the bar is the search's. `searched` (VectorSet.range_search) receives each dimension's figures
     with words, per end ("words": {"−"/"+": {"ppl_ratio", "relevance", "made_degenerate"}})."""
     if not (settings.STEERLAB_WORD_PREFERENCES and settings.STEERLAB_RANGE_SEARCH):
@@ -126,6 +127,7 @@ def worded_choose(
     choice = choose_worded(
         loaded, vectors, catalog.range_prompts(settings.STEERLAB_RANGE_PROMPTS),
         {dim.name: dim.words() for dim in dimensions}, hooks=hooks,
+        also_on={dim.name: catalog.suggestion_prompts() for dim in dimensions if dim.kind == dim.Kind.TOPICAL},
         max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR, min_relevance=settings.STEERLAB_RANGE_MIN_RELEVANCE,
     )
     log.info("Worded: %s (perplexity ratio, relevance, made degenerate at ±1 with words: %s)", choice.worded,

@@ -240,14 +240,17 @@ def test_a_set_deleted_before_its_task_runs_ends_the_task_quietly(formality, med
     assert not VectorSet.objects.exists()
 
 
-@pytest.mark.parametrize("word", [True, False])
-def test_computing_a_set_chooses_its_worded_dimensions_by_the_ranges_bar(tiny, formality, media, settings, word):
+@pytest.mark.parametrize("word, kind", [(True, "style"), (False, "style"), (True, "topical")])
+def test_computing_a_set_chooses_its_worded_dimensions_by_the_ranges_bar(tiny, formality, media, settings, word, kind):
     """The set's worded dimensions are range_search.choose_worded's on the search's prompts, under
-    the site's bar; none with STEERLAB_WORD_PREFERENCES off."""
+    the site's bar (a topical dimension's on open suggestion requests too); none with
+    STEERLAB_WORD_PREFERENCES off."""
     from steering.data import catalog
     from steering.engine.range_search import choose_worded
 
     settings.STEERLAB_WORD_PREFERENCES = word
+    formality.kind = kind
+    formality.save()
     vector_set = vector_sets.vector_set_create(name="w", model_id="tiny-llama", dimensions=[formality])
     vector_set = vector_sets.vector_set_compute(vector_set=vector_set, loaded=tiny)
     assert vector_set.status == VectorSet.Status.READY, vector_set.error
@@ -258,7 +261,8 @@ def test_computing_a_set_chooses_its_worded_dimensions_by_the_ranges_bar(tiny, f
     vectors = SteeringVectors.load(media / vector_set.file.name)
     choice = choose_worded(tiny, vectors, catalog.range_prompts(settings.STEERLAB_RANGE_PROMPTS),
                            {"formality": formality.words()}, max_ppl_ratio=settings.STEERLAB_RANGE_PPL_FACTOR,
-                           min_relevance=settings.STEERLAB_RANGE_MIN_RELEVANCE)
+                           min_relevance=settings.STEERLAB_RANGE_MIN_RELEVANCE,
+                           also_on={"formality": catalog.suggestion_prompts()} if kind == "topical" else None)
     assert vector_set.worded_dimensions == choice.worded
     assert set(choice.measured["formality"]) == {"+", "−"}
     # What the choice measured is kept beside the range search, for the admin's table.
@@ -285,3 +289,38 @@ def test_a_dimension_is_worded_only_if_both_ends_keep_the_bar(tiny, formality):
     assert choose_worded(tiny, vectors, prompts, ends, min_relevance=1e9).worded == []
     only = choose_worded(tiny, vectors, prompts, {"cost": ends["cost"]}, max_ppl_ratio=1e9, min_relevance=-1e9)
     assert set(only.measured) == {"cost"}  # a dimension without words is not tried
+
+
+def test_a_topical_dimension_s_words_are_judged_on_its_own_requests_too(tiny):
+    """`also_on`: each end is judged by the worse of the neutral prompts and the requests its
+    words are said on; a dimension not listed is judged on the neutral prompts alone."""
+    from steering.data import catalog
+    from steering.engine.range_search import choose_worded
+
+    vectors = SteeringVectors(
+        model_id="tiny-llama", hidden_size=tiny.hidden_size, num_layers=tiny.num_layers, layers=[1, 2],
+        vectors={name: torch.randn(tiny.num_layers, tiny.hidden_size, generator=torch.Generator().manual_seed(i))
+                 for i, name in enumerate(("formality", "cost"))},
+        residual_norms=torch.full((tiny.num_layers,), 10.0), functional_range={"formality": 0.02, "cost": 0.02},
+    )
+    neutral, requests = catalog.range_prompts(2), catalog.suggestion_prompts()[:2]
+    ends = {"formality": ("formal", "casual"), "cost": ("luxury", "thrift")}
+    lax = {"max_ppl_ratio": 1e9, "min_relevance": -1e9}
+    alone = choose_worded(tiny, vectors, neutral, ends, **lax).measured
+    on_requests = choose_worded(tiny, vectors, requests, ends, **lax).measured
+    both = choose_worded(tiny, vectors, neutral, ends, also_on={"cost": requests}, **lax)
+    for side in ("+", "−"):
+        assert both.measured["formality"][side] == pytest.approx(alone["formality"][side], rel=1e-4)
+    for side in ("+", "−"):
+        (ratio, kept, made), (ratio2, kept2, made2) = alone["cost"][side], on_requests["cost"][side]
+        assert both.measured["cost"][side] == pytest.approx((max(ratio, ratio2), min(kept, kept2), made + made2), rel=1e-4)
+    # A bar between the two sets' worst relevance: the neutral prompts alone keep it or not, as
+    # they do; with the requests too, the worse set decides.
+    lowest = {name: min(kept for _, kept, _ in sides["cost"].values()) for name, sides in
+              (("neutral", alone), ("requests", on_requests))}
+    assert lowest["neutral"] != lowest["requests"]
+    bar = sum(lowest.values()) / 2
+    strict = {"max_ppl_ratio": 1e9, "min_relevance": bar}
+    clean = all(made == 0 for sides in (alone, on_requests) for _, _, made in sides["cost"].values())
+    assert ("cost" in choose_worded(tiny, vectors, neutral, ends, **strict).worded) == (clean and lowest["neutral"] > bar)
+    assert "cost" not in choose_worded(tiny, vectors, neutral, ends, also_on={"cost": requests}, **strict).worded
