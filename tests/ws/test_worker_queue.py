@@ -87,6 +87,9 @@ def worker_site(settings, tiny_site, transactional_db):
     """Worker mode on the tiny model, its own Redis key prefix, and formality vectors for it."""
     settings.STEERLAB_INFERENCE = "worker"
     settings.STEERLAB_WORKER_SILENCE_S = SILENCE_S
+    # A frame per token: the tests stop or kill a worker after a client's first frames, and with
+    # a frame per 100 ms the tiny model's whole answer can be written before the second frame.
+    settings.STEERLAB_STREAM_INTERVAL_MS = 0
     settings.REDIS_URL = settings.TEST_REDIS_URL
     settings.STEERLAB_QUEUE_PREFIX = f"steerlab-test-{uuid.uuid4().hex[:8]}"
     positive, negative = catalog.examples("formality")
