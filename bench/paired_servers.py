@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from bench.chat_load import PROMPTS, percentile  # noqa: E402
 from bench.server import BenchServer  # noqa: E402
-from bench.targets import batch_prefill_seconds, client, forward_only  # noqa: E402
+from bench.targets import batch_prefill_seconds, forward_only, one_round  # noqa: E402
 from steering.engine import SteerableModel  # noqa: E402
 from steering.engine.loading import resolve_dtype  # noqa: E402
 
@@ -44,15 +44,10 @@ def setting(text: str) -> dict[str, str]:
     return dict(pairs)
 
 
-async def one_round(server: BenchServer, users: int, tokens: int) -> dict:
-    results = await asyncio.gather(*[client(server, i, tokens) for i in range(users)])
-    errors = [r["error"] for r in results if r["error"]]
-    if errors:
-        raise RuntimeError(f"errors in a round: {errors}")
-    wall = max(r["end"] for r in results) - min(r["sent"] for r in results)
-    ttfts = [r["arrivals"][0] - r["sent"] for r in results]
-    return {"tokens_per_s": sum(r["tokens"] for r in results) / wall, "ttft_p50_s": percentile(ttfts, 0.5),
-            "ttft_p95_s": percentile(ttfts, 0.95), "ttft_max_s": max(ttfts)}
+async def round_figures(server: BenchServer, users: int, tokens: int) -> dict:
+    rate, ttfts = await one_round(server, users, tokens)
+    return {"tokens_per_s": rate, "ttft_p50_s": percentile(ttfts, 0.5), "ttft_p95_s": percentile(ttfts, 0.95),
+            "ttft_max_s": max(ttfts)}
 
 
 def limits(model: SteerableModel, users: int) -> dict:
@@ -90,7 +85,7 @@ async def main() -> None:
             # a, b then b, a: neither side always runs right after the other
             for side in ("a", "b") if index % 2 == 0 else ("b", "a"):
                 time.sleep(SETTLE_S)
-                figures = await one_round(servers[side], args.users, args.tokens)
+                figures = await round_figures(servers[side], args.users, args.tokens)
                 rounds[side].append(figures)
                 print(json.dumps({"round": index, "side": side, **{k: round(v, 4) for k, v in figures.items()}}), flush=True)
     after = limits(model, args.users)

@@ -160,14 +160,20 @@ async def client(server: BenchServer, index: int, tokens: int, delay: float = 0.
                         "tokens": frame.get("stats", {}).get("tokens", 0)}
 
 
+async def one_round(server: BenchServer, users: int, tokens: int) -> tuple[float, list[float]]:
+    """`users` sending at once: their aggregate tok/s and each one's time to first token."""
+    results = await asyncio.gather(*[client(server, i, tokens) for i in range(users)])
+    assert not any(r["error"] for r in results), results
+    wall = max(r["end"] for r in results) - min(r["sent"] for r in results)
+    return sum(r["tokens"] for r in results) / wall, [r["arrivals"][0] - r["sent"] for r in results]
+
+
 async def together(server: BenchServer, users: int, tokens: int, rounds: int) -> dict:
     rates, ttfts = [], []
     for _ in range(rounds):
-        results = await asyncio.gather(*[client(server, i, tokens) for i in range(users)])
-        assert not any(r["error"] for r in results), results
-        wall = max(r["end"] for r in results) - min(r["sent"] for r in results)
-        rates.append(sum(r["tokens"] for r in results) / wall)
-        ttfts += [r["arrivals"][0] - r["sent"] for r in results]
+        rate, firsts = await one_round(server, users, tokens)
+        rates.append(rate)
+        ttfts += firsts
     return {"tokens_per_s": statistics.median(rates), "ttft_p50_s": percentile(ttfts, 0.5),
             "ttft_p95_s": percentile(ttfts, 0.95)}
 

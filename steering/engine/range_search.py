@@ -400,11 +400,8 @@ def choose_worded(
         raise ValueError("The choice needs prompts")
     dimensions = [dim for dim in vectors.dimensions if dim in ends]
     groups = list(_grouped(dimensions, prompts, prompts_for).items())
-    also: dict[tuple[str, ...], list[str]] = {}
-    for dim, asked in (also_on or {}).items():
-        if dim in dimensions and asked:
-            also.setdefault(tuple(asked), []).append(dim)
-    groups += also.items()
+    if also_on:
+        groups += _grouped([dim for dim in dimensions if also_on.get(dim)], prompts, also_on).items()
     measured: dict[str, dict[str, tuple[float, float, int]]] = {}
     for done, (asked, group) in enumerate(groups):
         keys = [(dim, sign) for dim in group for sign in (1.0, -1.0)]

@@ -311,7 +311,6 @@ def test_a_topical_dimension_s_words_are_judged_on_its_own_requests_too(tiny):
     both = choose_worded(tiny, vectors, neutral, ends, also_on={"cost": requests}, **lax)
     for side in ("+", "−"):
         assert both.measured["formality"][side] == pytest.approx(alone["formality"][side], rel=1e-4)
-    for side in ("+", "−"):
         (ratio, kept, made), (ratio2, kept2, made2) = alone["cost"][side], on_requests["cost"][side]
         assert both.measured["cost"][side] == pytest.approx((max(ratio, ratio2), min(kept, kept2), made + made2), rel=1e-4)
     # A bar between the two sets' worst relevance: the neutral prompts alone keep it or not, as
