@@ -51,7 +51,7 @@ from steering.engine.measures import (  # noqa: E402
     answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
 )
 from steering.engine.range_search import (  # noqa: E402
-    MAX_PPL_RATIO, RANGE_PARAMS, RANGE_PROMPTS, choose_worded, joint_prompts, measured_ranges,
+    MAX_PPL_RATIO, RANGE_CANDIDATES, RANGE_PARAMS, RANGE_PROMPTS, choose_worded, joint_prompts, measured_ranges,
     search_functional_range, search_joint_range, sign_patterns,
 )
 from steering.engine.condition_reading import compute_conditions  # noqa: E402
@@ -131,7 +131,10 @@ def searched(model: SteerableModel, vectors: SteeringVectors, args) -> tuple[Ste
               "degenerate": {str(c): x for c, x in r.degenerate.items()}}
         for dim, r in found.items()}}), flush=True)
     # As a computed set: the worded dimensions are chosen on these ranges and said in every pattern.
-    worded = None if args.joint_without_words else worded_dimensions(model, vectors, args)
+    worded = None
+    if not args.joint_without_words:
+        worded, lowered = worded_dimensions(model, vectors, args)
+        vectors = vectors.with_ranges(lowered)
     vectors = with_joint_searched(model, vectors, joint_prompts(prompts, topical) if args.joint_on == "topic" else prompts,
                                   worded or [], args, started)
     if args.search_to:
@@ -162,6 +165,11 @@ def main() -> None:
                         help="the dimensions also said in words where they apply (gated prompt + steering): none, "
                              "auto (range_search.choose_worded on the search's prompts, as a computed set), or a "
                              "comma-separated list")
+    parser.add_argument("--words-lower", action="store_true",
+                        help="with --worded auto: a dimension whose words fail the bar at its range is worded at the "
+                             "largest lower candidate (at least half its range) where they keep it "
+                             "(range_search.choose_worded(lower_to=...); measured 2026-12-07 and not kept: "
+                             "docs/evaluation.md)")
     parser.add_argument("--words-on", default="both", choices=["neutral", "suggestions", "both"],
                         help="the prompts --worded auto judges a topical dimension's words on: both the neutral "
                              "prompts and open suggestion requests (as a computed set's, since 2026-12-07 evening), "
@@ -197,14 +205,16 @@ def main() -> None:
 
     model = SteerableModel.load(dtype=args.dtype, system_prompt=args.system_prompt)
     options = {"system_prompt": args.system_prompt, "method": args.method, "read": args.read, "layers": args.layers,
-               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "sides": args.sides, "orthogonalise": args.orthogonalise, "worded": args.worded, "words_on": args.words_on, "joint_without_words": args.joint_without_words, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
+               "range_prompts": args.range_prompts, "range_tokens": args.range_tokens, "search_on": args.search_on, "unguarded": args.unguarded, "joint_on": args.joint_on, "sides": args.sides, "orthogonalise": args.orthogonalise, "worded": args.worded, "words_on": args.words_on, "words_lower": args.words_lower, "joint_without_words": args.joint_without_words, "steer_prompt": args.steer_prompt, "data_and_engine": data_fingerprint(),
                **({"compute_dtype": args.compute_dtype} if args.compute_dtype != "float32" else {})}
     vectors, worded = vectors_for(model, args, options)
     if not vectors.conditions:  # a file from before conditional steering: fitted as a new set's are
         vectors = with_conditions(model, vectors)
     vectors = model.add_vectors(vectors)
     if worded is None:
-        worded = worded_dimensions(model, vectors, args)
+        worded, lowered = worded_dimensions(model, vectors, args)
+        if lowered:
+            vectors = model.add_vectors(vectors.with_ranges(lowered))
     if args.joint_words and worded:
         vectors = model.add_vectors(with_joint_searched(model, vectors, catalog.range_prompts(args.range_prompts),
                                                         worded, args, time.monotonic()))
@@ -272,13 +282,14 @@ def catalog_words(dimension: str) -> tuple[str, str]:
     return spec["prompt_positive"], spec["prompt_negative"]
 
 
-def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> list[str]:
-    """--worded: the dimensions said in words where they apply; with "auto", chosen as a computed
-    set's are, on the range search's prompts (never the held-out split)."""
+def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> tuple[list[str], dict[str, float]]:
+    """--worded: the dimensions said in words where they apply, and the ranges lowered for
+    them; with "auto", chosen as a computed set's are, on the range search's prompts (never the
+    held-out split)."""
     if args.worded == "none":
-        return []
+        return [], {}
     if args.worded != "auto":
-        return [dim for dim in args.worded.split(",") if dim]
+        return [dim for dim in args.worded.split(",") if dim], {}
     started = time.monotonic()
     ends = {dim: catalog_words(dim) for dim in vectors.dimensions}
     # --words-on suggestions: a topical dimension judged on open suggestion requests, the kind of
@@ -288,11 +299,12 @@ def worded_dimensions(model: SteerableModel, vectors: SteeringVectors, args) -> 
     choice = choose_worded(model.loaded, vectors, catalog.range_prompts(args.range_prompts), ends, hooks=model.hooks,
                            params=answer_params(args, args.range_tokens),
                            prompts_for=suggestions if args.words_on == "suggestions" else None,
-                           also_on=suggestions if args.words_on == "both" else None)
-    print(json.dumps({"worded": choice.worded, "seconds": round(time.monotonic() - started),
+                           also_on=suggestions if args.words_on == "both" else None,
+                           lower_to=RANGE_CANDIDATES if args.words_lower else ())
+    print(json.dumps({"worded": choice.worded, "lowered": choice.ranges, "seconds": round(time.monotonic() - started),
                       "measured": {dim: {side: [round(m[0], 2), round(m[1], 3), m[2]] for side, m in by.items()}
                                    for dim, by in choice.measured.items()}}), flush=True)
-    return choice.worded
+    return choice.worded, choice.ranges
 
 
 def with_joint_searched(model: SteerableModel, vectors: SteeringVectors, prompts: list[str], worded: list[str],

@@ -366,6 +366,8 @@ class WordingChoice:
     worded: list[str]  # the dimensions whose words kept the bar at both ends
     # dimension → "+" / "−" → (perplexity ratio, relevance, answers made degenerate) at ±1 with words
     measured: dict[str, dict[str, tuple[float, float, int]]]
+    # worded dimensions whose words kept the bar only with their steering lowered: dimension → the range
+    ranges: dict[str, float] = field(default_factory=dict)
 
 
 def choose_worded(
@@ -376,6 +378,7 @@ def choose_worded(
     *,
     prompts_for: Mapping[str, Sequence[str]] | None = None,
     also_on: Mapping[str, Sequence[str]] | None = None,
+    lower_to: Sequence[float] = (),
     max_ppl_ratio: float = MAX_PPL_RATIO,
     min_relevance: float = MIN_RELEVANCE,
     hooks: SteeringHooks | None = None,
@@ -395,23 +398,58 @@ def choose_worded(
 
     `also_on`: a dimension listed there must keep the bar on those prompts too, each end judged
     by the worse of the two sets: a topical dimension's words are said only on turns about its
-    subject, so they are judged on such requests as well as on the neutral prompts."""
+    subject, so they are judged on such requests as well as on the neutral prompts.
+
+    `lower_to`: candidate ranges for a dimension whose words fail the bar at its own range: the
+    largest of them below that range, and at least half of it, at which words and steering keep
+    the bar makes it worded, steered at that range (`WordingChoice.ranges`). The range was
+    searched without words, and words add to the steering's push (time at −1, 2026-12-07:
+    perplexity ×2.19 and an answer made degenerate at 0.025 with words, within the bar without)."""
     if not prompts:
         raise ValueError("The choice needs prompts")
     dimensions = [dim for dim in vectors.dimensions if dim in ends]
-    groups = list(_grouped(dimensions, prompts, prompts_for).items())
-    if also_on:
-        groups += _grouped([dim for dim in dimensions if also_on.get(dim)], prompts, also_on).items()
-    measured: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for done, (asked, group) in enumerate(groups):
-        keys = [(dim, sign) for dim in group for sign in (1.0, -1.0)]
-        _, judged = _answer_settings(loaded, hooks, vectors.layers, asked,
-                                     [vectors.layer_deltas({dim: sign}) for dim, sign in keys], params, embedder,
-                                     _part_of(progress, done, 1, len(groups)), vectors.steer_prompt,
-                                     [preference_instruction(*ends[dim], sign) for dim, sign in keys])
-        for (dim, sign), figures in zip(keys, judged):
-            sides = measured.setdefault(dim, {})
-            side = "+" if sign > 0 else "−"
-            sides[side] = _worse(sides[side], figures) if side in sides else figures
-    worded = [dim for dim in dimensions if all(_keeps_bar(m, max_ppl_ratio, min_relevance) for m in measured[dim].values())]
-    return WordingChoice(worded, measured)
+    measure = _words_measure(loaded, vectors, prompts, ends, prompts_for=prompts_for, also_on=also_on, hooks=hooks,
+                             params=params, embedder=embedder)
+    keeps = lambda sides: all(_keeps_bar(m, max_ppl_ratio, min_relevance) for m in sides.values())  # noqa: E731
+    measured = measure({dim: [vectors.functional_range[dim]] for dim in dimensions},
+                       _part_of(progress, 0, 1, 2) if lower_to else progress)
+    measured = {dim: by[vectors.functional_range[dim]] for dim, by in measured.items()}
+    lowered = {dim: sorted((c for c in lower_to if vectors.functional_range[dim] / 2 <= c < vectors.functional_range[dim]),
+                           reverse=True)
+               for dim in dimensions if not keeps(measured[dim])}
+    ranges: dict[str, float] = {}
+    if any(lowered.values()):
+        for dim, by in measure({dim: c for dim, c in lowered.items() if c}, _part_of(progress, 1, 1, 2)).items():
+            kept = next((c for c in lowered[dim] if keeps(by[c])), None)
+            if kept is not None:
+                ranges[dim], measured[dim] = kept, by[kept]
+    worded = [dim for dim in dimensions if keeps(measured[dim])]
+    return WordingChoice(worded, measured, ranges)
+
+
+def _words_measure(loaded: LoadedModel, vectors: SteeringVectors, prompts: Sequence[str],
+                   ends: Mapping[str, tuple[str, str]], *, prompts_for, also_on, hooks, params, embedder):
+    """For `choose_worded`: a function of {dimension: ranges} → {dimension: {range: {"+"/"−":
+    (perplexity ratio, relevance, made degenerate)}}}, each dimension answered at ±range with
+    its words, on its prompts (and its `also_on` ones, each end the worse of the two sets); the
+    dimensions that share prompts in one batch."""
+
+    def measure(ranges_of: Mapping[str, Sequence[float]], progress: Progress | None):
+        dimensions = list(ranges_of)
+        groups = list(_grouped(dimensions, prompts, prompts_for).items())
+        if also_on:
+            groups += _grouped([dim for dim in dimensions if also_on.get(dim)], prompts, also_on).items()
+        measured: dict[str, dict[float, dict[str, tuple[float, float, int]]]] = {}
+        for done, (asked, group) in enumerate(groups):
+            keys = [(dim, r, sign) for dim in group for r in ranges_of[dim] for sign in (1.0, -1.0)]
+            settings = [vectors.layer_deltas({dim: sign * r / vectors.range_at(dim, sign)}) for dim, r, sign in keys]
+            _, judged = _answer_settings(loaded, hooks, vectors.layers, asked, settings, params, embedder,
+                                         _part_of(progress, done, 1, len(groups)), vectors.steer_prompt,
+                                         [preference_instruction(*ends[dim], sign) for dim, _, sign in keys])
+            for (dim, r, sign), figures in zip(keys, judged):
+                sides = measured.setdefault(dim, {}).setdefault(r, {})
+                side = "+" if sign > 0 else "−"
+                sides[side] = _worse(sides[side], figures) if side in sides else figures
+        return measured
+
+    return measure

@@ -323,3 +323,39 @@ def test_a_topical_dimension_s_words_are_judged_on_its_own_requests_too(tiny):
     clean = all(made == 0 for sides in (alone, on_requests) for _, _, made in sides["cost"].values())
     assert ("cost" in choose_worded(tiny, vectors, neutral, ends, **strict).worded) == (clean and lowest["neutral"] > bar)
     assert "cost" not in choose_worded(tiny, vectors, neutral, ends, also_on={"cost": requests}, **strict).worded
+
+
+def test_words_that_fail_at_a_dimension_s_range_may_keep_the_bar_with_its_steering_lowered(tiny):
+    """`lower_to`: a dimension whose words fail the bar at its range is worded at the largest
+    lower candidate, at least half the range, at which they keep it, with that candidate's
+    figures; one that keeps the bar at its range is not lowered, and none below half is tried."""
+    from steering.data import catalog
+    from steering.engine.range_search import RANGE_CANDIDATES, choose_worded
+
+    vectors = SteeringVectors(
+        model_id="tiny-llama", hidden_size=tiny.hidden_size, num_layers=tiny.num_layers, layers=[1, 2],
+        vectors={"cost": torch.randn(tiny.num_layers, tiny.hidden_size, generator=torch.Generator().manual_seed(3))},
+        residual_norms=torch.full((tiny.num_layers,), 1.0), functional_range={"cost": 0.02},
+    )
+    prompts, ends, lax = catalog.range_prompts(3), {"cost": ("luxury", "thrift")}, {"max_ppl_ratio": 1e9}
+    lower = [c for c in RANGE_CANDIDATES if 0.01 <= c < 0.02]
+    # Each candidate measured on its own, as the range the vectors carry.
+    at = {c: choose_worded(tiny, vectors.with_ranges({"cost": c}), prompts, ends, min_relevance=-1e9, **lax).measured["cost"]
+          for c in [0.02, *lower]}
+    worst = {c: min(kept for _, kept, _ in sides.values()) for c, sides in at.items()}
+    clean = {c for c, sides in at.items() if all(made == 0 for _, _, made in sides.values())}
+    better = [c for c in lower if c in clean and worst[c] > worst[0.02]]
+    assert better, "no lower candidate keeps more relevance with this seed: pick another"
+    bar = sorted(worst[c] for c in better)[len(better) // 2]  # kept by some lower candidates, not by all
+    expected = max(c for c in lower if c in clean and worst[c] >= bar)
+    choice = choose_worded(tiny, vectors, prompts, ends, min_relevance=bar, lower_to=RANGE_CANDIDATES, **lax)
+    assert choice.worded == ["cost"] and choice.ranges == {"cost": expected}
+    for side in ("+", "−"):
+        assert choice.measured["cost"][side] == pytest.approx(at[expected][side], rel=1e-4)
+    # Without lowering it fails; at its range with a bar it keeps, nothing is lowered.
+    assert choose_worded(tiny, vectors, prompts, ends, min_relevance=bar, **lax).worded == []
+    kept = choose_worded(tiny, vectors, prompts, ends, min_relevance=worst[0.02], lower_to=RANGE_CANDIDATES, **lax)
+    assert kept.ranges == {} and kept.worded == (["cost"] if 0.02 in clean else [])
+    # A bar no candidate from half the range up keeps: not worded.
+    above = max(worst[c] for c in [0.02, *lower]) + 1e-3
+    assert choose_worded(tiny, vectors, prompts, ends, min_relevance=above, lower_to=RANGE_CANDIDATES, **lax).worded == []
