@@ -30,6 +30,12 @@ dimensions at ±1 together (four sign patterns, on the suggestion prompts): rele
 answer made degenerate, every dimension's Effect moved its way; and the five topical dimensions at
 +1 on the everyday prompts that concern none: mean cosine of the answers to the unsteered
 ones ≥ 0.9. --answers writes every answer, for reading.
+
+Each dimension's spread and ±1 relevance, and each pattern's relevance, come with a 90 %
+bootstrap interval over the prompts (measures.bootstrap_interval): a dozen greedy answers move
+these figures by about 0.1 from one set of prompts to the next. The last line counts the targets
+met and names the spread and relevance misses whose whole interval lies below the bar (the
+misses another dozen prompts would most likely repeat).
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ from steering.engine import GenerationParams, SteerableModel, SteeringVectors, s
 from steering.engine.prompting import WordedPrompt, preference_instruction  # noqa: E402
 from steering.engine.embedding import shared_embedder  # noqa: E402
 from steering.engine.measures import (  # noqa: E402
-    answer_similarity, degenerate_rate, effect_scores, is_degenerate, prompt_similarities, relevance,
+    answer_similarity, bootstrap_interval, degenerate_rate, effect_scores, is_degenerate, prompt_similarities,
+    relevance,
 )
 from steering.engine.range_search import (  # noqa: E402
     MAX_PPL_RATIO, RANGE_CANDIDATES, RANGE_PARAMS, RANGE_PROMPTS, choose_worded, joint_prompts, measured_ranges,
@@ -227,7 +234,7 @@ def main() -> None:
                 "steers_prompt": vectors.steer_prompt, "conditions": sorted(vectors.conditions), "worded": worded,
                 "joint_words": args.joint_words}
     print(json.dumps({"settings": settings}), flush=True)
-    verdicts, answers = {}, {}
+    verdicts, answers, clear = {}, {}, {}
     for name in args.dimensions.split(","):
         spec = catalog.dimension(name)
         asked = prompts + split["on_topic"][name]
@@ -256,14 +263,17 @@ def main() -> None:
                 # Answers degenerate at ±1 whose unsteered answer is not (a greedy loop at 0 is not steering's).
                 "made_degenerate": [made_degenerate(at[s].answers, at[0.0].answers) for s in (-1.0, 1.0)],
                 "composite": [round(at[-1.0].composite, 3), round(at[1.0].composite, 3)],
+                "intervals": intervals(at),
             }
             figures["targets_met"] = {
                 "rho": figures["rho_means"] >= 0.999, "spread": figures["spread"] >= 0.12,
                 "pne": figures["pne"][1] > 0 > figures["pne"][0], "ppl": max(figures["ppl_ratio"]) <= 2.0,
                 "relevance": min(figures["relevance"]) >= 0.9, "degenerate": max(figures["made_degenerate"]) == 0,
             }
+            figures["clear_misses"] = clear_misses(figures)
             line[kind] = figures
         verdicts[name] = line["steering"]["targets_met"]
+        clear[name] = line["steering"]["clear_misses"]
         print(json.dumps(line), flush=True)
         answers[name] = {"prompts": asked, **{str(p.strength): p.answers for p in result.points},
                          **{kind: {str(p.strength): p.answers for p in b.points} for kind, b in result.baselines.items()}}
@@ -272,6 +282,11 @@ def main() -> None:
                                                        answer_params(args, args.tokens), worded)
         verdicts["together"] = together
     print(json.dumps({"targets_met": verdicts}), flush=True)
+    missed = {name: [t for t, ok in met.items() if not ok] for name, met in verdicts.items() if name != "together"}
+    print(json.dumps({"per_dimension_met": sum(len(met) - len(missed[name]) for name, met in verdicts.items()
+                                               if name != "together"),
+                      "per_dimension_targets": sum(len(met) for name, met in verdicts.items() if name != "together"),
+                      "missed": missed, "missed_beyond_the_interval": clear}), flush=True)
     if args.answers:
         Path(args.answers).write_text(json.dumps(answers, indent=1, ensure_ascii=False))
 
@@ -319,6 +334,33 @@ def with_joint_searched(model: SteerableModel, vectors: SteeringVectors, prompts
                       "joint_measured": {str(c): [round(m[0], 2), round(m[1], 3), m[2]] for c, m in joint.measured.items()}}),
           flush=True)
     return vectors.with_joint_range(joint.joint_range)
+
+
+def intervals(at: dict) -> dict:
+    """90 % bootstrap intervals over the prompts (measures.bootstrap_interval) of the spread and
+    of the relevance at −1 and +1: how far each could move on another dozen such prompts."""
+    n, base = len(at[0.0].cosines), at[0.0].cosines
+
+    def spread(idx):
+        return sum(at[1.0].effects[i] - at[-1.0].effects[i] for i in idx) / len(idx)
+
+    def kept(s):
+        return lambda idx: relevance([at[s].cosines[i] for i in idx], [base[i] for i in idx])
+
+    rounded = lambda pair: [round(x, 3) for x in pair]  # noqa: E731
+    return {"spread": rounded(bootstrap_interval(spread, n)),
+            "relevance": [rounded(bootstrap_interval(kept(s), n)) for s in (-1.0, 1.0)]}
+
+
+def clear_misses(figures: dict) -> list[str]:
+    """The missed spread and relevance targets whose whole interval lies below the bar: misses
+    another dozen prompts would most likely repeat (the others are within the prompts' noise)."""
+    clear = []
+    if not figures["targets_met"]["spread"] and figures["intervals"]["spread"][1] < 0.12:
+        clear.append("spread")
+    if not figures["targets_met"]["relevance"] and min(hi for _, hi in figures["intervals"]["relevance"]) < 0.9:
+        clear.append("relevance")
+    return clear
 
 
 def words_of(prompt: str, preferences: dict[str, float], worded: list[str]) -> WordedPrompt:
@@ -385,8 +427,11 @@ def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: lis
         for dim, sign in pattern.items():
             effect = sum(effect_scores(embedder, answered, *catalog.heldout_references(dim))) / n
             moved[dim] = round(sign * (effect - base_effects[dim]), 4)
-        kept = relevance(prompt_similarities(embedder, prompts, answered), base_cos)
-        figures.append({"pattern": pattern, "relevance": round(kept, 3), "degenerate": degenerate_rate(answered),
+        cosines = prompt_similarities(embedder, prompts, answered)
+        kept = relevance(cosines, base_cos)
+        interval = bootstrap_interval(lambda idx: relevance([cosines[i] for i in idx], [base_cos[i] for i in idx]), n)
+        figures.append({"pattern": pattern, "relevance": round(kept, 3),
+                        "relevance_interval": [round(x, 3) for x in interval], "degenerate": degenerate_rate(answered),
                         "made_degenerate": made_degenerate(answered, groups[0]), "moved_its_way": moved})
     everyday_cos = answer_similarity(embedder, steered_everyday, plain_everyday)
     on_topic_moved, on_topic_applied = {}, {}

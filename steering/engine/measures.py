@@ -16,6 +16,8 @@
   model's vocabulary); thresholds below, calibrated on real answers (docs/evaluation.md).
 - `composite`: AxBench-style harmonic mean of concept (Effect moved, scaled), instruction
   (relevance) and fluency (perplexity ratio, degenerate answers), each in 0…1.
+- `bootstrap_interval`: how far a figure read off a dozen prompts could move on other prompts
+  of the same kind (percentile bootstrap over the prompts).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -313,3 +315,28 @@ def composite(*, strength: float, effect: float, effect_0: float, relevance: flo
     fluency = min(1.0 / ppl_ratio, 1.0) * (1.0 - degenerate) if ppl_ratio > 0 else 0.0
     scores = (concept, instruction, fluency)
     return 0.0 if min(scores) <= 0 else 3.0 / sum(1.0 / x for x in scores)
+
+
+def bootstrap_interval(
+    statistic: Callable[[Sequence[int]], float], count: int, *, resamples: int = 2000, level: float = 0.9,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of `statistic`, a figure of `count` prompts computed
+    from the prompt indices it is given: `statistic(range(count))` is the figure itself, and it
+    is recomputed on `resamples` draws of `count` indices with replacement (seeded, so a run
+    repeats). Paired figures (steered and unsteered answers of the same prompt) stay paired:
+    both are read at the same indices. Why: the held-out targets are bars (relevance 0.9, spread
+    0.12) read off 12 prompts, where one changed greedy answer moves the figure by about 0.1, so
+    a miss or a pass near the bar may say nothing about the next dozen prompts."""
+    if count < 1:
+        raise ValueError("The interval needs at least one prompt")
+    if not 0 < level < 1:
+        raise ValueError("level must be between 0 and 1")
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, count, (resamples, count), generator=generator).tolist()
+    values = sorted(v for v in (statistic(draw) for draw in draws) if not math.isnan(v))
+    if not values:
+        return math.nan, math.nan
+    tail = (1 - level) / 2
+    pick = lambda q: values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]  # noqa: E731
+    return pick(tail), pick(1 - tail)

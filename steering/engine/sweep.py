@@ -55,6 +55,7 @@ class StrengthPoint:
     relevance: float = math.nan
     degenerate: float = 0.0  # share of the answers that are degenerate (measures.is_degenerate)
     composite: float = math.nan  # measures.composite; NaN at strength 0
+    cosines: list[float] = field(default_factory=list)  # each answer's cosine to its prompt (relevance's parts)
 
 
 @dataclass
@@ -195,6 +196,7 @@ def evaluate_dimension(
             degenerate=degenerate,
             composite=composite(strength=s, effect=effect, effect_0=base_effect, relevance=kept,
                                 ppl_ratio=ppl / base_ppl, degenerate=degenerate),
+            cosines=list(cosine),
         )
 
     def of(kind: str) -> list[StrengthPoint]:

@@ -180,3 +180,31 @@ def test_the_composite_is_a_harmonic_mean_that_any_failing_score_sinks():
     assert half == pytest.approx(3 / (1 + 1 + 2))
     assert composite(strength=1.0, effect=0.10, effect_0=0.04, relevance=0.0, ppl_ratio=1.0, degenerate=0.0) == 0.0
     assert math.isnan(composite(strength=0.0, effect=0.0, effect_0=0.0, relevance=1.0, ppl_ratio=1.0, degenerate=0.0))
+
+
+def test_a_bootstrap_interval_holds_the_figure_repeats_and_narrows_with_more_prompts():
+    from steering.engine.measures import bootstrap_interval
+
+    def mean_of(values):
+        return lambda idx: sum(values[i] for i in idx) / len(idx)
+
+    few = [0.2, 0.9, 0.4, 1.3, 0.7, 0.1, 1.1, 0.5]
+    low, high = bootstrap_interval(mean_of(few), len(few))
+    assert low < sum(few) / len(few) < high
+    assert min(few) <= low and high <= max(few)
+    assert bootstrap_interval(mean_of(few), len(few)) == (low, high)  # seeded: a run repeats
+    assert bootstrap_interval(mean_of(few), len(few), seed=1) != (low, high)
+    many = few * 8  # the same spread of values over eight times the prompts
+    narrow = bootstrap_interval(mean_of(many), len(many))
+    assert narrow[1] - narrow[0] < (high - low) / 2
+    wider = bootstrap_interval(mean_of(few), len(few), level=0.99)
+    assert wider[0] <= low and high <= wider[1]
+    # A figure every draw agrees on has no width; paired figures stay paired.
+    assert bootstrap_interval(mean_of([0.5] * 6), 6) == (0.5, 0.5)
+    steered, unsteered = [0.4, 0.8, 0.6], [0.4, 0.8, 0.6]
+    ratio = lambda idx: sum(steered[i] for i in idx) / sum(unsteered[i] for i in idx)  # noqa: E731
+    assert bootstrap_interval(ratio, 3) == pytest.approx((1.0, 1.0))
+    with pytest.raises(ValueError):
+        bootstrap_interval(mean_of(few), 0)
+    with pytest.raises(ValueError):
+        bootstrap_interval(mean_of(few), len(few), level=1.0)
