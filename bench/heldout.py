@@ -339,17 +339,12 @@ def with_joint_searched(model: SteerableModel, vectors: SteeringVectors, prompts
 def intervals(at: dict) -> dict:
     """90 % bootstrap intervals over the prompts (measures.bootstrap_interval) of the spread and
     of the relevance at −1 and +1: how far each could move on another dozen such prompts."""
-    n, base = len(at[0.0].cosines), at[0.0].cosines
-
     def spread(idx):
         return sum(at[1.0].effects[i] - at[-1.0].effects[i] for i in idx) / len(idx)
 
-    def kept(s):
-        return lambda idx: relevance([at[s].cosines[i] for i in idx], [base[i] for i in idx])
-
     rounded = lambda pair: [round(x, 3) for x in pair]  # noqa: E731
-    return {"spread": rounded(bootstrap_interval(spread, n)),
-            "relevance": [rounded(bootstrap_interval(kept(s), n)) for s in (-1.0, 1.0)]}
+    return {"spread": rounded(bootstrap_interval(spread, len(at[0.0].effects))),
+            "relevance": [rounded(at[s].relevance_interval) for s in (-1.0, 1.0)]}
 
 
 def clear_misses(figures: dict) -> list[str]:

@@ -65,7 +65,7 @@ class EvaluationAdmin(admin.ModelAdmin):
             (
                 # Reports made before issue 24 have no relevance, degenerate share or composite.
                 (name, p["strength"], _fmt(p["effect"]), _fmt(p["perplexity"], 2), _fmt(p["ppl_ratio"], 2),
-                 _fmt(p["pne"]), _fmt(p.get("relevance"), 2), _fmt(p.get("degenerate"), 2), _fmt(p.get("composite"), 2),
+                 _fmt(p["pne"]), _relevance_cell(p), _fmt(p.get("degenerate"), 2), _fmt(p.get("composite"), 2),
                  _fmt(p["repetition"], 2), (p["answers"] or [""])[0][:200])
                 for name, way in ways
                 for p in way["points"]
@@ -90,7 +90,8 @@ class EvaluationAdmin(admin.ModelAdmin):
             "when the mean Effect rises at every step; the ρ of the means per strength (in parentheses) is 1.000 "
             "exactly when the means rise steadily.</p><p>Functional range {} · layers {}</p>"
             "<p>Relevance: the answers' similarity to their prompts over the unsteered answers' (1 = as on-topic; "
-            "the functional range keeps it ≥ 0.9). Degenerate: the share of answers that loop or invent words. "
+            "the functional range keeps it ≥ 0.9); in parentheses, the 90 % interval it could take on other prompts "
+            "of the same kind (a bootstrap over these prompts). Degenerate: the share of answers that loop or invent words. "
             "Composite: the harmonic mean of concept (Effect moved), relevance and fluency (docs/evaluation.md).</p>",
             rows, rhos, functional_range,
             layer_ranges(layers) if layers else "—",
@@ -125,3 +126,12 @@ class EvaluationAdmin(admin.ModelAdmin):
 
 def _fmt(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _relevance_cell(point: dict) -> str:
+    """A steered point's relevance with its 90 % interval over the prompts ("0.81 (0.67–0.95)");
+    the unsteered point's is 1 by definition, and reports made before the interval have none."""
+    interval = point.get("relevance_interval")
+    if not point.get("strength") or not interval or None in interval:
+        return _fmt(point.get("relevance"), 2)
+    return f"{_fmt(point.get('relevance'), 2)} ({_fmt(interval[0], 2)}–{_fmt(interval[1], 2)})"

@@ -22,6 +22,7 @@ from .embedding import SentenceEmbedder, shared_embedder
 from .hooks import SteeringHooks
 from .measures import (
     answer_nll,
+    bootstrap_interval,
     composite,
     degenerate_rate,
     effect_scores,
@@ -56,6 +57,9 @@ class StrengthPoint:
     degenerate: float = 0.0  # share of the answers that are degenerate (measures.is_degenerate)
     composite: float = math.nan  # measures.composite; NaN at strength 0
     cosines: list[float] = field(default_factory=list)  # each answer's cosine to its prompt (relevance's parts)
+    # The 90 % bootstrap interval of `relevance` over the prompts (measures.bootstrap_interval): a
+    # dozen answers read it to about ±0.15, so a figure near the bar says little on its own.
+    relevance_interval: tuple[float, float] = (math.nan, math.nan)
 
 
 @dataclass
@@ -197,6 +201,8 @@ def evaluate_dimension(
             composite=composite(strength=s, effect=effect, effect_0=base_effect, relevance=kept,
                                 ppl_ratio=ppl / base_ppl, degenerate=degenerate),
             cosines=list(cosine),
+            relevance_interval=bootstrap_interval(
+                lambda idx: relevance([cosine[i] for i in idx], [base[3][i] for i in idx]), n),
         )
 
     def of(kind: str) -> list[StrengthPoint]:

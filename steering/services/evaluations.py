@@ -143,6 +143,10 @@ def _figures(points, spearman: float, spearman_of_means: float) -> dict:
         point = by_strength.get(strength)
         return None if point is None else _rounded(getattr(point, name))
 
+    def interval(strength: float):
+        point = by_strength.get(strength)
+        return None if point is None else [_rounded(x) for x in point.relevance_interval]
+
     return {
         "effect_minus_1": at(-1.0, "effect"),
         "effect_0": at(0.0, "effect"),
@@ -155,6 +159,8 @@ def _figures(points, spearman: float, spearman_of_means: float) -> dict:
         "ppl_ratio_minus_1": at(-1.0, "ppl_ratio"),
         "relevance_plus_1": at(1.0, "relevance"),
         "relevance_minus_1": at(-1.0, "relevance"),
+        "relevance_plus_1_interval": interval(1.0),
+        "relevance_minus_1_interval": interval(-1.0),
         "degenerate_plus_1": at(1.0, "degenerate"),
         "degenerate_minus_1": at(-1.0, "degenerate"),
         "composite_plus_1": at(1.0, "composite"),
@@ -186,6 +192,8 @@ def report_of(result: SweepResult, *, vector_set: VectorSet | None = None) -> di
         for point in part["points"]:
             for key in ("effect", "perplexity", "ppl_ratio", "pne", "repetition", "relevance", "degenerate", "composite"):
                 point[key] = _rounded(point[key], 6)
+            point["cosines"] = [_rounded(x, 6) for x in point["cosines"]]
+            point["relevance_interval"] = [_rounded(x, 6) for x in point["relevance_interval"]]
         for key in ("spearman", "spearman_of_means"):
             part[key] = _rounded(part[key], 6)
     return report

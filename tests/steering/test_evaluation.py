@@ -62,6 +62,11 @@ def test_the_task_stores_a_report_and_a_plot(ready_set, settings):
     assert prompt["instructions"]["1.0"] == "Answer for someone who strongly prefers a formal, polished register."
     assert [p["strength"] for p in prompt["points"]] == [-1.0, 0.0, 1.0]
     assert report["references"]["negative"] == ["lol sure, whatever works"]
+    # Relevance comes with its 90 % interval over the prompts, which holds it, and its parts.
+    for point in report["points"]:
+        low, high = point["relevance_interval"]
+        assert low <= point["relevance"] <= high and len(point["cosines"]) == 2
+    assert report["summary"]["relevance_plus_1_interval"] == report["points"][2]["relevance_interval"]
     json.dumps(report, allow_nan=False)  # plain JSON, no NaN
     assert (settings.MEDIA_ROOT / run.plot.name).read_bytes().startswith(PNG)
 
@@ -106,7 +111,8 @@ def test_the_command_writes_the_json_report_and_the_plot(ready_set, tmp_path, ca
     report = json.loads(output.read_text())
     assert report["prompts"] == ["Hi there", "What is tea?"]
     assert output.with_suffix(".png").read_bytes().startswith(PNG)
-    assert "Spearman" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Spearman" in out and "relevance at +1" in out and "(90 % interval [" in out
     assert Evaluation.objects.get().status == Evaluation.Status.READY
 
 
@@ -159,6 +165,8 @@ def test_staff_start_an_evaluation_from_the_admin_and_see_its_report_and_plot(
     assert run.status == Evaluation.Status.READY and run.created_by == charlie
     page = client.get(response.url).content.decode()
     assert "Spearman ρ" in page and "prompt+steering" in page and reverse("admin:steering_evaluation_plot", args=[run.pk]) in page
+    low, high = run.report["points"][2]["relevance_interval"]
+    assert f"{run.report['points'][2]['relevance']:.2f} ({low:.2f}–{high:.2f})" in page and "90 % interval" in page
     plot = client.get(reverse("admin:steering_evaluation_plot", args=[run.pk]))
     assert plot["Content-Type"] == "image/png" and b"".join(plot.streaming_content).startswith(PNG)
     assert "Evaluate" in client.get(reverse("admin:steering_vectorset_changelist")).content.decode()

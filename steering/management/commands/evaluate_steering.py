@@ -130,7 +130,8 @@ class Command(BaseCommand):
             "{name}: Effect at −1 / 0 / +1: {effect_minus_1} / {effect_0} / {effect_plus_1};  Spearman ρ {spearman} "
             "(of the means {spearman_of_means});  PNE at +1 {pne_plus_1}, at −1 {pne_minus_1};  "
             "PPL ratio at +1 {ppl_ratio_plus_1}, at −1 {ppl_ratio_minus_1};  "
-            "relevance at +1 {relevance_plus_1}, at −1 {relevance_minus_1};  "
+            "relevance at +1 {relevance_plus_1} (90 % interval {relevance_plus_1_interval}), "
+            "at −1 {relevance_minus_1} (90 % interval {relevance_minus_1_interval});  "
             "degenerate answers at +1 {degenerate_plus_1}, at −1 {degenerate_minus_1};  "
             "composite at +1 {composite_plus_1}, at −1 {composite_minus_1}"
         )
