@@ -35,7 +35,10 @@ Each dimension's spread and ±1 relevance, and each pattern's relevance, come wi
 bootstrap interval over the prompts (measures.bootstrap_interval): a dozen greedy answers move
 these figures by about 0.1 from one set of prompts to the next. The last line counts the targets
 met and names the spread and relevance misses whose whole interval lies below the bar (the
-misses another dozen prompts would most likely repeat).
+misses another dozen prompts would most likely repeat); the together line does the same for the
+patterns' relevance and for each dimension's movement (an interval wholly on the wrong side of 0).
+In bfloat16 the answers depend on the host and on OMP_NUM_THREADS (2026-12-07: 30 of 36 with one
+thread, 28 with two, the same file): compare runs only on one host at one thread count.
 """
 
 from __future__ import annotations
@@ -347,6 +350,15 @@ def intervals(at: dict) -> dict:
             "relevance": [rounded(at[s].relevance_interval) for s in (-1.0, 1.0)]}
 
 
+def moved_way(scores: list[float], base: list[float], sign: float) -> tuple[float, list[float]]:
+    """How far answers moved a dimension's Effect its way (`sign`) from the same prompts'
+    unsteered answers, the mean and its 90 % bootstrap interval over the prompts."""
+    def mean(idx):
+        return sign * sum(scores[i] - base[i] for i in idx) / len(idx)
+
+    return round(mean(range(len(scores))), 4), [round(x, 4) for x in bootstrap_interval(mean, len(scores))]
+
+
 def clear_misses(figures: dict) -> list[str]:
     """The missed spread and relevance targets whose whole interval lies below the bar: misses
     another dozen prompts would most likely repeat (the others are within the prompts' noise)."""
@@ -415,27 +427,28 @@ def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: lis
     topic_decisions = decisions[len(settings) * n + 2 * e + t :]
     everyday_decisions = decisions[len(settings) * n + e : len(settings) * n + 2 * e]
     base_cos = prompt_similarities(embedder, prompts, groups[0])
-    base_effects = {dim: sum(effect_scores(embedder, groups[0], *catalog.heldout_references(dim))) / n for dim in vectors.dimensions}
+    base_scores = {dim: effect_scores(embedder, groups[0], *catalog.heldout_references(dim)) for dim in vectors.dimensions}
     figures = []
     for pattern, answered in zip(patterns, groups[1:]):
-        moved = {}
+        moved, moved_intervals = {}, {}
         for dim, sign in pattern.items():
-            effect = sum(effect_scores(embedder, answered, *catalog.heldout_references(dim))) / n
-            moved[dim] = round(sign * (effect - base_effects[dim]), 4)
+            scores = effect_scores(embedder, answered, *catalog.heldout_references(dim))
+            moved[dim], moved_intervals[dim] = moved_way(scores, base_scores[dim], sign)
         cosines = prompt_similarities(embedder, prompts, answered)
         kept = relevance(cosines, base_cos)
         interval = bootstrap_interval(lambda idx: relevance([cosines[i] for i in idx], [base_cos[i] for i in idx]), n)
         figures.append({"pattern": pattern, "relevance": round(kept, 3),
                         "relevance_interval": [round(x, 3) for x in interval], "degenerate": degenerate_rate(answered),
-                        "made_degenerate": made_degenerate(answered, groups[0]), "moved_its_way": moved})
+                        "made_degenerate": made_degenerate(answered, groups[0]), "moved_its_way": moved,
+                        "moved_intervals": moved_intervals})
     everyday_cos = answer_similarity(embedder, steered_everyday, plain_everyday)
-    on_topic_moved, on_topic_applied = {}, {}
+    on_topic_moved, on_topic_intervals, on_topic_applied = {}, {}, {}
     for dim in topical:
         idx = [i for i, (d, _) in enumerate(topic_prompts) if d == dim]
         refs = catalog.heldout_references(dim)
         before = effect_scores(embedder, [plain_topic[i] for i in idx], *refs)
         after = effect_scores(embedder, [steered_topic[i] for i in idx], *refs)
-        on_topic_moved[dim] = round((sum(after) - sum(before)) / len(idx), 4)
+        on_topic_moved[dim], on_topic_intervals[dim] = moved_way(after, before, 1.0)
         on_topic_applied[dim] = sum(bool(topic_decisions[i] and topic_decisions[i][dim]["applied"]) for i in idx) / len(idx)
     everyday_applied = {dim: sum(bool(d and d[dim]["applied"]) for d in everyday_decisions) / e for dim in topical}
     met = {
@@ -448,8 +461,16 @@ def together_check(model: SteerableModel, vectors: SteeringVectors, prompts: lis
     line = {"together": figures, "everyday_cosine_to_unsteered": round(everyday_cos, 3),
             "everyday_relevance": round(relevance(prompt_similarities(embedder, everyday, steered_everyday),
                                                   prompt_similarities(embedder, everyday, plain_everyday)), 3),
-            "everyday_applied": everyday_applied, "everyday_worded": everyday_worded, "on_topic_moved": on_topic_moved, "on_topic_applied": on_topic_applied,
-            "targets_met": met}
+            "everyday_applied": everyday_applied, "everyday_worded": everyday_worded, "on_topic_moved": on_topic_moved,
+            "on_topic_intervals": on_topic_intervals, "on_topic_applied": on_topic_applied, "targets_met": met,
+            # The misses another set of such prompts would most likely repeat: a whole interval
+            # below the bar (relevance), or on the wrong side of 0 (a dimension's movement).
+            "missed_beyond_the_interval": {
+                "relevance": [f["pattern"] for f in figures if f["relevance_interval"][1] < 0.85],
+                "every_dimension_moves": [(f["pattern"], dim) for f in figures
+                                          for dim, (_, high) in f["moved_intervals"].items() if high <= 0],
+                "on_topic_moves": [dim for dim, (_, high) in on_topic_intervals.items() if high <= 0],
+            }}
     print(json.dumps(line), flush=True)
     return met, {"prompts": prompts, "patterns": patterns, "answers": groups, "everyday": everyday,
                  "everyday_unsteered": plain_everyday, "everyday_topical_plus1": steered_everyday,
