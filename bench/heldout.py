@@ -285,11 +285,11 @@ def main() -> None:
                                                        answer_params(args, args.tokens), worded)
         verdicts["together"] = together
     print(json.dumps({"targets_met": verdicts}), flush=True)
-    missed = {name: [t for t, ok in met.items() if not ok] for name, met in verdicts.items() if name != "together"}
-    print(json.dumps({"per_dimension_met": sum(len(met) - len(missed[name]) for name, met in verdicts.items()
-                                               if name != "together"),
-                      "per_dimension_targets": sum(len(met) for name, met in verdicts.items() if name != "together"),
-                      "missed": missed, "missed_beyond_the_interval": clear}), flush=True)
+    alone = {name: met for name, met in verdicts.items() if name != "together"}
+    print(json.dumps({"per_dimension_met": sum(sum(met.values()) for met in alone.values()),
+                      "per_dimension_targets": sum(len(met) for met in alone.values()),
+                      "missed": {name: [t for t, ok in met.items() if not ok] for name, met in alone.items()},
+                      "missed_beyond_the_interval": clear}), flush=True)
     if args.answers:
         Path(args.answers).write_text(json.dumps(answers, indent=1, ensure_ascii=False))
 

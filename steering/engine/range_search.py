@@ -408,48 +408,50 @@ def choose_worded(
     if not prompts:
         raise ValueError("The choice needs prompts")
     dimensions = [dim for dim in vectors.dimensions if dim in ends]
-    measure = _words_measure(loaded, vectors, prompts, ends, prompts_for=prompts_for, also_on=also_on, hooks=hooks,
-                             params=params, embedder=embedder)
+    setup = {"loaded": loaded, "vectors": vectors, "prompts": prompts, "ends": ends, "prompts_for": prompts_for,
+             "also_on": also_on, "hooks": hooks, "params": params, "embedder": embedder}
     keeps = lambda sides: all(_keeps_bar(m, max_ppl_ratio, min_relevance) for m in sides.values())  # noqa: E731
-    measured = measure({dim: [vectors.functional_range[dim]] for dim in dimensions},
-                       _part_of(progress, 0, 1, 2) if lower_to else progress)
-    measured = {dim: by[vectors.functional_range[dim]] for dim, by in measured.items()}
-    lowered = {dim: sorted((c for c in lower_to if vectors.functional_range[dim] / 2 <= c < vectors.functional_range[dim]),
-                           reverse=True)
-               for dim in dimensions if not keeps(measured[dim])}
+    # First at ±1, each end at its own range; then the lower candidates of those that failed.
+    at_one = _words_measured(**setup, ranges_of=dict.fromkeys(dimensions, [None]),
+                             progress=_part_of(progress, 0, 1, 2) if lower_to else progress)
+    measured = {dim: by[None] for dim, by in at_one.items()}
+    lower = {dim: sorted((c for c in lower_to if vectors.functional_range[dim] / 2 <= c < vectors.functional_range[dim]),
+                         reverse=True)
+             for dim in dimensions if not keeps(measured[dim])}
+    lower = {dim: candidates for dim, candidates in lower.items() if candidates}
     ranges: dict[str, float] = {}
-    if any(lowered.values()):
-        for dim, by in measure({dim: c for dim, c in lowered.items() if c}, _part_of(progress, 1, 1, 2)).items():
-            kept = next((c for c in lowered[dim] if keeps(by[c])), None)
+    if lower:
+        for dim, by in _words_measured(**setup, ranges_of=lower, progress=_part_of(progress, 1, 1, 2)).items():
+            kept = next((c for c in lower[dim] if keeps(by[c])), None)
             if kept is not None:
                 ranges[dim], measured[dim] = kept, by[kept]
     worded = [dim for dim in dimensions if keeps(measured[dim])]
     return WordingChoice(worded, measured, ranges)
 
 
-def _words_measure(loaded: LoadedModel, vectors: SteeringVectors, prompts: Sequence[str],
-                   ends: Mapping[str, tuple[str, str]], *, prompts_for, also_on, hooks, params, embedder):
-    """For `choose_worded`: a function of {dimension: ranges} → {dimension: {range: {"+"/"−":
-    (perplexity ratio, relevance, made degenerate)}}}, each dimension answered at ±range with
-    its words, on its prompts (and its `also_on` ones, each end the worse of the two sets); the
-    dimensions that share prompts in one batch."""
-
-    def measure(ranges_of: Mapping[str, Sequence[float]], progress: Progress | None):
-        dimensions = list(ranges_of)
-        groups = list(_grouped(dimensions, prompts, prompts_for).items())
-        if also_on:
-            groups += _grouped([dim for dim in dimensions if also_on.get(dim)], prompts, also_on).items()
-        measured: dict[str, dict[float, dict[str, tuple[float, float, int]]]] = {}
-        for done, (asked, group) in enumerate(groups):
-            keys = [(dim, r, sign) for dim in group for r in ranges_of[dim] for sign in (1.0, -1.0)]
-            settings = [vectors.layer_deltas({dim: sign * r / vectors.range_at(dim, sign)}) for dim, r, sign in keys]
-            _, judged = _answer_settings(loaded, hooks, vectors.layers, asked, settings, params, embedder,
-                                         _part_of(progress, done, 1, len(groups)), vectors.steer_prompt,
-                                         [preference_instruction(*ends[dim], sign) for dim, _, sign in keys])
-            for (dim, r, sign), figures in zip(keys, judged):
-                sides = measured.setdefault(dim, {}).setdefault(r, {})
-                side = "+" if sign > 0 else "−"
-                sides[side] = _worse(sides[side], figures) if side in sides else figures
-        return measured
-
-    return measure
+def _words_measured(
+    *, loaded: LoadedModel, vectors: SteeringVectors, prompts: Sequence[str], ends: Mapping[str, tuple[str, str]],
+    prompts_for, also_on, hooks, params, embedder, ranges_of: Mapping[str, Sequence[float | None]],
+    progress: Progress | None,
+) -> dict[str, dict[float | None, dict[str, tuple[float, float, int]]]]:
+    """For `choose_worded`: each dimension of `ranges_of` answered with its words at ±range for
+    each of its ranges (None: ±1, each end at its own range), on its prompts and its `also_on`
+    ones, each end the worse of the two sets; dimension → range → "+"/"−" → (perplexity ratio,
+    relevance, made degenerate). The dimensions that share prompts are answered in one batch."""
+    dimensions = list(ranges_of)
+    groups = list(_grouped(dimensions, prompts, prompts_for).items())
+    if also_on:
+        groups += _grouped([dim for dim in dimensions if also_on.get(dim)], prompts, also_on).items()
+    measured: dict[str, dict[float | None, dict[str, tuple[float, float, int]]]] = {}
+    for done, (asked, group) in enumerate(groups):
+        keys = [(dim, r, sign) for dim in group for r in ranges_of[dim] for sign in (1.0, -1.0)]
+        settings = [vectors.layer_deltas({dim: sign if r is None else sign * r / vectors.range_at(dim, sign)})
+                    for dim, r, sign in keys]
+        _, judged = _answer_settings(loaded, hooks, vectors.layers, asked, settings, params, embedder,
+                                     _part_of(progress, done, 1, len(groups)), vectors.steer_prompt,
+                                     [preference_instruction(*ends[dim], sign) for dim, _, sign in keys])
+        for (dim, r, sign), figures in zip(keys, judged):
+            sides = measured.setdefault(dim, {}).setdefault(r, {})
+            side = "+" if sign > 0 else "−"
+            sides[side] = _worse(sides[side], figures) if side in sides else figures
+    return measured

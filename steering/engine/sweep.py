@@ -201,7 +201,8 @@ def evaluate_dimension(
             composite=composite(strength=s, effect=effect, effect_0=base_effect, relevance=kept,
                                 ppl_ratio=ppl / base_ppl, degenerate=degenerate),
             cosines=list(cosine),
-            relevance_interval=bootstrap_interval(
+            # The unsteered answers are their own yardstick: 1 at every draw, nothing to resample.
+            relevance_interval=(kept, kept) if measures is base else bootstrap_interval(
                 lambda idx: relevance([cosine[i] for i in idx], [base[3][i] for i in idx]), n),
         )
 
